@@ -1,0 +1,3 @@
+from tinymono.cli import main
+
+raise SystemExit(main())
