@@ -1,0 +1,176 @@
+"""Every layer's backward against central differences (float64, hypothesis-drawn shapes and values)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinymono import layers as L
+from tinymono.gradcheck import check_layer, format_table
+
+BUDGET = 1e-6  # float64 central differences of a correct backward land near 1e-9; a wrong one near 1
+SETTINGS = settings(max_examples=25, deadline=None)
+seeds = st.integers(0, 2**32 - 1)
+dims = st.integers(1, 5)
+
+
+def assert_grads_ok(errors, what):
+    bad = {k: v for k, v in errors.items() if not v <= BUDGET}
+    assert not bad, (f"{what}: backward disagrees with central differences. Check the transposes and which "
+                     f"axes you sum over.\n{format_table(errors, BUDGET)}")
+
+
+def away_from_zero(rng, shape, margin=0.05):
+    """Values with |x| >= margin, so a finite difference (eps 1e-6) never crosses a kink at 0."""
+    x = rng.standard_normal(shape)
+    return np.sign(x) * (margin + np.abs(x))
+
+
+@SETTINGS
+@given(seeds, dims, dims, dims, dims)
+def test_linear(seed, b, t, i, o):
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal((b, t, i)), rng.standard_normal((i, o)), rng.standard_normal(o)]
+    assert_grads_ok(check_layer(L.linear_forward, L.linear_backward, args, ["x", "W", "b"], rng=rng), "linear")
+
+
+@SETTINGS
+@given(seeds, dims, dims)
+def test_relu(seed, n, d):
+    rng = np.random.default_rng(seed)
+    x = away_from_zero(rng, (n, d))
+    assert_grads_ok(check_layer(L.relu_forward, L.relu_backward, [x], ["x"], rng=rng), "relu")
+    out, _ = L.relu_forward(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+@SETTINGS
+@given(seeds, dims, dims, st.sampled_from(["tanh", "none"]))
+def test_gelu(seed, n, d, approximate):
+    rng = np.random.default_rng(seed)
+    x = 3 * rng.standard_normal((n, d))
+    errs = check_layer(L.gelu_forward, L.gelu_backward, [x], ["x"], rng=rng, approximate=approximate)
+    assert_grads_ok(errs, f"gelu ({approximate})")
+
+
+def test_gelu_values():
+    # GELU(x) = x Phi(x): Phi(1) = 0.8413447460685429; the tanh formula is within 1e-3 of it
+    x = np.array([-1.0, 0.0, 1.0])
+    exact, _ = L.gelu_forward(x, approximate="none")
+    np.testing.assert_allclose(exact, [-0.15865525393145707, 0.0, 0.8413447460685429], rtol=1e-12)
+    approx, _ = L.gelu_forward(x, approximate="tanh")
+    np.testing.assert_allclose(approx, exact, atol=1e-3)
+    with pytest.raises(ValueError, match="approximate"):
+        L.gelu_forward(x, approximate="sigmoid")
+
+
+@SETTINGS
+@given(seeds, dims, st.integers(3, 8))  # with d=2 every row normalises to (-1, 1): dx is ~0, pure round-off
+def test_layernorm(seed, n, d):
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal((n, 2, d)), rng.standard_normal(d), rng.standard_normal(d)]
+    assert_grads_ok(check_layer(L.layernorm_forward, L.layernorm_backward, args, ["x", "w", "b"], rng=rng),
+                    "layernorm")
+
+
+def test_layernorm_constant_rows():
+    x = np.full((3, 8), 7.0)
+    w, b = np.ones(8), np.arange(8.0)
+    out, cache = L.layernorm_forward(x, w, b)
+    np.testing.assert_allclose(out, np.broadcast_to(b, x.shape), err_msg="a constant row normalises to 0, leaving b")
+    dx, dw, db = L.layernorm_backward(np.ones_like(x), cache)
+    assert np.all(np.isfinite(dx)) and np.all(np.isfinite(dw)), "layernorm backward must stay finite on constant rows"
+
+
+@SETTINGS
+@given(seeds, dims, dims, st.integers(1, 6), dims)
+def test_embedding(seed, b, t, v, d):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, v, size=(b, t))  # small vocab: repeated ids are common, which add.at must sum
+    W_E = rng.standard_normal((v, d))
+    assert_grads_ok(check_layer(L.embedding_forward, L.embedding_backward, [ids, W_E], ["ids", "W_E"], rng=rng),
+                    "embedding")
+
+
+@SETTINGS
+@given(seeds, dims, dims, st.integers(2, 7))
+def test_cross_entropy(seed, b, t, v):
+    rng = np.random.default_rng(seed)
+    logits = 2 * rng.standard_normal((b, t, v))
+    targets = rng.integers(0, v, size=(b, t))
+    errs = check_layer(L.cross_entropy_forward, L.cross_entropy_backward, [logits, targets], ["logits", "targets"],
+                       rng=rng)
+    assert_grads_ok(errs, "cross-entropy")
+    # independent computation of the loss: -mean log(softmax) at the targets
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = -np.mean(np.log(np.take_along_axis(p, targets[..., None], -1)))
+    loss, cache = L.cross_entropy_forward(logits, targets)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(L.per_token_loss(cache).mean(), expected, rtol=1e-12)
+
+
+def test_cross_entropy_huge_logits():
+    logits = np.array([[1e4, 0.0, -1e4], [1e4, 0.0, -1e4]])
+    loss, dlogits = L.softmax_cross_entropy(logits, np.array([0, 1]))
+    # token 0: the target has all the mass (loss 0); token 1: log-prob of the middle logit is -1e4
+    assert np.isfinite(loss) and loss == pytest.approx(1e4 / 2), f"loss {loss} should be (0 + 1e4) / 2"
+    np.testing.assert_allclose(dlogits, [[0, 0, 0], [0.5, -0.5, 0]], atol=1e-12)
+
+
+def attention_args(rng, b, t, d, h, e):
+    return [rng.standard_normal((b, t, d)),
+            *(a for _ in range(3) for a in (rng.standard_normal((h, d, e)) / np.sqrt(d), rng.standard_normal((h, e)))),
+            rng.standard_normal((h, e, d)) / np.sqrt(e), rng.standard_normal(d)]
+
+
+ATTN_NAMES = ["x", "W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"]
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 2), st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.integers(1, 4))
+def test_attention(seed, b, t, d, h, e):
+    rng = np.random.default_rng(seed)
+    args = attention_args(rng, b, t, d, h, e)
+    errors = check_layer(L.attention_forward, L.attention_backward, args, ATTN_NAMES, rng=rng)
+    # The key bias's gradient is zero in theory (adding one vector to every key shifts all of a query's
+    # scores by the same amount, which the softmax ignores), so a relative error would only compare
+    # round-off with round-off; check that it is zero instead.
+    del errors["b_K"]
+    assert_grads_ok(errors, "attention")
+    _, cache = L.attention_forward(*args)
+    db_K = L.attention_backward(rng.standard_normal((b, t, d)), cache)[4]
+    assert np.abs(db_K).max() < 1e-10, f"d b_K must vanish (softmax is shift-invariant), got {np.abs(db_K).max():.2e}"
+
+
+@SETTINGS
+@given(seeds, st.integers(2, 8), st.integers(1, 3), st.data())
+def test_attention_is_causal(seed, t, h, data):
+    rng = np.random.default_rng(seed)
+    args = attention_args(rng, 2, t, 6, h, 3)
+    out, cache = L.attention_forward(*args)
+    pos = data.draw(st.integers(0, t - 1))
+    x2 = args[0].copy()
+    x2[:, pos] += 10 * rng.standard_normal(x2[:, pos].shape)
+    out2, _ = L.attention_forward(x2, *args[1:])
+    np.testing.assert_array_equal(out2[:, :pos], out[:, :pos],
+                                  err_msg=f"changing position {pos} changed earlier outputs: the mask leaks the future")
+    assert np.all(np.triu(cache.pattern, k=1) == 0), "the attention pattern must be exactly 0 above the diagonal"
+    np.testing.assert_allclose(cache.pattern.sum(-1), 1.0, rtol=1e-12)
+
+
+def test_attention_matches_a_loop():
+    """An independent, deliberately naive computation, one head and one query at a time."""
+    rng = np.random.default_rng(1)
+    x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O = attention_args(rng, 2, 5, 6, 3, 4)
+    out, _ = L.attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)
+    expected = np.tile(b_O, (2, 5, 1))
+    for bi in range(2):
+        for hi in range(3):
+            q = x[bi] @ W_Q[hi] + b_Q[hi]
+            k = x[bi] @ W_K[hi] + b_K[hi]
+            v = x[bi] @ W_V[hi] + b_V[hi]
+            for ti in range(5):
+                s = k[: ti + 1] @ q[ti] / 2.0  # sqrt(d_head=4)
+                p = np.exp(s - s.max())
+                p /= p.sum()
+                expected[bi, ti] += (p @ v[: ti + 1]) @ W_O[hi]
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)

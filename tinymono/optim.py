@@ -1,0 +1,122 @@
+"""Adam over parameter dicts, gradient clipping and learning-rate schedules.
+
+Adam keeps two running averages per parameter entry: m, of the gradient, and v, of its square. The
+update is  p -= lr * m_hat / (sqrt(v_hat) + eps)  with the bias-corrected  m_hat = m / (1 - beta1^t),
+v_hat = v / (1 - beta2^t). AdamW adds decoupled weight decay:  p -= lr * weight_decay * p.
+
+The state is plain arrays you can print (`opt.m["W_dec"]`) and reset row by row: the sparse
+autoencoder's dead-latent resampling rewrites a few rows of the encoder and decoder and must forget
+their moments, or Adam would keep pushing the new rows with the old rows' history.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Adam:
+    """Adam (weight_decay=0) or AdamW (weight_decay>0, decoupled), updating a dict of arrays in place.
+
+    params: name -> array. weight decay applies to the names in `decay` (default: arrays with 2 or more
+    dimensions, i.e. weight matrices, not biases or layer-norm gains)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay=None):
+        if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or eps <= 0 or weight_decay < 0:
+            raise ValueError(f"bad Adam settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        self.lr, self.beta1, self.beta2, self.eps, self.weight_decay = lr, betas[0], betas[1], eps, weight_decay
+        self.decay = set(decay) if decay is not None else {k for k, p in params.items() if p.ndim >= 2}
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        self.t = 0  # number of steps taken; the bias correction uses it
+
+    def step(self, params, grads, lr=None):
+        """One update of every array in `params`, in place. grads has the same keys and shapes."""
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        c1 = 1.0 - self.beta1**self.t
+        c2 = 1.0 - self.beta2**self.t
+        for k, p in params.items():
+            g = grads[k]
+            m, v = self.m[k], self.v[k]
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * (g * g)
+            if self.weight_decay and k in self.decay:
+                p *= 1.0 - lr * self.weight_decay
+            # p -= lr * (m / c1) / (sqrt(v / c2) + eps), written to allocate one temporary
+            update = np.sqrt(v / c2)
+            update += self.eps
+            np.divide(m, update, out=update)
+            update *= lr / c1
+            p -= update
+
+    def reset(self, name, index, axis=0):
+        """Zero both moments of parameter `name` at `index` (ints, slice or bool mask) along `axis`."""
+        sel = (slice(None),) * axis + (index,)
+        self.m[name][sel] = 0
+        self.v[name][sel] = 0
+
+    def state_arrays(self, prefix="adam"):
+        """Everything needed to resume: {prefix.m.name, prefix.v.name, prefix.t} -> arrays."""
+        out = {f"{prefix}.t": np.array(self.t, dtype=np.int64)}
+        for k in self.m:
+            out[f"{prefix}.m.{k}"] = self.m[k]
+            out[f"{prefix}.v.{k}"] = self.v[k]
+        return out
+
+    def load_state_arrays(self, arrays, prefix="adam"):
+        """Restore from `state_arrays` output (copies, so the loaded file is not aliased)."""
+        self.t = int(arrays[f"{prefix}.t"])
+        for k in self.m:
+            for name, store in (("m", self.m), ("v", self.v)):
+                a = arrays[f"{prefix}.{name}.{k}"]
+                if a.shape != store[k].shape:
+                    raise ValueError(f"Adam state {prefix}.{name}.{k} has shape {a.shape}, expected {store[k].shape}")
+                store[k] = np.array(a, dtype=store[k].dtype)
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so their joint L2 norm is at most max_norm. Returns the norm before."""
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if norm > max_norm:
+        for g in grads.values():
+            g *= max_norm / (norm + 1e-12)
+    return norm
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of the step: linear warm-up from 0 over `warmup` steps, then constant
+    until `decay_start` (a fraction of total_steps), then "linear" or "cosine" decay to
+    `final_ratio * base_lr` at total_steps ("constant": no decay)."""
+
+    base_lr: float
+    total_steps: int
+    warmup: int = 0
+    decay: str = "constant"
+    decay_start: float = 0.0
+    final_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.base_lr <= 0 or self.total_steps <= 0:
+            raise ValueError(f"base_lr and total_steps must be positive, got {self.base_lr}, {self.total_steps}")
+        if not 0 <= self.warmup <= self.total_steps:
+            raise ValueError(f"warmup must be in [0, total_steps={self.total_steps}], got {self.warmup}")
+        if self.decay not in ("constant", "linear", "cosine"):
+            raise ValueError(f"decay must be 'constant', 'linear' or 'cosine', got {self.decay!r}")
+        if not 0 <= self.decay_start < 1 or not 0 <= self.final_ratio <= 1:
+            raise ValueError(f"decay_start must be in [0, 1) and final_ratio in [0, 1], got "
+                             f"{self.decay_start}, {self.final_ratio}")
+
+    def __call__(self, step):
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        start = max(self.warmup, int(self.decay_start * self.total_steps))
+        if self.decay == "constant" or step < start:
+            return self.base_lr
+        frac = min(1.0, (step - start) / max(1, self.total_steps - start))  # 0 -> 1 over the decay
+        shape = 1.0 - frac if self.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        return self.base_lr * (self.final_ratio + (1.0 - self.final_ratio) * shape)

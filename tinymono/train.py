@@ -1,0 +1,174 @@
+"""The one training loop, shared by the toy model, the sparse autoencoder and the transformer.
+
+A model module supplies a *task*: an object that knows how to advance its own training by a chunk of
+steps (one Python step at a time, or a numba kernel that runs the whole chunk) and how to hand over and
+take back its complete state. This loop supplies everything else, the same way for every model:
+
+- a progress bar with the task's live metrics (and items per second, e.g. tokens/s);
+- a metrics history, one row per chunk;
+- checkpoints: every `save_every` seconds and at the end, atomically (checkpoint.py);
+- resume: a run restarted from its checkpoint ends bit-identical to one that was never stopped,
+  because the checkpoint holds every array the task's future depends on (parameters, optimiser
+  moments, random-number state, counters) and the history so far;
+- Ctrl-C: the first one finishes the current chunk, saves a checkpoint and exits with
+  KeyboardInterrupt; a second one aborts at once;
+- a non-finite guard: if a metric becomes NaN or inf the run stops with a clear message, and the last
+  good checkpoint on disk is kept (the bad state is never saved).
+
+The task protocol (duck-typed; no model module imports this file):
+
+    task.config_dict() -> dict                    JSON-able; a checkpoint must match it to be resumed
+    task.run_chunk(start_step, n_steps) -> dict   advance n steps; metrics such as {"loss": ...}
+    task.state_arrays() -> dict[str, ndarray]     everything needed to resume
+    task.load_state_arrays(arrays) -> None        the reverse; raise CheckpointError on a shape mismatch
+    task.items_per_step (optional)                e.g. tokens per step, to show items/s
+    task.items_name (optional)                    e.g. "tok"
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinymono import checkpoint as ckpt
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN or infinite metric."""
+
+
+@dataclass
+class TrainResult:
+    history: dict = field(default_factory=dict)  # name -> [n_chunks] array; "step" is the step after each chunk
+    step: int = 0  # steps completed
+    resumed_from: int | None = None  # the checkpoint step this run continued from, if any
+    seconds: float = 0.0  # wall time of this call
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a flag the loop checks between chunks; the second one aborts."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+        print("\nCtrl-C: finishing this chunk and saving a checkpoint (press again to abort now)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _normalise(config):
+    """The config as it reads back from JSON (tuples become lists), so comparisons are fair."""
+    return json.loads(json.dumps(config))
+
+
+def _history_arrays(history):
+    return {f"history.{k}": np.asarray(v, dtype=np.float64) for k, v in history.items()}
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def train(task, total_steps, *, chunk_steps=100, checkpoint=None, resume=True, save_every=60.0,
+          progress=None, desc="train"):
+    """Advance `task` to `total_steps` steps, in chunks of `chunk_steps`.
+
+    checkpoint: path of the checkpoint file (None: no checkpoints). resume: continue from it if it exists
+    (a checkpoint that is corrupt or was written for another config is an error, and is left untouched).
+    save_every: seconds between checkpoints (one is always written at the end). progress: show a bar
+    (None: only when stderr is a terminal or a notebook). Returns a TrainResult."""
+    if total_steps < 0 or chunk_steps < 1:
+        raise ValueError(f"need total_steps >= 0 and chunk_steps >= 1, got {total_steps}, {chunk_steps}")
+    config = _normalise(task.config_dict())
+    history: dict[str, list] = {}
+    step, resumed_from = 0, None
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+
+    if path is not None and resume and path.exists():
+        arrays, meta = ckpt.load(path)
+        if meta.get("config") != config:
+            diff = sorted(k for k in set(config) | set(meta.get("config", {}))
+                          if config.get(k) != meta.get("config", {}).get(k))
+            raise ckpt.CheckpointError(f"checkpoint {path} was written for a different config (differs in "
+                                       f"{diff}); use another path or delete it to start over")
+        history = {k[len("history."):]: list(v) for k, v in arrays.items() if k.startswith("history.")}
+        task.load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("history.")})
+        step = resumed_from = int(meta["step"])
+
+    saved_step = resumed_from
+
+    def save():
+        nonlocal saved_step
+        if path is not None:
+            ckpt.save(path, {**task.state_arrays(), **_history_arrays(history)},
+                      {"config": config, "step": step, "total_steps": total_steps})
+            saved_step = step
+
+    if progress is None:
+        progress = sys.stderr.isatty() or "ipykernel" in sys.modules
+    items_per_step = getattr(task, "items_per_step", None)
+    items_name = getattr(task, "items_name", "item")
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=desc, unit="step",
+               disable=not progress, dynamic_ncols=True, leave=True)
+    t_start = last_save = time.perf_counter()
+    try:
+        with _InterruptFlag() as interrupt:
+            while step < total_steps:
+                n = min(chunk_steps, total_steps - step)
+                t0 = time.perf_counter()
+                metrics = task.run_chunk(step, n)
+                dt = time.perf_counter() - t0
+                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+                if bad:
+                    where = (f"the last good checkpoint ({path}, step {saved_step}) is kept" if saved_step is not None
+                             else "no checkpoint had been written yet")
+                    raise NonFiniteError(
+                        f"{desc}: non-finite {bad} in steps {step}..{step + n - 1}; {where}. The learning rate "
+                        "may be too high, or the data holds NaN/inf.")
+                step += n
+                history.setdefault("step", []).append(step)
+                for k, v in metrics.items():
+                    history.setdefault(k, []).append(float(v))
+                postfix = {k: _fmt(float(v)) for k, v in metrics.items()}
+                if items_per_step:
+                    postfix[f"{items_name}/s"] = f"{items_per_step * n / max(dt, 1e-9):,.0f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(n)
+                if interrupt.raised:
+                    save()
+                    bar.close()
+                    where = f"checkpoint saved to {path}; run again to resume" if path else "no checkpoint path given"
+                    print(f"{desc}: interrupted at step {step} ({where})", file=sys.stderr, flush=True)
+                    raise KeyboardInterrupt
+                if path is not None and time.perf_counter() - last_save >= save_every:
+                    save()
+                    last_save = time.perf_counter()
+        save()
+    finally:
+        bar.close()
+    hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
+    return TrainResult(hist, step, resumed_from, time.perf_counter() - t_start)
