@@ -1,0 +1,91 @@
+"""Benchmarks: throughput of implementations measured side by side in one run, reported as ratios.
+
+Timing on a shared 2-core machine is noisy, so implementations are never timed in separate runs and
+compared across them. `compare` alternates the implementations round by round (A, B, C, A, B, C, ...),
+repeats each call until a round lasts at least `min_seconds`, and reports the median over rounds.
+Each benchmark module has `run(quick: bool) -> dict` returning
+    {"benchmark": NAME, "config": {...}, "results": {IMPL: {"per_second": X, ...}}, "ratios": {...},
+     "notes": [...]}
+and the CLI prints the table and, with --json, that object (plus "machine") as the last line.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+
+def compare(impls, items_per_call, rounds=5, min_seconds=0.3, warmup=1):
+    """impls: name -> zero-argument callable doing one unit of work on `items_per_call` items.
+    Returns name -> {"per_second": items/s (median over rounds), "seconds_per_call": median}."""
+    for fn in impls.values():
+        for _ in range(warmup):
+            fn()  # compile numba kernels, fault in buffers
+    per_call = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, fn in impls.items():
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= min_seconds:
+                    break
+            per_call[name].append(elapsed / n)
+    out = {}
+    for name, times in per_call.items():
+        med = statistics.median(times)
+        out[name] = {"per_second": items_per_call / med, "seconds_per_call": med,
+                     "spread": (max(times) - min(times)) / med}
+    return out
+
+
+def ratio(results, a, b):
+    """Throughput of a over throughput of b (None when either is missing)."""
+    if a in results and b in results:
+        return results[a]["per_second"] / results[b]["per_second"]
+    return None
+
+
+def machine():
+    import numpy as np
+
+    info = {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    for mod in ("numba", "torch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info
+
+
+def torch_or_none():
+    """PyTorch set to the machine's cores, or None when it is not installed (benchmarks skip it)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def format_table(result, unit="items/s"):
+    lines = [f"benchmark {result['benchmark']}: " + ", ".join(f"{k}={v}" for k, v in result["config"].items())]
+    width = max(len(k) for k in result["results"]) + 2
+    for name, r in result["results"].items():
+        extra = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in r.items() if k not in ("per_second", "seconds_per_call", "spread"))
+        lines.append(f"  {name:<{width}} {r['per_second']:>14,.0f} {unit}   "
+                     f"{1e3 * r['seconds_per_call']:9.2f} ms/call  (spread {100 * r['spread']:.0f}%)  {extra}")
+    for k, v in result.get("ratios", {}).items():
+        lines.append(f"  {k:<{width + 12}} {'n/a' if v is None else f'{v:.2f}x'}")
+    for note in result.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

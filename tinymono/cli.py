@@ -1,0 +1,42 @@
+"""Command line: `python -m tinymono bench NAME [--json] [--quick]` (more commands join as they land)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+
+
+def _benchmarks():
+    import tinymono.benchmarks as b
+
+    return sorted(m.name for m in pkgutil.iter_modules(b.__path__))
+
+
+def _bench(args):
+    from tinymono.benchmarks import format_table, machine
+
+    names = _benchmarks()
+    if args.name not in names:
+        print(f"unknown benchmark {args.name!r}; choose from {names}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"tinymono.benchmarks.{args.name}")
+    result = module.run(quick=args.quick)
+    result["machine"] = machine()
+    print(format_table(result, unit=result.get("unit", "items/s")))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinymono", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="throughput benchmarks, implementations side by side")
+    bench.add_argument("name", help="which benchmark: " + ", ".join(_benchmarks()))
+    bench.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke test)")
+    bench.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)

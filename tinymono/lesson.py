@@ -1,0 +1,71 @@
+"""What every lesson script shares: its scale, where it writes, and its ground-truth checks.
+
+A lesson runs as `python lessons/NN_name.py [--scale smoke|default|full] [--runs DIR]`, or as a notebook
+(set TINYMONO_SCALE and TINYMONO_RUNS in the environment instead of flags):
+
+- `smoke`: seconds; every cell and figure runs on sizes too small for the bars, so checks print SKIP;
+- `default`: minutes on a 2-core laptop; every check is asserted;
+- `full`: sizes closer to the papers'.
+
+Figures go to DIR/<scale>/<lesson>/ and models that later lessons reuse to DIR/<scale>/cache/. Each
+check prints one line, PASS/FAIL/SKIP with the measured number and the bar, and `finish()` exits
+non-zero if any check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SCALES = ("smoke", "default", "full")
+
+
+class Lesson:
+    def __init__(self, name, argv=None):
+        parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
+        parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"))
+        parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
+                            help="root folder for figures and cached models (default: ./runs)")
+        args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)  # notebooks add their own args
+        if args.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {args.scale!r}")
+        self.name, self.scale = name, args.scale
+        self.out = Path(args.runs) / self.scale / name
+        self.cache = Path(args.runs) / self.scale / "cache"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.results = []  # (status, name, value, bar)
+        print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
+
+    def pick(self, smoke, default, full=None):
+        """The value for the current scale (full defaults to default)."""
+        return {"smoke": smoke, "default": default, "full": default if full is None else full}[self.scale]
+
+    def savefig(self, fig, filename):
+        """Save a matplotlib figure into the lesson's folder and close it; returns the path."""
+        import matplotlib.pyplot as plt
+
+        path = self.out / filename
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        print(f"  figure: {path}")
+        return path
+
+    def check(self, name, value, passed, bar):
+        """Record and print one ground-truth check. At smoke scale the check is reported as SKIP."""
+        status = "SKIP" if self.scale == "smoke" else ("PASS" if passed else "FAIL")
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        line = f"{status}  {name:<58} {shown:>12}   bar: {bar}"
+        self.results.append((status, name, value, bar))
+        print(line, flush=True)
+        return passed
+
+    def finish(self):
+        """Print the summary and exit non-zero if any check failed (when run as a script)."""
+        failed = [r for r in self.results if r[0] == "FAIL"]
+        counts = {s: sum(r[0] == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+        if failed and "ipykernel" not in sys.modules:
+            sys.exit(1)
+        return not failed
