@@ -1,0 +1,134 @@
+"""Ground-truth features in superposition: the data of Sharkey, Braun & Millidge (2022).
+
+A sparse autoencoder on a real model's activations can only be judged indirectly. Here the answer is
+known: `n_features` (G) unit-norm directions in a `d`-dimensional space (G > d, so they cannot all be
+orthogonal: they are in superposition), and every sample is a sparse non-negative mix of them,
+
+    codes[b, i] = U[0, 1]  if feature i fires in sample b, else 0      [B, G]
+    x[b]        = codes[b] @ directions                                [B, d]
+
+Feature i fires with probability p_i proportional to decay^i (a few common features, a long tail of rare
+ones), scaled so that on average `mean_active` (k) features fire per sample. A sample in which nothing
+fired gets one feature, chosen uniformly, at coefficient 1.0 (so no row is all zeros); this adds
+P(nothing fired) = prod_i (1 - p_i) ~ exp(-k) to the mean active count (`expected_active`).
+
+Correlated variant: per sample one draw z ~ N(0, M), with M a random positive-definite correlation
+matrix, and feature i fires with probability 2 Phi(z_i) p_i. Since z_i ~ N(0, 1), E[Phi(z_i)] = 1/2, so
+every feature keeps its mean firing rate p_i (and the mean active count stays k), but features whose z
+are positively correlated now tend to fire together.
+
+Axis vocabulary: B batch, d data dims, G ground-truth features.
+
+What this implementation chose where the paper is silent: directions are fixed by `cfg.seed` (a dataset
+is the pair config + seed); batches come from a Generator the caller passes, so a training run owns its
+data stream and can checkpoint it. M is the correlation matrix of A A^T + I, with A a [G, rank]
+standard-normal matrix (`correlation_rank`): a few shared factors give correlations of either sign,
+typically |rho| ~ 0.3-0.6, and the identity keeps M positive definite.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr  # the standard normal CDF, Phi
+
+
+@dataclass(frozen=True)
+class GroundTruthConfig:
+    d: int = 256  # data dimensions
+    n_features: int = 512  # G, the number of ground-truth directions
+    mean_active: float = 5.0  # k, the expected number of features firing per sample
+    decay: float = 0.99  # p_i proportional to decay^i
+    correlated: bool = False
+    correlation_rank: int = 4  # factors of the random correlation matrix M (correlated variant only)
+    seed: int = 0  # fixes the directions and M (not the batches: those come from the caller's Generator)
+
+    def __post_init__(self):
+        for name in ("d", "n_features", "correlation_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        if not 0 < self.mean_active <= self.n_features:
+            raise ValueError(f"mean_active must be in (0, n_features={self.n_features}], got {self.mean_active}")
+        p_max = self.fire_probabilities().max() * (2 if self.correlated else 1)
+        if p_max > 1:
+            raise ValueError(
+                f"mean_active={self.mean_active} with decay={self.decay} over {self.n_features} features needs a "
+                f"firing probability of {p_max:.3g} > 1 for the most common feature"
+                + (" (the correlated variant doubles it)" if self.correlated else "")
+                + "; lower mean_active or raise decay")
+
+    def fire_probabilities(self):
+        """p [G]: p_i = k decay^i / sum_j decay^j, so that sum_i p_i = k."""
+        profile = self.decay ** np.arange(self.n_features, dtype=np.float64)  # [G]
+        return self.mean_active * profile / profile.sum()
+
+    def expected_active(self):
+        """The expected number of features active per sample, including the one forced into empty rows."""
+        p = self.fire_probabilities()
+        return float(p.sum() + np.prod(1.0 - p))
+
+
+def random_directions(n, d, rng):
+    """[n, d] Gaussian vectors normalised to unit length (float64)."""
+    v = rng.standard_normal((n, d))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def random_correlation_matrix(n, rank, rng):
+    """A random [n, n] positive-definite correlation matrix (unit diagonal): the correlation of A A^T + I."""
+    A = rng.standard_normal((n, rank))  # [n, rank] shared factors
+    cov = A @ A.T + np.eye(n)  # [n, n]
+    s = 1.0 / np.sqrt(np.diag(cov))
+    M = cov * s[:, None] * s[None, :]
+    np.fill_diagonal(M, 1.0)  # exactly 1, not 1 +- round-off
+    return M
+
+
+class GroundTruth:
+    """The fixed part of a dataset (directions, firing probabilities, M) plus a batch sampler.
+
+    gt = GroundTruth(GroundTruthConfig())
+    x = gt.sample(rng, 1024)                       # [1024, 256] float32
+    x, codes = gt.sample(rng, 1024, codes=True)    # codes [1024, 512] float32
+    gt.directions                                  # [512, 256] float32, unit rows
+    """
+
+    def __init__(self, cfg: GroundTruthConfig):
+        self.cfg = cfg
+        rng = np.random.default_rng(cfg.seed)
+        self.directions = random_directions(cfg.n_features, cfg.d, rng).astype(np.float32)  # [G, d]
+        self.p = cfg.fire_probabilities()  # [G]
+        self.M = random_correlation_matrix(cfg.n_features, cfg.correlation_rank, rng) if cfg.correlated else None
+        self._chol = np.linalg.cholesky(self.M) if cfg.correlated else None  # z = eps @ L^T has covariance M
+
+    def fire_probability(self, rng, batch_size):
+        """[B, G] the probability that each feature fires in each sample (the same row B times, unless
+        correlated)."""
+        if self.M is None:
+            return np.broadcast_to(self.p, (batch_size, self.cfg.n_features))
+        z = rng.standard_normal((batch_size, self.cfg.n_features)) @ self._chol.T  # [B, G], z ~ N(0, M)
+        return 2.0 * ndtr(z) * self.p  # E[2 Phi(z_i)] = 1, so the mean rate stays p_i
+
+    def sample_codes(self, rng, batch_size):
+        """codes [B, G] float32: U[0, 1] where a feature fires, 0 elsewhere; empty rows get one 1.0."""
+        if batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+        fires = rng.random((batch_size, self.cfg.n_features)) < self.fire_probability(rng, batch_size)  # [B, G]
+        codes = np.zeros((batch_size, self.cfg.n_features), dtype=np.float32)
+        codes[fires] = rng.random(int(fires.sum()), dtype=np.float32)
+        empty = np.flatnonzero(~fires.any(axis=1))  # rows where nothing fired
+        codes[empty, rng.integers(0, self.cfg.n_features, size=empty.size)] = 1.0
+        return codes
+
+    def sample(self, rng, batch_size, codes=False):
+        """x [B, d] float32 (and codes [B, G] when codes=True), drawn from `rng`."""
+        c = self.sample_codes(rng, batch_size)
+        x = c @ self.directions  # [B, G] @ [G, d] -> [B, d]
+        return (x, c) if codes else x
+
+    def __call__(self, rng, batch_size):
+        """The batch-source protocol of tinymono.sae: source(rng, batch_size) -> x [B, d] float32."""
+        return self.sample(rng, batch_size)
