@@ -1,0 +1,123 @@
+"""Every sparse SAE kernel equals its dense NumPy twin, and the sparse training step equals forward/backward.
+
+Also run these under NUMBA_DISABLE_JIT=1 (plain Python, readable tracebacks); the sizes stay small for that."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinymono import sae
+from tinymono.kernels import sae as K
+
+SETTINGS = settings(max_examples=20, deadline=None)
+seeds = st.integers(0, 2**32 - 1)
+dtypes = st.sampled_from([np.float64, np.float32])
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+def sparse_problem(seed, B, d_in, d_sae, density, dtype):
+    """pre-activations with about `density` of the entries positive, plus matching SAE arrays."""
+    rng = np.random.default_rng(seed)
+    pre = rng.standard_normal((B, d_sae)).astype(dtype)
+    b_enc = (-np.quantile(pre, 1 - density, axis=0) if B else np.zeros(d_sae)).astype(dtype)
+    W_dec = rng.standard_normal((d_sae, d_in)).astype(dtype)
+    b_dec = rng.standard_normal(d_in).astype(dtype)
+    x = rng.standard_normal((B, d_in)).astype(dtype)
+    x_bar = (x - b_dec).astype(dtype)
+    return rng, pre, b_enc, W_dec, b_dec, x, x_bar
+
+
+problems = st.tuples(seeds, st.integers(0, 6), st.integers(1, 9), st.integers(1, 20), st.floats(0.0, 1.0), dtypes)
+
+
+@SETTINGS
+@given(problems)
+def test_relu_csr_matches_twin(problem):
+    _, pre, b_enc, *_ = sparse_problem(*problem)
+    got = K.relu_csr(pre, b_enc)
+    want = K.relu_csr_numpy(pre, b_enc)
+    for name, g, w in zip(("indptr", "idx", "val"), got, want):
+        np.testing.assert_array_equal(g, w, err_msg=f"relu_csr {name} differs from the NumPy twin")
+    np.testing.assert_array_equal(K.csr_to_dense(*got, pre.shape[1]), np.maximum(pre + b_enc, 0),
+                                  err_msg="the CSR triples must describe exactly ReLU(pre + b_enc)")
+    np.testing.assert_array_equal(K.active_counts(pre, b_enc), np.diff(want[0]))
+
+
+@SETTINGS
+@given(problems)
+def test_decode_rows_matches_twin(problem):
+    rng, pre, b_enc, W_dec, b_dec, x, _ = sparse_problem(*problem)
+    dtype = problem[-1]
+    indptr, idx, val = K.relu_csr_numpy(pre, b_enc)
+    B, d_in = x.shape
+    scale, l1_term = dtype(2.0 / max(x.size, 1)), dtype(0.01)
+    outs = {}
+    for name, fn in (("kernel", K.decode_rows), ("twin", K.decode_rows_numpy)):
+        bufs = [np.full((B, d_in), np.nan, dtype), np.full((B, d_in), np.nan, dtype),
+                np.full(len(val), np.nan, dtype), np.full(B, np.nan)]
+        fn(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, *bufs)
+        outs[name] = bufs
+    for what, g, w in zip(("x_hat", "dx_hat", "dval", "sq_err"), outs["kernel"], outs["twin"]):
+        np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"decode_rows: {what} differs from the twin")
+
+
+@SETTINGS
+@given(problems)
+def test_csr_to_csc_matches_twin(problem):
+    _, pre, b_enc, *_ = sparse_problem(*problem)
+    indptr, idx, val = K.relu_csr_numpy(pre, b_enc)
+    got = K.csr_to_csc(indptr, idx, pre.shape[1])
+    want = K.csr_to_csc_numpy(indptr, idx, pre.shape[1])
+    for name, g, w in zip(("colptr", "rows", "perm"), got, want):
+        np.testing.assert_array_equal(g, w, err_msg=f"csr_to_csc {name} differs from the twin (is the sort stable?)")
+    colptr, rows, perm = got
+    cols = np.repeat(np.arange(pre.shape[1]), np.diff(colptr))
+    np.testing.assert_array_equal(np.maximum(pre + b_enc, 0)[rows, cols], val[perm])
+
+
+@SETTINGS
+@given(problems)
+def test_latent_grads_matches_twin(problem):
+    rng, pre, b_enc, W_dec, b_dec, x, x_bar = sparse_problem(*problem)
+    dtype = problem[-1]
+    d_sae, d_in = W_dec.shape
+    indptr, idx, val = K.relu_csr_numpy(pre, b_enc)
+    dval = rng.standard_normal(len(val)).astype(dtype)
+    dx_hat = rng.standard_normal(x.shape).astype(dtype)
+    colptr, rows, perm = K.csr_to_csc_numpy(indptr, idx, d_sae)
+    outs = {}
+    for name, fn in (("kernel", K.latent_grads), ("twin", K.latent_grads_numpy)):
+        bufs = [np.full((d_in, d_sae), np.nan, dtype), np.full(d_sae, np.nan, dtype), np.full((d_sae, d_in), np.nan, dtype)]
+        fn(colptr, rows, perm, val, dval, x_bar, dx_hat, *bufs)
+        outs[name] = bufs
+    for what, g, w in zip(("dW_enc", "db_enc", "dW_dec"), outs["kernel"], outs["twin"]):
+        np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"latent_grads: {what} differs from the twin "
+                                   "(every entry must be written, zeros included)")
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 6), st.integers(1, 8), st.integers(1, 20), dtypes)
+def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
+    rng = np.random.default_rng(seed)
+    cfg = sae.SAEConfig(d_in=d_in, d_sae=d_sae, batch_size=B, sparse_below=1.0, l1_coefficient=0.05,
+                        dtype=np.dtype(dtype).name)
+    params = sae.init(cfg, rng)
+    params["b_enc"][:] = rng.standard_normal(d_sae) - 0.5
+    x = rng.standard_normal((B, d_in)).astype(dtype)
+    loss, mse, l1, l0, grads, fired = sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg))
+    out, cache = sae.forward(params, x, cfg)
+    want = sae.backward(params, cache, cfg)
+    tol = TOL[dtype]
+    np.testing.assert_allclose([loss, mse, l1, l0], [out.loss, out.mse, out.l1, out.l0], **tol,
+                               err_msg="sparse step: loss terms (loss, mse, l1, l0) differ from forward")
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], **tol, err_msg=f"sparse step: gradient of {k} differs from backward")
+    np.testing.assert_array_equal(fired, np.any(out.f > 0, axis=0), err_msg="sparse step: fired latents")
+
+
+def test_sparse_step_declines_when_dense():
+    cfg = sae.SAEConfig(d_in=4, d_sae=8, batch_size=16, sparse_below=0.1)
+    params = sae.init(cfg, np.random.default_rng(0))
+    params["b_enc"][:] = 10.0  # every latent fires
+    x = np.random.default_rng(1).standard_normal((16, 4)).astype(np.float32)
+    assert sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg)) is None, \
+        "with every latent active the sparse path must hand over to the dense one"

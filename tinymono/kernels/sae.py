@@ -1,0 +1,236 @@
+"""Sparse kernels for the SAE training step: work only on the latents that fired.
+
+Once an SAE has trained a little, each input activates a few percent of its latents (L0 of tens out of
+thousands). The dense step pays for every latent anyway: after the encoder matmul (which must look at
+every latent to learn which fire), the decoder matmul, the decoder gradient, the latent gradient and the
+encoder gradient are four more matmuls of the same size, mostly multiplying zeros. Here those four are
+done over the active entries only:
+
+    relu_csr         pre + b_enc -> ReLU -> the active (row, latent, value) triples, row by row (CSR)
+    decode_rows      per row: x_hat = b_dec + sum_active f W_dec[j], the squared error, dx_hat, and
+                     df at the active entries only (df = dx_hat . W_dec[j] + l1 / B)
+    csr_to_csc       the same triples grouped by latent (a counting sort), for the weight gradients
+    latent_grads     per latent: dW_dec[j] = sum_b f[b, j] dx_hat[b], dW_enc[:, j] = sum_b df[b, j] x_bar[b],
+                     db_enc[j] = sum_b df[b, j]
+
+Each is written as a plain function `_name` and bound with njit; each has a NumPy twin `name_numpy`
+(dense, obviously right) that the tests check it against. Parallel kernels split the work so that every
+output entry is written by exactly one thread in a fixed order: the results do not depend on the thread
+count or timing, so a resumed run stays bit-identical.
+
+Axis vocabulary: B batch, d_in input width, d_sae latents, nnz active entries.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# ----------------------------------------------------------------------------------------------------
+# relu_csr: the active entries of ReLU(pre + b_enc), row by row
+
+
+def _count_active(pre, b_enc, counts):
+    """counts[b] = number of j with pre[b, j] + b_enc[j] > 0. pre [B, d_sae], b_enc [d_sae], counts [B]."""
+    for b in prange(pre.shape[0]):
+        n = 0
+        for j in range(pre.shape[1]):
+            if pre[b, j] + b_enc[j] > 0:
+                n += 1
+        counts[b] = n
+
+
+def _fill_active(pre, b_enc, indptr, idx, val):
+    """Write row b's active latents (ascending) and their values into idx/val[indptr[b]:indptr[b + 1]]."""
+    for b in prange(pre.shape[0]):
+        k = indptr[b]
+        for j in range(pre.shape[1]):
+            v = pre[b, j] + b_enc[j]
+            if v > 0:
+                idx[k] = j
+                val[k] = v
+                k += 1
+
+
+# parallel over rows (each row writes only its own slice); no cache (parallel); no fastmath (a NaN
+# pre-activation must stay inactive exactly as in NumPy's `> 0`)
+count_active = njit(parallel=True)(_count_active)
+fill_active = njit(parallel=True)(_fill_active)
+
+
+def active_counts(pre, b_enc):
+    """[B] int64: the number of active latents in each row of ReLU(pre + b_enc)."""
+    counts = np.empty(pre.shape[0], dtype=np.int64)
+    count_active(pre, b_enc, counts)
+    return counts
+
+
+def relu_csr(pre, b_enc, counts=None):
+    """pre [B, d_sae] (x_bar @ W_enc, bias not yet added), b_enc [d_sae] ->
+    (indptr [B + 1] int64, idx [nnz] int32, val [nnz]): row b's active latents are idx[indptr[b]:indptr[b+1]]
+    with values f = pre + b_enc > 0. counts: active_counts(pre, b_enc) if already computed."""
+    counts = active_counts(pre, b_enc) if counts is None else counts
+    indptr = np.zeros(pre.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    idx = np.empty(indptr[-1], dtype=np.int32)
+    val = np.empty(indptr[-1], dtype=pre.dtype)
+    fill_active(pre, b_enc, indptr, idx, val)
+    return indptr, idx, val
+
+
+def relu_csr_numpy(pre, b_enc, counts=None):
+    f = np.maximum(pre + b_enc, 0)  # [B, d_sae]
+    rows, cols = np.nonzero(f > 0)  # row-major order: rows ascending, then latents ascending
+    indptr = np.zeros(pre.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=pre.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(np.int32), f[rows, cols]
+
+
+def csr_to_dense(indptr, idx, val, n_cols):
+    """The dense [B, n_cols] matrix the triples describe (for tests and the dense twins)."""
+    out = np.zeros((len(indptr) - 1, n_cols), dtype=val.dtype)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    out[rows, idx] = val
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# decode_rows: decoder forward, squared error, dx_hat and the latent gradient, one row at a time
+
+
+@njit(fastmath=True, cache=True)  # fastmath lets the dot product's reduction vectorise (reassociation);
+def _dot(a, b):                     # inputs are checked finite before they get here
+    s = a.dtype.type(0)
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(fastmath=True, cache=True)  # fastmath: vectorise the multiply-add (no reduction, so same result)
+def _axpy(alpha, x, y):
+    for i in range(y.shape[0]):
+        y[i] += alpha * x[i]
+
+
+@njit(fastmath=True, cache=True)  # fastmath: as above; called from the prange body as its own function
+def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval):
+    x_hat[:] = b_dec
+    for k in range(idx.shape[0]):  # x_hat = b_dec + sum over active j of f_j W_dec[j]
+        _axpy(val[k], W_dec[idx[k]], x_hat)
+    sq = 0.0
+    for i in range(x.shape[0]):
+        e = x_hat[i] - x[i]
+        sq += e * e
+        dx_hat[i] = scale * e  # d mse / d x_hat = 2 (x_hat - x) / (B d_in)
+    for k in range(idx.shape[0]):  # df_j = dx_hat . W_dec[j] + l1 / B, only where f_j > 0
+        dval[k] = _dot(dx_hat, W_dec[idx[k]]) + l1_term
+    return sq
+
+
+def _decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
+    for b in prange(x.shape[0]):
+        lo, hi = indptr[b], indptr[b + 1]
+        sq_err[b] = _decode_one_row(idx[lo:hi], val[lo:hi], W_dec, b_dec, x[b], scale, l1_term,
+                                    x_hat[b], dx_hat[b], dval[lo:hi])
+
+
+decode_rows = njit(parallel=True)(_decode_rows)  # parallel over rows; no cache (parallel)
+
+
+def decode_rows_numpy(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
+    f = csr_to_dense(indptr, idx, val, W_dec.shape[0])  # [B, d_sae]
+    x_hat[:] = f @ W_dec + b_dec  # [B, d_in]
+    err = x_hat - x
+    sq_err[:] = (err.astype(np.float64) ** 2).sum(axis=1)
+    dx_hat[:] = scale * err
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(indptr))
+    dval[:] = (dx_hat @ W_dec.T)[rows, idx] + l1_term  # [B, d_sae] gathered at the active entries
+
+
+# ----------------------------------------------------------------------------------------------------
+# csr_to_csc: regroup the active entries by latent
+
+
+def _csr_to_csc(indptr, idx, n_cols, colptr, rows, perm):
+    """A counting sort by latent, stable (rows stay ascending within a latent). perm[c] is the CSR position
+    of CSC entry c, so any per-entry array v is regrouped as v[perm]."""
+    colptr[:] = 0
+    for k in range(idx.shape[0]):
+        colptr[idx[k] + 1] += 1
+    for j in range(n_cols):
+        colptr[j + 1] += colptr[j]
+    fill = colptr[:-1].copy()
+    for b in range(indptr.shape[0] - 1):
+        for k in range(indptr[b], indptr[b + 1]):
+            c = fill[idx[k]]
+            rows[c] = b
+            perm[c] = k
+            fill[idx[k]] += 1
+
+
+_csr_to_csc_jit = njit(cache=True)(_csr_to_csc)  # serial: O(nnz), a millisecond; cached
+
+
+def csr_to_csc(indptr, idx, n_cols):
+    """-> (colptr [n_cols + 1], rows [nnz], perm [nnz]): latent j's entries are rows[colptr[j]:colptr[j+1]],
+    at CSR positions perm[...]."""
+    colptr = np.empty(n_cols + 1, dtype=np.int64)
+    rows = np.empty(idx.shape[0], dtype=np.int32)
+    perm = np.empty(idx.shape[0], dtype=np.int64)
+    _csr_to_csc_jit(indptr, idx, n_cols, colptr, rows, perm)
+    return colptr, rows, perm
+
+
+def csr_to_csc_numpy(indptr, idx, n_cols):
+    perm = np.argsort(idx, kind="stable")  # stable: within a latent, CSR order = ascending rows
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))[perm].astype(np.int32)
+    colptr = np.zeros(n_cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(idx, minlength=n_cols), out=colptr[1:])
+    return colptr, rows, perm
+
+
+# ----------------------------------------------------------------------------------------------------
+# latent_grads: weight gradients latent by latent
+
+_BLOCK = 16  # latents per task: 16 float32 = one 64-byte cache line of a dW_enc row
+
+
+@njit(fastmath=True, cache=True)  # fastmath: vectorise the multiply-adds (no reductions here)
+def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT, db_enc, dW_dec, dW_enc):
+    for j in range(j0, j1):
+        dW_dec[j] = 0
+        dW_encT[j - j0] = 0
+        s = dval.dtype.type(0)
+        for c in range(colptr[j], colptr[j + 1]):
+            b, k = rows[c], perm[c]
+            _axpy(val[k], dx_hat[b], dW_dec[j])  # dW_dec[j] += f[b, j] dx_hat[b]
+            _axpy(dval[k], x_bar[b], dW_encT[j - j0])  # dW_enc[:, j] += df[b, j] x_bar[b]
+            s += dval[k]
+        db_enc[j] = s
+    for i in range(dW_enc.shape[0]):  # write the block's columns of dW_enc: a contiguous run per row i
+        for j in range(j0, j1):
+            dW_enc[i, j] = dW_encT[j - j0, i]
+
+
+def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
+    n_latents, d_in = dW_dec.shape
+    n_blocks = (n_latents + _BLOCK - 1) // _BLOCK
+    for blk in prange(n_blocks):
+        scratch = np.empty((_BLOCK, d_in), dtype=dW_dec.dtype)  # this block's dW_enc columns, as rows
+        j0 = blk * _BLOCK
+        _latent_block(j0, min(j0 + _BLOCK, n_latents), colptr, rows, perm, val, dval, x_bar, dx_hat,
+                      scratch, db_enc, dW_dec, dW_enc)
+
+
+latent_grads = njit(parallel=True)(_latent_grads)  # parallel over blocks of latents; no cache (parallel)
+
+
+def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
+    n_latents = dW_dec.shape[0]
+    cols = np.repeat(np.arange(n_latents), np.diff(colptr))
+    f = np.zeros((x_bar.shape[0], n_latents), dtype=val.dtype)  # [B, d_sae]
+    df = np.zeros_like(f)
+    f[rows, cols] = val[perm]
+    df[rows, cols] = dval[perm]
+    dW_dec[:] = f.T @ dx_hat  # [d_sae, d_in]
+    dW_enc[:] = x_bar.T @ df  # [d_in, d_sae]
+    db_enc[:] = df.sum(axis=0)

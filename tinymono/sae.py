@@ -1,0 +1,492 @@
+"""The sparse autoencoder of "Towards Monosemanticity" (Bricken et al. 2023): PAPER.md section 3.
+
+    x_bar = x - b_dec                              [B, d_in]   the same b_dec is subtracted here...
+    f     = ReLU(x_bar @ W_enc + b_enc)            [B, d_sae]  latents: non-negative, mostly zero
+    x_hat = f @ W_dec + b_dec                      [B, d_in]   ...and added back here
+    loss  = mean over B and d_in of (x - x_hat)^2 + l1_coefficient * mean over B of sum_j |f_j|
+
+Decoder rows are dictionary directions kept at unit norm (otherwise the L1 penalty could be dodged by
+shrinking f and growing W_dec): before Adam, each row's gradient loses its component along the row;
+after Adam, the rows are renormalised. Latents that stop firing are resampled during the early part of
+training (`resample_dead`).
+
+Each piece is a forward/backward pair in the style of layers.py, composed by `forward` and `backward`.
+The encoder, its sparsity penalty and their backwards are looked up by `cfg.architecture` in
+ARCHITECTURES, the one place where an SAE variant is chosen (only the paper's "relu" exists here);
+decoder, reconstruction loss, decoder constraint, resampling and training are shared.
+
+Training speed: `train_step_sparse` computes the same gradients with numba kernels that touch only the
+active latents (kernels/sae.py); `SAETask` uses it when the measured active fraction is below
+`cfg.sparse_below`, and the dense NumPy reference otherwise (early in training most latents fire).
+
+Axis vocabulary: B batch, d_in input width, d_sae latents (dictionary size).
+
+What this implementation chose where the paper is silent: Kaiming-uniform init (bound sqrt(6 / fan_in))
+for both matrices; resampling samples inputs without replacement when it can (so two dead latents do
+not get the same direction), normalises the raw input x (as the paper words it), and uses each input's
+total loss (its reconstruction error, averaged over d_in, plus its L1 penalty); a batch source that
+returns float64 for a float32 SAE is cast.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from tinymono import checkpoint as ckpt
+from tinymono.kernels import sae as K
+from tinymono.layers import relu_backward, relu_forward
+from tinymono.optim import Adam
+
+# ----------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    d_in: int
+    d_sae: int
+    architecture: str = "relu"  # a key of ARCHITECTURES
+    l1_coefficient: float = 1e-3
+    lr: float = 1e-3
+    adam_betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    batch_size: int = 1024
+    steps: int = 10_000
+    # resampling: at these fractions of the run (paper: 25k, 50k, 75k, 100k of 1M steps) the latents that
+    # did not fire during the last `dead_window` of the run (paper: 12.5k steps) are resampled, using the
+    # loss on `resample_batches` fresh batches (paper: 100 batches of 8192 = 819,200 inputs)
+    resample_at: tuple = (0.025, 0.05, 0.075, 0.1)
+    dead_window: float = 0.0125
+    resample_batches: int = 100
+    resample_encoder_scale: float = 0.2  # new encoder columns get 0.2 x the mean alive column norm
+    init_sample: int = 4096  # rows drawn from the source for the geometric-median b_dec
+    backend: str = "numba"  # "numba": sparse kernels when the active fraction < sparse_below; "numpy": dense
+    sparse_below: float = 0.1  # measured here: sparsity stops paying at ~10% of latents active
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("d_in", "d_sae", "batch_size", "resample_batches", "init_sample"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
+        if not self.l1_coefficient >= 0:
+            raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
+        if not self.lr > 0 or not self.adam_eps > 0:
+            raise ValueError(f"lr and adam_eps must be positive, got {self.lr}, {self.adam_eps}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if not all(0 < f <= 1 for f in self.resample_at):
+            raise ValueError(f"resample_at must hold fractions of the run in (0, 1], got {self.resample_at}")
+        if not 0 < self.dead_window <= 1:
+            raise ValueError(f"dead_window must be a fraction of the run in (0, 1], got {self.dead_window}")
+        if not self.resample_encoder_scale > 0:
+            raise ValueError(f"resample_encoder_scale must be positive, got {self.resample_encoder_scale}")
+        if self.backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {self.backend!r}")
+        if not 0 <= self.sparse_below <= 1:
+            raise ValueError(f"sparse_below must be a fraction in [0, 1], got {self.sparse_below}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    @property
+    def resample_steps(self):
+        """The steps (0-based) before which dead latents are resampled."""
+        return sorted({max(1, round(f * self.steps)) for f in self.resample_at}) if self.steps else []
+
+    @property
+    def dead_window_steps(self):
+        """A latent is dead when it has not fired for this many steps."""
+        return max(1, round(self.dead_window * self.steps))
+
+
+# ----------------------------------------------------------------------------------------------------
+# init: Kaiming-uniform weights, unit decoder rows, b_dec at the geometric median of the data
+
+
+def geometric_median(X, iters=200, tol=1e-9, eps=1e-12):
+    """The point minimising the sum of Euclidean distances to the rows of X [n, d], in float64.
+
+    Weiszfeld's iteration: y <- sum_i w_i X_i / sum_i w_i with w_i = 1 / ||X_i - y||, a weighted mean that
+    pulls less toward far points (so, unlike the mean, it ignores a few outliers). When y lands on a data
+    point its distance is clamped at eps, which keeps y there if that point is the median."""
+    X = np.asarray(X, dtype=np.float64)
+    y = X.mean(axis=0)  # [d]
+    for _ in range(iters):
+        dist = np.maximum(np.linalg.norm(X - y, axis=1), eps)  # [n]
+        w = 1.0 / dist
+        y_new = (w @ X) / w.sum()
+        done = np.linalg.norm(y_new - y) <= tol * (1.0 + np.linalg.norm(y))
+        y = y_new
+        if done:
+            break
+    return y
+
+
+def kaiming_uniform(rng, shape, fan_in):
+    """U(-b, b) with b = sqrt(6 / fan_in): keeps the variance of ReLU pre-activations ~ that of the input."""
+    bound = np.sqrt(6.0 / fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def init(cfg, rng, sample=None):
+    """Parameters {W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]} in cfg.dtype.
+    sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0)."""
+    W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
+    W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
+    W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+    b_dec = np.zeros(cfg.d_in) if sample is None else geometric_median(sample)
+    params = {"W_enc": W_enc, "b_enc": np.zeros(cfg.d_sae), "W_dec": W_dec, "b_dec": b_dec}
+    return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in params.items()}
+
+
+def param_shapes(cfg):
+    return {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pieces, as forward/backward pairs
+
+
+class EncodeCache(NamedTuple):
+    x_bar: np.ndarray  # [B, d_in] x - b_dec, for dW_enc
+    relu: object  # ReluCache: where the pre-activation was positive
+    W_enc: np.ndarray  # [d_in, d_sae], for b_dec's gradient through x_bar
+
+
+def encode_relu_forward(x, W_enc, b_enc, b_dec):
+    """x [B, d_in] -> f [B, d_sae] = ReLU((x - b_dec) @ W_enc + b_enc)."""
+    x_bar = x - b_dec  # [B, d_in]
+    pre = x_bar @ W_enc + b_enc  # [B, d_sae]
+    f, relu_cache = relu_forward(pre)
+    return f, EncodeCache(x_bar, relu_cache, W_enc)
+
+
+def encode_relu_backward(df, cache):
+    """df [B, d_sae] -> (None, dW_enc, db_enc, db_dec). x is data: its gradient is never needed (it would
+    cost a full [B, d_sae] x [d_sae, d_in] matmul), so it is returned as None."""
+    x_bar, relu_cache, W_enc = cache
+    (dpre,) = relu_backward(df, relu_cache)  # [B, d_sae], inverts f = ReLU(pre)
+    dW_enc = x_bar.T @ dpre  # [d_in, d_sae], inverts pre = x_bar @ W_enc + b_enc
+    db_enc = dpre.sum(axis=0)  # [d_sae]
+    # x_bar = x - b_dec: db_dec = -sum_b dx_bar[b] = -sum_b dpre[b] @ W_enc.T = -W_enc @ db_enc, a
+    # matrix-vector product (summing over the batch first) instead of the matmul dpre @ W_enc.T
+    db_dec = -(W_enc @ db_enc)  # [d_in]
+    return None, dW_enc, db_enc, db_dec
+
+
+class DecodeCache(NamedTuple):
+    f: np.ndarray  # [B, d_sae], for dW_dec
+    W_dec: np.ndarray  # [d_sae, d_in], for df
+
+
+def decode_forward(f, W_dec, b_dec):
+    """f [B, d_sae] -> x_hat [B, d_in] = f @ W_dec + b_dec."""
+    return f @ W_dec + b_dec, DecodeCache(f, W_dec)
+
+
+def decode_backward(dx_hat, cache):
+    """dx_hat [B, d_in] -> (df [B, d_sae], dW_dec [d_sae, d_in], db_dec [d_in])."""
+    f, W_dec = cache
+    return dx_hat @ W_dec.T, f.T @ dx_hat, dx_hat.sum(axis=0)
+
+
+class MSECache(NamedTuple):
+    err: np.ndarray  # [B, d_in] x_hat - x
+
+
+def mse_forward(x_hat, x):
+    """Mean over the batch AND over the d_in elements of (x_hat - x)^2 -> a float."""
+    err = x_hat - x  # [B, d_in]
+    return float(np.mean(err * err)), MSECache(err)
+
+
+def mse_backward(dloss, cache):
+    """dloss (scalar) -> (dx_hat [B, d_in], dx [B, d_in])."""
+    dx_hat = (2.0 * dloss / cache.err.size) * cache.err
+    return dx_hat, -dx_hat
+
+
+class L1Cache(NamedTuple):
+    f: np.ndarray  # [B, d_sae]
+    l1_coefficient: float
+
+
+def l1_forward(f, l1_coefficient):
+    """l1_coefficient * mean over the batch of sum over latents of |f| -> a float."""
+    return float(l1_coefficient * np.abs(f).sum() / f.shape[0]), L1Cache(f, l1_coefficient)
+
+
+def l1_backward(dloss, cache):
+    """dloss (scalar) -> (df [B, d_sae], None). The kink at f = 0 gets 0 (those latents are off anyway)."""
+    f, c = cache
+    return (dloss * c / f.shape[0]) * np.sign(f), None
+
+
+class Architecture(NamedTuple):
+    """What makes an SAE variant: its encoder and its sparsity penalty, each a forward/backward pair."""
+
+    encode_forward: Callable
+    encode_backward: Callable
+    penalty_forward: Callable
+    penalty_backward: Callable
+
+
+ARCHITECTURES = {"relu": Architecture(encode_relu_forward, encode_relu_backward, l1_forward, l1_backward)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole model
+
+
+class SAEOutput(NamedTuple):
+    x_hat: np.ndarray  # [B, d_in] reconstruction
+    f: np.ndarray  # [B, d_sae] latents
+    loss: float  # mse + l1
+    mse: float
+    l1: float  # the penalty term, l1_coefficient included
+    l0: float  # mean over the batch of the number of active latents
+
+
+class SAECache(NamedTuple):
+    enc: tuple
+    dec: DecodeCache
+    mse: MSECache
+    penalty: tuple
+
+
+def forward(params, x, cfg):
+    """x [B, d_in] -> (SAEOutput, cache)."""
+    arch = ARCHITECTURES[cfg.architecture]
+    f, enc_cache = arch.encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])  # [B, d_sae]
+    x_hat, dec_cache = decode_forward(f, params["W_dec"], params["b_dec"])  # [B, d_in]
+    mse, mse_cache = mse_forward(x_hat, x)
+    penalty, pen_cache = arch.penalty_forward(f, cfg.l1_coefficient)
+    l0 = float(np.count_nonzero(f) / f.shape[0])
+    return SAEOutput(x_hat, f, mse + penalty, mse, penalty, l0), SAECache(enc_cache, dec_cache, mse_cache, pen_cache)
+
+
+def backward(params, cache, cfg):
+    """The gradient of the total loss: {W_enc, b_enc, W_dec, b_dec}, each shaped like its parameter."""
+    arch = ARCHITECTURES[cfg.architecture]
+    (df_penalty, _) = arch.penalty_backward(1.0, cache.penalty)  # [B, d_sae]
+    dx_hat, _ = mse_backward(1.0, cache.mse)  # [B, d_in]
+    df, dW_dec, db_dec_out = decode_backward(dx_hat, cache.dec)
+    df = df + df_penalty  # f feeds both the decoder and the penalty: its two gradients add
+    _, dW_enc, db_enc, db_dec_in = arch.encode_backward(df, cache.enc)
+    db_dec = db_dec_out + db_dec_in  # b_dec is used twice (subtracted before encoding, added after decoding)
+    return {"W_enc": dW_enc, "b_enc": db_enc, "W_dec": dW_dec, "b_dec": db_dec}
+
+
+def encode(params, x, cfg):
+    """x [B, d_in] -> latents f [B, d_sae]."""
+    return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
+
+
+def decode(params, f):
+    """f [B, d_sae] -> x_hat [B, d_in]."""
+    return decode_forward(f, params["W_dec"], params["b_dec"])[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the decoder constraint
+
+
+def project_decoder_grad(W_dec, dW_dec):
+    """In place: remove from each row of dW_dec its component along the same row of W_dec (unit rows), so a
+    small step moves each row along the unit sphere instead of lengthening it."""
+    dW_dec -= np.sum(dW_dec * W_dec, axis=1, keepdims=True) * W_dec  # [d_sae, d_in]
+
+
+def normalize_decoder(W_dec):
+    """In place: rescale each row of W_dec to unit norm (the projected step still leaves it a hair off)."""
+    W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the sparse training step (numba kernels over the active latents; the same numbers as forward/backward)
+
+
+class Buffers:
+    """Preallocated [B, ...] work arrays for train_step_sparse (fresh 32 MB arrays every step page-fault)."""
+
+    def __init__(self, cfg):
+        dt, B = cfg.dtype, cfg.batch_size
+        self.x_bar = np.empty((B, cfg.d_in), dt)
+        self.pre = np.empty((B, cfg.d_sae), dt)
+        self.x_hat = np.empty((B, cfg.d_in), dt)
+        self.dx_hat = np.empty((B, cfg.d_in), dt)
+        self.sq_err = np.empty(B, np.float64)
+        self.grads = {k: np.empty(s, dt) for k, s in param_shapes(cfg).items()}
+
+
+def train_step_sparse(params, x, cfg, buf):
+    """The loss terms and gradients of forward/backward, computed over the active latents only.
+
+    Returns (loss, mse, l1, l0, grads, fired [d_sae] bool), or None when more than cfg.sparse_below of
+    the entries are active (then the dense path is faster). grads live in `buf` (overwritten next call)."""
+    B = x.shape[0]
+    np.subtract(x, params["b_dec"], out=buf.x_bar)  # [B, d_in]
+    np.matmul(buf.x_bar, params["W_enc"], out=buf.pre)  # [B, d_sae]: the one dense matmul
+    counts = K.active_counts(buf.pre, params["b_enc"])  # [B]
+    nnz = int(counts.sum())
+    if nnz > cfg.sparse_below * buf.pre.size:
+        return None
+    indptr, idx, val = K.relu_csr(buf.pre, params["b_enc"], counts)  # f at its nnz active entries
+    dval = np.empty_like(val)  # df at the same entries
+    scale = np.asarray(2.0 / x.size, dtype=x.dtype)  # d mse / d x_hat = scale * (x_hat - x)
+    l1_term = np.asarray(cfg.l1_coefficient / B, dtype=x.dtype)  # d l1 / d f where f > 0
+    K.decode_rows(indptr, idx, val, params["W_dec"], params["b_dec"], x, scale[()], l1_term[()],
+                  buf.x_hat, buf.dx_hat, dval, buf.sq_err)
+    colptr, rows, perm = K.csr_to_csc(indptr, idx, cfg.d_sae)
+    g = buf.grads
+    K.latent_grads(colptr, rows, perm, val, dval, buf.x_bar, buf.dx_hat, g["W_enc"], g["b_enc"], g["W_dec"])
+    np.subtract(buf.dx_hat.sum(axis=0), params["W_enc"] @ g["b_enc"], out=g["b_dec"])  # both uses of b_dec
+    mse = float(buf.sq_err.sum() / x.size)
+    l1 = float(cfg.l1_coefficient * val.sum(dtype=np.float64) / B)
+    return mse + l1, mse, l1, nnz / B, g, np.diff(colptr) > 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# dead-latent resampling
+
+
+def per_input_loss(params, x, cfg):
+    """[B]: each input's share of the training loss, mean_i (x_hat - x)_i^2 + l1_coefficient * sum_j |f_j|."""
+    out, _ = forward(params, x, cfg)
+    return np.mean((out.x_hat - x) ** 2, axis=1) + cfg.l1_coefficient * np.abs(out.f).sum(axis=1)
+
+
+def resample_dead(params, opt, dead, inputs, cfg, rng):
+    """Resample the latents where `dead` [d_sae] is True, in place (PAPER.md section 3):
+
+    1. each input of `inputs` [n, d_in] is weighted by the square of its loss;
+    2. one input is drawn per dead latent with probability proportional to that weight;
+    3. its decoder row becomes the input normalised to unit length; its encoder column the same unit vector
+       times resample_encoder_scale x the mean encoder-column norm of the alive latents; its b_enc 0;
+    4. Adam forgets both moments of every entry written (W_dec rows, W_enc columns, b_enc entries).
+    Returns the indices of the resampled latents."""
+    dead_idx = np.flatnonzero(dead)
+    if dead_idx.size == 0:
+        return dead_idx
+    losses = np.concatenate([per_input_loss(params, inputs[i:i + cfg.batch_size], cfg)
+                             for i in range(0, len(inputs), cfg.batch_size)]).astype(np.float64)
+    weight = losses**2
+    if weight.sum() == 0:  # a perfect reconstruction everywhere: draw uniformly
+        weight = np.ones_like(weight)
+    chosen = rng.choice(len(inputs), size=dead_idx.size, replace=dead_idx.size > np.count_nonzero(weight),
+                        p=weight / weight.sum())
+    v = inputs[chosen].astype(np.float64)  # [n_dead, d_in]
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    enc_norms = np.linalg.norm(params["W_enc"], axis=0)  # [d_sae]
+    alive_norm = enc_norms[~dead].mean() if np.any(~dead) else 1.0
+    params["W_dec"][dead_idx] = v
+    params["W_enc"][:, dead_idx] = (cfg.resample_encoder_scale * alive_norm * v).T
+    params["b_enc"][dead_idx] = 0
+    opt.reset("W_dec", dead_idx, axis=0)
+    opt.reset("W_enc", dead_idx, axis=1)
+    opt.reset("b_enc", dead_idx, axis=0)
+    return dead_idx
+
+
+# ----------------------------------------------------------------------------------------------------
+# training task for tinymono.train.train
+
+
+class SAETask:
+    """Trains an SAE on batches from `source(rng, batch_size) -> [batch_size, d_in]` (float32 for a float32
+    SAE), through the shared loop:  `train(SAETask(cfg, source), cfg.steps, checkpoint=...)`.
+
+    The task owns the Generator the source draws from (seeded by cfg.seed), so the data stream is part of
+    the checkpoint and a resumed run is bit-identical. Live metrics per chunk: loss, mse, l1, l0 and dead
+    (latents silent for the last dead_window of the run)."""
+
+    items_name = "act"
+
+    def __init__(self, cfg: SAEConfig, source, params=None):
+        self.cfg, self.source = cfg, source
+        self.rng = np.random.default_rng([cfg.seed, 1])  # the data stream (and resampling draws)
+        self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),
+                                                             self.next_batch(cfg.init_sample))
+        self.opt = Adam(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired
+        self.items_per_step = cfg.batch_size
+        self.buffers = Buffers(cfg) if cfg.backend == "numba" else None
+        self.resampled = []  # (step, number of latents) for each resampling in this process
+
+    def config_dict(self):
+        return asdict(self.cfg)
+
+    def next_batch(self, n=None):
+        """Draw [n, d_in] from the source, checked: right shape, finite, cast to cfg.dtype."""
+        n = self.cfg.batch_size if n is None else n
+        x = np.asarray(self.source(self.rng, n))
+        if x.shape != (n, self.cfg.d_in):
+            raise ValueError(f"the batch source returned shape {x.shape}, expected ({n}, d_in={self.cfg.d_in})")
+        if not np.all(np.isfinite(x)):
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise ValueError(f"the batch source returned NaN or inf (first at row {bad[0]}, column {bad[1]})")
+        return np.ascontiguousarray(x, dtype=self.cfg.dtype)
+
+    def dead(self):
+        """[d_sae] bool: latents that have not fired for dead_window_steps steps."""
+        return self.since_fired >= self.cfg.dead_window_steps
+
+    def step(self, step):
+        """One training step (resampling first when `step` is scheduled). Returns (loss, mse, l1, l0)."""
+        cfg, params = self.cfg, self.params
+        if step in cfg.resample_steps:
+            inputs = np.concatenate([self.next_batch() for _ in range(cfg.resample_batches)])
+            idx = resample_dead(params, self.opt, self.dead(), inputs, cfg, self.rng)
+            self.since_fired[idx] = 0
+            self.resampled.append((step, int(idx.size)))
+        x = self.next_batch()
+        result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" else None
+        if result is None:  # the dense reference (also when too many latents are active for sparsity to pay)
+            out, cache = forward(params, x, cfg)
+            grads = backward(params, cache, cfg)
+            terms, fired = (out.loss, out.mse, out.l1, out.l0), np.any(out.f > 0, axis=0)
+        else:
+            *terms, grads, fired = result
+        project_decoder_grad(params["W_dec"], grads["W_dec"])
+        self.opt.step(params, grads)
+        normalize_decoder(params["W_dec"])
+        self.since_fired += 1
+        self.since_fired[fired] = 0
+        return terms
+
+    def run_chunk(self, start_step, n_steps):
+        sums = np.zeros(4)
+        for s in range(start_step, start_step + n_steps):
+            sums += self.step(s)
+        loss, mse, l1, l0 = sums / n_steps
+        return {"loss": loss, "mse": mse, "l1": l1, "l0": l0, "dead": int(self.dead().sum())}
+
+    def state_arrays(self):
+        rng_state = np.array(json.dumps(self.rng.bit_generator.state))  # 128-bit ints: JSON keeps them exact
+        return {**{f"params.{k}": v for k, v in self.params.items()}, **self.opt.state_arrays(),
+                "since_fired": self.since_fired, "rng": rng_state}
+
+    def load_state_arrays(self, arrays):
+        shapes = param_shapes(self.cfg)
+        expected = {**{f"params.{k}": s for k, s in shapes.items()},
+                    **{f"adam.{m}.{k}": s for k, s in shapes.items() for m in ("m", "v")},
+                    "adam.t": (), "since_fired": (self.cfg.d_sae,), "rng": ()}
+        ckpt.validate_shapes(arrays, expected, where="SAE checkpoint")
+        try:
+            rng_state = json.loads(str(arrays["rng"]))
+            self.rng.bit_generator.state = rng_state
+        except (ValueError, TypeError, KeyError) as e:
+            raise ckpt.CheckpointError(f"SAE checkpoint: unreadable random-number state ({e})") from e
+        for k in shapes:
+            self.params[k] = np.array(arrays[f"params.{k}"], dtype=self.cfg.dtype)
+        self.opt = Adam(self.params, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
+        self.opt.load_state_arrays(arrays)
+        self.since_fired = np.array(arrays["since_fired"], dtype=np.int64)
