@@ -1,0 +1,213 @@
+"""Resampling dead latents, and training an SAE through the shared loop: resume, Ctrl-C, the non-finite
+guard, bad batches and bad checkpoints."""
+import signal
+
+import numpy as np
+import pytest
+
+from tinymono import checkpoint as ckpt
+from tinymono import sae
+from tinymono.groundtruth import GroundTruth, GroundTruthConfig
+from tinymono.optim import Adam
+from tinymono.train import NonFiniteError, train
+
+GT = GroundTruth(GroundTruthConfig(d=8, n_features=12, mean_active=2))
+
+
+def small_cfg(**kw):
+    base = dict(d_in=8, d_sae=24, batch_size=32, steps=60, l1_coefficient=3e-3, lr=3e-3,
+                resample_at=(0.25, 0.6), dead_window=0.1, resample_batches=2, init_sample=64, sparse_below=0.3)
+    return sae.SAEConfig(**{**base, **kw})
+
+
+# ----------------------------------------------------------------------------------------------------
+# resampling
+
+
+def test_resampling_touches_only_dead_latents():
+    rng = np.random.default_rng(0)
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, batch_size=16, dtype="float64")
+    params = sae.init(cfg, rng)
+    opt = Adam(params)
+    opt.step(params, {k: rng.standard_normal(v.shape) for k, v in params.items()})  # nonzero moments everywhere
+    before = {k: v.copy() for k, v in params.items()}
+    m_before = {k: v.copy() for k, v in opt.m.items()}
+    dead = np.zeros(10, dtype=bool)
+    dead[[2, 5, 7]] = True
+    inputs = rng.standard_normal((40, 6))
+    idx = sae.resample_dead(params, opt, dead, inputs, cfg, rng)
+    np.testing.assert_array_equal(idx, [2, 5, 7])
+    alive = ~dead
+    for k in ("W_dec", "b_enc"):
+        np.testing.assert_array_equal(params[k][alive], before[k][alive], err_msg=f"alive latents' {k} must not change")
+        assert np.all(opt.m[k][dead] == 0) and np.all(opt.v[k][dead] == 0), f"Adam moments of resampled {k} must be 0"
+        np.testing.assert_array_equal(opt.m[k][alive], m_before[k][alive], err_msg=f"alive latents' {k} moments kept")
+    np.testing.assert_array_equal(params["W_enc"][:, alive], before["W_enc"][:, alive])
+    assert np.all(opt.m["W_enc"][:, dead] == 0) and np.all(opt.v["W_enc"][:, dead] == 0), \
+        "Adam moments of resampled encoder COLUMNS must be reset (W_enc is [d_in, d_sae])"
+    np.testing.assert_array_equal(opt.m["W_enc"][:, alive], m_before["W_enc"][:, alive])
+    np.testing.assert_array_equal(params["b_dec"], before["b_dec"])
+    np.testing.assert_allclose(np.linalg.norm(params["W_dec"][dead], axis=1), 1, rtol=1e-12,
+                               err_msg="resampled decoder rows must be unit norm")
+    assert np.all(params["b_enc"][dead] == 0)
+    target = 0.2 * np.linalg.norm(before["W_enc"][:, alive], axis=0).mean()
+    np.testing.assert_allclose(np.linalg.norm(params["W_enc"][:, dead], axis=0), target, rtol=1e-12,
+                               err_msg="new encoder columns: 0.2 x the mean encoder norm of the ALIVE latents")
+    np.testing.assert_allclose(params["W_enc"][:, dead].T / target, params["W_dec"][dead], rtol=1e-12,
+                               err_msg="encoder column and decoder row of a resampled latent share one direction")
+    units = inputs / np.linalg.norm(inputs, axis=1, keepdims=True)
+    for j in np.flatnonzero(dead):  # each new direction is one of the inputs, normalised
+        assert np.abs(units @ params["W_dec"][j] - 1).min() < 1e-12
+    assert sae.resample_dead(params, opt, np.zeros(10, bool), inputs, cfg, rng).size == 0
+
+
+def test_resampling_prefers_inputs_with_high_loss():
+    rng = np.random.default_rng(3)
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, dtype="float64", l1_coefficient=0.0)
+    params = sae.init(cfg, rng)
+    inputs = 0.1 * rng.standard_normal((50, 6))
+    inputs[17] = 30.0 * rng.standard_normal(6)  # loss ~1e5 times the others, loss squared ~1e10
+    dead = np.zeros(10, dtype=bool)
+    dead[4] = True
+    sae.resample_dead(params, Adam(params), dead, inputs, cfg, rng)
+    np.testing.assert_allclose(params["W_dec"][4], inputs[17] / np.linalg.norm(inputs[17]), rtol=1e-12,
+                               err_msg="inputs must be drawn with probability proportional to their loss squared")
+
+
+def test_task_resamples_on_schedule():
+    cfg = small_cfg(steps=40, resample_at=(0.5,), dead_window=0.25)
+    task = sae.SAETask(cfg, GT)
+    task.since_fired[:5] = 100  # pretend five latents have been silent for long
+    task.params["b_enc"][:5] = -1e3  # ...and keep them silent until the resampling
+    train(task, 40, chunk_steps=10, progress=False)
+    assert [s for s, _ in task.resampled] == [20], "resampling happens at the scheduled step only"
+    assert task.resampled[0][1] >= 5, "the five silent latents must have been resampled"
+    assert np.all(task.params["b_enc"][:5] > -1e3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# training through the loop
+
+
+def test_training_reduces_loss_on_both_backends():
+    for backend in ("numpy", "numba"):
+        cfg = small_cfg(steps=300, backend=backend, sparse_below=0.5)
+        result = train(sae.SAETask(cfg, GT), cfg.steps, chunk_steps=50, progress=False)
+        mse = result.history["mse"]
+        assert mse[-1] < 0.5 * mse[0], f"{backend}: mse {mse} must fall by half in 300 steps"
+        assert set(result.history) >= {"loss", "mse", "l1", "l0", "dead"}
+
+
+def test_numba_and_numpy_backends_agree():
+    cfg64 = dict(dtype="float64", sparse_below=1.0, steps=20)
+    tasks = [sae.SAETask(small_cfg(backend=b, **cfg64), GT) for b in ("numpy", "numba")]
+    for t in tasks:
+        t.run_chunk(0, 20)
+    for k in tasks[0].params:
+        np.testing.assert_allclose(tasks[1].params[k], tasks[0].params[k], rtol=1e-8, atol=1e-10,
+                                   err_msg=f"the sparse path must train exactly like the dense one ({k})")
+
+
+def state_of(task):
+    return {k: np.array(v) for k, v in task.state_arrays().items()}
+
+
+def assert_same_state(a, b, what):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{what}: {k} differs")
+
+
+def test_resume_is_bit_identical(tmp_path):
+    cfg = small_cfg()
+    straight = sae.SAETask(cfg, GT)
+    r1 = train(straight, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "a", progress=False)
+    first = sae.SAETask(cfg, GT)
+    train(first, 30, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)  # stop half way
+    resumed = sae.SAETask(cfg, GT)
+    r2 = train(resumed, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)
+    assert r2.resumed_from == 30
+    assert [s for s, _ in straight.resampled] == [15, 36] and [s for s, _ in resumed.resampled] == [36]
+    assert_same_state(state_of(straight), state_of(resumed), "resumed run vs uninterrupted run")
+    for k in r1.history:
+        np.testing.assert_array_equal(r1.history[k], r2.history[k], err_msg=f"history {k} differs after resume")
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    cfg = small_cfg()
+    calls = {"n": 0}
+
+    def interrupting_source(rng, n):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            signal.raise_signal(signal.SIGINT)  # as if the learner pressed Ctrl-C during step ~20
+        return GT(rng, n)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sae.SAETask(cfg, interrupting_source), cfg.steps, chunk_steps=10, checkpoint=tmp_path / "c",
+              progress=False)
+    _, meta = ckpt.load(tmp_path / "c")
+    assert 0 < meta["step"] < cfg.steps and meta["step"] % 10 == 0, "the chunk in progress finishes, then it saves"
+    resumed = sae.SAETask(cfg, GT)
+    train(resumed, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "c", progress=False)
+    straight = sae.SAETask(cfg, GT)
+    train(straight, cfg.steps, chunk_steps=10, progress=False)
+    assert_same_state(state_of(straight), state_of(resumed), "run resumed after Ctrl-C")
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_non_finite_guard_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = small_cfg()
+    calls = {"n": 0}
+
+    def exploding_source(rng, n):
+        calls["n"] += 1
+        x = GT(rng, n)
+        return x * np.float32(1e30) if calls["n"] > 40 else x  # finite, but its square overflows float32
+
+    path = tmp_path / "d"
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        train(sae.SAETask(cfg, exploding_source), cfg.steps, chunk_steps=10, checkpoint=path, save_every=0.0,
+              progress=False)
+    arrays, meta = ckpt.load(path)
+    assert meta["step"] >= 10, "the last good chunk's checkpoint must be on disk"
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if v.dtype.kind == "f"), \
+        "the bad state must never be saved"
+
+
+def test_bad_batches_are_refused():
+    cfg = small_cfg()
+    with pytest.raises(ValueError, match="d_in=8"):
+        sae.SAETask(cfg, lambda rng, n: np.zeros((n, 9), np.float32))
+    task = sae.SAETask(cfg, GT)
+    task.source = lambda rng, n: np.full((n, 8), np.nan, np.float32)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        task.run_chunk(0, 1)
+    task.source = lambda rng, n: np.ones((n - 1, 8), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        task.run_chunk(0, 1)
+
+
+def test_bad_checkpoints_are_refused_and_kept(tmp_path):
+    cfg = small_cfg()
+    path = tmp_path / "e.npz"
+    train(sae.SAETask(cfg, GT), 20, chunk_steps=10, checkpoint=path, progress=False)
+    arrays, meta = ckpt.load(path)
+    arrays["params.W_dec"] = arrays["params.W_dec"][:-1]  # one latent short
+    ckpt.save(path, arrays, meta)
+    original = path.read_bytes()
+    with pytest.raises(ckpt.CheckpointError, match="W_dec"):
+        train(sae.SAETask(cfg, GT), 40, chunk_steps=10, checkpoint=path, progress=False)
+    assert path.read_bytes() == original, "a refused checkpoint must not be overwritten"
+    path.write_bytes(original[: len(original) // 2])  # truncated
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+        train(sae.SAETask(cfg, GT), 40, chunk_steps=10, checkpoint=path, progress=False)
+    assert path.read_bytes() == original[: len(original) // 2]
+    task = sae.SAETask(cfg, GT)
+    bad = state_of(task)
+    bad["rng"] = np.array("not json")
+    with pytest.raises(ckpt.CheckpointError, match="random-number state"):
+        task.load_state_arrays(bad)
+    del bad["since_fired"]
+    with pytest.raises(ckpt.CheckpointError, match="since_fired"):
+        task.load_state_arrays(bad)
