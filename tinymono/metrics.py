@@ -1,0 +1,119 @@
+"""How good is a sparse autoencoder? Numbers against ground truth, and numbers available without it.
+
+Against known features (PAPER.md section 2), with true directions T [G, d] and learned decoder rows
+D [n, d]:
+- `mmcs`: mean max cosine similarity, (1/G) sum_g max_j cos(T_g, D_j).
+- `fraction_recovered`: the share of true features whose best cosine is >= a threshold (0.9).
+- `one_to_one_score`: the mean cosine of an optimal one-to-one matching (the Hungarian method).
+
+Signed, not absolute, cosine. SAE latents are non-negative, so decoder row j only ever adds +f_j D_j:
+a row pointing at -T_g cannot express feature g (it would need a negative activation). A sign-flipped
+direction is therefore not a recovery, and these metrics use cos, not |cos|.
+
+Without ground truth (section 3): L0, the firing density of each latent (dead = never fires; "ultralow"
+= fires on fewer than 1e-6 of tokens; the log10-density histogram), and reconstruction quality (MSE,
+explained variance).
+
+Axis vocabulary: G true features, n learned latents, d data dims, B samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+def _unit_rows(A):
+    A = np.asarray(A, dtype=np.float64)
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-30)
+
+
+def cosine_matrix(true, learned):
+    """[G, n]: the cosine between each true direction (rows of true [G, d]) and each learned one ([n, d])."""
+    return _unit_rows(true) @ _unit_rows(learned).T
+
+
+def max_cosines(true, learned):
+    """[G]: for each true feature, its best cosine with any learned direction."""
+    return cosine_matrix(true, learned).max(axis=1)
+
+
+def mmcs(true, learned):
+    """Mean max cosine similarity: (1/G) sum_g max_j cos(true_g, learned_j), in [-1, 1].
+
+    Several true features may pick the same learned direction, so a dictionary can score well while
+    merging two features that sit close together; `one_to_one_score` does not allow that."""
+    return float(max_cosines(true, learned).mean())
+
+
+def fraction_recovered(true, learned, threshold=0.9):
+    """The share of true features with some learned direction at cosine >= threshold."""
+    return float(np.mean(max_cosines(true, learned) >= threshold))
+
+
+def match_features(true, learned):
+    """The one-to-one matching of true features to learned directions maximising the summed cosine
+    (scipy's linear_sum_assignment). -> (true_index [m], learned_index [m], cosines [m]), m = min(G, n)."""
+    cos = cosine_matrix(true, learned)
+    rows, cols = linear_sum_assignment(cos, maximize=True)
+    return rows, cols, cos[rows, cols]
+
+
+def one_to_one_score(true, learned):
+    """The mean over all G true features of its cosine in the optimal one-to-one matching (a feature left
+    unmatched because n < G counts 0).
+
+    Unlike MMCS, each learned direction may serve only one true feature: a dictionary that represents two
+    features by one direction between them scores well on MMCS (both pick it) but is penalised here."""
+    _, _, cos = match_features(true, learned)
+    return float(cos.sum() / len(np.asarray(true)))
+
+
+def l0(f):
+    """Mean over samples of the number of nonzero latents; f [B, n]."""
+    f = np.asarray(f)
+    return float(np.count_nonzero(f) / f.shape[0])
+
+
+def feature_density(f):
+    """[n]: the fraction of samples (tokens) on which each latent is nonzero; f [B, n]."""
+    f = np.asarray(f)
+    return np.count_nonzero(f, axis=0) / f.shape[0]
+
+
+def dead_fraction(density):
+    """The share of latents that never fired (density exactly 0)."""
+    return float(np.mean(np.asarray(density) == 0))
+
+
+def ultralow_fraction(density, threshold=1e-6):
+    """The share of latents that fired, but on fewer than `threshold` of the tokens (the paper's
+    "ultralow density" cluster; dead latents are counted by dead_fraction, not here)."""
+    density = np.asarray(density)
+    return float(np.mean((density > 0) & (density < threshold)))
+
+
+def log_density_histogram(density, bins=40, lo=-8.0, hi=0.0):
+    """Histogram data of log10(density) over the latents that fired: -> (counts [bins], edges [bins + 1],
+    n_dead). Densities below 10^lo land in the first bin."""
+    density = np.asarray(density, dtype=np.float64)
+    alive = density[density > 0]
+    counts, edges = np.histogram(np.clip(np.log10(alive), lo, hi), bins=bins, range=(lo, hi))
+    return counts, edges, int(np.sum(density == 0))
+
+
+def reconstruction_mse(x, x_hat):
+    """Mean over samples and elements of (x - x_hat)^2 (the SAE loss's reconstruction term)."""
+    x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    return float(np.mean((x - x_hat) ** 2))
+
+
+def explained_variance(x, x_hat):
+    """1 - sum_b ||x_b - x_hat_b||^2 / sum_b ||x_b - mean(x)||^2, with mean(x) the mean over the batch [d].
+
+    1 is perfect; 0 is no better than predicting the mean for every sample. (The denominator subtracts the
+    batch mean of each dimension; dividing by sum ||x||^2 instead, or averaging per-sample ratios, are the
+    slips this definition avoids.)"""
+    x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    residual = np.sum((x - x_hat) ** 2)
+    total = np.sum((x - x.mean(axis=0)) ** 2)
+    return float(1.0 - residual / total)
