@@ -35,23 +35,10 @@ class Adam:
         """One update of every array in `params`, in place. grads has the same keys and shapes."""
         lr = self.lr if lr is None else lr
         self.t += 1
-        c1 = 1.0 - self.beta1**self.t
-        c2 = 1.0 - self.beta2**self.t
         for k, p in params.items():
-            g = grads[k]
-            m, v = self.m[k], self.v[k]
-            m *= self.beta1
-            m += (1.0 - self.beta1) * g
-            v *= self.beta2
-            v += (1.0 - self.beta2) * (g * g)
             if self.weight_decay and k in self.decay:
                 p *= 1.0 - lr * self.weight_decay
-            # p -= lr * (m / c1) / (sqrt(v / c2) + eps), written to allocate one temporary
-            update = np.sqrt(v / c2)
-            update += self.eps
-            np.divide(m, update, out=update)
-            update *= lr / c1
-            p -= update
+            adam_update(p, grads[k], self.m[k], self.v[k], self.t, lr, self.beta1, self.beta2, self.eps)
 
     def reset(self, name, index, axis=0):
         """Zero both moments of parameter `name` at `index` (ints, slice or bool mask) along `axis`."""
@@ -76,6 +63,20 @@ class Adam:
                 if a.shape != store[k].shape:
                     raise ValueError(f"Adam state {prefix}.{name}.{k} has shape {a.shape}, expected {store[k].shape}")
                 store[k] = np.array(a, dtype=store[k].dtype)
+
+
+def adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
+    """One Adam step of array p with gradient g, updating p, m and v in place; t counts steps from 1."""
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    # p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps), with one temporary array
+    update = np.sqrt(v / (1.0 - beta2**t))
+    update += eps
+    np.divide(m, update, out=update)
+    update *= lr / (1.0 - beta1**t)
+    p -= update
 
 
 def clip_grad_norm(grads, max_norm):

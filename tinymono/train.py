@@ -22,6 +22,7 @@ The task protocol (duck-typed; no model module imports this file):
     task.state_arrays() -> dict[str, ndarray]     everything needed to resume
     task.load_state_arrays(arrays) -> None        the reverse; raise CheckpointError on a shape mismatch
     task.items_per_step (optional)                e.g. tokens per step, to show items/s
+    task.chunk_steps (optional)                   the chunk length the task prefers
     task.items_name (optional)                    e.g. "tok"
 """
 from __future__ import annotations
@@ -91,14 +92,16 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def train(task, total_steps, *, chunk_steps=100, checkpoint=None, resume=True, save_every=60.0,
+def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, save_every=60.0,
           progress=None, desc="train"):
-    """Advance `task` to `total_steps` steps, in chunks of `chunk_steps`.
+    """Advance `task` to `total_steps` steps, in chunks of `chunk_steps` (default: the task's own
+    `chunk_steps` attribute, else 100).
 
     checkpoint: path of the checkpoint file (None: no checkpoints). resume: continue from it if it exists
     (a checkpoint that is corrupt or was written for another config is an error, and is left untouched).
     save_every: seconds between checkpoints (one is always written at the end). progress: show a bar
     (None: only when stderr is a terminal or a notebook). Returns a TrainResult."""
+    chunk_steps = chunk_steps or getattr(task, "chunk_steps", 100)
     if total_steps < 0 or chunk_steps < 1:
         raise ValueError(f"need total_steps >= 0 and chunk_steps >= 1, got {total_steps}, {chunk_steps}")
     config = _normalise(task.config_dict())

@@ -17,8 +17,11 @@ import time
 
 
 def compare(impls, items_per_call, rounds=5, min_seconds=0.3, warmup=1):
-    """impls: name -> zero-argument callable doing one unit of work on `items_per_call` items.
-    Returns name -> {"per_second": items/s (median over rounds), "seconds_per_call": median}."""
+    """impls: name -> zero-argument callable doing one unit of work on `items_per_call` items (a number,
+    or a dict name -> number when the implementations do different amounts of work per call).
+    Returns name -> {"per_second": items/s (median over rounds), "seconds_per_call": median, "spread"}."""
+    if not isinstance(items_per_call, dict):
+        items_per_call = {name: items_per_call for name in impls}
     for fn in impls.values():
         for _ in range(warmup):
             fn()  # compile numba kernels, fault in buffers
@@ -36,7 +39,7 @@ def compare(impls, items_per_call, rounds=5, min_seconds=0.3, warmup=1):
     out = {}
     for name, times in per_call.items():
         med = statistics.median(times)
-        out[name] = {"per_second": items_per_call / med, "seconds_per_call": med,
+        out[name] = {"per_second": items_per_call[name] / med, "seconds_per_call": med,
                      "spread": (max(times) - min(times)) / med}
     return out
 

@@ -1,0 +1,160 @@
+"""The toy model of superposition: its data, gradients, kernel-vs-twin agreement and geometry metrics."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tinymono import toy
+from tinymono.gradcheck import check_gradients, format_table
+from tinymono.kernels import toy as K
+
+SETTINGS = settings(max_examples=20, deadline=None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+
+def test_fire_rates_and_values_match_the_config():
+    probs = np.array([[0.5, 0.1, 0.02, 0.3]])
+    cfg = toy.ToyConfig(4, 2, feature_probability=probs, batch_size=200_000)
+    x = toy.generate_batch(cfg, step=3)[0]  # [batch, feats]
+    rate = (x > 0).mean(axis=0)
+    n = x.shape[0]
+    tol = 5 * np.sqrt(probs[0] * (1 - probs[0]) / n)  # five binomial standard deviations
+    assert np.all(np.abs(rate - probs[0]) < tol), f"fire rates {rate} should match {probs[0]} within {tol}"
+    values = x[x > 0]
+    assert values.max() < 1 and abs(values.mean() - 0.5) < 5 * np.sqrt(1 / 12 / values.size), \
+        "present features must be uniform in [0, 1)"
+
+
+def test_correlated_and_anticorrelated_pairs():
+    cfg = toy.ToyConfig(6, 2, feature_probability=0.2, n_correlated_pairs=1, n_anticorrelated_pairs=1,
+                        batch_size=100_000)
+    x = toy.generate_batch(cfg, step=0)[0] > 0
+    assert np.array_equal(x[:, 0], x[:, 1]), "a correlated pair must be present together"
+    assert not np.any(x[:, 2] & x[:, 3]), "an anticorrelated pair must never be present together"
+    tol = 5 * np.sqrt(0.2 * 0.8 / x.shape[0])
+    assert np.all(np.abs(x.mean(axis=0) - 0.2) < tol), f"each feature keeps its marginal 0.2: {x.mean(axis=0)}"
+
+
+def test_same_seed_same_data_and_steps_differ():
+    cfg = toy.ToyConfig(5, 2, n_inst=3, batch_size=64, seed=7)
+    a, b = toy.generate_batch(cfg, 5), toy.generate_batch(cfg, 5)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, toy.generate_batch(cfg, 6))
+    assert not np.array_equal(a, toy.generate_batch(toy.ToyConfig(5, 2, n_inst=3, batch_size=64, seed=8), 5))
+
+
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 9), st.integers(0, 2**40), st.integers(0, 10**6))
+def test_kernel_sampling_twin(n_pairs_corr, n_inst, batch, seed, step):
+    cfg = toy.ToyConfig(2 * n_pairs_corr + 3, 2, n_inst=n_inst, feature_probability=0.3, batch_size=batch,
+                        n_correlated_pairs=n_pairs_corr // 2, n_anticorrelated_pairs=n_pairs_corr - n_pairs_corr // 2,
+                        seed=seed)
+    expected = toy.generate_batch(cfg, step)
+    x, u = np.empty(cfg.n_features), np.empty(cfg.n_features)
+    key = K.seed_key(seed)
+    for i in range(n_inst):
+        for b in range(batch):
+            with np.errstate(over="ignore"):
+                K.sample_row(key, step, i, n_inst, b, batch, cfg.probabilities()[i], cfg.kinds(), u, x)
+            np.testing.assert_array_equal(x, expected[i, b], err_msg="the kernel must draw exactly the twin's numbers")
+
+
+# ----------------------------------------------------------------------------------------------------
+# gradients
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(1, 6), st.integers(1, 4), st.integers(1, 5),
+       st.sampled_from(["relu", "linear"]))
+def test_toy_backward(seed, n_inst, n, m, batch, model):
+    rng = np.random.default_rng(seed)
+    cfg = toy.ToyConfig(n, m, n_inst=n_inst, model=model, importance=rng.uniform(0.1, 1, (n_inst, n)))
+    params = {"W": rng.standard_normal((n_inst, m, n)), "b_final": rng.standard_normal((n_inst, n))}
+    x = rng.uniform(0, 1, (n_inst, batch, n)) * (rng.uniform(size=(n_inst, batch, n)) < 0.6)
+    pre = np.einsum("ihf,ibh->ibf", params["W"], toy.hidden(params, x)) + params["b_final"][:, None]
+    assume(np.abs(pre).min() > 0.01)  # keep the finite differences away from the ReLU's kink
+    out, cache = toy.forward(params, x, cfg)
+    dout = rng.standard_normal(out.shape)
+    grads = toy.backward(params, cache, cfg, dout)
+    errs = check_gradients(lambda: toy.forward(params, x, cfg)[0], params, grads, dout, rng=rng)
+    assert max(errs.values()) < 1e-7, ("toy backward disagrees with central differences: W is used twice, "
+                                       "did you add both terms?\n" + format_table(errs))
+    # the loss's own gradient: d/d out of sum over instances of the per-instance loss
+    per_inst, dloss = toy.loss(out, x, cfg)
+    errs = check_gradients(lambda: toy.loss(out, x, cfg)[0].sum(), {"out": out}, {"out": dloss}, 1.0, rng=rng)
+    assert errs["out"] < 1e-7, format_table(errs)
+
+
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 3), st.integers(1, 4), st.integers(1, 12), st.integers(1, 4),
+       st.sampled_from(["relu", "linear"]), st.integers(0, 1000))
+def test_train_kernel_twin(n, m, n_inst, batch, steps, model, seed):
+    cfg = toy.ToyConfig(n, m, n_inst=n_inst, feature_probability=np.linspace(0.1, 1.0, n_inst), model=model,
+                        importance=0.8 ** np.arange(n), batch_size=batch, steps=20, lr=0.01, seed=seed)
+    fast, slow = toy.ToyTask(cfg, "numba"), toy.ToyTask(cfg, "numpy")
+    for start in (0, steps):  # two chunks, so the step counter carries across calls
+        a, b = fast.run_chunk(start, steps), slow.run_chunk(start, steps)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-9, abs=1e-12)
+    for k in fast.params:
+        np.testing.assert_allclose(fast.params[k], slow.params[k], rtol=1e-8, atol=1e-10,
+                                   err_msg=f"{k}: the numba kernel and its NumPy twin disagree")
+
+
+def test_kernels_run_with_numba_switched_off():
+    """The kernel tests also pass with numba switched off (plain Python, readable tracebacks)."""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                        "-k", "twin and not switched_off", "--hypothesis-seed=0"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------------
+# geometry metrics, on hand-built weight matrices
+
+
+def test_metrics_on_known_geometries():
+    dedicated = np.eye(2)[None]  # two features, each its own dimension
+    np.testing.assert_allclose(toy.feature_dimensionality(dedicated), [[1, 1]])
+    np.testing.assert_allclose(toy.superposition(dedicated), [[0, 0]])
+    np.testing.assert_allclose(toy.dims_per_feature(dedicated), [1.0])
+    antipodal = np.array([[[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]])  # two antipodal pairs in 2 dims
+    np.testing.assert_allclose(toy.feature_dimensionality(antipodal), [[0.5] * 4])
+    np.testing.assert_allclose(toy.dims_per_feature(antipodal), [0.5])
+    np.testing.assert_allclose(toy.superposition(antipodal), [[1, 1, 1, 1]])
+    angles = 2 * np.pi * np.arange(5) / 5
+    pentagon = np.stack([np.cos(angles), np.sin(angles)])[None]
+    np.testing.assert_allclose(toy.feature_dimensionality(pentagon), [[0.4] * 5], rtol=1e-12)
+    np.testing.assert_allclose(toy.feature_norms(pentagon), [[1] * 5])
+    np.testing.assert_allclose(toy.frobenius_sq(pentagon), [5.0])
+    dropped = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    np.testing.assert_allclose(toy.feature_dimensionality(dropped), [[1.0, 0.0]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_features=0), "n_features"),
+    (dict(d_hidden=-1), "d_hidden"),
+    (dict(feature_probability=1.5), "feature_probability"),
+    (dict(feature_probability=[0.1, 0.2, 0.3]), r"shape \[n_features=5\]"),
+    (dict(importance=-1.0), "importance"),
+    (dict(model="tanh"), "model"),
+    (dict(n_correlated_pairs=3), "pairs"),
+    (dict(n_anticorrelated_pairs=1, feature_probability=0.6), "anticorrelated"),
+    (dict(lr_decay="exp"), "decay"),
+])
+def test_bad_config(kwargs, match):
+    args = dict(n_features=5, d_hidden=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        toy.ToyConfig(**args)

@@ -1,0 +1,201 @@
+"""numba kernels of the toy model of superposition: its random numbers, its data and its training loop.
+
+The toy model is tiny (5 features in 2 dimensions), so a NumPy step spends nearly all its time in
+per-call overhead and in generating the data; the work itself is a few hundred flops per sample. The
+kernel here runs everything of a whole chunk of steps (sample a batch, forward, backward, Adam) inside
+one compiled loop, one instance per thread.
+
+Random numbers are *counter-based*: the uniform number for (seed, step, instance, sample, feature, slot)
+is a fixed hash of those integers. The same numbers are then available to the numba kernel, to its
+vectorised NumPy twin, and to a resumed run, with no generator state to carry around or keep in step.
+The hash is SplitMix64's output function, which passes the usual statistical test batteries.
+
+Axis vocabulary: inst (instances, independent models), batch, feats (n_features), hidden (d_hidden).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# The uint64 constants are written inline as np.uint64(...) inside the kernels: numba freezes a global
+# np.uint64 as a signed int64, and uint64 mixed with int64 silently becomes float64 or a signed shift.
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53: the top 53 bits of the hash become a float in [0, 1)
+
+# feature kinds: how a feature's presence is drawn (pairs are stored as first/second member)
+INDEPENDENT, CORR_FIRST, CORR_SECOND, ANTI_FIRST, ANTI_SECOND = 0, 1, 2, 3, 4
+
+
+def _mix(z):
+    """SplitMix64's finaliser: a bijection of uint64 that scrambles every input bit into every output bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+mix = njit(cache=True)(_mix)  # plain integer arithmetic: no fastmath needed
+
+
+def _uniform(seed_key, counter):
+    """The uniform number in [0, 1) with index `counter` of the stream `seed_key` (both uint64)."""
+    z = seed_key + (counter + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio stride
+    return np.float64(mix(z) >> np.uint64(11)) * _TO_UNIT
+
+
+uniform = njit(cache=True)(_uniform)
+
+
+def seed_key(seed):
+    """The stream key of an integer seed (mixed, so seeds 0, 1, 2, ... give unrelated streams)."""
+    with np.errstate(over="ignore"):
+        return np.uint64(mix(np.uint64(seed % 2**64)))  # numba hands back a Python int: make it uint64 again
+
+
+def uniform_numpy(seed_key, counter):
+    """Vectorised twin of `uniform`: counter is a uint64 array; returns float64 of the same shape."""
+    z = seed_key + (counter + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)  # uint64 arrays wrap, as in numba
+    return (_mix(z) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+
+
+def _counter(step, inst, n_inst, sample, batch, feat, n_feats, slot):
+    """The stream index of one random number: slot 0 decides presence, slot 1 the magnitude."""
+    return ((((step * n_inst + inst) * batch + sample) * n_feats + feat) * np.uint64(2)) + slot
+
+
+counter = njit(cache=True)(_counter)
+
+
+def _sample_row(key, step, inst, n_inst, sample, batch, prob, kind, u, x):
+    """Fill x [feats] with one sample of instance `inst`: feature f is present with probability prob[f]
+    (pairs: correlated = both present together; anticorrelated = exactly one of the two, each with its
+    marginal probability), and a present feature's value is uniform in [0, 1). u [feats] is scratch."""
+    n = x.shape[0]
+    key = np.uint64(key)  # a Python int would be typed int64, and int64 arithmetic shifts and wraps differently
+    base = counter(np.uint64(step), np.uint64(inst), np.uint64(n_inst), np.uint64(sample), np.uint64(batch),
+                   np.uint64(0), np.uint64(n), np.uint64(0))  # slot (f, 0) is base + 2 f; (f, 1) is base + 2 f + 1
+    for f in range(n):  # every presence draw first: a branch-free loop the compiler vectorises
+        u[f] = uniform(key, base + np.uint64(2 * f))
+    for f in range(n):
+        k = kind[f]
+        if k == INDEPENDENT:
+            on = u[f] < prob[f]
+        elif k == CORR_FIRST or k == CORR_SECOND:  # one shared draw and probability: the first member's
+            g = f - (k == CORR_SECOND)
+            on = u[g] < prob[g]
+        else:  # anticorrelated: one of the pair fires with probability 2 p; the second member's draw picks which
+            g = f - (k == ANTI_SECOND)
+            on = u[g] < 2.0 * prob[g] and (u[g + 1] < 0.5) == (k == ANTI_FIRST)
+        x[f] = uniform(key, base + np.uint64(2 * f + 1)) if on else 0.0
+
+
+sample_row = njit(cache=True)(_sample_row)
+
+
+def sample_batch_numpy(key, step, n_inst, batch, prob, kind):
+    """Twin of the kernel's sampling: the batch of `step` for every instance, x [inst, batch, feats].
+    prob [inst, feats] float64; kind [feats] int (INDEPENDENT, CORR_FIRST, ...)."""
+    n = prob.shape[1]
+    i = np.arange(n_inst, dtype=np.uint64)[:, None, None]
+    b = np.arange(batch, dtype=np.uint64)[None, :, None]
+    f = np.arange(n, dtype=np.uint64)[None, None, :]
+    s, ni, bt, nf = np.uint64(step), np.uint64(n_inst), np.uint64(batch), np.uint64(n)
+    with np.errstate(over="ignore"):
+        u = uniform_numpy(key, _counter(s, i, ni, b, bt, f, nf, np.uint64(0)))  # [inst, batch, feats]
+        value = uniform_numpy(key, _counter(s, i, ni, b, bt, f, nf, np.uint64(1)))
+    p = prob[:, None, :]
+    present = u < p  # independent features, and the shared draw of correlated pairs
+    first_corr = np.flatnonzero(kind == CORR_FIRST)  # the second member copies the first's presence
+    present[..., first_corr + 1] = present[..., first_corr]
+    first_anti = np.flatnonzero(kind == ANTI_FIRST)
+    fires = u[..., first_anti] < 2.0 * p[..., first_anti]
+    pick_first = u[..., first_anti + 1] < 0.5
+    present[..., first_anti] = fires & pick_first
+    present[..., first_anti + 1] = fires & ~pick_first
+    return np.where(present, value, 0.0)
+
+
+def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, start_step, lrs, batch,
+                    beta1, beta2, eps, relu):
+    """Train one instance for len(lrs) steps in place; returns the mean loss of the last step.
+
+    W [hidden, feats], b [feats]; mW, vW, mb, vb their Adam moments; prob, imp [feats]; lrs [steps].
+    Per sample: h = W x; out = ReLU(W^T h + b); loss = sum_f imp_f (x_f - out_f)^2; averaged over the
+    batch. The gradient of W has two terms because W is used twice (encoder and decoder)."""
+    H, F = W.shape
+    x = np.empty(F)
+    u = np.empty(F)
+    h = np.empty(H)
+    pre = np.empty(F)
+    dpre = np.empty(F)
+    dW = np.empty((H, F))
+    db = np.empty(F)
+    loss = 0.0
+    # Loops run over features innermost, along the contiguous rows of W, so they vectorise.
+    for s in range(lrs.shape[0]):
+        step = start_step + s
+        dW[:] = 0.0
+        db[:] = 0.0
+        loss = 0.0
+        for smp in range(batch):
+            sample_row(key, step, inst, n_inst, smp, batch, prob, kind, u, x)
+            for k in range(H):  # h = W x
+                acc = 0.0
+                for f in range(F):
+                    acc += W[k, f] * x[f]
+                h[k] = acc
+            pre[:] = b  # pre = W^T h + b
+            for k in range(H):
+                for f in range(F):
+                    pre[f] += W[k, f] * h[k]
+            for f in range(F):  # out = act(pre); dpre = d (batch-mean loss) / d pre
+                on = pre[f] > 0.0 or not relu
+                err = (pre[f] if on else 0.0) - x[f]
+                loss += imp[f] * err * err
+                dpre[f] = 2.0 * imp[f] * err / batch if on else 0.0
+                db[f] += dpre[f]
+            for k in range(H):
+                dh = 0.0  # dh = W dpre (through the decoder use of W)
+                for f in range(F):
+                    dh += W[k, f] * dpre[f]
+                for f in range(F):  # both uses of W: dW += h dpre^T (decoder) + dh x^T (encoder)
+                    dW[k, f] += h[k] * dpre[f] + dh * x[f]
+        t = step + 1  # Adam's step count, shared by all instances
+        c1 = 1.0 - beta1**t
+        c2 = 1.0 - beta2**t
+        lr = lrs[s]
+        for k in range(H):
+            for f in range(F):
+                g = dW[k, f]
+                mW[k, f] = beta1 * mW[k, f] + (1.0 - beta1) * g
+                vW[k, f] = beta2 * vW[k, f] + (1.0 - beta2) * g * g
+                W[k, f] -= lr / c1 * mW[k, f] / (math.sqrt(vW[k, f] / c2) + eps)
+        for f in range(F):
+            g = db[f]
+            mb[f] = beta1 * mb[f] + (1.0 - beta1) * g
+            vb[f] = beta2 * vb[f] + (1.0 - beta2) * g * g
+            b[f] -= lr / c1 * mb[f] / (math.sqrt(vb[f] / c2) + eps)
+        loss /= batch
+    return loss
+
+
+# cache=True: this kernel is not parallel, so numba can cache it on disk and later processes skip the
+# compile. fastmath, restricted to reassociation (and fused multiply-add, no signed zeros, reciprocals):
+# it lets the dot products over features vectorise. nnan/ninf are left out, so NaN and inf still
+# propagate to the loss, where the training loop's non-finite guard looks for them.
+instance_steps = njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})(_instance_steps)
+
+
+def _train_chunk(W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, batch, beta1, beta2, eps,
+                 relu, losses):
+    """Train every instance for len(lrs) steps, in place; instances are independent, so each thread
+    takes whole instances through the whole chunk. W [inst, hidden, feats]; losses [inst] receives each
+    instance's loss at the last step."""
+    n_inst = W.shape[0]
+    for i in prange(n_inst):
+        losses[i] = instance_steps(W[i], b[i], mW[i], vW[i], mb[i], vb[i], prob[i], imp[i], kind, key, i,
+                                   n_inst, start_step, lrs, batch, beta1, beta2, eps, relu)
+
+
+# parallel=True over instances; hence no cache=True (DESIGN.md flag policy).
+train_chunk = njit(parallel=True)(_train_chunk)
