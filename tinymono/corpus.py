@@ -16,10 +16,13 @@ text: Arabic script, DNA, base64, hex, Python strings. To check such a claim we 
   floor (null); the unigram and bigram baselines of `ngram_bits_per_byte` give the ceiling to beat.
 
 The split into train and validation is made by *unit*: one stdlib file (its source and the prose
-taken from it) or one pydoc help topic, so validation text is never seen in training. Units are
-shuffled with the seed and handed to validation until it holds enough Python and English; the rest
-train. Generated documents are drawn afresh for each split. When a split wants more real text than
-its units hold, it goes through them again in a new order (meta.json `pools` counts the passes).
+taken from it) or one pydoc help topic, so validation text is not seen in training (up to the
+stdlib's own near-copies: distutils has three MSVC compiler modules; repeated prose paragraphs are
+kept once). Units are shuffled with the seed and handed to validation while it still needs that
+unit's kind of text; the rest train (meta.json `units` lists both). Generated documents are drawn
+afresh for each split. When a split wants more real text than its units hold, it goes through them
+again in a new order: about 10 MB of Python and 1.9 MB of English ship with Python 3.11, so the
+default 20 MB corpus reads its training English ~3 times (meta.json `pools` counts the passes).
 
 On disk (one folder, written into a temporary folder and renamed, so a folder with the final name is
 always complete):
@@ -28,7 +31,9 @@ always complete):
     {train,val}_context.npy  [N] uint8     index into context_names
     {train,val}_detail.npy   [N] uint8     index into detail_names
     {train,val}_entropy.npy  [N] float32   exact bits given the generator state, NaN for real text
-    meta.json                config, label names, sizes, mixture, floors, pools
+    meta.json                config, label names, sizes, mixture, floors, pools, units
+
+A 20 MB corpus builds in under ten seconds on a laptop, most of it in `tokenize`.
 """
 import hashlib
 import json
@@ -104,8 +109,8 @@ def decode(ids, errors: str = "strict", sep: str = SEP_MARKER) -> str:
 # Configuration
 # ---------------------------------------------------------------------------------------------------
 SOURCES = ("python", "english", "base64", "dna", "hex", "arabic", "hebrew")
-# Generated contexts are rare, as in a web corpus; Python and English share the rest. English is the
-# scarce one: about 2 MB ships with Python 3.11, so a 20 MB corpus reads it ~3 times (see `pools`).
+# Generated contexts are rare, as in a web corpus; Python and English share the rest (English is the
+# scarce one, see the module docstring).
 DEFAULT_MIXTURE = {"python": 0.6, "english": 0.285, "base64": 0.03, "dna": 0.025, "hex": 0.02,
                    "arabic": 0.02, "hebrew": 0.02}
 # Document lengths in bytes, (min, max), drawn uniformly. Python files are cut at line ends into pieces
@@ -158,10 +163,10 @@ class CorpusConfig:
             raise ValueError(f"doc_bytes: unknown source(s) {sorted(unknown)}; known: "
                              f"{tuple(DEFAULT_DOC_BYTES)} (hex has no documents of its own)")
         doc_bytes = {**DEFAULT_DOC_BYTES, **self.doc_bytes}
-        for name, pair in list(doc_bytes.items()) + [("embedded_b64_bytes", self.embedded_b64_bytes)]:
+        pairs = [(f"doc_bytes[{s!r}]", pair) for s, pair in doc_bytes.items()]
+        for name, pair in pairs + [("embedded_b64_bytes", self.embedded_b64_bytes)]:
             if len(pair) != 2 or not all(is_int(v) for v in pair) or not 1 <= pair[0] <= pair[1]:
-                raise ValueError(f"doc_bytes[{name!r}]: expected integers (min, max) with "
-                                 f"1 <= min <= max, got {pair!r}")
+                raise ValueError(f"{name}: expected integers (min, max) with 1 <= min <= max, got {pair!r}")
         for name in ("b64_text_fraction", "b64_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -327,9 +332,11 @@ def _assign_units(cfg: CorpusConfig) -> dict:
 
 
 def _chunks(host: src.HostDoc, lo: int, hi: int, rng: np.random.Generator):
-    """Cut a document at line ends into pieces of about U[lo, hi] bytes; anchors follow their bytes."""
+    """Cut a document into pieces of about U[lo, hi] bytes; anchors follow their bytes. Python is cut
+    at its anchors (between statements), so every piece starts where a statement may be inserted;
+    English at line ends."""
     data = host.seg.data
-    cuts = np.flatnonzero(data == ord("\n")) + 1
+    cuts = host.anchors if host.indents is not None else np.flatnonzero(data == ord("\n")) + 1
     start = 0
     while start < len(data):
         k = np.searchsorted(cuts, start + int(rng.integers(lo, hi + 1)))
@@ -381,9 +388,80 @@ def _english_slice(texts: list, lo: int, hi: int, rng: np.random.Generator) -> b
     return text[start:start + n]
 
 
+def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) -> list:
+    """Standalone DNA, Arabic and Hebrew documents, each source filling its budget."""
+    out = []
+    for k, kind in enumerate(("dna", "arabic", "hebrew"), start=2):
+        rng, total = _rng(cfg, split, k), 0
+        while total < budget[kind]:
+            size = min(int(rng.integers(*cfg.doc_bytes[kind])), budget[kind] - total)
+            if kind == "dna":   # records run past `size`; cut to the budget (the bytes are ASCII)
+                seg = src.dna_document(size, rng)
+                seg = src.slice_segment(seg, 0, min(len(seg.data), budget[kind] - total))
+            else:               # ends after the letter that reaches `size`: at most 2 bytes over
+                seg = src.script_document(kind, size, rng)
+            out.append(seg)
+            total += len(seg.data)
+            progress.update(len(seg.data))
+    return out
+
+
+def _hex_and_base64(cfg: CorpusConfig, split: int, budget: dict, docs: dict, texts: list, progress):
+    """Hex digests (all inside real documents) and base64 blobs (b64_embed_fraction of the bytes
+    inside real documents on one line, the rest as wrapped documents of their own).
+    Returns (insertions as {(kind, doc index): [(anchor index, segment), ...]}, base64 documents)."""
+    hosts = {kind: [i for i, d in enumerate(docs[kind]) if len(d.anchors)] for kind in docs}
+    kinds = [kind for kind in ("python", "english") if hosts[kind]]
+    insertions, blobs = {}, []
+
+    def place(rng, make) -> src.Segment:
+        """Insert make(kind, indent) at a random anchor of a random host document."""
+        kind = kinds[rng.integers(len(kinds))]
+        i = hosts[kind][rng.integers(len(hosts[kind]))]
+        j = int(rng.integers(len(docs[kind][i].anchors)))
+        seg = make(kind, docs[kind][i].indents[j] if kind == "python" else None)
+        insertions.setdefault((kind, i), []).append((j, seg))
+        return seg
+
+    rng, total = _rng(cfg, split, 5), 0
+    if budget["hex"] and not kinds:
+        raise ValueError("this split has no python or english document to hold hex digests; "
+                         "raise the python/english share or the split size")
+    while total < budget["hex"]:
+        seg = place(rng, lambda kind, indent: (src.python_hex_insertion(indent, rng) if kind == "python"
+                                               else src.english_hex_insertion(rng)))
+        added = int((seg.context == src.CTX["hex"]).sum())
+        total += added
+        progress.update(added)
+    if budget["base64"] and cfg.b64_text_fraction and not texts:
+        raise ValueError("this split has no English prose to encode as base64 text")
+    rng = _rng(cfg, split, 6)
+    n_embed = round(cfg.b64_embed_fraction * budget["base64"]) if kinds else 0
+    for embedded, share in ((True, n_embed), (False, budget["base64"] - n_embed)):
+        total = 0
+        while total < share:
+            lo, hi = cfg.embedded_b64_bytes if embedded else cfg.doc_bytes["base64"]
+            if not embedded:   # document bounds count encoded bytes: 4 characters per 3 raw bytes
+                lo, hi = 3 * lo // 4, 3 * hi // 4
+            hi = max(1, min(hi, 3 * (share - total) // 4))     # the last blob fits the budget
+            lo = min(max(lo, 1), hi)
+            width = None if embedded else src.B64_LINE_WIDTH
+            blob = (src.b64_text(_english_slice(texts, lo, hi, rng), width)
+                    if rng.random() < cfg.b64_text_fraction
+                    else src.b64_random(int(rng.integers(lo, hi + 1)), rng, width))
+            if embedded:
+                place(rng, lambda kind, indent: (src.python_b64_insertion(blob, indent, rng)
+                                                 if kind == "python" else src.english_b64_insertion(blob, rng)))
+            else:
+                blobs.append(blob)
+            total += len(blob.data)
+            progress.update(len(blob.data))
+    return insertions, blobs
+
+
 def _build_split(cfg: CorpusConfig, split: int, units: list, n: int, progress) -> tuple:
-    """All documents of one split, shuffled, each after a DOC_SEP, cut to n bytes.
-    Returns (Segment of n bytes, number of documents, pool statistics)."""
+    """All documents of one split, shuffled, each after a DOC_SEP: exactly n bytes.
+    Returns (Segment [n], number of documents, statistics of the real-text pools)."""
     budget = _budgets(cfg, n)
     docs, pools = {}, {}
     for k, kind in enumerate(("python", "english")):
@@ -393,79 +471,38 @@ def _build_split(cfg: CorpusConfig, split: int, units: list, n: int, progress) -
                 for u in units]
         pools[kind] = {"units": sum(1 for b in pool if b), "pool_bytes": sum(pool),
                        "used_bytes": budget[kind], "passes": passes}
-    standalone = []
-    for k, kind in enumerate(("dna", "arabic", "hebrew"), start=2):
-        rng, total = _rng(cfg, split, k), 0
-        while total < budget[kind]:
-            size = min(int(rng.integers(*cfg.doc_bytes[kind])), budget[kind] - total)
-            if kind == "dna":   # records run past `size`; cut to the budget (bytes are ASCII)
-                seg = src.dna_document(size, rng)
-                seg = src.slice_segment(seg, 0, min(len(seg.data), budget[kind] - total))
-            else:               # ends after the letter that reaches `size`: at most 2 bytes over
-                seg = src.script_document(kind, size, rng)
-            standalone.append(seg)
-            total += len(seg.data)
-            progress.update(len(seg.data))
-
-    # Generated segments that live inside real documents: (host kind, document, anchor, segment).
-    hosts = {kind: [i for i, d in enumerate(docs[kind]) if len(d.anchors)] for kind in docs}
-    insertions = []
-
-    def place(rng, make) -> int:
-        kinds = [kind for kind in ("python", "english") if hosts[kind]]
-        kind = kinds[rng.integers(len(kinds))]
-        i = hosts[kind][rng.integers(len(hosts[kind]))]
-        j = int(rng.integers(len(docs[kind][i].anchors)))
-        seg = make(kind, None if kind == "english" else docs[kind][i].indents[j])
-        insertions.append((kind, i, j, seg))
-        return len(seg.data)
-
-    rng, total = _rng(cfg, split, 5), 0
-    while total < budget["hex"]:
-        if not (hosts["python"] or hosts["english"]):
-            raise ValueError("this split has no python or english document to hold hex digests; "
-                             "raise the python/english share or the split size")
-        place(rng, lambda kind, indent: (src.python_hex_insertion(indent, rng) if kind == "python"
-                                         else src.english_hex_insertion(rng)))
-        added = int((insertions[-1][3].context == src.CTX["hex"]).sum())
-        total += added
-        progress.update(added)
+    generated = _generated_documents(cfg, split, budget, progress)
     texts = [t.encode() for u in units for t in u.english]
-    if budget["base64"] and cfg.b64_text_fraction and not texts:
-        raise ValueError("this split has no English prose to encode as base64 text")
-    rng, total = _rng(cfg, split, 6), 0
-    while total < budget["base64"]:
-        text = rng.random() < cfg.b64_text_fraction
-        embedded = rng.random() < cfg.b64_embed_fraction and (hosts["python"] or hosts["english"])
-        lo, hi = cfg.embedded_b64_bytes if embedded else cfg.doc_bytes["base64"]
-        if not embedded:   # document bounds are in encoded bytes: 4 characters per 3 raw bytes
-            lo, hi = 3 * lo // 4, 3 * hi // 4
-        hi = max(1, min(hi, 3 * (budget["base64"] - total) // 4))   # the last blob fits the budget
-        lo = min(max(lo, 1), hi)
-        width = None if embedded else src.B64_LINE_WIDTH
-        blob = (src.b64_text(_english_slice(texts, lo, hi, rng), width) if text
-                else src.b64_random(int(rng.integers(lo, hi + 1)), rng, width))
-        if embedded:
-            place(rng, lambda kind, indent: (src.python_b64_insertion(blob, indent, rng) if kind == "python"
-                                             else src.english_b64_insertion(blob, rng)))
-        else:
-            standalone.append(blob)
-        total += len(blob.data)
-        progress.update(len(blob.data))
+    insertions, blobs = _hex_and_base64(cfg, split, budget, docs, texts, progress)
 
-    by_host = {}
-    for kind, i, j, seg in insertions:
-        by_host.setdefault((kind, i), []).append((j, seg))
-    all_docs = [src.insert_segments(d, by_host[(kind, i)]) if (kind, i) in by_host else d.seg
-                for kind in ("python", "english") for i, d in enumerate(docs[kind])] + standalone
+    real = [(kind, i) for kind in ("python", "english") for i in range(len(docs[kind]))]
+    all_docs = [src.insert_segments(docs[k][i], insertions[k, i]) if (k, i) in insertions
+                else docs[k][i].seg for k, i in real] + generated + blobs
+    # Separators, the text around inserted segments and the last generated segment of each source
+    # made the split too long. Shorten real-text documents (last drawn first; those without
+    # insertions before those with) so that python and english each keep their share; the stream's
+    # end absorbs any rest.
+    excess = sum(len(d.data) + 1 for d in all_docs) - n
+    host_budget = budget["python"] + budget["english"]
+    over = {k: sum(int((d.context == src.CTX[k]).sum()) for d in all_docs) - budget[k] for k in docs}
+    rest = excess - sum(over.values())
+    rest_python = round(rest * budget["python"] / host_budget) if host_budget else 0
+    for kind, trim in (("python", over["python"] + rest_python),
+                       ("english", over["english"] + rest - rest_python)):
+        candidates = sorted((d for d in reversed(range(len(real))) if real[d][0] == kind),
+                            key=lambda d: real[d] in insertions)
+        for d in candidates:
+            if trim <= 0:
+                break
+            cut = min(trim, len(all_docs[d].data) - 1)
+            all_docs[d] = src.slice_segment(all_docs[d], 0, len(all_docs[d].data) - cut)
+            trim -= cut
     separator = src.make_segment(b"\0", "separator", src.DET["separator"])
-    stream, length = [], 0
-    for i in _rng(cfg, split, 7).permutation(len(all_docs)):
-        if length >= n:
-            break
-        stream += [separator, all_docs[i]]
-        length += 1 + len(all_docs[i].data)
-    return src.slice_segment(src.concat(stream), 0, n), len(stream) // 2, pools
+    stream = [part for i in _rng(cfg, split, 7).permutation(len(all_docs))
+              for part in (separator, all_docs[i])]
+    # The generator-state column is for tests only: leave it out of the (large) final arrays.
+    columns = [np.concatenate([seg[c] for seg in stream])[:n] for c in range(4)]
+    return src.Segment(*columns, state=None), len(all_docs), pools
 
 
 def _floors(seg: src.Segment) -> dict:
@@ -484,7 +521,7 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
     Deterministic in cfg (on one Python installation). The folder is built under a temporary name
     beside `out_dir` and renamed when complete; if the build fails or is interrupted the temporary
     folder is removed, and a folder killed mid-build is never loaded (it has no meta.json and not the
-    final name). A ~20 MB corpus takes about half a minute, most of it in `tokenize`.
+    final name).
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -501,6 +538,7 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
                 "floor_details": list(FLOOR_DETAILS), "sizes": {}, "n_documents": {},
                 "mixture_actual": {}, "pools": {}}
         units = _assign_units(cfg)
+        meta["units"] = {split: [unit.name for unit in units[split]] for split in units}
         bar = tqdm(total=cfg.n_train_bytes + cfg.n_val_bytes, unit="B", unit_scale=True,
                    desc="building corpus", disable=not progress, delay=1.0)
         with bar:

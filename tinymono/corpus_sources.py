@@ -20,6 +20,13 @@ Two kinds of source:
 * Generators with exactly known statistics: DNA, hex digests, base64 (of random bytes and of English
   text), and words in Arabic and Hebrew letters.
 
+Labels. CONTEXT_NAMES says which source a byte comes from; a generated segment inside real text
+(a digest in a Python assignment, a base64 blob in a sentence) has the generated label on its own
+bytes only, and the quotes and words around it keep the host's label. DETAIL_NAMES refines each
+source: for Python the token type from `tokenize`, for English the byte class, for base64 whether
+the blob encodes random bytes or English text, for Arabic and Hebrew whether a byte is a UTF-8 lead
+byte, a continuation byte or a space.
+
 Why the entropy column matters. For any model, the expected loss on byte x_t is at least
 H(x_t | x_<t) >= H(x_t | x_<t, generator state), so the mean of `entropy` over a set of bytes is a
 floor no model can beat. Where a generator draws something in advance (a blob's length, a record's
@@ -76,7 +83,8 @@ class HostDoc(NamedTuple):
     """A real-text document that generated segments can be inserted into.
 
     anchors [m] int64: byte offsets where an insertion keeps the text well formed (Python: the start
-    of a line after a complete statement; English: just after a sentence's full stop, or the end).
+    of the file and of each line after a complete statement, except before else/elif/except/finally/
+    case and after a decorator; English: just after a sentence's full stop, and the end).
     indents: for Python, the indentation (bytes) an inserted statement needs at each anchor; None
     for English.
     """
@@ -86,13 +94,15 @@ class HostDoc(NamedTuple):
 
 
 def make_segment(data, context: str, detail, entropy=None, state=None) -> Segment:
-    """Build a Segment from bytes (or a uint8 array), one context name and per-byte detail codes."""
+    """Build a Segment from bytes (or a uint8 array), one context name and per-byte detail codes.
+    Columns that are constant (the context; entropy and state of real text) are read-only broadcast
+    views that take no memory until segments are concatenated."""
     arr = np.frombuffer(bytes(data), np.uint8).copy() if not isinstance(data, np.ndarray) else data
     n = len(arr)
     det = np.broadcast_to(np.asarray(detail, np.uint8), (n,)).copy()
-    ent = np.full(n, np.nan, np.float32) if entropy is None else np.asarray(entropy, np.float32)
-    st = np.full(n, -1, np.int32) if state is None else np.asarray(state, np.int32)
-    return Segment(arr, np.full(n, CTX[context], np.uint8), det, ent, st)
+    ent = np.broadcast_to(np.float32(np.nan), (n,)) if entropy is None else np.asarray(entropy, np.float32)
+    st = np.broadcast_to(np.int32(-1), (n,)) if state is None else np.asarray(state, np.int32)
+    return Segment(arr, np.broadcast_to(np.uint8(CTX[context]), (n,)), det, ent, st)
 
 
 def concat(segments) -> Segment:
@@ -239,6 +249,8 @@ for _name in ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END"):  # Python 3.12+
     if hasattr(tokenize, _name):
         _PY_TOKEN_DETAIL[getattr(tokenize, _name)] = DET["py_string"]
 _NOT_A_STATEMENT = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE}
+# A statement inserted before one of these would cut an if/try/match apart.
+_CLAUSE_WORDS = frozenset({"else", "elif", "except", "finally", "case"})
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 _PY_DEFAULT = np.full(256, DET["py_other"], np.uint8)
 _PY_DEFAULT[list(_WHITESPACE)] = DET["py_whitespace"]
@@ -258,7 +270,9 @@ def label_python(source: str) -> HostDoc:
     row_start = [0, 0] + list(accumulate(len(line) + 1 for line in source.split("\n")))
     row_start += [len(source)] * 2
     codes, starts, ends, anchors, indents = [], [], [], [], []
-    pending = None  # character offset just after the last complete statement, waiting for an indent
+    # An anchor is the character offset after a complete statement; it is kept (with the next
+    # statement's indentation) once the next statement shows that a new one may stand there.
+    pending, first = 0, None       # the file's start is an anchor; first: a logical line's first token
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         (sr, sc), (er, ec) = tok.start, tok.end
         if tok.type == tokenize.NAME:
@@ -269,11 +283,15 @@ def label_python(source: str) -> HostDoc:
             codes.append(code)
             starts.append(row_start[sr] + sc)
             ends.append(row_start[er] + ec)
-        if tok.type == tokenize.NEWLINE and tok.string.endswith("\n"):
-            pending = row_start[er] + ec
-        elif pending is not None and tok.type not in _NOT_A_STATEMENT:
-            anchors.append(pending)
-            indents.append(source[row_start[sr]:row_start[sr] + sc].encode())
+        if tok.type == tokenize.NEWLINE:
+            # A new statement may follow a complete one, but not a decorator line.
+            pending = row_start[er] + ec if tok.string.endswith("\n") and first != "@" else None
+            first = None
+        elif tok.type not in _NOT_A_STATEMENT and first is None:
+            first = tok.string
+            if pending is not None and tok.string not in _CLAUSE_WORDS:
+                anchors.append(pending)
+                indents.append(source[row_start[sr]:row_start[sr] + sc].encode())
             pending = None
     if len(data) == len(source):
         char_to_byte = np.arange(len(source) + 1)
@@ -322,7 +340,7 @@ def label_english(text) -> HostDoc:
 # Generators with exactly known statistics
 # ---------------------------------------------------------------------------------------------------
 
-def binary_entropy_bits(probs) -> float:
+def entropy_bits(probs) -> float:
     """Entropy in bits of a discrete distribution given by its probabilities."""
     p = np.asarray(probs, np.float64)
     p = p[p > 0]
@@ -335,7 +353,7 @@ def binary_entropy_bits(probs) -> float:
 # of lines per record is drawn in advance (4..30), so the '>' of the next header is free given the
 # state; a model pays ~log2(lines) bits for it, about 5 bits per ~1000-byte record (0.005 bits/byte).
 DNA_NEWLINE_PROB = 1 / 60
-_DNA_MID_BITS = binary_entropy_bits([DNA_NEWLINE_PROB] + [(1 - DNA_NEWLINE_PROB) / 4] * 4)
+_DNA_MID_BITS = entropy_bits([DNA_NEWLINE_PROB] + [(1 - DNA_NEWLINE_PROB) / 4] * 4)
 _HEADER_BITS = np.array([0, 0, 0, 0] + [np.log2(10)] * 6 + [0], np.float32)
 _HEADER_STATE = np.array([0, 1, 2, 3] + [4] * 6 + [5], np.int32)
 
@@ -389,9 +407,9 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator) -> Segm
     leads_all = 0xC0 | (letters >> 6)
     leads, lead_counts = np.unique(leads_all, return_counts=True)
     p_lead = lead_counts / len(letters)
-    first_bits = binary_entropy_bits(p_lead)
-    after_bits = binary_entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                           (1 - WORD_END_PROB) * p_lead])
+    first_bits = entropy_bits(p_lead)
+    after_bits = entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                    (1 - WORD_END_PROB) * p_lead])
     n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)     # ~2/WORD_END_PROB + 1 bytes each
     while True:
         lengths = rng.geometric(WORD_END_PROB, size=n_words)           # letters per word, >= 1
@@ -496,6 +514,8 @@ _EN_HEX = {32: (" Its MD5 digest is {v}.", " The file's md5 checksum is {v}."),
            40: (" This was fixed in commit {v}.", " See revision {v} for details."),
            64: (" The archive's sha256: {v}.", " Check that the SHA-256 checksum is {v}.")}
 _FILE_NAMES = ("setup.py", "README.rst", "data.bin", "index.json", "logo.png", "release.tar.gz")
+
+
 def _fill(parts: list, host: str, indent: bytes) -> Segment:
     """Join glue strings and payload Segments (ASCII) into one segment. The glue is labelled by
     tokenising (Python) or classifying (English) the whole joined text, so a payload inside a string
@@ -507,7 +527,8 @@ def _fill(parts: list, host: str, indent: bytes) -> Segment:
             text += part.data.tobytes().decode("ascii")
         else:
             text += part
-    seg = (label_python(text) if host == "python" else label_english(text)).seg
+    glue = (label_python(text) if host == "python" else label_english(text)).seg
+    seg = Segment(*(np.array(column) for column in glue))   # writable copies of the columns
     for start, payload in spans:
         for field, values in zip(seg, payload):
             field[start:start + len(values)] = values

@@ -1,0 +1,385 @@
+"""Tests of the byte tokenizer and the labelled corpus (tinymono/corpus.py, corpus_sources.py)."""
+import ast
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tinymono import corpus_sources as src
+from tinymono.corpus import (DOC_SEP, SEP_MARKER, SOURCES, VOCAB_SIZE, Corpus, CorpusConfig, Split, build_corpus,
+                             decode, decode_bytes, encode, get_corpus, load_corpus, ngram_bits_per_byte)
+
+SMALL = dict(n_train_bytes=400_000, n_val_bytes=150_000)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small corpus with the default mixture, shared by the tests of this module."""
+    return build_corpus(CorpusConfig(seed=1, **SMALL), tmp_path_factory.mktemp("c") / "small",
+                        progress=False)
+
+
+def documents(split):
+    """The documents of a split as bytes (the text between DOC_SEPs), with their context labels."""
+    tokens, context = np.asarray(split.tokens), np.asarray(split.context)
+    bounds = list(np.flatnonzero(tokens == DOC_SEP)) + [len(tokens)]
+    return [(tokens[a + 1:b].astype(np.uint8).tobytes(), context[a + 1:b])
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# --------------------------------------------------------------------------------------- tokenizer
+@given(st.binary(max_size=300))
+def test_bytes_round_trip(data):
+    ids = encode(data)
+    assert ids.dtype == np.uint16 and ids.shape == (len(data),)
+    assert decode_bytes(ids) == data, "decode_bytes(encode(b)) must give b back exactly"
+
+
+@given(st.text(max_size=200))
+def test_text_round_trip(text):
+    ids = encode(text)
+    assert len(ids) == len(text.encode("utf-8")), "one token per UTF-8 byte, not per character"
+    assert decode(ids) == text
+
+
+def test_separator_and_errors():
+    ids = np.concatenate([encode("ab"), [DOC_SEP], encode("c")])
+    assert decode(ids) == "ab" + SEP_MARKER + "c"
+    assert decode_bytes(ids, sep=b"|") == b"ab|c"
+    with pytest.raises(ValueError, match="ids"):
+        decode_bytes(ids)                          # DOC_SEP is not a byte
+    for bad in ([0, 257], [-1, 3]):
+        with pytest.raises(ValueError, match=r"ids.*\[0, 256\]"):
+            decode(np.array(bad))
+    broken = encode("é")[:1]                       # a lead byte without its continuation
+    with pytest.raises(UnicodeDecodeError):
+        decode(broken)
+    assert decode(broken, errors="replace") == "\ufffd"
+    assert VOCAB_SIZE == 257 and DOC_SEP == 256
+
+
+# --------------------------------------------------------------------------------------- labels
+def test_python_labels_on_non_ascii_snippet():
+    code = 'héllo = "wörld"  # ünï\nif héllo: x = 0x1F\n'
+    # One letter per character: N name, K keyword, O operator, S string, C comment, U number,
+    # W whitespace. Each character's label must cover all of its UTF-8 bytes.
+    marks = "NNNNNWOWSSSSSSSWWCCCCCWKKWNNNNNOWNWOWUUUUW"
+    names = dict(N="py_name", K="py_keyword", O="py_operator", S="py_string", C="py_comment",
+                 U="py_number", W="py_whitespace")
+    assert len(marks) == len(code)
+    expected = [names[m] for ch, m in zip(code, marks) for _ in ch.encode("utf-8")]
+    got = [src.DETAIL_NAMES[d] for d in src.label_python(code).seg.detail]
+    bad = [(i, e, g) for i, (e, g) in enumerate(zip(expected, got)) if e != g]
+    assert not bad, ("tokenize columns count characters, not bytes: convert them with the UTF-8 "
+                     f"lengths of the characters before them. First mismatches (byte, want, got): {bad[:5]}")
+
+
+def test_python_insertions_keep_files_valid():
+    host = src.python_unit("py/textwrap.py")
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(host.anchors), size=25, replace=False)
+    inserts = [(int(j), src.python_hex_insertion(host.indents[j], rng) if k % 2 else
+                src.python_b64_insertion(src.b64_random(20, rng), host.indents[j], rng))
+               for k, j in enumerate(picks)]
+    seg = src.insert_segments(host, inserts)
+    text = seg.data.tobytes().decode()
+    ast.parse(text)   # raises if an inserted statement got the wrong indentation
+    assert (seg.context == src.CTX["hex"]).sum() >= 32 and (seg.context == src.CTX["base64"]).sum() >= 28
+
+
+def test_labels_align_with_tokens(corpus):
+    for name in ("train", "val"):
+        s = corpus.split(name)
+        n = corpus.meta["sizes"][name]
+        assert [len(a) for a in s] == [n] * 4, "tokens, context, detail and entropy must be equally long"
+        sep = np.asarray(s.tokens) == DOC_SEP
+        assert np.array_equal(sep, np.asarray(s.context) == 0), "DOC_SEP <=> context 'separator'"
+        assert int(np.asarray(s.tokens).max()) <= DOC_SEP
+
+
+def test_every_context_present_and_mixture_respected(corpus):
+    requested = corpus.config.mixture
+    for name in ("train", "val"):
+        counts = np.bincount(np.asarray(corpus.split(name).context), minlength=len(corpus.context_names))
+        missing = [c for c, k in zip(corpus.context_names, counts) if k == 0]
+        assert not missing, f"{name}: no bytes of {missing}"
+        n = len(corpus.split(name).tokens)
+        off = {s: (round(counts[corpus.context_names.index(s)] / n, 4), f) for s, f in requested.items()
+               if abs(counts[corpus.context_names.index(s)] / n - f) > 0.006}
+        assert not off, f"{name}: (actual, requested) byte fractions differ: {off}"
+
+
+def test_entropy_known_exactly_where_generated(corpus):
+    s = corpus.val
+    entropy, context, detail = np.asarray(s.entropy), np.asarray(s.context), np.asarray(s.detail)
+    unknown = np.isin(context, [src.CTX[c] for c in ("separator", "python", "english")]) | (
+        detail == src.DET["b64_text"])
+    assert np.isnan(entropy[unknown]).all(), "real text (and base64 of text) has no known entropy"
+    assert np.isfinite(entropy[~unknown]).all(), "every generated byte must record its entropy"
+    floors = corpus.floors
+    for label in ("dna", "hex", "arabic", "hebrew"):
+        mean = float(entropy[context == src.CTX[label]].astype(np.float64).mean())
+        assert floors["context"][label] == pytest.approx(mean, abs=1e-9)
+    assert floors["context"]["python"] is None and floors["context"]["base64"] is None
+    assert floors["detail"]["hex_digest"] == 4.0
+    assert floors["detail"]["hebrew_cont"] == pytest.approx(np.log2(27), abs=1e-6)
+
+
+def test_utf8_lead_bytes(corpus):
+    tokens, detail = np.asarray(corpus.train.tokens), np.asarray(corpus.train.detail)
+    for script, leads in (("arabic", {0xD8, 0xD9}), ("hebrew", {0xD7})):
+        lead = np.flatnonzero(detail == src.DET[script + "_lead"])
+        cont = np.flatnonzero(detail == src.DET[script + "_cont"])
+        assert set(np.unique(tokens[lead]).tolist()) == leads, f"{script} letters must lead with {leads}"
+        assert ((tokens[cont] >= 0x80) & (tokens[cont] <= 0xBF)).all(), "continuation bytes are 10xxxxxx"
+        assert (detail[cont - 1] == src.DET[script + "_lead"]).all(), "each continuation follows a lead"
+        text = decode(tokens[lead[0]:lead[0] + 200], errors="ignore")
+        block = range(0x0600, 0x0700) if script == "arabic" else range(0x0590, 0x0600)
+        assert all(ord(ch) in block for ch in text if not ch.isspace() and ch != SEP_MARKER)
+
+
+def test_embedded_segments_change_labels_mid_document(corpus):
+    pairs = set()
+    for data, ctx in documents(corpus.train):
+        kinds = set(np.unique(ctx).tolist())
+        pairs |= {(h, g) for h in ("python", "english") for g in ("base64", "hex")
+                  if src.CTX[h] in kinds and src.CTX[g] in kinds}
+    assert len(pairs) == 4, f"expected base64 and hex inside both python and english documents, got {pairs}"
+    tokens, context, detail = (np.asarray(a) for a in corpus.train[:3])
+    start = np.flatnonzero((context[1:] == src.CTX["base64"]) & (context[:-1] == src.CTX["python"])) + 1
+    assert len(start) > 0
+    assert np.isin(tokens[start - 1], list(b"\"'")).all(), "a blob in Python sits in a string literal"
+    assert (detail[start - 1] == src.DET["py_string"]).all(), "the quote keeps the label py_string"
+
+
+# --------------------------------------------------------------------------------------- splits
+def test_train_and_val_share_no_document(corpus):
+    train = {data for data, _ in documents(corpus.train)}
+    shared = [d[:60] for d, _ in documents(corpus.val) if d in train]
+    assert not shared, f"documents in both splits: {shared[:3]}"
+    # Validation prose and code are unseen: 128-byte windows of validation text almost never occur
+    # in train. (Not never: the stdlib has near-copies, e.g. distutils' three MSVC compiler files.)
+    train_bytes = np.asarray(corpus.train.tokens).astype(np.uint8).tobytes()
+    tokens, context = np.asarray(corpus.val.tokens), np.asarray(corpus.val.context)
+    rng = np.random.default_rng(0)
+    found = total = 0
+    for start in rng.integers(0, len(tokens) - 128, size=400):
+        window = context[start:start + 128]
+        if (window == window[0]).all() and window[0] in (src.CTX["python"], src.CTX["english"]):
+            total += 1
+            found += tokens[start:start + 128].astype(np.uint8).tobytes() in train_bytes
+    assert total > 100 and found <= 0.05 * total, f"{found} of {total} validation windows occur in train"
+
+
+def test_validation_text_comes_from_validation_units_only(corpus):
+    units = {u.name: u for u in src.stdlib_units()}
+    names = corpus.meta["units"]
+    assert not set(names["train"]) & set(names["val"]), "a unit in both splits"
+    assert set(names["train"]) | set(names["val"]) == set(units)
+
+    def texts(split):
+        out = []
+        for name in names[split]:
+            if units[name].python_bytes:
+                out.append((src._stdlib_root() / name[3:]).read_bytes())
+            out += [t.encode() for t in units[name].english]
+        return b"\x00".join(out)
+    val_text, train_text = texts("val"), texts("train")
+    windows = [data[len(data) // 2 - 50:len(data) // 2 + 50] for data, ctx in documents(corpus.val)
+               if len(data) >= 300 and (ctx == ctx[0]).all() and ctx[0] in (src.CTX["python"], src.CTX["english"])]
+    assert len(windows) >= 20
+    stray = [w for w in windows if w not in val_text]
+    assert not stray, f"validation text that is in no validation unit: {stray[:2]}"
+    seen = sum(w in train_text for w in windows)
+    assert seen <= 0.05 * len(windows), f"{seen} of {len(windows)} validation windows are in train units"
+
+
+def test_same_seed_same_corpus_other_seed_other(tmp_path):
+    tiny = dict(n_train_bytes=30_000, n_val_bytes=10_000)
+    a = build_corpus(CorpusConfig(seed=5, **tiny), tmp_path / "a", progress=False)
+    b = build_corpus(CorpusConfig(seed=5, **tiny), tmp_path / "b", progress=False)
+    c = build_corpus(CorpusConfig(seed=6, **tiny), tmp_path / "c", progress=False)
+    for name in ("train", "val"):
+        for x, y in zip(a.split(name), b.split(name)):
+            assert np.array_equal(x, y, equal_nan=True), "same seed must give the same corpus"
+        assert not np.array_equal(a.split(name).tokens, c.split(name).tokens), "seed must matter"
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=7, max_size=7).filter(lambda w: w[0] + w[1] > 0),
+       st.integers(4096, 12_000), st.integers(0, 2**16))
+def test_any_mixture_fills_both_splits_exactly(weights, n, seed):
+    mixture = {s: w / sum(weights) for s, w in zip(SOURCES, weights)}
+    assume(mixture["hex"] == 0 or (mixture["python"] + mixture["english"]) * n >= 1000)
+    cfg = CorpusConfig(seed=seed, n_train_bytes=n + 1, n_val_bytes=n, mixture=mixture)
+    folder = Path(tempfile.mkdtemp())
+    try:
+        corpus = build_corpus(cfg, folder / "c", progress=False)  # loading checks the sizes
+        for name in ("train", "val"):
+            counts = np.bincount(np.asarray(corpus.split(name).context), minlength=len(src.CONTEXT_NAMES))
+            missing = [s for s in SOURCES if (counts[src.CTX[s]] > 0) != (mixture[s] > 0)]
+            assert not missing, f"{name}: sources present/absent against the mixture: {missing}, {counts}"
+    finally:
+        shutil.rmtree(folder)
+
+
+# --------------------------------------------------------------------------------------- floors
+def miller_madow_bits(symbols: np.ndarray) -> float:
+    """Plug-in entropy of a sample plus the Miller-Madow bias correction (K - 1) / (2 N ln 2)."""
+    _, counts = np.unique(symbols, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum() + (len(counts) - 1) / (2 * counts.sum() * np.log(2)))
+
+
+def generator_samples():
+    rng = np.random.default_rng(123)
+    yield "dna", src.dna_document(600_000, rng)
+    yield "arabic", src.script_document("arabic", 300_000, rng)
+    yield "hebrew", src.script_document("hebrew", 200_000, rng)
+    yield "hex", src.concat([src.hex_digest(n, rng) for n in rng.choice(src.HEX_LENGTHS, 2000)])
+    # Many short blobs so the rarer padded-group characters get thousands of samples.
+    blobs = [src.b64_random(int(n), rng, width=src.B64_LINE_WIDTH if k % 2 else None)
+             for k, n in enumerate(rng.integers(1, 40, size=12_000))]
+    yield "base64", src.concat(blobs)
+
+
+@pytest.mark.parametrize("name,seg", list(generator_samples()), ids=lambda v: v if isinstance(v, str) else "")
+def test_entropy_agrees_with_empirical_estimate(name, seg):
+    """For every generator state: the recorded entropy equals the entropy of the bytes actually drawn
+    in that state, estimated from a large sample. Catches a wrong formula (6 bits claimed for a
+    padded base64 character that carries 2) and a wrong state bookkeeping alike."""
+    checked = 0
+    for state in np.unique(seg.state):
+        mask = seg.state == state
+        claimed = seg.entropy[mask]
+        assert np.ptp(claimed) < 1e-6, f"{name} state {state}: one state, several entropies {np.unique(claimed)}"
+        if mask.sum() < 2000:
+            continue
+        estimate = miller_madow_bits(seg.data[mask])
+        assert abs(estimate - claimed[0]) < 0.03, (
+            f"{name} state {state}: recorded {claimed[0]:.4f} bits, the sample of {mask.sum()} bytes "
+            f"has {estimate:.4f}: is the formula for this position right?")
+        checked += int(mask.sum())
+    assert checked >= 0.95 * len(seg.data), f"{name}: only {checked} of {len(seg.data)} bytes were checked"
+
+
+def test_dna_line_breaks_follow_their_probability():
+    seg = src.dna_document(300_000, np.random.default_rng(7))
+    mid = seg.state == 7                       # positions where a line may end
+    rate = (seg.data[mid] == ord("\n")).mean()
+    assert abs(rate - src.DNA_NEWLINE_PROB) < 0.002, f"newline rate {rate:.4f} != {src.DNA_NEWLINE_PROB:.4f}"
+    bases = seg.data[seg.detail == src.DET["dna_base"]]
+    freq = np.bincount(bases, minlength=256)[list(b"ACGT")] / len(bases)
+    assert np.abs(freq - 0.25).max() < 0.01, f"bases must be uniform, got {freq}"
+
+
+# --------------------------------------------------------------------------------------- config, disk
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(n_train_bytes=-5), "n_train_bytes"),
+    (dict(n_val_bytes=10), "n_val_bytes"),
+    (dict(mixture={"python": 0.5, "english": 0.4}), "sum to 1"),
+    (dict(mixture={"python": 1.2, "english": -0.2}), ">= 0"),
+    (dict(mixture={"python": 0.5, "klingon": 0.5}), "unknown source"),
+    (dict(doc_bytes={"dna": (500, 100)}), "doc_bytes"),
+    (dict(b64_text_fraction=1.5), "b64_text_fraction"),
+    (dict(mixture={"hex": 0.5, "dna": 0.5}), "hex digests live inside"),
+])
+def test_bad_config_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CorpusConfig(**kwargs)
+
+
+def test_interrupted_build_leaves_nothing_loadable(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(src, "script_document", interrupt)
+    cfg = CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000)
+    with pytest.raises(KeyboardInterrupt):
+        get_corpus(cfg, tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == [], "a failed build must not leave a folder behind"
+    monkeypatch.undo()
+    corpus = get_corpus(cfg, tmp_path, progress=False)
+    # A folder killed mid-build (arrays but no meta.json) or a damaged one is refused, not loaded.
+    (corpus.path / "meta.json").rename(tmp_path / "meta.json")
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        get_corpus(cfg, tmp_path)
+    (tmp_path / "meta.json").rename(corpus.path / "meta.json")
+    np.save(corpus.path / "val_tokens.npy", np.zeros(5, np.uint16))
+    with pytest.raises(ValueError, match="val_tokens"):
+        load_corpus(corpus.path)
+
+
+def test_get_corpus_loads_what_it_built(tmp_path):
+    cfg = CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000, mixture={"dna": 0.5, "english": 0.5})
+    first = get_corpus(cfg, tmp_path, progress=False)
+    again = get_corpus(cfg, tmp_path)
+    assert again.path == first.path and again.meta == first.meta
+    assert isinstance(again.train.tokens, np.memmap), "arrays are memory-mapped, not read into RAM"
+    meta = json.loads((first.path / "meta.json").read_text())
+    meta["config"]["seed"] = 99
+    (first.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="holds a corpus for config"):
+        get_corpus(cfg, tmp_path)
+    with pytest.raises(FileExistsError):
+        build_corpus(cfg, first.path, progress=False)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_sample_windows(corpus):
+    tokens, context, detail = corpus.sample_windows("train", 8, 64, np.random.default_rng(3))
+    assert tokens.shape == context.shape == detail.shape == (8, 64)
+    assert tokens.dtype == np.uint16 and context.dtype == np.uint8
+    again = corpus.sample_windows("train", 8, 64, np.random.default_rng(3))
+    assert np.array_equal(tokens, again[0]), "the same rng state must give the same windows"
+    full = np.asarray(corpus.train.tokens)
+    for row in tokens:   # every window is a contiguous slice of the split
+        starts = np.flatnonzero(full[:len(full) - 63] == row[0])
+        assert any(np.array_equal(full[s:s + 64], row) for s in starts)
+    with pytest.raises(TypeError, match="Generator"):
+        corpus.sample_windows("train", 8, 64, 3)
+
+
+# --------------------------------------------------------------------------------------- baselines
+def test_ngram_baselines_on_uniform_dna(tmp_path):
+    cfg = CorpusConfig(n_train_bytes=300_000, n_val_bytes=60_000, mixture={"dna": 1.0})
+    corpus = build_corpus(cfg, tmp_path / "dna", progress=False)
+    uni, bi = ngram_bits_per_byte(corpus, 1), ngram_bits_per_byte(corpus, 2)
+    floor = corpus.floors["context"]["dna"]
+    # A unigram model's cross-entropy is the entropy of the byte histogram: 2 bits for the bases, a
+    # little more for line breaks and headers.
+    counts = np.bincount(np.asarray(corpus.val.tokens)[1:], minlength=VOCAB_SIZE)
+    p = counts[counts > 0] / counts.sum()
+    histogram_bits = float(-(p * np.log2(p)).sum())
+    assert abs(uni["overall"] - histogram_bits) < 0.02, (uni["overall"], histogram_bits)
+    assert 2.0 <= uni["dna"] <= 2.3, f"unigram on uniform DNA should be ~2 bits, got {uni['dna']:.3f}"
+    assert bi["dna"] >= floor - 0.02, f"bigram {bi['dna']:.3f} beats the floor {floor:.3f}: a floor is wrong"
+    assert 1.95 <= floor <= 2.2
+
+
+def test_ngram_counts_by_hand(tmp_path):
+    """train "aab", val "ab": the one scored byte is 'b' (after 'a'). With add-k, k = 0.5, over 257
+    tokens: unigram P(b) = (1 + k) / (3 + 257k); bigram P(b | a) = (1 + k) / (2 + 257k)."""
+    def split(text):
+        tokens = encode(text)
+        n = len(tokens)
+        return Split(tokens, np.full(n, 2, np.uint8), np.zeros(n, np.uint8), np.full(n, np.nan, np.float32))
+    toy = Corpus(tmp_path, {"context_names": list(src.CONTEXT_NAMES)}, split("aab"), split("ab"))
+    uni, bi = ngram_bits_per_byte(toy, 1), ngram_bits_per_byte(toy, 2)
+    assert uni["english"] == pytest.approx(-np.log2(1.5 / 131.5))
+    assert bi["english"] == pytest.approx(-np.log2(1.5 / 130.5)), "bigram must condition on the previous byte"
+    assert uni["overall"] == uni["english"] and set(bi) == {"english", "overall"}
+
+
+def test_bigram_beats_unigram_on_real_text(corpus):
+    uni, bi = ngram_bits_per_byte(corpus, 1), ngram_bits_per_byte(corpus, 2)
+    for label in ("python", "english", "overall"):
+        assert bi[label] < uni[label], f"{label}: bigram {bi[label]:.3f} >= unigram {uni[label]:.3f}"
+    assert set(uni) == set(corpus.context_names) | {"overall"}
+    with pytest.raises(ValueError, match="order"):
+        ngram_bits_per_byte(corpus, 3)
