@@ -569,9 +569,9 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
 # ---------------------------------------------------------------------------------------------------
 # Baselines
 # ---------------------------------------------------------------------------------------------------
-def ngram_bits_per_byte(corpus: Corpus, order: int, k: float = 0.5) -> dict:
+def ngram_bits_per_byte(corpus: Corpus, order: int, k: float = 0.5, by: str = "context") -> dict:
     """Bits per byte on validation of a count-based unigram (order 1) or bigram (order 2) model fit
-    on train, per context label of the predicted byte and "overall".
+    on train, per label of the predicted byte (by="context" or by="detail") and "overall".
 
     Add-k smoothing with k = 0.5 (the Krichevsky-Trofimov estimator, a standard choice with a
     worst-case guarantee), fixed in advance and not tuned on validation. Every validation position
@@ -579,6 +579,8 @@ def ngram_bits_per_byte(corpus: Corpus, order: int, k: float = 0.5) -> dict:
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (unigram) or 2 (bigram), got {order!r}")
+    if by not in ("context", "detail"):
+        raise ValueError(f"by must be 'context' or 'detail', got {by!r}")
     if not k > 0:
         raise ValueError(f"k must be > 0 so unseen bytes get some probability, got {k!r}")
     train = np.asarray(corpus.train.tokens, np.int32)
@@ -590,10 +592,10 @@ def ngram_bits_per_byte(corpus: Corpus, order: int, k: float = 0.5) -> dict:
         pairs = np.bincount(train[:-1] * VOCAB_SIZE + train[1:], minlength=VOCAB_SIZE ** 2)
         counts = pairs.reshape(VOCAB_SIZE, VOCAB_SIZE) + k                             # [V, V]
         bits = -np.log2(counts / counts.sum(axis=1, keepdims=True))[val[:-1], val[1:]]
-    context = np.asarray(corpus.val.context[1:])
-    n_labels = len(corpus.context_names)
-    sums = np.bincount(context, weights=bits, minlength=n_labels)
-    counts = np.bincount(context, minlength=n_labels)
-    out = {name: float(sums[i] / counts[i]) for i, name in enumerate(corpus.context_names) if counts[i]}
+    labels = np.asarray(getattr(corpus.val, by)[1:])
+    names = corpus.context_names if by == "context" else corpus.detail_names
+    sums = np.bincount(labels, weights=bits, minlength=len(names))
+    counts = np.bincount(labels, minlength=len(names))
+    out = {name: float(sums[i] / counts[i]) for i, name in enumerate(names) if counts[i]}
     out["overall"] = float(bits.mean())
     return out

@@ -192,7 +192,8 @@ def _drop_seen_paragraphs(text: str, seen: set) -> str:
     return "\n\n".join(kept).strip("\n")
 
 
-def _stdlib_root() -> Path:
+def stdlib_root() -> Path:
+    """The folder of the running interpreter's standard library."""
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -206,7 +207,7 @@ def stdlib_units() -> tuple:
     same paragraph cannot sit in both splits.
     """
     from pydoc_data.topics import topics
-    root = _stdlib_root()
+    root = stdlib_root()
     paths = sorted(p for p in root.rglob("*.py")
                    if not _SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
     raw = {"py/" + p.relative_to(root).as_posix(): p for p in paths}
@@ -313,7 +314,7 @@ def label_python(source: str) -> HostDoc:
 @lru_cache(maxsize=None)
 def python_unit(name: str) -> HostDoc | None:
     """The labelled source of a unit "py/<path>" (cached), or None if tokenize rejects it."""
-    source = (_stdlib_root() / name[3:]).read_bytes().decode("utf-8")
+    source = (stdlib_root() / name[3:]).read_bytes().decode("utf-8")
     try:
         return label_python(source)
     except (tokenize.TokenError, SyntaxError):
