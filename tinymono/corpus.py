@@ -218,10 +218,12 @@ class Corpus:
 
     @property
     def context_names(self) -> tuple:
+        """Name of each context label value (index = the uint8 in `context`)."""
         return tuple(self.meta["context_names"])
 
     @property
     def detail_names(self) -> tuple:
+        """Name of each detail label value (index = the uint8 in `detail`)."""
         return tuple(self.meta["detail_names"])
 
     @property
@@ -231,9 +233,11 @@ class Corpus:
 
     @property
     def config(self) -> CorpusConfig:
+        """The config this corpus was built from."""
         return CorpusConfig(**self.meta["config"])
 
     def split(self, name: str) -> Split:
+        """The split called "train" or "val"."""
         if name not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {name!r}")
         return self.train if name == "train" else self.val
