@@ -1,6 +1,9 @@
 """Every sparse SAE kernel equals its dense NumPy twin, and the sparse training step equals forward/backward.
 
+Each kernel is checked in both bindings, threaded and serial (`THREADED` forces one or the other).
 Also run these under NUMBA_DISABLE_JIT=1 (plain Python, readable tracebacks); the sizes stay small for that."""
+from unittest import mock
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +29,8 @@ def sparse_problem(seed, B, d_in, d_sae, density, dtype):
     return rng, pre, b_enc, W_dec, b_dec, x, x_bar
 
 
+THREADED = {"threaded": mock.patch.object(K, "PARALLEL_MIN_WORK", 0),
+            "serial": mock.patch.object(K, "PARALLEL_MIN_WORK", 2**62)}
 problems = st.tuples(seeds, st.integers(0, 6), st.integers(1, 9), st.integers(1, 20), st.floats(0.0, 1.0), dtypes)
 
 
@@ -33,13 +38,16 @@ problems = st.tuples(seeds, st.integers(0, 6), st.integers(1, 9), st.integers(1,
 @given(problems)
 def test_relu_csr_matches_twin(problem):
     _, pre, b_enc, *_ = sparse_problem(*problem)
-    got = K.relu_csr(pre, b_enc)
     want = K.relu_csr_numpy(pre, b_enc)
-    for name, g, w in zip(("indptr", "idx", "val"), got, want):
-        np.testing.assert_array_equal(g, w, err_msg=f"relu_csr {name} differs from the NumPy twin")
+    for binding, patch in THREADED.items():
+        with patch:
+            got = K.relu_csr(pre, b_enc)
+            counts = K.active_counts(pre, b_enc)
+        np.testing.assert_array_equal(counts, np.diff(want[0]), err_msg=f"active_counts ({binding})")
+        for name, g, w in zip(("indptr", "idx", "val"), got, want):
+            np.testing.assert_array_equal(g, w, err_msg=f"relu_csr ({binding}) {name} differs from the NumPy twin")
     np.testing.assert_array_equal(K.csr_to_dense(*got, pre.shape[1]), np.maximum(pre + b_enc, 0),
                                   err_msg="the CSR triples must describe exactly ReLU(pre + b_enc)")
-    np.testing.assert_array_equal(K.active_counts(pre, b_enc), np.diff(want[0]))
 
 
 @SETTINGS
@@ -51,13 +59,15 @@ def test_decode_rows_matches_twin(problem):
     B, d_in = x.shape
     scale, l1_term = dtype(2.0 / max(x.size, 1)), dtype(0.01)
     outs = {}
-    for name, fn in (("kernel", K.decode_rows), ("twin", K.decode_rows_numpy)):
+    for name, fn in (("threaded", K.decode_rows_parallel), ("serial", K.decode_rows_serial),
+                     ("twin", K.decode_rows_numpy)):
         bufs = [np.full((B, d_in), np.nan, dtype), np.full((B, d_in), np.nan, dtype),
                 np.full(len(val), np.nan, dtype), np.full(B, np.nan)]
         fn(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, *bufs)
         outs[name] = bufs
-    for what, g, w in zip(("x_hat", "dx_hat", "dval", "sq_err"), outs["kernel"], outs["twin"]):
-        np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"decode_rows: {what} differs from the twin")
+    for binding in ("threaded", "serial"):
+        for what, g, w in zip(("x_hat", "dx_hat", "dval", "sq_err"), outs[binding], outs["twin"]):
+            np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"decode_rows ({binding}): {what} differs from the twin")
 
 
 @SETTINGS
@@ -85,13 +95,15 @@ def test_latent_grads_matches_twin(problem):
     dx_hat = rng.standard_normal(x.shape).astype(dtype)
     colptr, rows, perm = K.csr_to_csc_numpy(indptr, idx, d_sae)
     outs = {}
-    for name, fn in (("kernel", K.latent_grads), ("twin", K.latent_grads_numpy)):
+    for name, fn in (("threaded", K.latent_grads_parallel), ("serial", K.latent_grads_serial),
+                     ("twin", K.latent_grads_numpy)):
         bufs = [np.full((d_in, d_sae), np.nan, dtype), np.full(d_sae, np.nan, dtype), np.full((d_sae, d_in), np.nan, dtype)]
         fn(colptr, rows, perm, val, dval, x_bar, dx_hat, *bufs)
         outs[name] = bufs
-    for what, g, w in zip(("dW_enc", "db_enc", "dW_dec"), outs["kernel"], outs["twin"]):
-        np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"latent_grads: {what} differs from the twin "
-                                   "(every entry must be written, zeros included)")
+    for binding in ("threaded", "serial"):
+        for what, g, w in zip(("dW_enc", "db_enc", "dW_dec"), outs[binding], outs["twin"]):
+            np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"latent_grads ({binding}): {what} differs from "
+                                       "the twin (every entry must be written, zeros included)")
 
 
 @SETTINGS
@@ -103,7 +115,8 @@ def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
     params = sae.init(cfg, rng)
     params["b_enc"][:] = rng.standard_normal(d_sae) - 0.5
     x = rng.standard_normal((B, d_in)).astype(dtype)
-    loss, mse, l1, l0, grads, fired = sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg))
+    with THREADED["threaded" if seed % 2 else "serial"]:
+        loss, mse, l1, l0, grads, fired = sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg))
     out, cache = sae.forward(params, x, cfg)
     want = sae.backward(params, cache, cfg)
     tol = TOL[dtype]

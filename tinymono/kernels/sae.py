@@ -18,6 +18,11 @@ Each is written as a plain function `_name` and bound with njit; each has a NumP
 output entry is written by exactly one thread in a fixed order: the results do not depend on the thread
 count or timing, so a resumed run stays bit-identical.
 
+Each loop with a `prange` is bound twice, `name_parallel` and `name_serial` (prange is a plain range
+there), and `name` picks one by the size of the problem: starting and joining the threads of a
+parallel region costs tens of microseconds on an idle machine and milliseconds on a busy one, more
+than the whole kernel takes at the lessons' sizes. The serial twins can also be cached on disk.
+
 Axis vocabulary: B batch, d_in input width, d_sae latents, nnz active entries.
 """
 from __future__ import annotations
@@ -51,16 +56,25 @@ def _fill_active(pre, b_enc, indptr, idx, val):
                 k += 1
 
 
-# parallel over rows (each row writes only its own slice); no cache (parallel); no fastmath (a NaN
+PARALLEL_MIN_WORK = 1 << 22  # B * d_sae from which threads pay (4096 x 1024 and up)
+
+
+def use_threads(B, d_sae):
+    return B * d_sae >= PARALLEL_MIN_WORK
+
+
+# parallel over rows (each row writes only its own slice); no cache with parallel; no fastmath (a NaN
 # pre-activation must stay inactive exactly as in NumPy's `> 0`)
-count_active = njit(parallel=True)(_count_active)
-fill_active = njit(parallel=True)(_fill_active)
+count_active_parallel = njit(parallel=True)(_count_active)
+fill_active_parallel = njit(parallel=True)(_fill_active)
+count_active_serial = njit(cache=True)(_count_active)
+fill_active_serial = njit(cache=True)(_fill_active)
 
 
 def active_counts(pre, b_enc):
     """[B] int64: the number of active latents in each row of ReLU(pre + b_enc)."""
     counts = np.empty(pre.shape[0], dtype=np.int64)
-    count_active(pre, b_enc, counts)
+    (count_active_parallel if use_threads(*pre.shape) else count_active_serial)(pre, b_enc, counts)
     return counts
 
 
@@ -73,7 +87,7 @@ def relu_csr(pre, b_enc, counts=None):
     np.cumsum(counts, out=indptr[1:])
     idx = np.empty(indptr[-1], dtype=np.int32)
     val = np.empty(indptr[-1], dtype=pre.dtype)
-    fill_active(pre, b_enc, indptr, idx, val)
+    (fill_active_parallel if use_threads(*pre.shape) else fill_active_serial)(pre, b_enc, indptr, idx, val)
     return indptr, idx, val
 
 
@@ -133,7 +147,16 @@ def _decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_ha
                                     x_hat[b], dx_hat[b], dval[lo:hi])
 
 
-decode_rows = njit(parallel=True)(_decode_rows)  # parallel over rows; no cache (parallel)
+decode_rows_parallel = njit(parallel=True)(_decode_rows)  # parallel over rows; no cache with parallel
+decode_rows_serial = njit(cache=True)(_decode_rows)
+
+
+def decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
+    """Per row b, with the active entries of row b: x_hat[b] = b_dec + sum f W_dec[j]; sq_err[b] =
+    ||x_hat[b] - x[b]||^2; dx_hat[b] = scale (x_hat[b] - x[b]); dval = dx_hat[b] . W_dec[j] + l1_term.
+    Outputs are written into x_hat, dx_hat [B, d_in], dval [nnz] and sq_err [B] (float64)."""
+    kernel = decode_rows_parallel if use_threads(x.shape[0], W_dec.shape[0]) else decode_rows_serial
+    kernel(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err)
 
 
 def decode_rows_numpy(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
@@ -221,7 +244,15 @@ def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, 
                       scratch, db_enc, dW_dec, dW_enc)
 
 
-latent_grads = njit(parallel=True)(_latent_grads)  # parallel over blocks of latents; no cache (parallel)
+latent_grads_parallel = njit(parallel=True)(_latent_grads)  # parallel over latent blocks; no cache with parallel
+latent_grads_serial = njit(cache=True)(_latent_grads)
+
+
+def latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
+    """Per latent j, over the rows where it fired: dW_dec[j] = sum f dx_hat[b], dW_enc[:, j] = sum df x_bar[b],
+    db_enc[j] = sum df. Every entry of dW_enc [d_in, d_sae], db_enc [d_sae], dW_dec [d_sae, d_in] is written."""
+    kernel = latent_grads_parallel if use_threads(x_bar.shape[0], dW_dec.shape[0]) else latent_grads_serial
+    kernel(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec)
 
 
 def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
