@@ -1,0 +1,349 @@
+"""The one-layer transformer: whole-model gradients against central differences, the mlp.hook_post
+hook (reading and replacing), causality, the kernels against the reference, sampling, evaluation,
+bad input, and training through the shared loop with a bit-identical resume."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from tinymono import transformer as tr
+from tinymono.gradcheck import check_gradients, format_table
+
+BUDGET = 1e-6  # float64 central differences of a correct backward land near 1e-9; a wrong one near 1
+# The whole model stacks three layer norms, whose curvature is large when a row's variance is small (d_model
+# is 3-12 here): at h = 1e-3 the stencil's O(h^4) truncation error then reached 1e-6 on correct code. At
+# h = 2e-4 it is ~600x smaller, while round-off (~1e-16 / h) stays near 1e-12.
+EPS = 2e-4
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def small_configs(draw, layernorm=None, act_fn=None):
+    n_heads, d_head = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    layernorm = draw(st.booleans()) if layernorm is None else layernorm
+    if layernorm and n_heads * d_head < 3:  # layer norm over 1 or 2 numbers is degenerate (see test_layers)
+        d_head = 3
+    return tr.TransformerConfig(d_vocab=draw(st.integers(2, 7)), d_model=n_heads * d_head, d_mlp=draw(st.integers(1, 6)),
+                                n_heads=n_heads, d_head=d_head, n_ctx=draw(st.integers(1, 5)), layernorm=layernorm,
+                                act_fn=act_fn or draw(st.sampled_from(["relu", "gelu"])), init_range=0.7)
+
+
+def random_params(cfg, rng):
+    """float64 parameters of order 1, biases and layer-norm gains included, so every path carries signal."""
+    params = tr.init(cfg, rng, dtype=np.float64)
+    for k, v in params.items():
+        if not k.startswith("W_"):
+            params[k] = v + 0.5 * rng.standard_normal(v.shape)
+    return params
+
+
+def pre_activations(params, cache):
+    """The MLP's input to its ReLU, recomputed from the reference cache (to keep away from the kink)."""
+    return cache.mlp_in[0].x @ params["W_in"] + params["b_in"]
+
+
+def assert_grads_ok(errors, what):
+    bad = {k: v for k, v in errors.items() if not v <= BUDGET}
+    assert not bad, (f"{what}: backward disagrees with central differences. The residual stream feeds two "
+                     f"branches at each block: are both gradients added?\n{format_table(errors, BUDGET)}")
+
+
+def check_model_gradients(cfg, params, tokens, rng, hook_post=None, fast=False):
+    logits, cache = tr.forward(params, tokens, cfg, hook_post=hook_post, fast=fast)
+    dlogits = rng.standard_normal(logits.shape)
+    grads = tr.backward(params, cache, cfg, dlogits)
+    assert list(grads) == list(params), "grads must have exactly the keys of params, in the same order"
+    for k in params:
+        assert grads[k].shape == params[k].shape and grads[k] is not params[k], f"grad {k}: wrong shape or aliased"
+    errors = check_gradients(lambda: tr.forward(params, tokens, cfg, hook_post=hook_post, fast=fast)[0],
+                             params, grads, dlogits, rng=rng, max_entries=24, eps=EPS)
+    # b_K's gradient is zero in theory (a shift of every key moves all of a query's scores equally, which
+    # softmax ignores): a relative error would compare round-off with round-off, so check it is ~0 instead
+    del errors["b_K"]
+    assert np.abs(grads["b_K"]).max() < 1e-9, f"d b_K must vanish, got {np.abs(grads['b_K']).max():.2e}"
+    return errors, grads, cache
+
+
+@SETTINGS
+@given(small_configs(), seeds, st.integers(1, 2), st.data())
+def test_whole_model_gradients(cfg, seed, batch, data):
+    rng = np.random.default_rng(seed)
+    params = random_params(cfg, rng)
+    T = data.draw(st.integers(1, cfg.n_ctx), label="T")
+    tokens = rng.integers(0, cfg.d_vocab, size=(batch, T))
+    if cfg.act_fn == "relu":  # central differences straddling the ReLU's kink disagree legitimately
+        _, cache = tr.forward(params, tokens, cfg)
+        assume(np.abs(pre_activations(params, cache)).min() > 0.02)
+    errors, _, _ = check_model_gradients(cfg, params, tokens, rng)
+    assert_grads_ok(errors, f"whole model {cfg}")
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+@pytest.mark.parametrize("n_heads", [1, 2, 3, 4])
+def test_whole_model_gradients_fixed_configs(layernorm, n_heads):
+    """The same check on a fixed grid (every head count, with and without layer norm, T = 1 and T = n_ctx)."""
+    cfg = tr.TransformerConfig(d_vocab=5, d_model=2 * n_heads + 2 * (n_heads == 1), d_mlp=4, n_heads=n_heads,
+                               d_head=2 + 2 * (n_heads == 1), n_ctx=4, layernorm=layernorm, act_fn="gelu",
+                               init_range=0.7)
+    rng = np.random.default_rng(n_heads)
+    params = random_params(cfg, rng)
+    for T in (1, cfg.n_ctx):
+        errors, _, _ = check_model_gradients(cfg, params, rng.integers(0, 5, size=(2, T)), rng)
+        assert_grads_ok(errors, f"layernorm={layernorm}, n_heads={n_heads}, T={T}")
+
+
+@SETTINGS
+@given(small_configs(act_fn="gelu"), seeds)
+def test_fast_path_matches_reference(cfg, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(cfg, rng)
+    tokens = rng.integers(0, cfg.d_vocab, size=(2, cfg.n_ctx + 1))
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-4)):
+        p = {k: v.astype(dtype) for k, v in params.items()}
+        loss_ref, g_ref = tr.loss_and_grads(p, tokens, cfg)
+        loss_fast, g_fast = tr.loss_and_grads(p, tokens, cfg, fast=True)
+        assert abs(loss_fast - loss_ref) <= tol * abs(loss_ref), f"{dtype.__name__} loss {loss_fast} vs {loss_ref}"
+        for k in p:
+            # b_K's gradient is zero in theory (round-off on both sides): judge it on W_K's scale
+            scale = np.abs(g_ref["W_K" if k == "b_K" else k]).max() + 1e-6
+            assert g_fast[k].dtype == dtype, f"grad {k} is {g_fast[k].dtype}, params are {dtype.__name__}"
+            err = np.abs(g_fast[k] - g_ref[k]).max() / scale
+            assert err <= 10 * tol, f"{dtype.__name__} grad {k}: kernels differ from layers.py by {err:.2e} (relative)"
+
+
+def test_relu_fast_path_gradients():
+    """The fused bias + ReLU path (fast=True, relu) against central differences in float64."""
+    cfg = tr.TransformerConfig(d_vocab=6, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=5, init_range=0.7)
+    rng = np.random.default_rng(5)  # a seed whose pre-activations all sit at least 0.9 from the kink
+    params = random_params(cfg, rng)
+    tokens = rng.integers(0, 6, size=(2, 5))
+    _, cache = tr.forward(params, tokens, cfg)
+    assert np.abs(pre_activations(params, cache)).min() > 0.02, "pick another seed: a pre-activation is near 0"
+    errors, _, _ = check_model_gradients(cfg, params, tokens, rng, fast=True)
+    assert_grads_ok(errors, "fast path with ReLU")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the hook point mlp.hook_post
+
+
+def hook_setup(seed=0, layernorm=True):
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=5, layernorm=layernorm,
+                               act_fn="gelu", init_range=0.7)
+    rng = np.random.default_rng(seed)
+    return cfg, random_params(cfg, rng), rng.integers(0, 7, size=(2, 5)), rng
+
+
+def test_hook_reads_the_activations():
+    cfg, params, tokens, _ = hook_setup()
+    seen = []
+    logits_read, cache_read = tr.forward(params, tokens, cfg, hook_post=lambda post: seen.append(post.copy()))
+    logits, cache = tr.forward(params, tokens, cfg)
+    assert len(seen) == 1 and seen[0].shape == (2, 5, cfg.d_mlp), "the hook is called once with [B, T, d_mlp]"
+    np.testing.assert_array_equal(seen[0], cache.hook_post, err_msg="the hook sees what the cache stores")
+    np.testing.assert_array_equal(logits_read, logits, err_msg="a hook that returns None must change nothing")
+    assert not cache_read.replaced
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+@pytest.mark.parametrize("kind", ["array", "function", "zeros", "mean"])
+def test_hook_replacement_gradients(kind, layernorm):
+    """With a replacement, the backward treats it as a constant: the gradients are those of the model in
+    which the MLP's output is computed from that fixed array, which central differences check."""
+    cfg, params, tokens, rng = hook_setup(1, layernorm)
+    _, clean = tr.forward(params, tokens, cfg)
+    fixed = {"array": rng.standard_normal(clean.hook_post.shape), "function": 0.5 * clean.hook_post + 1.0,
+             "zeros": np.zeros_like(clean.hook_post),
+             "mean": np.broadcast_to(clean.hook_post.mean(axis=(0, 1)), clean.hook_post.shape)}[kind]
+    hook = {"array": fixed, "function": lambda post: 0.5 * post + 1.0, "zeros": 0.0,
+            "mean": clean.hook_post.mean(axis=(0, 1))}[kind]
+    errors, grads, cache = check_model_gradients(cfg, params, tokens, np.random.default_rng(2), hook_post=fixed)
+    assert_grads_ok(errors, f"hook replacement ({kind})")
+    assert cache.replaced
+    _, cache_hook = tr.forward(params, tokens, cfg, hook_post=hook)
+    assert cache_hook.replaced
+    dlogits = np.random.default_rng(5).standard_normal((2, 5, cfg.d_vocab))
+    g_hook = tr.backward(params, cache_hook, cfg, dlogits)
+    g_fixed = tr.backward(params, tr.forward(params, tokens, cfg, hook_post=fixed)[1], cfg, dlogits)
+    for k in params:
+        np.testing.assert_allclose(g_hook[k], g_fixed[k], rtol=1e-12, atol=1e-14,
+                                   err_msg=f"{kind}: grad {k} must equal the one with the fixed array")
+    for k in ["W_in", "b_in"] + (["ln2_w", "ln2_b"] if layernorm else []):
+        assert np.all(g_hook[k] == 0), f"{k} feeds only the replaced activations: its gradient must be exactly 0"
+
+
+def test_hook_replacement_changes_the_output_and_fast_agrees():
+    cfg, params, tokens, _ = hook_setup(4)
+    logits, cache = tr.forward(params, tokens, cfg)
+    zero_logits, zero_cache = tr.forward(params, tokens, cfg, hook_post=0.0)
+    assert np.abs(zero_logits - logits).max() > 1e-3, "zero-ablating the MLP must change the logits"
+    np.testing.assert_array_equal(zero_cache.hook_post, cache.hook_post,
+                                  err_msg="cache.hook_post keeps the model's own activations, not the replacement")
+    fast_logits, _ = tr.forward(params, tokens, cfg, hook_post=0.0, fast=True)
+    np.testing.assert_allclose(fast_logits, zero_logits, rtol=1e-10, atol=1e-12)
+    loss_zero = tr.loss(params, np.concatenate([tokens, tokens[:, :1]], 1)[:, :6], cfg, hook_post=0.0)
+    assert math.isfinite(loss_zero)
+
+
+def test_hook_bad_replacement():
+    cfg, params, tokens, _ = hook_setup()
+    with pytest.raises(ValueError, match="mlp.hook_post"):
+        tr.forward(params, tokens, cfg, hook_post=np.zeros((2, 5, cfg.d_mlp + 1)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# causality, input checks, config
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_changing_a_token_changes_no_earlier_logit(fast):
+    cfg = tr.TransformerConfig(d_vocab=9, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=7, init_range=0.5)
+    rng = np.random.default_rng(0)
+    params = random_params(cfg, rng)
+    tokens = rng.integers(0, 9, size=(3, 7))
+    logits, _ = tr.forward(params, tokens, cfg, fast=fast)
+    for t in range(7):
+        changed = tokens.copy()
+        changed[:, t] = (changed[:, t] + 1 + rng.integers(0, 8, size=3)) % 9
+        logits2, _ = tr.forward(params, changed, cfg, fast=fast)
+        np.testing.assert_array_equal(logits2[:, :t], logits[:, :t],
+                                      err_msg=f"changing token {t} changed an earlier logit: the mask leaks the future")
+        assert np.abs(logits2[:, t] - logits[:, t]).max() > 0, f"changing token {t} must change logit {t}"
+
+
+def test_bad_tokens():
+    cfg = tr.TransformerConfig(d_vocab=5, d_model=4, d_mlp=4, n_heads=2, d_head=2, n_ctx=4)
+    params = tr.init(cfg, np.random.default_rng(0))
+    cases = [(np.array([[0, 5]]), "must be in \\[0, 5\\)"), (np.array([[-1, 0]]), "must be in"),
+             (np.zeros((1, 5), int), "outside 1..4"), (np.zeros((1, 2)), "integer dtype"),
+             (np.zeros(3, int), "\\[B, T\\]"), ([[0, 1]], "NumPy integer array"), (np.zeros((1, 0), int), "outside")]
+    for tokens, match in cases:
+        with pytest.raises(ValueError, match=match):
+            tr.forward(params, tokens, cfg)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        tr.loss(params, np.zeros((1, 1), int), cfg)
+    tr.loss(params, np.zeros((1, 5), int), cfg)  # n_ctx + 1 tokens: n_ctx inputs, n_ctx targets
+    with pytest.raises(ValueError, match="outside"):
+        tr.loss(params, np.zeros((1, 6), int), cfg)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(d_model=100), "n_heads \\* d_head"), (dict(d_mlp=0), "d_mlp must be a positive integer"),
+    (dict(n_ctx=-1), "n_ctx"), (dict(n_heads=2.0, d_head=64), "n_heads"), (dict(act_fn="tanh"), "act_fn"),
+    (dict(init_range=0.0), "init_range")])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tr.TransformerConfig(**kwargs)
+
+
+def test_default_config_and_param_shapes():
+    cfg = tr.TransformerConfig()
+    params = tr.init(cfg, np.random.default_rng(0))
+    assert (cfg.d_vocab, cfg.d_model, cfg.d_mlp, cfg.act_fn, cfg.layernorm) == (257, 128, 512, "relu", True)
+    expected = {"W_E": (257, 128), "W_pos": (128, 128), "W_Q": (4, 128, 32), "b_Q": (4, 32), "W_O": (4, 32, 128),
+                "W_in": (128, 512), "b_in": (512,), "W_out": (512, 128), "W_U": (128, 257), "lnf_w": (128,)}
+    for k, shape in expected.items():
+        assert params[k].shape == shape and params[k].dtype == np.float32, f"{k}: {params[k].shape} {params[k].dtype}"
+    assert sum(v.size for v in params.values()) == tr.n_params(cfg)
+    no_ln = tr.TransformerConfig(layernorm=False)
+    assert not any(k.startswith("ln") for k in no_ln.param_shapes())
+    with pytest.raises(ValueError, match="missing"):
+        tr.check_params({k: v for k, v in params.items() if k != "W_U"}, cfg)
+
+
+# ----------------------------------------------------------------------------------------------------
+# sampling and evaluation
+
+
+def test_sampling():
+    cfg = tr.TransformerConfig(d_vocab=257, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=6, init_range=1.0)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    a = tr.sample(params, cfg, "hi", 10, np.random.default_rng(1))
+    b = tr.sample(params, cfg, b"hi", 10, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b, err_msg="same seed, same prompt (str or its UTF-8 bytes): same sample")
+    assert len(a) == 12 and list(a[:2]) == [ord("h"), ord("i")]
+    greedy = tr.sample(params, cfg, [1, 2, 3], 12, np.random.default_rng(2), temperature=0)  # slides past n_ctx
+    top1 = tr.sample(params, cfg, [1, 2, 3], 12, np.random.default_rng(3), top_k=1)
+    np.testing.assert_array_equal(greedy, top1, err_msg="top_k=1 must always pick the most likely token")
+    for i in range(3, 15):  # each greedy token is the argmax given the last n_ctx tokens
+        window = greedy[max(0, i - cfg.n_ctx):i][None]
+        assert greedy[i] == np.argmax(tr.forward(params, window, cfg)[0][0, -1]), f"token {i} is not the argmax"
+    with pytest.raises(ValueError, match="at least one token"):
+        tr.sample(params, cfg, "", 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="top_k"):
+        tr.sample(params, cfg, "a", 3, np.random.default_rng(0), top_k=0)
+
+
+def test_stream_bits_scores_each_position_once_with_most_context():
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=4, init_range=0.7)
+    rng = np.random.default_rng(0)
+    params = random_params(cfg, rng)
+    tokens = rng.integers(0, 7, size=15)
+    bits = tr.stream_bits(params, cfg, tokens, stride=2, fast=False)
+    assert bits.shape == (14,) and np.isfinite(bits).all()
+
+    def bits_with_context(i, start):  # -log2 p(tokens[i+1] | tokens[start:i+1]), computed on its own
+        return tr.per_token_loss(params, tokens[None, start:i + 2], cfg)[0, -1] / math.log(2)
+
+    for i in range(14):
+        # the earliest window (starts 0, 2, 4, ..., and one flush with the end) that holds position i
+        start = 0 if i < 4 else min(s for s in list(range(0, 11, 2)) + [10] if s <= i < s + 4)
+        assert bits[i] == pytest.approx(bits_with_context(i, start), rel=1e-12), f"position {i}"
+    short = tr.stream_bits(params, cfg, tokens[:3], fast=False)
+    np.testing.assert_allclose(short, tr.per_token_loss(params, tokens[None, :3], cfg)[0] / math.log(2))
+    labels = np.array([0, 1, 0, 2])
+    assert tr.label_means(np.array([1.0, 2.0, 3.0, 4.0]), labels, ["a", "b", "c", "d"]) == {"a": 2.0, "b": 2.0, "c": 4.0}
+
+
+# ----------------------------------------------------------------------------------------------------
+# training through tinymono.train
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from tinymono.corpus import CorpusConfig, get_corpus
+
+    return get_corpus(CorpusConfig(seed=0, n_train_bytes=20_000, n_val_bytes=6_000),
+                      tmp_path_factory.mktemp("corpus"), progress=False)
+
+
+TINY = tr.TransformerConfig(d_model=16, d_mlp=32, n_heads=2, d_head=8, n_ctx=16)
+
+
+def test_training_learns_and_resume_is_bit_identical(tiny_corpus, tmp_path):
+    from tinymono.train import train
+
+    tc = tr.TrainConfig(steps=30, batch=4, lr=3e-3, warmup=5, eval_every=20, eval_tokens=500, val_windows=2)
+    straight = tr.TransformerTask(TINY, tc, tiny_corpus)
+    result = train(straight, 30, chunk_steps=10, checkpoint=tmp_path / "a", progress=False)
+    assert result.history["bpb"][-1] < result.history["bpb"][0] - 0.5, \
+        f"30 steps should cut the loss well below log2(257) = 8 bits: {result.history['bpb']}"
+    assert [e["step"] for e in straight.evals] == [20, 30] and straight.evals[-1]["tokens"] == 6_000
+    assert set(straight.evals[-1]["context"]) >= {"python", "english"}
+
+    first = tr.TransformerTask(TINY, tc, tiny_corpus)
+    train(first, 20, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)
+    resumed = tr.TransformerTask(TINY, tc, tiny_corpus)  # a fresh process would start like this
+    result2 = train(resumed, 30, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)
+    assert result2.resumed_from == 20
+    for k in straight.params:
+        np.testing.assert_array_equal(resumed.params[k], straight.params[k],
+                                      err_msg=f"{k} differs after resuming: is the batch RNG state checkpointed?")
+    np.testing.assert_array_equal(resumed.opt.m["W_in"], straight.opt.m["W_in"])
+    np.testing.assert_array_equal(result2.history["bpb"], result.history["bpb"])
+    assert resumed.evals == straight.evals
+
+    params, cfg, meta = tr.load_model(tmp_path / "a")
+    assert cfg == TINY and meta["step"] == 30 and meta["evals"][-1] == straight.evals[-1]
+    for k in params:
+        np.testing.assert_array_equal(params[k], straight.params[k])
+
+
+def test_train_config_errors():
+    with pytest.raises(ValueError, match="warmup"):
+        tr.TrainConfig(steps=10, warmup=11)
+    with pytest.raises(ValueError, match="lr"):
+        tr.TrainConfig(lr=0.0)

@@ -1,0 +1,152 @@
+"""Training throughput of the one-layer transformer: tinymono (numba kernels), tinymono's NumPy
+reference layers, and the same model written in PyTorch (when installed), side by side.
+
+One training step = forward, backward, gradient clipping and an AdamW update, on one fixed batch of
+32 windows of 128 bytes (4096 tokens) at the default config, float32, on the machine's cores.
+The PyTorch model is written the way a PyTorch user would write it (F.layer_norm,
+F.scaled_dot_product_attention with is_causal=True, F.cross_entropy, torch.optim.AdamW) with the same
+parameters; its first loss is compared with tinymono's to show it is the same model.
+
+After the race, a profile: the share of tinymono's step time in each layer, measured in place by
+running the model with a set of layers that times every call (transformer.Layers).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from tinymono import transformer as tr
+from tinymono.benchmarks import compare, ratio, torch_or_none
+from tinymono.optim import Adam, clip_grad_norm
+
+BATCH = 32
+LR, WEIGHT_DECAY, BETAS, CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
+
+
+def _numpy_step(params, tokens, cfg, fast):
+    opt = Adam(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+
+    def step():
+        _, grads = tr.loss_and_grads(params, tokens, cfg, fast=fast)
+        clip_grad_norm(grads, CLIP)
+        opt.step(params, grads)
+    return step
+
+
+def _torch_model(torch, params, cfg):
+    """The same transformer in PyTorch, on copies of tinymono's parameters. Returns (loss_fn, step)."""
+    F = torch.nn.functional
+    p = {k: torch.tensor(v).requires_grad_() for k, v in params.items()}
+    opt = torch.optim.AdamW(p.values(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    D, T = cfg.d_model, cfg.n_ctx
+
+    def loss_fn(tokens):
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        x = p["W_E"][inputs] + p["W_pos"][: inputs.shape[1]]  # [B, T, D]
+        h = F.layer_norm(x, (D,), p["ln1_w"], p["ln1_b"], cfg.ln_eps)
+        q, k, v = (torch.einsum("btd,hde->bhte", h, p[f"W_{n}"]) + p[f"b_{n}"][:, None] for n in "QKV")
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, E]
+        x = x + torch.einsum("bhte,hed->btd", z, p["W_O"]) + p["b_O"]
+        h = F.layer_norm(x, (D,), p["ln2_w"], p["ln2_b"], cfg.ln_eps)
+        x = x + F.relu(h @ p["W_in"] + p["b_in"]) @ p["W_out"] + p["b_out"]
+        h = F.layer_norm(x, (D,), p["lnf_w"], p["lnf_b"], cfg.ln_eps)
+        logits = h @ p["W_U"] + p["b_U"]
+        return F.cross_entropy(logits.reshape(-1, cfg.d_vocab), targets.reshape(-1))
+
+    def step(tokens):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(tokens).backward()
+        torch.nn.utils.clip_grad_norm_(p.values(), CLIP)
+        opt.step()
+    return loss_fn, step
+
+
+# which layer a call belongs to, by the order calls come in one forward (or backward)
+_ORDER = {"layernorm_forward": ("ln1", "ln2", "lnf"), "layernorm_backward": ("lnf", "ln2", "ln1"),
+          "linear_forward": ("mlp", "unembed+loss"), "linear_backward": ("unembed+loss", "mlp")}
+_LABEL = {"embed_forward": "embedding", "embed_backward": "embedding", "attention_forward": "attention fwd",
+          "attention_backward": "attention bwd", "mlp_in_forward": "mlp", "mlp_in_backward": "mlp",
+          "softmax_cross_entropy": "unembed+loss"}
+PROFILE_ROWS = ("embedding", "ln1", "attention fwd", "attention bwd", "ln2", "mlp", "lnf", "unembed+loss",
+                "optimizer", "other")
+
+
+def _timed_layers(base: tr.Layers, seconds):
+    calls = defaultdict(int)
+
+    def wrap(name, fn):
+        def timed(*args):
+            order = _ORDER.get(name)
+            label = order[calls[name] % len(order)] if order else _LABEL[name]
+            calls[name] += 1
+            t0 = time.perf_counter()
+            out = fn(*args)
+            seconds[label] += time.perf_counter() - t0
+            return out
+        return timed
+    return tr.Layers(*(wrap(name, fn) for name, fn in zip(tr.Layers._fields, base)))
+
+
+def profile(params, tokens, cfg, n_steps=20):
+    """Share of the step time per layer: {label: seconds per step}, plus "total"."""
+    seconds = defaultdict(float)
+    timed = _timed_layers(tr.layers_for(True), seconds)
+    opt = Adam(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    for i in range(n_steps + 2):
+        if i == 2:  # two warm-up steps (compiles, first-touch of buffers), then measure
+            seconds.clear()
+            t_start = time.perf_counter()
+        _, grads = tr.loss_and_grads(params, tokens, cfg, fast=timed)
+        t0 = time.perf_counter()
+        clip_grad_norm(grads, CLIP)
+        opt.step(params, grads)
+        seconds["optimizer"] += time.perf_counter() - t0
+    total = time.perf_counter() - t_start
+    seconds["other"] = total - sum(seconds.values())
+    out = {k: seconds[k] / n_steps for k in PROFILE_ROWS}
+    out["total"] = total / n_steps
+    return out
+
+
+def format_profile(prof):
+    lines = ["profile of one tinymono training step (share of the step's wall time):"]
+    for k in PROFILE_ROWS:
+        lines.append(f"  {k:<15} {1e3 * prof[k]:7.2f} ms  {100 * prof[k] / prof['total']:5.1f}%")
+    lines.append(f"  {'total':<15} {1e3 * prof['total']:7.2f} ms")
+    return "\n".join(lines)
+
+
+def run(quick=False):
+    cfg = tr.TransformerConfig()
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.d_vocab, size=(BATCH, cfg.n_ctx + 1))
+    params = tr.init(cfg, rng)
+    n_tokens = BATCH * cfg.n_ctx
+    impls = {"tinymono": _numpy_step({k: v.copy() for k, v in params.items()}, tokens, cfg, fast=True),
+             "numpy_reference": _numpy_step({k: v.copy() for k, v in params.items()}, tokens, cfg, fast=False)}
+    notes = []
+    torch = torch_or_none()
+    if torch is None:
+        notes.append("PyTorch is not installed: the torch column is skipped (pip install 'tinymono[torch]')")
+    else:
+        loss_fn, torch_step = _torch_model(torch, params, cfg)
+        t_tokens = torch.from_numpy(tokens)
+        with torch.no_grad():
+            gap = abs(float(loss_fn(t_tokens)) - tr.loss(params, tokens, cfg))
+        notes.append(f"same model: PyTorch's first loss differs from tinymono's by {gap:.1e} nats; torch "
+                     f"{torch.__version__} on {torch.get_num_threads()} threads")
+        impls["torch"] = lambda: torch_step(t_tokens)
+    results = compare(impls, n_tokens, rounds=3 if quick else 7, min_seconds=0.3 if quick else 1.0)
+    prof = profile({k: v.copy() for k, v in params.items()}, tokens, cfg, n_steps=5 if quick else 30)
+    print(format_profile(prof))
+    return {"benchmark": "transformer", "unit": "tok/s",
+            "config": {"d_model": cfg.d_model, "d_mlp": cfg.d_mlp, "n_heads": cfg.n_heads, "n_ctx": cfg.n_ctx,
+                       "batch": BATCH, "dtype": "float32", "step": "forward+backward+clip+AdamW"},
+            "results": results,
+            "ratios": {"tinymono_vs_torch": ratio(results, "tinymono", "torch"),
+                       "tinymono_vs_numpy_reference": ratio(results, "tinymono", "numpy_reference")},
+            "profile": {k: v for k, v in prof.items()},
+            "notes": notes}

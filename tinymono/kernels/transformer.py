@@ -1,0 +1,466 @@
+"""numba kernels for the transformer's training step, each beside its NumPy twin.
+
+Profiling the plain NumPy step (benchmarks/transformer.py prints the table) showed where the time went
+besides the matmuls, which OpenBLAS already runs near the machine's peak: the attention core (scores,
+causal softmax, pattern @ v and their backward, done by NumPy as small batched matmuls and several
+elementwise passes over the [B, H, T, T] scores), the layer norms, the ReLU and bias passes over the
+[B*T, M] MLP activations, the embedding's scatter-add and the softmax of the loss. NumPy runs each
+elementwise pass on one core; the kernels below fuse the passes and spread rows over both cores.
+
+Each kernel here is written as a plain function `_name`, compiled as `name`, and paired with a NumPy
+twin `name_numpy` that computes the same thing from tinymono.layers' formulas; tests check each pair
+agrees on hypothesis-drawn inputs (also with NUMBA_DISABLE_JIT=1). The layer-shaped wrappers at the
+end (`attention_forward`, `layernorm_forward`, ...) take and return exactly what tinymono.layers'
+functions do, so transformer.py can swap one set of layers for the other.
+
+Flags. Inner loops that do the work of one row or one (batch, head) pair are separate functions
+compiled with `cache=True` (a compiled copy on disk: later processes skip the compile); the drivers
+that spread them over cores use `parallel=True` and so no cache (numba's rule), and are kept tiny so
+their compile is quick. `fastmath=FAST` lets LLVM reassociate sums (so dot products vectorise) and
+contract multiply-adds; it leaves out the no-NaN/no-inf flags, so a NaN in the input still comes out
+as NaN, for the training loop's non-finite guard to see. Work is split into a fixed number of chunks
+(not one per thread), so sums come out bit-identical however many threads run them.
+
+Axis vocabulary: B batch, T position, D d_model, H heads, E d_head, M d_mlp, V vocabulary,
+n = B*T rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from tinymono import layers as L
+
+FAST = {"reassoc", "contract", "arcp"}  # no "nnan"/"ninf": NaN must still propagate
+N_CHUNKS = 16  # rows are split into this many chunks for column sums; independent of the thread count
+
+
+# ----------------------------------------------------------------------------------------------------
+# attention core, one (batch, head) pair: scores = q k^T * scale, causal softmax, z = pattern @ v
+
+
+def _head_forward(q, k, v, scale, pattern, z):
+    """q, k, v [T, E] one head's queries, keys, values -> fills pattern [T, T] (0 above the diagonal)
+    and z [T, E]. The causal mask is the loop bound j <= i: the future is never computed at all."""
+    T, E = q.shape
+    for i in range(T):
+        row = pattern[i]
+        for j in range(i + 1):
+            acc = q[i, 0] * k[j, 0]
+            for e in range(1, E):
+                acc += q[i, e] * k[j, e]
+            row[j] = acc * scale
+        top = row[0]
+        for j in range(1, i + 1):
+            top = max(top, row[j])
+        for j in range(i + 1):
+            row[j] = math.exp(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so total >= 1
+        total = row[0]
+        for j in range(1, i + 1):
+            total += row[j]
+        for j in range(i + 1):
+            row[j] /= total
+        for j in range(i + 1, T):
+            row[j] = 0.0
+        for e in range(E):
+            z[i, e] = row[0] * v[0, e]
+        for j in range(1, i + 1):
+            p = row[j]
+            for e in range(E):
+                z[i, e] += p * v[j, e]
+
+
+head_forward = njit(cache=True, fastmath=FAST)(_head_forward)
+
+
+def _head_backward(q, k, v, pattern, dz, scale, dq, dk, dv, dp):
+    """The backward of _head_forward for one head: dz [T, E] -> fills dq, dk, dv [T, E].
+    dp [T] is scratch for one row of d pattern. Row i of the softmax gives
+        dscores[i, j] = pattern[i, j] * (dpattern[i, j] - sum_j' pattern[i, j'] dpattern[i, j'])."""
+    T, E = q.shape
+    dq[:] = 0.0
+    dk[:] = 0.0
+    dv[:] = 0.0
+    for i in range(T):
+        row = pattern[i]
+        # z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] += pattern[i, j] dz[i]
+        for j in range(i + 1):
+            acc = dz[i, 0] * v[j, 0]
+            for e in range(1, E):
+                acc += dz[i, e] * v[j, e]
+            dp[j] = acc
+            p = row[j]
+            for e in range(E):
+                dv[j, e] += p * dz[i, e]
+        # softmax backward, then scores[i, j] = scale * q[i] . k[j]
+        weighted = row[0] * dp[0]
+        for j in range(1, i + 1):
+            weighted += row[j] * dp[j]
+        for j in range(i + 1):
+            ds = row[j] * (dp[j] - weighted) * scale
+            for e in range(E):
+                dq[i, e] += ds * k[j, e]
+                dk[j, e] += ds * q[i, e]
+
+
+head_backward = njit(cache=True, fastmath=FAST)(_head_backward)
+
+
+def _attention_core_forward(qkv, scale, pattern, z):
+    """qkv [B, T, 3, H, E] (queries, keys, values as one matmul produced them) -> fills
+    pattern [B, H, T, T] and z [B, T, H, E], one (batch, head) pair per parallel iteration."""
+    B, T, _, H, E = qkv.shape
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E] copies: the inner loops read rows
+        k = np.ascontiguousarray(qkv[b, :, 1, h, :])
+        v = np.ascontiguousarray(qkv[b, :, 2, h, :])
+        zh = np.empty((T, E), dtype=qkv.dtype)
+        head_forward(q, k, v, scale, pattern[b, h], zh)
+        z[b, :, h, :] = zh
+
+
+attention_core_forward = njit(parallel=True)(_attention_core_forward)
+
+
+def _attention_core_backward(qkv, pattern, dz, scale, dqkv):
+    """dz [B, T, H, E] -> fills dqkv [B, T, 3, H, E] (the gradient of each of q, k, v)."""
+    B, T, _, H, E = qkv.shape
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        q = np.ascontiguousarray(qkv[b, :, 0, h, :])
+        k = np.ascontiguousarray(qkv[b, :, 1, h, :])
+        v = np.ascontiguousarray(qkv[b, :, 2, h, :])
+        dzh = np.ascontiguousarray(dz[b, :, h, :])
+        dq, dk, dv = np.empty((T, E), qkv.dtype), np.empty((T, E), qkv.dtype), np.empty((T, E), qkv.dtype)
+        head_backward(q, k, v, pattern[b, h], dzh, scale, dq, dk, dv, np.empty(T, qkv.dtype))
+        dqkv[b, :, 0, h, :] = dq
+        dqkv[b, :, 1, h, :] = dk
+        dqkv[b, :, 2, h, :] = dv
+
+
+attention_core_backward = njit(parallel=True)(_attention_core_backward)
+
+
+def attention_core_forward_numpy(qkv, scale):
+    """The twin: qkv [B, T, 3, H, E] -> (pattern [B, H, T, T], z [B, T, H, E]), as layers.py computes it."""
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # each [B, H, T, E]
+    scores = q @ k.transpose(0, 1, 3, 2) * scale  # [B, H, T, T]
+    scores = np.where(L.causal_mask(qkv.shape[1]), scores, -np.inf)
+    pattern = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    pattern /= pattern.sum(axis=-1, keepdims=True)
+    return pattern, (pattern @ v).transpose(0, 2, 1, 3)  # z [B, T, H, E]
+
+
+def attention_core_backward_numpy(qkv, pattern, dz, scale):
+    """The twin: dz [B, T, H, E] -> dqkv [B, T, 3, H, E]."""
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # each [B, H, T, E]
+    dz = dz.transpose(0, 2, 1, 3)  # [B, H, T, E]
+    dpattern = dz @ v.transpose(0, 1, 3, 2)  # [B, H, T, T]
+    dv = pattern.transpose(0, 1, 3, 2) @ dz
+    dscores = pattern * (dpattern - (dpattern * pattern).sum(axis=-1, keepdims=True)) * scale
+    dq, dk = dscores @ k, dscores.transpose(0, 1, 3, 2) @ q
+    return np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4)  # [B, H, 3, T, E] -> [B, T, 3, H, E]
+
+
+# ----------------------------------------------------------------------------------------------------
+# layer norm over the last axis, one row at a time
+
+
+def _layernorm_rows_forward(x, w, b, eps, out, xhat, inv_std):
+    """x [n, D] -> fills out, xhat [n, D] and inv_std [n] (the formulas of layers.layernorm_forward)."""
+    n, D = x.shape
+    for r in prange(n):
+        mean = x[r, 0]
+        for d in range(1, D):
+            mean += x[r, d]
+        mean /= D
+        var = (x[r, 0] - mean) * (x[r, 0] - mean)
+        for d in range(1, D):
+            var += (x[r, d] - mean) * (x[r, d] - mean)
+        s = 1.0 / math.sqrt(var / D + eps)
+        inv_std[r] = s
+        for d in range(D):
+            xhat[r, d] = (x[r, d] - mean) * s
+            out[r, d] = xhat[r, d] * w[d] + b[d]
+
+
+layernorm_rows_forward = njit(parallel=True, fastmath=FAST)(_layernorm_rows_forward)
+
+
+def _layernorm_rows_backward(dout, xhat, inv_std, w, dx, dw_parts, db_parts):
+    """dout [n, D] -> fills dx [n, D] and the per-chunk column sums dw_parts, db_parts [N_CHUNKS, D]
+    (the caller adds the chunks: dw = sum of dout * xhat over rows, db = sum of dout over rows).
+    With g = dout * w:  dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))."""
+    n, D = dout.shape
+    n_chunks = dw_parts.shape[0]
+    for c in prange(n_chunks):
+        dw_parts[c] = 0.0
+        db_parts[c] = 0.0
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            g_mean = dout[r, 0] * w[0]
+            gx_mean = g_mean * xhat[r, 0]
+            for d in range(1, D):
+                g = dout[r, d] * w[d]
+                g_mean += g
+                gx_mean += g * xhat[r, d]
+            g_mean /= D
+            gx_mean /= D
+            for d in range(D):
+                dx[r, d] = inv_std[r] * (dout[r, d] * w[d] - g_mean - xhat[r, d] * gx_mean)
+                dw_parts[c, d] += dout[r, d] * xhat[r, d]
+                db_parts[c, d] += dout[r, d]
+
+
+layernorm_rows_backward = njit(parallel=True, fastmath=FAST)(_layernorm_rows_backward)
+
+
+class LayerNormCache(NamedTuple):
+    xhat: np.ndarray  # [n, D] the normalised rows
+    inv_std: np.ndarray  # [n]
+    w: np.ndarray  # [D]
+
+
+def layernorm_forward(x, w, b, eps=1e-5):
+    """As layers.layernorm_forward: x [N..., D], w, b [D] -> (out [N..., D], cache)."""
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, D]
+    out, xhat = np.empty_like(x2), np.empty_like(x2)
+    inv_std = np.empty(x2.shape[0], dtype=x.dtype)
+    layernorm_rows_forward(x2, w, b, x.dtype.type(eps), out, xhat, inv_std)
+    return out.reshape(x.shape), LayerNormCache(xhat, inv_std, w)
+
+
+def layernorm_backward(dout, cache):
+    """As layers.layernorm_backward: dout [N..., D] -> (dx [N..., D], dw [D], db [D])."""
+    D = dout.shape[-1]
+    dout2 = np.ascontiguousarray(dout.reshape(-1, D))
+    dx = np.empty_like(dout2)
+    dw_parts, db_parts = np.empty((N_CHUNKS, D), dout.dtype), np.empty((N_CHUNKS, D), dout.dtype)
+    layernorm_rows_backward(dout2, cache.xhat, cache.inv_std, cache.w, dx, dw_parts, db_parts)
+    return dx.reshape(dout.shape), dw_parts.sum(axis=0), db_parts.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the MLP's bias + ReLU, in place on the matmul's output
+
+
+def _bias_relu_(h, b):
+    """h [n, M] <- max(h + b, 0), in place (one pass instead of NumPy's add, compare and select)."""
+    n, M = h.shape
+    for r in prange(n):
+        for m in range(M):
+            h[r, m] = max(h[r, m] + b[m], 0.0)
+
+
+bias_relu_ = njit(parallel=True, fastmath=FAST)(_bias_relu_)
+
+
+def _relu_backward_(dpost, post):
+    """dpost [n, M] <- dpost where post > 0 else 0, in place. The mask is read from the ReLU's output:
+    post > 0 exactly where pre > 0, so no separate mask needs storing."""
+    n, M = dpost.shape
+    for r in prange(n):
+        for m in range(M):
+            if post[r, m] <= 0.0:
+                dpost[r, m] = 0.0
+
+
+relu_backward_ = njit(parallel=True)(_relu_backward_)
+
+
+def bias_relu_numpy(h, b):
+    """The twin of bias_relu_ (out of place)."""
+    return L.relu_forward(h + b)[0]
+
+
+def relu_backward_numpy(dpost, post):
+    """The twin of relu_backward_ (out of place)."""
+    return np.where(post > 0, dpost, 0).astype(dpost.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# softmax cross-entropy, one row (token) at a time
+
+
+def _cross_entropy_rows(logits, targets, losses, dlogits):
+    """logits [n, V], targets [n] -> fills losses [n] (nats) and dlogits [n, V] = (softmax - onehot) / n,
+    the gradient of the mean loss (layers.cross_entropy_forward and _backward in one pass)."""
+    n, V = logits.shape
+    for r in prange(n):
+        top = logits[r, 0]
+        for c in range(1, V):
+            top = max(top, logits[r, c])
+        for c in range(V):
+            dlogits[r, c] = math.exp(logits[r, c] - top)  # unnormalised softmax, in (0, 1]
+        total = dlogits[r, 0]
+        for c in range(1, V):
+            total += dlogits[r, c]
+        losses[r] = math.log(total) + top - logits[r, targets[r]]  # -log softmax at the target
+        for c in range(V):
+            dlogits[r, c] /= total * n
+        dlogits[r, targets[r]] -= 1.0 / n
+
+
+cross_entropy_rows = njit(parallel=True, fastmath=FAST)(_cross_entropy_rows)
+
+
+def cross_entropy_rows_numpy(logits, targets):
+    """The twin: (losses [n], dlogits [n, V]) from layers.py's cross-entropy."""
+    _, cache = L.cross_entropy_forward(logits, targets)
+    return L.per_token_loss(cache), L.cross_entropy_backward(1.0, cache)[0]
+
+
+def softmax_cross_entropy(logits, targets):
+    """As layers.softmax_cross_entropy: logits [N..., V], targets [N...] -> (mean loss, dlogits)."""
+    V = logits.shape[-1]
+    logits2 = np.ascontiguousarray(logits.reshape(-1, V))
+    losses, dlogits = np.empty(logits2.shape[0], logits.dtype), np.empty_like(logits2)
+    cross_entropy_rows(logits2, np.ascontiguousarray(targets.reshape(-1)), losses, dlogits)
+    return float(losses.astype(np.float64).mean()), dlogits.reshape(logits.shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# embedding: resid = W_E[tokens] + W_pos[:T], and its gradient, a scatter-add
+
+
+def _embed_backward(tokens, dresid, dW_E, dW_pos):
+    """tokens [B, T], dresid [B, T, D] -> fills dW_E [V, D] and dW_pos[:T] (zeroed first). One thread:
+    two positions holding the same token add into the same row, which parallel threads would race on."""
+    B, T, D = dresid.shape
+    dW_E[:] = 0.0
+    dW_pos[:] = 0.0
+    for b in range(B):
+        for t in range(T):
+            row = tokens[b, t]
+            for d in range(D):
+                dW_E[row, d] += dresid[b, t, d]
+                dW_pos[t, d] += dresid[b, t, d]
+
+
+embed_backward_kernel = njit(cache=True)(_embed_backward)
+
+
+def embed_backward_numpy(tokens, dresid, n_vocab, n_ctx):
+    """The twin: (dW_E, dW_pos) with layers.embedding_backward's np.add.at and a sum over the batch."""
+    _, dW_E = L.embedding_backward(dresid, L.EmbeddingCache(tokens, (n_vocab, dresid.shape[-1])))
+    dW_pos = np.zeros((n_ctx, dresid.shape[-1]), dresid.dtype)
+    dW_pos[: tokens.shape[1]] = dresid.sum(axis=0)
+    return dW_E, dW_pos
+
+
+# ----------------------------------------------------------------------------------------------------
+# layer-shaped wrappers: the same arguments and results as tinymono.layers, built from the kernels above
+
+
+class AttentionCache(NamedTuple):
+    x: np.ndarray  # [n, D] input rows, for dW_Q, dW_K, dW_V
+    qkv: np.ndarray  # [B, T, 3, H, E] queries, keys, values
+    pattern: np.ndarray  # [B, H, T, T]
+    z: np.ndarray  # [n, H*E] the heads' outputs side by side, for dW_O
+    W_qkv: np.ndarray  # [D, 3*H*E] W_Q, W_K, W_V side by side, for dx
+    W_O: np.ndarray  # [H*E, D]
+
+
+def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
+    """As layers.attention_forward. The three projections run as one matmul with W_Q, W_K, W_V side by
+    side, the core per (batch, head) in numba, the output projection as one matmul over all heads.
+    x [B, T, D] -> (out [B, T, D], cache); the pattern is in cache.pattern as in layers.py."""
+    B, T, D = x.shape
+    H, _, E = W_Q.shape
+    x2 = np.ascontiguousarray(x.reshape(B * T, D))  # [n, D]
+    W_qkv = np.stack([W_Q, W_K, W_V], axis=1).transpose(2, 1, 0, 3).reshape(D, 3 * H * E)  # [D, 3HE], (3, H, E) order
+    qkv = x2 @ W_qkv  # [n, 3HE]
+    qkv += np.stack([b_Q, b_K, b_V]).reshape(-1)
+    qkv = qkv.reshape(B, T, 3, H, E)
+    pattern, z = np.empty((B, H, T, T), x.dtype), np.empty((B, T, H, E), x.dtype)
+    attention_core_forward(qkv, x.dtype.type(1.0 / math.sqrt(E)), pattern, z)
+    z2, W_O2 = z.reshape(B * T, H * E), W_O.reshape(H * E, D)
+    out = z2 @ W_O2  # [n, D]
+    out += b_O
+    return out.reshape(B, T, D), AttentionCache(x2, qkv, pattern, z2, W_qkv, W_O2)
+
+
+def attention_backward(dout, cache):
+    """As layers.attention_backward: dout [B, T, D] -> (dx, dW_Q, db_Q, dW_K, db_K, dW_V, db_V, dW_O, db_O)."""
+    x2, qkv, pattern, z2, W_qkv, W_O2 = cache
+    B, T, _, H, E = qkv.shape
+    D = x2.shape[1]
+    dout2 = np.ascontiguousarray(dout.reshape(B * T, D))
+    db_O = dout2.sum(axis=0)  # [D]
+    dW_O = (z2.T @ dout2).reshape(H, E, D)
+    dz = (dout2 @ W_O2.T).reshape(B, T, H, E)
+    dqkv = np.empty_like(qkv)
+    attention_core_backward(qkv, pattern, dz, qkv.dtype.type(1.0 / math.sqrt(E)), dqkv)
+    dqkv2 = dqkv.reshape(B * T, 3 * H * E)
+    dW_qkv = (x2.T @ dqkv2).reshape(D, 3, H, E).transpose(1, 2, 0, 3)  # [3, H, D, E]
+    db_qkv = dqkv2.sum(axis=0).reshape(3, H, E)
+    dx = (dqkv2 @ W_qkv.T).reshape(B, T, D)  # x fed q, k and v: the matmul sums the three gradients
+    return (dx, np.ascontiguousarray(dW_qkv[0]), db_qkv[0], np.ascontiguousarray(dW_qkv[1]), db_qkv[1],
+            np.ascontiguousarray(dW_qkv[2]), db_qkv[2], dW_O, db_O)
+
+
+class LinearCache(NamedTuple):
+    x: np.ndarray  # [n, I] input rows
+    W: np.ndarray  # [I, O]
+
+
+def linear_forward(x, W, b):
+    """As layers.linear_forward, with the leading axes folded into one matmul: x [N..., I] -> out [N..., O]."""
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, I]
+    out = x2 @ W  # [n, O]
+    out += b
+    return out.reshape(*x.shape[:-1], W.shape[1]), LinearCache(x2, W)
+
+
+def linear_backward(dout, cache):
+    """As layers.linear_backward: dout [N..., O] -> (dx [N..., I], dW [I, O], db [O])."""
+    x2, W = cache
+    dout2 = np.ascontiguousarray(dout.reshape(-1, W.shape[1]))
+    return (dout2 @ W.T).reshape(*dout.shape[:-1], W.shape[0]), x2.T @ dout2, dout2.sum(axis=0)
+
+
+class LinearReluCache(NamedTuple):
+    x: np.ndarray  # [n, I] input rows, for dW
+    W: np.ndarray  # [I, O], for dx
+    post: np.ndarray  # [n, O] the output, whose zeros are the ReLU's mask
+
+
+def linear_relu_forward(x, W, b):
+    """relu(x @ W + b), the matmul in BLAS and the bias and ReLU in one fused pass over its result.
+    x [N..., I] -> (out [N..., O], cache)."""
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, I]
+    post = x2 @ W  # [n, O]
+    bias_relu_(post, b)
+    return post.reshape(*x.shape[:-1], W.shape[1]), LinearReluCache(x2, W, post)
+
+
+def linear_relu_backward(dout, cache):
+    """dout [N..., O] -> (dx [N..., I], dW [I, O], db [O])."""
+    x2, W, post = cache
+    dpre = np.array(dout.reshape(post.shape), order="C")  # a copy: the mask is applied in place
+    relu_backward_(dpre, post)
+    return (dpre @ W.T).reshape(*dout.shape[:-1], W.shape[0]), x2.T @ dpre, dpre.sum(axis=0)
+
+
+class EmbedCache(NamedTuple):
+    tokens: np.ndarray  # [B, T]
+    n_vocab: int
+    n_ctx: int
+
+
+def embed_forward(tokens, W_E, W_pos):
+    """tokens [B, T] -> resid [B, T, D] = W_E[tokens] + W_pos[:T]."""
+    resid = W_E[tokens]  # [B, T, D]
+    resid += W_pos[: tokens.shape[1]]
+    return resid, EmbedCache(tokens.astype(np.int64, copy=False), W_E.shape[0], W_pos.shape[0])
+
+
+def embed_backward(dresid, cache):
+    """dresid [B, T, D] -> (dW_E [V, D], dW_pos [n_ctx, D])."""
+    D = dresid.shape[-1]
+    dW_E, dW_pos = np.empty((cache.n_vocab, D), dresid.dtype), np.zeros((cache.n_ctx, D), dresid.dtype)
+    embed_backward_kernel(cache.tokens, np.ascontiguousarray(dresid), dW_E, dW_pos[: cache.tokens.shape[1]])
+    return dW_E, dW_pos

@@ -1,0 +1,579 @@
+"""The one-layer transformer of "Towards Monosemanticity", forward and backward written by hand.
+
+One block, pre-layernorm, then a final layernorm and the unembedding (TransformerLens names):
+
+    resid     = W_E[tokens] + W_pos[:T]                      embed
+    resid_mid = resid + attn(ln1(resid))                     causal multi-head attention
+    post      = relu(ln2(resid_mid) @ W_in + b_in)           <- hook point mlp.hook_post
+    resid_out = resid_mid + post @ W_out + b_out             MLP
+    logits    = lnf(resid_out) @ W_U + b_U                   unembed
+
+The sparse autoencoder of later lessons reads `post`, the MLP's activations after the ReLU, at the hook
+point `mlp.hook_post`; to measure how much of the model's skill it keeps, the forward can also replace
+them (with the SAE's reconstruction, with zeros, with their mean) and run the rest of the model on the
+replacement.
+
+Every layer comes from tinymono.layers (the NumPy reference), or, with `fast=True`, from
+tinymono.kernels.transformer: the same layers, fused and compiled with numba, which the tests check
+against the reference. The model code below is the same either way.
+
+Axis vocabulary: B batch, T position, D d_model, H heads, E d_head, M d_mlp, V d_vocab.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from tinymono import checkpoint as ckpt
+from tinymono import layers as L
+from tinymono.optim import Adam, Schedule, clip_grad_norm
+
+HOOK_POST = "mlp.hook_post"  # the name TransformerLens gives the MLP's post-activation hook
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes of the one-layer transformer. The defaults follow the paper where it gives them (d_model 128,
+    d_mlp 512, ReLU, layer norm) and choose the rest (4 heads of 32, a context of 128 bytes, a vocabulary
+    of the 256 bytes plus one document separator).
+
+    layernorm=False drops all three layer norms (ln1, ln2, lnf): tests use it to check the rest of the
+    model in isolation. init_range is the standard deviation of every initial weight (GPT-2's 0.02)."""
+
+    d_vocab: int = 257
+    d_model: int = 128
+    d_mlp: int = 512
+    n_heads: int = 4
+    d_head: int = 32
+    n_ctx: int = 128
+    act_fn: str = "relu"  # "relu" (the paper) or "gelu" (tanh approximation)
+    layernorm: bool = True
+    ln_eps: float = 1e-5
+    init_range: float = 0.02
+
+    def __post_init__(self):
+        for name in ("d_vocab", "d_model", "d_mlp", "n_heads", "d_head", "n_ctx"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model != self.n_heads * self.d_head:
+            raise ValueError(f"d_model ({self.d_model}) must equal n_heads * d_head "
+                             f"({self.n_heads} * {self.d_head} = {self.n_heads * self.d_head}): the heads' "
+                             "outputs are concatenated back into the residual stream")
+        if self.act_fn not in ("relu", "gelu"):
+            raise ValueError(f"act_fn must be 'relu' or 'gelu', got {self.act_fn!r}")
+        if not self.ln_eps > 0 or not self.init_range > 0:
+            raise ValueError(f"ln_eps and init_range must be positive, got {self.ln_eps}, {self.init_range}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    def param_shapes(self):
+        """name -> shape of every parameter (layer-norm gains and biases only when layernorm is on)."""
+        D, H, E, M, V = self.d_model, self.n_heads, self.d_head, self.d_mlp, self.d_vocab
+        shapes = {"W_E": (V, D), "W_pos": (self.n_ctx, D),
+                  "W_Q": (H, D, E), "b_Q": (H, E), "W_K": (H, D, E), "b_K": (H, E),
+                  "W_V": (H, D, E), "b_V": (H, E), "W_O": (H, E, D), "b_O": (D,),
+                  "W_in": (D, M), "b_in": (M,), "W_out": (M, D), "b_out": (D,),
+                  "W_U": (D, V), "b_U": (V,)}
+        if self.layernorm:
+            for ln in ("ln1", "ln2", "lnf"):
+                shapes[f"{ln}_w"], shapes[f"{ln}_b"] = (D,), (D,)
+        return shapes
+
+
+def init(cfg: TransformerConfig, rng: np.random.Generator, dtype=np.float32):
+    """Weights ~ N(0, init_range^2) (GPT-2's recipe), biases 0, layer-norm gains 1. Returns name -> array."""
+    params = {}
+    for name, shape in cfg.param_shapes().items():
+        if name.startswith("W_"):
+            params[name] = (cfg.init_range * rng.standard_normal(shape)).astype(dtype)
+        elif name.endswith("_w"):
+            params[name] = np.ones(shape, dtype=dtype)
+        else:
+            params[name] = np.zeros(shape, dtype=dtype)
+    return params
+
+
+def n_params(cfg: TransformerConfig):
+    return sum(math.prod(s) for s in cfg.param_shapes().values())
+
+
+# ----------------------------------------------------------------------------------------------------
+# input checks: a wrong token id would otherwise index W_E silently (negative ids wrap around)
+
+
+def check_tokens(tokens, cfg: TransformerConfig, max_len=None):
+    """Raise ValueError unless tokens is an integer array [B, T] with 1 <= T <= max_len (default n_ctx) and
+    every id in [0, d_vocab)."""
+    max_len = cfg.n_ctx if max_len is None else max_len
+    if not isinstance(tokens, np.ndarray):
+        raise ValueError(f"tokens must be a NumPy integer array [B, T], got {type(tokens).__name__}")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must have an integer dtype, got {tokens.dtype} (token ids are byte values "
+                         "0..255 and the separator 256)")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [B, T], got shape {tokens.shape} (for one sequence use tokens[None])")
+    if not 1 <= tokens.shape[1] <= max_len:
+        raise ValueError(f"sequence length {tokens.shape[1]} is outside 1..{max_len}: the model has "
+                         f"n_ctx={cfg.n_ctx} positions")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.d_vocab):
+        raise ValueError(f"token ids must be in [0, {cfg.d_vocab}), got min {tokens.min()}, max {tokens.max()}")
+
+
+def check_params(params, cfg: TransformerConfig):
+    """Raise ValueError unless params holds exactly the config's parameters with its shapes."""
+    shapes = cfg.param_shapes()
+    if set(params) != set(shapes):
+        raise ValueError(f"params do not match the config: missing {sorted(set(shapes) - set(params))}, "
+                         f"unexpected {sorted(set(params) - set(shapes))}")
+    for k, shape in shapes.items():
+        if params[k].shape != shape:
+            raise ValueError(f"param {k} has shape {params[k].shape}, the config says {shape}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# two interchangeable sets of layers: the NumPy reference and the numba kernels
+
+
+class Layers(NamedTuple):
+    """The layer functions the model is built from; each pair has tinymono.layers' contract."""
+    embed_forward: Callable  # (tokens, W_E, W_pos) -> (resid, cache)
+    embed_backward: Callable  # (dresid, cache) -> (dW_E, dW_pos)
+    layernorm_forward: Callable
+    layernorm_backward: Callable
+    attention_forward: Callable
+    attention_backward: Callable
+    mlp_in_forward: Callable  # (x, W_in, b_in, act_fn) -> (post, cache): post = act(x @ W_in + b_in)
+    mlp_in_backward: Callable  # (dpost, cache) -> (dx, dW_in, db_in)
+    linear_forward: Callable
+    linear_backward: Callable
+    softmax_cross_entropy: Callable  # (logits, targets) -> (mean loss, dlogits)
+
+
+class EmbedCache(NamedTuple):
+    ids: L.EmbeddingCache
+    T: int  # sequence length: W_pos rows T.. get gradient 0
+    n_ctx: int
+
+
+def _embed_forward(tokens, W_E, W_pos):
+    """tokens [B, T] -> resid [B, T, D] = W_E[tokens] + W_pos[:T] (token identity plus position)."""
+    tok, cache = L.embedding_forward(tokens, W_E)  # [B, T, D]
+    return tok + W_pos[: tokens.shape[1]], EmbedCache(cache, tokens.shape[1], W_pos.shape[0])
+
+
+def _embed_backward(dresid, cache):
+    """dresid [B, T, D] -> (dW_E [V, D], dW_pos [n_ctx, D])."""
+    _, dW_E = L.embedding_backward(dresid, cache.ids)
+    dW_pos = np.zeros((cache.n_ctx, dresid.shape[-1]), dtype=dresid.dtype)
+    dW_pos[: cache.T] = dresid.sum(axis=0)  # every sequence in the batch used the same position rows
+    return dW_E, dW_pos
+
+
+def _mlp_in_forward(x, W_in, b_in, act_fn):
+    """x [B, T, D] -> post [B, T, M] = act(x @ W_in + b_in)."""
+    pre, lin_cache = L.linear_forward(x, W_in, b_in)  # [B, T, M]
+    post, act_cache = L.relu_forward(pre) if act_fn == "relu" else L.gelu_forward(pre)
+    return post, (lin_cache, act_cache)
+
+
+def _mlp_in_backward(dpost, cache):
+    lin_cache, act_cache = cache
+    act_backward = L.relu_backward if isinstance(act_cache, L.ReluCache) else L.gelu_backward
+    (dpre,) = act_backward(dpost, act_cache)
+    return L.linear_backward(dpre, lin_cache)
+
+
+REFERENCE = Layers(_embed_forward, _embed_backward, L.layernorm_forward, L.layernorm_backward,
+                   L.attention_forward, L.attention_backward, _mlp_in_forward, _mlp_in_backward,
+                   L.linear_forward, L.linear_backward, L.softmax_cross_entropy)
+
+
+def _fast_layers():
+    """The numba-compiled set (imported on first use, so reading the model never waits on numba)."""
+    from tinymono.kernels import transformer as K
+
+    def mlp_in_forward(x, W_in, b_in, act_fn):
+        if act_fn == "relu":
+            return K.linear_relu_forward(x, W_in, b_in)
+        return _mlp_in_forward(x, W_in, b_in, act_fn)  # gelu: the reference
+
+    def mlp_in_backward(dpost, cache):
+        if isinstance(cache, K.LinearReluCache):
+            return K.linear_relu_backward(dpost, cache)
+        return _mlp_in_backward(dpost, cache)
+
+    return Layers(K.embed_forward, K.embed_backward, K.layernorm_forward, K.layernorm_backward,
+                  K.attention_forward, K.attention_backward, mlp_in_forward, mlp_in_backward,
+                  K.linear_forward, K.linear_backward, K.softmax_cross_entropy)
+
+
+_FAST = []
+
+
+def layers_for(fast) -> Layers:
+    """fast: False (the reference), True (the kernels), or a Layers set of your own (the benchmark passes
+    one that times every call)."""
+    if isinstance(fast, Layers):
+        return fast
+    if not fast:
+        return REFERENCE
+    if not _FAST:
+        _FAST.append(_fast_layers())
+    return _FAST[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# forward, with the hook point mlp.hook_post
+
+
+class Cache(NamedTuple):
+    """Everything the backward needs, plus the activations a learner may want to look at."""
+    layers: Layers  # which layer set ran the forward (the backward must use the same one)
+    embed: object
+    ln1: object  # None when cfg.layernorm is False
+    attn: object
+    ln2: object
+    mlp_in: object
+    mlp_out: object
+    lnf: object
+    unembed: object
+    resid_pre: np.ndarray  # [B, T, D] hook_resid_pre: the embedding
+    resid_mid: np.ndarray  # [B, T, D] after attention
+    resid_post: np.ndarray  # [B, T, D] after the MLP
+    hook_post: np.ndarray  # [B, T, M] the MLP activations as the model computed them (before any replacement)
+    replaced: bool  # True when hook_post was replaced for the rest of the forward
+    pattern: np.ndarray  # [B, H, T, T] attention pattern (query rows, key columns)
+
+
+def _ln_forward(lay, x, params, name, cfg):
+    if not cfg.layernorm:
+        return x, None
+    return lay.layernorm_forward(x, params[f"{name}_w"], params[f"{name}_b"], cfg.ln_eps)
+
+
+def _ln_backward(lay, dout, cache, grads, name):
+    if cache is None:
+        return dout
+    dx, grads[f"{name}_w"], grads[f"{name}_b"] = lay.layernorm_backward(dout, cache)
+    return dx
+
+
+def _replacement(post, hook_post):
+    """What the rest of the model sees at mlp.hook_post: (array [B, T, M], replaced?)."""
+    if hook_post is None:
+        return post, False
+    new = hook_post(post) if callable(hook_post) else hook_post
+    if new is None:  # a function that only read the activations
+        return post, False
+    new = np.asarray(new, dtype=post.dtype)
+    try:
+        return np.broadcast_to(new, post.shape), True
+    except ValueError:
+        raise ValueError(f"the replacement for {HOOK_POST} has shape {new.shape}, which does not broadcast to "
+                         f"the activations' shape {post.shape} [B, T, d_mlp]") from None
+
+
+def forward(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=False):
+    """tokens [B, T] ints in [0, d_vocab), T <= n_ctx -> (logits [B, T, V], cache).
+
+    hook_post, the hook point mlp.hook_post (the MLP activations after the ReLU, [B, T, M]):
+        None               run the model as it is (the activations are in cache.hook_post either way);
+        an array           use it instead of the activations for the rest of the forward: [B, T, M],
+                           or anything that broadcasts to it (0.0 for zero-ablation, a [M] mean);
+        a function f(post) called with the activations; if it returns an array, that replaces them
+                           (an SAE's reconstruction), if it returns None nothing changes (a reader).
+    A replacement is a constant to the backward, like PyTorch's `.detach()`: the gradient stops there,
+    so W_in, b_in and ln2 get gradient 0 and the residual stream gets none through the MLP.
+    fast: use the numba kernels (tinymono.kernels.transformer) instead of the NumPy reference layers
+    (or pass a Layers set, see layers_for)."""
+    check_tokens(tokens, cfg)
+    lay, p = layers_for(fast), params
+    resid, c_embed = lay.embed_forward(tokens, p["W_E"], p["W_pos"])  # [B, T, D]
+    x, c_ln1 = _ln_forward(lay, resid, p, "ln1", cfg)  # [B, T, D]
+    attn_out, c_attn = lay.attention_forward(x, p["W_Q"], p["b_Q"], p["W_K"], p["b_K"], p["W_V"], p["b_V"],
+                                             p["W_O"], p["b_O"])  # [B, T, D]
+    resid_mid = resid + attn_out  # [B, T, D]
+    x, c_ln2 = _ln_forward(lay, resid_mid, p, "ln2", cfg)
+    post, c_mlp_in = lay.mlp_in_forward(x, p["W_in"], p["b_in"], cfg.act_fn)  # [B, T, M]  mlp.hook_post
+    used, replaced = _replacement(post, hook_post)  # [B, T, M]
+    mlp_out, c_mlp_out = lay.linear_forward(used, p["W_out"], p["b_out"])  # [B, T, D]
+    resid_post = resid_mid + mlp_out  # [B, T, D]
+    x, c_lnf = _ln_forward(lay, resid_post, p, "lnf", cfg)
+    logits, c_unembed = lay.linear_forward(x, p["W_U"], p["b_U"])  # [B, T, V]
+    cache = Cache(lay, c_embed, c_ln1, c_attn, c_ln2, c_mlp_in, c_mlp_out, c_lnf, c_unembed,
+                  resid, resid_mid, resid_post, post, replaced, c_attn.pattern)
+    return logits, cache
+
+
+def backward(params, cache: Cache, cfg: TransformerConfig, dlogits):
+    """dlogits [B, T, V] (the gradient of a scalar loss w.r.t. the logits) -> grads, fresh arrays with the
+    keys of params. The forward's lines in reverse; the residual stream, which each block reads and adds
+    to, collects its gradient as a visible sum at each `resid = resid + block(resid)`."""
+    lay, g = cache.layers, {}
+    dx, g["W_U"], g["b_U"] = lay.linear_backward(dlogits, cache.unembed)  # [B, T, D]
+    dresid_post = _ln_backward(lay, dx, cache.lnf, g, "lnf")  # [B, T, D]
+    # resid_post = resid_mid + mlp_out
+    dused, g["W_out"], g["b_out"] = lay.linear_backward(dresid_post, cache.mlp_out)  # [B, T, M]
+    if cache.replaced:  # the replacement is a constant: the MLP's input side gets no gradient
+        g["W_in"], g["b_in"] = np.zeros_like(params["W_in"]), np.zeros_like(params["b_in"])
+        if cfg.layernorm:
+            g["ln2_w"], g["ln2_b"] = np.zeros_like(params["ln2_w"]), np.zeros_like(params["ln2_b"])
+        dresid_mid = dresid_post
+    else:
+        dx, g["W_in"], g["b_in"] = lay.mlp_in_backward(dused, cache.mlp_in)  # [B, T, D]
+        dresid_mid = dresid_post + _ln_backward(lay, dx, cache.ln2, g, "ln2")  # both uses of resid_mid
+    # resid_mid = resid + attn_out
+    dx, g["W_Q"], g["b_Q"], g["W_K"], g["b_K"], g["W_V"], g["b_V"], g["W_O"], g["b_O"] = \
+        lay.attention_backward(dresid_mid, cache.attn)
+    dresid = dresid_mid + _ln_backward(lay, dx, cache.ln1, g, "ln1")  # [B, T, D]
+    g["W_E"], g["W_pos"] = lay.embed_backward(dresid, cache.embed)
+    return {k: g[k] for k in params}
+
+
+# ----------------------------------------------------------------------------------------------------
+# losses: each row of `tokens` is a window [B, T+1]; position t predicts token t+1
+
+
+def _split(tokens, cfg):
+    check_tokens(tokens, cfg, max_len=cfg.n_ctx + 1)
+    if tokens.shape[1] < 2:
+        raise ValueError(f"a loss needs windows of at least 2 tokens (inputs and next-token targets), got "
+                         f"shape {tokens.shape}")
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def loss_and_grads(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=False):
+    """tokens [B, T+1] -> (mean next-token cross-entropy in nats, grads)."""
+    inputs, targets = _split(tokens, cfg)
+    logits, cache = forward(params, inputs, cfg, hook_post=hook_post, fast=fast)
+    loss, dlogits = cache.layers.softmax_cross_entropy(logits, targets)
+    return loss, backward(params, cache, cfg, dlogits)
+
+
+def per_token_loss(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=False):
+    """tokens [B, T+1] -> [B, T] nats: -log p(tokens[:, t+1] | tokens[:, :t+1]). Divide by ln 2 for bits
+    (one token is one byte, so bits per token are bits per byte)."""
+    inputs, targets = _split(tokens, cfg)
+    logits, _ = forward(params, inputs, cfg, hook_post=hook_post, fast=fast)  # [B, T, V]
+    logp = L.log_softmax(logits.astype(np.float64))  # float64: the loss is summed over many tokens
+    return -np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]
+
+
+def loss(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=False):
+    """tokens [B, T+1] -> mean next-token cross-entropy (nats) as a float."""
+    return float(per_token_loss(params, tokens, cfg, hook_post=hook_post, fast=fast).mean())
+
+
+# ----------------------------------------------------------------------------------------------------
+# sampling
+
+
+def _prompt_tokens(prompt):
+    if isinstance(prompt, str):
+        prompt = prompt.encode("utf-8")
+    if isinstance(prompt, (bytes, bytearray)):
+        return np.frombuffer(bytes(prompt), dtype=np.uint8).astype(np.int64)
+    arr = np.asarray(prompt)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"prompt must be a str, bytes or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generator, *, temperature=1.0,
+           top_k=None, fast=False):
+    """Continue `prompt` (str, encoded as UTF-8; bytes; or token ids) by n_new tokens, one at a time.
+
+    Each new token is drawn from softmax(logits / temperature) of the last position (temperature 0:
+    the most likely token), restricted to the top_k most likely when given. Beyond n_ctx tokens the
+    model sees only the last n_ctx (the window slides). Returns all token ids [len(prompt) + n_new]."""
+    tokens = _prompt_tokens(prompt)
+    if tokens.size == 0:
+        raise ValueError("the prompt needs at least one token (e.g. the document separator, 256)")
+    check_tokens(tokens[None, -cfg.n_ctx:], cfg)
+    if temperature < 0 or (top_k is not None and not 1 <= top_k <= cfg.d_vocab):
+        raise ValueError(f"need temperature >= 0 and top_k in 1..{cfg.d_vocab}, got {temperature}, {top_k}")
+    out = list(tokens)
+    for _ in range(n_new):
+        window = np.array(out[-cfg.n_ctx:], dtype=np.int64)[None]  # [1, T<=n_ctx]
+        logits, _ = forward(params, window, cfg, fast=fast)
+        last = logits[0, -1].astype(np.float64)  # [V]
+        if temperature == 0:
+            out.append(int(np.argmax(last)))
+            continue
+        last = last / temperature
+        if top_k is not None:
+            last[last < np.sort(last)[-top_k]] = -np.inf  # ties at the k-th value are all kept
+        probs = np.exp(last - last.max())
+        out.append(int(rng.choice(cfg.d_vocab, p=probs / probs.sum())))
+    return np.array(out, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluation over a long stream of bytes
+
+
+def stream_bits(params, cfg: TransformerConfig, tokens, *, stride=None, batch=32, fast=True):
+    """tokens [N] -> bits [N-1]: bits[i] = -log2 p(tokens[i+1] | the up to n_ctx tokens ending at i).
+
+    Windows of n_ctx + 1 tokens slide by `stride` (default n_ctx // 2). Each position is scored once, in
+    the earliest window that holds it, so every position past the first window has at least
+    n_ctx - stride + 1 tokens of context (a window's first positions see almost nothing, and scoring
+    them would charge the model for text it was never shown)."""
+    tokens = np.asarray(tokens)
+    N, W = len(tokens), cfg.n_ctx
+    if N < 2:
+        raise ValueError(f"need at least 2 tokens, got {N}")
+    W = min(W, N - 1)
+    stride = max(1, W // 2) if stride is None else stride
+    if not 1 <= stride <= W:
+        raise ValueError(f"stride must be in 1..{W}, got {stride}")
+    starts = list(range(0, N - 1 - W + 1, stride))
+    if starts[-1] + W < N - 1:
+        starts.append(N - 1 - W)  # one last window flush with the end
+    bits = np.empty(N - 1, dtype=np.float64)
+    done = 0  # bits[:done] are written
+    for b0 in range(0, len(starts), batch):
+        chunk = starts[b0:b0 + batch]
+        windows = np.stack([tokens[s:s + W + 1] for s in chunk]).astype(np.int64)  # [b, W+1]
+        nats = per_token_loss(params, windows, cfg, fast=fast)  # [b, W]: row r scores bits[s : s + W]
+        for s, row in zip(chunk, nats):
+            bits[done:s + W] = row[done - s:] / math.log(2)
+            done = s + W
+    return bits
+
+
+def label_means(bits, labels, names):
+    """Mean of bits per label: labels [n] ints indexing names -> {name: mean} (labels with no bytes left out)."""
+    labels = np.asarray(labels).astype(np.intp)
+    sums = np.bincount(labels, weights=bits, minlength=len(names))
+    counts = np.bincount(labels, minlength=len(names))
+    return {name: float(sums[i] / counts[i]) for i, name in enumerate(names) if counts[i]}
+
+
+def evaluate(params, cfg: TransformerConfig, corpus, *, split="val", max_tokens=None, fast=True):
+    """Bits per byte on a corpus split, per context label and per detail label of the predicted byte.
+    Returns {"overall": x, "context": {label: x}, "detail": {label: x}}."""
+    data = corpus.split(split)
+    n = len(data.tokens) if max_tokens is None else min(max_tokens, len(data.tokens))
+    bits = stream_bits(params, cfg, np.asarray(data.tokens[:n]), fast=fast)
+    return {"overall": float(bits.mean()),
+            "context": label_means(bits, data.context[1:n], corpus.context_names),
+            "detail": label_means(bits, data.detail[1:n], corpus.detail_names)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# training: a task for tinymono.train.train
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the transformer is trained: AdamW, linear warm-up then cosine decay to final_ratio * lr,
+    gradient clipping at `clip` (joint L2 norm). eval_every > 0 adds a per-label evaluation on the
+    first eval_tokens validation bytes every that many steps; the whole validation split is always
+    evaluated after the last step."""
+
+    steps: int = 6000
+    batch: int = 32
+    lr: float = 2e-3
+    warmup: int = 200
+    final_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple = (0.9, 0.99)
+    clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 0
+    eval_tokens: int = 200_000
+    val_windows: int = 16  # windows of the validation split scored after every chunk (the val_bpb metric)
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "val_windows"):
+            if not int(getattr(self, name)) >= 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup <= self.steps or self.eval_every < 0 or self.eval_tokens < 2:
+            raise ValueError(f"need 0 <= warmup <= steps, eval_every >= 0, eval_tokens >= 2; got "
+                             f"{self.warmup}, {self.steps}, {self.eval_every}, {self.eval_tokens}")
+        if not (self.lr > 0 and self.clip > 0 and self.weight_decay >= 0 and 0 <= self.final_ratio <= 1):
+            raise ValueError(f"need lr > 0, clip > 0, weight_decay >= 0, final_ratio in [0, 1]; got {self.lr}, "
+                             f"{self.clip}, {self.weight_decay}, {self.final_ratio}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+
+class TransformerTask:
+    """Trains the transformer on a labelled corpus (tinymono.corpus) through tinymono.train.train.
+
+    Each step draws `batch` random windows of n_ctx + 1 bytes from the training split (position t predicts
+    byte t + 1), takes one AdamW step on the mean cross-entropy, and reports bits per byte. The batch
+    generator's state is part of the checkpoint, so a resumed run draws the same batches and ends
+    bit-identical to one never stopped."""
+
+    items_name = "tok"
+
+    def __init__(self, cfg: TransformerConfig, train_cfg: TrainConfig, corpus, *, fast=True):
+        self.cfg, self.train_cfg, self.corpus, self.fast = cfg, train_cfg, corpus, fast
+        init_seed, batch_seed, val_seed = np.random.SeedSequence(train_cfg.seed).spawn(3)
+        self.params = init(cfg, np.random.default_rng(init_seed))
+        self.batch_rng = np.random.default_rng(batch_seed)
+        # a fixed handful of validation windows, scored after every chunk: a cheap, comparable curve
+        self.val_tokens = corpus.sample_windows("val", train_cfg.val_windows, cfg.n_ctx + 1,
+                                                np.random.default_rng(val_seed))[0]
+        self.opt = Adam(self.params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
+        self.schedule = Schedule(train_cfg.lr, train_cfg.steps, train_cfg.warmup, decay="cosine",
+                                 final_ratio=train_cfg.final_ratio)
+        self.items_per_step = train_cfg.batch * cfg.n_ctx
+        self.evals = []  # per-label evaluations: {"step", "tokens", "overall", "context", "detail"}
+
+    def config_dict(self):
+        tc = asdict(self.train_cfg)
+        return {"model": self.cfg.to_dict(), "train": tc, "corpus": self.corpus.meta.get("fingerprint")}
+
+    def _evaluate(self, step, max_tokens):
+        result = evaluate(self.params, self.cfg, self.corpus, max_tokens=max_tokens, fast=self.fast)
+        n = len(self.corpus.val.tokens) if max_tokens is None else min(max_tokens, len(self.corpus.val.tokens))
+        self.evals.append({"step": step, "tokens": n, **result})
+
+    def run_chunk(self, start_step, n_steps):
+        tc, bits, norms = self.train_cfg, [], []
+        for step in range(start_step, start_step + n_steps):
+            tokens, _, _ = self.corpus.sample_windows("train", tc.batch, self.cfg.n_ctx + 1, self.batch_rng)
+            loss_nats, grads = loss_and_grads(self.params, tokens, self.cfg, fast=self.fast)
+            norms.append(clip_grad_norm(grads, tc.clip))
+            self.opt.step(self.params, grads, lr=self.schedule(step))
+            bits.append(loss_nats / math.log(2))
+            if tc.eval_every and (step + 1) % tc.eval_every == 0 and step + 1 < tc.steps:
+                self._evaluate(step + 1, tc.eval_tokens)
+        if start_step + n_steps == tc.steps:
+            self._evaluate(tc.steps, None)  # the whole validation split, once, at the end
+        val = loss(self.params, self.val_tokens, self.cfg, fast=self.fast) / math.log(2)
+        return {"bpb": float(np.mean(bits)), "val_bpb": val, "grad_norm": float(np.mean(norms)),
+                "lr": self.schedule(start_step + n_steps - 1)}
+
+    def state_arrays(self):
+        return {**{f"params.{k}": v for k, v in self.params.items()}, **self.opt.state_arrays("adam"),
+                "batch_rng": np.array(json.dumps(self.batch_rng.bit_generator.state)),
+                "evals": np.array(json.dumps(self.evals))}
+
+    def load_state_arrays(self, arrays):
+        ckpt.validate_shapes({k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")},
+                             self.cfg.param_shapes(), "transformer checkpoint")
+        for k in self.params:
+            self.params[k] = np.array(arrays[f"params.{k}"], dtype=self.params[k].dtype)
+        self.opt.load_state_arrays(arrays, "adam")
+        self.batch_rng.bit_generator.state = json.loads(str(arrays["batch_rng"]))
+        self.evals = json.loads(str(arrays["evals"]))
+
+
+def load_model(path):
+    """A trained model from a TransformerTask checkpoint -> (params, cfg, meta); meta["config"] holds the
+    model, training and corpus settings, meta["step"] the steps done."""
+    arrays, meta = ckpt.load(path)
+    cfg = TransformerConfig(**meta["config"]["model"])
+    params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
+    ckpt.validate_shapes(params, cfg.param_shapes(), str(path))
+    meta["evals"] = json.loads(str(arrays["evals"])) if "evals" in arrays else []
+    return params, cfg, meta
