@@ -1,0 +1,240 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Lesson 01: superposition in toy models
+#
+# **What the paper says.** "Towards Monosemanticity" starts from a puzzle: single neurons of a language
+# model respond to many unrelated things (they are *polysemantic*). Elhage et al.'s "Toy Models of
+# Superposition" (2022) offered an explanation: a network that wants to represent more features than it
+# has dimensions can store them as *almost orthogonal* directions, as long as the features are rarely
+# active at the same time. The interference between them is then a price worth paying. This lesson
+# rebuilds their smallest experiments and checks the geometry they found, with numbers.
+#
+# The setup: n features, each 0 with probability S (the *sparsity*) and otherwise uniform in [0, 1];
+# feature f matters with importance I_f. A model squeezes x through m < n dimensions and back:
+#
+#     h = W x,    x' = ReLU(W^T h + b),    loss = mean over the batch of sum_f I_f (x_f - x'_f)^2
+#
+# Column W_f is where feature f lives in the hidden space. If W_f is near 0, the feature was dropped.
+
+# %%
+import time
+
+import numpy as np
+
+from tinymono import plots, toy
+from tinymono.gradcheck import check_gradients, format_table
+from tinymono.lesson import Lesson
+from tinymono.train import train
+
+lesson = Lesson("01_superposition")
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## The data
+#
+# Many small models train at once along an *instance* axis: each instance has its own sparsity and
+# importance, so a single run sweeps a range of settings. Here is one batch at three densities
+# (1 - S): the fraction of non-zero entries follows the configuration.
+
+# %%
+demo = toy.ToyConfig(5, 2, n_inst=3, feature_probability=[1.0, 0.2, 0.05], batch_size=10_000)
+x = toy.generate_batch(demo, step=0)  # [inst, batch, feats]
+for i, p in enumerate([1.0, 0.2, 0.05]):
+    print(f"density {p:4}: measured fraction of non-zero features {np.mean(x[i] > 0):.3f}; first sample",
+          np.round(x[i, 0], 2))
+
+# %% [markdown]
+# ## The model, and a check of its hand-written gradient
+#
+# `toy.forward` and `toy.backward` are the whole model. W is used twice (to encode, then transposed to
+# decode), so its gradient is the sum of two terms. Before trusting it, we compare every entry with
+# central differences in float64.
+
+# %%
+cfg = toy.ToyConfig(5, 2, n_inst=2, importance=0.9 ** np.arange(5))
+params = {"W": rng.standard_normal((2, 2, 5)), "b_final": rng.standard_normal((2, 5))}
+xb = toy.generate_batch(cfg, 0, batch_size=8)
+out, cache = toy.forward(params, xb, cfg)
+per_instance_loss, dout = toy.loss(out, xb, cfg)
+grads = toy.backward(params, cache, cfg, dout)
+errors = check_gradients(lambda: toy.loss(toy.forward(params, xb, cfg)[0], xb, cfg)[0].sum(), params, grads, 1.0)
+print(format_table(errors, budget=1e-7))
+
+# %% [markdown]
+# ## From naive to fast
+#
+# Training runs the step above thousands of times for hundreds of tiny models. In NumPy, each step costs
+# a few dozen array operations, each with microseconds of overhead, on arrays of only a few numbers per
+# instance, and generating the data dominates. `tinymono/kernels/toy.py` fuses a whole chunk of steps
+# (sample, forward, backward, Adam) into one numba loop, one instance per thread. Its random numbers are
+# *counter-based* (a hash of seed, step, instance, sample and feature), so the kernel and the NumPy code
+# draw exactly the same data. First we check they agree; only then do we time them.
+
+# %%
+cfg = toy.ToyConfig(5, 2, n_inst=64, feature_probability=0.1, importance=0.9 ** np.arange(5), steps=1000)
+fast, slow = toy.ToyTask(cfg, "numba"), toy.ToyTask(cfg, "numpy")
+fast.run_chunk(0, 5), slow.run_chunk(0, 5)  # (also compiles the kernel)
+gap = max(np.abs(fast.params[k] - slow.params[k]).max() for k in fast.params)
+print(f"after 5 steps, numba and NumPy weights differ by at most {gap:.1e}")
+timings = {}
+for name, task in (("numpy", slow), ("numba", fast)):
+    t0 = time.perf_counter()
+    task.run_chunk(5, 20)
+    timings[name] = (time.perf_counter() - t0) / 20
+print(f"one step of 64 instances: NumPy {1e3 * timings['numpy']:.1f} ms, numba {1e3 * timings['numba']:.2f} ms "
+      f"({timings['numpy'] / timings['numba']:.0f}x); `python -m tinymono bench toy` measures this properly")
+
+# %% [markdown]
+# ## Experiment 1: five features in two dimensions
+#
+# Importance decays as 0.9^f. We train 3 sparsities (0, 0.8, 0.9) and, separately, uniform importance at
+# density 0.05. Gradient descent can get stuck in a worse arrangement, so every setting is trained from
+# several random starts, and we keep the start with the lowest loss on fresh data.
+
+# %%
+S_VALUES = [0.0, 0.8, 0.9]
+seeds = lesson.pick(smoke=2, default=8, full=16)
+groups = [(f"S = {s}", 1 - s, 0.9 ** np.arange(5)) for s in S_VALUES] + [("uniform, density 0.05", 0.05, np.ones(5))]
+intro = toy.ToyConfig(
+    5, 2, n_inst=len(groups) * seeds,
+    feature_probability=np.repeat([g[1] for g in groups], seeds),
+    importance=np.repeat(np.array([g[2] for g in groups]), seeds, axis=0),
+    batch_size=lesson.pick(smoke=128, default=1024), steps=lesson.pick(smoke=200, default=6000, full=20000), seed=1)
+task = toy.ToyTask(intro)
+train(task, intro.steps, checkpoint=lesson.cache / "toy_intro.npz", desc="5 features in 2 dims")
+
+
+def best_per_group(cfg, params, n_groups):
+    """The weights [groups, hidden, feats] of each group's lowest-loss instance, and that loss."""
+    losses = toy.evaluate(cfg, params).reshape(n_groups, -1)
+    best = losses.argmin(axis=1)
+    W = params["W"].reshape(n_groups, -1, cfg.d_hidden, cfg.n_features)
+    return W[np.arange(n_groups), best], losses[np.arange(n_groups), best]
+
+
+W_best, loss_best = best_per_group(intro, task.params, len(groups))
+titles = [g[0] for g in groups]
+for t, W, l in zip(titles, W_best, loss_best):
+    print(f"{t:>22}: loss {l:.4f}  norms {np.round(toy.feature_norms(W[None])[0], 2)}")
+lesson.savefig(plots.feature_directions(W_best, titles, importance=0.9 ** np.arange(5)), "feature_directions.png")
+lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), toy.feature_norms(W_best)),
+               "gram_and_norms.png")
+
+# %% [markdown]
+# **What you should see.** Dense features (S = 0): the model behaves like PCA, giving the two most
+# important features a dimension each, at right angles, and dropping the rest. At S = 0.8 four features
+# fit, as two *antipodal pairs*: W_1 = -W_2 costs little, because the ReLU (with a slightly negative bias)
+# removes the negative interference when only one of the pair is active. At S = 0.9 all five fit, at
+# the corners of a pentagon. With uniform importance the pentagon is regular.
+
+# %% [markdown]
+# ## Experiment 2: the phase diagram of two features in one dimension
+#
+# The simplest case with a choice to make: n = 2 features, m = 1 dimension. Feature 1 has importance 1;
+# we sweep the importance of feature 2 from 0.1 to 10 and the density from 1 to 0.01. Three outcomes
+# compete: feature 2 is not learned (W = [1, 0]); it takes the dimension alone (W = [0, 1]); or both
+# share it as an antipodal pair (W = [1, -1]). Each grid point trains several models and keeps the one
+# with the lowest loss: the others sit in local minima.
+
+# %%
+PHASES = ["feature 2 not learned", "feature 2 alone (dedicated)", "antipodal superposition", "other"]
+G = lesson.pick(smoke=3, default=8, full=16)
+phase_seeds = lesson.pick(smoke=2, default=6, full=10)
+imp2, density = np.geomspace(0.1, 10, G), np.geomspace(1, 0.01, G)
+I2, D = np.meshgrid(imp2, density)  # [density, importance]
+phase_cfg = toy.ToyConfig(
+    2, 1, n_inst=G * G * phase_seeds,
+    feature_probability=np.repeat(D.ravel(), phase_seeds),
+    importance=np.stack([np.ones(G * G * phase_seeds), np.repeat(I2.ravel(), phase_seeds)], axis=1),
+    batch_size=lesson.pick(smoke=64, default=1024), steps=lesson.pick(smoke=100, default=3000, full=6000), seed=3)
+phase_task = toy.ToyTask(phase_cfg)
+train(phase_task, phase_cfg.steps, checkpoint=lesson.cache / "toy_phase.npz", desc="phase diagram")
+W_phase, _ = best_per_group(phase_cfg, phase_task.params, G * G)
+
+
+def classify(W):
+    """W [1, 2] of an n=2, m=1 model -> index into PHASES (a feature counts as learned at |W_f| > 0.5)."""
+    w1, w2 = W[0]
+    on1, on2 = abs(w1) > 0.5, abs(w2) > 0.5
+    if on1 and on2:
+        return 2 if w1 * w2 < 0 else 3
+    return 1 if on2 else (0 if on1 else 3)
+
+
+phases = np.array([classify(W) for W in W_phase]).reshape(G, G)
+print(phases)
+lesson.savefig(plots.phase_diagram(phases, imp2, density, PHASES), "phase_diagram.png")
+
+# %% [markdown]
+# ## Experiment 3: dimensions per feature, and why they stick
+#
+# With many features of equal importance, Elhage et al. measured *dimensions per feature*
+# D* = m / ||W||_F^2 (||W||_F^2 is roughly the number of features learned) as sparsity grows. Instead of
+# falling smoothly, it *sticks* at 1 (each learned feature owns a dimension) and at 1/2 (antipodal
+# pairs). Per feature, the dimensionality D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 clusters at simple
+# fractions: 1, 3/4 (tetrahedron), 2/3 (triangle), 1/2 (pair), 2/5 (pentagon), 3/8 (square antiprism).
+# The paper used n = 400, m = 30 (our `full` scale); the default scale uses fewer features so it runs in
+# seconds.
+
+# %%
+n_many, m_many = lesson.pick(smoke=(10, 3), default=(50, 5), full=(400, 30))
+n_points = lesson.pick(smoke=4, default=16, full=30)
+inv_density = np.geomspace(1, 100, n_points)
+dims_cfg = toy.ToyConfig(n_many, m_many, n_inst=n_points, feature_probability=1 / inv_density, importance=1.0,
+                         batch_size=lesson.pick(smoke=128, default=1024),
+                         steps=lesson.pick(smoke=100, default=4000, full=10000), seed=2)
+dims_task = toy.ToyTask(dims_cfg)
+train(dims_task, dims_cfg.steps, checkpoint=lesson.cache / "toy_dims.npz", desc="dimensionality sweep")
+W_dims = dims_task.params["W"]
+D_star = toy.dims_per_feature(W_dims)
+D_f = toy.feature_dimensionality(W_dims)
+for x_, d_ in zip(inv_density, D_star):
+    print(f"1/(1-S) = {x_:7.2f}   D* = {d_:.3f}")
+lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png")
+
+# %% [markdown]
+# ## Checks against the ground truth of the geometry
+
+# %%
+def angle(u, v):
+    return np.degrees(np.arccos(np.clip(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1)))
+
+
+# (a) uniform importance, density 0.05: a regular pentagon
+W_pent = W_best[3]
+norms = np.linalg.norm(W_pent, axis=0)
+spread = (norms.max() - norms.min()) / norms.max()
+order = np.argsort(np.arctan2(W_pent[1], W_pent[0]))
+neighbour = [angle(W_pent[:, order[i]], W_pent[:, order[(i + 1) % 5]]) for i in range(5)]
+worst = max(abs(a - 72) for a in neighbour)
+lesson.check("(a) pentagon: spread of the 5 norms (max-min)/max", float(spread), spread <= 0.10, "<= 0.10")
+lesson.check("(a) pentagon: worst neighbour angle's distance from 72 deg", float(worst), worst <= 5, "<= 5 deg")
+
+# (b) sparsity 0: exactly two features learned, at right angles
+W0 = W_best[0]
+learned = np.flatnonzero(np.linalg.norm(W0, axis=0) > 0.5)
+lesson.check("(b) S=0: number of features with norm > 0.5", int(len(learned)), len(learned) == 2, "== 2")
+off = abs(angle(W0[:, learned[0]], W0[:, learned[1]]) - 90) if len(learned) == 2 else 180.0
+lesson.check("(b) S=0: the two learned features' angle, distance from 90 deg", float(off), off <= 5, "<= 5 deg")
+
+# (c) sparsity 0.8: four features in two antipodal pairs
+W8 = W_best[1]
+learned = np.flatnonzero(np.linalg.norm(W8, axis=0) > 0.5)
+lesson.check("(c) S=0.8: number of features with norm > 0.5", int(len(learned)), len(learned) == 4, "== 4")
+pair_angles = sorted((max(angle(W8[:, f], W8[:, g]) for g in learned if g != f) for f in learned))
+smallest = float(pair_angles[0]) if len(learned) == 4 else 0.0
+lesson.check("(c) S=0.8: each learned feature's most opposite partner, min angle", smallest, smallest > 170, "> 170 deg")
+
+# (d) the phase diagram has all three regions, where the theory puts them
+corners = {"dense, feature 2 unimportant": (phases[0, 0], 0), "dense, feature 2 important": (phases[0, -1], 1),
+           "sparse, equal importance": (phases[-1, G // 2], 2)}
+for where, (got, want) in corners.items():
+    lesson.check(f"(d) phase diagram, {where}", PHASES[got], got == want, PHASES[want])
+lesson.finish()

@@ -1,0 +1,80 @@
+"""matplotlib figures for the lessons and the report. Each function takes plain arrays and returns a Figure;
+saving is the caller's business (lesson.savefig). Nothing here computes anything a test relies on."""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt  # with no screen, matplotlib picks the file-only Agg backend by itself
+import numpy as np
+
+FRACTIONS = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 0.4, "3/8": 0.375}
+
+
+def feature_directions(Ws, titles, importance=None):
+    """One panel per W [2, feats]: each feature's direction in the 2-d hidden space as an arrow from the
+    origin, darker for more important features (the picture of Elhage et al.'s introduction)."""
+    fig, axes = plt.subplots(1, len(Ws), figsize=(3.2 * len(Ws), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, W, title in zip(axes, Ws, titles):
+        n = W.shape[1]
+        shade = importance if importance is not None else np.ones(n)
+        colors = plt.cm.viridis(0.85 - 0.7 * (shade - shade.min()) / max(np.ptp(shade), 1e-9))
+        for f in range(n):
+            ax.plot([0, W[0, f]], [0, W[1, f]], color=colors[f], lw=2)
+            ax.plot(W[0, f], W[1, f], "o", color=colors[f], ms=6)
+        lim = max(1.3, 1.1 * np.abs(W).max())
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
+        ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+        ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    fig.suptitle("feature directions W_f in the hidden plane (darker = more important)")
+    return fig
+
+
+def gram_and_norms(Ws, titles, superposition, norms):
+    """Top row: W^T W heatmaps (interference between features); bottom row: each feature's norm, coloured
+    by how much it shares its dimension with others (Elhage et al.'s bar plots)."""
+    k = len(Ws)
+    fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 6))
+    axes = np.asarray(axes).reshape(2, k)
+    for j, (W, title) in enumerate(zip(Ws, titles)):
+        G = W.T @ W
+        lim = max(1e-9, np.abs(G).max())
+        axes[0, j].imshow(G, cmap="RdBu", vmin=-lim, vmax=lim)
+        axes[0, j].set(title=f"W^T W, {title}", xticks=[], yticks=[])
+        sup = np.clip(superposition[j], 0, 1)
+        axes[1, j].barh(np.arange(len(norms[j])), norms[j], color=plt.cm.plasma(sup))
+        axes[1, j].invert_yaxis()
+        axes[1, j].set(xlim=(0, 1.3), xlabel="||W_f||", ylabel="feature (by importance)" if j == 0 else None)
+    fig.colorbar(plt.cm.ScalarMappable(cmap="plasma"), ax=axes[1, :].tolist(), label="superposition (clipped at 1)")
+    return fig
+
+
+def phase_diagram(classes, importance, density, names):
+    """classes [density, importance] ints indexing `names`; axes log-scaled like Elhage et al.'s figure."""
+    cmap = matplotlib.colors.ListedColormap(["#bbbbbb", "#4c72b0", "#dd8452", "#c44e52"][: len(names)])
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    ax.pcolormesh(importance, density, classes, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, shading="nearest")
+    ax.set(xscale="log", yscale="log", xlabel="relative importance of feature 2",
+           ylabel="feature density 1 - S  (dense at the top)", title="n=2 features in m=1 dimension")
+    handles = [matplotlib.patches.Patch(color=cmap(i), label=n) for i, n in enumerate(names)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_features):
+    """Left: D* = m / ||W||_F^2 against 1 / (1 - S), with the sticky values 1 and 1/2 marked. Right: each
+    feature's dimensionality D_f (a dot per feature, per model) with the fractions of Elhage et al."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    a.plot(inv_density, dims_per_feature, "o-", color="k")
+    for y in (1, 0.5):
+        a.axhline(y, color="tab:red", ls=":", lw=1)
+    a.set(xscale="log", xlabel="1 / (1 - S)", ylabel="dimensions per feature  m / ||W||_F^2",
+          title=f"n={n_features} features, m={d_hidden} dims: D* sticks at 1 and 1/2")
+    xs = np.repeat(inv_density, feature_dims.shape[1])
+    b.scatter(xs * np.exp(np.random.default_rng(0).uniform(-0.04, 0.04, xs.size)), feature_dims.ravel(),
+              s=6, alpha=0.5, color="tab:blue")
+    for label, y in FRACTIONS.items():
+        b.axhline(y, color="0.6", ls=":", lw=0.8)
+        b.text(inv_density[-1] * 1.08, y, label, va="center", fontsize=8)
+    b.set(xscale="log", ylim=(-0.05, 1.15), xlabel="1 / (1 - S)", ylabel="feature dimensionality D_f",
+          title="per-feature dimensionality clusters at simple fractions")
+    return fig
