@@ -174,3 +174,21 @@ def test_attention_matches_a_loop():
                 p /= p.sum()
                 expected[bi, ti] += (p @ v[: ti + 1]) @ W_O[hi]
     np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: L.linear_forward(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros(5)), r"linear expects .* x \(2, 3\), W \(4, 5\)"),
+    (lambda: L.linear_forward(np.zeros((2, 4)), np.zeros((4, 5)), np.zeros(4)), r"b \(4,\)"),
+    (lambda: L.layernorm_forward(np.zeros((2, 4)), np.ones(3), np.zeros(3)), r"layernorm expects .* w \(3,\)"),
+    (lambda: L.embedding_forward(np.array([0, 7]), np.zeros((5, 2))), r"ids must lie in \[0, 5\)"),
+    (lambda: L.embedding_forward(np.array([0.5]), np.zeros((5, 2))), "ids must be integers"),
+    (lambda: L.cross_entropy_forward(np.zeros((2, 3, 4)), np.zeros((2, 4), int)), "targets"),
+    (lambda: L.cross_entropy_forward(np.zeros((2, 4)), np.array([1, -1])), r"targets must lie in \[0, 4\)"),
+    (lambda: L.attention_forward(*attention_args(np.random.default_rng(0), 1, 3, 4, 2, 3)[:7],
+                                 np.zeros((2, 4, 4)), np.zeros(4)), r"W_O should have shape \(2, 3, 4\)"),
+    (lambda: L.attention_forward(np.zeros((3, 4)), *attention_args(np.random.default_rng(0), 1, 3, 4, 2, 3)[1:]),
+     r"attention expects x \[B, T, D\]"),
+])
+def test_bad_input_names_the_problem(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

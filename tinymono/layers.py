@@ -24,6 +24,19 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
+def _require(ok, message):
+    """Turn a shape or range mistake into a ValueError that names it, instead of a broadcasting error
+    three lines later."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_ids(ids, V, name):
+    _require(np.issubdtype(np.asarray(ids).dtype, np.integer), f"{name} must be integers, got dtype {np.asarray(ids).dtype}")
+    _require(ids.size == 0 or (ids.min() >= 0 and ids.max() < V),
+             f"{name} must lie in [0, {V}), got values from {ids.min()} to {ids.max()}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # linear: out = x @ W + b
 
@@ -35,6 +48,8 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, W, b):
     """x [N..., I], W [I, O], b [O] -> out [N..., O]."""
+    _require(W.ndim == 2 and x.shape[-1:] == W.shape[:1] and b.shape == W.shape[1:],
+             f"linear expects x [..., I], W [I, O], b [O]; got x {x.shape}, W {W.shape}, b {b.shape}")
     out = x @ W + b  # [N..., O]
     return out, LinearCache(x, W)
 
@@ -123,6 +138,8 @@ class LayerNormCache(NamedTuple):
 def layernorm_forward(x, w, b, eps=1e-5):
     """x [N..., D], w [D], b [D] -> out [N..., D]. A constant row has var 0 and normalises to 0 (eps keeps
     the division finite)."""
+    _require(w.shape == b.shape == x.shape[-1:],
+             f"layernorm expects x [..., D], w [D], b [D]; got x {x.shape}, w {w.shape}, b {b.shape}")
     mean = x.mean(axis=-1, keepdims=True)  # [N..., 1]
     xc = x - mean  # [N..., D]
     var = (xc * xc).mean(axis=-1, keepdims=True)  # [N..., 1]
@@ -159,6 +176,8 @@ class EmbeddingCache(NamedTuple):
 
 def embedding_forward(ids, W_E):
     """ids [N...] ints in [0, V), W_E [V, D] -> out [N..., D] (a gather)."""
+    _require(W_E.ndim == 2, f"embedding expects W_E [V, D], got shape {W_E.shape}")
+    _check_ids(ids, W_E.shape[0], "ids")
     return W_E[ids], EmbeddingCache(ids, W_E.shape)
 
 
@@ -191,7 +210,10 @@ def cross_entropy_forward(logits, targets):
     """logits [N..., V], targets [N...] ints -> (loss: float, mean over tokens; cache).
 
     The cache also makes the per-token losses available: `per_token_loss(cache)`."""
+    _require(targets.shape == logits.shape[:-1],
+             f"cross-entropy expects logits [..., V] and targets [...]; got logits {logits.shape}, targets {targets.shape}")
     V = logits.shape[-1]
+    _check_ids(targets, V, "targets")
     logp = log_softmax(logits).reshape(-1, V)  # [n, V]
     t = targets.reshape(-1)  # [n]
     token_logp = logp[np.arange(t.size), t]  # [n]
@@ -254,7 +276,13 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
     Position t attends only to positions <= t; scores are scaled by 1 / sqrt(E).
     Cached: the input, q, k, v, the attention pattern and z (all needed by the backward; recomputing
     the pattern would cost a second softmax)."""
-    T, E = x.shape[1], W_Q.shape[2]
+    _require(x.ndim == 3 and W_Q.ndim == 3 and W_Q.shape[1] == x.shape[2],
+             f"attention expects x [B, T, D] and W_Q [H, D, E]; got x {x.shape}, W_Q {W_Q.shape}")
+    H, D, E = W_Q.shape
+    for name, a, shape in (("W_K", W_K, (H, D, E)), ("W_V", W_V, (H, D, E)), ("W_O", W_O, (H, E, D)),
+                           ("b_Q", b_Q, (H, E)), ("b_K", b_K, (H, E)), ("b_V", b_V, (H, E)), ("b_O", b_O, (D,))):
+        _require(a.shape == shape, f"attention: {name} should have shape {shape} (H={H}, D={D}, E={E}), got {a.shape}")
+    T = x.shape[1]
     q = _project_heads(x, W_Q, b_Q)  # [B, H, T, E]
     k = _project_heads(x, W_K, b_K)  # [B, H, T, E]
     v = _project_heads(x, W_V, b_V)  # [B, H, T, E]
