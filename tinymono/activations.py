@@ -1,0 +1,438 @@
+"""The MLP activations of a trained transformer, harvested into an on-disk store, and shuffled batches
+of them for training a sparse autoencoder.
+
+The paper trains its SAE on the post-ReLU MLP activations (`mlp.hook_post`, d_mlp numbers per token)
+of billions of tokens, "shuffled so a batch mixes contexts". Neither the harvest nor the shuffle may
+hold the whole thing in memory, so:
+
+* `harvest` runs the model over a corpus split in windows of n_ctx tokens, a fixed group of `batch`
+  windows per forward, and writes each group's rows straight to `.npy` files on disk (explicit file
+  writes: nothing is memory-mapped, so the resident memory is one group's worth however long the
+  split). One row per token of the split, in corpus order (row i is byte i of the split).
+* Progress is recorded in `meta.json`, rewritten atomically after the data is flushed, so a harvest
+  can stop (by choice: `max_rows`, or by a crash) and continue later, and the store it ends with is
+  byte for byte the one an uninterrupted harvest writes. That holds because the windows and their
+  grouping into forwards are a fixed plan (`window_plan`) and each resume restarts at a group
+  boundary: a window's activations depend, in the last float bits, on the other windows in its
+  batch (BLAS blocks the matmul by batch size), so regrouping would change bits.
+* `ShuffledBatches` samples rows without replacement within an epoch: it shuffles the order of
+  fixed-size blocks of rows, reads a buffer of several random blocks, shuffles the rows inside the
+  buffer and hands out batches. Its whole state (epoch, positions, random-number state) is a few
+  arrays, so a checkpointed SAE run resumes bit-identically.
+
+Which positions are kept (the choice the paper leaves open). A position t of a window has seen t + 1
+tokens; a window's first positions have seen almost nothing and their activations are unlike the
+model's usual ones. Windows therefore overlap by half (stride = n_ctx // 2) and each token is kept
+once, from the earliest window where it has at least n_ctx - stride + 1 tokens of context (only the
+first n_ctx - stride tokens of the split, which have no more context anywhere, come from position <
+n_ctx - stride of the first window). This is the rule transformer.stream_bits uses to score text.
+Cost: every kept token is computed twice (2x the forwards of non-overlapping windows; measured by
+`python -m tinymono bench harvest`). The harvest costs ~1 MFLOP per token against ~13 MFLOP per token
+for one SAE training step at d_sae 4096, so the doubling is a small price. With non-overlapping
+windows (stride = n_ctx) half the rows would have fewer than n_ctx / 2 tokens of context.
+
+On disk (one folder):
+
+    acts.npy     [N, d_mlp] float32 or float16   the activations at mlp.hook_post
+    tokens.npy   [N] uint16                      token id of the row's byte
+    context.npy  [N] uint8, detail.npy [N] uint8 its corpus labels
+    pos.npy      [N] uint16                      its position in the window it was computed in
+    index.npy    [N] int64                       its index in the corpus split
+    meta.json    model and corpus fingerprints, dtype, plan, rows done, complete
+
+Axis vocabulary: N rows (tokens), M d_mlp, W window length (n_ctx), b windows per forward.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinymono import transformer
+
+FORMAT_VERSION = 1
+LABEL_FIELDS = {"tokens": np.uint16, "context": np.uint8, "detail": np.uint8, "pos": np.uint16, "index": np.int64}
+DTYPES = ("float32", "float16")
+
+
+def model_fingerprint(params, cfg):
+    """A sha256 of the config and every parameter's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for name in sorted(params):
+        arr = np.ascontiguousarray(params[name])
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the plan: which windows are run, which of their positions are kept, and how they are grouped
+
+
+def window_plan(n_tokens, n_ctx, stride=None):
+    """Windows over a stream of n_tokens tokens -> (starts [n_windows], keep_from [n_windows], W, stride).
+
+    Window k covers tokens starts[k] .. starts[k] + W - 1 (W = min(n_ctx, n_tokens)) and keeps its
+    positions keep_from[k] .. W - 1. Windows slide by `stride` (default W // 2); one last window sits
+    flush with the end of the stream. Every token is kept exactly once, from the earliest window that
+    holds it with at least W - stride + 1 tokens of context (the first window keeps all its positions:
+    nothing before it can give them more)."""
+    if n_tokens < 1:
+        raise ValueError(f"need at least one token, got n_tokens={n_tokens}")
+    W = min(n_ctx, n_tokens)
+    stride = max(1, W // 2) if stride is None else int(stride)
+    if not 1 <= stride <= W:
+        raise ValueError(f"stride must be in 1..{W} (the window length), got {stride}")
+    starts = list(range(0, n_tokens - W + 1, stride))
+    if starts[-1] + W < n_tokens:
+        starts.append(n_tokens - W)  # flush with the end
+    starts = np.array(starts, dtype=np.int64)
+    ends = starts + W  # [n_windows] one past the last token each window holds
+    covered = np.concatenate([[0], ends[:-1]])  # tokens before this are kept by earlier windows
+    return starts, covered - starts, W, stride
+
+
+def _group_rows(starts, W, batch):
+    """[n_groups + 1]: group g (windows g*batch .. g*batch + batch - 1) writes rows bounds[g] .. bounds[g+1]."""
+    ends = starts + W
+    last = np.minimum(np.arange(batch, len(starts) + batch, batch), len(starts)) - 1
+    return np.concatenate([[0], ends[last]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# the store: reading
+
+
+def _npy_layout(path):
+    """(header bytes, dtype, shape) of a .npy file, read from its header without mapping the data."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
+        return fh.tell(), dtype, shape
+
+
+def _read_exact(fh, offset, out):
+    """Fill the C-contiguous array `out` with the bytes of file `fh` starting at `offset`."""
+    view = memoryview(out).cast("B")
+    fh.seek(offset)
+    done = 0
+    while done < len(view):
+        n = fh.readinto(view[done:])
+        if not n:
+            raise EOFError(f"{fh.name}: file ends before offset {offset + len(view)}")
+        done += n
+
+
+class ActivationStore:
+    """A harvested store, opened for reading. Only the rows harvested so far are visible (a partial store
+    must be asked for with partial=True).
+
+    acts, tokens, context, detail, pos, index: read-only memory maps [n_rows, ...] for random access in
+    analysis (pages touched stay resident as file cache: for a pass over a large store use `read` or
+    `blocks`, which copy through explicit reads and keep the resident memory flat)."""
+
+    def __init__(self, path, *, partial=False):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no meta.json; not an activation store (or its harvest never "
+                                    "wrote its first progress record)")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: store format {self.meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if not self.meta["complete"] and not partial:
+            raise ValueError(f"{self.path}: the harvest is incomplete ({self.meta['rows_done']:,} of "
+                             f"{self.meta['n_rows']:,} rows); call harvest() again to finish it, or open with "
+                             "partial=True to use the rows done")
+        self.n_rows = int(self.meta["rows_done"])
+        self.d = int(self.meta["d_mlp"])
+        self.dtype = np.dtype(self.meta["dtype"])
+        self._offset, dtype, shape = _npy_layout(self.path / "acts.npy")
+        if dtype != self.dtype or shape != (self.meta["n_rows"], self.d):
+            raise ValueError(f"{self.path}/acts.npy: {dtype} {shape}, meta.json says {self.dtype} "
+                             f"({self.meta['n_rows']}, {self.d})")
+        self._mapped = {}
+
+    def _map(self, name):
+        if name not in self._mapped:
+            self._mapped[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")[: self.n_rows]
+        return self._mapped[name]
+
+    acts = property(lambda self: self._map("acts"), doc="[n_rows, d_mlp] memory map")
+    tokens = property(lambda self: self._map("tokens"), doc="[n_rows] uint16 token ids")
+    context = property(lambda self: self._map("context"), doc="[n_rows] uint8 context label ids")
+    detail = property(lambda self: self._map("detail"), doc="[n_rows] uint8 detail label ids")
+    pos = property(lambda self: self._map("pos"), doc="[n_rows] uint16 position in the window")
+    index = property(lambda self: self._map("index"), doc="[n_rows] int64 index in the corpus split")
+
+    @property
+    def context_names(self):
+        return tuple(self.meta["corpus"]["context_names"])
+
+    @property
+    def detail_names(self):
+        return tuple(self.meta["corpus"]["detail_names"])
+
+    def __len__(self):
+        return self.n_rows
+
+    def read(self, lo, hi, out=None):
+        """Rows lo .. hi - 1 as a fresh array [hi - lo, d_mlp] in the store's dtype (or into `out`, a
+        C-contiguous array of that shape and dtype), through an explicit file read."""
+        if not 0 <= lo <= hi <= self.n_rows:
+            raise IndexError(f"rows {lo}..{hi} are outside the store's 0..{self.n_rows}")
+        out = np.empty((hi - lo, self.d), self.dtype) if out is None else out
+        if out.shape != (hi - lo, self.d) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {self.dtype} {(hi - lo, self.d)}, got {out.dtype} {out.shape}")
+        with open(self.path / "acts.npy", "rb", buffering=0) as fh:
+            _read_exact(fh, self._offset + lo * self.d * self.dtype.itemsize, out)
+        return out
+
+    def rows(self, index):
+        """The activations of the rows `index` (an int array, any order) as float32 [len(index), d_mlp]."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.n_rows):
+            raise IndexError(f"row index out of range 0..{self.n_rows - 1}: min {index.min()}, max {index.max()}")
+        return np.asarray(self.acts[index], dtype=np.float32)
+
+    def blocks(self, block_rows=8192):
+        """Yield (lo, acts [b, d_mlp] float32) for consecutive blocks of rows, in order."""
+        for lo in range(0, self.n_rows, block_rows):
+            hi = min(lo + block_rows, self.n_rows)
+            yield lo, self.read(lo, hi).astype(np.float32, copy=False)
+
+    def mean(self, block_rows=8192):
+        """[d_mlp] float64: the mean activation over the store (for mean-ablation)."""
+        total = np.zeros(self.d, dtype=np.float64)
+        for _, x in self.blocks(block_rows):
+            total += x.sum(axis=0, dtype=np.float64)
+        return total / max(self.n_rows, 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the store: writing
+
+
+def _write_json_atomic(path, obj):
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)  # readers see the old progress record or the new one, never half of one
+
+
+def _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride, batch, fast, checkpoint):
+    starts, keep_from, W, stride = window_plan(n_tokens, cfg.n_ctx, stride)
+    bounds = _group_rows(starts, W, batch)
+    meta = {"format": FORMAT_VERSION, "hook": transformer.HOOK_POST,
+            "model": {"fingerprint": model_fingerprint(params, cfg), "config": cfg.to_dict(),
+                      "checkpoint": None if checkpoint is None else str(checkpoint)},
+            "corpus": {"fingerprint": corpus.meta.get("fingerprint"), "split": split,
+                       "context_names": list(corpus.context_names), "detail_names": list(corpus.detail_names)},
+            "dtype": dtype, "d_mlp": cfg.d_mlp, "n_rows": int(n_tokens), "fast": bool(fast),
+            "plan": {"window": int(W), "stride": int(stride), "batch": int(batch), "n_windows": len(starts),
+                     "n_groups": len(bounds) - 1, "min_context": int(W - stride + 1)},
+            "rows_done": 0, "groups_done": 0, "complete": False}
+    return meta, (starts, keep_from, W, bounds)
+
+
+def _identity(meta):
+    """The parts of the meta that a resumed harvest must share with the store it continues."""
+    return {k: meta[k] for k in ("format", "hook", "model", "corpus", "dtype", "d_mlp", "n_rows", "fast", "plan")}
+
+
+def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="float32", stride=None,
+            batch=32, fast=True, max_rows=None, save_every=10.0, checkpoint=None, progress=None):
+    """Harvest the MLP activations of the model (params, cfg) over the first n_tokens tokens (default: all)
+    of `corpus`'s `split` into the store folder `path`; returns the ActivationStore (partial if stopped
+    early).
+
+    dtype: "float32" or "float16" (half the disk; activations above 65504 would become inf).
+    stride: window stride (default n_ctx // 2, see the module docstring; n_ctx keeps every position of
+        non-overlapping windows). batch: windows per forward (a fixed part of the plan).
+    max_rows: stop once at least this many more rows are written (at the end of a group); call again
+        to continue. A store already at `path` is continued if it was harvested with the same model,
+        corpus, split, dtype and plan, and refused otherwise.
+    save_every: seconds between progress records (data flushed to disk, then meta.json replaced);
+        one is always written when the call ends. checkpoint: where params came from, recorded in meta."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    data = corpus.split(split)
+    n_tokens = len(data.tokens) if n_tokens is None else int(n_tokens)
+    if not 1 <= n_tokens <= len(data.tokens):
+        raise ValueError(f"n_tokens must be in 1..{len(data.tokens)} (the {split} split), got {n_tokens}")
+    meta, (starts, keep_from, W, bounds) = _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride,
+                                                      batch, fast, checkpoint)
+    path = Path(path)
+    meta_path = path / "meta.json"
+    files = {"acts": (np.dtype(dtype), (n_tokens, cfg.d_mlp)),
+             **{name: (np.dtype(dt), (n_tokens,)) for name, dt in LABEL_FIELDS.items()}}
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if _identity(old) != _identity(meta):
+            diff = sorted(k for k in _identity(meta) if old.get(k) != meta[k])
+            raise ValueError(f"{path} holds a store harvested differently (differs in {diff}); use another "
+                             "path, or delete it to start over")
+        meta = old
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        for name, (dt, shape) in files.items():  # header written, data space reserved (a sparse file)
+            np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=shape).flush()
+        _write_json_atomic(meta_path, meta)
+
+    handles = {name: open(path / f"{name}.npy", "r+b") for name in files}
+    offsets = {name: _npy_layout(path / f"{name}.npy")[0] for name in files}
+    row_bytes = {name: dt.itemsize * (cfg.d_mlp if name == "acts" else 1) for name, (dt, _) in files.items()}
+    arange_W = np.arange(W)
+
+    def commit():
+        for fh in handles.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+        _write_json_atomic(meta_path, meta)
+
+    g, n_groups = meta["groups_done"], len(bounds) - 1
+    first_row = meta["rows_done"]
+    if progress is None:
+        progress = sys.stderr.isatty() or "ipykernel" in sys.modules
+    bar = tqdm(total=n_tokens, initial=first_row, unit="tok", unit_scale=True, desc="harvest", disable=not progress)
+    last_commit = time.perf_counter()
+    try:
+        while g < n_groups and (max_rows is None or meta["rows_done"] - first_row < max_rows):
+            w = slice(g * batch, min((g + 1) * batch, len(starts)))
+            idx = starts[w, None] + arange_W  # [b, W] corpus index of each window position
+            tokens = np.asarray(data.tokens[idx.ravel()], dtype=np.int64).reshape(idx.shape)  # [b, W]
+            _, cache = transformer.forward(params, tokens, cfg, fast=fast)
+            keep = arange_W >= keep_from[w, None]  # [b, W] positions this group keeps
+            rows = idx[keep]  # [n] in increasing order: windows are in order and each keeps its tail
+            lo, hi = bounds[g], bounds[g + 1]
+            assert rows[0] == lo and rows[-1] == hi - 1 and len(rows) == hi - lo, "window plan out of step"
+            columns = {"acts": cache.hook_post[keep].astype(dtype),  # [n, M]
+                       "tokens": data.tokens[rows], "context": data.context[rows], "detail": data.detail[rows],
+                       "pos": np.broadcast_to(arange_W, idx.shape)[keep], "index": rows}
+            for name, col in columns.items():
+                handles[name].seek(offsets[name] + lo * row_bytes[name])
+                handles[name].write(np.ascontiguousarray(col, dtype=files[name][0]).data)
+            g += 1
+            meta["groups_done"], meta["rows_done"], meta["complete"] = g, int(hi), g == n_groups
+            bar.update(hi - lo)
+            if time.perf_counter() - last_commit >= save_every or meta["complete"]:
+                commit()
+                last_commit = time.perf_counter()
+        commit()
+    finally:
+        bar.close()
+        for fh in handles.values():
+            fh.close()
+    return ActivationStore(path, partial=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# shuffled batches for SAE training
+
+
+class ShuffledBatches:
+    """Rows of a store in random order, without replacement within an epoch, for stores larger than RAM.
+
+    Each epoch shuffles the order of the store's blocks of `block_rows` consecutive rows; the next
+    `buffer_blocks` blocks of that order are read into a buffer (an explicit read each, in a fixed
+    order), the buffer's rows are shuffled, and batches are taken from it in that order; when the
+    buffer runs out the next blocks are read. Consecutive rows come from one stretch of text, so a
+    batch mixes as many stretches as the buffer holds blocks: raise buffer_blocks for better mixing,
+    lower it for less memory (buffer_blocks * block_rows * d_mlp * itemsize bytes). A batch may run
+    across two buffers or two epochs; every epoch still visits every row exactly once.
+
+    `next(n)` returns (x [n, d_mlp] float32, rows [n] int64). Called as `source(rng, n)` it returns x
+    alone, the batch-source contract of sae.SAETask (whose rng it leaves alone: the order is drawn from
+    this object's own generator, seeded by `seed`, so that it can be saved and restored with
+    state_arrays / load_state_arrays, keys prefixed "batches.")."""
+
+    def __init__(self, store: ActivationStore, *, block_rows=1024, buffer_blocks=32, seed=0):
+        if block_rows < 1 or buffer_blocks < 1:
+            raise ValueError(f"block_rows and buffer_blocks must be >= 1, got {block_rows}, {buffer_blocks}")
+        if len(store) == 0:
+            raise ValueError(f"{store.path}: the store has no rows yet")
+        self.store, self.block_rows, self.buffer_blocks = store, int(block_rows), int(buffer_blocks)
+        self.n_blocks = -(-len(store) // self.block_rows)
+        self._rng = np.random.default_rng(seed)
+        self._raw = np.empty((self.buffer_blocks * self.block_rows, store.d), store.dtype)  # the buffer
+        self.epoch = 0
+        self._order = self._rng.permutation(self.n_blocks)  # this epoch's block order
+        self._next_block = 0  # position in _order of the next block to read
+        self._blocks = np.zeros(0, np.int64)  # blocks in the buffer, in the order they sit there
+        self._buffer_rows = np.zeros(0, np.int64)  # the store row of each buffer row
+        self._perm = np.zeros(0, np.int64)  # the buffer's rows in the order they are handed out
+        self._pos = 0  # how many of them have been handed out
+
+    def _read_blocks(self, blocks):
+        """Read `blocks` into the buffer one after another; returns the store row of each buffer row."""
+        rows, at = [], 0
+        for b in blocks:
+            lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, len(self.store))
+            self.store.read(lo, hi, out=self._raw[at:at + hi - lo])
+            rows.append(np.arange(lo, hi))
+            at += hi - lo
+        return np.concatenate(rows)
+
+    def _fill(self):
+        if self._next_block == self.n_blocks:
+            self.epoch += 1
+            self._order = self._rng.permutation(self.n_blocks)
+            self._next_block = 0
+        take = self._order[self._next_block:self._next_block + self.buffer_blocks]
+        self._next_block += len(take)
+        self._blocks = np.sort(take)  # read in file order
+        self._buffer_rows = self._read_blocks(self._blocks)
+        self._perm = self._rng.permutation(len(self._buffer_rows))
+        self._pos = 0
+
+    def next(self, n):
+        """The next n rows: (x [n, d_mlp] float32, rows [n] int64 store row of each)."""
+        x, rows = np.empty((n, self.store.d), np.float32), np.empty(n, np.int64)
+        done = 0
+        while done < n:
+            if self._pos == len(self._perm):
+                self._fill()
+            take = self._perm[self._pos:self._pos + n - done]  # buffer positions
+            x[done:done + len(take)] = self._raw[take]
+            rows[done:done + len(take)] = self._buffer_rows[take]
+            done += len(take)
+            self._pos += len(take)
+        return x, rows
+
+    def __call__(self, rng, n):
+        return self.next(n)[0]
+
+    def state_arrays(self):
+        """Everything the future batches depend on, as arrays (the buffer's contents are re-read)."""
+        return {"batches.epoch": np.array(self.epoch, np.int64), "batches.order": self._order,
+                "batches.next_block": np.array(self._next_block, np.int64), "batches.blocks": self._blocks,
+                "batches.perm": self._perm, "batches.pos": np.array(self._pos, np.int64),
+                "batches.rng": np.array(json.dumps(self._rng.bit_generator.state)),
+                "batches.layout": np.array([len(self.store), self.block_rows, self.buffer_blocks], np.int64)}
+
+    def load_state_arrays(self, arrays):
+        layout = [int(v) for v in arrays["batches.layout"]]
+        if layout != [len(self.store), self.block_rows, self.buffer_blocks]:
+            raise ValueError(f"saved batch state is for (rows, block_rows, buffer_blocks) = {layout}, this "
+                             f"iterator has {[len(self.store), self.block_rows, self.buffer_blocks]}")
+        self.epoch = int(arrays["batches.epoch"])
+        self._order = np.array(arrays["batches.order"], np.int64)
+        self._next_block = int(arrays["batches.next_block"])
+        self._blocks = np.array(arrays["batches.blocks"], np.int64)
+        self._perm = np.array(arrays["batches.perm"], np.int64)
+        self._pos = int(arrays["batches.pos"])
+        self._rng.bit_generator.state = json.loads(str(arrays["batches.rng"]))
+        self._buffer_rows = self._read_blocks(self._blocks) if len(self._blocks) else np.zeros(0, np.int64)
