@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tinymono import transformer as tr
-from tinymono.gradcheck import check_gradients, format_table
+from tinymono.gradcheck import format_table, numerical_gradient, relative_error
 
 BUDGET = 1e-6  # float64 central differences of a correct backward land near 1e-9; a wrong one near 1
 # The whole model stacks three layer norms, whose curvature is large when a row's variance is small (d_model
@@ -52,14 +52,26 @@ def assert_grads_ok(errors, what):
 
 
 def check_model_gradients(cfg, params, tokens, rng, hook_post=None, fast=False):
+    """Every parameter's gradient against central differences of sum(logits * dlogits).
+
+    Entries are judged relative to their own size, with a floor of 1e-4 x the largest gradient of any
+    parameter: when a head's softmax saturates (weights of 1e-7), its W_Q and W_K gradients shrink to
+    ~1e-5 of the others, and the difference quotient's round-off, which scales with the loss and not with
+    them, is then a visible fraction of their size although the backward is right."""
     logits, cache = tr.forward(params, tokens, cfg, hook_post=hook_post, fast=fast)
     dlogits = rng.standard_normal(logits.shape)
     grads = tr.backward(params, cache, cfg, dlogits)
     assert list(grads) == list(params), "grads must have exactly the keys of params, in the same order"
     for k in params:
         assert grads[k].shape == params[k].shape and grads[k] is not params[k], f"grad {k}: wrong shape or aliased"
-    errors = check_gradients(lambda: tr.forward(params, tokens, cfg, hook_post=hook_post, fast=fast)[0],
-                             params, grads, dlogits, rng=rng, max_entries=24, eps=EPS)
+    floor = 1e-4 * max(np.abs(g).max() for g in grads.values())
+    errors = {}
+    for k, p in params.items():
+        entries = rng.choice(p.size, size=min(p.size, 24), replace=False)
+        numeric = numerical_gradient(
+            lambda: float(np.sum(tr.forward(params, tokens, cfg, hook_post=hook_post, fast=fast)[0] * dlogits)),
+            p, entries, eps=EPS)
+        errors[k] = relative_error(grads[k].reshape(-1)[entries], numeric, atol=floor)
     # b_K's gradient is zero in theory (a shift of every key moves all of a query's scores equally, which
     # softmax ignores): a relative error would compare round-off with round-off, so check it is ~0 instead
     del errors["b_K"]
@@ -101,14 +113,16 @@ def test_fast_path_matches_reference(cfg, seed):
     rng = np.random.default_rng(seed)
     params = random_params(cfg, rng)
     tokens = rng.integers(0, cfg.d_vocab, size=(2, cfg.n_ctx + 1))
-    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-4)):
+    # float32 round-off of (softmax - onehot) is ~1e-7 per logit whatever the gradient's size, so when the
+    # model happens to predict these few tokens well, tiny gradients are judged against a floor of 1e-3
+    for dtype, tol, floor in ((np.float64, 1e-10, 1e-9), (np.float32, 2e-4, 1e-3)):
         p = {k: v.astype(dtype) for k, v in params.items()}
         loss_ref, g_ref = tr.loss_and_grads(p, tokens, cfg)
         loss_fast, g_fast = tr.loss_and_grads(p, tokens, cfg, fast=True)
-        assert abs(loss_fast - loss_ref) <= tol * abs(loss_ref), f"{dtype.__name__} loss {loss_fast} vs {loss_ref}"
+        assert abs(loss_fast - loss_ref) <= tol * (abs(loss_ref) + 1), f"{dtype.__name__} loss {loss_fast} vs {loss_ref}"
         for k in p:
             # b_K's gradient is zero in theory (round-off on both sides): judge it on W_K's scale
-            scale = np.abs(g_ref["W_K" if k == "b_K" else k]).max() + 1e-6
+            scale = np.abs(g_ref["W_K" if k == "b_K" else k]).max() + floor
             assert g_fast[k].dtype == dtype, f"grad {k} is {g_fast[k].dtype}, params are {dtype.__name__}"
             err = np.abs(g_fast[k] - g_ref[k]).max() / scale
             assert err <= 10 * tol, f"{dtype.__name__} grad {k}: kernels differ from layers.py by {err:.2e} (relative)"

@@ -29,7 +29,7 @@ def test_attention_core_forward(seed, b, t, h, e, dtype):
     qkv = (2 * rng.standard_normal((b, t, 3, h, e))).astype(dtype)
     scale = dtype(1 / math.sqrt(e))
     pattern, z = np.full((b, h, t, t), np.nan, dtype), np.full((b, t, h, e), np.nan, dtype)
-    K.attention_core_forward(qkv, scale, pattern, z)
+    K.in_parallel(K.attention_heads_forward, b * h, qkv, scale, pattern, z)
     pattern_np, z_np = K.attention_core_forward_numpy(qkv, scale)
     close(pattern, pattern_np, dtype, "attention pattern: check the causal loop bound j <= i and the softmax")
     assert np.all(np.triu(pattern, k=1) == 0), "the pattern must be exactly 0 above the diagonal (the future)"
@@ -45,7 +45,7 @@ def test_attention_core_backward(seed, b, t, h, e, dtype):
     pattern, _ = K.attention_core_forward_numpy(qkv, scale)
     dz = rng.standard_normal((b, t, h, e)).astype(dtype)
     dqkv = np.full_like(qkv, np.nan)
-    K.attention_core_backward(qkv, pattern.astype(dtype), dz, scale, dqkv)
+    K.in_parallel(K.attention_heads_backward, b * h, qkv, pattern.astype(dtype), dz, scale, dqkv)
     expected = K.attention_core_backward_numpy(qkv, pattern, dz, scale)
     for i, name in enumerate("qkv"):
         close(dqkv[:, :, i], expected[:, :, i], dtype, f"d{name}: compare with the softmax backward "
@@ -106,11 +106,11 @@ def test_bias_relu_and_its_backward(seed, n, m, dtype):
     rng = np.random.default_rng(seed)
     h, b = rng.standard_normal((n, m)).astype(dtype), rng.standard_normal(m).astype(dtype)
     expected = K.bias_relu_numpy(h, b)
-    K.bias_relu_(h, b)  # in place
+    K.in_parallel(K.bias_relu_rows, n, h, b)  # in place
     np.testing.assert_array_equal(h, expected, err_msg="bias + ReLU")
     dpost = rng.standard_normal((n, m)).astype(dtype)
     expected = K.relu_backward_numpy(dpost, h)
-    K.relu_backward_(dpost, h)
+    K.in_parallel(K.relu_backward_rows, n, dpost, h)
     np.testing.assert_array_equal(dpost, expected, err_msg="the ReLU passes gradient only where its output > 0")
 
 
@@ -137,7 +137,7 @@ def test_cross_entropy(seed, n, v, dtype):
     logits = (4 * rng.standard_normal((n, v))).astype(dtype)
     targets = rng.integers(0, v, size=n)
     losses, dlogits = np.empty(n, dtype), np.empty_like(logits)
-    K.cross_entropy_rows(logits, targets, losses, dlogits)
+    K.in_parallel(K.cross_entropy_rows, n, logits, targets, losses, dlogits)
     losses_ref, dlogits_ref = K.cross_entropy_rows_numpy(logits, targets)
     close(losses, losses_ref, dtype, "per-token loss = log(sum exp) + max - logit[target]")
     close(dlogits, dlogits_ref, dtype, "dlogits = (softmax - onehot) / n")
@@ -165,3 +165,38 @@ def test_embedding(seed, b, t, v, d, dtype):
     dW_E_ref, dW_pos_ref = K.embed_backward_numpy(tokens, dresid, v, t + 2)
     close(dW_E, dW_E_ref, dtype, "dW_E: repeated ids must add up (a scatter-add)")
     close(dW_pos, dW_pos_ref, dtype, "dW_pos: summed over the batch; rows past T stay 0")
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 4), st.integers(1, 6), st.data())
+def test_results_do_not_depend_on_how_the_work_is_cut(seed, b, t, data):
+    """Each kernel writes only the outputs of its own range, so any cut gives bit-identical results (and a
+    resumed training run stays identical on a machine with another number of cores)."""
+    rng = np.random.default_rng(seed)
+    qkv = rng.standard_normal((b, t, 3, 2, 3)).astype(np.float32)
+    scale = np.float32(1 / math.sqrt(3))
+    n = b * 2
+    cut = data.draw(st.integers(0, n), label="cut")
+    whole = np.zeros((b, 2, t, t), np.float32), np.zeros((b, t, 2, 3), np.float32)
+    parts = np.zeros((b, 2, t, t), np.float32), np.zeros((b, t, 2, 3), np.float32)
+    K.attention_heads_forward(qkv, scale, *whole, 0, n)
+    K.attention_heads_forward(qkv, scale, *parts, 0, cut)
+    K.attention_heads_forward(qkv, scale, *parts, cut, n)
+    for w, p in zip(whole, parts):
+        np.testing.assert_array_equal(w, p, err_msg=f"attention cut at pair {cut} of {n}")
+    dz = rng.standard_normal((b, t, 2, 3)).astype(np.float32)
+    d_whole, d_parts = np.zeros_like(qkv), np.zeros_like(qkv)
+    K.attention_heads_backward(qkv, whole[0], dz, scale, d_whole, 0, n)
+    K.attention_heads_backward(qkv, whole[0], dz, scale, d_parts, 0, cut)
+    K.attention_heads_backward(qkv, whole[0], dz, scale, d_parts, cut, n)
+    np.testing.assert_array_equal(d_whole, d_parts)
+    x = rng.standard_normal((5 * b * t, 4)).astype(np.float32)
+    _, cache = K.layernorm_forward(x, np.ones(4, np.float32), np.zeros(4, np.float32))
+    outs = []
+    for cut in (0, data.draw(st.integers(0, K.N_CHUNKS), label="chunk cut")):
+        dx, dw, db = np.empty_like(x), np.empty((K.N_CHUNKS, 4), np.float32), np.empty((K.N_CHUNKS, 4), np.float32)
+        K.layernorm_chunks_backward(x, cache.xhat, cache.inv_std, cache.w, dx, dw, db, 0, cut)
+        K.layernorm_chunks_backward(x, cache.xhat, cache.inv_std, cache.w, dx, dw, db, cut, K.N_CHUNKS)
+        outs.append((dx, dw.sum(0), db.sum(0)))
+    for a, c in zip(*outs):
+        np.testing.assert_array_equal(a, c, err_msg="layer-norm column sums must not depend on the thread split")
