@@ -123,9 +123,11 @@ W_best, loss_best = best_per_group(intro, task.params, len(groups))
 titles = [g[0] for g in groups]
 for t, W, l in zip(titles, W_best, loss_best):
     print(f"{t:>22}: loss {l:.4f}  norms {np.round(toy.feature_norms(W[None])[0], 2)}")
-lesson.savefig(plots.feature_directions(W_best, titles, importance=0.9 ** np.arange(5)), "feature_directions.png")
+lesson.savefig(plots.feature_directions(W_best, titles, importance=0.9 ** np.arange(5)), "feature_directions.png",
+               "Five features in two dimensions: an orthogonal pair when dense, antipodal pairs at S=0.8, a "
+               "pentagon at S=0.9 (and a regular one with uniform importance).")
 lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), toy.feature_norms(W_best)),
-               "gram_and_norms.png")
+               "gram_and_norms.png", "W^T W (interference) and per-feature norms coloured by superposition.")
 
 # %% [markdown]
 # **What you should see.** Dense features (S = 0): the model behaves like PCA, giving the two most
@@ -170,7 +172,8 @@ def classify(W):
 
 phases = np.array([classify(W) for W in W_phase]).reshape(G, G)
 print(phases)
-lesson.savefig(plots.phase_diagram(phases, imp2, density, PHASES), "phase_diagram.png")
+lesson.savefig(plots.phase_diagram(phases, imp2, density, PHASES), "phase_diagram.png",
+               "Two features in one dimension: which arrangement wins, by importance and density.")
 
 # %% [markdown]
 # ## Experiment 3: dimensions per feature, and why they stick
@@ -197,7 +200,8 @@ D_star = toy.dims_per_feature(W_dims)
 D_f = toy.feature_dimensionality(W_dims)
 for x_, d_ in zip(inv_density, D_star):
     print(f"1/(1-S) = {x_:7.2f}   D* = {d_:.3f}")
-lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png")
+lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png",
+               "Dimensions per feature stick at 1 and 1/2; per-feature dimensionalities cluster at simple fractions.")
 
 # %% [markdown]
 # ## Checks against the ground truth of the geometry

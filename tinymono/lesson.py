@@ -9,13 +9,16 @@ A lesson runs as `python lessons/NN_name.py [--scale smoke|default|full] [--runs
 
 Figures go to DIR/<scale>/<lesson>/ and models that later lessons reuse to DIR/<scale>/cache/. Each
 check prints one line, PASS/FAIL/SKIP with the measured number and the bar, and `finish()` exits
-non-zero if any check failed.
+non-zero if any check failed. `finish()` also writes DIR/<scale>/<lesson>/result.json (the checks, the
+figures with their captions, the wall time): the reproduction report is assembled from these.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 SCALES = ("smoke", "default", "full")
@@ -36,19 +39,23 @@ class Lesson:
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.results = []  # (status, name, value, bar)
+        self.figures = []  # (filename, caption)
+        self._t0 = time.perf_counter()
         print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
 
     def pick(self, smoke, default, full=None):
         """The value for the current scale (full defaults to default)."""
         return {"smoke": smoke, "default": default, "full": default if full is None else full}[self.scale]
 
-    def savefig(self, fig, filename):
-        """Save a matplotlib figure into the lesson's folder and close it; returns the path."""
+    def savefig(self, fig, filename, caption=""):
+        """Save a matplotlib figure into the lesson's folder and close it; returns the path. The caption
+        goes under the figure in the reproduction report."""
         import matplotlib.pyplot as plt
 
         path = self.out / filename
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
+        self.figures = [f for f in self.figures if f[0] != filename] + [(filename, caption)]
         print(f"  figure: {path}")
         return path
 
@@ -62,9 +69,16 @@ class Lesson:
         return passed
 
     def finish(self):
-        """Print the summary and exit non-zero if any check failed (when run as a script)."""
+        """Print the summary, write result.json, and exit non-zero if any check failed (as a script)."""
         failed = [r for r in self.results if r[0] == "FAIL"]
         counts = {s: sum(r[0] == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
+        record = {"lesson": self.name, "scale": self.scale, "seconds": time.perf_counter() - self._t0,
+                  "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
+                              "bar": b} for st, n, v, b in self.results],
+                  "figures": [{"file": f, "caption": c} for f, c in self.figures]}
+        tmp = self.out / "result.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(self.out / "result.json")
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and "ipykernel" not in sys.modules:
             sys.exit(1)
