@@ -1,0 +1,361 @@
+"""Features against ground truth: each score against hand-computed cases and brute force, the streaming
+statistics against the in-memory definitions, groups of sibling features, the comparison table, readable
+examples, logit weights against an independent computation, ablation and loss recovered."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinymono import activations as act
+from tinymono import analysis as an
+from tinymono import sae
+from tinymono import transformer as tr
+from test_activations import TINY, synthetic_corpus, tiny_model
+
+
+class ArraySource:
+    """A unit source over an activation matrix in memory, with labels: planted features, exactly known."""
+
+    kind = "feature"
+
+    def __init__(self, A, context, context_names, block_rows=7):
+        self.A, self.block_rows = np.asarray(A, dtype=np.float32), block_rows
+        self.n_rows, self.n_units = self.A.shape
+        self.store = SimpleNamespace(context=np.asarray(context, np.uint8), context_names=tuple(context_names),
+                                     tokens=np.zeros(self.n_rows, np.uint16))
+
+    def activations(self, lo, hi, units=None):
+        return self.A[lo:hi] if units is None else self.A[lo:hi][:, units]
+
+    def blocks(self, units=None):
+        for lo in range(0, self.n_rows, self.block_rows):
+            yield lo, self.activations(lo, min(lo + self.block_rows, self.n_rows), units)
+
+
+def streamed(A, labels, L, block=5, bins=16, chunk_elems=1 << 21):
+    stats = an.LabelStats(np.asarray(A, np.float64).max(axis=0), {"c": L}, bins=bins, chunk_elems=chunk_elems)
+    for lo in range(0, len(A), block):
+        stats.update(A[lo:lo + block], {"c": labels[lo:lo + block]})
+    return stats.scores("c")
+
+
+def brute_auroc(a, y):
+    pos, neg = a[y], a[~y]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the three scores
+
+
+def test_indicator_constant_and_silent_units():
+    labels = np.array([0, 1, 1, 0, 2, 1, 0, 0, 2, 1, 0, 1])
+    y = labels == 1
+    noise = np.random.default_rng(0).uniform(0, 1, len(y))
+    A = np.stack([y.astype(float), np.full(len(y), 2.0), np.zeros(len(y)), noise], axis=1)
+    s = streamed(A, labels, 3)
+    for name, got in (("in memory", (an.pearson(A, y), an.specificity(A, y), an.specificity(A, y, "half"),
+                                     an.auroc(A, y))),
+                      ("streamed", tuple(s[k][1] for k in ("pearson", "specificity", "specificity_high", "auroc")))):
+        r, spec, spec_hi, auc = got
+        assert all(np.all(np.isfinite(v)) for v in got), f"{name}: NaN or inf: a division by a zero variance or mass?"
+        np.testing.assert_allclose([r[0], spec[0], spec_hi[0], auc[0]], 1.0, atol=1e-12,
+                                   err_msg=f"{name}: a unit equal to the label indicator must score 1 on every score")
+        assert r[1] == 0 and auc[1] == 0.5, f"{name}: a constant unit has r {r[1]}, AUROC {auc[1]}; want 0 and 0.5"
+        assert spec[1] == pytest.approx(y.mean()), f"{name}: a constant unit's mass splits like the tokens"
+        assert r[2] == 0 and spec[2] == 0 and spec_hi[2] == 0 and auc[2] == 0.5, f"{name}: a silent unit must score 0"
+
+
+def test_specificity_above_half_max_by_hand():
+    a = np.array([[0.0], [1.0], [4.0], [10.0], [6.0]])
+    y = np.array([True, True, False, True, False])
+    # overall: (0 + 1 + 10) / 21; above half max (5): 10 of 10 + 6
+    assert an.specificity(a, y)[0] == pytest.approx(11 / 21)
+    assert an.specificity(a, y, "half")[0] == pytest.approx(10 / 16), "only activations >= max / 2 count"
+    s = streamed(a, y.astype(int), 2, block=2)
+    assert s["specificity_high"][1, 0] == pytest.approx(10 / 16) and s["specificity"][1, 0] == pytest.approx(11 / 21)
+    assert s["coverage"][1, 0] == pytest.approx(2 / 3), "the unit fires on 2 of the 3 labelled tokens"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=2, max_size=40))
+def test_auroc_against_brute_force(pairs):
+    a = np.array([p[0] for p in pairs], float)
+    y = np.array([p[1] for p in pairs])
+    exact = an.auroc(a, y)
+    if y.all() or not y.any():
+        assert exact == 0.5
+        return
+    assert exact == pytest.approx(brute_auroc(a, y), abs=1e-12), "ties must count one half"
+    s = streamed(a[:, None], y.astype(int), 2, bins=4)
+    assert abs(s["auroc"][1, 0] - exact) <= s["auroc_err"][1, 0] + 1e-12, (
+        f"histogram AUROC {s['auroc'][1, 0]} is further than its bound {s['auroc_err'][1, 0]} from {exact}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), U=st.integers(1, 6), block=st.integers(1, 25),
+       chunk=st.integers(1, 40), density=st.floats(0.0, 1.0))
+def test_streaming_matches_in_memory(seed, n, U, block, chunk, density):
+    rng = np.random.default_rng(seed)
+    A = np.where(rng.random((n, U)) < density, rng.exponential(1.0, (n, U)).round(1), 0.0)
+    labels = rng.integers(0, 3, n)
+    s = streamed(A, labels, 3, block=block, bins=8, chunk_elems=chunk)
+    for l in range(3):
+        y = labels == l
+        np.testing.assert_allclose(s["pearson"][l], an.pearson(A, y), atol=1e-10,
+                                   err_msg="streamed correlation differs: is the co-moment merged with Chan's cross term?")
+        np.testing.assert_allclose(s["specificity"][l], an.specificity(A, y), atol=1e-12)
+        np.testing.assert_allclose(s["specificity_high"][l], an.specificity(A, y, "half"), atol=1e-12)
+        assert np.all(np.abs(s["auroc"][l] - an.auroc(A, y)) <= s["auroc_err"][l] + 1e-12)
+        assert s["count"][l] == y.sum()
+
+
+def test_streamed_correlation_keeps_its_digits():
+    """A large offset with a small signal: E[a^2] - E[a]^2 would cancel catastrophically."""
+    rng = np.random.default_rng(1)
+    y = rng.random(20000) < 0.3
+    a = 1e6 + y + rng.standard_normal(20000)
+    s = streamed(a[:, None], y.astype(int), 2, block=997)
+    ref = an.pearson(a[:, None] - 1e6, y)[0]  # correlation ignores the offset
+    assert abs(s["pearson"][1, 0] - ref) < 1e-9, f"streamed r {s['pearson'][1, 0]:.12f} vs {ref:.12f}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# analysis of a store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return act.harvest(tiny_model(), TINY, synthetic_corpus(3000, run=150), tmp_path_factory.mktemp("a") / "s",
+                       fast=False)
+
+
+@pytest.fixture(scope="module")
+def sparse_sae(store):
+    cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=24)
+    x = store.rows(np.arange(len(store)))
+    params = sae.init(cfg, np.random.default_rng(0), x)
+    pre = (x - params["b_dec"]) @ params["W_enc"]
+    params["b_enc"] = -np.quantile(pre, 0.9, axis=0).astype(np.float32)  # each latent fires on ~10% of tokens
+    params["b_enc"][5] = -1e6  # a dead latent
+    return params, cfg
+
+
+def test_analyse_units_matches_the_whole_matrix(store, sparse_sae):
+    src = an.FeatureSource(store, *sparse_sae, block_rows=333)
+    report = an.analyse_units(src, bins=16, top_k=5)
+    F = np.concatenate([A for _, A in src.blocks()])  # the same blocks: the same float32 bits
+    np.testing.assert_allclose(F, sae.encode(sparse_sae[0], store.rows(np.arange(len(store))), sparse_sae[1]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(report.density, (F > 0).mean(axis=0))
+    np.testing.assert_allclose(report.max, F.max(axis=0))
+    assert report.density[5] == 0 and report.families["context"]["pearson"][:, 5].tolist() == [0.0] * 8
+    np.testing.assert_array_equal(report.top_values, -np.sort(-F, axis=0)[:5],
+                               err_msg="streamed top-k differs from sorting the whole column")
+    fired = report.top_values > 0
+    assert np.all(report.top_rows[~fired] == -1) and np.array_equal(
+        np.take_along_axis(F, np.maximum(report.top_rows, 0), 0)[fired], report.top_values[fired])
+    for family in ("context", "detail"):
+        labels = np.asarray(getattr(store, family))
+        for l, name in enumerate(report.names[family]):
+            y = labels == l
+            np.testing.assert_allclose(report.score(family, name, "pearson"), an.pearson(F, y), atol=1e-9)
+            np.testing.assert_allclose(report.score(family, name, "specificity_high"), an.specificity(F, y, "half"),
+                                       atol=1e-9)
+    neurons = an.analyse_units(an.NeuronSource(store, block_rows=500))
+    X = store.rows(np.arange(len(store)))
+    y = np.asarray(store.context) == 3
+    np.testing.assert_allclose(neurons.score("context", "base64", "pearson"), an.pearson(X, y), atol=1e-9)
+
+
+def planted():
+    """Arabic split between a lead-byte feature (0) and a continuation-byte feature (1); feature 2 fires on
+    Arabic and on much English (unspecific); 3 is noise."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    context = rng.integers(0, 3, n)  # 0 english, 1 arabic, 2 python
+    lead = (context == 1) & (rng.random(n) < 0.5)
+    cont = (context == 1) & ~lead
+    A = np.stack([2.0 * lead, 5.0 * cont, 1.0 * ((context == 1) | ((context == 0) & (rng.random(n) < 0.5))),
+                  rng.exponential(1.0, n) * (rng.random(n) < 0.2)], axis=1)
+    return ArraySource(A, context, ("english", "arabic", "python"), block_rows=301), context
+
+
+def test_groups_join_sibling_features():
+    src, context = planted()
+    report = an.analyse_units(src, families=("context",))
+    groups = an.label_groups(src, report, "context", k=3)
+    g = groups["arabic"]
+    assert sorted(g["units"]) == [0, 1], (f"arabic's group is {g}: lead and continuation features together cover "
+                                          "it exactly; the unspecific feature 2 must not join")
+    assert g["pearson"] == pytest.approx(1.0, abs=1e-9) and max(g["singles"]) < 0.8
+    y = context == 1
+    summed = (src.A[:, g["units"]] / src.A[:, g["units"]].max(axis=0)).sum(axis=1)
+    assert g["pearson"] == pytest.approx(an.pearson(summed[:, None], y)[0], abs=1e-9)
+    loose = an.label_groups(src, report, "context", k=3, min_specificity=0.3)
+    assert 2 in loose["arabic"]["units"] or loose["arabic"]["pearson"] >= g["pearson"]
+
+
+def test_best_units_need_coverage_for_specificity():
+    src, context = planted()
+    A = np.concatenate([src.A, np.zeros((len(src.A), 1), np.float32)], axis=1)
+    A[np.flatnonzero(context == 1)[0], 4] = 9.0  # fires once, on Arabic: 100% specific, useless
+    src = ArraySource(A, context, src.store.context_names)
+    report = an.analyse_units(src, families=("context",))
+    best = an.best_units(report, "context")["arabic"]
+    assert best["specificity"][0] != 4, "a unit firing once must not win specificity (min_coverage)"
+    assert best["pearson"][0] in (0, 1, 2) and best["auroc"][0] in (0, 1, 2)
+
+
+def test_comparison_table_carries_the_papers_numbers():
+    src, _ = planted()
+    src.store.context_names = ("english", "arabic", "dna")
+    report = an.analyse_units(src, families=("context",))
+    rows = an.comparison_table(report, report, an.label_groups(src, report, "context"))
+    arabic = next(r for r in rows if r["label"] == "arabic")
+    assert arabic["paper"] == {"pearson": 0.74, "specificity": 0.81, "specificity_high": 0.98}
+    assert next(r for r in rows if r["label"] == "dna")["paper"]["pearson"] == 0.8
+    text = an.format_comparison(rows)
+    assert "arabic" in text and " 74" in text and "10-18" in text, text
+
+
+# ----------------------------------------------------------------------------------------------------
+# examples
+
+
+def test_byte_pieces_are_readable_and_complete():
+    data = "a\n\\ب".encode() + bytes([0xD8, 0x41, 0x00, 0x7F]) + "ש".encode()
+    tokens = list(data) + [256, 0xE2, 0x80, 0xAE]  # DOC_SEP, then a right-to-left override (not printable)
+    pieces = an.byte_pieces(tokens)
+    assert [p[0] for p in pieces] == ["a", "\\n", "\\\\", "ب", "\\xd8", "A", "\\x00", "\\x7f", "ש", "\u241e",
+                                      "\\xe2", "\\x80", "\\xae"]
+    assert [(a, b) for _, a, b in pieces][:5] == [(0, 1), (1, 2), (2, 3), (3, 5), (5, 6)], "pieces must tile the bytes"
+    assert an.format_example(tokens, 4) == "a\\n\\\\\u27e6ب·a8\u27e7\\xd8A\\x00\\x7fש\u241e\\xe2\\x80\\xae", (
+        "the mark goes round the whole character and names the byte (ب is d8 a8)")
+    assert "\u27e6ب·d8\u27e7" in an.format_example(tokens, 3) and "\u27e6A\u27e7" in an.format_example(tokens, 6)
+
+
+def test_top_examples_are_apart_and_centred(store, sparse_sae):
+    src = an.FeatureSource(store, *sparse_sae)
+    report = an.analyse_units(src, top_k=20)
+    u = int(np.argmax(report.density))
+    ex = an.top_examples(src, report, u, k=4, before=10, after=3)
+    rows = [e["row"] for e in ex]
+    assert all(abs(a - b) > 10 for i, a in enumerate(rows) for b in rows[:i]), f"examples overlap: {rows}"
+    for e in ex:
+        assert e["acts"][e["center"]] == e["activation"] > 0
+        np.testing.assert_array_equal(e["tokens"], store.tokens[e["row"] - e["center"]:e["row"] - e["center"] +
+                                                                len(e["tokens"])])
+    assert ex[0]["activation"] == report.max[u], "the first example is the unit's strongest activation"
+    assert an.top_examples(src, report, 5) == [], "a dead latent has no examples"
+
+
+# ----------------------------------------------------------------------------------------------------
+# logit weights, ablation, loss recovered
+
+
+def test_logit_weights_match_the_direct_effect_on_the_logits():
+    """Without layer norms and with W_out rows of zero mean (so mean removal is a no-op), adding alpha * d
+    to the MLP activations moves the logits by exactly alpha * logit_weights(d)."""
+    cfg = tr.TransformerConfig(d_vocab=11, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=4, layernorm=False)
+    rng = np.random.default_rng(0)
+    params = tr.init(cfg, rng, dtype=np.float64)
+    params["W_out"] = rng.standard_normal((5, 6))
+    params["W_out"] -= params["W_out"].mean(axis=1, keepdims=True)
+    d = rng.standard_normal(5)
+    tokens = rng.integers(0, 11, (2, 4))
+    clean, _ = tr.forward(params, tokens, cfg)
+    moved, _ = tr.forward(params, tokens, cfg, hook_post=lambda post: post + 0.5 * d)
+    np.testing.assert_allclose(moved - clean, np.broadcast_to(0.5 * an.logit_weights(params, cfg, d), clean.shape),
+                               atol=1e-12, err_msg="logit weights are not the direct effect d @ W_out @ W_U")
+
+
+def test_logit_weights_remove_the_mean_and_apply_the_gain():
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=4, d_mlp=3, n_heads=1, d_head=4, n_ctx=2)
+    rng = np.random.default_rng(1)
+    params = {k: rng.standard_normal(v.shape) for k, v in tr.init(cfg, rng, dtype=np.float64).items()}
+    d = rng.standard_normal(3)
+    expected = np.zeros(7)
+    resid = [sum(d[m] * params["W_out"][m, j] for m in range(3)) for j in range(4)]
+    mean = sum(resid) / 4
+    for v in range(7):
+        expected[v] = sum((resid[j] - mean) * params["lnf_w"][j] * params["W_U"][j, v] for j in range(4))
+    np.testing.assert_allclose(an.logit_weights(params, cfg, d), expected, rtol=1e-12)
+    promoted, suppressed = an.top_logits(expected, 2)
+    assert promoted[0][1] == expected.max() and suppressed[0][1] == expected.min()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    cfg = tr.TransformerConfig(d_model=8, d_mlp=16, n_heads=2, d_head=4, n_ctx=12)
+    params = tr.init(cfg, np.random.default_rng(3), dtype=np.float32)
+    params["W_out"] *= 30  # a random model's MLP barely moves the logits otherwise
+    windows = synthetic_corpus(2000).sample_windows("val", 20, cfg.n_ctx + 1, np.random.default_rng(0))[0]
+    sae_cfg = sae.SAEConfig(d_in=16, d_sae=32)
+    return params, cfg, windows, sae.init(sae_cfg, np.random.default_rng(1)), sae_cfg
+
+
+def test_ablating_a_silent_feature_changes_nothing(lm):
+    params, cfg, windows, sae_params, sae_cfg = lm
+    sae_params = {k: v.copy() for k, v in sae_params.items()}
+    sae_params["b_enc"][7] = -1e9
+    out = an.ablation_effect(params, cfg, sae_params, sae_cfg, 7, windows, batch=8, fast=False)
+    assert out["n_on"] == 0 and np.all(out["delta"] == 0), (
+        f"a feature that never fires changed the loss by up to {np.abs(out['delta']).max():.3g} nats: does the "
+        "ablation subtract from the true activations (not from the SAE's reconstruction)?")
+    live = int(np.argmax(sae_params["b_enc"]))
+    out = an.ablation_effect(params, cfg, sae_params, sae_cfg, live, windows, batch=8, fast=False)
+    assert out["n_on"] > 0 and np.any(out["delta"][out["fires"]] != 0) and np.all(out["delta"][~out["fires"]] == 0), \
+        "ablating a feature must change the loss where it fires (and, at the same position, nowhere else)"
+
+
+def test_ablation_hook_subtracts_exactly_the_features_share(lm):
+    params, cfg, windows, sae_params, sae_cfg = lm
+    post = np.abs(np.random.default_rng(0).standard_normal((2, 3, 16))).astype(np.float32)
+    rec = []
+    out = an.ablation_hook(sae_params, sae_cfg, 4, rec)(post)
+    f = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)[:, 4]
+    np.testing.assert_allclose(out, post - (f[:, None] * sae_params["W_dec"][4]).reshape(post.shape), rtol=1e-6)
+    np.testing.assert_allclose(rec[0], f.reshape(2, 3))
+
+
+def test_loss_recovered_ends(lm):
+    params, cfg, windows, _, _ = lm
+    kw = dict(batch=8, fast=False)
+    clean = an.mean_loss(params, cfg, windows, **kw)
+    zero = an.mean_loss(params, cfg, windows, 0.0, **kw)
+    itself = an.mean_loss(params, cfg, windows, lambda post: post, **kw)
+    assert zero != clean, "zero-ablation must change the loss for this test to mean anything"
+    assert an.loss_recovered(clean, itself, zero) == 1.0, "replacing the activations by themselves must recover 1"
+    assert an.loss_recovered(clean, zero, zero) == 0.0
+
+
+def test_an_identity_sae_recovers_everything(lm, tmp_path):
+    params, cfg, windows, _, _ = lm
+    store = act.harvest(params, cfg, synthetic_corpus(500), tmp_path / "s", fast=False)
+    sae_cfg = sae.SAEConfig(d_in=16, d_sae=16)
+    identity = {"W_enc": np.eye(16, dtype=np.float32), "b_enc": np.zeros(16, np.float32),
+                "W_dec": np.eye(16, dtype=np.float32), "b_dec": np.zeros(16, np.float32)}
+    out = an.loss_recovered_report(params, cfg, windows, identity, sae_cfg, store.mean(), batch=8, fast=False)
+    assert out["sae"] == out["clean"] and out["recovered_zero"] == 1.0 and out["recovered_mean"] == 1.0, out
+    mean = store.mean().astype(np.float32)
+    assert out["mean"] == an.mean_loss(params, cfg, windows, lambda post: np.broadcast_to(mean, post.shape), batch=8,
+                                       fast=False) != out["zero"], "mean-ablation must put the mean at every position"
+
+
+def test_feature_cards(store, sparse_sae):
+    src = an.FeatureSource(store, *sparse_sae)
+    report = an.analyse_units(src)
+    cards = an.feature_cards(src, report, tiny_model(), TINY, [0, 5], n_examples=3)
+    live, dead = cards
+    assert len(live["examples"]) == 3 and dead["examples"] == [] and dead["density"] == 0
+    ex = live["examples"][0]
+    assert sum(c for _, _, c in ex["pieces"]) == 1, "exactly one piece holds the activating byte"
+    center_act = next(a for _, a, c in ex["pieces"] if c)
+    assert center_act >= ex["activation"] > 0, "the activating piece must carry (at least) the example's activation"
+    h = live["histogram"]
+    assert np.sum(h["counts"]) + np.sum(h["zeros"]) == len(store), "the histogram must account for every token"
+    assert len(live["logits"]["promoted"]) == 8

@@ -1,0 +1,649 @@
+"""Features against ground truth: what an SAE feature (or an MLP neuron) responds to, measured against
+the corpus labels, and what it does to the model's predictions.
+
+What the paper measures (PAPER.md section 3), for a unit's activations a over tokens and a label
+indicator y (1 on bytes of, say, the `dna` context):
+- sensitivity, as the Pearson correlation of a with y (Arabic 0.74, DNA 0.8, base64 0.38, Hebrew 0.55
+  for the best features; 0.10-0.18 for the best single neurons);
+- activation specificity: of the activation mass, the share on labelled tokens (Arabic: 81% overall,
+  98% above activation 5);
+- logit weights: the feature's decoder direction pushed through W_out, the final layer norm taken as
+  mean removal, and W_U: which next bytes the feature promotes;
+- ablation: subtract f_i d_i from the MLP activations at every position, measure the loss per token;
+- loss recovered: (L_zero_ablation - L_with_SAE) / (L_zero_ablation - L_clean).
+
+What this implementation chose where the paper is silent:
+- AUROC of a as a score for y is reported beside the two (it does not depend on a's scale). Exact
+  AUROC needs ranks over all tokens; here it comes from a per-unit histogram: one bin for a == 0 (an
+  exact tie, as ReLU zeros are) and `bins` equal bins over (0, max]. Pairs in different bins are
+  ordered exactly; pairs sharing a nonzero bin count one half, so the error is at most half their
+  share, which is reported per unit and label (`auroc_err`). `auroc` computes the exact value from
+  ranks for a whole column in memory.
+- Specificity "above activation 5" needs the paper's activation scale; here the threshold is half of
+  each unit's maximum (scale-free).
+- The best unit per label under specificity is chosen among units that fire on at least
+  `min_coverage` (5%) of the label's tokens: a unit firing once, on a labelled token, is 100% specific.
+- Groups: a label may be covered by sibling features (UTF-8 lead and continuation bytes of Arabic);
+  greedily, up to k = 3 features each with specificity >= 0.9 for the label are added while the
+  correlation of their summed max-normalised activations with the label rises.
+- Scores assume non-negative activations (ReLU neurons, SAE latents); GELU neurons are refused.
+
+Everything runs over row blocks of a store (tinymono.activations), in bounded memory: a first pass
+for each unit's maximum, density and top activations, a second for the label statistics (Chan's
+pairwise update of means and co-moments, so the correlation does not lose digits over millions of
+tokens), and a third, over a few candidate columns only, for the groups.
+
+Axis vocabulary: N tokens (store rows), U units, L labels of one family, K bins, B T M V as in
+transformer.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import rankdata
+
+from tinymono import sae, transformer
+from tinymono.corpus import DOC_SEP
+
+PAPER = {  # Bricken et al. 2023, for the tables: best feature per context, and the best neurons
+    "pearson": {"arabic": 0.74, "dna": 0.80, "base64": 0.38, "hebrew": 0.55},
+    "neuron_pearson": (0.10, 0.18),
+    "specificity": {"arabic": 0.81},
+    "specificity_high": {"arabic": 0.98},  # the paper's threshold: activation above 5
+}
+SCORES = ("pearson", "specificity", "specificity_high", "auroc")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the scores on arrays in memory: the definitions, which the streaming versions must reproduce
+
+
+def _indicator(y, n):
+    y = np.asarray(y).astype(bool)
+    if y.shape != (n,):
+        raise ValueError(f"label indicator has shape {y.shape}, the activations have {n} rows")
+    return y
+
+
+def pearson(A, y):
+    """A [N, U], y [N] bool -> [U]: the correlation of each column with y (0 where either is constant)."""
+    A = np.asarray(A, dtype=np.float64)
+    y = _indicator(y, len(A)).astype(np.float64)
+    a, yc = A - A.mean(axis=0), y - y.mean()
+    den = np.sqrt((a * a).sum(axis=0) * (yc @ yc))
+    return np.divide(yc @ a, den, out=np.zeros(A.shape[1]), where=den > 0)
+
+
+def specificity(A, y, threshold=None):
+    """A [N, U] >= 0, y [N] bool -> [U]: the share of each unit's activation mass on labelled tokens,
+    counting only activations >= threshold (None: all; "half": half the unit's max; or a number / [U]).
+    A unit with no mass there scores 0."""
+    A = np.asarray(A, dtype=np.float64)
+    y = _indicator(y, len(A))
+    if threshold is not None:
+        t = 0.5 * A.max(axis=0) if isinstance(threshold, str) and threshold == "half" else threshold
+        A = np.where(A >= t, A, 0.0)
+    total = A.sum(axis=0)
+    return np.divide(A[y].sum(axis=0), total, out=np.zeros(A.shape[1]), where=total > 0)
+
+
+def auroc(A, y):
+    """A [N, U] (or [N]), y [N] bool -> [U]: P(a on a labelled token > a on an unlabelled one), ties
+    counted one half, exactly, from ranks (Mann-Whitney). 0.5 when y is all true or all false."""
+    A = np.asarray(A, dtype=np.float64)
+    col = A.ndim == 1
+    A = A[:, None] if col else A
+    y = _indicator(y, len(A))
+    P, Q = int(y.sum()), int((~y).sum())
+    if P == 0 or Q == 0:
+        out = np.full(A.shape[1], 0.5)
+    else:
+        ranks = rankdata(A, axis=0)  # ties get their average rank
+        out = (ranks[y].sum(axis=0) - P * (P + 1) / 2) / (P * Q)
+    return out[0] if col else out
+
+
+# ----------------------------------------------------------------------------------------------------
+# where unit activations come from: row blocks of a store, as neurons or as SAE features
+
+
+class NeuronSource:
+    """The MLP neurons of a store: activations(lo, hi, units) -> float32 [hi - lo, len(units)]."""
+
+    kind = "neuron"
+
+    def __init__(self, store, block_rows=8192, n_rows=None):
+        self.store, self.block_rows = store, int(block_rows)
+        self.n_rows = len(store) if n_rows is None else min(int(n_rows), len(store))
+        self.n_units = store.d
+
+    def _encode(self, x, units):
+        return x if units is None else x[:, units]
+
+    def activations(self, lo, hi, units=None):
+        return self._encode(self.store.read(lo, hi).astype(np.float32, copy=False), units)
+
+    def blocks(self, units=None):
+        """Yield (lo, A [b, U]) over the first n_rows rows."""
+        for lo in range(0, self.n_rows, self.block_rows):
+            yield lo, self.activations(lo, min(lo + self.block_rows, self.n_rows), units)
+
+
+class FeatureSource(NeuronSource):
+    """The latents of an SAE applied to a store's rows. Asking for a few units encodes only their
+    columns (each latent of the paper's ReLU encoder depends on its own column alone)."""
+
+    kind = "feature"
+
+    def __init__(self, store, sae_params, sae_cfg, block_rows=4096, n_rows=None):
+        super().__init__(store, block_rows, n_rows)
+        self.params, self.cfg, self.n_units = sae_params, sae_cfg, sae_cfg.d_sae
+
+    def _encode(self, x, units):
+        p = self.params if units is None else {"W_enc": self.params["W_enc"][:, units],
+                                               "b_enc": self.params["b_enc"][units], "b_dec": self.params["b_dec"]}
+        return sae.encode(p, x.astype(self.params["W_enc"].dtype, copy=False), self.cfg)
+
+
+# ----------------------------------------------------------------------------------------------------
+# streaming statistics
+
+
+def _scatter_add(out, key, weights=None):
+    """out.flat[key] += weights (1 each when None), repeated keys summed; cheap whether key is short or
+    long next to out (bincount's result is as long as out, so short keys go through unique instead)."""
+    flat = out.reshape(-1)
+    if 4 * len(key) >= flat.size:
+        flat += np.bincount(key, weights, minlength=flat.size).astype(flat.dtype, copy=False)
+    elif len(key):
+        uniq, inv = np.unique(key, return_inverse=True)
+        flat[uniq] += np.bincount(inv, weights).astype(flat.dtype, copy=False)
+
+
+def _top_k_merge(vals, rows, A, lo):
+    """Merge the running top-k per column (vals, rows [k, U], descending) with block A [b, U] that starts at
+    store row lo. Only entries above a column's current k-th value (and above 0) can enter, so after the
+    first blocks few entries are looked at."""
+    k, U = vals.shape
+    r, c = np.nonzero(A > np.maximum(vals[-1], 0))  # [n] candidates
+    if len(r) == 0:
+        return vals, rows
+    cand_v = np.concatenate([vals.ravel(), A[r, c]])
+    cand_c = np.concatenate([np.tile(np.arange(U), k), c])  # vals.ravel() runs over units fastest
+    cand_r = np.concatenate([rows.ravel(), lo + r])
+    order = np.lexsort((-cand_v, cand_c))  # by unit, then by value descending
+    rank = np.arange(len(order)) - np.searchsorted(cand_c[order], cand_c[order])  # place within its unit
+    keep = order[rank < k]
+    new_v, new_r = np.empty_like(vals), np.empty_like(rows)
+    new_v[rank[rank < k], cand_c[keep]] = cand_v[keep]  # every unit has its k old entries: all slots fill
+    new_r[rank[rank < k], cand_c[keep]] = cand_r[keep]
+    return new_v, new_r
+
+
+class LabelStats:
+    """Running sums, over row blocks, for every score of every unit against every label of some label
+    families (each family partitions the tokens: every token has exactly one context label).
+
+    update(A [b, U] >= 0, {family: label ids [b]}); the pass needs each unit's maximum up front (for the
+    half-max threshold and the histogram's bins)."""
+
+    def __init__(self, unit_max, families: dict, bins=64, chunk_elems=1 << 21):
+        self.U, self.bins, self.chunk_elems = len(unit_max), int(bins), int(chunk_elems)
+        self.unit_max = np.asarray(unit_max, dtype=np.float64)
+        self.scale = np.divide(self.bins, self.unit_max, out=np.zeros(self.U), where=self.unit_max > 0)
+        self.n, self.mean, self.m2 = 0, np.zeros(self.U), np.zeros(self.U)  # Chan's running moments of a
+        self.fam = {}
+        for name, L in families.items():
+            self.fam[name] = {"count": np.zeros(L, np.int64), "co": np.zeros((L, self.U)),  # co-moment with y
+                              "mass": np.zeros((L, self.U)), "mass_high": np.zeros((L, self.U)),
+                              "fires": np.zeros((L, self.U), np.int64),
+                              "hist": np.zeros((L, self.U, self.bins), np.int64)}  # nonzero a only
+
+    def update(self, A, labels: dict):
+        A = np.asarray(A)
+        b = len(A)
+        if b == 0:
+            return
+        # moments of a over the block (in float64 sub-chunks), merged into the running ones
+        step = max(1, self.chunk_elems // self.U)
+        mean_b = A.sum(axis=0, dtype=np.float64) / b
+        m2_b = np.zeros(self.U)
+        for i in range(0, b, step):
+            d = A[i:i + step].astype(np.float64) - mean_b
+            m2_b += np.einsum("ij,ij->j", d, d)
+        n_new = self.n + b
+        delta = mean_b - self.mean
+        w = self.n * b / n_new  # Chan et al.: the cross term of merging two sets' moments
+        self.m2 += m2_b + delta**2 * w
+        # the nonzero entries carry everything label-specific
+        rows, cols = np.nonzero(A)
+        vals = A[rows, cols].astype(np.float64)
+        high = vals >= 0.5 * self.unit_max[cols]
+        bin_ = np.minimum((vals * self.scale[cols]).astype(np.int64), self.bins - 1)  # (0, max] -> 0..K-1
+        for name, f in self.fam.items():
+            ids = np.asarray(labels[name], dtype=np.int64)
+            L = len(f["count"])
+            if ids.shape != (b,) or ids.min() < 0 or ids.max() >= L:
+                raise ValueError(f"{name} labels must be [{b}] ids in 0..{L - 1}, got {ids.shape} "
+                                 f"{ids.min()}..{ids.max()}")
+            count_b = np.bincount(ids, minlength=L)
+            key = ids[rows] * self.U + cols  # [nnz] (label, unit)
+            sums_b = np.zeros((L, self.U))
+            _scatter_add(sums_b, key, vals)
+            # co-moment of the block, sum (y - ybar_b)(a - abar_b) = sum y a - n_l abar_b, then Chan's merge
+            f["co"] += sums_b - count_b[:, None] * mean_b + np.outer(count_b / b - f["count"] / max(self.n, 1),
+                                                                      delta) * w
+            f["mass"] += sums_b
+            _scatter_add(f["mass_high"], key[high], vals[high])
+            _scatter_add(f["fires"], key)
+            _scatter_add(f["hist"], key * self.bins + bin_)
+            f["count"] += count_b
+        self.mean += delta * b / n_new
+        self.n = n_new
+
+    def scores(self, name):
+        """{score: [L, U]} for one family, plus count [L], coverage [L, U] (share of the label's tokens
+        the unit fires on), auroc_err [L, U] (bound on the histogram's error) and hist [L, U, K]."""
+        f, n = self.fam[name], self.n
+        count = f["count"].astype(np.float64)
+        var_y = count * (n - count) / max(n, 1)  # [L] sum (y - ybar)^2 of a 0/1 indicator
+        den = np.sqrt(np.outer(var_y, self.m2))
+        mass_total = f["mass"].sum(axis=0)  # each family partitions the tokens: summing labels gives all
+        high_total = f["mass_high"].sum(axis=0)
+        out = {"count": f["count"].copy(), "hist": f["hist"].copy(), "fires": f["fires"].copy(),
+               "pearson": np.divide(f["co"], den, out=np.zeros_like(den), where=den > 0),
+               "specificity": np.divide(f["mass"], mass_total, out=np.zeros_like(f["mass"]), where=mass_total > 0),
+               "specificity_high": np.divide(f["mass_high"], high_total, out=np.zeros_like(f["mass"]),
+                                             where=high_total > 0),
+               "coverage": f["fires"] / np.maximum(count, 1)[:, None]}
+        out["auroc"], out["auroc_err"] = _histogram_auroc(f["hist"], f["count"], n)
+        return out
+
+
+def _histogram_auroc(hist, count, n):
+    """AUROC [L, U] and its error bound from per-label histograms of the nonzero activations hist
+    [L, U, K] (bins in increasing order), with the zeros (an exact tie) recovered from the counts."""
+    L, U, K = hist.shape
+    total = hist.sum(axis=0)  # [U, K] every label's tokens in each bin
+    auc, err = np.full((L, U), 0.5), np.zeros((L, U))
+    for l in range(L):
+        P, Q = int(count[l]), int(n - count[l])
+        if P == 0 or Q == 0:
+            continue
+        pos = hist[l].astype(np.float64)  # [U, K]
+        neg = total - pos
+        pos0, neg0 = P - pos.sum(axis=1), Q - neg.sum(axis=1)  # [U] zeros
+        below = neg0[:, None] + np.cumsum(neg, axis=1) - neg  # [U, K] negatives in lower bins
+        ties = (pos * neg).sum(axis=1)
+        auc[l] = ((pos * below).sum(axis=1) + 0.5 * (ties + pos0 * neg0)) / (P * Q)
+        err[l] = 0.5 * ties / (P * Q)
+    return auc, err
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole analysis of a set of units
+
+
+@dataclass
+class UnitReport:
+    """What `analyse_units` found: per unit (arrays [U]) and per label family ({score: [L, U]})."""
+
+    kind: str  # "feature" or "neuron"
+    n_rows: int
+    density: np.ndarray  # [U] share of tokens where the unit is > 0
+    max: np.ndarray  # [U]
+    mean: np.ndarray  # [U]
+    m2: np.ndarray  # [U] sum of squared deviations from the mean
+    top_values: np.ndarray  # [k, U] largest positive activations, descending (0 when fewer than k)
+    top_rows: np.ndarray  # [k, U] their store rows (-1 for those 0s)
+    bins: int
+    names: dict = field(default_factory=dict)  # family -> label names
+    families: dict = field(default_factory=dict)  # family -> LabelStats.scores(...)
+
+    def score(self, family, label, score):
+        """[U]: one score of every unit for one label (by name)."""
+        return self.families[family][score][self.names[family].index(label)]
+
+
+def _family_names(store, family):
+    return tuple(store.context_names if family == "context" else store.detail_names)
+
+
+def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
+    """Both passes over `source` (NeuronSource or FeatureSource) -> UnitReport."""
+    store, U = source.store, source.n_units
+    vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
+    top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
+    for lo, A in source.blocks():
+        lowest = A.min() if A.size else 0.0
+        if lowest < 0:
+            raise ValueError(f"{source.kind} activations go down to {lowest:.3g}: these scores assume non-negative "
+                             "units (ReLU neurons, SAE latents)")
+        vmax = np.maximum(vmax, A.max(axis=0))
+        nnz += np.count_nonzero(A, axis=0)
+        total += A.sum(axis=0, dtype=np.float64)
+        top_v, top_r = _top_k_merge(top_v, top_r, A, lo)
+    top_r[~np.isfinite(top_v)] = -1  # fewer than top_k positive activations
+    top_v[~np.isfinite(top_v)] = 0.0
+    stats = LabelStats(vmax, {fam: len(_family_names(store, fam)) for fam in families}, bins=bins)
+    for lo, A in source.blocks():
+        hi = lo + len(A)
+        stats.update(A, {fam: np.asarray(getattr(store, fam)[lo:hi]) for fam in families})
+    n = source.n_rows
+    return UnitReport(source.kind, n, nnz / n, vmax, total / n, stats.m2, top_v, top_r, bins,
+                      {fam: _family_names(store, fam) for fam in families},
+                      {fam: stats.scores(fam) for fam in families})
+
+
+def best_units(report, family, min_coverage=0.05):
+    """{label: {score: (unit, value)}}: the best unit for each label under each score. Under the two
+    specificities only units firing on >= min_coverage of the label's tokens compete."""
+    f, out = report.families[family], {}
+    for l, label in enumerate(report.names[family]):
+        out[label] = {}
+        for score in SCORES:
+            value = f[score][l].copy()
+            if score.startswith("specificity"):
+                value[f["coverage"][l] < min_coverage] = -np.inf
+            u = int(np.argmax(value))
+            out[label][score] = (u, float(value[u]) if np.isfinite(value[u]) else float("nan"))
+    return out
+
+
+def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, n_candidates=8):
+    """For each label, a greedy group of at most k units, each with specificity >= min_specificity for
+    the label, whose summed max-normalised activation sum_i a_i / max_i correlates best with the label.
+    Third pass: the covariances of the candidates (the n_candidates best-correlated eligible units per
+    label), over their columns only. -> {label: {"units": [...], "pearson": r, "singles": [r_i ...]}}."""
+    f, names = report.families[family], report.names[family]
+    labels = names if labels is None else labels
+    cands = {}
+    for label in labels:
+        l = names.index(label)
+        r = np.where((f["specificity"][l] >= min_specificity) & (f["pearson"][l] > 0), f["pearson"][l], -np.inf)
+        order = np.argsort(-r, kind="stable")[:n_candidates]
+        cands[label] = order[np.isfinite(r[order])]
+    union = np.unique(np.concatenate([np.zeros(0, np.int64), *cands.values()]))
+    C = len(union)
+    n, mean, cov = 0, np.zeros(C), np.zeros((C, C))  # Chan's merge again, for a [C, C] co-moment matrix
+    for lo, X in (source.blocks(units=union) if C else []):
+        X = X.astype(np.float64)
+        mean_b = X.mean(axis=0)
+        d = X - mean_b
+        delta, n_new = mean_b - mean, n + len(X)
+        cov += d.T @ d + np.outer(delta, delta) * n * len(X) / n_new
+        mean += delta * len(X) / n_new
+        n = n_new
+    out = {}
+    for label in labels:
+        l, members = names.index(label), cands[label]
+        at = np.searchsorted(union, members)
+        count = f["count"][l]
+        var_y = count * (report.n_rows - count) / report.n_rows
+        scale = 1.0 / report.max[members]
+        co_y = f["pearson"][l, members] * np.sqrt(report.m2[members] * var_y) * scale  # cov(a_i / max_i, y)
+        cv = cov[np.ix_(at, at)] * np.outer(scale, scale)
+
+        def corr(group):
+            g = list(group)
+            var = cv[np.ix_(g, g)].sum()
+            return co_y[g].sum() / np.sqrt(var * var_y) if var > 0 and var_y > 0 else 0.0
+
+        group, best = [], 0.0
+        while len(group) < min(k, len(members)):
+            trial = {j: corr(group + [j]) for j in range(len(members)) if j not in group}
+            j = max(trial, key=trial.get)
+            if trial[j] <= best + 1e-12:
+                break
+            group.append(j)
+            best = trial[j]
+        out[label] = {"units": [int(members[j]) for j in group], "pearson": float(best),
+                      "singles": [float(f["pearson"][l, members[j]]) for j in group]}
+    return out
+
+
+def comparison_table(features, neurons, groups=None, family="context", labels=None):
+    """One row per label: the best feature and the best neuron by correlation (with their other scores),
+    the best feature group, and the paper's numbers where it gives them."""
+    names = features.names[family]
+    labels = [x for x in names if x != "separator"] if labels is None else labels
+    best_f, best_n = best_units(features, family), best_units(neurons, family)
+    rows = []
+    for label in labels:
+        l = names.index(label)
+        row = {"label": label, "tokens": int(features.families[family]["count"][l])}
+        for who, report, best in (("feature", features, best_f), ("neuron", neurons, best_n)):
+            u = best[label]["pearson"][0]
+            row[who] = {"unit": u, **{s: float(report.families[family][s][l, u]) for s in SCORES}}
+        if groups is not None and label in groups:
+            row["group"] = groups[label]
+        row["paper"] = {"pearson": PAPER["pearson"].get(label), "specificity": PAPER["specificity"].get(label),
+                        "specificity_high": PAPER["specificity_high"].get(label)}
+        rows.append(row)
+    return rows
+
+
+def format_comparison(rows):
+    """comparison_table's rows as a text table (scores in %, the paper's in brackets)."""
+    def pct(x):
+        return "  -" if x is None else f"{100 * x:3.0f}"
+    lo, hi = PAPER["neuron_pearson"]
+    lines = [f"{'label':<10} {'tokens':>8} | {'feature':>7} {'r':>4} {'[paper]':>7} {'spec':>4} {'[p]':>4} "
+             f"{'hi':>4} {'[p]':>4} {'auc':>4} | {'neuron':>6} {'r':>4} {'auc':>4} | group r  (units)",
+             f"{'':<21}|{'':<50}| paper: best neurons r {100 * lo:.0f}-{100 * hi:.0f}%"]
+    for r in rows:
+        f, nu, p = r["feature"], r["neuron"], r["paper"]
+        group = r.get("group")
+        gtext = f"{pct(group['pearson'])}  {group['units']}" if group else ""
+        lines.append(f"{r['label']:<10} {r['tokens']:>8} | {f['unit']:>7} {pct(f['pearson'])} {pct(p['pearson']):>7} "
+                     f"{pct(f['specificity'])} {pct(p['specificity']):>4} {pct(f['specificity_high'])} "
+                     f"{pct(p['specificity_high']):>4} {pct(f['auroc'])} | {nu['unit']:>6} {pct(nu['pearson'])} "
+                     f"{pct(nu['auroc'])} | {gtext}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# one feature: examples, histogram, logit weights, ablation
+
+
+def token_text(t):
+    """One token shown visibly: printable ASCII as itself, \\n \\t \\r \\\\ and \\xNN escapes otherwise,
+    the document separator as the symbol ␞."""
+    t = int(t)
+    if t == DOC_SEP:
+        return "\u241e"
+    special = {0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r", 0x5C: "\\\\"}
+    if t in special:
+        return special[t]
+    return chr(t) if 0x20 <= t < 0x7F else f"\\x{t:02x}"
+
+
+def _utf8_length(lead):
+    return 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 1
+
+
+def byte_pieces(tokens):
+    """Token ids [n] -> [(text, start, stop)]: each complete, printable UTF-8 character as itself
+    (start..stop its bytes), every other byte escaped alone by token_text."""
+    tokens = [int(t) for t in tokens]
+    out, i = [], 0
+    while i < len(tokens):
+        n = _utf8_length(tokens[i])
+        if n > 1 and i + n <= len(tokens) and all(0x80 <= t <= 0xBF for t in tokens[i + 1:i + n]):
+            try:
+                ch = bytes(tokens[i:i + n]).decode("utf-8")
+            except UnicodeDecodeError:
+                ch = None
+            if ch is not None and ch.isprintable():
+                out.append((ch, i, i + n))
+                i += n
+                continue
+        out.append((token_text(tokens[i]), i, i + 1))
+        i += 1
+    return out
+
+
+def format_example(tokens, center, mark=("\u27e6", "\u27e7")):
+    """The bytes as readable text with the piece holding byte `center` between the marks (a character
+    of several bytes also shows which byte it was, e.g. ⟦ب·d8⟧)."""
+    parts = []
+    for text, a, b in byte_pieces(tokens):
+        if a <= center < b:
+            which = f"\u00b7{int(tokens[center]):02x}" if b - a > 1 else ""
+            text = f"{mark[0]}{text}{which}{mark[1]}"
+        parts.append(text)
+    return "".join(parts)
+
+
+def top_examples(source, report, unit, k=8, before=32, after=8):
+    """The unit's k strongest activations as examples, at least `before` rows apart (one stretch of text
+    would otherwise fill the list): [{"row", "activation", "tokens" [w], "acts" [w], "center"}], the
+    window running from `before` bytes before the activating byte to `after` after it."""
+    store, chosen = source.store, []
+    for v, r in zip(report.top_values[:, unit], report.top_rows[:, unit]):
+        if v > 0 and all(abs(int(r) - c) > before for c in chosen) and len(chosen) < k:
+            chosen.append(int(r))
+    out = []
+    for r in chosen:
+        lo, hi = max(0, r - before), min(source.n_rows, r + after + 1)
+        acts = source.activations(lo, hi, units=np.array([unit]))[:, 0]
+        out.append({"row": r, "activation": float(acts[r - lo]), "tokens": np.asarray(store.tokens[lo:hi]),
+                    "acts": acts, "center": r - lo})
+    return out
+
+
+def activation_histogram(report, family, unit):
+    """(edges [K + 1] over (0, max], counts [L, K] of the unit's nonzero activations per label,
+    zeros [L]: tokens per label where it is 0)."""
+    f = report.families[family]
+    counts = f["hist"][:, unit]
+    return np.linspace(0, report.max[unit], report.bins + 1), counts, f["count"] - counts.sum(axis=1)
+
+
+def logit_weights(params, cfg, direction):
+    """direction [M] (a decoder row) -> [V]: its direct effect on the logits, W_out, then the final layer
+    norm approximated as mean removal (times its gain: a model whose gain is folded into W_U, as the
+    paper's, needs no gain), then W_U."""
+    r = np.asarray(direction, dtype=np.float64) @ params["W_out"]  # [D]
+    r = r - r.mean()
+    if cfg.layernorm:
+        r = r * params["lnf_w"]
+    return r @ params["W_U"]  # [V]
+
+
+def top_logits(weights, k=8):
+    """-> (promoted, suppressed): lists of (token shown by token_text, weight), strongest first."""
+    order = np.argsort(weights, kind="stable")
+    return ([(token_text(t), float(weights[t])) for t in order[::-1][:k]],
+            [(token_text(t), float(weights[t])) for t in order[:k]])
+
+
+def _one_latent(sae_params, unit):
+    return {"W_enc": sae_params["W_enc"][:, [unit]], "b_enc": sae_params["b_enc"][[unit]], "b_dec": sae_params["b_dec"]}
+
+
+def ablation_hook(sae_params, sae_cfg, unit, record=None):
+    """A mlp.hook_post function: post - f_i(post) * W_dec[i] (the true activations, minus the feature's
+    share; not the SAE's reconstruction). Appends f_i [B, T] to `record` when given."""
+    p1, d = _one_latent(sae_params, unit), sae_params["W_dec"][unit]
+
+    def hook(post):  # [B, T, M]
+        f = sae.encode(p1, post.reshape(-1, post.shape[-1]), sae_cfg)  # [B*T, 1]
+        if record is not None:
+            record.append(f.reshape(post.shape[:2]))
+        return post - (f * d).reshape(post.shape)
+    return hook
+
+
+def ablation_effect(params, cfg, sae_params, sae_cfg, unit, windows, batch=32, fast=True):
+    """Per-token loss change (nats) from ablating feature `unit` on windows [B, T + 1]:
+    {"delta" [B, T], "fires" [B, T] bool (f_i > 0 at the position), "mean_on", "mean_off", "n_on", "n_off"}."""
+    deltas, fired = [], []
+    for i in range(0, len(windows), batch):
+        w = windows[i:i + batch].astype(np.int64)
+        clean = transformer.per_token_loss(params, w, cfg, fast=fast)
+        rec = []
+        ablated = transformer.per_token_loss(params, w, cfg, hook_post=ablation_hook(sae_params, sae_cfg, unit, rec),
+                                             fast=fast)
+        deltas.append(ablated - clean)
+        fired.append(rec[0] > 0)
+    delta, fires = np.concatenate(deltas), np.concatenate(fired)
+    return {"delta": delta, "fires": fires, "n_on": int(fires.sum()), "n_off": int((~fires).sum()),
+            "mean_on": float(delta[fires].mean()) if fires.any() else 0.0,
+            "mean_off": float(delta[~fires].mean()) if (~fires).any() else 0.0}
+
+
+# ----------------------------------------------------------------------------------------------------
+# loss recovered
+
+
+def sae_hook(sae_params, sae_cfg):
+    """A mlp.hook_post function replacing the activations by the SAE's reconstruction."""
+    def hook(post):  # [B, T, M]
+        x = post.reshape(-1, post.shape[-1])
+        return sae.decode(sae_params, sae.encode(sae_params, x, sae_cfg)).reshape(post.shape)
+    return hook
+
+
+def mean_loss(params, cfg, windows, hook_post=None, batch=32, fast=True):
+    """Mean next-token loss (nats) over windows [B, T + 1], with mlp.hook_post set to hook_post."""
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch):
+        nats = transformer.per_token_loss(params, windows[i:i + batch].astype(np.int64), cfg,
+                                          hook_post=hook_post, fast=fast)
+        total, count = total + float(nats.sum()), count + nats.size
+    return total / count
+
+
+def loss_recovered(l_clean, l_replaced, l_ablated):
+    """(L_ablated - L_replaced) / (L_ablated - L_clean): 1 when the replacement is as good as the real
+    activations, 0 when it is no better than the ablation."""
+    return (l_ablated - l_replaced) / (l_ablated - l_clean)
+
+
+def loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_acts, batch=32, fast=True):
+    """Losses with the real activations, the SAE's reconstruction, zeros and the mean activation
+    [M] (e.g. ActivationStore.mean()); loss recovered against zero-ablation (the paper's) and
+    mean-ablation (a fairer baseline: zeros are far from any activation the model ever sees)."""
+    kw = dict(batch=batch, fast=fast)
+    out = {"clean": mean_loss(params, cfg, windows, **kw),
+           "sae": mean_loss(params, cfg, windows, sae_hook(sae_params, sae_cfg), **kw),
+           "zero": mean_loss(params, cfg, windows, 0.0, **kw),
+           "mean": mean_loss(params, cfg, windows, np.asarray(mean_acts, dtype=np.float32), **kw)}
+    out["recovered_zero"] = loss_recovered(out["clean"], out["sae"], out["zero"])
+    out["recovered_mean"] = loss_recovered(out["clean"], out["sae"], out["mean"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# feature cards: what the browser shows
+
+
+def feature_cards(source, report, params, cfg, units, family="context", n_examples=8, before=32, after=8,
+                  n_logits=8):
+    """A JSON-ready card per unit: density, best label of `family` by correlation and its scores, top
+    examples (pieces of text with their activation), the activation histogram per label and the logit
+    weights (for features; neurons get their W_out row through the same path)."""
+    names = report.names[family]
+    f = report.families[family]
+    W_dec = source.params["W_dec"] if source.kind == "feature" else np.eye(cfg.d_mlp)
+    cards = []
+    for u in units:
+        u = int(u)
+        l = int(np.argmax(f["pearson"][:, u]))
+        examples = []
+        for ex in top_examples(source, report, u, n_examples, before, after):
+            pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["center"] < b)
+                      for text, a, b in byte_pieces(ex["tokens"])]
+            examples.append({"row": ex["row"], "activation": ex["activation"], "pieces": pieces})
+        edges, counts, zeros = activation_histogram(report, family, u)
+        promoted, suppressed = top_logits(logit_weights(params, cfg, W_dec[u]), n_logits)
+        cards.append({"unit": u, "kind": report.kind, "density": float(report.density[u]),
+                      "max": float(report.max[u]),
+                      "best": {"label": names[l], **{s: float(f[s][l, u]) for s in SCORES}},
+                      "examples": examples,
+                      "histogram": {"edges": edges.tolist(), "labels": list(names), "counts": counts.tolist(),
+                                    "zeros": zeros.tolist()},
+                      "logits": {"promoted": promoted, "suppressed": suppressed}})
+    return cards
