@@ -106,7 +106,7 @@ def test_streaming_matches_in_memory(seed, n, U, block, chunk, density):
     for l in range(3):
         y = labels == l
         np.testing.assert_allclose(s["pearson"][l], an.pearson(A, y), atol=1e-10,
-                                   err_msg="streamed correlation differs: is the co-moment merged with Chan's cross term?")
+                                   err_msg="streamed r differs: is the co-moment merged with Chan's cross term?")
         np.testing.assert_allclose(s["specificity"][l], an.specificity(A, y), atol=1e-12)
         np.testing.assert_allclose(s["specificity_high"][l], an.specificity(A, y, "half"), atol=1e-12)
         assert np.all(np.abs(s["auroc"][l] - an.auroc(A, y)) <= s["auroc_err"][l] + 1e-12)

@@ -1,0 +1,136 @@
+"""The static feature browser, read back with the standard library's HTML parser: hostile corpus text stays
+text, nothing is fetched from a network, the structure is well formed, and the page holds what it should."""
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from tinymono import activations as act
+from tinymono import analysis as an
+from tinymono import corpus as C
+from tinymono import sae
+from tinymono.browser import write_browser
+from test_activations import TINY, tiny_model
+
+HOSTILE = (b'<script>alert(1)</script> "quoted" & \'single\' <b>bold</b> &amp; https://example.com/x.js '
+           b'\x00\x07\x1b[31m \xd8 \xff\xfe \xe2\x80\xae' + "عربي".encode() + b"\n")
+VOID = {"meta", "input", "br", "hr", "img", "path", "rect"}  # no end tag needed (or self-closed, in SVG)
+ALLOWED = {"html", "head", "meta", "title", "style", "script", "body", "h1", "h2", "h3", "ul", "li", "p", "b",
+           "small", "div", "span", "a", "input", "table", "thead", "tbody", "tr", "th", "td", "section", "svg",
+           "path", "text"}
+
+
+class Checker(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.tags, self.text, self.scripts, self.refs = [], [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href", "action", "poster", "data") or "url(" in (value or ""):
+                self.refs.append((tag, name, value))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [(tag, n, v) for n, v in attrs if n in ("src", "href", "xlink:href")]
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "script":
+            self.scripts.append(data)
+        elif not (self.stack and self.stack[-1] == "style"):
+            self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    n = 40 * len(HOSTILE)
+    tokens = np.frombuffer(HOSTILE * 40, np.uint8).astype(np.uint16)
+    tokens[::97] = C.DOC_SEP
+    context = (np.arange(n) // 200 % 3 + 1).astype(np.uint8)
+    split = C.Split(tokens, context, context, np.full(n, np.nan, np.float32))
+    names = ["separator", 'py"thon<', "eng&lish", "<base64>"]  # hostile label names too
+    corpus = C.Corpus(None, {"fingerprint": "hostile", "context_names": names, "detail_names": names}, split, split)
+    store = act.harvest(tiny_model(), TINY, corpus, folder / "store", fast=False)
+    cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=12)
+    params = sae.init(cfg, np.random.default_rng(0), store.rows(np.arange(len(store))))
+    params["b_enc"][3] = -1e6  # a dead latent
+    src = an.FeatureSource(store, params, cfg)
+    report = an.analyse_units(src)
+    cards = an.feature_cards(src, report, tiny_model(), TINY, range(12), n_examples=5, before=len(HOSTILE),
+                             after=len(HOSTILE))
+    path = write_browser(folder / "features.html", cards, title="features <of> \"tiny\" & co",
+                         summary={"L0": 3.25, "note": "<script>alert(2)</script>"})
+    text = path.read_text(encoding="utf-8")
+    checker = Checker()
+    checker.feed(text)
+    checker.close()
+    return text, checker, cards
+
+
+def test_corpus_text_stays_text(page):
+    text, checker, _ = page
+    assert set(checker.tags) <= ALLOWED, (f"tags that the browser never writes came from the data: "
+                                          f"{sorted(set(checker.tags) - ALLOWED)}: is some text not html.escape'd?")
+    assert checker.tags.count("script") == 1 and "alert" not in "".join(checker.scripts), \
+        "the only script must be the browser's own"
+    data = "".join(checker.text)
+    assert "<script>alert(1)</script>" in data and "<b>bold</b>" in data and '"quoted"' in data, (
+        "the hostile text must reach the reader as text (escaped in the file, unescaped by the parser)")
+    assert "<script>alert(2)</script>" in data, "summary values must be escaped too"
+    assert "\\x00" in data and "\\xd8" in data and "\u241e" in data, \
+        "control bytes, stray bytes and the document separator must be shown visibly"
+    bad = sorted({f"U+{ord(ch):04X}" for ch in text if ord(ch) < 0x20 and ch not in "\n\t"})
+    assert not bad, f"raw control characters in the file: {bad}"
+
+
+def test_no_network(page):
+    text, checker, _ = page
+    assert checker.refs == [] or all(v.startswith("#") for _, n, v in checker.refs if v), (
+        f"resource references: {[r for r in checker.refs if not (r[2] or '').startswith('#')]}")
+    assert all(tag not in checker.tags for tag in ("link", "img", "iframe", "object", "embed"))
+    assert "@import" not in text and "url(" not in text, "CSS must not fetch anything"
+    outside_text = text.replace("https://example.com/x.js", "")
+    assert "http://" not in outside_text and "https://" not in outside_text, \
+        "an http(s) address outside the corpus text"
+
+
+def test_well_formed(page):
+    text, checker, _ = page
+    assert text.startswith("<!DOCTYPE html>") and checker.errors == [] and checker.stack == [], (
+        f"mismatched tags: {checker.errors[:5]}, left open: {checker.stack}")
+    for tag in ("html", "head", "body", "title"):
+        assert checker.tags.count(tag) == 1, f"<{tag}> appears {checker.tags.count(tag)} times"
+
+
+def test_contents(page):
+    text, checker, cards = page
+    assert text.count('<section id="u') == 12 and text.count("<svg") == 12, "one section and histogram per unit"
+    assert "never fires" in text, "the dead latent says so"
+    data = "".join(checker.text)
+    assert 'py"thon<' in data and "eng&lish" in data, "label names shown (escaped in the file)"
+    live = [c for c in cards if c["examples"]]
+    assert text.count('class="ex"') == sum(len(c["examples"]) for c in cards) and live
+    outlined = len(re.findall(r'class="(a\d )?c"', text))
+    assert outlined == text.count('class="ex"'), "each example outlines its activating byte"
+    assert len(text) < 400_000, f"{len(text):,} characters for 12 units"
+
+
+def test_size_is_reasonable_for_hundreds_of_features(page, tmp_path):
+    _, _, cards = page
+    many = [dict(c, unit=i) for i in range(300) for c in cards[:1]]  # 300 copies of a live card
+    path = write_browser(tmp_path / "many.html", many, max_examples=5)
+    size = path.stat().st_size
+    assert size < 20 * 2**20, f"300 features take {size / 2**20:.1f} MB"
