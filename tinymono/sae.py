@@ -57,7 +57,7 @@ class SAEConfig:
     steps: int = 10_000
     # resampling: at these fractions of the run (paper: 25k, 50k, 75k, 100k of 1M steps) the latents that
     # did not fire during the last `dead_window` of the run (paper: 12.5k steps) are resampled, using the
-    # loss on `resample_batches` fresh batches (paper: 100 batches of 8192 = 819,200 inputs)
+    # loss on `resample_batches` fresh batches (paper: 100 batches of 8192 = 819,200 inputs); () disables it
     resample_at: tuple = (0.025, 0.05, 0.075, 0.1)
     dead_window: float = 0.0125
     resample_batches: int = 100
@@ -111,23 +111,26 @@ class SAEConfig:
 # init: Kaiming-uniform weights, unit decoder rows, b_dec at the geometric median of the data
 
 
-def geometric_median(X, iters=200, tol=1e-9, eps=1e-12):
+def geometric_median(X, iters=1000, tol=1e-9, eps=1e-12):
     """The point minimising the sum of Euclidean distances to the rows of X [n, d], in float64.
 
     Weiszfeld's iteration: y <- sum_i w_i X_i / sum_i w_i with w_i = 1 / ||X_i - y||, a weighted mean that
-    pulls less toward far points (so, unlike the mean, it ignores a few outliers). When y lands on a data
-    point its distance is clamped at eps, which keeps y there if that point is the median."""
+    pulls less toward far points (so, unlike the mean, it ignores a few outliers). When the median is
+    one of the data points the iteration only creeps toward it (the weight of that point blows up), so
+    at the end the data point nearest y is also tried and kept if its sum of distances is smaller."""
     X = np.asarray(X, dtype=np.float64)
     y = X.mean(axis=0)  # [d]
     for _ in range(iters):
-        dist = np.maximum(np.linalg.norm(X - y, axis=1), eps)  # [n]
+        dist = np.maximum(np.linalg.norm(X - y, axis=1), eps)  # [n], clamped: y may sit on a data point
         w = 1.0 / dist
         y_new = (w @ X) / w.sum()
         done = np.linalg.norm(y_new - y) <= tol * (1.0 + np.linalg.norm(y))
         y = y_new
         if done:
             break
-    return y
+    nearest = X[np.argmin(np.linalg.norm(X - y, axis=1))]
+    total = lambda p: np.linalg.norm(X - p, axis=1).sum()  # noqa: E731
+    return nearest.copy() if total(nearest) < total(y) else y
 
 
 def kaiming_uniform(rng, shape, fan_in):
