@@ -162,6 +162,7 @@ def test_geometric_median_hand_cases():
     (dict(resample_at=(0.0,)), "resample_at"), (dict(dead_window=2.0), "dead_window"), (dict(backend="cuda"), "backend"),
     (dict(dtype="float16"), "dtype"), (dict(batch_size=0), "batch_size"), (dict(steps=-5), "steps"),
     (dict(sparse_below=1.5), "sparse_below"), (dict(resample_batches=0), "resample_batches"),
+    (dict(lr_decay_start=-0.1), "lr_decay_start"),
 ])
 def test_config_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -174,3 +175,10 @@ def test_resample_schedule_scales_with_run_length():
         "the paper's schedule at 1M steps"
     small = sae.SAEConfig(d_in=4, d_sae=8, steps=4000)
     assert small.resample_steps == [100, 200, 300, 400] and small.dead_window_steps == 50
+
+
+def test_learning_rate_schedule():
+    assert sae.SAEConfig(d_in=4, d_sae=8, steps=100, lr=2.0).lr_at(99) == 2.0, "the default learning rate is constant"
+    cfg = sae.SAEConfig(d_in=4, d_sae=8, steps=100, lr=2.0, lr_decay_start=0.8)
+    lrs = [cfg.lr_at(s) for s in (0, 80, 90, 99)]
+    assert lrs == pytest.approx([2.0, 2.0, 1.0, 0.1]), f"linear decay to 0 over the last 20%: {lrs}"

@@ -21,7 +21,9 @@ active latents (kernels/sae.py); `SAETask` uses it when the measured active frac
 
 Axis vocabulary: B batch, d_in input width, d_sae latents (dictionary size).
 
-What this implementation chose where the paper is silent: Kaiming-uniform init (bound sqrt(6 / fan_in))
+What this implementation chose where the paper is silent: an optional linear learning-rate decay at the
+end of the run (`lr_decay_start`; off by default, as in the paper; short runs end sharper with it);
+Kaiming-uniform init (bound sqrt(6 / fan_in))
 for both matrices; resampling samples inputs without replacement when it can (so two dead latents do
 not get the same direction), normalises the raw input x (as the paper words it), and uses each input's
 total loss (its reconstruction error, averaged over d_in, plus its L1 penalty); a batch source that
@@ -38,7 +40,7 @@ import numpy as np
 from tinymono import checkpoint as ckpt
 from tinymono.kernels import sae as K
 from tinymono.layers import relu_backward, relu_forward
-from tinymono.optim import Adam
+from tinymono.optim import Adam, Schedule
 
 # ----------------------------------------------------------------------------------------------------
 # config
@@ -51,6 +53,7 @@ class SAEConfig:
     architecture: str = "relu"  # a key of ARCHITECTURES
     l1_coefficient: float = 1e-3
     lr: float = 1e-3
+    lr_decay_start: float = 1.0  # from this fraction of the run, lr decays linearly to 0 (1.0: constant lr)
     adam_betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-8
     batch_size: int = 1024
@@ -87,6 +90,8 @@ class SAEConfig:
             raise ValueError(f"resample_at must hold fractions of the run in (0, 1], got {self.resample_at}")
         if not 0 < self.dead_window <= 1:
             raise ValueError(f"dead_window must be a fraction of the run in (0, 1], got {self.dead_window}")
+        if not 0 <= self.lr_decay_start <= 1:
+            raise ValueError(f"lr_decay_start must be a fraction of the run in [0, 1], got {self.lr_decay_start}")
         if not self.resample_encoder_scale > 0:
             raise ValueError(f"resample_encoder_scale must be positive, got {self.resample_encoder_scale}")
         if self.backend not in ("numba", "numpy"):
@@ -100,6 +105,12 @@ class SAEConfig:
     def resample_steps(self):
         """The steps (0-based) before which dead latents are resampled."""
         return sorted({max(1, round(f * self.steps)) for f in self.resample_at}) if self.steps else []
+
+    def lr_at(self, step):
+        """The learning rate of `step`: constant, then (optionally) a linear decay to 0 at the end."""
+        if self.lr_decay_start >= 1 or self.steps == 0:
+            return self.lr
+        return Schedule(self.lr, self.steps, decay="linear", decay_start=self.lr_decay_start)(step)
 
     @property
     def dead_window_steps(self):
@@ -459,7 +470,7 @@ class SAETask:
         else:
             *terms, grads, fired = result
         project_decoder_grad(params["W_dec"], grads["W_dec"])
-        self.opt.step(params, grads)
+        self.opt.step(params, grads, lr=cfg.lr_at(step))
         normalize_decoder(params["W_dec"])
         self.since_fired += 1
         self.since_fired[fired] = 0
