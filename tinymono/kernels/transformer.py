@@ -64,26 +64,32 @@ def in_parallel(kernel, n, *args):
 def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
     """qkv [B, T, 3, H, E] (queries, keys, values as one matmul produced them) -> fills pattern[b, h]
     [T, T] (0 above the diagonal) and z[b, :, h] [T, E] for the (batch, head) pairs bh = b * H + h in
-    [start, stop). The causal mask is the loop bound j <= i: the future is never even scored."""
+    [start, stop). The causal mask is the loop bound j <= i: the future is never even scored.
+    Keys and values are copied transposed, [E, T], so that the innermost loops run along key positions j
+    over contiguous memory (LLVM vectorises them) instead of along the short head axis."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
-    zh = np.empty((T, E), dtype=qkv.dtype)
+    kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
+    zh = np.empty((T, E), qkv.dtype)
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E] copies: the loops below read whole rows
-        k = np.ascontiguousarray(qkv[b, :, 1, h, :])
-        v = np.ascontiguousarray(qkv[b, :, 2, h, :])
+        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E]
+        for j in range(T):
+            for e in range(E):
+                kT[e, j] = qkv[b, j, 1, h, e]
+                vT[e, j] = qkv[b, j, 2, h, e]
         for i in range(T):
-            row = pattern[b, h, i]
+            row = pattern[b, h, i]  # [T]: scores, then the softmax, of query i
             for j in range(i + 1):
-                acc = q[i, 0] * k[j, 0]
-                for e in range(1, E):
-                    acc += q[i, e] * k[j, e]
-                row[j] = acc * scale
-            top = row[0]
-            for j in range(1, i + 1):
+                row[j] = q[i, 0] * kT[0, j]
+            for e in range(1, E):
+                for j in range(i + 1):
+                    row[j] += q[i, e] * kT[e, j]
+            top = row[0] * scale
+            for j in range(i + 1):
+                row[j] *= scale
                 top = max(top, row[j])
             for j in range(i + 1):
-                row[j] = math.exp(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so total >= 1
+                row[j] = math.exp(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
             total = row[0]
             for j in range(1, i + 1):
                 total += row[j]
@@ -91,12 +97,11 @@ def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
                 row[j] /= total
             for j in range(i + 1, T):
                 row[j] = 0.0
-            for e in range(E):
-                zh[i, e] = row[0] * v[0, e]
-            for j in range(1, i + 1):
-                p = row[j]
-                for e in range(E):
-                    zh[i, e] += p * v[j, e]
+            for e in range(E):  # z[i] = sum_j pattern[i, j] v[j]
+                acc = row[0] * vT[e, 0]
+                for j in range(1, i + 1):
+                    acc += row[j] * vT[e, j]
+                zh[i, e] = acc
         z[b, :, h, :] = zh
 
 
@@ -105,43 +110,51 @@ attention_heads_forward = njit(cache=True, nogil=True, fastmath=FAST)(_attention
 
 def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     """The backward of _attention_heads_forward: dz [B, T, H, E] -> fills dqkv[b, :, 0..2, h] (the
-    gradients of q, k and v) for the pairs in [start, stop). Row i of the softmax gives
-        dscores[i, j] = pattern[i, j] * (dpattern[i, j] - sum_j' pattern[i, j'] dpattern[i, j'])."""
+    gradients of q, k and v) for the pairs in [start, stop), in reverse order of the forward's lines:
+        z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] += pattern[i, j] dz[i]
+        softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern dpattern)
+        scores[i, j] = scale q[i] . k[j] ->  dq[i] += scale dscores[i, j] k[j],  dk[j] += scale dscores[i, j] q[i]
+    Keys, values and their gradients are kept transposed, [E, T], as in the forward."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
-    dq, dk, dv = np.empty((T, E), qkv.dtype), np.empty((T, E), qkv.dtype), np.empty((T, E), qkv.dtype)
-    dp = np.empty(T, qkv.dtype)  # one row of d pattern
+    kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
+    dq, dkT, dvT = np.empty((T, E), qkv.dtype), np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
+    dp, ds = np.empty(T, qkv.dtype), np.empty(T, qkv.dtype)  # one row of dpattern and of dscores
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        q = np.ascontiguousarray(qkv[b, :, 0, h, :])
-        k = np.ascontiguousarray(qkv[b, :, 1, h, :])
-        v = np.ascontiguousarray(qkv[b, :, 2, h, :])
-        dzh = np.ascontiguousarray(dz[b, :, h, :])
-        dq[:] = 0.0
-        dk[:] = 0.0
-        dv[:] = 0.0
+        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E]
+        dzh = np.ascontiguousarray(dz[b, :, h, :])  # [T, E]
+        for j in range(T):
+            for e in range(E):
+                kT[e, j] = qkv[b, j, 1, h, e]
+                vT[e, j] = qkv[b, j, 2, h, e]
+        dkT[:] = 0.0
+        dvT[:] = 0.0
         for i in range(T):
             row = pattern[b, h, i]
-            # z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] += pattern[i, j] dz[i]
             for j in range(i + 1):
-                acc = dzh[i, 0] * v[j, 0]
-                for e in range(1, E):
-                    acc += dzh[i, e] * v[j, e]
-                dp[j] = acc
-                p = row[j]
-                for e in range(E):
-                    dv[j, e] += p * dzh[i, e]
-            # the softmax backward, then scores[i, j] = scale * q[i] . k[j]
+                dp[j] = dzh[i, 0] * vT[0, j]
+                dvT[0, j] += dzh[i, 0] * row[j]
+            for e in range(1, E):
+                for j in range(i + 1):
+                    dp[j] += dzh[i, e] * vT[e, j]
+                    dvT[e, j] += dzh[i, e] * row[j]
             weighted = row[0] * dp[0]
             for j in range(1, i + 1):
                 weighted += row[j] * dp[j]
             for j in range(i + 1):
-                ds = row[j] * (dp[j] - weighted) * scale
-                for e in range(E):
-                    dq[i, e] += ds * k[j, e]
-                    dk[j, e] += ds * q[i, e]
-        dqkv[b, :, 0, h, :] = dq
-        dqkv[b, :, 1, h, :] = dk
-        dqkv[b, :, 2, h, :] = dv
+                ds[j] = row[j] * (dp[j] - weighted) * scale
+            for e in range(E):
+                acc = ds[0] * kT[e, 0]
+                for j in range(1, i + 1):
+                    acc += ds[j] * kT[e, j]
+                dq[i, e] = acc
+                for j in range(i + 1):
+                    dkT[e, j] += q[i, e] * ds[j]
+        for j in range(T):
+            for e in range(E):
+                dqkv[b, j, 0, h, e] = dq[j, e]
+                dqkv[b, j, 1, h, e] = dkT[e, j]
+                dqkv[b, j, 2, h, e] = dvT[e, j]
 
 
 attention_heads_backward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_backward)
