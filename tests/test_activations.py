@@ -314,3 +314,17 @@ def test_memory_stays_flat(tmp_path, monkeypatch):
     grown = (rss_kb("RssAnon") - base) / 1024
     del whole
     assert grown > 0.8 * size_mb, f"RssAnon grew only {grown:.1f} MB for a {size_mb:.0f} MB copy: the probe is blind"
+
+
+def test_harvest_benchmark_runs():
+    """`python -m tinymono bench harvest --quick` end to end (what it measures, not how fast)."""
+    import json
+
+    from tinymono.benchmarks import format_table
+    from tinymono.benchmarks import harvest as bench
+
+    result = bench.run(quick=True)
+    assert set(result["results"]) == {"numba", "numpy", "numba_no_overlap", "batches_read"}
+    assert all(r["per_second"] > 0 for r in result["results"].values())
+    assert [m["tokens"] for m in result["memory"]] == result["config"]["sizes"]
+    assert "numba_vs_numpy" in format_table(result) and json.loads(json.dumps(result)) == result
