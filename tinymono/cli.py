@@ -1,4 +1,8 @@
-"""Command line: `python -m tinymono bench NAME [--json] [--quick]` (more commands join as they land)."""
+"""Command line:
+
+    python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--force] [--only NAME ...]
+    python -m tinymono bench NAME [--json] [--quick]
+"""
 from __future__ import annotations
 
 import argparse
@@ -30,9 +34,22 @@ def _bench(args):
     return 0
 
 
+def _reproduce(args):
+    from tinymono.reproduce import reproduce
+
+    return reproduce(args.out, args.scale, force=args.force, only=args.only)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinymono", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tinymono", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
+    rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
+    rep.add_argument("--scale", choices=["smoke", "default", "full"], default="default")
+    rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
+    rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
+    rep.set_defaults(func=_reproduce)
     bench = sub.add_parser("bench", help="throughput benchmarks, implementations side by side")
     bench.add_argument("name", help="which benchmark: " + ", ".join(_benchmarks()))
     bench.add_argument("--json", action="store_true", help="also print one JSON object as the last line")

@@ -1,0 +1,125 @@
+"""`python -m tinymono reproduce`: the whole paper, end to end, in one command.
+
+The stages are the lessons, in order: toy superposition, the SAE on toy data, recovery of known
+features, the transformer by hand, training it on the labelled corpus, the SAE on its MLP, and the
+interpretation of the features against the labels. Each lesson caches what it trains under
+DIR/<scale>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
+checks and figures in DIR/<scale>/<lesson>/result.json. A stage whose result.json exists is finished
+and is not run again (use --force to rerun); the report is assembled from the result files:
+DIR/<scale>/report.md embeds every figure and lists every check with its number and bar, and the
+command exits non-zero if any check failed or any stage did not finish.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
+
+
+def lessons():
+    """The lesson scripts in order: lessons/NN_name.py."""
+    if not LESSONS_DIR.is_dir():
+        raise FileNotFoundError(f"no lessons folder at {LESSONS_DIR}: run from a source checkout "
+                                "(pip install -e .)")
+    return sorted(p for p in LESSONS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def _result_path(root, scale, lesson):
+    return Path(root) / scale / lesson.stem / "result.json"
+
+
+def run_stage(lesson, scale, root, log):
+    """Run one lesson as a child process, streaming its output to the terminal and to `log`. Returns
+    (exit code, seconds)."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, str(lesson), "--scale", scale, "--runs", str(root)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                text=True, env=env, bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(f"  | {line}")
+            fh.write(line)
+        code = proc.wait()
+    return code, time.perf_counter() - t0
+
+
+def _fmt_value(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_report(root, scale, stages):
+    """report.md from the stages' result.json files. stages: [(lesson path, status, seconds)]."""
+    base = Path(root) / scale
+    lines = [f"# tinymono reproduction report (scale: {scale})", "",
+             "Each section is one lesson; its checks compare what was trained here with ground truth.", ""]
+    table = ["| lesson | check | measured | bar | result |", "|---|---|---|---|---|"]
+    for lesson, status, seconds in stages:
+        lines.append(f"## {lesson.stem}  ({status}, {seconds:.0f} s)")
+        path = _result_path(root, scale, lesson)
+        if not path.exists():
+            lines += ["", "This stage did not finish; see its log.", ""]
+            continue
+        result = json.loads(path.read_text())
+        lines.append("")
+        for fig in result["figures"]:
+            lines += [f"![{fig['caption'] or fig['file']}]({lesson.stem}/{fig['file']})", "",
+                      f"*{fig['caption']}*" if fig["caption"] else "", ""]
+        for extra in sorted((base / lesson.stem).glob("*.html")):
+            lines += [f"Interactive: [{extra.name}]({lesson.stem}/{extra.name})", ""]
+        lines += ["| check | measured | bar | result |", "|---|---|---|---|"]
+        for c in result["checks"]:
+            row = f"{c['name']} | {_fmt_value(c['value'])} | {c['bar']} | {c['status']}"
+            lines.append(f"| {row} |")
+            table.append(f"| {lesson.stem} | {row} |")
+        lines.append("")
+    lines += ["## Verification table", ""] + table + [""]
+    report = base / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def reproduce(root="runs", scale="default", force=False, only=None):
+    """Run every stage (or those whose names contain one of `only`), write the report, print the
+    verification table. Returns the exit code: 0 only if every stage finished and no check failed."""
+    root = Path(root)
+    (root / scale / "logs").mkdir(parents=True, exist_ok=True)
+    todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
+    stages, failed = [], False
+    for i, lesson in enumerate(todo, 1):
+        result = _result_path(root, scale, lesson)
+        if result.exists() and not force:
+            seconds = json.loads(result.read_text())["seconds"]
+            print(f"[{i}/{len(todo)}] {lesson.stem}: finished earlier, reused ({result})")
+            stages.append((lesson, "reused", seconds))
+            continue
+        result.unlink(missing_ok=True)
+        print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
+        try:
+            code, seconds = run_stage(lesson, scale, root, root / scale / "logs" / f"{lesson.stem}.log")
+        except KeyboardInterrupt:
+            print(f"\ninterrupted during {lesson.stem}; its training checkpoints are kept: run the same command "
+                  "again to resume", file=sys.stderr)
+            raise
+        status = "ok" if code == 0 else f"exit {code}"
+        failed |= code != 0
+        stages.append((lesson, status, seconds))
+        print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
+    report = write_report(root, scale, stages)
+    checks = []
+    for lesson, _, _ in stages:
+        path = _result_path(root, scale, lesson)
+        checks += [(lesson.stem, c) for c in json.loads(path.read_text())["checks"]] if path.exists() else []
+    print("\nverification against ground truth")
+    for stem, c in checks:
+        print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
+    failed |= any(c["status"] == "FAIL" for _, c in checks) or any(not _result_path(root, scale, l).exists()
+                                                                    for l, _, _ in stages)
+    print("\nwall time per stage: " + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s in stages))
+    counts = {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}
+    print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+    return 1 if failed else 0
