@@ -67,7 +67,7 @@ def write_report(root, scale, stages):
         result = json.loads(path.read_text())
         lines.append("")
         for fig in result["figures"]:
-            lines += [f"![{fig['caption'] or fig['file']}]({lesson.stem}/{fig['file']})", "",
+            lines += [f"![{fig['file']}]({lesson.stem}/{fig['file']})", "",
                       f"*{fig['caption']}*" if fig["caption"] else "", ""]
         for extra in sorted((base / lesson.stem).glob("*.html")):
             lines += [f"Interactive: [{extra.name}]({lesson.stem}/{extra.name})", ""]
