@@ -311,7 +311,11 @@ def _family_names(store, family):
 
 
 def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
-    """Both passes over `source` (NeuronSource or FeatureSource) -> UnitReport."""
+    """Both passes over `source` (NeuronSource or FeatureSource) -> UnitReport.
+
+    Memory: one block of activations and its nonzero entries, plus the per-label histograms, L x U x
+    bins int64 (context and detail labels, 4096 features, 64 bins: 71 MB). Time: a FeatureSource encodes
+    every row twice; measured at d_sae 1024 on 600k tokens, 25 s on 2 busy cores, 60% of it the encoder."""
     store, U = source.store, source.n_units
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
