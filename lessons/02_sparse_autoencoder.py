@@ -44,7 +44,7 @@ t_lesson = time.perf_counter()
 
 # %%
 toy_cfg = toy.ToyConfig(n_features=5, d_hidden=2, feature_probability=0.05, importance=1.0,
-                        steps=lesson.pick(1000, 10_000), batch_size=1024, lr=1e-3, seed=0)
+                        steps=lesson.pick(300, 10_000), batch_size=1024, lr=1e-3, seed=0)
 toy_task = toy.ToyTask(toy_cfg)
 train(toy_task, toy_cfg.steps, checkpoint=lesson.cache / "02_toy.npz", desc="toy model")
 W_toy = toy_task.params["W"][0]  # [hidden=2, feats=5]
@@ -149,7 +149,7 @@ lesson.savefig(fig, "gradcheck.png")
 # between two features can starve a neighbour; that is exactly what resampling repairs.
 
 # %%
-SAE_STEPS = lesson.pick(200, 6000)
+SAE_STEPS = lesson.pick(100, 6000)
 common = dict(d_in=2, d_sae=5, l1_coefficient=0.3, lr=1e-3, batch_size=1024, steps=SAE_STEPS,
               dead_window=0.002, resample_batches=10, seed=1)
 runs = {}
