@@ -93,7 +93,7 @@ for label in LABELS + ["b64_random"]:
 # %%
 cfg = lesson.pick(smoke=tr.TransformerConfig(d_model=32, d_mlp=128, n_heads=2, d_head=16, n_ctx=64),
                   default=tr.TransformerConfig())
-train_cfg = tr.TrainConfig(steps=lesson.pick(smoke=40, default=9000, full=60000), batch=32,
+train_cfg = tr.TrainConfig(steps=lesson.pick(smoke=40, default=6000, full=60000), batch=32,
                            lr=lesson.pick(smoke=3e-3, default=2e-3), warmup=lesson.pick(smoke=10, default=300),
                            eval_every=lesson.pick(smoke=20, default=3000, full=10000), seed=0)
 task = tr.TransformerTask(cfg, train_cfg, corpus)
@@ -175,7 +175,7 @@ for label in LABELS:
         continue
     s = starts[len(starts) // 2]
     prompt = val_tokens[s - 24:s + 8].astype(np.int64)
-    out = tr.sample(params, cfg, prompt, 100, rng, temperature=0.8, fast=True)
+    out = tr.sample(params, cfg, prompt, lesson.pick(smoke=30, default=100), rng, temperature=0.8, fast=True)
     print(f"--- {label}\n  prompt: {decode(prompt, errors='replace')!r}\n  sample: "
           f"{decode(out[len(prompt):], errors='replace')!r}")
 

@@ -264,8 +264,13 @@ def test_default_config_and_param_shapes():
     assert sum(v.size for v in params.values()) == tr.n_params(cfg)
     no_ln = tr.TransformerConfig(layernorm=False)
     assert not any(k.startswith("ln") for k in no_ln.param_shapes())
-    with pytest.raises(ValueError, match="missing"):
-        tr.check_params({k: v for k, v in params.items() if k != "W_U"}, cfg)
+    tokens = np.zeros((1, 3), int)
+    with pytest.raises(ValueError, match="missing \\['W_U'\\]"):
+        tr.forward({k: v for k, v in params.items() if k != "W_U"}, tokens, cfg)
+    with pytest.raises(ValueError, match="W_in has shape"):
+        tr.forward({**params, "W_in": params["W_in"].T}, tokens, cfg)
+    with pytest.raises(ValueError, match="float32 or all float64"):
+        tr.forward({**params, "b_U": params["b_U"].astype(np.float64)}, tokens, cfg)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -361,3 +366,28 @@ def test_train_config_errors():
         tr.TrainConfig(steps=10, warmup=11)
     with pytest.raises(ValueError, match="lr"):
         tr.TrainConfig(lr=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the benchmark's pieces (no timing asserts: only that they measure the same model and add up)
+
+
+def test_benchmark_profile_adds_up_and_torch_model_is_the_same():
+    from tinymono.benchmarks import torch_or_none
+    from tinymono.benchmarks import transformer as bench
+
+    rng = np.random.default_rng(0)
+    cfg = tr.TransformerConfig(d_model=16, d_mlp=32, n_heads=2, d_head=8, n_ctx=8)
+    params = tr.init(cfg, rng)
+    tokens = rng.integers(0, cfg.d_vocab, size=(2, 9))
+    prof = bench.profile({k: v.copy() for k, v in params.items()}, tokens, cfg, n_steps=2)
+    assert set(prof) == set(bench.PROFILE_ROWS) | {"total"}
+    assert all(prof[k] >= 0 for k in bench.PROFILE_ROWS if k != "other"), prof
+    assert sum(prof[k] for k in bench.PROFILE_ROWS) == pytest.approx(prof["total"], rel=1e-9)
+    torch = torch_or_none()
+    if torch is None:
+        pytest.skip("PyTorch is not installed")
+    loss_fn, step = bench._torch_model(torch, params, cfg)
+    t_tokens = torch.from_numpy(tokens)
+    assert float(loss_fn(t_tokens)) == pytest.approx(tr.loss(params, tokens, cfg), abs=1e-5), \
+        "the PyTorch model must compute the same loss from the same parameters"

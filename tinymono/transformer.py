@@ -126,7 +126,8 @@ def check_tokens(tokens, cfg: TransformerConfig, max_len=None):
 
 
 def check_params(params, cfg: TransformerConfig):
-    """Raise ValueError unless params holds exactly the config's parameters with its shapes."""
+    """Raise ValueError unless params holds exactly the config's parameters, with its shapes and one
+    floating dtype (float32 to train, float64 to check gradients)."""
     shapes = cfg.param_shapes()
     if set(params) != set(shapes):
         raise ValueError(f"params do not match the config: missing {sorted(set(shapes) - set(params))}, "
@@ -134,6 +135,9 @@ def check_params(params, cfg: TransformerConfig):
     for k, shape in shapes.items():
         if params[k].shape != shape:
             raise ValueError(f"param {k} has shape {params[k].shape}, the config says {shape}")
+    dtypes = {np.dtype(p.dtype) for p in params.values()}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        raise ValueError(f"params must all be float32 or all float64, got {sorted({str(p.dtype) for p in params.values()})}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,7 +237,9 @@ def layers_for(fast) -> Layers:
 
 
 class Cache(NamedTuple):
-    """Everything the backward needs, plus the activations a learner may want to look at."""
+    """Everything the backward needs, plus the activations a learner may want to look at. Each layer's own
+    cache holds what its backward reads (tinymono.layers says what and why), so the backward recomputes
+    nothing; the residual-stream arrays and hook_post are the very arrays the forward used, not copies."""
     layers: Layers  # which layer set ran the forward (the backward must use the same one)
     embed: object
     ln1: object  # None when cfg.layernorm is False
@@ -293,6 +299,7 @@ def forward(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=Fals
     fast: use the numba kernels (tinymono.kernels.transformer) instead of the NumPy reference layers
     (or pass a Layers set, see layers_for)."""
     check_tokens(tokens, cfg)
+    check_params(params, cfg)
     lay, p = layers_for(fast), params
     resid, c_embed = lay.embed_forward(tokens, p["W_E"], p["W_pos"])  # [B, T, D]
     x, c_ln1 = _ln_forward(lay, resid, p, "ln1", cfg)  # [B, T, D]
