@@ -157,6 +157,8 @@ def test_a_store_refuses_a_different_harvest(tmp_path):
         act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False, dtype="float16")
     with pytest.raises(ValueError, match="plan"):
         act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False, stride=16)
+    done = act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False, checkpoint="moved/model.npz")
+    assert done.meta["complete"], "the same model read from another checkpoint path must be able to continue"
 
 
 def test_non_overlapping_windows_keep_every_position(tmp_path):

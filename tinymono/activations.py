@@ -270,8 +270,10 @@ def _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride, batch, fast,
 
 
 def _identity(meta):
-    """The parts of the meta that a resumed harvest must share with the store it continues."""
-    return {k: meta[k] for k in ("format", "hook", "model", "corpus", "dtype", "d_mlp", "n_rows", "fast", "plan")}
+    """The parts of the meta that a resumed harvest must share with the store it continues (the model by
+    its fingerprint, not by where its checkpoint was read from)."""
+    same = {k: meta[k] for k in ("format", "hook", "corpus", "dtype", "d_mlp", "n_rows", "fast", "plan")}
+    return {**same, "model": {k: v for k, v in meta["model"].items() if k != "checkpoint"}}
 
 
 def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="float32", stride=None,
@@ -304,8 +306,9 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
              **{name: (np.dtype(dt), (n_tokens,)) for name, dt in LABEL_FIELDS.items()}}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        if _identity(old) != _identity(meta):
-            diff = sorted(k for k in _identity(meta) if old.get(k) != meta[k])
+        have, want = _identity(old), _identity(meta)
+        if have != want:
+            diff = sorted(k for k in want if have.get(k) != want[k])
             raise ValueError(f"{path} holds a store harvested differently (differs in {diff}); use another "
                              "path, or delete it to start over")
         meta = old
