@@ -279,7 +279,8 @@ ax2.set_ylabel("query position")
 lesson.savefig(fig, "memorise_one_batch.png")
 
 greedy = tr.sample(mem_params, mem_cfg, text[:8], 60, np.random.default_rng(0), temperature=0)
-print("greedy continuation of", repr(text[:8]), "->", repr(bytes(greedy[greedy < 256].astype(np.uint8)).decode(errors="replace")))
+continuation = bytes(greedy[greedy < 256].astype(np.uint8)).decode(errors="replace")
+print("greedy continuation of", repr(text[:8]), "->", repr(continuation))
 
 # %% [markdown]
 # ## Checks

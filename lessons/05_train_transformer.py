@@ -193,7 +193,8 @@ for label, floor in (("dna", floors["dna"]), ("hex", floors["hex"]), ("b64_rando
                  model_bits[label] <= 1.1 * floor, f"<= 1.10 (floor {floor:.3f})")
 for label in ("python", "english"):
     gain = bigram[label] - model_bits[label]
-    lesson.check(f"{label}: bits/byte below the bigram model", gain, gain >= 0.3, f">= 0.3 (bigram {bigram[label]:.3f})")
+    lesson.check(f"{label}: bits/byte below the bigram model", gain, gain >= 0.3,
+                 f">= 0.3 (bigram {bigram[label]:.3f})")
 probe = corpus.sample_windows("val", 2, cfg.n_ctx, np.random.default_rng(1))[0].astype(np.int64)
 base, _ = tr.forward(params, probe, cfg, fast=True)
 leaks = 0

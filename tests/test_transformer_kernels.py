@@ -109,9 +109,11 @@ def test_bias_relu_and_its_backward(seed, n, m, dtype):
     K.in_parallel(K.bias_relu_rows, n, h, b)  # in place
     np.testing.assert_array_equal(h, expected, err_msg="bias + ReLU")
     dpost = rng.standard_normal((n, m)).astype(dtype)
-    expected = K.relu_backward_numpy(dpost, h)
-    K.in_parallel(K.relu_backward_rows, n, dpost, h)
-    np.testing.assert_array_equal(dpost, expected, err_msg="the ReLU passes gradient only where its output > 0")
+    dpre, db_parts = np.full_like(dpost, np.nan), np.full((K.N_CHUNKS, m), np.nan, dtype)
+    K.in_parallel(K.relu_backward_chunks, K.N_CHUNKS, dpost, h, dpre, db_parts)
+    expected, expected_db = K.relu_backward_numpy(dpost, h)
+    np.testing.assert_array_equal(dpre, expected, err_msg="the ReLU passes gradient only where its output > 0")
+    close(db_parts.sum(axis=0), expected_db, dtype, "bias gradient: the chunks' column sums must cover every row once")
 
 
 @SETTINGS
@@ -148,7 +150,8 @@ def test_cross_entropy(seed, n, v, dtype):
 def test_cross_entropy_huge_logits():
     logits = np.array([[1e4, 0.0, -1e4], [1e4, 0.0, -1e4]])
     loss, dlogits = K.softmax_cross_entropy(logits, np.array([0, 1]))
-    assert np.isfinite(loss) and abs(loss - 1e4 / 2) < 1e-9, f"loss {loss} should be (0 + 1e4) / 2: subtract the row max"
+    assert np.isfinite(loss) and abs(loss - 1e4 / 2) < 1e-9, \
+        f"loss {loss} should be (0 + 1e4) / 2: subtract the row max before exponentiating"
     np.testing.assert_allclose(dlogits, [[0, 0, 0], [0.5, -0.5, 0]], atol=1e-12)
 
 

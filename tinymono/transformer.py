@@ -137,7 +137,8 @@ def check_params(params, cfg: TransformerConfig):
             raise ValueError(f"param {k} has shape {params[k].shape}, the config says {shape}")
     dtypes = {np.dtype(p.dtype) for p in params.values()}
     if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
-        raise ValueError(f"params must all be float32 or all float64, got {sorted({str(p.dtype) for p in params.values()})}")
+        found = sorted({str(p.dtype) for p in params.values()})
+        raise ValueError(f"params must all be float32 or all float64, got {found}")
 
 
 # ----------------------------------------------------------------------------------------------------

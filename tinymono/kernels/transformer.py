@@ -105,6 +105,7 @@ def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
         z[b, :, h, :] = zh
 
 
+# cached; nogil for in_parallel's threads; fastmath: the score and value sums vectorise when reassociated
 attention_heads_forward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_forward)
 
 
@@ -157,6 +158,7 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                 dqkv[b, j, 2, h, e] = dvT[e, j]
 
 
+# cached; nogil; fastmath: as in the forward
 attention_heads_backward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_backward)
 
 
@@ -204,6 +206,7 @@ def _layernorm_rows_forward(x, w, b, eps, out, xhat, inv_std, start, stop):
             out[r, d] = xhat[r, d] * w[d] + b[d]
 
 
+# cached; nogil; fastmath: the mean and variance sums vectorise
 layernorm_rows_forward = njit(cache=True, nogil=True, fastmath=FAST)(_layernorm_rows_forward)
 
 
@@ -231,6 +234,7 @@ def _layernorm_chunks_backward(dout, xhat, inv_std, w, dx, dw_parts, db_parts, s
                 db_parts[c, d] += dout[r, d]
 
 
+# cached; nogil; fastmath: the row means vectorise
 layernorm_chunks_backward = njit(cache=True, nogil=True, fastmath=FAST)(_layernorm_chunks_backward)
 
 
@@ -270,19 +274,27 @@ def _bias_relu_rows(h, b, start, stop):
             h[r, m] = max(h[r, m] + b[m], 0.0)
 
 
+# cached; nogil; no fastmath. A NaN stays NaN here (layers.relu_forward's np.where makes it 0; the loss is
+# NaN either way, through the residual stream)
 bias_relu_rows = njit(cache=True, nogil=True)(_bias_relu_rows)
 
 
-def _relu_backward_rows(dpost, post, start, stop):
-    """Rows [start, stop) of dpost [n, M] <- 0 where post <= 0. The mask is read from the ReLU's output
-    (post > 0 exactly where pre > 0), so no separate mask is stored."""
-    for r in range(start, stop):
-        for m in range(dpost.shape[1]):
-            if post[r, m] <= 0.0:
-                dpost[r, m] = 0.0
+def _relu_backward_chunks(dpost, post, dpre, db_parts, start, stop):
+    """Chunks [start, stop) of the rows (db_parts.shape[0] chunks in all): dpre = dpost where post > 0, else 0,
+    and each chunk's column sums of dpre in db_parts[c] (the caller adds them: the bias gradient), in one
+    pass. The mask is read from the ReLU's output (post > 0 exactly where pre > 0), so none is stored."""
+    n, M = dpost.shape
+    n_chunks = db_parts.shape[0]
+    for c in range(start, stop):
+        db_parts[c] = 0.0
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            for m in range(M):
+                dpre[r, m] = dpost[r, m] if post[r, m] > 0.0 else 0.0
+                db_parts[c, m] += dpre[r, m]
 
 
-relu_backward_rows = njit(cache=True, nogil=True)(_relu_backward_rows)
+# cached; nogil; no fastmath: the column sums run in row order, like NumPy's
+relu_backward_chunks = njit(cache=True, nogil=True)(_relu_backward_chunks)
 
 
 def bias_relu_numpy(h, b):
@@ -291,8 +303,9 @@ def bias_relu_numpy(h, b):
 
 
 def relu_backward_numpy(dpost, post):
-    """The twin of relu_backward_rows (out of place)."""
-    return np.where(post > 0, dpost, 0).astype(dpost.dtype)
+    """The twin of relu_backward_chunks: (dpre, its column sums)."""
+    dpre = np.where(post > 0, dpost, 0).astype(dpost.dtype)
+    return dpre, dpre.sum(axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -318,6 +331,7 @@ def _cross_entropy_rows(logits, targets, losses, dlogits, start, stop):
         dlogits[r, targets[r]] -= 1.0 / n
 
 
+# cached; nogil; fastmath: the row max and sum of exponentials vectorise
 cross_entropy_rows = njit(cache=True, nogil=True, fastmath=FAST)(_cross_entropy_rows)
 
 
@@ -356,6 +370,7 @@ def _embed_backward(tokens, dresid, dW_E, dW_pos):
                 dW_pos[t, d] += dresid[b, t, d]
 
 
+# cached; one thread (see above); no fastmath
 embed_backward_kernel = njit(cache=True, nogil=True)(_embed_backward)
 
 
@@ -456,9 +471,9 @@ def linear_relu_forward(x, W, b):
 def linear_relu_backward(dout, cache):
     """dout [N..., O] -> (dx [N..., I], dW [I, O], db [O])."""
     x2, W, post = cache
-    dpre = np.array(dout.reshape(post.shape), order="C")  # a copy: the mask is applied in place
-    in_parallel(relu_backward_rows, post.shape[0], dpre, post)
-    return (dpre @ W.T).reshape(*dout.shape[:-1], W.shape[0]), x2.T @ dpre, dpre.sum(axis=0)
+    dpre, db_parts = np.empty_like(post), np.empty((N_CHUNKS, post.shape[1]), post.dtype)
+    in_parallel(relu_backward_chunks, N_CHUNKS, np.ascontiguousarray(dout.reshape(post.shape)), post, dpre, db_parts)
+    return (dpre @ W.T).reshape(*dout.shape[:-1], W.shape[0]), x2.T @ dpre, db_parts.sum(axis=0)
 
 
 class EmbedCache(NamedTuple):
