@@ -50,16 +50,17 @@ def linear_forward(x, W, b):
     """x [N..., I], W [I, O], b [O] -> out [N..., O]."""
     _require(W.ndim == 2 and x.shape[-1:] == W.shape[:1] and b.shape == W.shape[1:],
              f"linear expects x [..., I], W [I, O], b [O]; got x {x.shape}, W {W.shape}, b {b.shape}")
-    out = x @ W + b  # [N..., O]
+    x2 = x.reshape(-1, W.shape[0])  # [n, I]: one 2-d matmul (a batched 3-d one runs ~3x slower in OpenBLAS)
+    out = (x2 @ W + b).reshape(*x.shape[:-1], W.shape[1])  # [N..., O]
     return out, LinearCache(x, W)
 
 
 def linear_backward(dout, cache):
     """dout [N..., O] -> (dx [N..., I], dW [I, O], db [O])."""
     x, W = cache
-    dx = dout @ W.T  # [N..., I]
     x2 = x.reshape(-1, x.shape[-1])  # [n, I]: fold the leading axes so one matmul sums over them
     dout2 = dout.reshape(-1, dout.shape[-1])  # [n, O]
+    dx = (dout2 @ W.T).reshape(x.shape)  # [N..., I]
     dW = x2.T @ dout2  # [I, O]
     db = dout2.sum(axis=0)  # [O]
     return dx, dW, db
