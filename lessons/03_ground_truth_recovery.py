@@ -119,7 +119,9 @@ for s in task.cfg.resample_steps:
 axes[2].set_title("dead latents (red: resampling)")
 for ax in axes:
     ax.set_xlabel("step")
-lesson.savefig(fig, "training.png")
+lesson.savefig(fig, "training.png",
+              "Training the main SAE on the Sharkey data: loss terms, L0 against the true number of features "
+              "per sample, and dead latents (red: resampling).")
 
 # %% [markdown]
 # Which features were found? Plot each true feature's best cosine against its index, which is its
@@ -138,7 +140,9 @@ axes[1].hist([best, matched], bins=40, range=(min(best.min(), matched.min()), 1)
 axes[1].set_yscale("log")
 axes[1].set_title("best cosine per true feature")
 axes[1].legend()
-lesson.savefig(fig, "recovery.png")
+lesson.savefig(fig, "recovery.png",
+              "Best cosine of each true feature with any decoder row, by frequency rank, and the distribution "
+              "of best cosines for MMCS and for the one-to-one matching.")
 
 counts, edges, n_dead = metrics.log_density_histogram(main["density"], bins=30, lo=-5, hi=0)
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -148,7 +152,8 @@ ax.stairs(true_counts, edges, color="k", label="true features")
 ax.set_xlabel("log10 firing density")
 ax.set_title(f"feature density ({n_dead} latents never fired)")
 ax.legend()
-lesson.savefig(fig, "density.png")
+lesson.savefig(fig, "density.png",
+              "Firing density of the SAE's latents against the true features' firing probabilities (log10).")
 
 # %% [markdown]
 # ## The two knobs: L1 coefficient and dictionary size
@@ -198,7 +203,9 @@ for ax, data, title, lims in ((axes[0], grid["mmcs"], "MMCS vs ground truth", (0
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2f}" if "MMCS" in title else f"{v:.0f}", ha="center", va="center", color="w")
     fig.colorbar(im, ax=ax)
-lesson.savefig(fig, "sweep_heatmap.png")
+lesson.savefig(fig, "sweep_heatmap.png",
+              "Coarse sweep of L1 coefficient x dictionary size: MMCS against ground truth, dead latents, and "
+              "MMCS against the next larger dictionary (the signals available without ground truth).")
 
 # %% [markdown]
 # ## Correlated features
@@ -219,7 +226,8 @@ ax.hist([best, metrics.max_cosines(gt_corr.directions, t_corr.params["W_dec"])],
 ax.set_yscale("log")
 ax.set_xlabel("best cosine per true feature")
 ax.legend()
-lesson.savefig(fig, "correlated.png")
+lesson.savefig(fig, "correlated.png",
+              "Best cosine per true feature with independent and with correlated feature firing.")
 
 # %% [markdown]
 # ## Checks
