@@ -242,17 +242,6 @@ def test_state_round_trip_resumes_the_same_sequence(store_2k):
         act.ShuffledBatches(store_2k, block_rows=32, buffer_blocks=3).load_state_arrays(state)
 
 
-class StoreSAETask(sae.SAETask):
-    """SAETask checkpointing its batch source's state too (what SAETask needs for a stateful source)."""
-
-    def state_arrays(self):
-        return {**super().state_arrays(), **self.source.state_arrays()}
-
-    def load_state_arrays(self, arrays):
-        super().load_state_arrays(arrays)
-        self.source.load_state_arrays(arrays)
-
-
 def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
     cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=32, batch_size=64, steps=40, init_sample=128, seed=3,
                         resample_at=(0.5,), dead_window=0.2, resample_batches=2)
@@ -260,11 +249,11 @@ def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
     def source():
         return act.ShuffledBatches(store_2k, block_rows=50, buffer_blocks=4, seed=1)
 
-    whole = StoreSAETask(cfg, source())
+    whole = sae.SAETask(cfg, source())
     train(whole, cfg.steps, chunk_steps=10, progress=False)
-    first = StoreSAETask(cfg, source())
+    first = sae.SAETask(cfg, source())
     train(first, 20, chunk_steps=10, checkpoint=tmp_path / "c", progress=False)
-    resumed = StoreSAETask(cfg, source())
+    resumed = sae.SAETask(cfg, source())
     result = train(resumed, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "c", progress=False)
     assert result.resumed_from == 20
     for k in whole.params:

@@ -484,9 +484,12 @@ class SAETask:
         return {"loss": loss, "mse": mse, "l1": l1, "l0": l0, "dead": int(self.dead().sum())}
 
     def state_arrays(self):
+        """Everything a resumed run needs, including the batch source's own state when it has one (a
+        shuffled activation store remembers where it is in its epoch)."""
         rng_state = np.array(json.dumps(self.rng.bit_generator.state))  # 128-bit ints: JSON keeps them exact
+        source = self.source.state_arrays() if hasattr(self.source, "state_arrays") else {}
         return {**{f"params.{k}": v for k, v in self.params.items()}, **self.opt.state_arrays(),
-                "since_fired": self.since_fired, "rng": rng_state}
+                "since_fired": self.since_fired, "rng": rng_state, **source}
 
     def load_state_arrays(self, arrays):
         shapes = param_shapes(self.cfg)
@@ -504,3 +507,5 @@ class SAETask:
         self.opt = Adam(self.params, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
         self.opt.load_state_arrays(arrays)
         self.since_fired = np.array(arrays["since_fired"], dtype=np.int64)
+        if hasattr(self.source, "load_state_arrays"):
+            self.source.load_state_arrays(arrays)

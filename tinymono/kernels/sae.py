@@ -111,39 +111,48 @@ def csr_to_dense(indptr, idx, val, n_cols):
 # decode_rows: decoder forward, squared error, dx_hat and the latent gradient, one row at a time
 
 
-@njit(fastmath=True, cache=True)  # fastmath lets the dot product's reduction vectorise (reassociation);
-def _dot(a, b):                     # inputs are checked finite before they get here
+def _dot(a, b):
     s = a.dtype.type(0)
     for i in range(a.shape[0]):
         s += a[i] * b[i]
     return s
 
 
-@njit(fastmath=True, cache=True)  # fastmath: vectorise the multiply-add (no reduction, so same result)
+# fastmath lets the reduction vectorise (reassociation); inputs are checked finite before they get here
+dot = njit(fastmath=True, cache=True)(_dot)
+
+
 def _axpy(alpha, x, y):
     for i in range(y.shape[0]):
         y[i] += alpha * x[i]
 
 
-@njit(fastmath=True, cache=True)  # fastmath: as above; called from the prange body as its own function
+axpy = njit(fastmath=True, cache=True)(_axpy)  # fastmath: vectorise the multiply-add (no reduction: same result)
+
+
 def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval):
     x_hat[:] = b_dec
     for k in range(idx.shape[0]):  # x_hat = b_dec + sum over active j of f_j W_dec[j]
-        _axpy(val[k], W_dec[idx[k]], x_hat)
+        axpy(val[k], W_dec[idx[k]], x_hat)
     sq = 0.0
     for i in range(x.shape[0]):
         e = x_hat[i] - x[i]
         sq += e * e
         dx_hat[i] = scale * e  # d mse / d x_hat = 2 (x_hat - x) / (B d_in)
     for k in range(idx.shape[0]):  # df_j = dx_hat . W_dec[j] + l1 / B, only where f_j > 0
-        dval[k] = _dot(dx_hat, W_dec[idx[k]]) + l1_term
+        dval[k] = dot(dx_hat, W_dec[idx[k]]) + l1_term
     return sq
+
+
+# fastmath: as for dot; compiled on its own and called from the prange body (an inline loop there ran
+# several times slower, DESIGN.md)
+decode_one_row = njit(fastmath=True, cache=True)(_decode_one_row)
 
 
 def _decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
     for b in prange(x.shape[0]):
         lo, hi = indptr[b], indptr[b + 1]
-        sq_err[b] = _decode_one_row(idx[lo:hi], val[lo:hi], W_dec, b_dec, x[b], scale, l1_term,
+        sq_err[b] = decode_one_row(idx[lo:hi], val[lo:hi], W_dec, b_dec, x[b], scale, l1_term,
                                     x_hat[b], dx_hat[b], dval[lo:hi])
 
 
@@ -217,7 +226,6 @@ def csr_to_csc_numpy(indptr, idx, n_cols):
 _BLOCK = 16  # latents per task: 16 float32 = one 64-byte cache line of a dW_enc row
 
 
-@njit(fastmath=True, cache=True)  # fastmath: vectorise the multiply-adds (no reductions here)
 def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT, db_enc, dW_dec, dW_enc):
     for j in range(j0, j1):
         dW_dec[j] = 0
@@ -225,13 +233,16 @@ def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT,
         s = dval.dtype.type(0)
         for c in range(colptr[j], colptr[j + 1]):
             b, k = rows[c], perm[c]
-            _axpy(val[k], dx_hat[b], dW_dec[j])  # dW_dec[j] += f[b, j] dx_hat[b]
-            _axpy(dval[k], x_bar[b], dW_encT[j - j0])  # dW_enc[:, j] += df[b, j] x_bar[b]
+            axpy(val[k], dx_hat[b], dW_dec[j])  # dW_dec[j] += f[b, j] dx_hat[b]
+            axpy(dval[k], x_bar[b], dW_encT[j - j0])  # dW_enc[:, j] += df[b, j] x_bar[b]
             s += dval[k]
         db_enc[j] = s
     for i in range(dW_enc.shape[0]):  # write the block's columns of dW_enc: a contiguous run per row i
         for j in range(j0, j1):
             dW_enc[i, j] = dW_encT[j - j0, i]
+
+
+latent_block = njit(fastmath=True, cache=True)(_latent_block)  # fastmath: vectorise the multiply-adds
 
 
 def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
@@ -240,7 +251,7 @@ def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, 
     for blk in prange(n_blocks):
         scratch = np.empty((_BLOCK, d_in), dtype=dW_dec.dtype)  # this block's dW_enc columns, as rows
         j0 = blk * _BLOCK
-        _latent_block(j0, min(j0 + _BLOCK, n_latents), colptr, rows, perm, val, dval, x_bar, dx_hat,
+        latent_block(j0, min(j0 + _BLOCK, n_latents), colptr, rows, perm, val, dval, x_bar, dx_hat,
                       scratch, db_enc, dW_dec, dW_enc)
 
 
