@@ -78,3 +78,16 @@ def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_feat
     b.set(xscale="log", ylim=(-0.05, 1.15), xlabel="1 / (1 - S)", ylabel="feature dimensionality D_f",
           title="per-feature dimensionality clusters at simple fractions")
     return fig
+
+
+def density_histogram(counts, edges, n_dead, resolution=None):
+    """Bars of log10 feature density (from metrics.log_density_histogram); dead latents noted in the
+    title; `resolution` (1 / number of tokens) marked as the smallest density the data can show."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
+    if resolution:
+        ax.axvline(np.log10(resolution), color="tab:red", ls=":", label="1 / tokens evaluated")
+        ax.legend()
+    ax.set(xlabel="log10 feature density (fraction of tokens a latent fires on)", ylabel="latents",
+           title=f"feature density ({n_dead} dead latents not shown)")
+    return fig

@@ -1,0 +1,92 @@
+"""The stages of the paper's pipeline that later lessons share, each built once and cached on disk:
+
+    corpus  ->  transformer  ->  MLP activations (train and validation stores)  ->  sparse autoencoder
+
+Every `get_*` function returns what is in the cache when it is there, and builds it otherwise (training
+resumes from its last checkpoint if an earlier run was interrupted). The sizes for each scale live here,
+in one table, so lessons 05, 06 and 07 and `python -m tinymono reproduce` agree on them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinymono import activations, sae
+from tinymono import transformer as tr
+from tinymono.corpus import CorpusConfig, get_corpus
+from tinymono.train import train
+
+SIZES = {
+    # corpus bytes; transformer; its training; activations harvested; the SAE
+    "smoke": dict(
+        corpus=dict(n_train_bytes=300_000, n_val_bytes=30_000),
+        model=dict(d_model=32, d_mlp=128, n_heads=2, d_head=16, n_ctx=64),
+        train=dict(steps=40, lr=3e-3, warmup=10, eval_every=20),
+        harvest=dict(train=20_000, val=10_000),
+        sae=dict(d_sae=512, steps=60, batch_size=512, l1_coefficient=6e-4)),
+    "default": dict(
+        corpus=dict(n_train_bytes=19_000_000, n_val_bytes=1_000_000),
+        model=dict(),
+        train=dict(steps=6000, lr=2e-3, warmup=300, eval_every=3000),
+        harvest=dict(train=2_000_000, val=500_000),
+        sae=dict(d_sae=4096, steps=3500, batch_size=4096, l1_coefficient=6e-4)),
+    "full": dict(
+        corpus=dict(n_train_bytes=95_000_000, n_val_bytes=5_000_000),
+        model=dict(),
+        train=dict(steps=60000, lr=2e-3, warmup=300, eval_every=10000),
+        harvest=dict(train=20_000_000, val=1_000_000),
+        sae=dict(d_sae=4096, steps=30000, batch_size=4096, l1_coefficient=6e-4)),
+}
+
+
+def _sizes(scale):
+    if scale not in SIZES:
+        raise ValueError(f"scale must be one of {sorted(SIZES)}, got {scale!r}")
+    return SIZES[scale]
+
+
+def corpus_config(scale):
+    return CorpusConfig(seed=0, **_sizes(scale)["corpus"])
+
+
+def transformer_configs(scale):
+    """(TransformerConfig, TrainConfig) for a scale."""
+    return tr.TransformerConfig(**_sizes(scale)["model"]), tr.TrainConfig(batch=32, seed=0, **_sizes(scale)["train"])
+
+
+def sae_config(scale, d_in):
+    """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, A/1).
+    Resampling: every 5% of the run through its first half, for latents silent over the last 2%
+    (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps)."""
+    return sae.SAEConfig(d_in=d_in, lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)),
+                         dead_window=0.02, resample_batches=25, seed=0, **_sizes(scale)["sae"])
+
+
+def get_transformer(scale, cache, progress=None):
+    """(corpus, params, cfg, task, result): the corpus and the trained transformer, cached in `cache`."""
+    cache = Path(cache)
+    corpus = get_corpus(corpus_config(scale), cache, progress=progress is not False)
+    cfg, train_cfg = transformer_configs(scale)
+    task = tr.TransformerTask(cfg, train_cfg, corpus)
+    result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / "transformer.npz",
+                   progress=progress, desc="transformer")
+    return corpus, task.params, cfg, task, result
+
+
+def get_stores(scale, cache, corpus, params, cfg, progress=None):
+    """(train_store, val_store): the MLP activations over the first tokens of each split (float16)."""
+    sizes = _sizes(scale)["harvest"]
+    stores = []
+    for split in ("train", "val"):
+        n = min(sizes[split], len(corpus.split(split).tokens))
+        stores.append(activations.harvest(params, cfg, corpus, Path(cache) / f"acts_{split}", split=split,
+                                          n_tokens=n, dtype="float16", progress=progress))
+    return tuple(stores)
+
+
+def get_sae(scale, cache, train_store, progress=None):
+    """(params, cfg, task, result): the SAE trained on shuffled batches of the training store."""
+    cfg = sae_config(scale, train_store.acts.shape[1])
+    task = sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
+    result = train(task, cfg.steps, chunk_steps=25, checkpoint=Path(cache) / "sae.npz", progress=progress,
+                   desc="sae")
+    return task.params, cfg, task, result
