@@ -160,8 +160,10 @@ if len(task.evals) > 1:
 # %% [markdown]
 # ## What the model writes
 #
-# For each context, a prompt cut from the validation split (the bytes just before a stretch of that
-# context and its first few bytes), continued by sampling 100 bytes at temperature 0.8.
+# For each context, a prompt cut from the validation split (the 16 bytes before a stretch of that context
+# and its first 24 bytes), continued by sampling 100 bytes at temperature 0.8. One layer and 128 bytes of
+# context make for locally plausible text, not sense; and a sample may wander off into another context,
+# as the corpus itself does.
 
 # %%
 val_tokens, val_context = np.asarray(corpus.val.tokens), np.asarray(corpus.val.context)
@@ -170,11 +172,11 @@ for label in LABELS:
     idx = corpus.context_names.index(label)
     inside = val_context == idx
     starts = np.flatnonzero(inside[1:] & ~inside[:-1]) + 1  # where a stretch of this context begins
-    starts = [s for s in starts if s >= 24 and inside[s:s + 16].all()]
+    starts = [s for s in starts if s >= 16 and inside[s:s + 32].all()]
     if not starts:
         continue
     s = starts[len(starts) // 2]
-    prompt = val_tokens[s - 24:s + 8].astype(np.int64)
+    prompt = val_tokens[s - 16:s + 24].astype(np.int64)
     out = tr.sample(params, cfg, prompt, lesson.pick(smoke=30, default=100), rng, temperature=0.8, fast=True)
     print(f"--- {label}\n  prompt: {decode(prompt, errors='replace')!r}\n  sample: "
           f"{decode(out[len(prompt):], errors='replace')!r}")

@@ -12,7 +12,7 @@ running the model with a set of layers that times every call (transformer.Layers
 """
 from __future__ import annotations
 
-import math
+import resource
 import time
 from collections import defaultdict
 
@@ -98,6 +98,7 @@ def profile(params, tokens, cfg, n_steps=20):
     for i in range(n_steps + 2):
         if i == 2:  # two warm-up steps (compiles, first-touch of buffers), then measure
             seconds.clear()
+            faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t_start = time.perf_counter()
         _, grads = tr.loss_and_grads(params, tokens, cfg, fast=timed)
         t0 = time.perf_counter()
@@ -105,9 +106,11 @@ def profile(params, tokens, cfg, n_steps=20):
         opt.step(params, grads)
         seconds["optimizer"] += time.perf_counter() - t0
     total = time.perf_counter() - t_start
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start
     seconds["other"] = total - sum(seconds.values())
     out = {k: seconds[k] / n_steps for k in PROFILE_ROWS}
     out["total"] = total / n_steps
+    out["page_faults"] = faults / n_steps  # memory touched for the first time (see kernels.keep_freed_memory)
     return out
 
 
@@ -115,7 +118,7 @@ def format_profile(prof):
     lines = ["profile of one tinymono training step (share of the step's wall time):"]
     for k in PROFILE_ROWS:
         lines.append(f"  {k:<15} {1e3 * prof[k]:7.2f} ms  {100 * prof[k] / prof['total']:5.1f}%")
-    lines.append(f"  {'total':<15} {1e3 * prof['total']:7.2f} ms")
+    lines.append(f"  {'total':<15} {1e3 * prof['total']:7.2f} ms   ({prof['page_faults']:,.0f} page faults per step)")
     return "\n".join(lines)
 
 
