@@ -296,6 +296,10 @@ def test_sampling():
         tr.sample(params, cfg, "", 3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="top_k"):
         tr.sample(params, cfg, "a", 3, np.random.default_rng(0), top_k=0)
+    with pytest.raises(ValueError, match="must be in \\[0, 257\\)"):
+        tr.sample(params, cfg, [300] + [1] * 10, 3, np.random.default_rng(0))  # out of range, even far back
+    long_prompt = "a prompt longer than n_ctx"
+    assert len(tr.sample(params, cfg, long_prompt, 2, np.random.default_rng(0))) == len(long_prompt) + 2
 
 
 def test_stream_bits_scores_each_position_once_with_most_context():

@@ -405,7 +405,7 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
     tokens = _prompt_tokens(prompt)
     if tokens.size == 0:
         raise ValueError("the prompt needs at least one token (e.g. the document separator, 256)")
-    check_tokens(tokens[None, -cfg.n_ctx:], cfg)
+    check_tokens(tokens[None], cfg, max_len=len(tokens))  # ids in range; a long prompt is fine (it slides)
     if temperature < 0 or (top_k is not None and not 1 <= top_k <= cfg.d_vocab):
         raise ValueError(f"need temperature >= 0 and top_k in 1..{cfg.d_vocab}, got {temperature}, {top_k}")
     out = list(tokens)
