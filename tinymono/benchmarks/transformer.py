@@ -3,9 +3,11 @@ reference layers, and the same model written in PyTorch (when installed), side b
 
 One training step = forward, backward, gradient clipping and an AdamW update, on one fixed batch of
 32 windows of 128 bytes (4096 tokens) at the default config, float32, on the machine's cores.
-The PyTorch model is written the way a PyTorch user would write it (F.layer_norm,
-F.scaled_dot_product_attention with is_causal=True, F.cross_entropy, torch.optim.AdamW) with the same
-parameters; its first loss is compared with tinymono's to show it is the same model.
+The PyTorch model is written the way a PyTorch user would write it for speed (one matmul for queries,
+keys and values, F.layer_norm, F.scaled_dot_product_attention with is_causal=True, F.cross_entropy,
+torch.optim.AdamW) with the same parameters; its first loss is compared with tinymono's to show it is
+the same model. Both run in one process, so both get the same malloc settings
+(kernels.keep_freed_memory, which also spares PyTorch's CPU allocator its page faults).
 
 After the race, a profile: the share of tinymono's step time in each layer, measured in place by
 running the model with a set of layers that times every call (transformer.Layers).
@@ -41,15 +43,19 @@ def _torch_model(torch, params, cfg):
     F = torch.nn.functional
     p = {k: torch.tensor(v).requires_grad_() for k, v in params.items()}
     opt = torch.optim.AdamW(p.values(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    D, T = cfg.d_model, cfg.n_ctx
+    D, H, E = cfg.d_model, cfg.n_heads, cfg.d_head
 
     def loss_fn(tokens):
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        x = p["W_E"][inputs] + p["W_pos"][: inputs.shape[1]]  # [B, T, D]
+        B, T = inputs.shape
+        x = p["W_E"][inputs] + p["W_pos"][:T]  # [B, T, D]
         h = F.layer_norm(x, (D,), p["ln1_w"], p["ln1_b"], cfg.ln_eps)
-        q, k, v = (torch.einsum("btd,hde->bhte", h, p[f"W_{n}"]) + p[f"b_{n}"][:, None] for n in "QKV")
+        # one matmul for queries, keys and values, as nanoGPT's c_attn (the weights side by side, per step)
+        W_qkv = torch.stack([p["W_Q"], p["W_K"], p["W_V"]]).permute(2, 0, 1, 3).reshape(D, 3 * H * E)
+        b_qkv = torch.stack([p["b_Q"], p["b_K"], p["b_V"]]).reshape(-1)
+        q, k, v = (h @ W_qkv + b_qkv).view(B, T, 3, H, E).permute(2, 0, 3, 1, 4)  # each [B, H, T, E]
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, E]
-        x = x + torch.einsum("bhte,hed->btd", z, p["W_O"]) + p["b_O"]
+        x = x + z.transpose(1, 2).reshape(B, T, H * E) @ p["W_O"].reshape(H * E, D) + p["b_O"]
         h = F.layer_norm(x, (D,), p["ln2_w"], p["ln2_b"], cfg.ln_eps)
         x = x + F.relu(h @ p["W_in"] + p["b_in"]) @ p["W_out"] + p["b_out"]
         h = F.layer_norm(x, (D,), p["lnf_w"], p["lnf_b"], cfg.ln_eps)

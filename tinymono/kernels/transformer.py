@@ -78,6 +78,36 @@ def keep_freed_memory(limit=1 << 30):
 
 
 # ----------------------------------------------------------------------------------------------------
+# exp for the softmaxes: a polynomial that vectorises, where math.exp is a call per number
+
+LOG2E = 1.4426950408889634
+LN2_HI = 0.6931471803691238  # ln 2 rounded to 32 significant bits, so k * LN2_HI is exact for |k| < 2^21
+LN2_LO = 1.9082149292705877e-10  # ln 2 - LN2_HI
+
+
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0 (a softmax's x - max), computed in float64 to within ~2 ulp of float64.
+
+    math.exp compiles to one call into the C library per number, which LLVM cannot vectorise: in the
+    profile the softmaxes' exponentials cost more than their score products. Here exp(x) = 2^k exp(r)
+    with k = round(x / ln 2) and |r| <= ln(2) / 2: exp(r) is a degree-12 Taylor polynomial (its error,
+    r^13 / 13!, is below 2e-16), and 2^k is written straight into a float64's exponent bits. Every step
+    is plain arithmetic, so a loop of these runs 8 numbers per instruction. Below -700 (exp < 1e-304) x
+    is clamped: the result stays finite and tiny. A NaN comes out NaN."""
+    x = max(float(x), -700.0)
+    k = math.floor(x * LOG2E + 0.5)
+    r = (x - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
+    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+        1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+    return p * np.int64((np.int64(k) + 1023) << 52).view(np.float64)  # 2^k: exponent field k + 1023
+
+
+# inlined into the loops that call it, so LLVM sees one loop body to vectorise; fastmath: contracts the
+# polynomial into fused multiply-adds (reassociation changes no result here: Horner's order is explicit)
+exp_nonpositive = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_exp_nonpositive)
+
+
+# ----------------------------------------------------------------------------------------------------
 # attention core, per (batch, head) pair: scores = q k^T * scale, causal softmax, z = pattern @ v
 
 
@@ -109,7 +139,7 @@ def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
                 row[j] *= scale
                 top = max(top, row[j])
             for j in range(i + 1):
-                row[j] = math.exp(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
+                row[j] = exp_nonpositive(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
             total = row[0]
             for j in range(1, i + 1):
                 total += row[j]
@@ -341,7 +371,7 @@ def _cross_entropy_rows(logits, targets, losses, dlogits, start, stop):
         for c in range(1, V):
             top = max(top, logits[r, c])
         for c in range(V):
-            dlogits[r, c] = math.exp(logits[r, c] - top)  # unnormalised softmax, in (0, 1]
+            dlogits[r, c] = exp_nonpositive(logits[r, c] - top)  # unnormalised softmax, in (0, 1]
         total = dlogits[r, 0]
         for c in range(1, V):
             total += dlogits[r, c]
