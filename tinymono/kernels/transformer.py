@@ -94,6 +94,8 @@ def _exp_nonpositive(x):
     r^13 / 13!, is below 2e-16), and 2^k is written straight into a float64's exponent bits. Every step
     is plain arithmetic, so a loop of these runs 8 numbers per instruction. Below -700 (exp < 1e-304) x
     is clamped: the result stays finite and tiny. A NaN comes out NaN."""
+    if x != x:  # NaN: there is no exponent to build; hand it on
+        return float(x)
     x = max(float(x), -700.0)
     k = math.floor(x * LOG2E + 0.5)
     r = (x - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
@@ -111,96 +113,127 @@ exp_nonpositive = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_
 # attention core, per (batch, head) pair: scores = q k^T * scale, causal softmax, z = pattern @ v
 
 
+def _softmax_row(row, i, scale):
+    """row[:i + 1] <- softmax(scale * row[:i + 1]) (query i sees keys 0..i); row[i + 1:] <- 0."""
+    top = row[0] * scale
+    for j in range(i + 1):
+        row[j] *= scale
+        top = max(top, row[j])
+    for j in range(i + 1):
+        row[j] = exp_nonpositive(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
+    total = row[0]
+    for j in range(1, i + 1):
+        total += row[j]
+    for j in range(i + 1):
+        row[j] /= total
+    for j in range(i + 1, row.shape[0]):
+        row[j] = 0.0
+
+
+softmax_row = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_softmax_row)
+
+
 def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
     """qkv [B, T, 3, H, E] (queries, keys, values as one matmul produced them) -> fills pattern[b, h]
     [T, T] (0 above the diagonal) and z[b, :, h] [T, E] for the (batch, head) pairs bh = b * H + h in
-    [start, stop). The causal mask is the loop bound j <= i: the future is never even scored.
-    Keys and values are copied transposed, [E, T], so that the innermost loops run along key positions j
-    over contiguous memory (LLVM vectorises them) instead of along the short head axis."""
+    [start, stop). The causal mask is the loop bound: query i scores keys j <= i, never the future.
+
+    Two choices make the inner loops fast. Keys and values are copied transposed, [E, T], so the
+    innermost loops run along key positions j over contiguous memory, which LLVM vectorises. And queries
+    go two at a time (rows i and i + 1, in scratch rows s[0] and s[1]): each key or value number loaded
+    then serves both, halving the memory traffic per multiply-add. When T is odd, the last query is paired
+    with a copy of itself, whose results are dropped."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    zh = np.empty((T, E), qkv.dtype)
+    s = np.empty((2, T), qkv.dtype)  # the scores, then the softmax, of the two queries
+    zh = np.empty((2, E), qkv.dtype)
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E]
         for j in range(T):
             for e in range(E):
                 kT[e, j] = qkv[b, j, 1, h, e]
                 vT[e, j] = qkv[b, j, 2, h, e]
-        for i in range(T):
-            row = pattern[b, h, i]  # [T]: scores, then the softmax, of query i
-            for j in range(i + 1):
-                row[j] = q[i, 0] * kT[0, j]
+        for i in range(0, T, 2):
+            i1 = min(i + 1, T - 1)  # the second query (== i for the last of an odd T)
+            n = i1 + 1  # keys 0..i1; row i's weight on key i + 1 comes out 0
+            for j in range(n):
+                s[0, j] = qkv[b, i, 0, h, 0] * kT[0, j]
+                s[1, j] = qkv[b, i1, 0, h, 0] * kT[0, j]
             for e in range(1, E):
-                for j in range(i + 1):
-                    row[j] += q[i, e] * kT[e, j]
-            top = row[0] * scale
-            for j in range(i + 1):
-                row[j] *= scale
-                top = max(top, row[j])
-            for j in range(i + 1):
-                row[j] = exp_nonpositive(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
-            total = row[0]
-            for j in range(1, i + 1):
-                total += row[j]
-            for j in range(i + 1):
-                row[j] /= total
-            for j in range(i + 1, T):
-                row[j] = 0.0
+                q0, q1 = qkv[b, i, 0, h, e], qkv[b, i1, 0, h, e]
+                for j in range(n):
+                    s[0, j] += q0 * kT[e, j]
+                    s[1, j] += q1 * kT[e, j]
+            softmax_row(s[0], i, scale)
+            softmax_row(s[1], i1, scale)
             for e in range(E):  # z[i] = sum_j pattern[i, j] v[j]
-                acc = row[0] * vT[e, 0]
-                for j in range(1, i + 1):
-                    acc += row[j] * vT[e, j]
-                zh[i, e] = acc
-        z[b, :, h, :] = zh
+                acc0 = s[0, 0] * vT[e, 0]
+                acc1 = s[1, 0] * vT[e, 0]
+                for j in range(1, n):
+                    acc0 += s[0, j] * vT[e, j]
+                    acc1 += s[1, j] * vT[e, j]
+                zh[0, e], zh[1, e] = acc0, acc1
+            for r in range(i1 - i + 1):
+                pattern[b, h, i + r] = s[r]
+                z[b, i + r, h, :] = zh[r]
 
 
-# cached; nogil for in_parallel's threads; fastmath: the score and value sums vectorise when reassociated
 attention_heads_forward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_forward)
 
 
 def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     """The backward of _attention_heads_forward: dz [B, T, H, E] -> fills dqkv[b, :, 0..2, h] (the
-    gradients of q, k and v) for the pairs in [start, stop), in reverse order of the forward's lines:
+    gradients of q, k and v) for the pairs in [start, stop), the forward's lines in reverse:
         z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] += pattern[i, j] dz[i]
         softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern dpattern)
         scores[i, j] = scale q[i] . k[j] ->  dq[i] += scale dscores[i, j] k[j],  dk[j] += scale dscores[i, j] q[i]
-    Keys, values and their gradients are kept transposed, [E, T], as in the forward."""
+    Keys, values and their gradients are kept transposed, [E, T], and queries go two at a time, as in the
+    forward; the second query of an odd T's last pair gets weight 0 (w1 = 0), so it adds nothing."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
     dq, dkT, dvT = np.empty((T, E), qkv.dtype), np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    dp, ds = np.empty(T, qkv.dtype), np.empty(T, qkv.dtype)  # one row of dpattern and of dscores
+    dp, ds = np.empty((2, T), qkv.dtype), np.empty((2, T), qkv.dtype)  # rows of dpattern and dscores
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        q = np.ascontiguousarray(qkv[b, :, 0, h, :])  # [T, E]
-        dzh = np.ascontiguousarray(dz[b, :, h, :])  # [T, E]
         for j in range(T):
             for e in range(E):
                 kT[e, j] = qkv[b, j, 1, h, e]
                 vT[e, j] = qkv[b, j, 2, h, e]
         dkT[:] = 0.0
         dvT[:] = 0.0
-        for i in range(T):
-            row = pattern[b, h, i]
-            for j in range(i + 1):
-                dp[j] = dzh[i, 0] * vT[0, j]
-                dvT[0, j] += dzh[i, 0] * row[j]
+        for i in range(0, T, 2):
+            i1 = min(i + 1, T - 1)
+            w1 = 1.0 if i1 > i else 0.0  # the second query counts only if it is a different one
+            n = i1 + 1
+            p0, p1 = pattern[b, h, i], pattern[b, h, i1]
+            for j in range(n):
+                dp[0, j] = dz[b, i, h, 0] * vT[0, j]
+                dp[1, j] = dz[b, i1, h, 0] * vT[0, j]
             for e in range(1, E):
-                for j in range(i + 1):
-                    dp[j] += dzh[i, e] * vT[e, j]
-                    dvT[e, j] += dzh[i, e] * row[j]
-            weighted = row[0] * dp[0]
-            for j in range(1, i + 1):
-                weighted += row[j] * dp[j]
-            for j in range(i + 1):
-                ds[j] = row[j] * (dp[j] - weighted) * scale
+                g0, g1 = dz[b, i, h, e], dz[b, i1, h, e]
+                for j in range(n):
+                    dp[0, j] += g0 * vT[e, j]
+                    dp[1, j] += g1 * vT[e, j]
             for e in range(E):
-                acc = ds[0] * kT[e, 0]
-                for j in range(1, i + 1):
-                    acc += ds[j] * kT[e, j]
-                dq[i, e] = acc
-                for j in range(i + 1):
-                    dkT[e, j] += q[i, e] * ds[j]
+                g0, g1 = dz[b, i, h, e], w1 * dz[b, i1, h, e]
+                for j in range(n):
+                    dvT[e, j] += g0 * p0[j] + g1 * p1[j]
+            weighted0, weighted1 = p0[0] * dp[0, 0], p1[0] * dp[1, 0]
+            for j in range(1, n):
+                weighted0 += p0[j] * dp[0, j]
+                weighted1 += p1[j] * dp[1, j]
+            for j in range(n):
+                ds[0, j] = p0[j] * (dp[0, j] - weighted0) * scale
+                ds[1, j] = p1[j] * (dp[1, j] - weighted1) * scale
+            for e in range(E):
+                acc0, acc1 = ds[0, 0] * kT[e, 0], ds[1, 0] * kT[e, 0]
+                for j in range(1, n):
+                    acc0 += ds[0, j] * kT[e, j]
+                    acc1 += ds[1, j] * kT[e, j]
+                dq[i, e], dq[i1, e] = acc0, acc1  # for an odd T's last pair, the same row twice
+                a0, a1 = qkv[b, i, 0, h, e], w1 * qkv[b, i1, 0, h, e]
+                for j in range(n):
+                    dkT[e, j] += a0 * ds[0, j] + a1 * ds[1, j]
         for j in range(T):
             for e in range(E):
                 dqkv[b, j, 0, h, e] = dq[j, e]
@@ -208,7 +241,6 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                 dqkv[b, j, 2, h, e] = dvT[e, j]
 
 
-# cached; nogil; fastmath: as in the forward
 attention_heads_backward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_backward)
 
 
