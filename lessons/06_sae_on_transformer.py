@@ -54,7 +54,7 @@ print(f"a token's activations: {np.mean(x > 0):.1%} of neurons active, mean squa
 # reconstructs badly. Batches come from `ShuffledBatches`, which reads random blocks of the store into
 # a buffer and shuffles rows there, so each batch mixes contexts and every row is used once per epoch.
 # The L1 coefficient sets the trade-off between reconstruction and sparsity; at this scale of
-# activations 6e-4 lands the mean L0 in the paper's range.
+# activations 8e-4 lands the mean L0 near 20 (measured: 6e-4 gave 28, 1e-3 gave 14, 3e-3 gave 3).
 
 # %%
 sae_params, sae_cfg, task, result = pipeline.get_sae(lesson.scale, lesson.cache, train_store)

@@ -22,19 +22,19 @@ SIZES = {
         model=dict(d_model=32, d_mlp=128, n_heads=2, d_head=16, n_ctx=64),
         train=dict(steps=40, lr=3e-3, warmup=10, eval_every=20),
         harvest=dict(train=20_000, val=10_000),
-        sae=dict(d_sae=512, steps=60, batch_size=512, l1_coefficient=6e-4)),
+        sae=dict(d_sae=512, steps=60, batch_size=512, l1_coefficient=8e-4)),
     "default": dict(
         corpus=dict(n_train_bytes=19_000_000, n_val_bytes=1_000_000),
         model=dict(),
         train=dict(steps=6000, lr=2e-3, warmup=300, eval_every=3000),
         harvest=dict(train=2_000_000, val=500_000),
-        sae=dict(d_sae=4096, steps=3500, batch_size=4096, l1_coefficient=6e-4)),
+        sae=dict(d_sae=4096, steps=4000, batch_size=4096, l1_coefficient=8e-4)),
     "full": dict(
         corpus=dict(n_train_bytes=95_000_000, n_val_bytes=5_000_000),
         model=dict(),
         train=dict(steps=60000, lr=2e-3, warmup=300, eval_every=10000),
         harvest=dict(train=20_000_000, val=1_000_000),
-        sae=dict(d_sae=4096, steps=30000, batch_size=4096, l1_coefficient=6e-4)),
+        sae=dict(d_sae=4096, steps=30000, batch_size=4096, l1_coefficient=8e-4)),
 }
 
 
