@@ -29,7 +29,6 @@
 # lesson reuses it.
 
 # %%
-import math
 import time
 
 import matplotlib.pyplot as plt
