@@ -1,0 +1,110 @@
+"""Every lesson runs end to end, as a learner runs it.
+
+The default suite runs `python -m tinymono reproduce --scale smoke` once (every lesson in order, each a
+stage of the pipeline, on sizes too small for the bars: every figure is written, every check prints
+SKIP), checks each lesson's artefacts and the report, and that a second call reuses the finished
+stages. Lesson 01 also runs at default scale here (about a minute). Under the slow marker
+(`python -m pytest -m slow`) every lesson runs at default scale and every check must pass.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = {  # name: (figures it must write, number of checks)
+    "01_superposition": (["feature_directions.png", "gram_and_norms.png", "phase_diagram.png", "dimensionality.png"], 9),
+    "02_sparse_autoencoder": (["toy_features.png", "gradcheck.png", "sae_training.png", "learned_directions.png",
+                               "latent_responses.png"], 2),
+    "03_ground_truth_recovery": (["training.png", "recovery.png", "density.png", "sweep_heatmap.png",
+                                  "correlated.png"], 3),
+    "04_transformer_by_hand": (["causal_attention.png", "memorise_one_batch.png"], 9),
+    "05_train_transformer": (["loss_curve.png", "bits_per_label.png"], 6),
+    "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 3),
+    "07_interpreting_features": (["features_vs_neurons.png", "feature_histograms.png", "feature_browser.html"], 7),
+}
+
+
+def run(args, timeout):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def run_lesson(name, scale, runs, timeout=1800):
+    return run([str(ROOT / "lessons" / f"{name}.py"), "--scale", scale, "--runs", str(runs)], timeout)
+
+
+def check_lines(stdout):
+    return [line for line in stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]
+
+
+def assert_lesson(name, scale, runs, proc):
+    figures, n_checks = LESSONS[name]
+    lines = check_lines(proc.stdout)
+    assert proc.returncode == 0, f"lesson {name} at {scale} scale failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    folder = runs / scale / name
+    for fig in figures:
+        assert (folder / fig).exists() and (folder / fig).stat().st_size > 5_000, f"{name}: {fig} missing or empty"
+    assert len(lines) == n_checks, f"{name}: expected {n_checks} check lines:\n" + "\n".join(lines)
+    expected = "SKIP" if scale == "smoke" else "PASS"
+    assert all(line.startswith(expected) for line in lines), "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke-scale reproduction shared by the tests below: (runs folder, first call, second call)."""
+    runs = tmp_path_factory.mktemp("runs")
+    first = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(runs)], timeout=1200)
+    second = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(runs)], timeout=600)
+    return runs, first, second
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_lesson_at_smoke_scale(name, smoke):
+    runs, first, _ = smoke
+    assert first.returncode == 0, f"reproduce --scale smoke failed:\n{first.stdout[-6000:]}\n{first.stderr[-3000:]}"
+    result = json.loads((runs / "smoke" / name / "result.json").read_text())
+    log = (runs / "smoke" / "logs" / f"{name}.log").read_text()
+    assert_lesson(name, "smoke", runs, subprocess.CompletedProcess([], 0, log, ""))
+    assert [c["status"] for c in result["checks"]] == ["SKIP"] * LESSONS[name][1]
+
+
+def test_reproduce_report_and_reuse(smoke):
+    runs, first, second = smoke
+    report = (runs / "smoke" / "report.md").read_text()
+    for name, (figures, _) in LESSONS.items():
+        for fig in figures:
+            if fig.endswith(".png"):
+                assert f"({name}/{fig})" in report, f"report.md does not embed {name}/{fig}"
+    assert "## Verification table" in report and "feature_browser.html" in report
+    assert second.returncode == 0, second.stdout[-3000:]
+    reused = [line for line in second.stdout.splitlines() if "finished earlier, reused" in line]
+    assert len(reused) == len(LESSONS), "a second call must reuse every finished stage:\n" + second.stdout[-3000:]
+
+
+def test_lesson_05_reuses_its_cached_model(smoke):
+    runs, _, _ = smoke
+    path = runs / "smoke" / "05_train_transformer" / "result.json"
+    before = json.loads(path.read_text())["checks"]
+    proc = run_lesson("05_train_transformer", "smoke", runs)
+    assert proc.returncode == 0 and "already in the cache" in proc.stdout, proc.stdout[-2000:]
+    after = json.loads(path.read_text())["checks"]
+    assert [c["value"] for c in after] == [c["value"] for c in before], "the reused model must give the same numbers"
+
+
+def test_lesson_01_at_default_scale(tmp_path):
+    first = run_lesson("01_superposition", "default", tmp_path)
+    assert_lesson("01_superposition", "default", tmp_path, first)
+    again = run_lesson("01_superposition", "default", tmp_path)  # reuses the cached models: same numbers
+    assert again.returncode == 0 and check_lines(again.stdout) == check_lines(first.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in LESSONS if n != "01_superposition"])
+def test_lesson_at_default_scale(name, tmp_path_factory):
+    # one runs folder for all of them, so lessons 06-07 reuse the transformer lesson 05 trained
+    runs = tmp_path_factory.getbasetemp() / "default-runs"
+    proc = run_lesson(name, "default", runs, timeout=3 * 3600)
+    print("\n".join(check_lines(proc.stdout)))
+    assert_lesson(name, "default", runs, proc)
