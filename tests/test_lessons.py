@@ -4,7 +4,7 @@ The default suite runs `python -m tinymono reproduce --scale smoke` once (every 
 stage of the pipeline, on sizes too small for the bars: every figure is written, every check prints
 SKIP), checks each lesson's artefacts and the report, and that a second call reuses the finished
 stages. Lesson 01 also runs at default scale here (about a minute). Under the slow marker
-(`python -m pytest -m slow`) every lesson runs at default scale and every check must pass.
+(`python -m pytest -m slow`) the whole reproduction runs at default scale and every check must pass.
 """
 import json
 import subprocess
@@ -100,11 +100,26 @@ def test_lesson_01_at_default_scale(tmp_path):
     assert again.returncode == 0 and check_lines(again.stdout) == check_lines(first.stdout)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in LESSONS if n != "01_superposition"])
-def test_lesson_at_default_scale(name, tmp_path_factory):
-    # one runs folder for all of them, so lessons 06-07 reuse the transformer lesson 05 trained
+@pytest.fixture(scope="module")
+def default(tmp_path_factory):
+    """The main job as a learner types it, at default scale (about 45 minutes): (runs folder, process)."""
     runs = tmp_path_factory.getbasetemp() / "default-runs"
-    proc = run_lesson(name, "default", runs, timeout=3 * 3600)
-    print("\n".join(check_lines(proc.stdout)))
-    assert_lesson(name, "default", runs, proc)
+    proc = run(["-m", "tinymono", "reproduce", "--scale", "default", "--out", str(runs)], timeout=3 * 3600)
+    print(proc.stdout[-3000:])
+    return runs, proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_lesson_at_default_scale(name, default):
+    runs, _ = default
+    log = (runs / "default" / "logs" / f"{name}.log").read_text()
+    print("\n".join(check_lines(log)))
+    assert_lesson(name, "default", runs, subprocess.CompletedProcess([], 0, log, ""))
+
+
+@pytest.mark.slow
+def test_reproduce_at_default_scale_exits_cleanly(default):
+    runs, proc = default
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (runs / "default" / "report.md").exists()
