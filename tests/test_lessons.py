@@ -3,7 +3,7 @@
 The default suite runs `python -m tinymono reproduce --scale smoke` once (every lesson in order, each a
 stage of the pipeline, on sizes too small for the bars: every figure is written, every check prints
 SKIP), checks each lesson's artefacts and the report, and that a second call reuses the finished
-stages. Lesson 01 also runs at default scale here (about a minute). Under the slow marker
+stages. Lesson 01 also runs at default scale here (about 15 seconds). Under the slow marker
 (`python -m pytest -m slow`) the whole reproduction runs at default scale and every check must pass.
 """
 import json

@@ -57,13 +57,15 @@ def test_kernel_sampling_twin(n_pairs_corr, n_inst, batch, seed, step):
                         n_correlated_pairs=n_pairs_corr // 2, n_anticorrelated_pairs=n_pairs_corr - n_pairs_corr // 2,
                         seed=seed)
     expected = toy.generate_batch(cfg, step)
-    x, u = np.empty(cfg.n_features), np.empty(cfg.n_features)
     key = K.seed_key(seed)
+    split = 1 + seed % batch  # the kernel draws a batch in tiles: any split must give the same samples
     for i in range(n_inst):
-        for b in range(batch):
+        for first, stop in [(0, split), (split, batch)]:
+            x, u = np.empty((cfg.n_features, stop - first)), np.empty((cfg.n_features, stop - first))
             with np.errstate(over="ignore"):
-                K.sample_row(key, step, i, n_inst, b, batch, cfg.probabilities()[i], cfg.kinds(), u, x)
-            np.testing.assert_array_equal(x, expected[i, b], err_msg="the kernel must draw exactly the twin's numbers")
+                K.sample_tile(key, step, i, n_inst, first, stop - first, batch, cfg.probabilities()[i], cfg.kinds(), u, x)
+            np.testing.assert_array_equal(x.T, expected[i, first:stop],
+                                          err_msg="the kernel must draw exactly the twin's numbers")
 
 
 # ----------------------------------------------------------------------------------------------------

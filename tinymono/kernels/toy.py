@@ -66,30 +66,44 @@ def _counter(step, inst, n_inst, sample, batch, feat, n_feats, slot):
 counter = njit(cache=True)(_counter)
 
 
-def _sample_row(key, step, inst, n_inst, sample, batch, prob, kind, u, x):
-    """Fill x [feats] with one sample of instance `inst`: feature f is present with probability prob[f]
+def _sample_tile(key, step, inst, n_inst, first, count, batch, prob, kind, u, x):
+    """Fill x[:, :count] with samples first .. first + count - 1 of instance `inst` (feature-major, so
+    the loops below run along samples and vectorise): feature f is present with probability prob[f]
     (pairs: correlated = both present together; anticorrelated = exactly one of the two, each with its
-    marginal probability), and a present feature's value is uniform in [0, 1). u [feats] is scratch."""
+    marginal probability), and a present feature's value is uniform in [0, 1). u [feats, >= count] is scratch.
+    Branch-free: every value is drawn and absent ones are zeroed, which costs less than a mispredicted
+    branch per absent feature."""
     n = x.shape[0]
     key = np.uint64(key)  # a Python int would be typed int64, and int64 arithmetic shifts and wraps differently
-    base = counter(np.uint64(step), np.uint64(inst), np.uint64(n_inst), np.uint64(sample), np.uint64(batch),
-                   np.uint64(0), np.uint64(n), np.uint64(0))  # slot (f, 0) is base + 2 f; (f, 1) is base + 2 f + 1
-    for f in range(n):  # every presence draw first: a branch-free loop the compiler vectorises
-        u[f] = uniform(key, base + np.uint64(2 * f))
+    base = counter(np.uint64(step), np.uint64(inst), np.uint64(n_inst), np.uint64(first), np.uint64(batch),
+                   np.uint64(0), np.uint64(n), np.uint64(0))  # slot (j, f, 0) is base + 2 (n j + f); slot 1 is + 1
+    stride = np.uint64(2 * n)
+    for f in range(n):  # every presence draw first
+        c = base + np.uint64(2 * f)
+        for j in range(count):
+            u[f, j] = uniform(key, c + np.uint64(j) * stride)
     for f in range(n):
         k = kind[f]
+        c = base + np.uint64(2 * f + 1)
         if k == INDEPENDENT:
-            on = u[f] < prob[f]
+            p = prob[f]
+            for j in range(count):
+                x[f, j] = uniform(key, c + np.uint64(j) * stride) if u[f, j] < p else 0.0
         elif k == CORR_FIRST or k == CORR_SECOND:  # one shared draw and probability: the first member's
             g = f - (k == CORR_SECOND)
-            on = u[g] < prob[g]
+            p = prob[g]
+            for j in range(count):
+                x[f, j] = uniform(key, c + np.uint64(j) * stride) if u[g, j] < p else 0.0
         else:  # anticorrelated: one of the pair fires with probability 2 p; the second member's draw picks which
             g = f - (k == ANTI_SECOND)
-            on = u[g] < 2.0 * prob[g] and (u[g + 1] < 0.5) == (k == ANTI_FIRST)
-        x[f] = uniform(key, base + np.uint64(2 * f + 1)) if on else 0.0
+            p2 = 2.0 * prob[g]
+            first_member = k == ANTI_FIRST
+            for j in range(count):
+                on = u[g, j] < p2 and (u[g + 1, j] < 0.5) == first_member
+                x[f, j] = uniform(key, c + np.uint64(j) * stride) if on else 0.0
 
 
-sample_row = njit(cache=True)(_sample_row)
+sample_tile = njit(cache=True)(_sample_tile)
 
 
 def sample_batch_numpy(key, step, n_inst, batch, prob, kind):
@@ -115,51 +129,73 @@ def sample_batch_numpy(key, step, n_inst, batch, prob, kind):
     return np.where(present, value, 0.0)
 
 
+TILE = 64  # samples per tile: a tile's arrays (feats x TILE doubles) stay in the L1 cache
+
+
 def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, start_step, lrs, batch,
                     beta1, beta2, eps, relu):
     """Train one instance for len(lrs) steps in place; returns the mean loss of the last step.
 
     W [hidden, feats], b [feats]; mW, vW, mb, vb their Adam moments; prob, imp [feats]; lrs [steps].
     Per sample: h = W x; out = ReLU(W^T h + b); loss = sum_f imp_f (x_f - out_f)^2; averaged over the
-    batch. The gradient of W has two terms because W is used twice (encoder and decoder)."""
+    batch. The gradient of W has two terms because W is used twice (encoder and decoder).
+
+    The batch goes through in tiles of TILE samples, every array feature-major ([feats, tile]): each
+    innermost loop then runs along the samples of a tile, the same operation on contiguous numbers, which
+    the compiler turns into SIMD instructions (a loop over 5 or 20 features per sample would not)."""
     H, F = W.shape
-    x = np.empty(F)
-    u = np.empty(F)
-    h = np.empty(H)
-    pre = np.empty(F)
-    dpre = np.empty(F)
+    x = np.empty((F, TILE))
+    u = np.empty((F, TILE))
+    h = np.empty((H, TILE))
+    dpre = np.empty((F, TILE))  # first pre = W^T h + b, then overwritten by d loss / d pre
+    dh = np.empty((H, TILE))
     dW = np.empty((H, F))
     db = np.empty(F)
     loss = 0.0
-    # Loops run over features innermost, along the contiguous rows of W, so they vectorise.
     for s in range(lrs.shape[0]):
         step = start_step + s
         dW[:] = 0.0
         db[:] = 0.0
         loss = 0.0
-        for smp in range(batch):
-            sample_row(key, step, inst, n_inst, smp, batch, prob, kind, u, x)
+        for first in range(0, batch, TILE):
+            nt = min(TILE, batch - first)  # loops run to nt over whole (contiguous) rows: slices would not vectorise
+            sample_tile(key, step, inst, n_inst, first, nt, batch, prob, kind, u, x)
             for k in range(H):  # h = W x
-                acc = 0.0
+                h[k] = 0.0
                 for f in range(F):
-                    acc += W[k, f] * x[f]
-                h[k] = acc
-            pre[:] = b  # pre = W^T h + b
-            for k in range(H):
+                    w = W[k, f]
+                    for j in range(nt):
+                        h[k, j] += w * x[f, j]
+            for f in range(F):  # pre = W^T h + b; out = act(pre); dpre = d (batch-mean loss) / d pre
+                dpre[f] = b[f]
+                for k in range(H):
+                    w = W[k, f]
+                    for j in range(nt):
+                        dpre[f, j] += w * h[k, j]
+                scale = 2.0 * imp[f] / batch
+                lf = 0.0
+                gf = 0.0
+                for j in range(nt):
+                    on = dpre[f, j] > 0.0 or not relu
+                    err = (dpre[f, j] if on else 0.0) - x[f, j]
+                    lf += err * err
+                    g = scale * err if on else 0.0
+                    gf += g
+                    dpre[f, j] = g
+                loss += imp[f] * lf
+                db[f] += gf
+            for k in range(H):  # dh = W dpre (through the decoder use of W)
+                dh[k] = 0.0
                 for f in range(F):
-                    pre[f] += W[k, f] * h[k]
-            for f in range(F):  # out = act(pre); dpre = d (batch-mean loss) / d pre
-                on = pre[f] > 0.0 or not relu
-                err = (pre[f] if on else 0.0) - x[f]
-                loss += imp[f] * err * err
-                dpre[f] = 2.0 * imp[f] * err / batch if on else 0.0
-                db[f] += dpre[f]
-            for k in range(H):
-                dh = 0.0  # dh = W dpre (through the decoder use of W)
+                    w = W[k, f]
+                    for j in range(nt):
+                        dh[k, j] += w * dpre[f, j]
+            for k in range(H):  # both uses of W: dW += h dpre^T (decoder) + dh x^T (encoder)
                 for f in range(F):
-                    dh += W[k, f] * dpre[f]
-                for f in range(F):  # both uses of W: dW += h dpre^T (decoder) + dh x^T (encoder)
-                    dW[k, f] += h[k] * dpre[f] + dh * x[f]
+                    acc = 0.0
+                    for j in range(nt):
+                        acc += h[k, j] * dpre[f, j] + dh[k, j] * x[f, j]
+                    dW[k, f] += acc
         t = step + 1  # Adam's step count, shared by all instances
         c1 = 1.0 - beta1**t
         c2 = 1.0 - beta2**t
