@@ -396,7 +396,7 @@ def test_benchmark_profile_adds_up_and_torch_model_is_the_same():
         pytest.skip("PyTorch is not installed")
     loss_fn, step = bench._torch_model(torch, params, cfg)
     t_tokens = torch.from_numpy(tokens)
-    assert float(loss_fn(t_tokens)) == pytest.approx(tr.loss(params, tokens, cfg), abs=1e-5), \
+    assert float(loss_fn(t_tokens).detach()) == pytest.approx(tr.loss(params, tokens, cfg), abs=1e-5), \
         "the PyTorch model must compute the same loss from the same parameters"
 
 

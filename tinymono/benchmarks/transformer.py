@@ -144,7 +144,7 @@ def run(quick=False):
         loss_fn, torch_step = _torch_model(torch, params, cfg)
         t_tokens = torch.from_numpy(tokens)
         with torch.no_grad():
-            gap = abs(float(loss_fn(t_tokens)) - tr.loss(params, tokens, cfg))
+            gap = abs(float(loss_fn(t_tokens).detach()) - tr.loss(params, tokens, cfg))
         notes.append(f"same model: PyTorch's first loss differs from tinymono's by {gap:.1e} nats; torch "
                      f"{torch.__version__} on {torch.get_num_threads()} threads")
         impls["torch"] = lambda: torch_step(t_tokens)

@@ -136,6 +136,17 @@ def _softmax_row(row, i, scale):
 softmax_row = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_softmax_row)
 
 
+def _keys_values_transposed(qkv, b, h, kT, vT):
+    """Copy head h's keys and values of sequence b into kT, vT [E, T] (position along the contiguous axis)."""
+    for j in range(kT.shape[1]):
+        for e in range(kT.shape[0]):
+            kT[e, j] = qkv[b, j, 1, h, e]
+            vT[e, j] = qkv[b, j, 2, h, e]
+
+
+keys_values_transposed = njit(cache=True, nogil=True, inline="always")(_keys_values_transposed)
+
+
 def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
     """qkv [B, T, 3, H, E] (queries, keys, values as one matmul produced them) -> fills pattern[b, h]
     [T, T] (0 above the diagonal) and z[b, :, h] [T, E] for the (batch, head) pairs bh = b * H + h in
@@ -152,10 +163,7 @@ def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
     zh = np.empty((2, E), qkv.dtype)
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        for j in range(T):
-            for e in range(E):
-                kT[e, j] = qkv[b, j, 1, h, e]
-                vT[e, j] = qkv[b, j, 2, h, e]
+        keys_values_transposed(qkv, b, h, kT, vT)
         for i in range(0, T, 2):
             i1 = min(i + 1, T - 1)  # the second query (== i for the last of an odd T)
             n = i1 + 1  # keys 0..i1; row i's weight on key i + 1 comes out 0
@@ -198,10 +206,7 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     dp, ds = np.empty((2, T), qkv.dtype), np.empty((2, T), qkv.dtype)  # rows of dpattern and dscores
     for bh in range(start, stop):
         b, h = bh // H, bh % H
-        for j in range(T):
-            for e in range(E):
-                kT[e, j] = qkv[b, j, 1, h, e]
-                vT[e, j] = qkv[b, j, 2, h, e]
+        keys_values_transposed(qkv, b, h, kT, vT)
         dkT[:] = 0.0
         dvT[:] = 0.0
         for i in range(0, T, 2):
