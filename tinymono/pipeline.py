@@ -83,10 +83,15 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
     return tuple(stores)
 
 
+def sae_task(scale, train_store):
+    """The SAE's training task on shuffled batches of the training store, at its (deterministic) start."""
+    cfg = sae_config(scale, train_store.acts.shape[1])
+    return sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
+
+
 def get_sae(scale, cache, train_store, progress=None):
     """(params, cfg, task, result): the SAE trained on shuffled batches of the training store."""
-    cfg = sae_config(scale, train_store.acts.shape[1])
-    task = sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
-    result = train(task, cfg.steps, chunk_steps=25, checkpoint=Path(cache) / "sae.npz", progress=progress,
+    task = sae_task(scale, train_store)
+    result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / "sae.npz", progress=progress,
                    desc="sae")
-    return task.params, cfg, task, result
+    return task.params, task.cfg, task, result
