@@ -94,10 +94,11 @@ density = fires / n
 ev = 1 - sq_err / total_var
 mse, mean_l0 = sq_err / (n * sae_cfg.d_in), l0_sum / n
 dead, ultralow = metrics.dead_fraction(density), metrics.ultralow_fraction(density)
+rare = (density > 0) & (density < 1e-4)
 print(f"MSE {mse:.5f} (of a zero reconstruction: {sq_norm / (n * sae_cfg.d_in):.5f}), "
       f"explained variance {ev:.3f}, mean L0 {mean_l0:.1f}")
 print(f"dead latents {dead:.1%} (never fired on {n:,} tokens), ultralow (< 1e-6) {ultralow:.1%}, "
-      f"rare (< 1e-4) {np.mean((density > 0) & (density < 1e-4)):.1%}")
+      f"rare (< 1e-4) {np.mean(rare):.1%}")
 counts, edges, n_dead = metrics.log_density_histogram(density)
 lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n), "density_histogram.png",
                "log10 feature density over held-out tokens: most latents fire on a small share of tokens.")
@@ -112,13 +113,13 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n), "density_h
 
 # %%
 initial = pipeline.sae_task(lesson.scale, train_store).params
-moved = np.sum(sae_params["W_dec"] * initial["W_dec"], axis=1)  # rows are unit norm: cosines
-low_mode = (density > 0) & (density < 1e-4)
-for name, sel in [("density < 1e-4", low_mode), ("density >= 1e-4", density >= 1e-4)]:
+cos_to_start = np.sum(sae_params["W_dec"] * initial["W_dec"], axis=1)  # rows are unit norm: cosines
+for name, sel in [("density < 1e-4", rare), ("density >= 1e-4", density >= 1e-4)]:
     if sel.any():
         print(f"{name:>16}: {sel.sum():5d} latents, median cosine of decoder row with its initial row "
-              f"{np.median(moved[sel]):.2f}")
-print(f"{np.mean(moved > 0.9):.1%} of all latents still point within cosine 0.9 of their random start")
+              f"{np.median(cos_to_start[sel]):.2f}")
+unmoved = np.mean(cos_to_start > 0.9)
+print(f"{unmoved:.1%} of all latents still point within cosine 0.9 of their random start")
 
 # %% [markdown]
 # ## Loss recovered
@@ -144,6 +145,6 @@ print(f"loss recovered: {lr['recovered_zero']:.1%} against zero-ablation (paper 
 lesson.check("loss recovered against zero-ablation", float(lr["recovered_zero"]), lr["recovered_zero"] >= 0.80,
              ">= 0.80 (paper A/1: 0.79)")
 lesson.check("dead + ultralow-density latents (fraction)", float(dead + ultralow), dead + ultralow <= 0.10, "<= 0.10")
-print(f"      (not in the paper's bar: {np.mean(moved > 0.9):.1%} of latents never left their random start)")
+print(f"      (not in the paper's bar: {unmoved:.1%} of latents never left their random start)")
 lesson.check("mean L0 on held-out tokens", float(mean_l0), mean_l0 <= 30, "<= 30")
 lesson.finish()
