@@ -222,6 +222,9 @@ def test_comparison_table_carries_the_papers_numbers():
     assert next(r for r in rows if r["label"] == "dna")["paper"]["pearson"] == 0.8
     text = an.format_comparison(rows)
     assert "arabic" in text and " 74" in text and "10-18" in text, text
+    neuron_part = next(line for line in text.splitlines() if line.startswith("arabic")).split("|")[2].split()
+    n = arabic["neuron"]
+    assert neuron_part == [str(n["unit"])] + [f"{100 * n[s]:.0f}" for s in ("pearson", "specificity", "auroc")]
 
 
 # ----------------------------------------------------------------------------------------------------

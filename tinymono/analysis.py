@@ -434,7 +434,7 @@ def format_comparison(rows):
         return "  -" if x is None else f"{100 * x:3.0f}"
     lo, hi = PAPER["neuron_pearson"]
     lines = [f"{'label':<10} {'tokens':>8} | {'feature':>7} {'r':>4} {'[paper]':>7} {'spec':>4} {'[p]':>4} "
-             f"{'hi':>4} {'[p]':>4} {'auc':>4} | {'neuron':>6} {'r':>4} {'auc':>4} | group r  (units)",
+             f"{'hi':>4} {'[p]':>4} {'auc':>4} | {'neuron':>6} {'r':>4} {'spec':>4} {'auc':>4} | group r  (units)",
              f"{'':<21}|{'':<50}| paper: best neurons r {100 * lo:.0f}-{100 * hi:.0f}%"]
     for r in rows:
         f, nu, p = r["feature"], r["neuron"], r["paper"]
@@ -443,7 +443,7 @@ def format_comparison(rows):
         lines.append(f"{r['label']:<10} {r['tokens']:>8} | {f['unit']:>7} {pct(f['pearson'])} {pct(p['pearson']):>7} "
                      f"{pct(f['specificity'])} {pct(p['specificity']):>4} {pct(f['specificity_high'])} "
                      f"{pct(p['specificity_high']):>4} {pct(f['auroc'])} | {nu['unit']:>6} {pct(nu['pearson'])} "
-                     f"{pct(nu['auroc'])} | {gtext}")
+                     f"{pct(nu['specificity'])} {pct(nu['auroc'])} | {gtext}")
     return "\n".join(lines)
 
 
