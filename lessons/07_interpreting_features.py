@@ -91,7 +91,7 @@ lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context la
 # bytes), but a group of two or three highly specific features does. The neuron side may not. In our
 # default runs the best neuron tracked DNA (r about 0.98) and hex (about 0.96) *better* than any single
 # feature, and matched it for base64 and Arabic; only Hebrew was clearly more polysemantic in the
-# neurons (the neuron's `spec` column: how much of its activation mass falls on the context). Lesson 01
+# neurons (the neuron's `spec` column gives the share of its activation mass on the context). Lesson 01
 # says why this can happen: superposition is a response to having more useful, sparse features than
 # dimensions. The paper's model read the Pile, where DNA is a vanishing share of the text, so a context
 # like DNA had to share neurons. Ours reads a small corpus of Python, English and five synthetic
