@@ -123,3 +123,19 @@ def test_reproduce_at_default_scale_exits_cleanly(default):
     runs, proc = default
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (runs / "default" / "report.md").exists()
+
+
+def test_rare_scale_changes_only_the_corpus_and_training(tmp_path):
+    """`--scale rare` is the default run with the generated contexts rarer (lesson 07's experiment)."""
+    from tinymono import pipeline
+    from tinymono.corpus import DEFAULT_MIXTURE
+    from tinymono.lesson import Lesson
+
+    rare = pipeline.corpus_config("rare").mixture
+    for source in ("base64", "dna", "hex", "arabic", "hebrew"):
+        assert 0 < rare[source] <= DEFAULT_MIXTURE[source] / 4, source
+    assert rare["python"] / rare["english"] == pytest.approx(DEFAULT_MIXTURE["python"] / DEFAULT_MIXTURE["english"],
+                                                            rel=1e-3)
+    assert pipeline.transformer_configs("rare")[0] == pipeline.transformer_configs("default")[0]
+    assert pipeline.sae_config("rare", 512) == pipeline.sae_config("default", 512)
+    assert Lesson("x", argv=["--scale", "rare", "--runs", str(tmp_path)]).pick(smoke=1, default=2, full=3) == 2

@@ -1,6 +1,6 @@
 """Command line:
 
-    python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--force] [--only NAME ...]
+    python -m tinymono reproduce [--out DIR] [--scale smoke|default|rare|full] [--force] [--only NAME ...]
     python -m tinymono bench NAME [--json] [--quick]
 """
 from __future__ import annotations
@@ -10,6 +10,8 @@ import importlib
 import json
 import pkgutil
 import sys
+
+from tinymono.lesson import SCALES
 
 
 def _benchmarks():
@@ -46,7 +48,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
     rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
-    rep.add_argument("--scale", choices=["smoke", "default", "full"], default="default")
+    rep.add_argument("--scale", choices=SCALES, default="default")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
     rep.set_defaults(func=_reproduce)

@@ -1,10 +1,13 @@
 """What every lesson script shares: its scale, where it writes, and its ground-truth checks.
 
-A lesson runs as `python lessons/NN_name.py [--scale smoke|default|full] [--runs DIR]`, or as a notebook
+A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [--runs DIR]`, or as a notebook
 (set TINYMONO_SCALE and TINYMONO_RUNS in the environment instead of flags):
 
 - `smoke`: seconds; every cell and figure runs on sizes too small for the bars, so checks print SKIP;
 - `default`: minutes on a 2-core laptop; every check is asserted;
+- `rare`: the default sizes, but the transformer reads a corpus where the generated contexts are as rare
+  as in the paper's (0.2-0.6% of the bytes each), trained twice as long (lessons 05-07 differ; see
+  `RARE_CORPUS` in tinymono/pipeline.py and lesson 07 for why);
 - `full`: sizes closer to the papers'.
 
 Figures go to DIR/<scale>/<lesson>/ and models that later lessons reuse to DIR/<scale>/cache/. Each
@@ -21,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-SCALES = ("smoke", "default", "full")
+SCALES = ("smoke", "default", "rare", "full")
 
 
 class Lesson:
@@ -44,8 +47,9 @@ class Lesson:
         print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
 
     def pick(self, smoke, default, full=None):
-        """The value for the current scale (full defaults to default)."""
-        return {"smoke": smoke, "default": default, "full": default if full is None else full}[self.scale]
+        """The value for the current scale (rare takes default's; full too, unless given)."""
+        values = {"smoke": smoke, "default": default, "rare": default}
+        return values.get(self.scale, default if full is None else full)
 
     def savefig(self, fig, filename, caption=""):
         """Save a matplotlib figure into the lesson's folder and close it; returns the path. The caption
