@@ -43,12 +43,6 @@ SIZES = {
         train=dict(steps=6000, lr=2e-3, warmup=300, eval_every=3000),
         harvest=dict(train=2_000_000, val=500_000),
         sae=dict(d_sae=4096, steps=4000, batch_size=4096, l1_coefficient=8e-4)),
-    "rare": dict(
-        corpus=dict(n_train_bytes=19_000_000, n_val_bytes=4_000_000, **RARE_CORPUS),
-        model=dict(),
-        train=dict(steps=12000, lr=2e-3, warmup=300, eval_every=3000),
-        harvest=dict(train=2_000_000, val=2_000_000),
-        sae=dict(d_sae=4096, steps=4000, batch_size=4096, l1_coefficient=8e-4)),
     "full": dict(
         corpus=dict(n_train_bytes=95_000_000, n_val_bytes=5_000_000),
         model=dict(),
@@ -56,6 +50,11 @@ SIZES = {
         harvest=dict(train=20_000_000, val=1_000_000),
         sae=dict(d_sae=4096, steps=30000, batch_size=4096, l1_coefficient=8e-4)),
 }
+# `rare`: the default run on RARE_CORPUS, with twice the steps and four times the held-out text.
+SIZES["rare"] = dict(SIZES["default"],
+                     corpus=dict(SIZES["default"]["corpus"], n_val_bytes=4_000_000, **RARE_CORPUS),
+                     train=dict(SIZES["default"]["train"], steps=12000),
+                     harvest=dict(SIZES["default"]["harvest"], val=2_000_000))
 
 
 def _sizes(scale):
