@@ -48,8 +48,8 @@ class Lesson:
 
     def pick(self, smoke, default, full=None):
         """The value for the current scale (rare takes default's; full too, unless given)."""
-        values = {"smoke": smoke, "default": default, "rare": default}
-        return values.get(self.scale, default if full is None else full)
+        return {"smoke": smoke, "default": default, "rare": default,
+                "full": default if full is None else full}[self.scale]
 
     def savefig(self, fig, filename, caption=""):
         """Save a matplotlib figure into the lesson's folder and close it; returns the path. The caption

@@ -26,8 +26,7 @@ from tinymono.train import train
 RARE_CORPUS = dict(
     mixture={"python": 0.6664, "english": 0.3166, "base64": 0.006, "hex": 0.005, "dna": 0.002,
              "arabic": 0.002, "hebrew": 0.002},
-    doc_bytes={"python": (1_000, 16_000), "english": (300, 8_000), "base64": (200, 2_000),
-               "dna": (200, 1_500), "arabic": (200, 1_500), "hebrew": (200, 1_500)})
+    doc_bytes={"base64": (200, 2_000), "dna": (200, 1_500), "arabic": (200, 1_500), "hebrew": (200, 1_500)})
 
 SIZES = {
     # corpus bytes; transformer; its training; activations harvested; the SAE
