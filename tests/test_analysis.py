@@ -252,6 +252,9 @@ def test_top_examples_are_apart_and_centred(store, sparse_sae):
     assert all(abs(a - b) > 10 for i, a in enumerate(rows) for b in rows[:i]), f"examples overlap: {rows}"
     for e in ex:
         assert e["acts"][e["center"]] == e["activation"] > 0
+        r = e["row"]
+        assert e["center"] == min(r, 10) and len(e["tokens"]) == len(e["acts"]) == min(len(store), r + 4) - max(0, r - 10), \
+            "an example runs from `before` bytes before the activating byte to `after` bytes after it"
         np.testing.assert_array_equal(e["tokens"], store.tokens[e["row"] - e["center"]:e["row"] - e["center"] +
                                                                 len(e["tokens"])])
     assert ex[0]["activation"] == report.max[u], "the first example is the unit's strongest activation"
@@ -346,6 +349,13 @@ def test_an_identity_sae_recovers_everything(lm, tmp_path):
                 "W_dec": np.eye(16, dtype=np.float32), "b_dec": np.zeros(16, np.float32)}
     out = an.loss_recovered_report(params, cfg, windows, identity, sae_cfg, store.mean(), batch=8, fast=False)
     assert out["sae"] == out["clean"] and out["recovered_zero"] == 1.0 and out["recovered_mean"] == 1.0, out
+    half = {**identity, "W_dec": 0.5 * identity["W_dec"]}  # reconstructs half of every activation
+    out = an.loss_recovered_report(params, cfg, windows, half, sae_cfg, store.mean(), batch=8, fast=False)
+    assert out["sae"] == an.mean_loss(params, cfg, windows, lambda post: 0.5 * post, batch=8, fast=False)
+    for base in ("zero", "mean"):
+        want = (out[base] - out["sae"]) / (out[base] - out["clean"])
+        assert out[f"recovered_{base}"] == pytest.approx(want, rel=1e-12) and 0 < want < 1, (base, out)
+    assert out["recovered_zero"] != out["recovered_mean"]
     mean = store.mean().astype(np.float32)
     assert out["mean"] == an.mean_loss(params, cfg, windows, lambda post: np.broadcast_to(mean, post.shape), batch=8,
                                        fast=False) != out["zero"], "mean-ablation must put the mean at every position"

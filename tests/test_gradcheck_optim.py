@@ -96,6 +96,9 @@ def test_schedules():
     c = Schedule(2.0, 100, decay="cosine", final_ratio=0.1)
     assert c(0) == pytest.approx(2.0) and c(50) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5)) and c(100) == pytest.approx(0.2)
     assert Schedule(1.0, 10)(7) == 1.0
+    w = Schedule(1.0, 100, warmup=10, decay="cosine", final_ratio=0.1)  # the transformer's schedule
+    assert w(9) == pytest.approx(1.0) and w(10) == pytest.approx(1.0), "decay must start after the warm-up"
+    assert w(55) == pytest.approx(0.1 + 0.9 * 0.5), "cosine decay runs over the steps after the warm-up"
     for bad in (dict(warmup=20), dict(decay="step"), dict(decay_start=1.5)):
         with pytest.raises(ValueError):
             Schedule(1.0, 10, **bad)

@@ -74,6 +74,68 @@ def test_resampling_prefers_inputs_with_high_loss():
                                err_msg="inputs must be drawn with probability proportional to their loss squared")
 
 
+def test_resampling_weights_are_the_losses_squared():
+    rng = np.random.default_rng(5)
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, batch_size=16, dtype="float64", l1_coefficient=1e-2)
+    params = sae.init(cfg, rng)
+    inputs = rng.standard_normal((40, 6)) * rng.uniform(0.2, 3.0, (40, 1))  # losses over two decades
+    f = np.maximum((inputs - params["b_dec"]) @ params["W_enc"] + params["b_enc"], 0)
+    x_hat = f @ params["W_dec"] + params["b_dec"]
+    loss = np.mean((x_hat - inputs) ** 2, axis=1) + cfg.l1_coefficient * f.sum(axis=1)  # by hand
+
+    class Recorder:
+        def choice(self, n, size, replace, p):
+            self.p = p
+            return np.arange(size)
+
+    dead = np.zeros(10, dtype=bool)
+    dead[[1, 6]] = True
+    rec = Recorder()
+    sae.resample_dead(params, Adam(params), dead, inputs, cfg, rec)
+    np.testing.assert_allclose(rec.p, loss**2 / (loss**2).sum(), rtol=1e-10,
+                               err_msg="inputs must be drawn with probability proportional to their loss SQUARED")
+
+
+def test_dead_means_silent_for_the_whole_window():
+    cfg = small_cfg(steps=100, dead_window=0.1)  # 10 steps
+    task = sae.SAETask(cfg, GT)
+    assert cfg.dead_window_steps == 10
+    task.since_fired[:] = 0
+    task.since_fired[[1, 2]] = 9
+    task.since_fired[[3, 4]] = 10
+    task.since_fired[5] = 11
+    np.testing.assert_array_equal(np.flatnonzero(task.dead()), [3, 4, 5],
+                                  err_msg="a latent silent for exactly dead_window_steps steps is dead; one less is not")
+
+
+def test_a_step_is_backward_projection_adam_then_unit_rows():
+    """One step of the task, against the paper's recipe written out: the decoder gradient loses its
+    component along each row, Adam at the scheduled rate, then the rows go back to unit norm."""
+    cfg = small_cfg(dtype="float64", backend="numpy", resample_at=(), lr_decay_start=0.0, steps=10)
+    x = GT.sample(np.random.default_rng(9), cfg.batch_size)
+    task = sae.SAETask(cfg, lambda rng, n: x[:n] if n <= len(x) else GT.sample(rng, n))
+    p = {k: v.copy() for k, v in task.params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(v) for k, v in p.items()}
+    b1, b2 = cfg.adam_betas
+    for step in range(3):
+        out, cache = sae.forward(p, x, cfg)
+        g = sae.backward(p, cache, cfg)
+        W = p["W_dec"]
+        g["W_dec"] = g["W_dec"] - np.sum(g["W_dec"] * W, axis=1, keepdims=True) * W  # rows are unit norm
+        lr = cfg.lr * (1 - step / cfg.steps)  # linear decay from step 0
+        for k in p:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+            mh, vh = m[k] / (1 - b1 ** (step + 1)), v[k] / (1 - b2 ** (step + 1))
+            p[k] = p[k] - lr * mh / (np.sqrt(vh) + cfg.adam_eps)
+        p["W_dec"] /= np.linalg.norm(p["W_dec"], axis=1, keepdims=True)
+        task.step(step)
+        for k in p:
+            np.testing.assert_allclose(task.params[k], p[k], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"step {step}: {k} differs from the recipe written out")
+
+
 def test_task_resamples_on_schedule():
     cfg = small_cfg(steps=40, resample_at=(0.5,), dead_window=0.25)
     task = sae.SAETask(cfg, GT)

@@ -2,6 +2,7 @@
 hook (reading and replacing), causality, the kernels against the reference, sampling, evaluation,
 bad input, and training through the shared loop with a bit-identical resume."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -300,6 +301,58 @@ def test_sampling():
         tr.sample(params, cfg, [300] + [1] * 10, 3, np.random.default_rng(0))  # out of range, even far back
     long_prompt = "a prompt longer than n_ctx"
     assert len(tr.sample(params, cfg, long_prompt, 2, np.random.default_rng(0))) == len(long_prompt) + 2
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_loss_is_the_next_token_cross_entropy_of_the_logits(fast):
+    """Written out from the logits alone: position t is scored on token t + 1."""
+    cfg = tr.TransformerConfig(d_vocab=11, d_model=8, d_mlp=12, n_heads=2, d_head=4, n_ctx=6, init_range=0.8)
+    rng = np.random.default_rng(4)
+    params = random_params(cfg, rng)
+    tokens = rng.integers(0, 11, size=(3, 7))
+    logits = tr.forward(params, tokens[:, :-1], cfg)[0].astype(np.float64)  # [3, 6, 11]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nats = np.array([[-logp[b, t, tokens[b, t + 1]] for t in range(6)] for b in range(3)])
+    np.testing.assert_allclose(tr.per_token_loss(params, tokens, cfg, fast=fast), nats, rtol=1e-6)
+    assert tr.loss(params, tokens, cfg, fast=fast) == pytest.approx(nats.mean(), rel=1e-6)
+    assert tr.loss_and_grads(params, tokens, cfg, fast=fast)[0] == pytest.approx(nats.mean(), rel=1e-6)
+
+
+def test_sampling_draws_from_the_tempered_top_k_softmax(monkeypatch):
+    cfg = tr.TransformerConfig(d_vocab=9, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=6, init_range=1.0)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    last = tr.forward(params, np.array([[1, 2, 3]]), cfg)[0][0, -1].astype(np.float64)
+
+    class Recorder:
+        def choice(self, n, p):
+            self.p = p
+            return 0
+
+    for temperature, top_k in ((0.5, None), (2.0, 3)):
+        z = last / temperature
+        if top_k:
+            z = np.where(last >= np.sort(last)[-top_k], z, -np.inf)
+        want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        rec = Recorder()
+        tr.sample(params, cfg, [1, 2, 3], 1, rec, temperature=temperature, top_k=top_k)
+        np.testing.assert_allclose(rec.p, want, rtol=1e-12, err_msg=f"temperature {temperature}, top_k {top_k}")
+        assert np.count_nonzero(rec.p) == (top_k or cfg.d_vocab)
+
+
+def test_evaluate_credits_each_byte_to_the_label_of_the_byte_predicted():
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=4, init_range=0.7)
+    rng = np.random.default_rng(1)
+    params = random_params(cfg, rng)
+    n = 40
+    split = SimpleNamespace(tokens=rng.integers(0, 7, n), context=np.arange(n) % 3, detail=(np.arange(n) // 2) % 2)
+    corpus = SimpleNamespace(split=lambda name: split, context_names=("a", "b", "c"), detail_names=("x", "y"))
+    got = tr.evaluate(params, cfg, corpus, fast=False)
+    bits = tr.stream_bits(params, cfg, split.tokens, fast=False)  # bits[i]: predicting byte i + 1
+    for family, labels, names in (("context", split.context, "abc"), ("detail", split.detail, "xy")):
+        for j, name in enumerate(names):
+            want = np.mean([bits[i] for i in range(n - 1) if labels[i + 1] == j])
+            assert got[family][name] == pytest.approx(want, rel=1e-12), f"{family} {name}"
+    assert got["overall"] == pytest.approx(bits.mean(), rel=1e-12)
 
 
 def test_stream_bits_scores_each_position_once_with_most_context():
