@@ -1,4 +1,6 @@
 """The toy model of superposition: its data, gradients, kernel-vs-twin agreement and geometry metrics."""
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -153,6 +155,8 @@ def test_metrics_on_known_geometries():
     (dict(model="tanh"), "model"),
     (dict(n_correlated_pairs=3), "pairs"),
     (dict(n_anticorrelated_pairs=1, feature_probability=0.6), "anticorrelated"),
+    (dict(n_anticorrelated_pairs=1, feature_probability=[0.1, 0.4, 0.2, 0.2, 0.2]), "same feature_probability"),
+    (dict(n_correlated_pairs=1, feature_probability=[0.1, 0.4, 0.2, 0.2, 0.2]), "same feature_probability"),
     (dict(lr_decay="exp"), "decay"),
 ])
 def test_bad_config(kwargs, match):
@@ -160,3 +164,16 @@ def test_bad_config(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         toy.ToyConfig(**args)
+
+
+def test_numpy_integers_in_configs_go_into_json():
+    """Sizes computed with NumPy (np.int64) are accepted and stored as ints: checkpoints write configs as JSON."""
+    from tinymono import sae
+    from tinymono import transformer as tr
+
+    cfgs = [toy.ToyConfig(np.int64(5), np.int64(2), steps=np.int64(10)),
+            sae.SAEConfig(d_in=np.int64(4), d_sae=np.int64(8), steps=np.int64(3)),
+            tr.TransformerConfig(d_model=np.int64(8), d_mlp=np.int64(8), n_heads=np.int64(2), d_head=np.int64(4))]
+    for cfg in cfgs:
+        d = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        assert all(type(v) is int for k, v in d.items() if k in ("n_features", "d_hidden", "steps", "d_in", "d_sae", "d_mlp"))

@@ -76,8 +76,10 @@ class SAEConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))  # a NumPy integer would not go into a checkpoint's JSON
         if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
         if not self.l1_coefficient >= 0:

@@ -53,8 +53,9 @@ class ToyConfig:
     feature_probability (1 - sparsity) and importance: a number, a per-feature vector, a per-instance
     vector, or an [n_inst, n_features] array (stored as nested tuples, so the config is hashable and
     goes into a checkpoint as JSON). The first 2 * n_correlated_pairs features come in pairs that are
-    present together; the next 2 * n_anticorrelated_pairs in pairs of which at most one is present
-    (each member keeps its own marginal probability)."""
+    present together; the next 2 * n_anticorrelated_pairs in pairs of which at most one is present.
+    The two members of a pair must be given the same probability p, and each keeps it as its marginal
+    (an anticorrelated pair fires with 2p, and picks one member)."""
 
     n_features: int
     d_hidden: int
@@ -76,6 +77,7 @@ class ToyConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))  # a NumPy integer would not go into a checkpoint's JSON
         if self.n_correlated_pairs < 0 or self.n_anticorrelated_pairs < 0:
             raise ValueError("n_correlated_pairs and n_anticorrelated_pairs must be >= 0")
         if 2 * (self.n_correlated_pairs + self.n_anticorrelated_pairs) > self.n_features:
@@ -88,8 +90,12 @@ class ToyConfig:
         Schedule(self.lr, self.steps, decay=self.lr_decay)  # validates lr_decay
         prob = _per_instance_feature(self.feature_probability, self.n_inst, self.n_features,
                                      "feature_probability", 0.0, 1.0)
-        anti = self.kinds() == K.ANTI_FIRST
-        if np.any(prob[:, anti] > 0.5):
+        kinds = self.kinds()
+        first = np.flatnonzero((kinds == K.CORR_FIRST) | (kinds == K.ANTI_FIRST))
+        if np.any(prob[:, first] != prob[:, first + 1]):
+            raise ValueError("the two members of a correlated or anticorrelated pair need the same "
+                             "feature_probability (a pair is drawn with one probability)")
+        if np.any(prob[:, kinds == K.ANTI_FIRST] > 0.5):
             raise ValueError("anticorrelated pairs need feature_probability <= 0.5 (one of the two fires with 2p)")
         imp = _per_instance_feature(self.importance, self.n_inst, self.n_features, "importance", 0.0, None)
         object.__setattr__(self, "feature_probability", tuple(map(tuple, prob.tolist())))

@@ -60,6 +60,7 @@ class TransformerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # a NumPy integer would not go into JSON
         if self.d_model != self.n_heads * self.d_head:
             raise ValueError(f"d_model ({self.d_model}) must equal n_heads * d_head "
                              f"({self.n_heads} * {self.d_head} = {self.n_heads * self.d_head}): the heads' "
