@@ -1,6 +1,7 @@
 """The activation store and its shuffled batches: the window plan, exact round trips (also harvested in
 chunks and after a crash), refusing to mix harvests, sampling without replacement, mixing, bit-identical
 resume (alone and inside an SAE run through the shared loop), and flat memory."""
+import contextlib
 import gc
 import json
 
@@ -106,6 +107,11 @@ def test_float16_store_is_the_float32_store_rounded(tmp_path):
         tmp_path / "a" / "acts.npy").stat().st_size
     np.testing.assert_array_equal(s16.acts, s32.acts[:].astype(np.float16))
     np.testing.assert_array_equal(s16.rows([3, 1]), s32.acts[[3, 1]].astype(np.float16).astype(np.float32))
+
+    big = {k: v * 1e6 if k == "W_in" else v for k, v in params.items()}  # activations past float16's range
+    with pytest.raises(ValueError, match="float32"):
+        act.harvest(big, TINY, corpus, tmp_path / "c", dtype="float16", fast=False)
+    assert act.harvest(big, TINY, corpus, tmp_path / "d", dtype="float32", fast=False).acts.max() > 65504
 
 
 def test_chunks_and_a_crash_give_the_same_store(tmp_path, monkeypatch):
@@ -222,6 +228,40 @@ def test_batches_mix_contexts(store_2k):
     assert shuffled < 0.3 and n_runs >= 6, (
         f"batches do not mix contexts: distance of a batch's label mix from the store's {shuffled:.2f} (in "
         f"order: {in_order:.2f}), {n_runs:.1f} runs per batch: are the rows shuffled within the buffer?")
+
+
+class ArrayStore:
+    """Just enough of an ActivationStore for ShuffledBatches: rows of an in-memory array."""
+
+    def __init__(self, a):
+        self.a, self.d, self.dtype, self.path = a, a.shape[1], a.dtype, "array"
+
+    def __len__(self):
+        return len(self.a)
+
+    @contextlib.contextmanager
+    def reader(self):
+        def read(lo, hi, out):
+            out[:] = self.a[lo:hi]
+        yield read
+
+
+def test_default_batches_meet_a_rare_context_often():
+    """A context held by five stretches of 300 rows in 1M (0.15%, like DNA at the `rare` scale): the
+    SAE must meet it in most batches of 4096, not in a burst every few hundred steps (a latent for it
+    would look dead between bursts and be resampled)."""
+    n, rare = 1_000_000, np.zeros(1_000_000, bool)
+    for start in (70_000, 260_000, 480_000, 655_000, 910_000):
+        rare[start:start + 300] = True
+    store = ArrayStore(rare[:, None].astype(np.float16))
+
+    def share_of_batches(**kw):
+        it = act.ShuffledBatches(store, seed=0, **kw)
+        return np.mean([it.next(4096)[0].any() for _ in range(2 * n // 4096)])  # two epochs
+
+    default, coarse = share_of_batches(), share_of_batches(block_rows=1024, buffer_blocks=32)
+    assert default > 0.9, f"the rare context is in only {default:.0%} of the batches (coarse blocks: {coarse:.0%})"
+    assert coarse < 0.4, f"coarse blocks were expected to starve the batches of the rare context ({coarse:.0%})"
 
 
 def test_state_round_trip_resumes_the_same_sequence(store_2k):

@@ -52,6 +52,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -211,14 +212,24 @@ class ActivationStore:
     def read(self, lo, hi, out=None):
         """Rows lo .. hi - 1 as a fresh array [hi - lo, d_mlp] in the store's dtype (or into `out`, a
         C-contiguous array of that shape and dtype), through an explicit file read."""
-        if not 0 <= lo <= hi <= self.n_rows:
-            raise IndexError(f"rows {lo}..{hi} are outside the store's 0..{self.n_rows}")
-        out = np.empty((hi - lo, self.d), self.dtype) if out is None else out
-        if out.shape != (hi - lo, self.d) or out.dtype != self.dtype or not out.flags.c_contiguous:
-            raise ValueError(f"out must be C-contiguous {self.dtype} {(hi - lo, self.d)}, got {out.dtype} {out.shape}")
+        with self.reader() as read:
+            return read(lo, hi, out)
+
+    @contextmanager
+    def reader(self):
+        """A context holding the file open, yielding read(lo, hi, out=None) with `read`'s contract (for
+        many small reads)."""
         with open(self.path / "acts.npy", "rb", buffering=0) as fh:
-            _read_exact(fh, self._offset + lo * self.d * self.dtype.itemsize, out)
-        return out
+            def read(lo, hi, out=None):
+                if not 0 <= lo <= hi <= self.n_rows:
+                    raise IndexError(f"rows {lo}..{hi} are outside the store's 0..{self.n_rows}")
+                out = np.empty((hi - lo, self.d), self.dtype) if out is None else out
+                if out.shape != (hi - lo, self.d) or out.dtype != self.dtype or not out.flags.c_contiguous:
+                    raise ValueError(f"out must be C-contiguous {self.dtype} {(hi - lo, self.d)}, "
+                                     f"got {out.dtype} {out.shape}")
+                _read_exact(fh, self._offset + lo * self.d * self.dtype.itemsize, out)
+                return out
+            yield read
 
     def rows(self, index):
         """The activations of the rows `index` (an int array, any order) as float32 [len(index), d_mlp]."""
@@ -345,7 +356,12 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
             rows = idx[keep]  # [n] in increasing order: windows are in order and each keeps its tail
             lo, hi = bounds[g], bounds[g + 1]
             assert rows[0] == lo and rows[-1] == hi - 1 and len(rows) == hi - lo, "window plan out of step"
-            columns = {"acts": post[keep].astype(dtype),  # [n, M]
+            with np.errstate(over="ignore"):
+                acts = post[keep].astype(dtype)  # [n, M]
+            if not np.isfinite(acts).all():
+                raise ValueError(f"rows {lo}..{hi - 1}: activations are not finite in {np.dtype(dtype).name} (largest "
+                                 f"{np.abs(post[keep]).max():.4g}; float16 ends at 65504): harvest with dtype='float32'")
+            columns = {"acts": acts,
                        "tokens": data.tokens[rows], "context": data.context[rows], "detail": data.detail[rows],
                        "pos": np.broadcast_to(arange_W, idx.shape)[keep], "index": rows}
             for name, col in columns.items():
@@ -373,19 +389,23 @@ class ShuffledBatches:
     """Rows of a store in random order, without replacement within an epoch, for stores larger than RAM.
 
     Each epoch shuffles the order of the store's blocks of `block_rows` consecutive rows; the next
-    `buffer_blocks` blocks of that order are read into a buffer (an explicit read each, in a fixed
-    order), the buffer's rows are shuffled, and batches are taken from it in that order; when the
-    buffer runs out the next blocks are read. Consecutive rows come from one stretch of text, so a
-    batch mixes as many stretches as the buffer holds blocks: raise buffer_blocks for better mixing,
-    lower it for less memory (buffer_blocks * block_rows * d_mlp * itemsize bytes). A batch may run
-    across two buffers or two epochs; every epoch still visits every row exactly once.
+    `buffer_blocks` blocks of that order are read into a buffer (explicit reads through one file handle,
+    in file order), the buffer's rows are shuffled, and batches are taken from it in that order; when
+    the buffer runs out the next blocks are read. Consecutive rows come from one stretch of text, so a
+    batch mixes at most as many stretches as the buffer holds blocks: raise buffer_blocks (or lower
+    block_rows) for better mixing, lower it for less memory (buffer_blocks * block_rows * d_mlp *
+    itemsize bytes). The defaults, 4096 blocks of 32 rows (128 MB at d_mlp 512 in float16), put about
+    3,000 stretches of text into each batch of 4096. Coarse blocks do harm: with 32 blocks of 1024 rows,
+    a context held by a few short documents sat in under a tenth of the batches, in bursts, and the
+    SAE's latents for it went silent long enough to be resampled as dead. A batch may run across two
+    buffers or two epochs; every epoch still visits every row exactly once.
 
     `next(n)` returns (x [n, d_mlp] float32, rows [n] int64). Called as `source(rng, n)` it returns x
     alone, the batch-source contract of sae.SAETask (whose rng it leaves alone: the order is drawn from
     this object's own generator, seeded by `seed`, so that it can be saved and restored with
     state_arrays / load_state_arrays, keys prefixed "batches.")."""
 
-    def __init__(self, store: ActivationStore, *, block_rows=1024, buffer_blocks=32, seed=0):
+    def __init__(self, store: ActivationStore, *, block_rows=32, buffer_blocks=4096, seed=0):
         if block_rows < 1 or buffer_blocks < 1:
             raise ValueError(f"block_rows and buffer_blocks must be >= 1, got {block_rows}, {buffer_blocks}")
         if len(store) == 0:
@@ -403,13 +423,17 @@ class ShuffledBatches:
         self._pos = 0  # how many of them have been handed out
 
     def _read_blocks(self, blocks):
-        """Read `blocks` into the buffer one after another; returns the store row of each buffer row."""
+        """Read the sorted `blocks` into the buffer one after another, each run of adjacent blocks in one
+        read; returns the store row of each buffer row."""
+        starts = np.flatnonzero(np.diff(blocks, prepend=-2) != 1)  # where a run of adjacent blocks begins
+        runs = zip(blocks[starts], np.diff(np.append(starts, len(blocks))))
         rows, at = [], 0
-        for b in blocks:
-            lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, len(self.store))
-            self.store.read(lo, hi, out=self._raw[at:at + hi - lo])
-            rows.append(np.arange(lo, hi))
-            at += hi - lo
+        with self.store.reader() as read:
+            for b, n in runs:
+                lo, hi = b * self.block_rows, min((b + n) * self.block_rows, len(self.store))
+                read(lo, hi, self._raw[at:at + hi - lo])
+                rows.append(np.arange(lo, hi))
+                at += hi - lo
         return np.concatenate(rows)
 
     def _fill(self):
