@@ -94,9 +94,10 @@ print(f"one step of 64 instances: NumPy {1e3 * timings['numpy']:.1f} ms, numba {
 # %% [markdown]
 # ## Experiment 1: five features in two dimensions
 #
-# Importance decays as 0.9^f. We train 3 sparsities (0, 0.8, 0.9) and, separately, uniform importance at
-# density 0.05. Gradient descent can get stuck in a worse arrangement, so every setting is trained from
-# several random starts, and we keep the start with the lowest loss on fresh data.
+# One run trains four groups of models side by side: three with importance decaying as 0.9^f, at
+# sparsity S = 0, 0.8 and 0.9, and a fourth with uniform importance at density 0.05 (S = 0.95). Gradient
+# descent can get stuck in a worse arrangement, so every setting is trained from several random starts,
+# and we keep the start with the lowest loss on fresh data.
 
 # %%
 S_VALUES = [0.0, 0.8, 0.9]
@@ -125,7 +126,8 @@ for t, W, l in zip(titles, W_best, loss_best):
     print(f"{t:>22}: loss {l:.4f}  norms {np.round(toy.feature_norms(W[None])[0], 2)}")
 lesson.savefig(plots.feature_directions(W_best, titles, importance=0.9 ** np.arange(5)), "feature_directions.png",
                "Five features in two dimensions: an orthogonal pair when dense, antipodal pairs at S=0.8, a "
-               "pentagon at S=0.9 (and a regular one with uniform importance).")
+               "pentagon at S=0.9 (and a regular one with uniform importance). The shading follows 0.9^f in "
+               "every panel, the uniform one included, where all five features are in fact equally important.")
 lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), toy.feature_norms(W_best)),
                "gram_and_norms.png", "W^T W (interference) and per-feature norms coloured by superposition.")
 
@@ -171,20 +173,23 @@ def classify(W):
 
 
 phases = np.array([classify(W) for W in W_phase]).reshape(G, G)
+print("rows: density from 1 (top) to 0.01 (bottom); columns: importance of feature 2 from 0.1 (left) to 10 "
+      "(right); values: " + ", ".join(f"{i} = {name}" for i, name in enumerate(PHASES)))
 print(phases)
 lesson.savefig(plots.phase_diagram(phases, imp2, density, PHASES), "phase_diagram.png",
                "Two features in one dimension: which arrangement wins, by importance and density.")
 
 # %% [markdown]
-# ## Experiment 3: dimensions per feature, and why they stick
+# ## Experiment 3: dimensions per feature, and where they stick
 #
 # With many features of equal importance, Elhage et al. measured *dimensions per feature*
 # D* = m / ||W||_F^2 (||W||_F^2 is roughly the number of features learned) as sparsity grows. Instead of
-# falling smoothly, it *sticks* at 1 (each learned feature owns a dimension) and at 1/2 (antipodal
-# pairs). Per feature, the dimensionality D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 clusters at simple
-# fractions: 1, 3/4 (tetrahedron), 2/3 (triangle), 1/2 (pair), 2/5 (pentagon), 3/8 (square antiprism).
-# The paper used n = 400, m = 30 (our `full` scale); the default scale uses fewer features so it runs in
-# seconds.
+# falling smoothly, it *sticks* at 1 and at 1/2. Per feature, the dimensionality
+# D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 is the fraction of a dimension that feature f gets; in their
+# run it clusters at simple fractions: 1 (a dimension of its own), 3/4 (tetrahedron), 2/3 (triangle),
+# 1/2 (antipodal pair), 2/5 (pentagon), 3/8 (square antiprism). The paper used n = 400, m = 30 (our
+# `full` scale); the default scale uses n = 50, m = 5 so it runs in seconds, and shows only part of that
+# picture (see below the figure).
 
 # %%
 n_many, m_many = lesson.pick(smoke=(10, 3), default=(50, 5), full=(400, 30))
@@ -201,7 +206,28 @@ D_f = toy.feature_dimensionality(W_dims)
 for x_, d_ in zip(inv_density, D_star):
     print(f"1/(1-S) = {x_:7.2f}   D* = {d_:.3f}")
 lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png",
-               "Dimensions per feature stick at 1 and 1/2; per-feature dimensionalities cluster at simple fractions.")
+               "Dimensions per feature D* and per-feature dimensionality D_f against 1/(1-S). At the default "
+               "scale (n=50, m=5): D* ~ 1 at the dense end with every D_f below ~0.3 (the dimensions are "
+               "shared, none is owned); D* and D_f at 1/2 (antipodal pairs) for 1/(1-S) ~ 2.5-3.4; D_f "
+               "at 2/5 (pentagons) near 4.6; sparser than that, a continuum of D_f from ~0.3 down to ~0.1.")
+
+# %% [markdown]
+# **What you should see** (default scale, n = 50 features in m = 5 dimensions).
+#
+# - Dense end (1/(1-S) = 1 and 1.36): D* = 1.02 and 0.99, yet no feature owns a dimension: every D_f is
+#   between 0 and about 0.3 (at 1.36, two features reach 0.41 and 0.55). With all features equally
+#   important and (almost) always present, the data have the same variance in every direction of the
+#   50-dimensional feature space once their mean is removed (the output bias can absorb the mean), so no
+#   5 directions are better to keep than any others. Training keeps some 5-dimensional subspace, which
+#   gives many features a small share each (norms mostly 0.1-0.5, not 1): D* = 1 says that all 5
+#   dimensions are in use, not that 5 features have one each.
+# - 1/(1-S) = 2.5 and 3.4: D* sticks at 1/2 (0.498, 0.490), and the learned features sit at D_f = 1/2
+#   exactly: ten features of norm 1 in five antipodal pairs, the other forty dropped (norm ~0).
+# - 1/(1-S) = 4.6: D* = 0.400, most learned features at D_f = 2/5 (pentagons), two still at 1/2.
+# - Sparser than that, the learned features' D_f slide from about 0.3 down to about 0.1 as sparsity
+#   grows (at 6.3 sixteen features share 5 dimensions at ~0.31 each), with no fraction they stick to.
+#   The other fractions marked on the plot (1, 3/4, 2/3, 3/8) do not show at this size; Elhage et al.
+#   saw them with n = 400, m = 30, the sizes `--scale full` uses.
 
 # %% [markdown]
 # ## Checks against the ground truth of the geometry

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
 # %% [markdown]
 # # Lesson 02: a sparse autoencoder, built by hand
 #
@@ -86,13 +94,19 @@ print(inspect.getsource(sae.encode_relu_backward))
 # encoding and added after decoding, so its gradient has two parts, added in one line of `sae.backward`.
 # And the encoder's part, -sum_b dx_bar[b], would naively need dx_bar = dpre @ W_enc.T, a full
 # [B, d_sae] x [d_sae, d_in] matmul; summing over the batch first turns it into one matrix-vector
-# product. The decoder and the two loss terms:
+# product. The decoder and the two loss terms, then `sae.backward`, which chains the backwards. It does
+# not name the encoder and the penalty directly: it looks them up in `sae.ARCHITECTURES`, a dict from an
+# architecture name (`cfg.architecture`) to that SAE variant's encoder and sparsity penalty, each a
+# forward/backward pair. The only entry is the paper's "relu", so `arch.encode_backward` is
+# `encode_relu_backward` above and `arch.penalty_backward` is `l1_backward`.
 
 # %%
 print(inspect.getsource(sae.decode_forward))
 print(inspect.getsource(sae.decode_backward))
 print(inspect.getsource(sae.mse_forward))
+print(inspect.getsource(sae.mse_backward))
 print(inspect.getsource(sae.l1_forward))
+print(inspect.getsource(sae.l1_backward))
 print(inspect.getsource(sae.backward))
 
 # %% [markdown]
@@ -143,14 +157,28 @@ lesson.savefig(fig, "gradcheck.png",
 # `sae.SAETask` is the SAE as a task for the shared training loop (`tinymono.train.train`): each step
 # draws a batch from `toy_activations`, runs forward and backward, removes from each decoder row's
 # gradient its component along the row, takes an Adam step, renormalises the decoder rows, and records
-# which latents fired.
-#
+# which latents fired. At the scheduled steps it first resamples the latents that have not fired for a
+# while (PAPER.md section 3). The decoder constraint and the resampling:
+
+# %%
+print(inspect.getsource(sae.project_decoder_grad))
+print(inspect.getsource(sae.normalize_decoder))
+print(inspect.getsource(sae.resample_dead))
+
+# %% [markdown]
 # What this implementation chose for the toy: as many latents as true features (5), so every latent
-# matters; l1 coefficient, learning rate and run length picked for this 2-d problem. The paper resamples
-# at 2.5%..10% of a million-step run; here latents die throughout the first part of a short run, so we
-# resample every 10% of the run through 80%. In 2 dimensions most samples are zero (each has no feature
-# at all with probability 0.95^5 = 0.77) and features are 72 degrees apart, so a latent that drifts
-# between two features can starve a neighbour; that is exactly what resampling repairs.
+# matters; l1 coefficient, learning rate and run length picked for this 2-d problem. A latent counts as
+# dead after 0.2% of the run without firing (12 steps at the default scale). The paper resamples at
+# 2.5%..10% of a million-step run; we resample every 10% of the run through 80%. In 2 dimensions most
+# samples are zero (each has no feature at all with probability 0.95^5 = 0.77) and features are 72
+# degrees apart, so a latent that drifts between two features can starve a neighbour; that is exactly
+# what resampling repairs.
+#
+# Each run below prints its resampling record as (step, latents) pairs: at each scheduled step, how many
+# latents were dead and so were resampled (0: none). In the default run nothing dies early: the record
+# reads 0 at steps 600 to 3600, one latent is resampled at step 4200 (70% of the run) and none at 4800.
+# In both runs the dead-latent panel of the figure below shows latents starving only between steps
+# ~3,700 and ~4,500; a schedule that stopped as early as the paper's would miss them.
 
 # %%
 SAE_STEPS = lesson.pick(100, 6000)

@@ -19,11 +19,11 @@
 # (256 byte values plus one document separator), so that every token carries a ground-truth label in
 # the corpus of lesson 05. The whole model, in `tinymono/transformer.py`, is:
 #
-#     resid     = W_E[tokens] + W_pos[:T]                      embed
-#     resid_mid = resid + attn(ln1(resid))                     causal multi-head attention
-#     post      = relu(ln2(resid_mid) @ W_in + b_in)           <- hook point mlp.hook_post
-#     resid_out = resid_mid + post @ W_out + b_out             MLP
-#     logits    = lnf(resid_out) @ W_U + b_U                   unembed
+#     resid      = W_E[tokens] + W_pos[:T]                     embed
+#     resid_mid  = resid + attn(ln1(resid))                    causal multi-head attention
+#     post       = relu(ln2(resid_mid) @ W_in + b_in)          <- hook point mlp.hook_post
+#     resid_post = resid_mid + post @ W_out + b_out            MLP
+#     logits     = lnf(resid_post) @ W_U + b_U                 unembed
 #
 # Every layer is a pair of functions in `tinymono/layers.py`: `forward(x, *params) -> (out, cache)` and
 # `backward(dout, cache) -> (dx, *dparams)`. This lesson looks at each one, checks its backward against
@@ -91,7 +91,10 @@ for ax, (img, title, cmap) in zip(axes, panels):
     ax.set_xlabel("key position")
     ax.set_ylabel("query position")
     fig.colorbar(im, ax=ax, shrink=0.8)
-lesson.savefig(fig, "causal_attention.png")
+lesson.savefig(fig, "causal_attention.png",
+               "Causal attention on random inputs: the mask (a query sees keys at its own position and "
+               "before), one head's raw scores q.k/sqrt(d_head), and the pattern softmax(masked scores), "
+               "exactly 0 above the diagonal, each row summing to 1.")
 print("pattern rows sum to", np.round(cache.pattern[0, 0].sum(-1), 12))
 print("largest weight above the diagonal:", np.abs(np.triu(cache.pattern, k=1)).max())
 
@@ -207,17 +210,18 @@ print("gradient of W_in with the activations replaced:", float(np.abs(g_zero["W_
 # %% [markdown]
 # ## From naive to fast
 #
-# The reference layers above are the specification. Training the real model takes tens of thousands of
-# steps, and profiling the NumPy step (`python -m tinymono bench transformer`) showed where its time goes
-# besides the matrix products: the attention core (scores, causal softmax, the product with v, and their
-# backward as many small matrix products and elementwise passes), the layer norms, the bias and ReLU
-# passes over the [B*T, 512] activations, the loss's softmax and the embedding's scatter-add. NumPy runs
-# each elementwise pass on a single core. `tinymono/kernels/transformer.py` fuses those passes into numba
-# kernels that split rows (or (batch, head) pairs) over the cores; the matrix products stay with BLAS.
-# Its docstrings tell what else the profile pointed at: the exponentials (a polynomial that the compiler
-# can vectorise beats a library call per number), memory traffic in the attention loops, and page
-# faults. `fast=True` swaps in those kernels; the model code is the same. First we check that both
-# agree, then we time one forward and backward of the full-size model at batch 32 x 128 tokens.
+# The reference layers above are the specification. Training the real model in lesson 05 takes 6,000
+# steps at the default scale (60,000 at `--scale full`), and profiling the NumPy step
+# (`python -m tinymono bench transformer`) showed where its time goes besides the matrix products: the
+# attention core (scores, causal softmax, the product with v, and their backward as many small matrix
+# products and elementwise passes), the layer norms, the bias and ReLU passes over the [B*T, 512]
+# activations, the loss's softmax and the embedding's scatter-add. NumPy runs each elementwise pass on a
+# single core. `tinymono/kernels/transformer.py` fuses those passes into numba kernels that split rows
+# (or (batch, head) pairs) over the cores; the matrix products stay with BLAS. Its docstrings tell what
+# else the profile pointed at: the exponentials (a polynomial that the compiler can vectorise beats a
+# library call per number), memory traffic in the attention loops, and page faults. `fast=True` swaps in
+# those kernels; the model code is the same. First we check that both agree, then we time one forward
+# and backward of the full-size model at batch 32 x 128 tokens.
 
 # %%
 fast_logits, _ = tr.forward(params64, tokens, small, fast=True)
@@ -278,11 +282,25 @@ ax2.imshow(mem_cache.pattern[0].mean(0), cmap="viridis")
 ax2.set_title("the trained model's attention (mean of heads), one window", fontsize=9)
 ax2.set_xlabel("key position")
 ax2.set_ylabel("query position")
-lesson.savefig(fig, "memorise_one_batch.png")
+lesson.savefig(fig, "memorise_one_batch.png",
+               "Left: bits per byte while a small model (d_model 64, context 32) memorises 13 windows of "
+               "33 bytes cut from one sentence. Right: its attention pattern, averaged over the 4 heads, on "
+               "the first window.")
 
 greedy = tr.sample(mem_params, mem_cfg, text[:8], 60, np.random.default_rng(0), temperature=0)
 continuation = bytes(greedy[greedy < 256].astype(np.uint8)).decode(errors="replace")
 print("greedy continuation of", repr(text[:8]), "->", repr(continuation))
+
+# %% [markdown]
+# The greedy continuation (the most likely byte each time) reproduces the sentence only while it fits in
+# the model's context. At the default scale it comes out right up to "Using a sparse autoencoder, we ext"
+# (34 bytes) and then falls apart ("... we ext late large f aturaturensf ..."). The training windows were
+# cut at bytes 0, 12, 24, ... of the sentence (`range(0, len(data) - window, 12)`), so the first 32 bytes
+# are exactly the input of the first window. Past n_ctx = 32 bytes, `tr.sample` feeds the model only the
+# last 32, and the window slides to start at byte 1, 2, 3, ..., offsets no training window had. With
+# learned positions (W_pos) the same byte at another position is a different input, so the model now
+# sees its sentence at positions it never saw it at, and what it memorised stops applying. Memorising a
+# batch tests the gradients; it teaches the model nothing beyond those windows.
 
 # %% [markdown]
 # ## Checks

@@ -64,6 +64,24 @@ print("share of validation bytes per context:", {k: f"{v:.3f}" for k, v in share
 # (the previous byte as context) and, for generated text, the exact floor. A model that uses more context
 # than one byte should beat the bigram on real text, and should come close to the floor on generated
 # text: DNA is 2 bits per base (4 letters), a hex digit 4 bits, a random base64 character 6 bits.
+#
+# Both count-based models are fitted once on the whole training split, all contexts mixed, and then
+# scored on the validation bytes of each label separately (`ngram_bits_per_byte` in tinymono/corpus.py):
+# they are what a model pays that has not worked out which kind of text it is in. That explains two odd
+# entries of the table. Arabic costs the unigram more than 8 bits per byte (8.99 at the default scale),
+# worse than a uniform guess, because the bytes of Arabic letters in UTF-8 are rare in a corpus that is
+# mostly Python and English. And on random base64 the bigram does worse than the unigram (8.02 against
+# 7.93): its next-byte tables come mostly from Python and English, where the previous byte is a strong
+# hint, and for random characters it is a wrong one (fitted on random base64 alone, the same bigram
+# would pay about 6.05).
+#
+# The floors are means over every byte with that label, so they sit a little off the round numbers.
+# DNA's (2.084 at the default scale) also covers the FASTA header lines (">seq" and the newline count
+# 0 bits, each of the six random digits log2(10) = 3.32 bits) and the line ends (after a line's first
+# base, each position ends the line with probability 1/60: 2.09 bits instead of 2).
+# Random base64's (5.927) includes the line breaks of stand-alone blobs (every 76 characters) and the
+# '=' padding at a blob's end, which carry no information, and the last characters before the padding,
+# which carry 4 or 2 bits.
 
 # %%
 unigram, bigram = ngram_bits_per_byte(corpus, 1), ngram_bits_per_byte(corpus, 2)
@@ -82,14 +100,16 @@ for label in LABELS + ["b64_random"]:
 # ## Training
 #
 # Each step draws 32 random windows of 129 bytes from the training split (128 inputs, each predicting the
-# byte after it) and takes one AdamW step: weight decay 0.1 on the matrices, gradients clipped to norm 1,
-# the learning rate warmed up linearly and then decayed along a cosine to a tenth. The peak rate was
+# byte after it) and takes one AdamW step: weight decay 0.1 on every parameter array with two or more
+# dimensions (the weight matrices, the embeddings W_E and W_pos, and also the attention biases b_Q, b_K,
+# b_V, which are [n_heads, d_head]; not the other biases or the layer norms), gradients clipped to norm
+# 1, the learning rate warmed up linearly and then decayed along a cosine to a tenth. The peak rate was
 # chosen by measurement: after 2000 steps, 1e-3, 2e-3 and 4e-3 reached 2.36, 2.29 and 2.26 validation
 # bits per byte; over the full 6000 steps 2e-3 and 4e-3 ended within 0.03 bits per byte of each other on
-# every label, and 2e-3 is the rate the later lessons' SAE settings were measured on. The numba kernels of lesson 04
-# (`fast=True`) do the work. The loop checkpoints every minute: interrupt it (Ctrl-C) and run the lesson
-# again, and it resumes where it stopped, with the same batches it would have drawn. After the last step,
-# the whole validation split is scored once, per label.
+# every label, and 2e-3 is the rate the later lessons' SAE settings were measured on. The numba kernels
+# of lesson 04 (`fast=True`) do the work. The loop checkpoints every minute: interrupt it (Ctrl-C) and
+# run the lesson again, and it resumes where it stopped, with the same batches it would have drawn.
+# After the last step, the whole validation split is scored once, per label.
 
 # %%
 cfg, train_cfg = pipeline.transformer_configs(lesson.scale)
@@ -124,13 +144,18 @@ ax.set_ylabel("bits per byte")
 ax.set_ylim(0, 9)
 ax.legend()
 ax.set_title("training the one-layer transformer")
-lesson.savefig(fig, "loss_curve.png")
+lesson.savefig(fig, "loss_curve.png",
+               "Bits per byte while training: the training batches (mean over each chunk of 100 steps) and "
+               "16 fixed validation windows, against the unigram and bigram models over all validation bytes.")
 
 # %% [markdown]
 # ## Bits per byte, label by label
 #
 # The whole validation split, each byte scored with at least 65 bytes of context before it. Generated
-# labels should sit just above their floors; real text well below the bigram model.
+# labels should sit just above their floors; real text well below the bigram model. The last lines show
+# the per-label numbers of the evaluation in the middle of training, which scores only the first
+# `eval_tokens` validation bytes (200,000). At the default scale those hold no Hebrew (its first byte
+# comes at about 242,000), so Hebrew is missing there.
 
 # %%
 model_bits = {**final["context"], "b64_random": final["detail"]["b64_random"]}
@@ -144,7 +169,9 @@ ax.bar(xs + 0.3, [floors.get(k, np.nan) for k in shown], 0.2, label="entropy flo
 ax.set_xticks(xs, shown)
 ax.set_ylabel("validation bits per byte")
 ax.legend(ncols=4, fontsize=8)
-lesson.savefig(fig, "bits_per_label.png")
+lesson.savefig(fig, "bits_per_label.png",
+               "Validation bits per byte for each label: unigram, bigram, the trained transformer and, for "
+               "generated text, the entropy floor.")
 print(f"{'label':<12}{'model':>8}{'bigram':>9}{'floor':>9}")
 for k in shown:
     print(f"{k:<12}{model_bits[k]:8.3f}{bigram.get(k, float('nan')):9.3f}"

@@ -19,8 +19,10 @@ import numpy as np
 class Adam:
     """Adam (weight_decay=0) or AdamW (weight_decay>0, decoupled), updating a dict of arrays in place.
 
-    params: name -> array. weight decay applies to the names in `decay` (default: arrays with 2 or more
-    dimensions, i.e. weight matrices, not biases or layer-norm gains)."""
+    params: name -> array. weight decay applies to the names in `decay` (default: every array with 2 or
+    more dimensions, decided by shape, not by name: in the transformer that is the weight matrices, the
+    embeddings W_E and W_pos, and also the per-head attention biases b_Q/b_K/b_V [n_heads, d_head]; the
+    1-d arrays, i.e. the other biases and the layer-norm gains and biases, are not decayed)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay=None):
         if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or eps <= 0 or weight_decay < 0:
