@@ -41,7 +41,9 @@ GENERATED = ["base64", "dna", "hex", "arabic", "hebrew"]
 #
 # - **correlation** (the paper's *sensitivity* measure): Pearson's r between a and y;
 # - **specificity**: the share of the unit's activation mass on labelled bytes (overall, and above half
-#   its maximum activation);
+#   its maximum activation). Each token counts in proportion to its activation, so weak spill onto other
+#   text counts for little; the paper read its figures off activation histograms, and its "above
+#   activation 5" is our "above half the maximum" (the paper's activations have another scale);
 # - **AUROC**: how well a ranks labelled bytes above the rest (scale-free, 0.5 = chance).
 
 # %%
@@ -61,7 +63,8 @@ print(f"scored {sae_cfg.d_sae} features and {cfg.d_mlp} neurons on {len(val_stor
 # a context can be covered by sibling features, e.g. one for the UTF-8 lead byte of an Arabic letter and
 # one for its continuation byte (the paper found features on 0xD8/0xD9 and 0xD7 lead bytes). The group is
 # chosen greedily (at most 3 features, each at least 90% specific to the context), adding a feature while
-# the correlation of the summed, max-normalised activations with the label rises.
+# the correlation of the summed, max-normalised activations with the label rises. In the table every
+# score is printed x 100 (r 71 is a correlation of 0.71); the paper's numbers are in brackets.
 
 # %%
 groups = analysis.label_groups(features, feat_report, "context", labels=GENERATED)
@@ -141,7 +144,8 @@ lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context la
 # ## One feature per generated context, up close
 #
 # For the best feature of each generated context: its strongest activations in held-out text (the
-# activating byte in ⟦ ⟧), how its activations split by context, which next bytes it promotes (logit
+# activating byte in ⟦ ⟧; for a character of several bytes, which byte it was: ⟦ب·d8⟧ is the lead byte
+# 0xD8 of ب), how its activations split by context, which next bytes it promotes (logit
 # weights), and what ablating it does to the model's loss where it fires and elsewhere.
 
 # %%
@@ -197,8 +201,9 @@ print("it promotes:", " ".join(t for t, _ in promoted))
 # %% [markdown]
 # ## The feature browser
 #
-# A static page (no server, no network) with every feature shown above and more: the best features and
-# groups for every context and detail label, the uncovered feature, and a random sample. Open
+# A static page (no server, no network) with every feature shown above and more: the best feature for
+# every context and detail label, the groups of the five generated contexts, the uncovered feature, and
+# a random sample. Open
 # `feature_browser.html` from this lesson's folder in any browser.
 
 # %%
@@ -223,7 +228,7 @@ for label in GENERATED:
     spec = [feat_report.score("context", label, "specificity")[u] for u in g["units"]]
     ok = g["pearson"] >= 0.8 and len(g["units"]) <= 3 and all(s >= 0.9 for s in spec)
     lesson.check(f"{label}: group of {len(g['units'])} features, correlation (min specificity "
-                 f"{min(spec, default=0):.2f})", float(g["pearson"]), ok, ">= 0.8, each member >= 0.9 specific")
+                 f"{min(spec, default=0):.2f})", float(g["pearson"]), ok, ">= 0.8, from features >= 0.9 specific")
     print(f"      {label}: best single feature r = {best_f['pearson']:.3f}, best neuron r = {best_n['pearson']:.3f}")
     gaps.append(best_f["pearson"] - best_n["pearson"])
 lesson.check("best feature beats best neuron in every generated context (min gap)", float(min(gaps)),

@@ -435,7 +435,7 @@ def format_comparison(rows):
     lo, hi = PAPER["neuron_pearson"]
     lines = [f"{'label':<10} {'tokens':>8} | {'feature':>7} {'r':>4} {'[paper]':>7} {'spec':>4} {'[p]':>4} "
              f"{'hi':>4} {'[p]':>4} {'auc':>4} | {'neuron':>6} {'r':>4} {'spec':>4} {'auc':>4} | group r  (units)",
-             f"{'':<21}|{'':<50}| paper: best neurons r {100 * lo:.0f}-{100 * hi:.0f}%"]
+             f"{'(every score x 100)':<21}|{'':<50}| paper: best neurons r {100 * lo:.0f}-{100 * hi:.0f}"]
     for r in rows:
         f, nu, p = r["feature"], r["neuron"], r["paper"]
         group = r.get("group")
