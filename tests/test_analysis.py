@@ -67,6 +67,8 @@ def test_indicator_constant_and_silent_units():
         assert r[1] == 0 and auc[1] == 0.5, f"{name}: a constant unit has r {r[1]}, AUROC {auc[1]}; want 0 and 0.5"
         assert spec[1] == pytest.approx(y.mean()), f"{name}: a constant unit's mass splits like the tokens"
         assert r[2] == 0 and spec[2] == 0 and spec_hi[2] == 0 and auc[2] == 0.5, f"{name}: a silent unit must score 0"
+    with pytest.raises(ValueError, match="0/1 or booleans"):
+        an.pearson(A, labels)  # label ids, not an indicator
 
 
 def test_specificity_above_half_max_by_hand():
@@ -339,6 +341,8 @@ def test_loss_recovered_ends(lm):
     assert zero != clean, "zero-ablation must change the loss for this test to mean anything"
     assert an.loss_recovered(clean, itself, zero) == 1.0, "replacing the activations by themselves must recover 1"
     assert an.loss_recovered(clean, zero, zero) == 0.0
+    with pytest.raises(ValueError, match="does not change the loss"):
+        an.loss_recovered(clean, zero, clean)
 
 
 def test_an_identity_sae_recovers_everything(lm, tmp_path):

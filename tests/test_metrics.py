@@ -76,4 +76,8 @@ def test_explained_variance_and_mse_hand_case():
         "explained variance divides by the variance about the per-dimension batch mean"
     assert M.explained_variance(x, x) == 1.0
     assert M.explained_variance(x, np.tile(x.mean(0), (3, 1))) == pytest.approx(0.0), "predicting the mean gives 0"
+    with pytest.raises(ValueError, match="one shape"):
+        M.explained_variance(x, x[:1])  # would broadcast silently
+    with pytest.raises(ValueError, match="does not vary"):
+        M.explained_variance(np.ones((3, 2)), np.zeros((3, 2)))
     assert M.reconstruction_mse(x, x_hat) == pytest.approx(2 / 6), "mse is the mean over samples AND elements"

@@ -154,6 +154,10 @@ def test_geometric_median_hand_cases():
     t = brentq(lambda t: 2 * (1 - t) / np.hypot(1 - t, 1) - 2 * (1 + t) / np.hypot(1 + t, 1) + 1, 0, 1)
     np.testing.assert_allclose(y, [t, 0], atol=1e-7, err_msg=f"an outlier at distance 50 moves the median to "
                                f"t={t:.4f} only (the mean moves to 10)")
+    with pytest.raises(ValueError, match="non-empty"):
+        sae.geometric_median(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="d_in=4"):
+        sae.init(sae.SAEConfig(d_in=4, d_sae=8), np.random.default_rng(0), np.zeros((5, 3)))
 
 
 @pytest.mark.parametrize("kwargs, word", [

@@ -91,8 +91,9 @@ def window_plan(n_tokens, n_ctx, stride=None):
         raise ValueError(f"need at least one token, got n_tokens={n_tokens}")
     W = min(n_ctx, n_tokens)
     stride = max(1, W // 2) if stride is None else int(stride)
-    if not 1 <= stride <= W:
-        raise ValueError(f"stride must be in 1..{W} (the window length), got {stride}")
+    if not 1 <= stride <= n_ctx:
+        raise ValueError(f"stride must be in 1..{n_ctx} (n_ctx), got {stride}")
+    stride = min(stride, W)  # a stream shorter than n_ctx is one window, whatever the stride
     starts = list(range(0, n_tokens - W + 1, stride))
     if starts[-1] + W < n_tokens:
         starts.append(n_tokens - W)  # flush with the end

@@ -60,7 +60,10 @@ SCORES = ("pearson", "specificity", "specificity_high", "auroc")
 
 
 def _indicator(y, n):
-    y = np.asarray(y).astype(bool)
+    y = np.asarray(y)
+    if y.dtype != bool and not np.isin(y, (0, 1)).all():
+        raise ValueError("a label indicator holds 0/1 or booleans (label ids would be read as 'id != 0')")
+    y = y.astype(bool)
     if y.shape != (n,):
         raise ValueError(f"label indicator has shape {y.shape}, the activations have {n} rows")
     return y
@@ -603,6 +606,9 @@ def mean_loss(params, cfg, windows, hook_post=None, batch=32, fast=True):
 def loss_recovered(l_clean, l_replaced, l_ablated):
     """(L_ablated - L_replaced) / (L_ablated - L_clean): 1 when the replacement is as good as the real
     activations, 0 when it is no better than the ablation."""
+    if l_ablated == l_clean:
+        raise ValueError(f"the ablation does not change the loss ({l_clean}), so nothing can be recovered: "
+                         "does the model's MLP reach the logits?")
     return (l_ablated - l_replaced) / (l_ablated - l_clean)
 
 

@@ -114,6 +114,10 @@ def explained_variance(x, x_hat):
     batch mean of each dimension; dividing by sum ||x||^2 instead, or averaging per-sample ratios, are the
     slips this definition avoids.)"""
     x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat must have one shape, got {x.shape} and {x_hat.shape}")
     residual = np.sum((x - x_hat) ** 2)
     total = np.sum((x - x.mean(axis=0)) ** 2)
+    if total == 0:
+        raise ValueError("x does not vary over the batch, so there is no variance to explain")
     return float(1.0 - residual / total)

@@ -132,6 +132,8 @@ def geometric_median(X, iters=1000, tol=1e-9, eps=1e-12):
     one of the data points the iteration only creeps toward it (the weight of that point blows up), so
     at the end the data point nearest y is also tried and kept if its sum of distances is smaller."""
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) == 0:
+        raise ValueError(f"the geometric median needs a non-empty [n, d] array, got shape {X.shape}")
     y = X.mean(axis=0)  # [d]
     for _ in range(iters):
         dist = np.maximum(np.linalg.norm(X - y, axis=1), eps)  # [n], clamped: y may sit on a data point
@@ -158,6 +160,8 @@ def init(cfg, rng, sample=None):
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+    if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
+        raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
     b_dec = np.zeros(cfg.d_in) if sample is None else geometric_median(sample)
     params = {"W_enc": W_enc, "b_enc": np.zeros(cfg.d_sae), "W_dec": W_dec, "b_dec": b_dec}
     return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in params.items()}
