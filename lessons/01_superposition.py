@@ -120,14 +120,18 @@ def best_per_group(cfg, params, n_groups):
     return W[np.arange(n_groups), best], losses[np.arange(n_groups), best]
 
 
+def angle_deg(u, v):
+    """The angle between two feature directions, in degrees."""
+    return np.degrees(np.arccos(np.clip(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1)))
+
+
 W_best, loss_best = best_per_group(intro, task.params, len(groups))
 titles = [g[0] for g in groups]
 for t, W, l in zip(titles, W_best, loss_best):
     print(f"{t:>22}: loss {l:.4f}  norms {np.round(toy.feature_norms(W[None])[0], 2)}")
-lesson.savefig(plots.feature_directions(W_best, titles, importance=0.9 ** np.arange(5)), "feature_directions.png",
+lesson.savefig(plots.feature_directions(W_best, titles, importance=[g[2] for g in groups]), "feature_directions.png",
                "Five features in two dimensions: an orthogonal pair when dense, antipodal pairs at S=0.8, a "
-               "pentagon at S=0.9 (and a regular one with uniform importance). The shading follows 0.9^f in "
-               "every panel, the uniform one included, where all five features are in fact equally important.")
+               "pentagon at S=0.9 (and a regular one with uniform importance). Darker: more important.")
 lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), toy.feature_norms(W_best)),
                "gram_and_norms.png", "W^T W (interference) and per-feature norms coloured by superposition.")
 
@@ -230,19 +234,60 @@ lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "
 #   saw them with n = 400, m = 30, the sizes `--scale full` uses.
 
 # %% [markdown]
+# ## Experiment 4: correlated and anticorrelated features
+#
+# So far every feature fired independently of the others. Real features do not: "inside a Python
+# string" and "inside a Python comment" never fire on the same token; "Arabic letter" and "right-to-left
+# text" fire together. Elhage et al. found that this changes the geometry. Four features of equal
+# importance in two dimensions, each present with probability 0.02, come in two pairs:
+#
+# - *correlated* pairs: both features of a pair are present together, or neither is;
+# - *anticorrelated* pairs: at most one feature of a pair is present at a time.
+#
+# Superposition's cost is interference between features that are active at once. Correlated features
+# are active together, so they should avoid each other: at right angles within a pair. Anticorrelated
+# features are never active together, so they can share a direction with opposite signs at no cost, the
+# antipodal pair of experiment 1 without even the occasional collision.
+
+# %%
+pair_seeds = lesson.pick(smoke=2, default=8, full=16)
+pair_W = {}
+for kind, pairs in (("correlated", dict(n_correlated_pairs=2)), ("anticorrelated", dict(n_anticorrelated_pairs=2))):
+    pair_cfg = toy.ToyConfig(4, 2, n_inst=pair_seeds, feature_probability=0.02, importance=1.0,
+                             batch_size=lesson.pick(smoke=128, default=1024),
+                             steps=lesson.pick(smoke=200, default=6000), seed=5, **pairs)
+    pair_task = toy.ToyTask(pair_cfg)
+    train(pair_task, pair_cfg.steps, checkpoint=lesson.cache / f"toy_{kind}.npz", desc=f"{kind} pairs")
+    pair_W[kind] = best_per_group(pair_cfg, pair_task.params, 1)[0][0]  # [hidden, feats]
+    within = [angle_deg(pair_W[kind][:, f], pair_W[kind][:, f + 1]) for f in (0, 2)]
+    print(f"{kind:>14} pairs: norms {np.round(np.linalg.norm(pair_W[kind], axis=0), 2)}, angle within each "
+          f"pair {within[0]:.0f} and {within[1]:.0f} deg, between features 0 and 2 "
+          f"{angle_deg(pair_W[kind][:, 0], pair_W[kind][:, 2]):.0f} deg")
+lesson.savefig(plots.feature_directions(np.stack(list(pair_W.values())), [f"{k} pairs (0-1, 2-3)" for k in pair_W],
+                                        groups=[0, 0, 1, 1]), "correlated_pairs.png",
+               "Four equally important features in two dimensions, in pairs 0-1 and 2-3: correlated pairs sit "
+               "at right angles within the pair, anticorrelated pairs are antipodal.")
+
+# %% [markdown]
+# **What you should see.** Correlated pairs: each pair at right angles (about 90 degrees), and the two
+# pairs opposite each other, a cross in which the features that fire together are orthogonal.
+# Anticorrelated pairs: each pair antipodal (180 degrees), the two pairs at right angles. All four
+# features are learned with norm about 1 either way; what the correlations decide is which features
+# may share a direction. Elhage et al. call the first behaviour a preference for *local orthogonal
+# bases*: features that co-occur are kept orthogonal, and superposition is spent between features that
+# do not. For the SAE lessons this is a warning: how features co-occur shapes the directions a model
+# gives them (lesson 03 shows what correlations do to an SAE's recovery of them).
+
+# %% [markdown]
 # ## Checks against the ground truth of the geometry
 
 # %%
-def angle(u, v):
-    return np.degrees(np.arccos(np.clip(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1)))
-
-
 # (a) uniform importance, density 0.05: a regular pentagon
 W_pent = W_best[3]
 norms = np.linalg.norm(W_pent, axis=0)
 spread = (norms.max() - norms.min()) / norms.max()
 order = np.argsort(np.arctan2(W_pent[1], W_pent[0]))
-neighbour = [angle(W_pent[:, order[i]], W_pent[:, order[(i + 1) % 5]]) for i in range(5)]
+neighbour = [angle_deg(W_pent[:, order[i]], W_pent[:, order[(i + 1) % 5]]) for i in range(5)]
 worst = max(abs(a - 72) for a in neighbour)
 lesson.check("(a) pentagon: spread of the 5 norms (max-min)/max", float(spread), spread <= 0.10, "<= 0.10")
 lesson.check("(a) pentagon: worst neighbour angle's distance from 72 deg", float(worst), worst <= 5, "<= 5 deg")
@@ -251,14 +296,14 @@ lesson.check("(a) pentagon: worst neighbour angle's distance from 72 deg", float
 W0 = W_best[0]
 learned = np.flatnonzero(np.linalg.norm(W0, axis=0) > 0.5)
 lesson.check("(b) S=0: number of features with norm > 0.5", int(len(learned)), len(learned) == 2, "== 2")
-off = abs(angle(W0[:, learned[0]], W0[:, learned[1]]) - 90) if len(learned) == 2 else 180.0
+off = abs(angle_deg(W0[:, learned[0]], W0[:, learned[1]]) - 90) if len(learned) == 2 else 180.0
 lesson.check("(b) S=0: the two learned features' angle, distance from 90 deg", float(off), off <= 5, "<= 5 deg")
 
 # (c) sparsity 0.8: four features in two antipodal pairs
 W8 = W_best[1]
 learned = np.flatnonzero(np.linalg.norm(W8, axis=0) > 0.5)
 lesson.check("(c) S=0.8: number of features with norm > 0.5", int(len(learned)), len(learned) == 4, "== 4")
-pair_angles = sorted((max(angle(W8[:, f], W8[:, g]) for g in learned if g != f) for f in learned))
+pair_angles = sorted((max(angle_deg(W8[:, f], W8[:, g]) for g in learned if g != f) for f in learned))
 smallest = float(pair_angles[0]) if len(learned) == 4 else 0.0
 lesson.check("(c) S=0.8: each learned feature's most opposite partner, min angle", smallest, smallest > 170, "> 170 deg")
 
@@ -267,4 +312,11 @@ corners = {"dense, feature 2 unimportant": (phases[0, 0], 0), "dense, feature 2 
            "sparse, equal importance": (phases[-1, G // 2], 2)}
 for where, (got, want) in corners.items():
     lesson.check(f"(d) phase diagram, {where}", PHASES[got], got == want, PHASES[want])
+
+# (e) correlated pairs: at right angles within each pair; (f) anticorrelated pairs: antipodal
+corr_off = max(abs(angle_deg(pair_W["correlated"][:, f], pair_W["correlated"][:, f + 1]) - 90) for f in (0, 2))
+lesson.check("(e) correlated pairs: worst within-pair angle's distance from 90 deg", float(corr_off), corr_off <= 10,
+             "<= 10 deg")
+anti = min(angle_deg(pair_W["anticorrelated"][:, f], pair_W["anticorrelated"][:, f + 1]) for f in (0, 2))
+lesson.check("(f) anticorrelated pairs: smallest within-pair angle", float(anti), anti > 170, "> 170 deg")
 lesson.finish()

@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = {  # name: (figures it must write, number of checks)
-    "01_superposition": (["feature_directions.png", "gram_and_norms.png", "phase_diagram.png", "dimensionality.png"], 9),
+    "01_superposition": (["feature_directions.png", "gram_and_norms.png", "phase_diagram.png", "dimensionality.png",
+                          "correlated_pairs.png"], 11),
     "02_sparse_autoencoder": (["toy_features.png", "gradcheck.png", "sae_training.png", "learned_directions.png",
                                "latent_responses.png"], 2),
     "03_ground_truth_recovery": (["training.png", "recovery.png", "density.png", "sweep_heatmap.png",

@@ -9,23 +9,32 @@ import numpy as np
 FRACTIONS = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 0.4, "3/8": 0.375}
 
 
-def feature_directions(Ws, titles, importance=None):
+def feature_directions(Ws, titles, importance=None, groups=None):
     """One panel per W [2, feats]: each feature's direction in the 2-d hidden space as an arrow from the
-    origin, darker for more important features (the picture of Elhage et al.'s introduction)."""
+    origin, labelled with its index (the picture of Elhage et al.'s introduction). importance [feats], or
+    [panels, feats] for one per panel: darker for more important features. groups [feats] ints: colour
+    features by group instead (e.g. pairs of correlated features)."""
     fig, axes = plt.subplots(1, len(Ws), figsize=(3.2 * len(Ws), 3.4))
     axes = np.atleast_1d(axes)
-    for ax, W, title in zip(axes, Ws, titles):
+    for j, (ax, W, title) in enumerate(zip(axes, Ws, titles)):
         n = W.shape[1]
-        shade = importance if importance is not None else np.ones(n)
-        colors = plt.cm.viridis(0.85 - 0.7 * (shade - shade.min()) / max(np.ptp(shade), 1e-9))
+        if groups is not None:
+            colors = plt.cm.tab10(np.asarray(groups) % 10)
+        else:
+            shade = np.ones((1, n)) if importance is None else np.atleast_2d(importance)
+            shade = shade[min(j, len(shade) - 1)]  # one row for every panel, or a row per panel
+            colors = plt.cm.viridis(0.85 - 0.7 * (shade - shade.min()) / max(np.ptp(shade), 1e-9))
         for f in range(n):
             ax.plot([0, W[0, f]], [0, W[1, f]], color=colors[f], lw=2)
             ax.plot(W[0, f], W[1, f], "o", color=colors[f], ms=6)
+            if n <= 10:
+                ax.annotate(str(f), (W[0, f], W[1, f]), xytext=(4, 4), textcoords="offset points", fontsize=8)
         lim = max(1.3, 1.1 * np.abs(W).max())
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
         ax.axhline(0, color="0.85", lw=0.5, zorder=0)
         ax.axvline(0, color="0.85", lw=0.5, zorder=0)
-    fig.suptitle("feature directions W_f in the hidden plane (darker = more important)")
+    fig.suptitle("feature directions W_f in the hidden plane" +
+                 (" (one colour per group)" if groups is not None else " (darker = more important)"))
     return fig
 
 
