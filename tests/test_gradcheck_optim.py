@@ -10,7 +10,7 @@ from tinymono.optim import Adam, Schedule, clip_grad_norm
 
 
 def test_gradcheck_catches_a_wrong_backward():
-    def wrong_backward(dout, cache):  # forgets to transpose W
+    def wrong_backward(dout, cache):  # dW off by 1%: a subtle slip, such as a wrong scale factor
         dx, dW, db = L.linear_backward(dout, cache)
         return dx, dW * 1.01, db
 

@@ -201,8 +201,12 @@ def test_hook_replacement_changes_the_output_and_fast_agrees():
                                   err_msg="cache.hook_post keeps the model's own activations, not the replacement")
     fast_logits, _ = tr.forward(params, tokens, cfg, hook_post=0.0, fast=True)
     np.testing.assert_allclose(fast_logits, zero_logits, rtol=1e-10, atol=1e-12)
-    loss_zero = tr.loss(params, np.concatenate([tokens, tokens[:, :1]], 1)[:, :6], cfg, hook_post=0.0)
-    assert math.isfinite(loss_zero)
+    windows = np.concatenate([tokens, tokens[:, :1]], 1)  # [2, 6]: inputs `tokens`, each followed by a target
+    z = zero_logits.astype(np.float64)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    by_hand = -np.mean(np.take_along_axis(logp, windows[:, 1:, None], axis=-1))
+    assert tr.loss(params, windows, cfg, hook_post=0.0) == pytest.approx(by_hand, rel=1e-6), \
+        "the zero-ablated loss must be the cross-entropy of the zero-ablated logits"
 
 
 def test_hook_bad_replacement():
@@ -419,6 +423,38 @@ def test_training_learns_and_resume_is_bit_identical(tiny_corpus, tmp_path):
     assert cfg == TINY and meta["step"] == 30 and meta["evals"][-1] == straight.evals[-1]
     for k in params:
         np.testing.assert_array_equal(params[k], straight.params[k])
+
+
+def test_a_training_step_clips_then_takes_an_adamw_step_at_the_scheduled_rate(tiny_corpus):
+    """Two steps of the task against the recipe written out: a batch from the task's own generator, the
+    gradients clipped to norm `clip` jointly, AdamW with weight decay on the matrices, lr from the
+    warm-up schedule."""
+    tc = tr.TrainConfig(steps=10, batch=3, lr=1e-2, warmup=4, clip=0.05, weight_decay=0.5, val_windows=1)
+    task = tr.TransformerTask(TINY, tc, tiny_corpus, fast=False)
+    p = {k: v.astype(np.float64) for k, v in task.params.items()}
+    m, v = {k: np.zeros_like(a) for k, a in p.items()}, {k: np.zeros_like(a) for k, a in p.items()}
+    rng = np.random.default_rng()
+    rng.bit_generator.state = task.batch_rng.bit_generator.state
+    b1, b2 = tc.betas
+    norms = []
+    for step in range(2):
+        tokens = tiny_corpus.sample_windows("train", tc.batch, TINY.n_ctx + 1, rng)[0]
+        _, g = tr.loss_and_grads({k: a.astype(np.float32) for k, a in p.items()}, tokens, TINY)
+        norm = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in g.values()))
+        norms.append(norm)
+        assert norm > tc.clip, "the test needs gradients above the clipping norm"
+        lr = tc.lr * (step + 1) / tc.warmup
+        for k in p:
+            gk = g[k] * tc.clip / norm
+            if p[k].ndim >= 2:
+                p[k] *= 1 - lr * tc.weight_decay
+            m[k] = b1 * m[k] + (1 - b1) * gk
+            v[k] = b2 * v[k] + (1 - b2) * gk**2
+            p[k] -= lr * (m[k] / (1 - b1 ** (step + 1))) / (np.sqrt(v[k] / (1 - b2 ** (step + 1))) + 1e-8)
+    out = task.run_chunk(0, 2)
+    assert out["grad_norm"] == pytest.approx(np.mean(norms), rel=1e-4), "grad_norm reports the norm before clipping"
+    for k in p:
+        np.testing.assert_allclose(task.params[k], p[k], rtol=2e-4, atol=2e-6, err_msg=f"{k} after two steps")
 
 
 def test_train_config_errors():
