@@ -377,4 +377,6 @@ def test_feature_cards(store, sparse_sae):
     assert center_act >= ex["activation"] > 0, "the activating piece must carry (at least) the example's activation"
     h = live["histogram"]
     assert np.sum(h["counts"]) + np.sum(h["zeros"]) == len(store), "the histogram must account for every token"
-    assert len(live["logits"]["promoted"]) == 8
+    weights = an.logit_weights(tiny_model(), TINY, sparse_sae[0]["W_dec"][0])
+    assert [w for _, w in live["logits"]["promoted"]] == pytest.approx(np.sort(weights)[::-1][:8].tolist())
+    assert [w for _, w in live["logits"]["suppressed"]] == pytest.approx(np.sort(weights)[:8].tolist())
