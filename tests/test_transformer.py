@@ -147,6 +147,13 @@ def test_relu_fast_path_gradients():
 # the hook point mlp.hook_post
 
 
+def next_token_nats(logits, tokens):
+    """[B, T] by hand: -log softmax(logits[b, t])[tokens[b, t + 1]], for logits [B, T, V] of tokens[:, :T]."""
+    z = logits.astype(np.float64)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return -np.take_along_axis(logp, tokens[:, 1:z.shape[1] + 1, None], axis=-1)[..., 0]
+
+
 def hook_setup(seed=0, layernorm=True):
     cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=5, layernorm=layernorm,
                                act_fn="gelu", init_range=0.7)
@@ -202,9 +209,7 @@ def test_hook_replacement_changes_the_output_and_fast_agrees():
     fast_logits, _ = tr.forward(params, tokens, cfg, hook_post=0.0, fast=True)
     np.testing.assert_allclose(fast_logits, zero_logits, rtol=1e-10, atol=1e-12)
     windows = np.concatenate([tokens, tokens[:, :1]], 1)  # [2, 6]: inputs `tokens`, each followed by a target
-    z = zero_logits.astype(np.float64)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    by_hand = -np.mean(np.take_along_axis(logp, windows[:, 1:, None], axis=-1))
+    by_hand = next_token_nats(zero_logits, windows).mean()
     assert tr.loss(params, windows, cfg, hook_post=0.0) == pytest.approx(by_hand, rel=1e-6), \
         "the zero-ablated loss must be the cross-entropy of the zero-ablated logits"
 
@@ -314,9 +319,9 @@ def test_loss_is_the_next_token_cross_entropy_of_the_logits(fast):
     rng = np.random.default_rng(4)
     params = random_params(cfg, rng)
     tokens = rng.integers(0, 11, size=(3, 7))
-    logits = tr.forward(params, tokens[:, :-1], cfg)[0].astype(np.float64)  # [3, 6, 11]
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    nats = np.array([[-logp[b, t, tokens[b, t + 1]] for t in range(6)] for b in range(3)])
+    logits = tr.forward(params, tokens[:, :-1], cfg)[0]  # [3, 6, 11]
+    nats = next_token_nats(logits, tokens)
+    assert nats[1, 2] == pytest.approx(np.log(np.exp(logits[1, 2].astype(np.float64)).sum()) - logits[1, 2, tokens[1, 3]])
     np.testing.assert_allclose(tr.per_token_loss(params, tokens, cfg, fast=fast), nats, rtol=1e-6)
     assert tr.loss(params, tokens, cfg, fast=fast) == pytest.approx(nats.mean(), rel=1e-6)
     assert tr.loss_and_grads(params, tokens, cfg, fast=fast)[0] == pytest.approx(nats.mean(), rel=1e-6)
