@@ -138,8 +138,9 @@ print(f"{unmoved:.1%} of all latents still point within cosine 0.9 of their rand
 # reconstruction? Through the hook `mlp.hook_post` we run the model four ways on held-out windows: as
 # it is, with the reconstruction, with zeros (the paper's baseline, zero-ablation) and with the mean
 # activation (mean-ablation). Mean-ablation is often the fairer baseline, since zeros can be far from
-# any activation a model ever sees. Not here: a ReLU neuron of this model is zero on most tokens, so
-# its mean is near zero too, and the two baselines cost about the same (compare them below).
+# any activation a model ever sees. But a ReLU neuron of this model is zero on most tokens (89% of them),
+# so its mean is small and the two baselines can come out close: in our default run mean-ablation cost
+# 3.52 nats per byte and zero-ablation 3.49 (at `rare`: 3.19 and 3.63).
 
 # %%
 windows = corpus.sample_windows("val", lesson.pick(smoke=16, default=256, full=1024), cfg.n_ctx + 1,
