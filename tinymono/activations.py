@@ -360,8 +360,9 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
             with np.errstate(over="ignore"):
                 acts = post[keep].astype(dtype)  # [n, M]
             if not np.isfinite(acts).all():
-                raise ValueError(f"rows {lo}..{hi - 1}: activations are not finite in {np.dtype(dtype).name} (largest "
-                                 f"{np.abs(post[keep]).max():.4g}; float16 ends at 65504): harvest with dtype='float32'")
+                raise ValueError(f"rows {lo}..{hi - 1}: activations are not finite in {np.dtype(dtype).name} "
+                                 f"(largest {np.abs(post[keep]).max():.4g}; float16 ends at 65504): harvest with "
+                                 "dtype='float32'")
             columns = {"acts": acts,
                        "tokens": data.tokens[rows], "context": data.context[rows], "detail": data.detail[rows],
                        "pos": np.broadcast_to(arange_W, idx.shape)[keep], "index": rows}
@@ -478,7 +479,8 @@ class ShuffledBatches:
         layout = [int(v) for v in arrays["batches.layout"]]
         if layout != [len(self.store), self.block_rows, self.buffer_blocks]:
             raise ValueError(f"saved batch state is for (rows, block_rows, buffer_blocks) = {layout}, this "
-                             f"iterator has {[len(self.store), self.block_rows, self.buffer_blocks]}")
+                             f"iterator has {[len(self.store), self.block_rows, self.buffer_blocks]} (a checkpoint "
+                             "from another batch layout, e.g. an earlier version's: delete it to train afresh)")
         self.epoch = int(arrays["batches.epoch"])
         self._order = np.array(arrays["batches.order"], np.int64)
         self._next_block = int(arrays["batches.next_block"])
