@@ -118,8 +118,8 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # has turned its decoder direction far from the random one it began with. Why resampling does not
 # rescue them: a latent counts as dead only after the resampling window (2% of the run, 80 steps of
 # 4,096 tokens at default, about 330,000 tokens) passes without it firing once, and a latent at density
-# 1e-4.5 fires about ten times in such a window. (Try it: a longer `dead_window` in
-# `pipeline.sae_config` makes more of them eligible.)
+# 1e-4.5 fires about ten times in such a window. (Try it: a shorter `dead_window` in
+# `pipeline.sae_config` makes more of them eligible, and rare features that did learn something too.)
 
 # %%
 initial = pipeline.sae_task(lesson.scale, train_store).params

@@ -178,7 +178,7 @@ lesson.savefig(fig, "feature_histograms.png", "Activation histograms of the best
 # %% [markdown]
 # **What you should see.** Each feature fires inside its context, often on one kind of byte: in our
 # default run the DNA feature on one base (the SAE gives single bases features of their own), the hex
-# feature on the digits of digests, the Arabic and Hebrew features on letters. Its logit weights promote
+# feature on the characters of digests, the Arabic and Hebrew features on letters. Its logit weights promote
 # what comes next there: the four bases and the line end for DNA, digits for hex, the scripts' UTF-8
 # lead bytes (0xD8 and 0xD9 for Arabic, 0xD7 for Hebrew) and the space for the two scripts. Ablating a
 # feature costs most where nothing else makes its prediction: in that run the Hebrew feature's ablation
