@@ -77,7 +77,7 @@ def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_feat
     for y in (1, 0.5):
         a.axhline(y, color="tab:red", ls=":", lw=1)
     a.set(xscale="log", xlabel="1 / (1 - S)", ylabel="dimensions per feature  m / ||W||_F^2",
-          title=f"n={n_features} features, m={d_hidden} dims: D* sticks at 1 and 1/2")
+          title=f"n={n_features} features, m={d_hidden} dims: dimensions per feature D*")
     xs = np.repeat(inv_density, feature_dims.shape[1])
     b.scatter(xs * np.exp(np.random.default_rng(0).uniform(-0.04, 0.04, xs.size)), feature_dims.ravel(),
               s=6, alpha=0.5, color="tab:blue")
@@ -85,7 +85,7 @@ def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_feat
         b.axhline(y, color="0.6", ls=":", lw=0.8)
         b.text(inv_density[-1] * 1.08, y, label, va="center", fontsize=8)
     b.set(xscale="log", ylim=(-0.05, 1.15), xlabel="1 / (1 - S)", ylabel="feature dimensionality D_f",
-          title="per-feature dimensionality clusters at simple fractions")
+          title="per-feature dimensionality D_f (dotted: simple fractions)")
     return fig
 
 
