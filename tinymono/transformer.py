@@ -5,8 +5,8 @@ One block, pre-layernorm, then a final layernorm and the unembedding (Transforme
     resid      = W_E[tokens] + W_pos[:T]                      embed
     resid_mid  = resid + attn(ln1(resid))                     causal multi-head attention
     post       = relu(ln2(resid_mid) @ W_in + b_in)           <- hook point mlp.hook_post
-    resid_post = resid_mid + post @ W_out + b_out            MLP
-    logits     = lnf(resid_post) @ W_U + b_U                 unembed
+    resid_post = resid_mid + post @ W_out + b_out             MLP
+    logits     = lnf(resid_post) @ W_U + b_U                  unembed
 
 The sparse autoencoder of later lessons reads `post`, the MLP's activations after the ReLU, at the hook
 point `mlp.hook_post`; to measure how much of the model's skill it keeps, the forward can also replace
