@@ -115,20 +115,13 @@ def test_a_step_is_backward_projection_adam_then_unit_rows():
     x = GT.sample(np.random.default_rng(9), cfg.batch_size)
     task = sae.SAETask(cfg, lambda rng, n: x[:n] if n <= len(x) else GT.sample(rng, n))
     p = {k: v.copy() for k, v in task.params.items()}
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(v) for k, v in p.items()}
-    b1, b2 = cfg.adam_betas
+    adam = Adam(p, betas=cfg.adam_betas, eps=cfg.adam_eps)  # checked by hand in test_gradcheck_optim
     for step in range(3):
         out, cache = sae.forward(p, x, cfg)
         g = sae.backward(p, cache, cfg)
         W = p["W_dec"]
         g["W_dec"] = g["W_dec"] - np.sum(g["W_dec"] * W, axis=1, keepdims=True) * W  # rows are unit norm
-        lr = cfg.lr * (1 - step / cfg.steps)  # linear decay from step 0
-        for k in p:
-            m[k] = b1 * m[k] + (1 - b1) * g[k]
-            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
-            mh, vh = m[k] / (1 - b1 ** (step + 1)), v[k] / (1 - b2 ** (step + 1))
-            p[k] = p[k] - lr * mh / (np.sqrt(vh) + cfg.adam_eps)
+        adam.step(p, g, lr=cfg.lr * (1 - step / cfg.steps))  # linear decay from step 0
         p["W_dec"] /= np.linalg.norm(p["W_dec"], axis=1, keepdims=True)
         task.step(step)
         for k in p:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tinymono import transformer as tr
 from tinymono.gradcheck import format_table, numerical_gradient, relative_error
+from tinymono.optim import Adam
 
 BUDGET = 1e-6  # float64 central differences of a correct backward land near 1e-9; a wrong one near 1
 # The whole model stacks three layer norms, whose curvature is large when a row's variance is small (d_model
@@ -327,7 +328,7 @@ def test_loss_is_the_next_token_cross_entropy_of_the_logits(fast):
     assert tr.loss_and_grads(params, tokens, cfg, fast=fast)[0] == pytest.approx(nats.mean(), rel=1e-6)
 
 
-def test_sampling_draws_from_the_tempered_top_k_softmax(monkeypatch):
+def test_sampling_draws_from_the_tempered_top_k_softmax():
     cfg = tr.TransformerConfig(d_vocab=9, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=6, init_range=1.0)
     params = tr.init(cfg, np.random.default_rng(0), np.float64)
     last = tr.forward(params, np.array([[1, 2, 3]]), cfg)[0][0, -1].astype(np.float64)
@@ -437,10 +438,9 @@ def test_a_training_step_clips_then_takes_an_adamw_step_at_the_scheduled_rate(ti
     tc = tr.TrainConfig(steps=10, batch=3, lr=1e-2, warmup=4, clip=0.05, weight_decay=0.5, val_windows=1)
     task = tr.TransformerTask(TINY, tc, tiny_corpus, fast=False)
     p = {k: v.astype(np.float64) for k, v in task.params.items()}
-    m, v = {k: np.zeros_like(a) for k, a in p.items()}, {k: np.zeros_like(a) for k, a in p.items()}
+    adamw = Adam(p, betas=tc.betas, weight_decay=tc.weight_decay)  # checked by hand in test_gradcheck_optim
     rng = np.random.default_rng()
     rng.bit_generator.state = task.batch_rng.bit_generator.state
-    b1, b2 = tc.betas
     norms = []
     for step in range(2):
         tokens = tiny_corpus.sample_windows("train", tc.batch, TINY.n_ctx + 1, rng)[0]
@@ -448,14 +448,7 @@ def test_a_training_step_clips_then_takes_an_adamw_step_at_the_scheduled_rate(ti
         norm = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in g.values()))
         norms.append(norm)
         assert norm > tc.clip, "the test needs gradients above the clipping norm"
-        lr = tc.lr * (step + 1) / tc.warmup
-        for k in p:
-            gk = g[k] * tc.clip / norm
-            if p[k].ndim >= 2:
-                p[k] *= 1 - lr * tc.weight_decay
-            m[k] = b1 * m[k] + (1 - b1) * gk
-            v[k] = b2 * v[k] + (1 - b2) * gk**2
-            p[k] -= lr * (m[k] / (1 - b1 ** (step + 1))) / (np.sqrt(v[k] / (1 - b2 ** (step + 1))) + 1e-8)
+        adamw.step(p, {k: a * tc.clip / norm for k, a in g.items()}, lr=tc.lr * (step + 1) / tc.warmup)
     out = task.run_chunk(0, 2)
     assert out["grad_norm"] == pytest.approx(np.mean(norms), rel=1e-4), "grad_norm reports the norm before clipping"
     for k in p:
