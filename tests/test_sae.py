@@ -166,7 +166,8 @@ def test_geometric_median_hand_cases():
     (dict(resample_at=(0.0,)), "resample_at"), (dict(dead_window=2.0), "dead_window"), (dict(backend="cuda"), "backend"),
     (dict(dtype="float16"), "dtype"), (dict(batch_size=0), "batch_size"), (dict(steps=-5), "steps"),
     (dict(sparse_below=1.5), "sparse_below"), (dict(resample_batches=0), "resample_batches"),
-    (dict(lr_decay_start=-0.1), "lr_decay_start"),
+    (dict(lr_decay_start=-0.1), "lr_decay_start"), (dict(resample_at=(1.0,)), "resample_at"),
+    (dict(steps=100, resample_at=(0.5, 0.996)), "never run"),
 ])
 def test_config_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -140,6 +140,32 @@ def test_task_resamples_on_schedule():
     assert np.all(task.params["b_enc"][:5] > -1e3)
 
 
+def test_resampled_latents_start_a_new_dead_window():
+    task = sae.SAETask(small_cfg(), GT)
+    task.since_fired[:] = np.arange(24) * 3  # latents 2, 3, ... have been silent for >= dead_window_steps = 6
+    idx = task.resample(15)
+    np.testing.assert_array_equal(idx, np.arange(2, 24))
+    np.testing.assert_array_equal(task.since_fired, [0, 3] + [0] * 22)
+    assert not task.dead().any() and task.resampled == [(15, 22)]
+
+
+def test_resampling_skips_all_zero_inputs():
+    """An all-zero input has the largest loss when b_dec is far from 0, but no direction to give a latent."""
+    rng = np.random.default_rng(0)
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, batch_size=16, dtype="float64")
+    params = sae.init(cfg, rng)
+    params["b_dec"][:] = 5.0
+    inputs = rng.standard_normal((40, 6))
+    inputs[::2] = 0
+    dead = np.arange(10) < 8
+    sae.resample_dead(params, Adam(params), dead, inputs, cfg, rng)
+    assert np.all(np.isfinite(params["W_dec"])) and np.all(np.isfinite(params["W_enc"]))
+    units = inputs[1::2] / np.linalg.norm(inputs[1::2], axis=1, keepdims=True)
+    assert np.all(np.abs(units @ params["W_dec"][dead].T - 1).min(axis=0) < 1e-12), "each new row is a nonzero input"
+    with pytest.raises(ValueError, match="all zeros"):
+        sae.resample_dead(params, Adam(params), dead, np.zeros((8, 6)), cfg, rng)
+
+
 # ----------------------------------------------------------------------------------------------------
 # training through the loop
 
@@ -182,7 +208,8 @@ def test_resume_is_bit_identical(tmp_path):
     resumed = sae.SAETask(cfg, GT)
     r2 = train(resumed, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)
     assert r2.resumed_from == 30
-    assert [s for s, _ in straight.resampled] == [15, 36] and [s for s, _ in resumed.resampled] == [36]
+    # the resampling record survives the checkpoint: the resumed run reports the resampling before step 30
+    assert [s for s, _ in straight.resampled] == [15, 36] and resumed.resampled == straight.resampled
     assert_same_state(state_of(straight), state_of(resumed), "resumed run vs uninterrupted run")
     for k in r1.history:
         np.testing.assert_array_equal(r1.history[k], r2.history[k], err_msg=f"history {k} differs after resume")

@@ -88,8 +88,12 @@ class SAEConfig:
             raise ValueError(f"lr and adam_eps must be positive, got {self.lr}, {self.adam_eps}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if not all(0 < f <= 1 for f in self.resample_at):
-            raise ValueError(f"resample_at must hold fractions of the run in (0, 1], got {self.resample_at}")
+        if not all(0 < f < 1 for f in self.resample_at):
+            raise ValueError(f"resample_at must hold fractions of the run in (0, 1), got {self.resample_at}")
+        late = [f for f in self.resample_at if self.steps and max(1, round(f * self.steps)) >= self.steps]
+        if late:
+            raise ValueError(f"resample_at {late} falls at or after the last of {self.steps} steps, so it would "
+                             "never run")
         if not 0 < self.dead_window <= 1:
             raise ValueError(f"dead_window must be a fraction of the run in (0, 1], got {self.dead_window}")
         if not 0 <= self.lr_decay_start <= 1:
@@ -399,8 +403,12 @@ def resample_dead(params, opt, dead, inputs, cfg, rng):
     losses = np.concatenate([per_input_loss(params, inputs[i:i + cfg.batch_size], cfg)
                              for i in range(0, len(inputs), cfg.batch_size)]).astype(np.float64)
     weight = losses**2
-    if weight.sum() == 0:  # a perfect reconstruction everywhere: draw uniformly
-        weight = np.ones_like(weight)
+    usable = np.linalg.norm(inputs, axis=1) > 0  # an all-zero input has no direction to give a latent
+    if not np.any(usable):
+        raise ValueError("every input offered for resampling is all zeros: no direction to resample toward")
+    weight[~usable] = 0
+    if weight.sum() == 0:  # a perfect reconstruction everywhere: draw uniformly among the usable inputs
+        weight = usable.astype(np.float64)
     chosen = rng.choice(len(inputs), size=dead_idx.size, replace=dead_idx.size > np.count_nonzero(weight),
                         p=weight / weight.sum())
     v = inputs[chosen].astype(np.float64)  # [n_dead, d_in]
@@ -439,7 +447,7 @@ class SAETask:
         self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired
         self.items_per_step = cfg.batch_size
         self.buffers = Buffers(cfg) if cfg.backend == "numba" else None
-        self.resampled = []  # (step, number of latents) for each resampling in this process
+        self.resampled = []  # (step, number of latents) for each resampling of the run (kept in checkpoints)
 
     def config_dict(self):
         return asdict(self.cfg)
@@ -459,14 +467,19 @@ class SAETask:
         """[d_sae] bool: latents that have not fired for dead_window_steps steps."""
         return self.since_fired >= self.cfg.dead_window_steps
 
+    def resample(self, step):
+        """Resample the dead latents from fresh batches; each starts a new dead window. -> their indices."""
+        inputs = np.concatenate([self.next_batch() for _ in range(self.cfg.resample_batches)])
+        idx = resample_dead(self.params, self.opt, self.dead(), inputs, self.cfg, self.rng)
+        self.since_fired[idx] = 0
+        self.resampled.append((step, int(idx.size)))
+        return idx
+
     def step(self, step):
         """One training step (resampling first when `step` is scheduled). Returns (loss, mse, l1, l0)."""
         cfg, params = self.cfg, self.params
         if step in cfg.resample_steps:
-            inputs = np.concatenate([self.next_batch() for _ in range(cfg.resample_batches)])
-            idx = resample_dead(params, self.opt, self.dead(), inputs, cfg, self.rng)
-            self.since_fired[idx] = 0
-            self.resampled.append((step, int(idx.size)))
+            self.resample(step)
         x = self.next_batch()
         result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" else None
         if result is None:  # the dense reference (also when too many latents are active for sparsity to pay)
@@ -495,7 +508,8 @@ class SAETask:
         rng_state = np.array(json.dumps(self.rng.bit_generator.state))  # 128-bit ints: JSON keeps them exact
         source = self.source.state_arrays() if hasattr(self.source, "state_arrays") else {}
         return {**{f"params.{k}": v for k, v in self.params.items()}, **self.opt.state_arrays(),
-                "since_fired": self.since_fired, "rng": rng_state, **source}
+                "since_fired": self.since_fired, "rng": rng_state,
+                "resampled": np.array(self.resampled, dtype=np.int64).reshape(-1, 2), **source}
 
     def load_state_arrays(self, arrays):
         shapes = param_shapes(self.cfg)
@@ -513,5 +527,7 @@ class SAETask:
         self.opt = Adam(self.params, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
         self.opt.load_state_arrays(arrays)
         self.since_fired = np.array(arrays["since_fired"], dtype=np.int64)
+        # the resampling record (absent from checkpoints written before it was kept)
+        self.resampled = [(int(s), int(n)) for s, n in np.asarray(arrays.get("resampled", np.zeros((0, 2))))]
         if hasattr(self.source, "load_state_arrays"):
             self.source.load_state_arrays(arrays)
