@@ -16,7 +16,7 @@
 # activation vector is a sparse, non-negative combination of them. If it works, its dictionary
 # directions are the model's features.
 #
-# What the paper says (PAPER.md section 3), in the shapes of SAELens:
+# What the paper says (Bricken et al. 2023), in the shapes of SAELens:
 #
 #     x_bar = x - b_dec
 #     f     = ReLU(x_bar @ W_enc + b_enc)          latents, mostly zero
@@ -158,7 +158,7 @@ lesson.savefig(fig, "gradcheck.png",
 # draws a batch from `toy_activations`, runs forward and backward, removes from each decoder row's
 # gradient its component along the row, takes an Adam step, renormalises the decoder rows, and records
 # which latents fired. At the scheduled steps it first resamples the latents that have not fired for a
-# while (PAPER.md section 3). The decoder constraint and the resampling:
+# while (Bricken et al. 2023). The decoder constraint and the resampling:
 
 # %%
 print(inspect.getsource(sae.project_decoder_grad))

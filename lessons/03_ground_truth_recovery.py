@@ -40,7 +40,7 @@ t_lesson = time.perf_counter()
 # %% [markdown]
 # ## The data
 #
-# What the paper says (PAPER.md section 2): d = 256, G = 512, decay 0.99, on average 5 active features,
+# What the paper says (Sharkey et al. 2022): d = 256, G = 512, decay 0.99, on average 5 active features,
 # coefficients U[0, 1]. `tinymono.groundtruth` draws the directions once from `seed` and then streams
 # batches from whatever `np.random.Generator` it is handed, so the SAE's training run owns its data
 # stream (and can checkpoint it). At smoke scale everything shrinks so the lesson runs in seconds.

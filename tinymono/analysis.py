@@ -1,7 +1,7 @@
 """Features against ground truth: what an SAE feature (or an MLP neuron) responds to, measured against
 the corpus labels, and what it does to the model's predictions.
 
-What the paper measures (PAPER.md section 3), for a unit's activations a over tokens and a label
+What the paper measures (Bricken et al. 2023), for a unit's activations a over tokens and a label
 indicator y (1 on bytes of, say, the `dna` context):
 - sensitivity, as the Pearson correlation of a with y (Arabic 0.74, DNA 0.8, base64 0.38, Hebrew 0.55
   for the best features; 0.10-0.18 for the best single neurons);

@@ -1,6 +1,6 @@
 """How good is a sparse autoencoder? Numbers against ground truth, and numbers available without it.
 
-Against known features (PAPER.md section 2), with true directions T [G, d] and learned decoder rows
+Against known features (Sharkey et al. 2022), with true directions T [G, d] and learned decoder rows
 D [n, d]:
 - `mmcs`: mean max cosine similarity, (1/G) sum_g max_j cos(T_g, D_j).
 - `fraction_recovered`: the share of true features whose best cosine is >= a threshold (0.9).

@@ -1,4 +1,4 @@
-"""The sparse autoencoder of "Towards Monosemanticity" (Bricken et al. 2023): PAPER.md section 3.
+"""The sparse autoencoder of "Towards Monosemanticity" (Bricken et al. 2023).
 
     x_bar = x - b_dec                              [B, d_in]   the same b_dec is subtracted here...
     f     = ReLU(x_bar @ W_enc + b_enc)            [B, d_sae]  latents: non-negative, mostly zero
@@ -389,7 +389,7 @@ def per_input_loss(params, x, cfg):
 
 
 def resample_dead(params, opt, dead, inputs, cfg, rng):
-    """Resample the latents where `dead` [d_sae] is True, in place (PAPER.md section 3):
+    """Resample the latents where `dead` [d_sae] is True, in place (the paper's recipe):
 
     1. each input of `inputs` [n, d_in] is weighted by the square of its loss;
     2. one input is drawn per dead latent with probability proportional to that weight;
