@@ -203,6 +203,25 @@ def test_groups_join_sibling_features():
         "feature 2 alone correlates best with Arabic (r ~0.71); only the specificity bar kept it out")
 
 
+def test_groups_find_a_sibling_behind_many_near_copies():
+    """Nine near-copies of a lead-byte feature correlate better on their own than the continuation-byte
+    sibling; the sibling (100% specific, single r ~0.3) must still be found to complete the group."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    context = rng.integers(0, 2, n)
+    lead = (context == 1) & (rng.random(n) < 0.85)
+    cont = (context == 1) & ~lead
+    copies = [lead * (rng.random(n) < 0.97) for _ in range(9)]
+    src = ArraySource(np.stack([*copies, cont], axis=1).astype(float), context, ("other", "arabic"), block_rows=4096)
+    report = an.analyse_units(src, families=("context",))
+    assert report.score("context", "arabic", "pearson")[9] < 0.35
+    g = an.label_groups(src, report, "context", k=3)["arabic"]
+    assert 9 in g["units"] and g["eligible"] == 10, g
+    summed = src.A[:, g["units"]].sum(axis=1)  # every column's max is 1
+    assert g["pearson"] == pytest.approx(an.pearson(summed[:, None], context == 1)[0], abs=1e-9)
+    assert g["pearson"] > max(g["singles"]) + 0.1, g
+
+
 def test_best_units_need_coverage_for_specificity():
     src, context = planted()
     A = np.concatenate([src.A, np.zeros((len(src.A), 1), np.float32)], axis=1)
@@ -263,18 +282,29 @@ def test_top_examples_are_apart_and_centred(store, sparse_sae):
     assert an.top_examples(src, report, 5) == [], "a dead latent has no examples"
 
 
+def test_top_examples_look_past_one_crowded_stretch():
+    """The report keeps only its top_k rows; when they all sit in one stretch, the rest of the column is read."""
+    a = np.zeros((400, 1))
+    a[100:140, 0] = 5.0 + np.arange(40) / 40  # one long stretch holds the 40 strongest activations
+    scattered = [10, 200, 250, 330, 390]
+    a[scattered, 0] = [1.0, 2.0, 3.0, 4.0, 0.5]
+    src = ArraySource(a, np.zeros(400, np.uint8), ["text"])
+    report = an.analyse_units(src, families=("context",), top_k=8)
+    rows = [e["row"] for e in an.top_examples(src, report, 0, k=8, before=10, after=2)]
+    assert rows == [139, 128, 117, 106, 330, 250, 200, 10], rows
+
+
 # ----------------------------------------------------------------------------------------------------
 # logit weights, ablation, loss recovered
 
 
 def test_logit_weights_match_the_direct_effect_on_the_logits():
-    """Without layer norms and with W_out rows of zero mean (so mean removal is a no-op), adding alpha * d
-    to the MLP activations moves the logits by exactly alpha * logit_weights(d)."""
+    """Without layer norms (so nothing is approximated), adding alpha * d to the MLP activations moves the
+    logits by exactly alpha * logit_weights(d)."""
     cfg = tr.TransformerConfig(d_vocab=11, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=4, layernorm=False)
     rng = np.random.default_rng(0)
     params = tr.init(cfg, rng, dtype=np.float64)
-    params["W_out"] = rng.standard_normal((5, 6))
-    params["W_out"] -= params["W_out"].mean(axis=1, keepdims=True)
+    params["W_out"] = rng.standard_normal((5, 6)) + 1.0  # rows far from zero mean
     d = rng.standard_normal(5)
     tokens = rng.integers(0, 11, (2, 4))
     clean, _ = tr.forward(params, tokens, cfg)
@@ -371,6 +401,7 @@ def test_feature_cards(store, sparse_sae):
     cards = an.feature_cards(src, report, tiny_model(), TINY, [0, 5], n_examples=3)
     live, dead = cards
     assert len(live["examples"]) == 3 and dead["examples"] == [] and dead["density"] == 0
+    assert dead["best"]["label"] == "-", "a unit that never fires matches no label"
     ex = live["examples"][0]
     assert sum(c for _, _, c in ex["pieces"]) == 1, "exactly one piece holds the activating byte"
     center_act = next(a for _, a, c in ex["pieces"] if c)

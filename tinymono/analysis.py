@@ -358,19 +358,22 @@ def best_units(report, family, min_coverage=0.05):
     return out
 
 
-def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, n_candidates=8):
+def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, n_candidates=64):
     """For each label, a greedy group of at most k units, each with specificity >= min_specificity for
     the label, whose summed max-normalised activation sum_i a_i / max_i correlates best with the label.
-    Third pass: the covariances of the candidates (the n_candidates best-correlated eligible units per
-    label), over their columns only. -> {label: {"units": [...], "pearson": r, "singles": [r_i ...]}}."""
+    Third pass: the covariances of the candidates, over their columns only. The candidates are the
+    eligible units with the n_candidates best single correlations (a cap on the third pass's cost; our
+    runs have at most a few dozen eligible units per context, so it leaves none out), since a sibling
+    with a low correlation of its own can complete a group.
+    -> {label: {"units": [...], "pearson": r, "singles": [r_i ...], "eligible": number of eligible units}}."""
     f, names = report.families[family], report.names[family]
     labels = names if labels is None else labels
-    cands = {}
+    cands, eligible = {}, {}
     for label in labels:
         l = names.index(label)
         r = np.where((f["specificity"][l] >= min_specificity) & (f["pearson"][l] > 0), f["pearson"][l], -np.inf)
         order = np.argsort(-r, kind="stable")[:n_candidates]
-        cands[label] = order[np.isfinite(r[order])]
+        cands[label], eligible[label] = order[np.isfinite(r[order])], int(np.isfinite(r).sum())
     union = np.unique(np.concatenate([np.zeros(0, np.int64), *cands.values()]))
     C = len(union)
     n, mean, cov = 0, np.zeros(C), np.zeros((C, C))  # Chan's merge again, for a [C, C] co-moment matrix
@@ -406,7 +409,7 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
             group.append(j)
             best = trial[j]
         out[label] = {"units": [int(members[j]) for j in group], "pearson": float(best),
-                      "singles": [float(f["pearson"][l, members[j]]) for j in group]}
+                      "singles": [float(f["pearson"][l, members[j]]) for j in group], "eligible": eligible[label]}
     return out
 
 
@@ -504,13 +507,28 @@ def format_example(tokens, center, mark=("\u27e6", "\u27e7")):
 
 
 def top_examples(source, report, unit, k=8, before=32, after=8):
-    """The unit's k strongest activations as examples, at least `before` rows apart (one stretch of text
+    """The unit's k strongest activations as examples, more than `before` rows apart (one stretch of text
     would otherwise fill the list): [{"row", "activation", "tokens" [w], "acts" [w], "center"}], the
-    window running from `before` bytes before the activating byte to `after` after it."""
-    store, chosen = source.store, []
-    for v, r in zip(report.top_values[:, unit], report.top_rows[:, unit]):
-        if v > 0 and all(abs(int(r) - c) > before for c in chosen) and len(chosen) < k:
-            chosen.append(int(r))
+    window running from `before` bytes before the activating byte to `after` after it.
+
+    The candidates are the report's top_k rows; when they crowd into fewer than k stretches and the unit
+    fires elsewhere too, the unit's whole column is read once to find the rest."""
+    store = source.store
+
+    def pick(values, rows):
+        chosen = []
+        for v, r in zip(values, rows):
+            if len(chosen) == k or v <= 0:
+                break
+            if all(abs(int(r) - c) > before for c in chosen):
+                chosen.append(int(r))
+        return chosen
+
+    chosen = pick(report.top_values[:, unit], report.top_rows[:, unit])
+    if len(chosen) < k and report.density[unit] * report.n_rows > np.count_nonzero(report.top_values[:, unit]):
+        column = np.concatenate([X[:, 0] for _, X in source.blocks(units=np.array([unit]))])
+        order = np.argsort(-column, kind="stable")
+        chosen = pick(column[order], order)
     out = []
     for r in chosen:
         lo, hi = max(0, r - before), min(source.n_rows, r + after + 1)
@@ -533,9 +551,8 @@ def logit_weights(params, cfg, direction):
     norm approximated as mean removal (times its gain: a model whose gain is folded into W_U, as the
     paper's, needs no gain), then W_U."""
     r = np.asarray(direction, dtype=np.float64) @ params["W_out"]  # [D]
-    r = r - r.mean()
-    if cfg.layernorm:
-        r = r * params["lnf_w"]
+    if cfg.layernorm:  # a model without layer norms (layernorm=False) has nothing to approximate
+        r = (r - r.mean()) * params["lnf_w"]
     return r @ params["W_U"]  # [V]
 
 
@@ -641,7 +658,7 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
     cards = []
     for u in units:
         u = int(u)
-        l = int(np.argmax(f["pearson"][:, u]))
+        l = int(np.argmax(f["pearson"][:, u]))  # a unit correlating with no label gets "-" below
         examples = []
         for ex in top_examples(source, report, u, n_examples, before, after):
             pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["center"] < b)
@@ -651,7 +668,8 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
         promoted, suppressed = top_logits(logit_weights(params, cfg, W_dec[u]), n_logits)
         cards.append({"unit": u, "kind": report.kind, "density": float(report.density[u]),
                       "max": float(report.max[u]),
-                      "best": {"label": names[l], **{s: float(f[s][l, u]) for s in SCORES}},
+                      "best": {"label": names[l] if f["pearson"][l, u] > 0 else "-",
+                               **{s: float(f[s][l, u]) for s in SCORES}},
                       "examples": examples,
                       "histogram": {"edges": edges.tolist(), "labels": list(names), "counts": counts.tolist(),
                                     "zeros": zeros.tolist()},
