@@ -82,6 +82,52 @@ def test_reproduce_report_and_reuse(smoke):
     assert second.returncode == 0, second.stdout[-3000:]
     reused = [line for line in second.stdout.splitlines() if "finished earlier, reused" in line]
     assert len(reused) == len(LESSONS), "a second call must reuse every finished stage:\n" + second.stdout[-3000:]
+    third = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(runs), "--only", "07"], timeout=600)
+    assert third.returncode == 0, third.stdout[-3000:]
+    assert (runs / "smoke" / "report.md").read_text() == report, "--only must not drop the other stages from the report"
+
+
+def test_reproduce_rejects_bad_arguments(tmp_path):
+    nothing = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(tmp_path), "--only", "zzz"], 60)
+    assert nothing.returncode == 2 and "matches no lesson" in nothing.stderr, nothing.stderr
+    (tmp_path / "afile").write_text("")
+    bad_out = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(tmp_path / "afile")], 60)
+    assert bad_out.returncode == 2 and "cannot write into --out" in bad_out.stderr, bad_out.stderr
+    assert "Traceback" not in nothing.stderr + bad_out.stderr
+
+
+FAKE_LESSON = '''
+import pathlib, signal, sys, time
+runs = pathlib.Path(sys.argv[sys.argv.index("--runs") + 1])
+def save(*_):
+    time.sleep(0.5)  # a checkpoint takes a moment to write
+    print("saved", flush=True)
+    (runs / "saved").write_text("ok")
+    sys.exit(3)
+signal.signal(signal.SIGINT, save)
+print("training", flush=True)
+time.sleep(30)
+'''
+
+
+def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path):
+    """A SIGINT sent to `reproduce` alone (as `kill -INT` or `timeout -s INT` do) must reach the lesson,
+    which saves its checkpoint; reproduce relays the lesson's output until it has exited."""
+    import signal
+    import time
+
+    (tmp_path / "99_fake.py").write_text(FAKE_LESSON)
+    driver = ("import sys; from pathlib import Path; from tinymono.reproduce import run_stage; "
+              f"run_stage(Path({str(tmp_path / '99_fake.py')!r}), 'smoke', Path({str(tmp_path)!r}), "
+              f"Path({str(tmp_path / 'log')!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "training" in proc.stdout.readline()
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert (tmp_path / "saved").exists(), "the stage never got the interrupt, so it could not save"
+    assert "saved" in out and "saved" in (tmp_path / "log").read_text(), "output after the interrupt must be relayed"
+    assert "KeyboardInterrupt" in err, "reproduce re-raises once the stage has exited"
 
 
 def test_lesson_05_reuses_its_cached_model(smoke):

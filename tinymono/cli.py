@@ -39,7 +39,13 @@ def _bench(args):
 def _reproduce(args):
     from tinymono.reproduce import reproduce
 
-    return reproduce(args.out, args.scale, force=args.force, only=args.only)
+    try:
+        return reproduce(args.out, args.scale, force=args.force, only=args.only)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv=None):
@@ -48,7 +54,11 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
     rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
-    rep.add_argument("--scale", choices=SCALES, default="default")
+    rep.add_argument("--scale", choices=SCALES, default="default",
+                     help="smoke: about a minute, too small for the bars (checks print SKIP); default: about "
+                          "30 minutes on 2 cores; rare: default's sizes on a corpus with rarer generated contexts, "
+                          "the transformer trained twice as long; full: larger sizes, several hours "
+                          "(default: default)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
     rep.set_defaults(func=_reproduce)

@@ -27,13 +27,27 @@ from pathlib import Path
 SCALES = ("smoke", "default", "rare", "full")
 
 
+def _interrupt_hook(previous, cache):
+    """An excepthook that ends a Ctrl-C with one line instead of a traceback (training saved its checkpoint
+    before re-raising the interrupt)."""
+    def hook(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            print(f"\ninterrupted; finished training and checkpoints are kept in {cache}: run the same command "
+                  "again to resume", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+    return hook
+
+
 class Lesson:
     def __init__(self, name, argv=None):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
         parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"))
         parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
                             help="root folder for figures and cached models (default: ./runs)")
-        args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)  # notebooks add their own args
+        args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+        if unknown and "ipykernel" not in sys.modules:  # a notebook's kernel adds arguments of its own
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {args.scale!r}")
         self.name, self.scale = name, args.scale
@@ -44,6 +58,8 @@ class Lesson:
         self.results = []  # (status, name, value, bar)
         self.figures = []  # (filename, caption)
         self._t0 = time.perf_counter()
+        if "ipykernel" not in sys.modules:
+            sys.excepthook = _interrupt_hook(sys.excepthook, self.cache)
         print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
 
     def pick(self, smoke, default, full=None):

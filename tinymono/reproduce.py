@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,16 +36,32 @@ def _result_path(root, scale, lesson):
 
 def run_stage(lesson, scale, root, log):
     """Run one lesson as a child process, streaming its output to the terminal and to `log`. Returns
-    (exit code, seconds)."""
+    (exit code, seconds).
+
+    Ctrl-C: the child runs in a session of its own, so the terminal's interrupt reaches only this process,
+    which passes exactly one SIGINT on (the training loop saves its checkpoint on the first, and gives up
+    at once on a second), keeps relaying the child's output until it has exited, then re-raises."""
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--runs", str(root)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                text=True, env=env, bufsize=1) as proc:
-        for line in proc.stdout:
-            sys.stdout.write(f"  | {line}")
-            fh.write(line)
-        code = proc.wait()
+    with open(log, "w") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                                env=env, bufsize=1, start_new_session=True) as proc:
+        def relay():
+            for line in proc.stdout:
+                sys.stdout.write(f"  | {line}")
+                fh.write(line)
+            return proc.wait()
+
+        try:
+            code = relay()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            try:
+                relay()
+            except KeyboardInterrupt:  # a second Ctrl-C: the child stops at once
+                proc.send_signal(signal.SIGINT)
+                relay()
+            raise
     return code, time.perf_counter() - t0
 
 
@@ -85,17 +102,26 @@ def write_report(root, scale, stages):
 
 def reproduce(root="runs", scale="default", force=False, only=None):
     """Run every stage (or those whose names contain one of `only`), write the report, print the
-    verification table. Returns the exit code: 0 only if every stage finished and no check failed."""
+    verification table. The report and the table cover every stage with a result, including those
+    finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
+    check failed. Raises ValueError for an --out that cannot be written or an --only that matches nothing."""
     root = Path(root)
-    (root / scale / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        (root / scale / "logs").mkdir(parents=True, exist_ok=True)
+        probe = root / scale / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write into --out {root}: {e.strerror or e}") from e
     todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
-    stages, failed = [], False
+    if not todo:
+        raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
+                         + ", ".join(p.stem for p in lessons()))
+    ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
         result = _result_path(root, scale, lesson)
         if result.exists() and not force:
-            seconds = json.loads(result.read_text())["seconds"]
             print(f"[{i}/{len(todo)}] {lesson.stem}: finished earlier, reused ({result})")
-            stages.append((lesson, "reused", seconds))
             continue
         result.unlink(missing_ok=True)
         print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
@@ -107,8 +133,15 @@ def reproduce(root="runs", scale="default", force=False, only=None):
             raise
         status = "ok" if code == 0 else f"exit {code}"
         failed |= code != 0
-        stages.append((lesson, status, seconds))
+        ran[lesson] = (status, seconds)
         print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
+    stages = []  # every stage run now, or finished earlier: (lesson, status, seconds)
+    for lesson in lessons():
+        path = _result_path(root, scale, lesson)
+        if lesson in ran:
+            stages.append((lesson, *ran[lesson]))
+        elif path.exists():
+            stages.append((lesson, "reused", json.loads(path.read_text())["seconds"]))
     report = write_report(root, scale, stages)
     checks = []
     for lesson, _, _ in stages:
@@ -117,9 +150,13 @@ def reproduce(root="runs", scale="default", force=False, only=None):
     print("\nverification against ground truth")
     for stem, c in checks:
         print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
-    failed |= any(c["status"] == "FAIL" for _, c in checks) or any(not _result_path(root, scale, l).exists()
-                                                                    for l, _, _ in stages)
-    print("\nwall time per stage: " + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s in stages))
+    unfinished = [l.stem for l, _, _ in stages if not _result_path(root, scale, l).exists()]
+    failed |= any(c["status"] == "FAIL" for _, c in checks) or bool(unfinished)
+    print("\nwall time per stage (a reused stage: the time it took when it ran): "
+          + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s in stages))
     counts = {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}
-    print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+    print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
+          + (" (SKIP: smoke scale is too small for the bars)" if counts["SKIP"] else ""))
+    if unfinished:
+        print(f"did not finish: {', '.join(unfinished)} (logs in {root / scale / 'logs'})")
     return 1 if failed else 0
