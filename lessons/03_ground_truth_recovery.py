@@ -303,7 +303,7 @@ lesson.savefig(fig, "correlated.png",
 # feature is found, and the spare latents die (7.8% dead at 1.2x, 40% at 2x).
 
 # %%
-lesson.check("MMCS of the main SAE vs the 512 true features", main["mmcs"], main["mmcs"] >= 0.99, ">= 0.99")
+lesson.check(f"MMCS of the main SAE vs the {G} true features", main["mmcs"], main["mmcs"] >= 0.99, ">= 0.99")
 lesson.check("true features recovered at cos >= 0.9", main["recovered"], main["recovered"] >= 0.98, ">= 0.98")
 lesson.check("dead latents of the main SAE (fraction)", main["dead"], main["dead"] < 0.05, "< 0.05")
 print(f"lesson time {time.perf_counter() - t_lesson:.0f} s")

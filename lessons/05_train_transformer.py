@@ -116,7 +116,7 @@ cfg, train_cfg = pipeline.transformer_configs(lesson.scale)
 print(cfg)
 print(train_cfg)
 print(f"{tr.n_params(cfg):,} parameters; {train_cfg.steps:,} steps of {train_cfg.batch * cfg.n_ctx:,} tokens "
-      f"({train_cfg.steps * train_cfg.batch * cfg.n_ctx / 1e6:.0f}M tokens)")
+      f"({train_cfg.steps * train_cfg.batch * cfg.n_ctx / 1e6:.3g}M tokens)")
 # builds a TransformerTask and runs tinymono.train.train on it, checkpointing to lesson.cache/transformer.npz
 corpus, params, cfg, task, result = pipeline.get_transformer(lesson.scale, lesson.cache)
 if result.resumed_from == train_cfg.steps:
@@ -135,8 +135,8 @@ final = task.evals[-1]
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
 steps = result.history["step"]
-ax.plot(steps, result.history["bpb"], label="training batches")
-ax.plot(steps, result.history["val_bpb"], label="16 validation windows")
+ax.plot(steps, result.history["bpb"], label="training batches", marker="o", ms=2)
+ax.plot(steps, result.history["val_bpb"], label="16 validation windows", marker="o", ms=2)
 ax.axhline(unigram["overall"], color="grey", ls=":", label=f"unigram ({unigram['overall']:.2f})")
 ax.axhline(bigram["overall"], color="grey", ls="--", label=f"bigram ({bigram['overall']:.2f})")
 ax.set_xlabel("step")

@@ -167,6 +167,18 @@ def test_a_store_refuses_a_different_harvest(tmp_path):
     assert done.meta["complete"], "the same model read from another checkpoint path must be able to continue"
 
 
+def test_a_truncated_store_says_which_file_and_what_to_do(tmp_path):
+    corpus = synthetic_corpus(400)
+    act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False)
+    for name in ("acts", "tokens"):
+        path = tmp_path / "s" / f"{name}.npy"
+        kept = path.read_bytes()
+        path.write_bytes(kept[:len(kept) // 2])
+        with pytest.raises(ValueError, match=f"{name}.npy .*delete .* harvest again"):
+            act.ActivationStore(tmp_path / "s").tokens
+        path.write_bytes(kept)
+
+
 def test_non_overlapping_windows_keep_every_position(tmp_path):
     corpus, params = synthetic_corpus(160), tiny_model()
     store = act.harvest(params, TINY, corpus, tmp_path / "s", stride=TINY.n_ctx, fast=False)

@@ -185,11 +185,19 @@ class ActivationStore:
         if dtype != self.dtype or shape != (self.meta["n_rows"], self.d):
             raise ValueError(f"{self.path}/acts.npy: {dtype} {shape}, meta.json says {self.dtype} "
                              f"({self.meta['n_rows']}, {self.d})")
+        size, want = (self.path / "acts.npy").stat().st_size, self._offset + shape[0] * shape[1] * dtype.itemsize
+        if size < want:
+            raise ValueError(f"{self.path}/acts.npy is truncated ({size:,} of {want:,} bytes): delete {self.path} "
+                             "and harvest again")
         self._mapped = {}
 
     def _map(self, name):
         if name not in self._mapped:
-            self._mapped[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")[: self.n_rows]
+            try:
+                self._mapped[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")[: self.n_rows]
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{self.path}/{name}.npy cannot be read ({e}): delete {self.path} and harvest "
+                                 "again") from e
         return self._mapped[name]
 
     acts = property(lambda self: self._map("acts"), doc="[n_rows, d_mlp] memory map")
