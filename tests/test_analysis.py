@@ -246,6 +246,8 @@ def test_comparison_table_carries_the_papers_numbers():
     neuron_part = next(line for line in text.splitlines() if line.startswith("arabic")).split("|")[2].split()
     n = arabic["neuron"]
     assert neuron_part == [str(n["unit"])] + [f"{100 * n[s]:.0f}" for s in ("pearson", "specificity", "auroc")]
+    err = max(r[who]["auroc_err"] for r in rows for who in ("feature", "neuron"))
+    assert f"within {err:.4f} of the exact AUROC" in text, "the table must say how far its AUROCs may be off"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -425,7 +425,7 @@ def comparison_table(features, neurons, groups=None, family="context", labels=No
         row = {"label": label, "tokens": int(features.families[family]["count"][l])}
         for who, report, best in (("feature", features, best_f), ("neuron", neurons, best_n)):
             u = best[label]["pearson"][0]
-            row[who] = {"unit": u, **{s: float(report.families[family][s][l, u]) for s in SCORES}}
+            row[who] = {"unit": u, **{s: float(report.families[family][s][l, u]) for s in (*SCORES, "auroc_err")}}
         if groups is not None and label in groups:
             row["group"] = groups[label]
         row["paper"] = {"pearson": PAPER["pearson"].get(label), "specificity": PAPER["specificity"].get(label),
@@ -450,6 +450,8 @@ def format_comparison(rows):
                      f"{pct(f['specificity'])} {pct(p['specificity']):>4} {pct(f['specificity_high'])} "
                      f"{pct(p['specificity_high']):>4} {pct(f['auroc'])} | {nu['unit']:>6} {pct(nu['pearson'])} "
                      f"{pct(nu['specificity'])} {pct(nu['auroc'])} | {gtext}")
+    err = max((r[who].get("auroc_err", 0.0) for r in rows for who in ("feature", "neuron")), default=0.0)
+    lines.append(f"(auc: from per-label histograms, each within {err:.4f} of the exact AUROC)")
     return "\n".join(lines)
 
 
