@@ -120,6 +120,13 @@ def _card_html(card, max_examples):
             f'<h3>top examples</h3>{examples or "<p>never fires</p>"}</section>')
 
 
+LEGEND = ("Scores are against the label each feature correlates with best (r: Pearson correlation; "
+          "specificity: the share of its activation mass on that label, overall and above half its max; "
+          "'-': it matches no label). In examples, the shade of a piece is the activation there, the piece outlined in red "
+          "holds the example's activating byte, \u241e is the document separator (its label is 'separator'), "
+          "and \\xNN is a byte that is not printable on its own.")
+
+
 def _index_html(cards):
     head = "".join(f'<th{cls} onclick="sortBy(this)">{name}</th>' for name, cls in
                    (("unit", ""), ("log10 density", ""), ("best label", ' class="l"'), ("r", ""),
@@ -146,6 +153,7 @@ def write_browser(path, cards, *, title="tinymono feature browser", summary=None
                            for k, v in (summary or {}).items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<style>{CSS}</style><script>{JS}</script></head><body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
+            f'<p>{esc(LEGEND)}</p>'
             f'{_index_html(cards)}{"".join(_card_html(c, max_examples) for c in cards)}</body></html>\n')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
