@@ -72,6 +72,14 @@ def test_resume_with_other_chunking_gives_the_same_numbers(tmp_path):
         np.testing.assert_array_equal(a.params[k], c.params[k])
 
 
+def test_a_finished_run_is_loaded_not_written_again(tmp_path):
+    train(toy.ToyTask(CFG), CFG.steps, chunk_steps=30, checkpoint=tmp_path / "c", progress=False)
+    path = tmp_path / "c.npz"
+    os.utime(path, ns=(0, 0))  # mark it: a rewrite would give it a new modification time
+    result = train(toy.ToyTask(CFG), CFG.steps, chunk_steps=30, checkpoint=tmp_path / "c", progress=False)
+    assert result.resumed_from == CFG.steps and path.stat().st_mtime_ns == 0, "the checkpoint was rewritten"
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     path = tmp_path / "toy.npz"
     with pytest.raises(NonFiniteError, match=r"non-finite.*steps 30\.\.39.*step 30\) is kept"):

@@ -170,7 +170,8 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
                 if path is not None and time.perf_counter() - last_save >= save_every:
                     save()
                     last_save = time.perf_counter()
-        save()
+        if step != saved_step:  # a finished run loaded from its checkpoint is not written again
+            save()
     finally:
         bar.close()
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
