@@ -4,6 +4,7 @@ resume (alone and inside an SAE run through the shared loop), and flat memory.""
 import contextlib
 import gc
 import json
+import os
 
 import numpy as np
 import pytest
@@ -165,6 +166,10 @@ def test_a_store_refuses_a_different_harvest(tmp_path):
         act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False, stride=16)
     done = act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False, checkpoint="moved/model.npz")
     assert done.meta["complete"], "the same model read from another checkpoint path must be able to continue"
+    os.utime(tmp_path / "s" / "meta.json", ns=(0, 0))
+    again = act.harvest(tiny_model(seed=0), TINY, corpus, tmp_path / "s", fast=False)
+    assert len(again) == len(done) and (tmp_path / "s" / "meta.json").stat().st_mtime_ns == 0, \
+        "a complete store is opened, not written again"
 
 
 def test_a_truncated_store_says_which_file_and_what_to_do(tmp_path):

@@ -332,6 +332,8 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
             raise ValueError(f"{path} holds a store harvested differently (differs in {diff}); use another "
                              "path, or delete it to start over")
         meta = old
+        if meta["complete"]:  # nothing left to harvest: open it, writing nothing
+            return ActivationStore(path)
     else:
         path.mkdir(parents=True, exist_ok=True)
         for name, (dt, shape) in files.items():  # header written, data space reserved (a sparse file)
