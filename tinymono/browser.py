@@ -122,9 +122,9 @@ def _card_html(card, max_examples):
 
 LEGEND = ("Scores are against the label each feature correlates with best (r: Pearson correlation; "
           "specificity: the share of its activation mass on that label, overall and above half its max; "
-          "'-': it matches no label). In examples, the shade of a piece is the activation there, the piece outlined in red "
-          "holds the example's activating byte, \u241e is the document separator (its label is 'separator'), "
-          "and \\xNN is a byte that is not printable on its own.")
+          "'-': it matches no label). In examples, the shade of a piece is the activation there, the piece "
+          "outlined in red holds the example's activating byte, \u241e is the document separator (its label "
+          "is 'separator'), and \\xNN is a byte that is not printable on its own.")
 
 
 def _index_html(cards):
