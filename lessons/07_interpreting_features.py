@@ -72,8 +72,8 @@ rows = analysis.comparison_table(feat_report, neuron_report, groups, "context")
 print(analysis.format_comparison(rows))
 by_label = {r["label"]: r for r in rows}
 headroom = [1 - by_label[label]["neuron"]["pearson"] for label in GENERATED]
-print(f"\nthe most a feature could lead the best neuron (a feature with r = 1): {min(headroom):.3f} in the "
-      f"worst context, {np.mean(headroom):.3f} on average")
+print(f"\nthe most a feature could lead the best neuron (a feature with r = 1): {np.mean(headroom):.3f} on "
+      f"average, {min(headroom):.3f} in the context with the best neuron")
 
 fig, ax = plt.subplots(figsize=(9, 3.8))
 labels = [r["label"] for r in rows]
@@ -100,8 +100,9 @@ lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context la
 # polysemantic in the neurons (the neuron's `spec` column gives the share of its activation mass on the
 # context). The line under the table bounds what any SAE could do against such neurons: a feature that
 # matched its context exactly would lead by 1 minus the neuron's r. In our default runs that was 0.02 for
-# DNA and 0.20 on average, so the checks below would need five perfect features. Lesson 01 says why this can happen: superposition is a response to having more useful,
-# sparse features than dimensions. The paper's model read the Pile, where DNA is a vanishing share of
+# DNA and 0.20 on average, so the checks below would need five perfect features. Lesson 01 says why
+# neurons can be this clean: superposition is a response to having more useful, sparse features than
+# dimensions. The paper's model read the Pile, where DNA is a vanishing share of
 # the text, so a context like DNA had to share neurons. Ours reads a small corpus of Python, English and
 # five synthetic contexts, each 2-3% of the bytes: DNA is dense and important enough to earn neurons of
 # its own, and the model gives them. Rarer contexts move the neurons the paper's way. We measured, with
