@@ -189,6 +189,28 @@ def test_numba_and_numpy_backends_agree():
                                    err_msg=f"the sparse path must train exactly like the dense one ({k})")
 
 
+def test_switching_between_sparse_and_dense_steps_changes_nothing(monkeypatch):
+    """With sparse_below near the active fraction the numba task alternates between its sparse kernels and
+    the dense reference (and resamples twice); it must still train exactly like the dense NumPy task."""
+    sparse_steps = []
+    real = sae.train_step_sparse
+
+    def spy(*args):
+        out = real(*args)
+        sparse_steps.append(out is not None)
+        return out
+
+    monkeypatch.setattr(sae, "train_step_sparse", spy)
+    tasks = [sae.SAETask(small_cfg(backend=b, dtype="float64", sparse_below=0.4), GT) for b in ("numpy", "numba")]
+    for t in tasks:
+        t.run_chunk(0, t.cfg.steps)
+    assert 10 < sum(sparse_steps) < len(sparse_steps) - 10, f"the test needs both paths: {sparse_steps}"
+    assert tasks[1].resampled == tasks[0].resampled and len(tasks[0].resampled) == 2
+    for k in tasks[0].params:
+        np.testing.assert_allclose(tasks[1].params[k], tasks[0].params[k], rtol=1e-8, atol=1e-10,
+                                   err_msg=f"mixing sparse and dense steps changed {k}")
+
+
 def state_of(task):
     return {k: np.array(v) for k, v in task.state_arrays().items()}
 
