@@ -71,6 +71,14 @@ def test_indicator_constant_and_silent_units():
         an.pearson(A, labels)  # label ids, not an indicator
 
 
+def test_analysis_refuses_negative_or_nan_activations():
+    A = np.ones((10, 2))
+    for bad, word in ((-1.0, "go down to"), (np.nan, "NaN in rows 4..7")):
+        A[7, 1] = bad
+        with pytest.raises(ValueError, match=word):
+            an.analyse_units(ArraySource(A, np.zeros(10, np.uint8), ["text"], block_rows=4), families=("context",))
+
+
 def test_specificity_above_half_max_by_hand():
     a = np.array([[0.0], [1.0], [4.0], [10.0], [6.0]])
     y = np.array([True, True, False, True, False])

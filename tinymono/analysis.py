@@ -324,6 +324,8 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
     for lo, A in source.blocks():
         lowest = A.min() if A.size else 0.0
+        if np.isnan(lowest):
+            raise ValueError(f"{source.kind} activations hold NaN in rows {lo}..{lo + len(A) - 1}")
         if lowest < 0:
             raise ValueError(f"{source.kind} activations go down to {lowest:.3g}: these scores assume non-negative "
                              "units (ReLU neurons, SAE latents)")
