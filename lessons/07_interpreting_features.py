@@ -161,6 +161,10 @@ fig, axes = plt.subplots(1, len(GENERATED), figsize=(3.2 * len(GENERATED), 3.2),
 names = feat_report.names["context"]
 for ax, label in zip(axes, GENERATED):
     u = by_label[label]["feature"]["unit"]
+    if by_label[label]["tokens"] == 0:  # possible at smoke scale: too little held-out text
+        print(f"\n=== {label}: no {label} bytes in the held-out text at this scale, so no feature to show")
+        ax.set_axis_off()
+        continue
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
     for ex in analysis.top_examples(features, feat_report, u, k=3, before=24, after=4):
