@@ -122,7 +122,8 @@ corpus, params, cfg, task, result = pipeline.get_transformer(lesson.scale, lesso
 if result.resumed_from == train_cfg.steps:
     print("the trained model was already in the cache: reused it")
 else:
-    print(f"trained in {result.seconds / 60:.1f} min ({train_cfg.steps * task.items_per_step / result.seconds:,.0f} "
+    run = train_cfg.steps - (result.resumed_from or 0)  # the steps this call ran (after a resume, fewer)
+    print(f"trained {run:,} steps in {result.seconds / 60:.1f} min ({run * task.items_per_step / result.seconds:,.0f} "
           "tokens/s on average, evaluations included)")
 final = task.evals[-1]
 
@@ -151,8 +152,9 @@ lesson.savefig(fig, "loss_curve.png",
 # %% [markdown]
 # ## Bits per byte, label by label
 #
-# The whole validation split, each byte scored with at least 65 bytes of context before it. Generated
-# labels should sit just above their floors; real text well below the bigram model. The last lines show
+# The whole validation split, each byte past the first 64 scored with at least 65 bytes of context
+# before it. Generated labels should sit just above their floors; real text well below the bigram
+# model. The last lines show
 # the per-label numbers of the evaluation in the middle of training, which scores only the first
 # `eval_tokens` validation bytes (200,000). At the default scale those hold no Hebrew (its first byte
 # comes at about 242,000), so Hebrew is missing there.

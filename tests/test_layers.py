@@ -120,6 +120,9 @@ def test_cross_entropy_huge_logits():
     # token 0: the target has all the mass (loss 0); token 1: log-prob of the middle logit is -1e4
     assert np.isfinite(loss) and loss == pytest.approx(1e4 / 2), f"loss {loss} should be (0 + 1e4) / 2"
     np.testing.assert_allclose(dlogits, [[0, 0, 0], [0.5, -0.5, 0]], atol=1e-12)
+    _, cache = L.cross_entropy_forward(logits, np.array([1, 2]))
+    np.testing.assert_array_equal(L.per_token_loss(cache), [1e4, 2e4],
+                                  err_msg="per-token losses must be finite where the target's probability underflows")
 
 
 def attention_args(rng, b, t, d, h, e):

@@ -6,6 +6,7 @@ are compared at 1e-12 (the same formulas in a different order); float32 at float
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,6 +154,8 @@ def test_cross_entropy_huge_logits():
     assert np.isfinite(loss) and abs(loss - 1e4 / 2) < 1e-9, \
         f"loss {loss} should be (0 + 1e4) / 2: subtract the row max before exponentiating"
     np.testing.assert_allclose(dlogits, [[0, 0, 0], [0.5, -0.5, 0]], atol=1e-12)
+    with pytest.raises(ValueError, match="targets must lie in"):
+        K.softmax_cross_entropy(logits, np.array([3, 0]))  # the kernel would read past the row
 
 
 @SETTINGS

@@ -198,6 +198,7 @@ class CrossEntropyCache(NamedTuple):
     probs: np.ndarray  # [n, V] softmax of the logits (the gradient is probs - onehot)
     targets: np.ndarray  # [n] target ids
     logits_shape: tuple
+    token_logp: np.ndarray  # [n] log-probability of each target (its exp may underflow to 0 in probs)
 
 
 def log_softmax(logits):
@@ -219,18 +220,17 @@ def cross_entropy_forward(logits, targets):
     t = targets.reshape(-1)  # [n]
     token_logp = logp[np.arange(t.size), t]  # [n]
     loss = float(-token_logp.mean())
-    return loss, CrossEntropyCache(np.exp(logp), t, logits.shape)
+    return loss, CrossEntropyCache(np.exp(logp), t, logits.shape, token_logp)
 
 
 def per_token_loss(cache):
     """The negative log-likelihood of each target, [N...], in nats."""
-    p = cache.probs[np.arange(cache.targets.size), cache.targets]
-    return -np.log(p).reshape(cache.logits_shape[:-1])
+    return -cache.token_logp.reshape(cache.logits_shape[:-1])
 
 
 def cross_entropy_backward(dloss, cache):
     """dloss (scalar) -> (dlogits [N..., V], None). d loss / d logits = (softmax - onehot) / n."""
-    probs, t, shape = cache
+    probs, t, shape, _ = cache
     dlogits = probs.copy()  # [n, V]
     dlogits[np.arange(t.size), t] -= 1.0
     dlogits *= dloss / t.size

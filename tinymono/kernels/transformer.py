@@ -434,6 +434,7 @@ def cross_entropy_rows_numpy(logits, targets):
 def softmax_cross_entropy(logits, targets):
     """As layers.softmax_cross_entropy: logits [N..., V], targets [N...] -> (mean loss, dlogits)."""
     V = logits.shape[-1]
+    L._check_ids(targets, V, "targets")  # the kernel would index outside the row
     logits2 = np.ascontiguousarray(logits.reshape(-1, V))
     losses, dlogits = np.empty(logits2.shape[0], logits.dtype), np.empty_like(logits2)
     targets2 = targets.reshape(-1).astype(np.int64)
