@@ -63,7 +63,9 @@ print(f"scored {sae_cfg.d_sae} features and {cfg.d_mlp} neurons on {len(val_stor
 # a context can be covered by sibling features, e.g. one for the UTF-8 lead byte of an Arabic letter and
 # one for its continuation byte (the paper found features on 0xD8/0xD9 and 0xD7 lead bytes). The group is
 # chosen greedily (at most 3 features, each at least 90% specific to the context), adding a feature while
-# the correlation of the summed, max-normalised activations with the label rises. In the table every
+# the correlation of the summed, max-normalised activations with the label rises. A label covers whole
+# documents, spaces and line ends included, so even a feature firing on every Arabic or Hebrew letter and
+# nothing else would correlate only about 0.95 with its label (on every DNA base: about 0.985). In the table every
 # score is printed x 100 (r 71 is a correlation of 0.71); the paper's numbers are in brackets.
 
 # %%
