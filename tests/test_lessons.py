@@ -7,6 +7,7 @@ stages. Lesson 01 also runs at default scale here (about 15 seconds). Under the 
 (`python -m pytest -m slow`) the whole reproduction runs at default scale and every check must pass.
 """
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,16 +114,12 @@ time.sleep(30)
 def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path):
     """A SIGINT sent to `reproduce` alone (as `kill -INT` or `timeout -s INT` do) must reach the lesson,
     which saves its checkpoint; reproduce relays the lesson's output until it has exited."""
-    import signal
-    import time
-
     (tmp_path / "99_fake.py").write_text(FAKE_LESSON)
-    driver = ("import sys; from pathlib import Path; from tinymono.reproduce import run_stage; "
+    driver = ("from pathlib import Path; from tinymono.reproduce import run_stage; "
               f"run_stage(Path({str(tmp_path / '99_fake.py')!r}), 'smoke', Path({str(tmp_path)!r}), "
               f"Path({str(tmp_path / 'log')!r}))")
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert "training" in proc.stdout.readline()
-    time.sleep(0.2)
+    assert "training" in proc.stdout.readline()  # relayed: the stage has its handler and is running
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert (tmp_path / "saved").exists(), "the stage never got the interrupt, so it could not save"
