@@ -7,6 +7,7 @@ stages. Lesson 01 also runs at default scale here (about 15 seconds). Under the 
 (`python -m pytest -m slow`) the whole reproduction runs at default scale and every check must pass.
 """
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def test_reproduce_report_and_reuse(smoke):
     assert len(reused) == len(LESSONS), "a second call must reuse every finished stage:\n" + second.stdout[-3000:]
     third = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(runs), "--only", "07"], timeout=600)
     assert third.returncode == 0, third.stdout[-3000:]
-    assert (runs / "smoke" / "report.md").read_text() == report, "--only must not drop the other stages from the report"
+    def body(text):  # the report without its section headings, which say how each stage was obtained
+        return [line for line in text.splitlines() if not line.startswith("## ")]
+
+    assert body((runs / "smoke" / "report.md").read_text()) == body(report), \
+        "--only must not drop the other stages from the report"
 
 
 def test_reproduce_rejects_bad_arguments(tmp_path):
@@ -97,34 +102,71 @@ def test_reproduce_rejects_bad_arguments(tmp_path):
     assert "Traceback" not in nothing.stderr + bad_out.stderr
 
 
+def test_only_answers_for_the_stages_asked_for(tmp_path, capsys):
+    """--only reports every finished stage, but its exit code speaks only for the stages asked for."""
+    from tinymono.reproduce import reproduce
+
+    for name, status in (("01_superposition", "PASS"), ("02_sparse_autoencoder", "FAIL")):
+        (tmp_path / "smoke" / name).mkdir(parents=True)
+        (tmp_path / "smoke" / name / "result.json").write_text(json.dumps(
+            {"seconds": 1.0, "figures": [], "checks": [{"status": status, "name": "c", "value": 1.0, "bar": "b"}]}))
+    assert reproduce(tmp_path, "smoke", only=["01"]) == 0, "an earlier run's FAIL in another stage must not count"
+    report = (tmp_path / "smoke" / "report.md").read_text()
+    assert "## 02_sparse_autoencoder  (earlier run, not asked for" in report and "| FAIL |" in report
+    assert reproduce(tmp_path, "smoke", only=["02"]) == 1
+
+
 FAKE_LESSON = '''
 import pathlib, signal, sys, time
 runs = pathlib.Path(sys.argv[sys.argv.index("--runs") + 1])
-def save(*_):
+def save(*_):  # like the training loop: the first Ctrl-C saves, a second gives up at once
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(4))
     time.sleep(0.5)  # a checkpoint takes a moment to write
     print("saved", flush=True)
     (runs / "saved").write_text("ok")
     sys.exit(3)
 signal.signal(signal.SIGINT, save)
+signal.signal(signal.SIGTERM, lambda *_: (print("terminated", flush=True), sys.exit(5)))
 print("training", flush=True)
 time.sleep(30)
 '''
 
 
-def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path):
-    """A SIGINT sent to `reproduce` alone (as `kill -INT` or `timeout -s INT` do) must reach the lesson,
-    which saves its checkpoint; reproduce relays the lesson's output until it has exited."""
+def start_fake_stage(tmp_path):
+    """run_stage on the fake lesson in a driver process of its own session (like a job in a terminal),
+    returned once the lesson is running."""
     (tmp_path / "99_fake.py").write_text(FAKE_LESSON)
     driver = ("from pathlib import Path; from tinymono.reproduce import run_stage; "
               f"run_stage(Path({str(tmp_path / '99_fake.py')!r}), 'smoke', Path({str(tmp_path)!r}), "
               f"Path({str(tmp_path / 'log')!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert "training" in proc.stdout.readline()  # relayed: the stage has its handler and is running
-    proc.send_signal(signal.SIGINT)
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert "training" in proc.stdout.readline()  # relayed: the lesson has its handlers and is running
+    return proc
+
+
+@pytest.mark.parametrize("to", ["reproduce alone", "the terminal's process group"])
+def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path, to):
+    """A Ctrl-C must reach the lesson exactly once, whether the SIGINT goes to `reproduce` alone (`kill -INT`,
+    `timeout -s INT`) or to the whole foreground group (a terminal's Ctrl-C): the lesson saves its checkpoint,
+    and reproduce relays the lesson's output until it has exited."""
+    proc = start_fake_stage(tmp_path)
+    if to == "reproduce alone":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=20)
-    assert (tmp_path / "saved").exists(), "the stage never got the interrupt, so it could not save"
+    assert (tmp_path / "saved").exists(), "the lesson did not get exactly one interrupt, so it could not save"
     assert "saved" in out and "saved" in (tmp_path / "log").read_text(), "output after the interrupt must be relayed"
     assert "KeyboardInterrupt" in err, "reproduce re-raises once the stage has exited"
+
+
+def test_reproduce_passes_sigterm_to_the_stage(tmp_path):
+    proc = start_fake_stage(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert "terminated" in out, "the lesson must get the SIGTERM too, not be left running"
+    assert "Stopped" in err, err
 
 
 def test_lesson_05_reuses_its_cached_model(smoke):

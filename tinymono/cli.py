@@ -37,7 +37,7 @@ def _bench(args):
 
 
 def _reproduce(args):
-    from tinymono.reproduce import reproduce
+    from tinymono.reproduce import Stopped, reproduce
 
     try:
         return reproduce(args.out, args.scale, force=args.force, only=args.only)
@@ -46,6 +46,8 @@ def _reproduce(args):
         return 2
     except KeyboardInterrupt:
         return 130
+    except Stopped as e:
+        return 128 + e.signum
 
 
 def main(argv=None):

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,13 +35,22 @@ def _result_path(root, scale, lesson):
     return Path(root) / scale / lesson.stem / "result.json"
 
 
+class Stopped(Exception):
+    """This process got SIGTERM or SIGHUP while a lesson ran; the lesson got it too and has exited."""
+
+    def __init__(self, signum):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
 def run_stage(lesson, scale, root, log):
     """Run one lesson as a child process, streaming its output to the terminal and to `log`. Returns
     (exit code, seconds).
 
-    Ctrl-C: the child runs in a session of its own, so the terminal's interrupt reaches only this process,
-    which passes exactly one SIGINT on (the training loop saves its checkpoint on the first, and gives up
-    at once on a second), keeps relaying the child's output until it has exited, then re-raises."""
+    Signals: the child runs in a session of its own, so a terminal's Ctrl-C reaches only this process,
+    which passes each one on (the training loop saves its checkpoint on the first and gives up at once on
+    a second), keeps relaying the child's output until it has exited, then re-raises KeyboardInterrupt.
+    SIGTERM and SIGHUP are passed on too, and raise Stopped once the child has exited."""
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--runs", str(root)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -52,16 +62,30 @@ def run_stage(lesson, scale, root, log):
                 fh.write(line)
             return proc.wait()
 
+        def stop(signum, frame):
+            proc.send_signal(signum)
+            raise Stopped(signum)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             code = relay()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            try:
-                relay()
-            except KeyboardInterrupt:  # a second Ctrl-C: the child stops at once
-                proc.send_signal(signal.SIGINT)
-                relay()
+            while True:
+                proc.send_signal(signal.SIGINT)  # a no-op once the child has exited
+                try:
+                    relay()
+                    break
+                except KeyboardInterrupt:  # another Ctrl-C: pass it on too
+                    continue
             raise
+        except Stopped:
+            relay()  # the child got the signal too: show what it printed until it exited
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return code, time.perf_counter() - t0
 
 
@@ -107,7 +131,7 @@ def reproduce(root="runs", scale="default", force=False, only=None):
     """Run every stage (or those whose names contain one of `only`), write the report, print the
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
-    check in the table failed. Raises ValueError for an --out that cannot be written or an --only that matches nothing."""
+    check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that cannot be written or an --only that matches nothing."""
     root = Path(root)
     try:
         (root / scale / "logs").mkdir(parents=True, exist_ok=True)
@@ -130,9 +154,9 @@ def reproduce(root="runs", scale="default", force=False, only=None):
         print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
         try:
             code, seconds = run_stage(lesson, scale, root, root / scale / "logs" / f"{lesson.stem}.log")
-        except KeyboardInterrupt:
-            print(f"\ninterrupted during {lesson.stem}; its training checkpoints are kept: run the same command "
-                  "again to resume", file=sys.stderr)
+        except (KeyboardInterrupt, Stopped) as e:
+            print(f"\n{'interrupted' if isinstance(e, KeyboardInterrupt) else e} during {lesson.stem}; the "
+                  "checkpoints it saved are kept: run the same command again to resume", file=sys.stderr)
             raise
         status = "ok" if code == 0 else f"exit {code}"
         failed |= code != 0
@@ -144,7 +168,8 @@ def reproduce(root="runs", scale="default", force=False, only=None):
         if lesson in ran:
             stages.append((lesson, *ran[lesson]))
         elif path.exists():
-            stages.append((lesson, "reused", json.loads(path.read_text())["seconds"]))
+            status = "reused" if lesson in todo else "earlier run, not asked for"
+            stages.append((lesson, status, json.loads(path.read_text())["seconds"]))
     report = write_report(root, scale, stages)
     checks = []
     for lesson, _, _ in stages:
@@ -154,7 +179,8 @@ def reproduce(root="runs", scale="default", force=False, only=None):
     for stem, c in checks:
         print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
     unfinished = [l.stem for l, _, _ in stages if not _result_path(root, scale, l).exists()]
-    failed |= any(c["status"] == "FAIL" for _, c in checks) or bool(unfinished)
+    asked = {l.stem for l in todo}  # the exit code speaks for these; the others are earlier runs' results
+    failed |= any(c["status"] == "FAIL" and stem in asked for stem, c in checks) or bool(unfinished)
     print("\nwall time per stage (a reused stage: the time it took when it ran): "
           + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s in stages))
     counts = {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}

@@ -90,10 +90,6 @@ class SAEConfig:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if not all(0 < f < 1 for f in self.resample_at):
             raise ValueError(f"resample_at must hold fractions of the run in (0, 1), got {self.resample_at}")
-        late = [f for f in self.resample_at if self.steps and max(1, round(f * self.steps)) >= self.steps]
-        if late:
-            raise ValueError(f"resample_at {late} falls at or after the last of {self.steps} steps, so it would "
-                             "never run")
         if not 0 < self.dead_window <= 1:
             raise ValueError(f"dead_window must be a fraction of the run in (0, 1], got {self.dead_window}")
         if not 0 <= self.lr_decay_start <= 1:
