@@ -364,9 +364,10 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
     """For each label, a greedy group of at most k units, each with specificity >= min_specificity for
     the label, whose summed max-normalised activation sum_i a_i / max_i correlates best with the label.
     Third pass: the covariances of the candidates, over their columns only. The candidates are the
-    eligible units with the n_candidates best single correlations (a cap on the third pass's cost; our
-    runs have at most a few dozen eligible units per context, so it leaves none out), since a sibling
-    with a low correlation of its own can complete a group.
+    eligible units with the n_candidates best single correlations, since a sibling with a low correlation
+    of its own can complete a group. The cap bounds the third pass's cost: in our default run each
+    generated context has at most 14 eligible units, so it leaves none out, but a broad label such as
+    python can have hundreds.
     -> {label: {"units": [...], "pearson": r, "singles": [r_i ...], "eligible": number of eligible units}}."""
     f, names = report.families[family], report.names[family]
     labels = names if labels is None else labels
