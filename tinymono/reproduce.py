@@ -162,23 +162,22 @@ def reproduce(root="runs", scale="default", force=False, only=None):
         failed |= code != 0
         ran[lesson] = (status, seconds)
         print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
-    stages = []  # every stage run now, or finished earlier: (lesson, status, seconds)
+    stages, checks, unfinished = [], [], []  # stages: every one run now or finished earlier
     for lesson in lessons():
         path = _result_path(root, scale, lesson)
+        result = json.loads(path.read_text()) if path.exists() else None
         if lesson in ran:
             stages.append((lesson, *ran[lesson]))
-        elif path.exists():
-            status = "reused" if lesson in todo else "earlier run, not asked for"
-            stages.append((lesson, status, json.loads(path.read_text())["seconds"]))
+        elif result is not None:
+            stages.append((lesson, "reused" if lesson in todo else "earlier run, not asked for", result["seconds"]))
+        if result is not None:
+            checks += [(lesson.stem, c) for c in result["checks"]]
+        elif lesson in ran:
+            unfinished.append(lesson.stem)
     report = write_report(root, scale, stages)
-    checks = []
-    for lesson, _, _ in stages:
-        path = _result_path(root, scale, lesson)
-        checks += [(lesson.stem, c) for c in json.loads(path.read_text())["checks"]] if path.exists() else []
     print("\nverification against ground truth")
     for stem, c in checks:
         print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
-    unfinished = [l.stem for l, _, _ in stages if not _result_path(root, scale, l).exists()]
     asked = {l.stem for l in todo}  # the exit code speaks for these; the others are earlier runs' results
     failed |= any(c["status"] == "FAIL" and stem in asked for stem, c in checks) or bool(unfinished)
     print("\nwall time per stage (a reused stage: the time it took when it ran): "
