@@ -38,6 +38,7 @@ transformer.py.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -631,6 +632,10 @@ def loss_recovered(l_clean, l_replaced, l_ablated):
     if l_ablated == l_clean:
         raise ValueError(f"the ablation does not change the loss ({l_clean}), so nothing can be recovered: "
                          "does the model's MLP reach the logits?")
+    if l_ablated < l_clean:
+        warnings.warn(f"the ablation lowers the loss ({l_clean:.4g} -> {l_ablated:.4g}), so the MLP does not help "
+                      "yet (an untrained model?) and the sign of loss recovered means nothing", RuntimeWarning,
+                      stacklevel=2)
     return (l_ablated - l_replaced) / (l_ablated - l_clean)
 
 
