@@ -142,7 +142,8 @@ lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context la
 #   silent there and fires on 94% of the bytes past the 32nd, at about 30% of its strength on base64, as
 #   if it stood for "deep in a long random string". Of the best hex feature's mass 11.5% falls outside
 #   its label, most of it on digits in comments, prose and number literals. So no group of features at
-#   least 90% specific reaches r 0.8 for either. At the default shares the look-alikes are a small part of the mass and those groups pass.
+#   least 90% specific reaches r 0.8 for either. At the default shares the look-alikes are a small part
+#   of the mass and those groups pass.
 # - *The SAE does not close it.* On the `rare` transformer and activations, with only the SAE changed:
 #   at L1 coefficients 4e-4 (mean L0 44, over the bar of 30) and 1.6e-3 (L0 6.7) the best feature beats
 #   the best neuron in every context (mean gap +0.28 for both, smallest +0.03 and +0.04), where at 8e-4
