@@ -138,7 +138,7 @@ lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context la
 #   runs of digits (issue numbers in comments, long float literals) and alphabet strings
 #   ('...xyzABCDEFG...', labelled `python` because that is where they are). At `rare` 18% of the best
 #   base64 feature's activation mass falls outside its label, 10 points of it on hex digests and about 3
-#   on Python strings and comments. It is not the doubt of a digest's first bytes: the feature stays
+#   on Python strings and comments. It is not the doubt of a digest's first bytes: the feature is nearly
 #   silent there and fires on 94% of the bytes past the 32nd, at about 30% of its strength on base64, as
 #   if it stood for "deep in a long random string". Of the best hex feature's mass 11.5% falls outside
 #   its label, most of it on digits in comments, prose and number literals. So no group of features at
