@@ -46,7 +46,8 @@ class Lesson:
         parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
                             help="root folder for figures and cached models (default: ./runs)")
         args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-        if unknown and "ipykernel" not in sys.modules:  # a notebook's kernel adds arguments of its own
+        notebook = "ipykernel" in sys.modules
+        if unknown and not notebook:  # a notebook's kernel adds arguments of its own
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {args.scale!r}")
@@ -58,7 +59,7 @@ class Lesson:
         self.results = []  # (status, name, value, bar)
         self.figures = []  # (filename, caption)
         self._t0 = time.perf_counter()
-        if "ipykernel" not in sys.modules:
+        if not notebook:
             sys.excepthook = _interrupt_hook(sys.excepthook, self.cache)
         print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
 

@@ -131,7 +131,8 @@ def reproduce(root="runs", scale="default", force=False, only=None):
     """Run every stage (or those whose names contain one of `only`), write the report, print the
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
-    check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that cannot be written or an --only that matches nothing."""
+    check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
+    cannot be written or an --only that matches nothing."""
     root = Path(root)
     try:
         (root / scale / "logs").mkdir(parents=True, exist_ok=True)
