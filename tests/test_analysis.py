@@ -372,6 +372,46 @@ def test_ablation_hook_subtracts_exactly_the_features_share(lm):
     np.testing.assert_allclose(rec[0], f.reshape(2, 3))
 
 
+def test_clamp_hook_sets_the_feature_and_keeps_the_rest(lm):
+    """Pinning feature i at v replaces its share f_i d_i by v d_i and leaves the SAE's error term and every
+    other feature's share untouched; v = 0 is the ablation."""
+    params, cfg, windows, sae_params, sae_cfg = lm
+    post = np.abs(np.random.default_rng(1).standard_normal((2, 3, 16))).astype(np.float32)
+    f = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)[:, 9]
+    d = sae_params["W_dec"][9]
+    out = an.clamp_hook(sae_params, sae_cfg, 9, 5.0)(post)
+    np.testing.assert_allclose(out.reshape(6, 16), post.reshape(6, 16) + (5.0 - f)[:, None] * d, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.reshape(6, 16) - 5.0 * d, (post.reshape(6, 16) - f[:, None] * d),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(an.clamp_hook(sae_params, sae_cfg, 9, 0.0)(post),
+                                  an.ablation_hook(sae_params, sae_cfg, 9)(post))
+
+
+def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
+    """The recognisers of pinned sampling against the corpus's own generators (ground truth: their labels)."""
+    from tinymono import corpus_sources as cs
+
+    rng = np.random.default_rng(0)
+    for script in ("arabic", "hebrew"):  # exactly the bytes of letters, not the spaces and line ends
+        doc = cs.script_document(script, 3000, rng)
+        letters = np.isin(doc.detail, [cs.DET[script + "_lead"], cs.DET[script + "_cont"]]).mean()
+        assert an.written_share(np.frombuffer(doc.data, np.uint8), script) == pytest.approx(letters)
+        broken = np.frombuffer(doc.data, np.uint8)[doc.detail == cs.DET[script + "_lead"]]  # lead bytes alone
+        assert an.written_share(broken, script) == 0
+    dna = cs.dna_document(5000, rng)
+    bases = (np.asarray(dna.detail) == cs.DET["dna_base"]).mean()
+    assert bases - 0.02 <= an.written_share(np.frombuffer(dna.data, np.uint8), "dna") <= bases  # lines < 8 bases: rare
+    assert an.written_share(np.frombuffer(cs.hex_digest(40, rng).data, np.uint8), "hex") == 1.0
+    blob = np.frombuffer(cs.b64_random(600, rng, width=76).data, np.uint8)
+    assert an.written_share(blob, "base64") == pytest.approx(np.isin(blob, list(b"\n=")).__invert__().mean())
+    text = np.frombuffer(cs.python_unit("py/json/encoder.py").seg.data, np.uint8)
+    for label in an.RECOGNISERS:
+        assert an.written_share(text, label) < 0.02, label
+    assert an.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
+    with pytest.raises(ValueError, match="no recogniser"):
+        an.written_share([65], "python")
+
+
 # the `lm` fixture model is untrained: its MLP does not help yet, and loss_recovered says so
 UNTRAINED = pytest.mark.filterwarnings("ignore:the ablation lowers the loss")
 

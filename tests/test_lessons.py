@@ -27,6 +27,7 @@ LESSONS = {  # name: (figures it must write, number of checks)
     "05_train_transformer": (["loss_curve.png", "bits_per_label.png"], 6),
     "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 3),
     "07_interpreting_features": (["features_vs_neurons.png", "feature_histograms.png", "feature_browser.html"], 7),
+    "08_steering_and_splitting": (["pinned_sampling.png", "dna_family.png"], 8),
 }
 
 
@@ -225,3 +226,16 @@ def test_rare_scale_changes_only_the_corpus_and_training(tmp_path):
     assert pipeline.transformer_configs("rare")[0] == pipeline.transformer_configs("default")[0]
     assert pipeline.sae_config("rare", 512) == pipeline.sae_config("default", 512)
     assert Lesson("x", argv=["--scale", "rare", "--runs", str(tmp_path)]).pick(smoke=1, default=2, full=3) == 2
+
+
+def test_another_dictionary_size_keeps_the_recipe_and_its_own_checkpoint(smoke):
+    """Lesson 08's small SAE: the paper's recipe with only d_sae changed, cached beside the main SAE."""
+    import dataclasses
+
+    from tinymono import checkpoint, pipeline
+
+    main = pipeline.sae_config("default", 512)
+    assert pipeline.sae_config("default", 512, d_sae=64) == dataclasses.replace(main, d_sae=64)
+    cache = smoke[0] / "smoke" / "cache"
+    sizes = {name: checkpoint.load(cache / name)[1]["config"]["d_sae"] for name in ("sae.npz", "sae_16.npz")}
+    assert sizes == {"sae.npz": 512, "sae_16.npz": 16}

@@ -349,6 +349,35 @@ def test_sampling_draws_from_the_tempered_top_k_softmax():
         assert np.count_nonzero(rec.p) == (top_k or cfg.d_vocab)
 
 
+def test_sampling_applies_the_hook_at_every_step():
+    """A hook (a pinned feature, an ablation) changes what is sampled: each step draws from the hooked
+    model's softmax, here with the MLP zero-ablated, and the hook sees every step's window."""
+    cfg = tr.TransformerConfig(d_vocab=9, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=4, init_range=1.0)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    seen = []
+
+    def zero(post):
+        seen.append(post.shape)
+        return np.zeros_like(post)
+
+    class Recorder:
+        ps = []
+
+        def choice(self, n, p):
+            self.ps.append(p)
+            return 5
+
+    rec = Recorder()
+    out = tr.sample(params, cfg, [1, 2, 3], 3, rec, hook_post=zero)
+    assert out.tolist() == [1, 2, 3, 5, 5, 5] and seen == [(1, 3, 8), (1, 4, 8), (1, 4, 8)]  # the window slides
+    for step, window in enumerate(([1, 2, 3], [1, 2, 3, 5], [2, 3, 5, 5])):
+        last = tr.forward(params, np.array([window]), cfg, hook_post=0.0)[0][0, -1]
+        want = np.exp(last - last.max()) / np.exp(last - last.max()).sum()
+        np.testing.assert_allclose(rec.ps[step], want, rtol=1e-12, err_msg=f"step {step}")
+    plain = tr.forward(params, np.array([[1, 2, 3]]), cfg)[0][0, -1]
+    assert not np.allclose(tr.forward(params, np.array([[1, 2, 3]]), cfg, hook_post=0.0)[0][0, -1], plain)
+
+
 def test_evaluate_credits_each_byte_to_the_label_of_the_byte_predicted():
     cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=4, init_range=0.7)
     rng = np.random.default_rng(1)

@@ -38,6 +38,7 @@ transformer.py.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -573,17 +574,25 @@ def _one_latent(sae_params, unit):
     return {"W_enc": sae_params["W_enc"][:, [unit]], "b_enc": sae_params["b_enc"][[unit]], "b_dec": sae_params["b_dec"]}
 
 
-def ablation_hook(sae_params, sae_cfg, unit, record=None):
-    """A mlp.hook_post function: post - f_i(post) * W_dec[i] (the true activations, minus the feature's
-    share; not the SAE's reconstruction). Appends f_i [B, T] to `record` when given."""
+def clamp_hook(sae_params, sae_cfg, unit, value, record=None):
+    """A mlp.hook_post function that sets feature `unit` to `value` at every position and leaves the rest
+    of the true activations (not the SAE's reconstruction) as they are: post + (value - f_i(post)) W_dec[i].
+    value 0 is the paper's ablation; a large value pins the feature on (the paper's pinned sampling).
+    Appends f_i [B, T], as it was before clamping, to `record` when given."""
     p1, d = _one_latent(sae_params, unit), sae_params["W_dec"][unit]
 
     def hook(post):  # [B, T, M]
         f = sae.encode(p1, post.reshape(-1, post.shape[-1]), sae_cfg)  # [B*T, 1]
         if record is not None:
             record.append(f.reshape(post.shape[:2]))
-        return post - (f * d).reshape(post.shape)
+        return post + ((value - f) * d).reshape(post.shape)
     return hook
+
+
+def ablation_hook(sae_params, sae_cfg, unit, record=None):
+    """A mlp.hook_post function: post - f_i(post) * W_dec[i] (the true activations, minus the feature's
+    share). Appends f_i [B, T] to `record` when given."""
+    return clamp_hook(sae_params, sae_cfg, unit, 0.0, record)
 
 
 def ablation_effect(params, cfg, sae_params, sae_cfg, unit, windows, batch=32, fast=True):
@@ -651,6 +660,34 @@ def loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_acts, 
     out["recovered_zero"] = loss_recovered(out["clean"], out["sae"], out["zero"])
     out["recovered_mean"] = loss_recovered(out["clean"], out["sae"], out["mean"])
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# steering: pinned sampling, scored by what the model writes
+
+# What counts as a generated context in text the model writes (no labels there): runs too long to be
+# chance in Python or English (base64 and hex blobs, DNA lines), and characters of the two scripts.
+RECOGNISERS = {"base64": re.compile(rb"[A-Za-z0-9+/]{16,}"), "dna": re.compile(rb"[ACGT]{8,}"),
+               "hex": re.compile(rb"[0-9a-f]{8,}"),
+               "arabic": re.compile("[\u0600-\u06ff]+"), "hebrew": re.compile("[\u0590-\u05ff]+")}  # on text
+
+
+def written_share(tokens, label):
+    """The share of the bytes of `tokens` (token ids; the separator counts as a byte of no context) that
+    RECOGNISERS[label] attributes to the label: bytes in its runs, or in the script's characters, which
+    must be whole UTF-8 characters (a lead byte without its continuation byte is not Arabic)."""
+    if label not in RECOGNISERS:
+        raise ValueError(f"no recogniser for {label!r}; there is one for {sorted(RECOGNISERS)}")
+    tokens = np.asarray(tokens)
+    if tokens.size == 0:
+        return 0.0
+    data = bytes(np.where(tokens < 256, tokens, 0).astype(np.uint8))  # the separator: a NUL breaks any run
+    if label in ("arabic", "hebrew"):  # whole characters only: decode, find, and count their bytes
+        text = data.decode("utf-8", errors="replace")
+        found = sum(len(m.group().encode()) for m in RECOGNISERS[label].finditer(text))
+    else:
+        found = sum(m.end() - m.start() for m in RECOGNISERS[label].finditer(data))
+    return found / len(data)
 
 
 # ----------------------------------------------------------------------------------------------------

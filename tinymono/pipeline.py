@@ -71,12 +71,14 @@ def transformer_configs(scale):
     return tr.TransformerConfig(**_sizes(scale)["model"]), tr.TrainConfig(batch=32, seed=0, **_sizes(scale)["train"])
 
 
-def sae_config(scale, d_in):
-    """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, A/1).
+def sae_config(scale, d_in, d_sae=None):
+    """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, A/1; another
+    d_sae keeps everything else, as the paper's A/0..A/5 share their L1 coefficient).
     Resampling: every 5% of the run through its first half, for latents silent over the last 2%
     (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps)."""
+    sizes = dict(_sizes(scale)["sae"], **({} if d_sae is None else {"d_sae": d_sae}))
     return sae.SAEConfig(d_in=d_in, lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)),
-                         dead_window=0.02, resample_batches=25, seed=0, **_sizes(scale)["sae"])
+                         dead_window=0.02, resample_batches=25, seed=0, **sizes)
 
 
 def get_transformer(scale, cache, progress=None):
@@ -101,15 +103,17 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
     return tuple(stores)
 
 
-def sae_task(scale, train_store):
+def sae_task(scale, train_store, d_sae=None):
     """The SAE's training task on shuffled batches of the training store, at its (deterministic) start."""
-    cfg = sae_config(scale, train_store.acts.shape[1])
+    cfg = sae_config(scale, train_store.acts.shape[1], d_sae)
     return sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
 
 
-def get_sae(scale, cache, train_store, progress=None):
-    """(params, cfg, task, result): the SAE trained on shuffled batches of the training store."""
-    task = sae_task(scale, train_store)
-    result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / "sae.npz", progress=progress,
-                   desc="sae")
+def get_sae(scale, cache, train_store, progress=None, d_sae=None):
+    """(params, cfg, task, result): the SAE trained on shuffled batches of the training store. d_sae: a
+    dictionary of another size on the same recipe and data (lesson 08), cached beside the main one."""
+    task = sae_task(scale, train_store, d_sae)
+    name = "sae.npz" if d_sae in (None, _sizes(scale)["sae"]["d_sae"]) else f"sae_{d_sae}.npz"
+    result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
+                   desc="sae" if name == "sae.npz" else f"sae {d_sae}")
     return task.params, task.cfg, task, result

@@ -397,12 +397,14 @@ def _prompt_tokens(prompt):
 
 
 def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generator, *, temperature=1.0,
-           top_k=None, fast=False):
+           top_k=None, hook_post=None, fast=False):
     """Continue `prompt` (str, encoded as UTF-8; bytes; or token ids) by n_new tokens, one at a time.
 
     Each new token is drawn from softmax(logits / temperature) of the last position (temperature 0:
     the most likely token), restricted to the top_k most likely when given. Beyond n_ctx tokens the
-    model sees only the last n_ctx (the window slides). Returns all token ids [len(prompt) + n_new]."""
+    model sees only the last n_ctx (the window slides). hook_post is applied at every step as in
+    `forward` (a feature pinned on steers what the model writes). Returns all token ids
+    [len(prompt) + n_new]."""
     tokens = _prompt_tokens(prompt)
     if tokens.size == 0:
         raise ValueError("the prompt needs at least one token (e.g. the document separator, 256)")
@@ -412,7 +414,7 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
     out = list(tokens)
     for _ in range(n_new):
         window = np.array(out[-cfg.n_ctx:], dtype=np.int64)[None]  # [1, T<=n_ctx]
-        logits, _ = forward(params, window, cfg, fast=fast)
+        logits, _ = forward(params, window, cfg, hook_post=hook_post, fast=fast)
         last = logits[0, -1].astype(np.float64)  # [V]
         if temperature == 0:
             out.append(int(np.argmax(last)))
