@@ -25,7 +25,7 @@
 #
 # This lesson builds the corpus, trains the model of lesson 04 through the shared training loop
 # (tinymono/train.py: progress bar, checkpoints, resume), and measures, per label, how close the model
-# comes to the floors. The trained model is cached for lessons 06 and 07, and a second run of this
+# comes to the floors. The trained model is cached for lessons 06-08, and a second run of this
 # lesson reuses it.
 
 # %%

@@ -10,6 +10,7 @@ indicator y (1 on bytes of, say, the `dna` context):
 - logit weights: the feature's decoder direction pushed through W_out, the final layer norm taken as
   mean removal, and W_U: which next bytes the feature promotes;
 - ablation: subtract f_i d_i from the MLP activations at every position, measure the loss per token;
+- pinned sampling: hold a feature at a high value while the model writes, and read what it writes;
 - loss recovered: (L_zero_ablation - L_with_SAE) / (L_zero_ablation - L_clean).
 
 What this implementation chose where the paper is silent:
@@ -27,6 +28,9 @@ What this implementation chose where the paper is silent:
   greedily, up to k = 3 features each with specificity >= 0.9 for the label are added while the
   correlation of their summed max-normalised activations with the label rises.
 - Scores assume non-negative activations (ReLU neurons, SAE latents); GELU neurons are refused.
+- Pinned sampling (clamp_hook, with transformer.sample) keeps the SAE's error term and the other
+  features; lesson 08 pins at a feature's largest held-out activation. Written text has no labels, so
+  `written_share` scores it with RECOGNISERS: long runs of a context's alphabet, whole script letters.
 
 Everything runs over row blocks of a store (tinymono.activations), in bounded memory: a first pass
 for each unit's maximum, density and top activations, a second for the label statistics (Chan's

@@ -6,7 +6,7 @@ A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [-
 - `smoke`: seconds; every cell and figure runs on sizes too small for the bars, so checks print SKIP;
 - `default`: minutes on a 2-core laptop; every check is asserted;
 - `rare`: the default sizes, but the transformer reads a corpus where the generated contexts are as rare
-  as in the paper's (0.2-0.6% of the bytes each), trained twice as long (lessons 05-07 differ; see
+  as in the paper's (0.2-0.6% of the bytes each), trained twice as long (lessons 05-08 differ; see
   `RARE_CORPUS` in tinymono/pipeline.py and lesson 07 for why);
 - `full`: sizes closer to the papers'.
 

@@ -4,7 +4,7 @@
 
 Every `get_*` function returns what is in the cache when it is there, and builds it otherwise (training
 resumes from its last checkpoint if an earlier run was interrupted). The sizes for each scale live here,
-in one table, so lessons 05, 06 and 07 and `python -m tinymono reproduce` agree on them.
+in one table, so lessons 05-08 and `python -m tinymono reproduce` agree on them.
 """
 from __future__ import annotations
 
