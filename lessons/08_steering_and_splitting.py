@@ -99,7 +99,7 @@ lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes 
 # %% [markdown]
 # **One feature of a cycle.** Arabic and Hebrew letters are two bytes each, a lead byte (0xD8/0xD9, or
 # 0xD7) and a continuation byte, and the SAE gives the two steps features of their own. Pin only the
-# context's best single feature, and the model writes that one step again and again:
+# first feature of the group (its best correlated), and the model writes that one step again and again:
 
 # %%
 for label, lead in (("arabic", {0xD8, 0xD9, 0xDA, 0xDB}), ("hebrew", {0xD7})):
@@ -111,7 +111,7 @@ for label, lead in (("arabic", {0xD8, 0xD9, 0xDA, 0xDB}), ("hebrew", {0xD7})):
           f"{bytes(int(t) for t in out[0][-20:] if t < 256)!r}")
 
 # %% [markdown]
-# **What you should see.** In our default run, pinning made 85-95% of what the model wrote base64, DNA
+# **What you should see.** In our default run, pinning made 89-95% of what the model wrote base64, DNA
 # or hex, and about two thirds Arabic or Hebrew characters, from prompts that continued as ordinary
 # Python or English (0% without the pin). The best single Arabic or Hebrew feature on its own wrote
 # mostly lead bytes, with too few continuation bytes to make whole letters: it fires after a letter's

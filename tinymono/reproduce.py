@@ -1,8 +1,9 @@
 """`python -m tinymono reproduce`: the whole paper, end to end, in one command.
 
 The stages are the lessons, in order: toy superposition, the SAE on toy data, recovery of known
-features, the transformer by hand, training it on the labelled corpus, the SAE on its MLP, and the
-interpretation of the features against the labels. Each lesson caches what it trains under
+features, the transformer by hand, training it on the labelled corpus, the SAE on its MLP, the
+interpretation of the features against the labels, and steering with features and their splitting
+across dictionary sizes. Each lesson caches what it trains under
 DIR/<scale>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
 checks and figures in DIR/<scale>/<lesson>/result.json. A stage whose result.json exists is finished
 and is not run again (use --force to rerun); the report is assembled from the result files:
