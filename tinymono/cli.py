@@ -57,9 +57,9 @@ def main(argv=None):
     rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
     rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
     rep.add_argument("--scale", choices=SCALES, default="default",
-                     help="smoke: about a minute, too small for the bars (checks print SKIP); default: about "
-                          "33 minutes on 2 cores; rare: default's sizes on a corpus with rarer generated contexts, "
-                          "the transformer trained twice as long (about 40 minutes); full: larger sizes, several hours "
+                     help="smoke: about a minute, too small for the bars (checks print SKIP); default: 30-40 "
+                          "minutes on 2 cores; rare: default's sizes on a corpus with rarer generated contexts, "
+                          "the transformer trained twice as long (about 45 minutes); full: larger sizes, several hours "
                           "(default: default)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
