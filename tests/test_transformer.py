@@ -361,7 +361,8 @@ def test_sampling_applies_the_hook_at_every_step():
         return np.zeros_like(post)
 
     class Recorder:
-        ps = []
+        def __init__(self):
+            self.ps = []
 
         def choice(self, n, p):
             self.ps.append(p)
