@@ -142,12 +142,12 @@ for label in GENERATED:
     print(f"{label:8s} {cells[0]:>28s} {cells[1]:>28s}")
 
 # %% [markdown]
-# In our default run the 64-latent SAE had a single DNA feature (r 0.99, near the 0.98 of lesson 07's
-# DNA neuron) and a single hex feature (0.95), while its Arabic and Hebrew features also fired on Python
-# and English (82% and 63% of their mass on their script). At 4,096 every context has several features,
-# each more specific. Where did the DNA
-# feature go? Its *family* in the large dictionary: the features whose decoder directions lie nearest to
-# its own, with the share of each one's activation mass on DNA and on each byte it reads.
+# In our default run the 64-latent SAE had a single DNA feature (r 0.99, near the 0.98 of lesson 07's DNA
+# neuron) and a single hex feature (0.95), while its Arabic and Hebrew features also fired on Python and
+# English (82% and 63% of their mass on their script). At 4,096 every context has several features, each
+# more specific. Where did the DNA feature go? Its *family* in the large dictionary: the features whose
+# decoder directions lie nearest to its own, with the share of each one's activation mass on DNA and on
+# each byte it reads.
 
 # %%
 tokens = np.asarray(val_store.tokens[:])
@@ -188,15 +188,14 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # %% [markdown]
 # **What you should see.** In our default run the DNA feature's family was one feature per base (the
 # features reading A, C, G and T put 67-85% of their mass on their base) and two that fire on every base,
-# each of the six at least 98% on DNA; summed, they correlate 0.97 with the parent. The Arabic family
-# splits by letter (its features read continuation bytes from different ranges) and has one for the space
-# between words; the Hebrew parent's spill onto Python and English comes back as family members of their
-# own that are not about Hebrew at all (0-4% of their mass on it); base64's family keeps one broad
-# feature, with narrower ones beside it and one for its line ends. This is why lesson 07's best *single*
-# DNA feature correlates only 0.78 with the label, below
-# the DNA neuron: a larger dictionary spends its latents on finer distinctions, and a context is then a
-# family, not a feature. Which size is "right" depends on the question; the paper's answer was to study
-# several.
+# each of the six at least 98% on DNA; summed, they correlate 0.97 with the parent. The Arabic family has
+# a broad feature, two whose top bytes are continuation bytes near 0xA2 and near 0x83 (a few letters
+# each), and one for the space between words; the Hebrew parent's spill onto Python and English comes back
+# as family members of their own that are not about Hebrew at all (0-4% of their mass on it); base64's
+# family keeps one broad feature, with narrower ones beside it and one for its line ends. This is why
+# lesson 07's best *single* DNA feature correlates only 0.78 with the label, below the DNA neuron: a
+# larger dictionary spends its latents on finer distinctions, and a context is then a family, not a
+# feature. Which size is "right" depends on the question; the paper's answer was to study several.
 #
 # **Try it.** The paper's third test, *universality*, needs a second transformer: train one with another
 # seed (the `seed=0` of `TrainConfig` in `pipeline.transformer_configs`; a fresh `--runs` folder), train
