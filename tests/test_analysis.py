@@ -381,8 +381,12 @@ def test_clamp_hook_sets_the_feature_and_keeps_the_rest(lm):
     d = sae_params["W_dec"][9]
     out = an.clamp_hook(sae_params, sae_cfg, 9, 5.0)(post)
     np.testing.assert_allclose(out.reshape(6, 16), post.reshape(6, 16) + (5.0 - f)[:, None] * d, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(an.clamp_hook(sae_params, sae_cfg, 9, 0.0)(post),
-                                  an.ablation_hook(sae_params, sae_cfg, 9)(post))
+    f_all = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)
+    rec = []
+    two = an.clamp_hook(sae_params, sae_cfg, [9, 4], [5.0, 0.0], rec)(post)  # both read from the incoming post
+    want = post.reshape(6, 16) + (5.0 - f_all[:, [9]]) * d - f_all[:, [4]] * sae_params["W_dec"][4]
+    np.testing.assert_allclose(two.reshape(6, 16), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec[0], f_all[:, [9, 4]].reshape(2, 3, 2), rtol=1e-6)
 
 
 def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
@@ -406,6 +410,12 @@ def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
     for label in an.RECOGNISERS:
         assert an.written_share(text, label) < 0.02, label
     assert an.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
+    assert an.written_share(np.array(list(b"ACGTACGT") + [256]), "dna") == pytest.approx(8 / 9)  # and is a byte
+    digest, line = cs.hex_digest(32, rng).data, b"ACGTTGCA" * 3
+    assert an.written_share(list(digest), "base64") == 0 and an.written_share(list(line), "base64") == 0  # look-alikes
+    assert an.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
+    with pytest.raises(ValueError, match="1-D"):
+        an.written_share(np.zeros((2, 8), int), "dna")
     with pytest.raises(ValueError, match="no recogniser"):
         an.written_share([65], "python")
 

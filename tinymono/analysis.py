@@ -574,22 +574,22 @@ def top_logits(weights, k=8):
             [(token_text(t), float(weights[t])) for t in order[:k]])
 
 
-def _one_latent(sae_params, unit):
-    return {"W_enc": sae_params["W_enc"][:, [unit]], "b_enc": sae_params["b_enc"][[unit]], "b_dec": sae_params["b_dec"]}
-
-
-def clamp_hook(sae_params, sae_cfg, unit, value, record=None):
-    """A mlp.hook_post function that sets feature `unit` to `value` at every position and leaves the rest
-    of the true activations (not the SAE's reconstruction) as they are: post + (value - f_i(post)) W_dec[i].
-    value 0 is the paper's ablation; a large value pins the feature on (the paper's pinned sampling).
-    Appends f_i [B, T], as it was before clamping, to `record` when given."""
-    p1, d = _one_latent(sae_params, unit), sae_params["W_dec"][unit]
+def clamp_hook(sae_params, sae_cfg, units, values, record=None):
+    """A mlp.hook_post function that sets feature `units` (one index, or several) to `values` at every
+    position and leaves the rest of the true activations (not the SAE's reconstruction) as they are:
+    post + sum_i (v_i - f_i(post)) W_dec[i], every f_i read from the activations as they came in. Value 0
+    is the paper's ablation; a large value pins the feature on (the paper's pinned sampling). Appends the
+    features as they were, [B, T] for one unit or [B, T, k] for k, to `record` when given."""
+    idx = np.atleast_1d(units)
+    p = {"W_enc": sae_params["W_enc"][:, idx], "b_enc": sae_params["b_enc"][idx], "b_dec": sae_params["b_dec"]}
+    D = sae_params["W_dec"][idx]  # [k, M]
+    v = np.broadcast_to(np.asarray(values, dtype=np.float64), idx.shape)
 
     def hook(post):  # [B, T, M]
-        f = sae.encode(p1, post.reshape(-1, post.shape[-1]), sae_cfg)  # [B*T, 1]
+        f = sae.encode(p, post.reshape(-1, post.shape[-1]), sae_cfg)  # [B*T, k]
         if record is not None:
-            record.append(f.reshape(post.shape[:2]))
-        return post + ((value - f) * d).reshape(post.shape)
+            record.append(f.reshape(*post.shape[:2], *np.shape(units)))
+        return post + ((v - f) @ D).reshape(post.shape)
     return hook
 
 
@@ -670,10 +670,13 @@ def loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_acts, 
 # steering: pinned sampling, scored by what the model writes
 
 # What counts as a generated context in text the model writes (no labels there): runs too long to be
-# chance in Python or English (base64 and hex blobs, DNA lines), and characters of the two scripts.
-RECOGNISERS = {"base64": re.compile(rb"[A-Za-z0-9+/]{16,}"), "dna": re.compile(rb"[ACGT]{8,}"),
-               "hex": re.compile(rb"[0-9a-f]{8,}"),
-               "arabic": re.compile("[\u0600-\u06ff]+"), "hebrew": re.compile("[\u0590-\u05ff]+")}  # on text
+# chance in Python or English (base64 and hex blobs, DNA lines), and letters of the two scripts. A run
+# must also hold a byte that tells it from its look-alikes (second pattern): base64 one outside the hex
+# and DNA alphabets, hex a letter (a run of digits is a number). Scripts are matched on decoded text.
+RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[g-zBDEFH-SU-Z+/]")),
+               "dna": (re.compile(rb"[ACGT]{8,}"), None),
+               "hex": (re.compile(rb"[0-9a-f]{8,}"), re.compile(rb"[a-f]")),
+               "arabic": (re.compile("[\u0621-\u064a]+"), None), "hebrew": (re.compile("[\u05d0-\u05ea]+"), None)}
 
 
 def written_share(tokens, label):
@@ -683,14 +686,16 @@ def written_share(tokens, label):
     if label not in RECOGNISERS:
         raise ValueError(f"no recogniser for {label!r}; there is one for {sorted(RECOGNISERS)}")
     tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be one sequence (1-D), got shape {tokens.shape}: score each row on its own")
     if tokens.size == 0:
         return 0.0
     data = bytes(np.where(tokens < 256, tokens, 0).astype(np.uint8))  # the separator: a NUL breaks any run
+    runs, telling = RECOGNISERS[label]
     if label in ("arabic", "hebrew"):  # whole characters only: decode, find, and count their bytes
-        text = data.decode("utf-8", errors="replace")
-        found = sum(len(m.group().encode()) for m in RECOGNISERS[label].finditer(text))
+        found = sum(len(m.group().encode()) for m in runs.finditer(data.decode("utf-8", errors="replace")))
     else:
-        found = sum(m.end() - m.start() for m in RECOGNISERS[label].finditer(data))
+        found = sum(m.end() - m.start() for m in runs.finditer(data) if telling is None or telling.search(m.group()))
     return found / len(data)
 
 
