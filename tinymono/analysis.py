@@ -681,8 +681,9 @@ RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[g-z
 
 def written_share(tokens, label):
     """The share of the bytes of `tokens` (token ids; the separator counts as a byte of no context) that
-    RECOGNISERS[label] attributes to the label: bytes in its runs, or in the script's characters, which
-    must be whole UTF-8 characters (a lead byte without its continuation byte is not Arabic)."""
+    RECOGNISERS[label] attributes to the label: bytes in its runs that also hold a telling byte, or in the
+    script's letters, which must be whole UTF-8 characters (a lead byte without its continuation byte is
+    not Arabic)."""
     if label not in RECOGNISERS:
         raise ValueError(f"no recogniser for {label!r}; there is one for {sorted(RECOGNISERS)}")
     tokens = np.asarray(tokens)
