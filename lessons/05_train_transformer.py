@@ -51,7 +51,7 @@ lesson = Lesson("05_train_transformer")
 
 # %%
 t0 = time.perf_counter()
-corpus = get_corpus(pipeline.corpus_config(lesson.scale), lesson.cache)
+corpus = get_corpus(pipeline.corpus_config(lesson.scale, lesson.seed), lesson.cache)
 print(f"corpus in {corpus.path} ({time.perf_counter() - t0:.1f} s): {corpus.meta['sizes']['train']:,} training "
       f"and {corpus.meta['sizes']['val']:,} validation bytes")
 shares = corpus.meta["mixture_actual"]["val"]
@@ -112,13 +112,13 @@ for label in LABELS + ["b64_random"]:
 # After the last step, the whole validation split is scored once, per label.
 
 # %%
-cfg, train_cfg = pipeline.transformer_configs(lesson.scale)
+cfg, train_cfg = pipeline.transformer_configs(lesson.scale, lesson.seed)
 print(cfg)
 print(train_cfg)
 print(f"{tr.n_params(cfg):,} parameters; {train_cfg.steps:,} steps of {train_cfg.batch * cfg.n_ctx:,} tokens "
       f"({train_cfg.steps * train_cfg.batch * cfg.n_ctx / 1e6:.3g}M tokens)")
 # builds a TransformerTask and runs tinymono.train.train on it, checkpointing to lesson.cache/transformer.npz
-corpus, params, cfg, task, result = pipeline.get_transformer(lesson.scale, lesson.cache)
+corpus, params, cfg, task, result = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 if result.resumed_from == train_cfg.steps:
     print("the trained model was already in the cache: reused it")
 else:

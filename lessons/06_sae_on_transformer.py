@@ -39,7 +39,7 @@ lesson = Lesson("06_sae_on_transformer")
 # stays flat however many tokens are harvested, and an interrupted harvest resumes.
 
 # %%
-corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache)
+corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
 x = val_store.read(0, min(len(val_store), 100_000)).astype(np.float32)
 print(f"stores: {len(train_store):,} training and {len(val_store):,} validation tokens x {cfg.d_mlp} neurons (float16)")
@@ -57,7 +57,7 @@ print(f"a token's activations: {np.mean(x > 0):.1%} of neurons active, mean squa
 # activations 8e-4 lands the mean L0 near 20 (measured: 6e-4 gave 28, 1e-3 gave 14, 3e-3 gave 3).
 
 # %%
-sae_params, sae_cfg, task, result = pipeline.get_sae(lesson.scale, lesson.cache, train_store)
+sae_params, sae_cfg, task, result = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
 h = result.history
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 for ax, key, label in zip(axes, ("mse", "l0", "dead"), ("reconstruction MSE", "L0 (latents per token)",
@@ -122,7 +122,7 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # `pipeline.sae_config` makes more of them eligible, and rare features that did learn something too.)
 
 # %%
-initial = pipeline.sae_task(lesson.scale, train_store).params
+initial = pipeline.sae_task(lesson.scale, train_store, seed=lesson.seed).params
 cos_to_start = np.sum(sae_params["W_dec"] * initial["W_dec"], axis=1)  # rows are unit norm: cosines
 for name, sel in [("density < 1e-4", rare), ("density >= 1e-4", density >= 1e-4)]:
     if sel.any():

@@ -47,9 +47,9 @@ GENERATED = ["base64", "dna", "hex", "arabic", "hebrew"]
 # - **AUROC**: how well a ranks labelled bytes above the rest (scale-free, 0.5 = chance).
 
 # %%
-corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache)
+corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
-sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store)
+sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
 features = analysis.FeatureSource(val_store, sae_params, sae_cfg)
 neurons = analysis.NeuronSource(val_store)
 feat_report = analysis.analyse_units(features)

@@ -37,9 +37,9 @@ from tinymono.lesson import Lesson
 lesson = Lesson("08_steering_and_splitting")
 GENERATED = ["base64", "dna", "hex", "arabic", "hebrew"]
 
-corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache)
+corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
-sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store)
+sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
 features = analysis.FeatureSource(val_store, sae_params, sae_cfg)
 report = analysis.analyse_units(features, families=("context",))
 groups = analysis.label_groups(features, report, "context", labels=GENERATED)
@@ -133,7 +133,7 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # its specificity, and how many features correlate above 0.3 with the label.
 
 # %%
-small_params, small_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store,
+small_params, small_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed,
                                                  d_sae=lesson.pick(smoke=16, default=64))
 small = analysis.FeatureSource(val_store, small_params, small_cfg)
 small_report = analysis.analyse_units(small, families=("context",))

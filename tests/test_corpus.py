@@ -214,7 +214,7 @@ def test_same_seed_same_corpus_other_seed_other(tmp_path):
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.lists(st.integers(0, 4), min_size=7, max_size=7).filter(lambda w: sum(w) > 0),
+@given(st.lists(st.integers(0, 4), min_size=len(SOURCES), max_size=len(SOURCES)).filter(lambda w: sum(w) > 0),
        st.integers(4096, 12_000), st.integers(0, 2**16))
 def test_any_mixture_fills_both_splits_exactly(weights, n, seed):
     mixture = {s: w / sum(weights) for s, w in zip(SOURCES, weights)}
@@ -225,7 +225,9 @@ def test_any_mixture_fills_both_splits_exactly(weights, n, seed):
         corpus = build_corpus(cfg, folder / "c", progress=False)  # loading checks the sizes
         for name in ("train", "val"):
             counts = np.bincount(np.asarray(corpus.split(name).context), minlength=len(src.CONTEXT_NAMES))
-            missing = [s for s in SOURCES if (counts[src.CTX[s]] > 0) != (mixture[s] > 0)]
+            present = {s: counts[src.CTX[s]] > 0 for s in SOURCES if s != "family"}
+            present["family"] = counts[[src.CTX[c] for c in src.LANGUAGES]].sum() > 0
+            missing = [s for s in SOURCES if present[s] != (mixture[s] > 0)]
             assert not missing, f"{name}: sources present/absent against the mixture: {missing}, {counts}"
     finally:
         shutil.rmtree(folder)
@@ -244,6 +246,11 @@ GENERATOR_SAMPLES = {
     "arabic": lambda rng: src.script_document("arabic", 300_000, rng),
     "hebrew": lambda rng: src.script_document("hebrew", 200_000, rng),
     "hex": lambda rng: src.concat([src.hex_digest(n, rng) for n in rng.choice(src.HEX_LENGTHS, 2000)]),
+    # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
+    "lang_long_words": lambda rng: src.language_document(
+        int(np.argmin([lang.end for lang in src.languages()])), 400_000, rng),
+    "lang_low_floor": lambda rng: src.language_document(
+        int(np.argmin([src.entropy_bits(lang.first) for lang in src.languages()])), 400_000, rng),
     # Many short blobs, half of them wrapped, so the rarer states (padded groups, line breaks) get
     # thousands of samples too.
     "base64": lambda rng: src.concat([src.b64_random(int(n), rng, width=src.B64_LINE_WIDTH if k % 2 else None)
@@ -270,6 +277,25 @@ def test_entropy_agrees_with_empirical_estimate(name):
             f"has {estimate:.4f}: is the formula for this position right?")
         checked += int(mask.sum())
     assert checked >= 0.95 * len(seg.data), f"{name}: only {checked} of {len(seg.data)} bytes were checked"
+
+
+def test_languages_overlap_so_no_byte_names_one():
+    """The family's alphabets overlap: every letter that some language uses belongs to at least three,
+    so a model can tell the languages apart only from the context, as with real languages. A document
+    uses only its language's letters, spaces and newlines, and its words follow the language's chain."""
+    langs = src.languages()
+    owners = np.zeros(256, int)
+    for lang in langs:
+        owners[lang.letters] += 1
+    used = owners[owners > 0]
+    assert used.min() >= 3, f"a letter belongs to only {used.min()} language(s): it would name them"
+    assert len({lang.letters.tobytes() for lang in langs}) == len(langs), "two languages share an alphabet"
+    for k in (0, len(langs) - 1):
+        seg = src.language_document(k, 5000, np.random.default_rng(k))
+        assert len(seg.data) == 5000 and (seg.context == src.CTX[src.LANGUAGES[k]]).all()
+        allowed = set(langs[k].letters.tolist()) | {ord(" "), ord("\n")}
+        assert set(seg.data.tolist()) <= allowed, f"lang{k:02d} wrote bytes outside its alphabet"
+        assert np.allclose(langs[k].next.sum(axis=1), 1) and np.isclose(langs[k].first.sum(), 1)
 
 
 def test_dna_line_breaks_follow_their_probability():

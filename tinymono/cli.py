@@ -1,6 +1,6 @@
 """Command line:
 
-    python -m tinymono reproduce [--out DIR] [--scale smoke|default|rare|full] [--force] [--only NAME ...]
+    python -m tinymono reproduce [--out DIR] [--scale smoke|default|rare|full] [--seed N] [--force] [--only NAME ...]
     python -m tinymono bench NAME [--json] [--quick]
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _reproduce(args):
     from tinymono.reproduce import Stopped, reproduce
 
     try:
-        return reproduce(args.out, args.scale, force=args.force, only=args.only)
+        return reproduce(args.out, args.scale, force=args.force, only=args.only, seed=args.seed)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -61,6 +61,9 @@ def main(argv=None):
                           "minutes on 2 cores; rare: default's sizes on a corpus with rarer generated contexts, "
                           "the transformer trained twice as long (about 45 minutes); full: larger sizes, several hours "
                           "(default: default)")
+    rep.add_argument("--seed", type=int, default=0,
+                     help="seed of the corpus, the transformer and the SAEs (lessons 05-08); a run with seed N > 0 "
+                          "lives in OUT/<scale>-seed<N> (default: 0)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
     rep.set_defaults(func=_reproduce)

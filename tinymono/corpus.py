@@ -108,7 +108,7 @@ def decode(ids, errors: str = "strict", sep: str = SEP_MARKER) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------------
-SOURCES = ("python", "english", "base64", "dna", "hex", "arabic", "hebrew")
+SOURCES = ("python", "english", "base64", "dna", "hex", "arabic", "hebrew", "family")
 # Generated contexts are rare, as in a web corpus; Python and English share the rest (English is the
 # scarce one, see the module docstring).
 DEFAULT_MIXTURE = {"python": 0.6, "english": 0.285, "base64": 0.03, "dna": 0.025, "hex": 0.02,
@@ -117,7 +117,8 @@ DEFAULT_MIXTURE = {"python": 0.6, "english": 0.285, "base64": 0.03, "dna": 0.025
 # of this length; longer English documents likewise; a shorter one stays whole. Hex digests have no
 # documents of their own: they live inside Python and English documents.
 DEFAULT_DOC_BYTES = {"python": (1_000, 16_000), "english": (300, 8_000), "base64": (200, 4_000),
-                     "dna": (500, 6_000), "arabic": (200, 3_000), "hebrew": (200, 3_000)}
+                     "dna": (500, 6_000), "arabic": (200, 3_000), "hebrew": (200, 3_000),
+                     "family": (200, 1_500)}
 MIN_SPLIT_BYTES = 4096
 FORMAT_VERSION = 1
 
@@ -394,8 +395,17 @@ def _english_slice(texts: list, lo: int, hi: int, rng: np.random.Generator) -> b
 
 
 def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) -> list:
-    """Standalone DNA, Arabic and Hebrew documents, each source filling its budget."""
+    """Standalone DNA, Arabic, Hebrew and family documents, each source filling its budget; the family's
+    budget is shared equally by its languages (any remainder goes to the first ones)."""
     out = []
+    share, extra = divmod(budget["family"], src.N_LANGUAGES)
+    for k in range(src.N_LANGUAGES):
+        rng, total, need = _rng(cfg, split, 10 + k), 0, share + (k < extra)
+        while total < need:
+            size = min(int(rng.integers(*cfg.doc_bytes["family"])), need - total)
+            out.append(src.language_document(k, size, rng))
+            total += size
+            progress.update(size)
     for k, kind in enumerate(("dna", "arabic", "hebrew"), start=2):
         rng, total = _rng(cfg, split, k), 0
         while total < budget[kind]:

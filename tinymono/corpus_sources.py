@@ -48,7 +48,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-CONTEXT_NAMES = ("separator", "python", "english", "base64", "dna", "hex", "arabic", "hebrew")
+NAMED_CONTEXTS = ("base64", "dna", "hex", "arabic", "hebrew")   # the generated contexts the lessons discuss
+N_LANGUAGES = 48                                                 # the family of small synthetic languages
+LANGUAGES = tuple(f"lang{k:02d}" for k in range(N_LANGUAGES))
+CONTEXT_NAMES = ("separator", "python", "english") + NAMED_CONTEXTS + LANGUAGES
 DETAIL_NAMES = (
     "separator",
     "py_comment", "py_string", "py_keyword", "py_name", "py_number", "py_operator",
@@ -61,6 +64,7 @@ DETAIL_NAMES = (
     "hex_digest",
     "arabic_lead", "arabic_cont", "arabic_space",
     "hebrew_lead", "hebrew_cont", "hebrew_space",
+    "lang_letter", "lang_space",   # the family: a letter; a space or newline between words
 )
 CTX = {name: i for i, name in enumerate(CONTEXT_NAMES)}
 DET = {name: i for i, name in enumerate(DETAIL_NAMES)}
@@ -441,6 +445,89 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator) -> Segm
     cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
     seg = Segment(data, np.full(n, CTX[script], np.uint8), detail, entropy, state)
     return slice_segment(seg, 0, cut)
+
+
+# The family of synthetic languages. Five named contexts are too few to make a model superpose: it
+# can spare a neuron for each (lesson 07). The paper's model read the Pile, with thousands of contexts
+# for its 512 neurons. So the corpus also holds N_LANGUAGES small languages, each rare, each written in
+# lowercase words. Language k has an alphabet of LANG_LETTERS of the 26 letters (the alphabets
+# overlap: every letter belongs to about 15 languages, so no single byte tells them apart and a model
+# must read the context, as with real languages), and draws its letters from an order-1 Markov chain:
+#
+#     P_k(next letter b | letter a) = u_k(b) B(a, b) / Z_k(a)      for a, b in the alphabet of k
+#
+# u_k is the language's taste in letters, B one bigram table shared by every language (its
+# "phonotactics"). A word ends after each letter with the language's probability q_k and is followed
+# by a newline with probability LINE_END_PROB, else a space; a word's first letter is drawn from u_k.
+# The languages are the same for every corpus seed (LANGUAGE_SEED): a seed changes their documents,
+# not their grammar. Every byte's entropy given (language, previous letter) is exact.
+LANG_LETTERS = 8
+LANGUAGE_SEED = 2023
+_LOWER = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
+
+
+class Language(NamedTuple):
+    """One synthetic language: letters [L] uint8 (its alphabet), first [L] (a word's first letter),
+    next [L, L] (row a: the next letter after letter a, given the word goes on), end: q_k."""
+    letters: np.ndarray
+    first: np.ndarray
+    next: np.ndarray
+    end: float
+
+
+@lru_cache(maxsize=None)
+def languages() -> tuple:
+    """The N_LANGUAGES languages of the family (fixed by LANGUAGE_SEED)."""
+    rng = np.random.default_rng(LANGUAGE_SEED)
+    shared = np.exp(rng.normal(0.0, 1.0, size=(26, 26)))               # B [26, 26]
+    out = []
+    for _ in range(N_LANGUAGES):
+        idx = np.sort(rng.choice(26, LANG_LETTERS, replace=False))
+        taste = rng.dirichlet(np.ones(LANG_LETTERS))                     # u_k [L]
+        nxt = taste[None, :] * shared[np.ix_(idx, idx)]                  # [L, L]
+        out.append(Language(_LOWER[idx], taste, nxt / nxt.sum(axis=1, keepdims=True),
+                            float(rng.uniform(0.15, 0.3))))
+    return tuple(out)
+
+
+def language_document(k: int, n_bytes: int, rng: np.random.Generator) -> Segment:
+    """Exactly n_bytes of words in language k (cut wherever n_bytes falls).
+
+    States (for the tests): 0 a word's first letter (after a space, a newline or the document start);
+    1 + a the byte after letter number a of the alphabet (the word's next letter, or its end).
+    """
+    lang = languages()[k]
+    n_letters = len(lang.letters)
+    n_words = int(n_bytes * lang.end) + 8
+    while True:
+        lengths = rng.geometric(lang.end, size=n_words)                  # letters per word, >= 1
+        if (lengths + 1).sum() >= n_bytes:
+            break
+        n_words *= 2
+    cum_first, cum_next = np.cumsum(lang.first), np.cumsum(lang.next, axis=1)
+    letters = np.zeros((n_words, lengths.max()), np.int64)               # [words, longest] alphabet indices
+    letters[:, 0] = np.minimum(np.searchsorted(cum_first, rng.random(n_words)), n_letters - 1)
+    u = rng.random(letters.shape)
+    for t in range(1, letters.shape[1]):                                 # all words step together
+        prev = letters[:, t - 1]
+        letters[:, t] = np.minimum((cum_next[prev] < u[:, t, None]).sum(axis=1), n_letters - 1)
+    in_word = np.arange(letters.shape[1])[None, :] < lengths[:, None]   # [words, longest]
+    n = int((lengths + 1).sum())
+    ends = np.cumsum(lengths + 1) - 1                                    # byte index of each separator
+    is_letter = np.ones(n, bool)
+    is_letter[ends] = False
+    alpha = np.full(n, -1, np.int64)
+    alpha[is_letter] = letters[in_word]                                  # row-major: word by word
+    data = np.where(is_letter, lang.letters[np.maximum(alpha, 0)], ord(" ")).astype(np.uint8)
+    data[ends[rng.random(n_words) < LINE_END_PROB]] = ord("\n")
+    after_letter = np.array([entropy_bits(np.r_[lang.end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                                (1 - lang.end) * row]) for row in lang.next], np.float32)
+    state = np.zeros(n, np.int32)
+    state[1:] = np.where(is_letter[:-1], 1 + alpha[:-1], 0)
+    entropy = np.where(state == 0, entropy_bits(lang.first), after_letter[np.maximum(state - 1, 0)])
+    detail = np.where(is_letter, DET["lang_letter"], DET["lang_space"]).astype(np.uint8)
+    seg = Segment(data, np.full(n, CTX[LANGUAGES[k]], np.uint8), detail, entropy.astype(np.float32), state)
+    return slice_segment(seg, 0, n_bytes)
 
 
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)

@@ -1,7 +1,7 @@
 """What every lesson script shares: its scale, where it writes, and its ground-truth checks.
 
-A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [--runs DIR]`, or as a notebook
-(set TINYMONO_SCALE and TINYMONO_RUNS in the environment instead of flags):
+A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [--seed N] [--runs DIR]`, or as a
+notebook (set TINYMONO_SCALE, TINYMONO_SEED and TINYMONO_RUNS in the environment instead of flags):
 
 - `smoke`: seconds; every cell and figure runs on sizes too small for the bars, so checks print SKIP;
 - `default`: minutes on a 2-core laptop; every check is asserted;
@@ -10,7 +10,11 @@ A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [-
   `RARE_CORPUS` in tinymono/pipeline.py and lesson 07 for why);
 - `full`: sizes closer to the papers'.
 
-Figures go to DIR/<scale>/<lesson>/ and models that later lessons reuse to DIR/<scale>/cache/. Each
+--seed N (default 0) seeds the corpus, the transformer and the SAEs of lessons 05-08 (lessons 01-04 keep
+their own seeds), so a result can be checked with a second seed; a run with seed N > 0 lives in
+DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`).
+
+Figures go to DIR/<run>/<lesson>/ and models that later lessons reuse to DIR/<run>/cache/. Each
 check prints one line, PASS/FAIL/SKIP with the measured number and the bar, and `finish()` exits
 non-zero if any check failed. `finish()` also writes DIR/<scale>/<lesson>/result.json (the checks, the
 figures with their captions, the wall time): the reproduction report is assembled from these.
@@ -25,6 +29,13 @@ import time
 from pathlib import Path
 
 SCALES = ("smoke", "default", "rare", "full")
+
+
+def run_folder(scale, seed=0):
+    """The folder name of one run under the runs root: the scale, and the seed when it is not 0."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return scale if seed == 0 else f"{scale}-seed{seed}"
 
 
 def _interrupt_hook(previous, cache):
@@ -43,6 +54,8 @@ class Lesson:
     def __init__(self, name, argv=None):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
         parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"))
+        parser.add_argument("--seed", type=int, default=int(os.environ.get("TINYMONO_SEED", "0")),
+                            help="seed of the corpus, transformer and SAEs of lessons 05-08 (default: 0)")
         parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
                             help="root folder for figures and cached models (default: ./runs)")
         args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -51,9 +64,11 @@ class Lesson:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {args.scale!r}")
-        self.name, self.scale = name, args.scale
-        self.out = Path(args.runs) / self.scale / name
-        self.cache = Path(args.runs) / self.scale / "cache"
+        if args.seed < 0:
+            parser.error(f"--seed must be >= 0, got {args.seed}")
+        self.name, self.scale, self.seed = name, args.scale, args.seed
+        self.out = Path(args.runs) / run_folder(self.scale, self.seed) / name
+        self.cache = Path(args.runs) / run_folder(self.scale, self.seed) / "cache"
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.results = []  # (status, name, value, bar)
@@ -61,7 +76,8 @@ class Lesson:
         self._t0 = time.perf_counter()
         if not notebook:
             sys.excepthook = _interrupt_hook(sys.excepthook, self.cache)
-        print(f"lesson {name} at scale {self.scale!r}; figures in {self.out}")
+        seed = f", seed {self.seed}" if self.seed else ""
+        print(f"lesson {name} at scale {self.scale!r}{seed}; figures in {self.out}")
 
     def pick(self, smoke, default, full=None):
         """The value for the current scale (rare takes default's; full too, unless given)."""
@@ -93,7 +109,7 @@ class Lesson:
         """Print the summary, write result.json, and exit non-zero if any check failed (as a script)."""
         failed = [r for r in self.results if r[0] == "FAIL"]
         counts = {s: sum(r[0] == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
-        record = {"lesson": self.name, "scale": self.scale, "seconds": time.perf_counter() - self._t0,
+        record = {"lesson": self.name, "scale": self.scale, "seed": self.seed, "seconds": time.perf_counter() - self._t0,
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures]}

@@ -62,30 +62,31 @@ def _sizes(scale):
     return SIZES[scale]
 
 
-def corpus_config(scale):
-    return CorpusConfig(seed=0, **_sizes(scale)["corpus"])
+def corpus_config(scale, seed=0):
+    return CorpusConfig(seed=seed, **_sizes(scale)["corpus"])
 
 
-def transformer_configs(scale):
+def transformer_configs(scale, seed=0):
     """(TransformerConfig, TrainConfig) for a scale."""
-    return tr.TransformerConfig(**_sizes(scale)["model"]), tr.TrainConfig(batch=32, seed=0, **_sizes(scale)["train"])
+    return tr.TransformerConfig(**_sizes(scale)["model"]), tr.TrainConfig(batch=32, seed=seed, **_sizes(scale)["train"])
 
 
-def sae_config(scale, d_in, d_sae=None):
+def sae_config(scale, d_in, d_sae=None, seed=0):
     """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, A/1; another
     d_sae keeps everything else, as the paper's A/0..A/5 share their L1 coefficient).
     Resampling: every 5% of the run through its first half, for latents silent over the last 2%
     (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps)."""
     sizes = dict(_sizes(scale)["sae"], **({} if d_sae is None else {"d_sae": d_sae}))
     return sae.SAEConfig(d_in=d_in, lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)),
-                         dead_window=0.02, resample_batches=25, seed=0, **sizes)
+                         dead_window=0.02, resample_batches=25, seed=seed, **sizes)
 
 
-def get_transformer(scale, cache, progress=None):
-    """(corpus, params, cfg, task, result): the corpus and the trained transformer, cached in `cache`."""
+def get_transformer(scale, cache, progress=None, seed=0):
+    """(corpus, params, cfg, task, result): the corpus and the trained transformer, cached in `cache`
+    (one cache folder per scale and seed: see tinymono.lesson.run_folder)."""
     cache = Path(cache)
-    corpus = get_corpus(corpus_config(scale), cache, progress=progress is not False)
-    cfg, train_cfg = transformer_configs(scale)
+    corpus = get_corpus(corpus_config(scale, seed), cache, progress=progress is not False)
+    cfg, train_cfg = transformer_configs(scale, seed)
     task = tr.TransformerTask(cfg, train_cfg, corpus)
     result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / "transformer.npz",
                    progress=progress, desc="transformer")
@@ -103,16 +104,16 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
     return tuple(stores)
 
 
-def sae_task(scale, train_store, d_sae=None):
+def sae_task(scale, train_store, d_sae=None, seed=0):
     """The SAE's training task on shuffled batches of the training store, at its (deterministic) start."""
-    cfg = sae_config(scale, train_store.acts.shape[1], d_sae)
+    cfg = sae_config(scale, train_store.acts.shape[1], d_sae, seed)
     return sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
 
 
-def get_sae(scale, cache, train_store, progress=None, d_sae=None):
+def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
     """(params, cfg, task, result): the SAE trained on shuffled batches of the training store. d_sae: a
     dictionary of another size on the same recipe and data (lesson 08), cached beside the main one."""
-    task = sae_task(scale, train_store, d_sae)
+    task = sae_task(scale, train_store, d_sae, seed)
     name = "sae.npz" if d_sae in (None, _sizes(scale)["sae"]["d_sae"]) else f"sae_{d_sae}.npz"
     result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
                    desc="sae" if name == "sae.npz" else f"sae {d_sae}")

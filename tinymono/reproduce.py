@@ -4,11 +4,12 @@ The stages are the lessons, in order: toy superposition, the SAE on toy data, re
 features, the transformer by hand, training it on the labelled corpus, the SAE on its MLP, the
 interpretation of the features against the labels, and steering with features and their splitting
 across dictionary sizes. Each lesson caches what it trains under
-DIR/<scale>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
-checks and figures in DIR/<scale>/<lesson>/result.json. A stage whose result.json exists is finished
-and is not run again (use --force to rerun); the report is assembled from the result files:
-DIR/<scale>/report.md embeds every figure and lists every check with its number and bar, and the
-command exits non-zero if any check failed or any stage did not finish.
+DIR/<run>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
+checks and figures in DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a
+seed other than 0). A stage whose result.json exists is finished and is not run again (use --force to
+rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and
+lists every check with its number and bar, and the command exits non-zero if any check failed or any
+stage did not finish.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from tinymono.lesson import run_folder
+
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
 
 
@@ -32,8 +35,9 @@ def lessons():
     return sorted(p for p in LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 
 
-def _result_path(root, scale, lesson):
-    return Path(root) / scale / lesson.stem / "result.json"
+def _result_path(root, run, lesson):
+    """run: the run's folder name (lesson.run_folder: the scale, and the seed when it is not 0)."""
+    return Path(root) / run / lesson.stem / "result.json"
 
 
 class Stopped(Exception):
@@ -44,7 +48,7 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def run_stage(lesson, scale, root, log):
+def run_stage(lesson, scale, root, log, seed=0):
     """Run one lesson as a child process, streaming its output to the terminal and to `log`. Returns
     (exit code, seconds).
 
@@ -53,7 +57,7 @@ def run_stage(lesson, scale, root, log):
     a second), keeps relaying the child's output until it has exited, then re-raises KeyboardInterrupt.
     SIGTERM and SIGHUP are passed on too, and raise Stopped once the child has exited."""
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(lesson), "--scale", scale, "--runs", str(root)]
+    cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                                 env=env, bufsize=1, start_new_session=True) as proc:
@@ -94,10 +98,11 @@ def _fmt_value(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def write_report(root, scale, stages):
+def write_report(root, scale, stages, seed=0):
     """report.md from the stages' result.json files. stages: [(lesson path, status, seconds)]."""
-    base = Path(root) / scale
-    lines = [f"# tinymono reproduction report (scale: {scale})", "",
+    run = run_folder(scale, seed)
+    base = Path(root) / run
+    lines = [f"# tinymono reproduction report (scale: {scale}, seed: {seed})", "",
              "Each section is one lesson; its checks compare what was trained here with ground truth.", ""]
     if scale == "smoke":
         lines += ["At smoke scale every check reads SKIP: the sizes are too small for its bar, so only the "
@@ -105,7 +110,7 @@ def write_report(root, scale, stages):
     table = ["| lesson | check | measured | bar | result |", "|---|---|---|---|---|"]
     for lesson, status, seconds in stages:
         lines.append(f"## {lesson.stem}  ({status}, {seconds:.0f} s)")
-        path = _result_path(root, scale, lesson)
+        path = _result_path(root, run, lesson)
         if not path.exists():
             lines += ["", "This stage did not finish; see its log.", ""]
             continue
@@ -128,16 +133,16 @@ def write_report(root, scale, stages):
     return report
 
 
-def reproduce(root="runs", scale="default", force=False, only=None):
+def reproduce(root="runs", scale="default", force=False, only=None, seed=0):
     """Run every stage (or those whose names contain one of `only`), write the report, print the
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
     check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
-    cannot be written or an --only that matches nothing."""
-    root = Path(root)
+    cannot be written or an --only that matches nothing. seed: that of lessons 05-08 (see tinymono.lesson)."""
+    root, run = Path(root), run_folder(scale, seed)
     try:
-        (root / scale / "logs").mkdir(parents=True, exist_ok=True)
-        probe = root / scale / ".write-test"
+        (root / run / "logs").mkdir(parents=True, exist_ok=True)
+        probe = root / run / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -148,14 +153,14 @@ def reproduce(root="runs", scale="default", force=False, only=None):
                          + ", ".join(p.stem for p in lessons()))
     ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
-        result = _result_path(root, scale, lesson)
+        result = _result_path(root, run, lesson)
         if result.exists() and not force:
             print(f"[{i}/{len(todo)}] {lesson.stem}: finished earlier, reused ({result})")
             continue
         result.unlink(missing_ok=True)
         print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
         try:
-            code, seconds = run_stage(lesson, scale, root, root / scale / "logs" / f"{lesson.stem}.log")
+            code, seconds = run_stage(lesson, scale, root, root / run / "logs" / f"{lesson.stem}.log", seed)
         except (KeyboardInterrupt, Stopped) as e:
             print(f"\n{'interrupted' if isinstance(e, KeyboardInterrupt) else e} during {lesson.stem}; the "
                   "checkpoints it saved are kept: run the same command again to resume", file=sys.stderr)
@@ -166,7 +171,7 @@ def reproduce(root="runs", scale="default", force=False, only=None):
         print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
     stages, checks, unfinished = [], [], []  # stages: every one run now or finished earlier
     for lesson in lessons():
-        path = _result_path(root, scale, lesson)
+        path = _result_path(root, run, lesson)
         result = json.loads(path.read_text()) if path.exists() else None
         if lesson in ran:
             stages.append((lesson, *ran[lesson]))
@@ -176,7 +181,7 @@ def reproduce(root="runs", scale="default", force=False, only=None):
             checks += [(lesson.stem, c) for c in result["checks"]]
         elif lesson in ran:
             unfinished.append(lesson.stem)
-    report = write_report(root, scale, stages)
+    report = write_report(root, scale, stages, seed)
     print("\nverification against ground truth")
     for stem, c in checks:
         print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
@@ -188,5 +193,5 @@ def reproduce(root="runs", scale="default", force=False, only=None):
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           + (" (SKIP: smoke scale is too small for the bars)" if counts["SKIP"] else ""))
     if unfinished:
-        print(f"did not finish: {', '.join(unfinished)} (logs in {root / scale / 'logs'})")
+        print(f"did not finish: {', '.join(unfinished)} (logs in {root / run / 'logs'})")
     return 1 if failed else 0
