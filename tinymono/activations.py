@@ -58,7 +58,7 @@ import os
 import sys
 import time
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -465,8 +465,8 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
         commit()
     finally:
         bar.close()
-        with writing(path):
-            for fh in handles.values():
+        for fh in handles.values():  # commit() flushed what counts; after a failure, what is left is redone
+            with suppress(OSError):  # (so a full disk met again here does not hide the first error)
                 fh.close()
     return ActivationStore(path, partial=True)
 
