@@ -48,8 +48,8 @@ def _result_path(root, scale, lesson):
 
 
 def _read_result(path):
-    """A stage's result.json, or None if there is none or it is damaged (said once here; the stage then
-    counts as not finished, and runs again)."""
+    """A stage's result.json, or None if there is none or it is damaged (a warning says which; the stage
+    then counts as not finished, and runs again)."""
     if not path.exists():
         return None
     try:
@@ -220,7 +220,8 @@ def reproduce(root="runs", scale="default", force=False, only=None):
         with writing(reserve):
             reserve.write_bytes(bytes(RESERVE_BYTES))
     except OSError as e:
-        reserve.unlink(missing_ok=True)
+        if reserve.is_file():
+            reserve.unlink()
         raise ValueError(f"cannot write into --out {root}: {e.strerror or e}") from e
     todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
     try:
