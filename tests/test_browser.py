@@ -1,5 +1,6 @@
 """The static feature browser, read back with the standard library's HTML parser: hostile corpus text stays
 text, nothing is fetched from a network, the structure is well formed, and the page holds what it should."""
+import copy
 import re
 from html.parser import HTMLParser
 
@@ -25,9 +26,11 @@ class Checker(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.stack, self.errors, self.tags, self.text, self.scripts, self.refs = [], [], [], [], [], []
+        self.attrs = []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
+        self.attrs += [name for name, _ in attrs]
         for name, value in attrs:
             if name in ("src", "href", "xlink:href", "action", "poster", "data") or "url(" in (value or ""):
                 self.refs.append((tag, name, value))
@@ -134,3 +137,100 @@ def test_size_is_reasonable_for_hundreds_of_features(page, tmp_path):
     path = write_browser(tmp_path / "many.html", many, max_examples=5)
     size = path.stat().st_size
     assert size < 20 * 2**20, f"300 features take {size / 2**20:.1f} MB"
+
+
+# ----------------------------------------------------------------------------------------------------
+# hostile strings in every field that reaches the page
+
+ATTRS = {"lang", "charset", "class", "id", "href", "title", "data-v", "data-label", "onclick", "oninput",
+         "placeholder", "style", "width", "height", "viewbox", "role", "fill", "d", "x", "y", "font-size",
+         "text-anchor"}
+HIDDEN = "\u202e\u202a\u2066\u2069\u200e\u200f\x00\x1b\x7f\x85"  # bidi controls, NUL, ESC, DEL, a C1 control
+ATTACK = '0"><img src=x onerror=alert(1)>\'><script>alert(3)</script></td></table>' + HIDDEN + "\ud800"
+FIELDS = {  # where a hostile string can enter: a function that puts it there (cards, title, summary)
+    "unit": lambda cards, kw: cards[0].update(unit=ATTACK),
+    "kind": lambda cards, kw: cards[0].update(kind=ATTACK),
+    "best label": lambda cards, kw: cards[0]["best"].update(label=ATTACK),
+    "histogram label": lambda cards, kw: cards[0]["histogram"]["labels"].__setitem__(
+        int(np.argmax([sum(row) for row in cards[0]["histogram"]["counts"]])), ATTACK),  # one that is drawn
+    "promoted token": lambda cards, kw: cards[0]["logits"]["promoted"].__setitem__(0, (ATTACK, 1.0)),
+    "suppressed token": lambda cards, kw: cards[0]["logits"]["suppressed"].__setitem__(0, (ATTACK, -1.0)),
+    "example text": lambda cards, kw: cards[0]["examples"][0]["pieces"].__setitem__(0, (ATTACK, 1.0, True)),
+    "title": lambda cards, kw: kw.update(title=ATTACK),
+    "summary name": lambda cards, kw: kw.update(summary={ATTACK: 1.0}),
+    "summary value": lambda cards, kw: kw.update(summary={"note": ATTACK}),
+}
+
+
+def live_cards(page):
+    _, _, cards = page
+    live = [c for c in cards if c["examples"] and c["logits"]["promoted"] and c["logits"]["suppressed"]]
+    assert live, "the fixture must have a live card with examples and logits"
+    return copy.deepcopy(live[:2])
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+def test_every_field_is_escaped(page, tmp_path, field):
+    cards, kw = live_cards(page), {}
+    FIELDS[field](cards, kw)
+    path = write_browser(tmp_path / "p.html", cards, **kw)
+    text = path.read_text(encoding="utf-8")  # strict: a lone surrogate must not reach the file
+    checker = Checker()
+    checker.feed(text)
+    checker.close()
+    assert set(checker.tags) <= ALLOWED and set(checker.attrs) <= ATTRS, (
+        f"{field}: markup from the data: tags {sorted(set(checker.tags) - ALLOWED)}, "
+        f"attributes {sorted(set(checker.attrs) - ATTRS)}: is the {field} passed through esc()?")
+    assert checker.tags.count("script") == 1 and "alert" not in "".join(checker.scripts)
+    assert checker.errors == [] and checker.stack == [], f"{field}: the page's structure was broken: {checker.errors}"
+    raw = sorted({f"U+{ord(ch):04X}" for ch in text if ch in HIDDEN or 0xD800 <= ord(ch) <= 0xDFFF})
+    assert not raw, f"{field}: invisible or reordering characters reached the page raw: {raw}"
+    data = "".join(checker.text) + "".join(v for _, _, v in checker.refs if v)
+    for ch in "\u202e\u2066\x00\ud800":
+        shown = f"\u27e8U+{ord(ch):04X}\u27e9"
+        assert shown in data or shown in text, f"{field}: {ch!r} must be shown visibly, as {shown}"
+    assert "<img src=x onerror=alert(1)>" in data, f"{field}: the hostile text must reach the reader as text"
+
+
+def test_numbers_passed_as_strings(page, tmp_path):
+    cards = live_cards(page)
+    cards[0]["density"], cards[0]["max"] = "0.25", "2"
+    cards[0]["best"]["pearson"] = "0.5"
+    text = write_browser(tmp_path / "ok.html", cards).read_text()
+    assert "density 0.25" in text and "max 2 " in text and "r 0.5" in text, "a string that reads as a number is that number"
+    old = write_browser(tmp_path / "p.html", cards).read_bytes()
+    for field, value in (("density", '0"><img src=x onerror=alert(1)>'), ("max", float("inf")), ("density", None),
+                         ("max", [1])):
+        bad = copy.deepcopy(cards)
+        bad[0][field] = value
+        with pytest.raises(TypeError, match=f"card 0 .* {field} must be a finite number"):
+            write_browser(tmp_path / "p.html", bad)
+        assert (tmp_path / "p.html").read_bytes() == old, "a page that fails must leave the old page as it was"
+    del bad[0]["histogram"]
+    with pytest.raises(KeyError, match="histogram"):
+        write_browser(tmp_path / "p.html", bad)
+
+
+def test_a_lone_surrogate_label_gives_a_whole_page(page, tmp_path):
+    cards = live_cards(page)
+    cards[0]["best"]["label"] = "dna\udc80"
+    text = write_browser(tmp_path / "p.html", cards).read_text(encoding="utf-8")
+    assert text.endswith("</html>\n") and "dna\u27e8U+DC80\u27e9" in text
+
+
+def test_a_page_is_complete_or_not_written(page, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    cards = live_cards(page)
+    path = write_browser(tmp_path / "p.html", cards)
+    old = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match=f"disk full: cannot write {path}"):
+        write_browser(path, cards, title="new")
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["p.html"], \
+        "a page that could not be written whole must leave the old one and no temporary file"

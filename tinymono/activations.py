@@ -10,11 +10,16 @@ hold the whole thing in memory, so:
   writes: nothing is memory-mapped, so the resident memory is one group's worth however long the
   split). One row per token of the split, in corpus order (row i is byte i of the split).
 * Progress is recorded in `meta.json`, rewritten atomically after the data is flushed, so a harvest
-  can stop (by choice: `max_rows`, or by a crash) and continue later, and the store it ends with is
-  byte for byte the one an uninterrupted harvest writes. That holds because the windows and their
+  can stop (by choice: `max_rows`, by a crash, or on a full disk) and continue later, and the store it
+  ends with is byte for byte the one an uninterrupted harvest writes. That holds because the windows and their
   grouping into forwards are a fixed plan (`window_plan`) and each resume restarts at a group
   boundary: a window's activations depend, in the last float bits, on the other windows in its
   batch (BLAS blocks the matmul by batch size), so regrouping would change bits.
+* Each group's rows get a checksum (zlib.crc32 over the bytes of every column, recorded in meta.json
+  `checksums`), so damage is found, not read back as data: opening a store checks every file's
+  header and size and the last group's checksum (cheap; `verify="all"` or `store.verify()` checks
+  every group), and a harvest that continues a store checks every group already on disk and harvests
+  again from the first one that does not match (a truncated acts.npy is refilled, not left as zeros).
 * `ShuffledBatches` samples rows without replacement within an epoch: it shuffles the order of
   fixed-size blocks of rows, reads a buffer of several random blocks, shuffles the rows inside the
   buffer and hands out batches. Its whole state (epoch, positions, random-number state) is a few
@@ -41,7 +46,7 @@ On disk (one folder):
     context.npy  [N] uint8, detail.npy [N] uint8 its corpus labels
     pos.npy      [N] uint16                      its position in the window it was computed in
     index.npy    [N] int64                       its index in the corpus split
-    meta.json    model and corpus fingerprints, dtype, plan, rows done, complete
+    meta.json    model and corpus fingerprints, dtype, plan, rows done, complete, a checksum per group
 
 Axis vocabulary: N rows (tokens), M d_mlp, W window length (n_ctx), b windows per forward.
 """
@@ -52,17 +57,27 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+import zlib
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from tinymono import checkpoint as ckpt
 from tinymono import transformer
+from tinymono.files import BadFile, atomic_write, npy_layout, read_json, remove_stale_temps, writing
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a checksum per group
 LABEL_FIELDS = {"tokens": np.uint16, "context": np.uint8, "detail": np.uint8, "pos": np.uint16, "index": np.int64}
+COLUMNS = ("acts", *LABEL_FIELDS)  # the store's files, in the order the checksums read them
 DTYPES = ("float32", "float16")
+META_KEYS = ("format", "hook", "model", "corpus", "dtype", "d_mlp", "n_rows", "fast", "plan", "rows_done",
+             "groups_done", "complete", "checksums")
+
+
+class StoreError(BadFile):
+    """An activation store that is incomplete, damaged, or not what its meta.json says."""
 
 
 def model_fingerprint(params, cfg):
@@ -134,15 +149,73 @@ def mlp_activations(params, tokens, cfg, *, fast=True):
 # the store: reading
 
 
-def _npy_layout(path):
-    """(header bytes, dtype, shape) of a .npy file, read from its header without mapping the data."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(fh)
-        if fortran:
-            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
-        return fh.tell(), dtype, shape
+def _fix(path):
+    return (f"delete {path} and harvest again (or call harvest() with the same model: it checks the store and "
+            "redoes the damaged rows)")
+
+
+def _read_meta(path, whole=True):
+    """(meta, group bounds, {column: header bytes}) of the store at `path`: meta.json with every key present
+    and consistent, and each file's dtype and shape as meta.json says (and, if `whole`, each file as long
+    as its shape says); else StoreError."""
+    meta_path = path / "meta.json"
+    meta = read_json(meta_path, StoreError, _fix(path), required=META_KEYS)
+    if meta["format"] != FORMAT_VERSION:
+        raise StoreError(f"{meta_path}: store format {meta['format']!r}, this version reads {FORMAT_VERSION}; "
+                         f"delete {path} to harvest it again")
+    if not (meta["dtype"] in DTYPES and all(type(meta[k]) is int and meta[k] >= 1 for k in ("n_rows", "d_mlp"))):
+        raise StoreError(f"{meta_path}: dtype {meta['dtype']!r}, n_rows {meta['n_rows']!r}, d_mlp {meta['d_mlp']!r} "
+                         f"are not a store's; {_fix(path)}")
+    offsets = {}
+    for name in COLUMNS:  # the files first: their sizes bound what the plan below may allocate
+        want_dtype = np.dtype(meta["dtype"] if name == "acts" else LABEL_FIELDS[name])
+        want_shape = (meta["n_rows"], meta["d_mlp"]) if name == "acts" else (meta["n_rows"],)
+        offsets[name], dtype, shape = npy_layout(path / f"{name}.npy", StoreError, _fix(path), whole=whole)
+        if dtype != want_dtype or tuple(shape) != want_shape:
+            raise StoreError(f"{path / name}.npy: {dtype} {tuple(shape)}, meta.json says {want_dtype} {want_shape}; "
+                             f"{_fix(path)}")
+    try:
+        plan = meta["plan"]
+        bounds = _group_rows(window_plan(meta["n_rows"], plan["window"], plan["stride"])[0], plan["window"],
+                             plan["batch"])
+        ok = (type(meta["groups_done"]) is int and 0 <= meta["groups_done"] <= len(bounds) - 1
+              and meta["rows_done"] == bounds[meta["groups_done"]] and len(meta["checksums"]) == meta["groups_done"]
+              and meta["complete"] == (meta["groups_done"] == len(bounds) - 1)
+              and all(type(c) is int for c in meta["checksums"]))
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise StoreError(f"{meta_path} is inconsistent ({type(e).__name__}: {e}); {_fix(path)}") from e
+    if not ok:
+        raise StoreError(f"{meta_path} is inconsistent (rows {meta['rows_done']!r}, groups {meta['groups_done']!r}, "
+                         f"{len(meta['checksums'])} checksums, complete {meta['complete']!r}); {_fix(path)}")
+    return meta, bounds, offsets
+
+
+def _checksum(columns):
+    """crc32 over the bytes of the columns {name: array} of one group, in COLUMNS order."""
+    crc = 0
+    for name in COLUMNS:
+        crc = zlib.crc32(np.ascontiguousarray(columns[name]).data, crc)
+    return crc
+
+
+def _first_bad_group(path, meta, bounds, offsets, groups):
+    """The first of `groups` whose bytes on disk do not match their checksum (a file that ends early
+    included), or None."""
+    row_bytes = {name: np.dtype(meta["dtype"]).itemsize * meta["d_mlp"] if name == "acts"
+                 else np.dtype(LABEL_FIELDS[name]).itemsize for name in COLUMNS}
+    handles = {name: open(path / f"{name}.npy", "rb") for name in COLUMNS}
+    try:
+        for g in groups:
+            lo, hi, crc = bounds[g], bounds[g + 1], 0
+            for name in COLUMNS:
+                handles[name].seek(offsets[name] + lo * row_bytes[name])
+                crc = zlib.crc32(handles[name].read((hi - lo) * row_bytes[name]), crc)  # short if the file ends
+            if crc != meta["checksums"][g]:
+                return g
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return None
 
 
 def _read_exact(fh, offset, out):
@@ -153,7 +226,8 @@ def _read_exact(fh, offset, out):
     while done < len(view):
         n = fh.readinto(view[done:])
         if not n:
-            raise EOFError(f"{fh.name}: file ends before offset {offset + len(view)}")
+            raise StoreError(f"{fh.name}: file ends before offset {offset + len(view)} (truncated since it was "
+                             "opened?)")
         done += n
 
 
@@ -161,43 +235,50 @@ class ActivationStore:
     """A harvested store, opened for reading. Only the rows harvested so far are visible (a partial store
     must be asked for with partial=True).
 
+    verify: "last" (default) checks the last group's checksum, "all" every group's (`verify()` does the
+    same later); either way every file's header and size are checked against meta.json. Any damage is a
+    StoreError naming the file and the fix.
+
     acts, tokens, context, detail, pos, index: read-only memory maps [n_rows, ...] for random access in
     analysis (pages touched stay resident as file cache: for a pass over a large store use `read` or
     `blocks`, which copy through explicit reads and keep the resident memory flat)."""
 
-    def __init__(self, path, *, partial=False):
+    def __init__(self, path, *, partial=False, verify="last"):
+        if verify not in ("last", "all"):
+            raise ValueError(f"verify must be 'last' or 'all', got {verify!r}")
         self.path = Path(path)
-        meta_path = self.path / "meta.json"
-        if not meta_path.is_file():
+        if not (self.path / "meta.json").is_file():
             raise FileNotFoundError(f"{self.path}: no meta.json; not an activation store (or its harvest never "
                                     "wrote its first progress record)")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: store format {self.meta.get('format')!r}, expected {FORMAT_VERSION}")
+        self.meta, self._bounds, self._offsets = _read_meta(self.path)
         if not self.meta["complete"] and not partial:
-            raise ValueError(f"{self.path}: the harvest is incomplete ({self.meta['rows_done']:,} of "
+            raise StoreError(f"{self.path}: the harvest is incomplete ({self.meta['rows_done']:,} of "
                              f"{self.meta['n_rows']:,} rows); call harvest() again to finish it, or open with "
                              "partial=True to use the rows done")
         self.n_rows = int(self.meta["rows_done"])
         self.d = int(self.meta["d_mlp"])
         self.dtype = np.dtype(self.meta["dtype"])
-        self._offset, dtype, shape = _npy_layout(self.path / "acts.npy")
-        if dtype != self.dtype or shape != (self.meta["n_rows"], self.d):
-            raise ValueError(f"{self.path}/acts.npy: {dtype} {shape}, meta.json says {self.dtype} "
-                             f"({self.meta['n_rows']}, {self.d})")
-        size, want = (self.path / "acts.npy").stat().st_size, self._offset + shape[0] * shape[1] * dtype.itemsize
-        if size < want:
-            raise ValueError(f"{self.path}/acts.npy is truncated ({size:,} of {want:,} bytes): delete {self.path} "
-                             "and harvest again")
+        self._offset = self._offsets["acts"]
+        done = self.meta["groups_done"]
+        self.verify(range(done) if verify == "all" else range(max(done - 1, 0), done))
         self._mapped = {}
+
+    def verify(self, groups=None):
+        """Check the checksums of `groups` (default: every group harvested); StoreError at the first that
+        does not match."""
+        groups = range(self.meta["groups_done"]) if groups is None else groups
+        bad = _first_bad_group(self.path, self.meta, self._bounds, self._offsets, groups)
+        if bad is not None:
+            raise StoreError(f"{self.path}: rows {self._bounds[bad]:,}..{self._bounds[bad + 1] - 1:,} do not match "
+                             f"the checksum recorded when they were harvested (a file changed since); "
+                             f"{_fix(self.path)}")
 
     def _map(self, name):
         if name not in self._mapped:
             try:
                 self._mapped[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")[: self.n_rows]
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{self.path}/{name}.npy cannot be read ({e}): delete {self.path} and harvest "
-                                 "again") from e
+            except (OSError, ValueError, EOFError) as e:
+                raise StoreError(f"{self.path}/{name}.npy cannot be read ({e}); {_fix(self.path)}") from e
         return self._mapped[name]
 
     acts = property(lambda self: self._map("acts"), doc="[n_rows, d_mlp] memory map")
@@ -266,12 +347,8 @@ class ActivationStore:
 
 
 def _write_json_atomic(path, obj):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # readers see the old progress record or the new one, never half of one
+    # readers see the old progress record or the new one, never half of one
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1).encode()))
 
 
 def _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride, batch, fast, checkpoint):
@@ -285,7 +362,7 @@ def _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride, batch, fast,
             "dtype": dtype, "d_mlp": cfg.d_mlp, "n_rows": int(n_tokens), "fast": bool(fast),
             "plan": {"window": int(W), "stride": int(stride), "batch": int(batch), "n_windows": len(starts),
                      "n_groups": len(bounds) - 1, "min_context": int(W - stride + 1)},
-            "rows_done": 0, "groups_done": 0, "complete": False}
+            "rows_done": 0, "groups_done": 0, "complete": False, "checksums": []}
     return meta, (starts, keep_from, W, bounds)
 
 
@@ -324,31 +401,28 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
     meta_path = path / "meta.json"
     files = {"acts": (np.dtype(dtype), (n_tokens, cfg.d_mlp)),
              **{name: (np.dtype(dt), (n_tokens,)) for name, dt in LABEL_FIELDS.items()}}
+    remove_stale_temps(meta_path)  # a progress record a killed harvest was writing
     if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        have, want = _identity(old), _identity(meta)
-        if have != want:
-            diff = sorted(k for k in want if have.get(k) != want[k])
-            raise ValueError(f"{path} holds a store harvested differently (differs in {diff}); use another "
-                             "path, or delete it to start over")
-        meta = old
+        meta = _continue(path, meta, bounds)
         if meta["complete"]:  # nothing left to harvest: open it, writing nothing
             return ActivationStore(path)
     else:
         path.mkdir(parents=True, exist_ok=True)
         for name, (dt, shape) in files.items():  # header written, data space reserved (a sparse file)
-            np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=shape).flush()
+            with writing(path / f"{name}.npy"):
+                np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=shape).flush()
         _write_json_atomic(meta_path, meta)
 
     handles = {name: open(path / f"{name}.npy", "r+b") for name in files}
-    offsets = {name: _npy_layout(path / f"{name}.npy")[0] for name in files}
+    offsets = {name: npy_layout(path / f"{name}.npy", StoreError, _fix(path), whole=False)[0] for name in files}
     row_bytes = {name: dt.itemsize * (cfg.d_mlp if name == "acts" else 1) for name, (dt, _) in files.items()}
     arange_W = np.arange(W)
 
     def commit():
-        for fh in handles.values():
-            fh.flush()
-            os.fsync(fh.fileno())
+        with writing(path):
+            for fh in handles.values():
+                fh.flush()
+                os.fsync(fh.fileno())
         _write_json_atomic(meta_path, meta)
 
     g, n_groups = meta["groups_done"], len(bounds) - 1
@@ -376,10 +450,13 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
             columns = {"acts": acts,
                        "tokens": data.tokens[rows], "context": data.context[rows], "detail": data.detail[rows],
                        "pos": np.broadcast_to(arange_W, idx.shape)[keep], "index": rows}
+            columns = {name: np.ascontiguousarray(col, dtype=files[name][0]) for name, col in columns.items()}
             for name, col in columns.items():
-                handles[name].seek(offsets[name] + lo * row_bytes[name])
-                handles[name].write(np.ascontiguousarray(col, dtype=files[name][0]).data)
+                with writing(path / f"{name}.npy"):
+                    handles[name].seek(offsets[name] + lo * row_bytes[name])
+                    handles[name].write(col.data)
             g += 1
+            meta["checksums"].append(_checksum(columns))
             meta["groups_done"], meta["rows_done"], meta["complete"] = g, int(hi), g == n_groups
             bar.update(hi - lo)
             if time.perf_counter() - last_commit >= save_every or meta["complete"]:
@@ -388,9 +465,31 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
         commit()
     finally:
         bar.close()
-        for fh in handles.values():
-            fh.close()
+        for fh in handles.values():  # commit() flushed what counts; after a failure, what is left is redone
+            with suppress(OSError):  # (so a full disk met again here does not hide the first error)
+                fh.close()
     return ActivationStore(path, partial=True)
+
+
+def _continue(path, want, bounds):
+    """The meta of the store at `path`, which a harvest planned as `want` continues: refused if it was
+    harvested differently; every group already on disk is checked against its checksum (only the last
+    one of a complete store), and from the first that does not match the rows are harvested again."""
+    have, _, offsets = _read_meta(path, whole=False)
+    if _identity(have) != _identity(want):
+        diff = sorted(k for k in _identity(want) if _identity(have).get(k) != _identity(want)[k])
+        raise ValueError(f"{path} holds a store harvested differently (differs in {diff}); use another "
+                         "path, or delete it to start over")
+    done = have["groups_done"]
+    groups = range(done - 1, done) if have["complete"] else range(done)
+    bad = _first_bad_group(path, have, bounds, offsets, groups)
+    if bad is not None and have["complete"]:
+        bad = _first_bad_group(path, have, bounds, offsets, range(done))  # the first damaged group
+    if bad is not None:
+        print(f"harvest: rows {bounds[bad]:,}.. of {path} do not match their checksums (a file was damaged or "
+              f"truncated); harvesting again from row {bounds[bad]:,}", file=sys.stderr)
+        have.update(groups_done=bad, rows_done=int(bounds[bad]), complete=False, checksums=have["checksums"][:bad])
+    return have
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -486,16 +585,38 @@ class ShuffledBatches:
                 "batches.layout": np.array([len(self.store), self.block_rows, self.buffer_blocks], np.int64)}
 
     def load_state_arrays(self, arrays):
+        """The reverse of state_arrays; a state that no iterator over this store could be in is a
+        CheckpointError (the checkpoint was damaged, or written for another store or layout)."""
+        keys = ("epoch", "order", "next_block", "blocks", "perm", "pos", "rng", "layout")
+        missing = [f"batches.{k}" for k in keys if f"batches.{k}" not in arrays]
+        if missing:
+            raise ckpt.CheckpointError(f"saved batch state lacks {missing}")
         layout = [int(v) for v in arrays["batches.layout"]]
         if layout != [len(self.store), self.block_rows, self.buffer_blocks]:
-            raise ValueError(f"saved batch state is for (rows, block_rows, buffer_blocks) = {layout}, this "
-                             f"iterator has {[len(self.store), self.block_rows, self.buffer_blocks]} (a checkpoint "
-                             "from another batch layout, e.g. an earlier version's: delete it to train afresh)")
+            raise ckpt.CheckpointError(
+                f"saved batch state is for (rows, block_rows, buffer_blocks) = {layout}, this iterator has "
+                f"{[len(self.store), self.block_rows, self.buffer_blocks]} (a checkpoint from another batch "
+                "layout, e.g. an earlier version's: delete it to train afresh)")
+        order, blocks = np.asarray(arrays["batches.order"]), np.asarray(arrays["batches.blocks"])
+        perm, next_block, pos = np.asarray(arrays["batches.perm"]), arrays["batches.next_block"], arrays["batches.pos"]
+        ok = (all(a.dtype.kind in "iu" for a in (order, blocks, perm, next_block, pos, arrays["batches.epoch"]))
+              and np.array_equal(np.sort(order), np.arange(self.n_blocks)) and 0 <= next_block <= self.n_blocks
+              and np.isin(blocks, order[:next_block]).all() and np.array_equal(np.sort(perm), np.arange(len(perm)))
+              and 0 <= pos <= len(perm) <= self.buffer_blocks * self.block_rows)
+        if not ok:
+            raise ckpt.CheckpointError("saved batch state is not one this iterator could be in (order, blocks, "
+                                       "positions out of range): the checkpoint is damaged")
+        try:
+            self._rng.bit_generator.state = json.loads(str(arrays["batches.rng"]))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ckpt.CheckpointError(f"saved batch state: unreadable random-number state ({e})") from e
         self.epoch = int(arrays["batches.epoch"])
-        self._order = np.array(arrays["batches.order"], np.int64)
-        self._next_block = int(arrays["batches.next_block"])
-        self._blocks = np.array(arrays["batches.blocks"], np.int64)
-        self._perm = np.array(arrays["batches.perm"], np.int64)
-        self._pos = int(arrays["batches.pos"])
-        self._rng.bit_generator.state = json.loads(str(arrays["batches.rng"]))
+        self._order = np.array(order, np.int64)
+        self._next_block = int(next_block)
+        self._blocks = np.array(blocks, np.int64)
+        self._perm = np.array(perm, np.int64)
+        self._pos = int(pos)
         self._buffer_rows = self._read_blocks(self._blocks) if len(self._blocks) else np.zeros(0, np.int64)
+        if len(self._buffer_rows) != len(self._perm):
+            raise ckpt.CheckpointError(f"saved batch state: the buffer holds {len(self._buffer_rows)} rows but its "
+                                       f"order has {len(self._perm)}: the checkpoint is damaged")

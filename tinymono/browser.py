@@ -9,15 +9,23 @@ examples (each byte's background as dark as the unit's activation on it, the act
 outlined), a histogram of its nonzero activations stacked by label, and the next bytes its logit
 weights promote and suppress.
 
-Corpus text is hostile: it contains `<script>`, quotes, ampersands, control bytes and stray bytes of
-broken UTF-8. Control and stray bytes are already escaped visibly by analysis.byte_pieces (as \\xNN);
-every string that reaches the page goes through html.escape here, text and attributes alike.
+Every field is hostile until escaped: corpus text contains `<script>`, quotes, ampersands, control
+bytes and stray bytes of broken UTF-8, and a card or a label may come from anywhere. Every value that
+reaches the page, text and attributes alike, numbers passed as strings included, goes through `esc`:
+html.escape, and characters that would hide or reorder what is shown (controls, NUL, the bidi
+overrides and isolates U+202A-U+202E, U+2066-U+2069, the marks U+200E/U+200F/U+061C, lone surrogates)
+are written visibly as ⟨U+202E⟩. Numeric fields must be numbers (or strings that read as numbers),
+else TypeError. The page is written to a temporary file and renamed, so it is complete or absent.
 """
 from __future__ import annotations
 
 import html
 import math
+import numbers
+import unicodedata
 from pathlib import Path
+
+from tinymono.files import atomic_write
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f")  # last: every other label
 HIST_W, HIST_H, HIST_BINS = 320, 90, 32
@@ -44,12 +52,62 @@ r=>{r.style.display=r.dataset.label.toLowerCase().includes(q)?'':'none'})}
 """
 
 
-def esc(text):
-    return html.escape(str(text), quote=True)
+HIDDEN = {0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def _visible(ch):
+    """A character as shown: itself, or ⟨U+XXXX⟩ if it would hide or reorder text (a control other than
+    newline and tab, a bidi control, a line separator, a lone surrogate)."""
+    hidden = ord(ch) in HIDDEN or (unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t")
+    return f"\u27e8U+{ord(ch):04X}\u27e9" if hidden else ch
+
+
+def esc(value):
+    """Any value as safe page text (or attribute value)."""
+    return html.escape("".join(map(_visible, str(value))), quote=True)
+
+
+SCORES = ("pearson", "specificity", "specificity_high", "auroc")
+
+
+def _num(value, field, kind=float, score=False):
+    """A numeric field as a finite `kind` (a score may also be None or NaN: it matches no label); a string
+    that reads as a number is that number; anything else is a TypeError naming the field."""
+    if score and value is None:
+        return None
+    if isinstance(value, (numbers.Real, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+            if math.isfinite(number) or (score and math.isnan(number)):
+                return kind(number)
+        except ValueError:
+            pass
+    raise TypeError(f"{field} must be a finite number, got {type(value).__name__} {str(value)[:60]!r}")
+
+
+def _checked(card, i):
+    """Card `i` with every numeric field turned into a number (TypeError naming a field that is not one,
+    KeyError naming one that is missing); its strings stay as they are, for esc."""
+    def num(v, field, kind=float, score=False):
+        return _num(v, f"card {i} ({card.get('unit')!r}) {field}", kind, score)
+    try:
+        best, hist, logits = card["best"], card["histogram"], card["logits"]
+        return {"unit": card["unit"], "kind": card["kind"], "density": num(card["density"], "density"),
+                "max": num(card["max"], "max"),
+                "best": {"label": best["label"], **{k: num(best[k], f"best {k}", score=True) for k in SCORES}},
+                "histogram": {"labels": list(hist["labels"]), "edges": [num(e, "histogram edges") for e in hist["edges"]],
+                              "counts": [[num(c, "histogram counts", int) for c in row] for row in hist["counts"]],
+                              "zeros": [num(z, "histogram zeros", int) for z in hist["zeros"]]},
+                "examples": [{"activation": num(ex["activation"], "example activation"),
+                              "pieces": [(text, num(a, "example piece"), bool(center))
+                                         for text, a, center in ex["pieces"]]} for ex in card["examples"]],
+                "logits": {k: [(t, num(w, f"logits {k}")) for t, w in logits[k]] for k in ("promoted", "suppressed")}}
+    except KeyError as e:
+        raise KeyError(f"card {i} lacks the field {e}; cards come from analysis.feature_cards") from e
 
 
 def _fmt(x, digits=3):
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
 def _example_html(example, vmax):
@@ -110,7 +168,7 @@ def _card_html(card, max_examples):
 
     def tokens(items):
         return " ".join(f'<span class="tok" title="{w:.3g}">{esc(t)}</span>' for t, w in items)
-    return (f'<section id="u{u}"><h2>{esc(card["kind"])} {u}</h2>'
+    return (f'<section id="u{esc(u)}"><h2>{esc(card["kind"])} {esc(u)}</h2>'
             f'<p>density {_fmt(card["density"])} &middot; max {_fmt(card["max"])} &middot; best label '
             f'<b>{esc(best["label"])}</b>: r {_fmt(best["pearson"], 2)}, specificity {_fmt(best["specificity"], 2)} '
             f'(above half max {_fmt(best["specificity_high"], 2)}), AUROC {_fmt(best["auroc"], 3)}</p>'
@@ -134,13 +192,13 @@ def _index_html(cards):
     rows = []
     for c in cards:
         b = c["best"]
-        logd = math.log10(c["density"]) if c["density"] > 0 else -99.0
-        cells = [f'<td data-v="{c["unit"]}"><a href="#u{c["unit"]}">{c["unit"]}</a></td>',
-                 f'<td data-v="{logd:.4f}">{_fmt(logd, 3) if c["density"] > 0 else "dead"}</td>',
+        live = c["density"] > 0
+        logd = math.log10(c["density"]) if live else -99.0
+        cells = [f'<td data-v="{esc(c["unit"])}"><a href="#u{esc(c["unit"])}">{esc(c["unit"])}</a></td>',
+                 f'<td data-v="{logd:.4f}">{_fmt(logd, 3) if live else "dead"}</td>',
                  f'<td class="l">{esc(b["label"])}</td>']
-        cells += [f'<td data-v="{b[k]:.6g}">{_fmt(b[k], 2)}</td>'
-                  for k in ("pearson", "specificity", "specificity_high", "auroc")]
-        cells.append(f'<td data-v="{c["max"]:.6g}">{_fmt(c["max"])}</td>')
+        cells += [f'<td data-v="{_fmt(b[k], 6)}">{_fmt(b[k], 2)}</td>' for k in SCORES]
+        cells.append(f'<td data-v="{_fmt(c["max"], 6)}">{_fmt(c["max"])}</td>')
         rows.append(f'<tr data-label="{esc(b["label"])}">{"".join(cells)}</tr>')
     return (f'<input placeholder="filter by label" oninput="filterRows(this.value)">'
             f'<table id="index"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
@@ -149,13 +207,14 @@ def _index_html(cards):
 def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8):
     """Write the page for `cards` (analysis.feature_cards) to `path`; summary: {name: value} shown at the
     top (e.g. the SAE's L0 and loss recovered). At most max_examples examples per unit. Returns the path."""
+    cards = [_checked(c, i) for i, c in enumerate(cards)]
     summary_html = "".join(f"<li>{esc(k)}: {esc(_fmt(v, 4) if isinstance(v, float) else v)}</li>"
                            for k, v in (summary or {}).items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<style>{CSS}</style><script>{JS}</script></head><body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
             f'<p>{esc(LEGEND)}</p>'
             f'{_index_html(cards)}{"".join(_card_html(c, max_examples) for c in cards)}</body></html>\n')
+    data = page.encode("utf-8")  # before any file is opened: whatever fails here leaves no page behind
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write(path, lambda fh: fh.write(data))

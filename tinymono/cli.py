@@ -11,6 +11,7 @@ import json
 import pkgutil
 import sys
 
+from tinymono.files import DiskFullError
 from tinymono.lesson import SCALES
 
 
@@ -44,6 +45,9 @@ def _reproduce(args):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:  # not even the report could be written
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Stopped as e:

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from . import corpus_sources as src
 from .corpus_sources import CONTEXT_NAMES, DETAIL_NAMES, FLOOR_DETAILS
+from .files import BadFile, DiskFullError, is_disk_full, read_json, remove_stale_temps, write_npy
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenizer
@@ -261,18 +262,31 @@ class Corpus:
         return data.tokens[index], data.context[index], data.detail[index]
 
 
+class CorpusError(BadFile):
+    """A corpus folder that is incomplete, damaged, or not what its meta.json says."""
+
+
+META_KEYS = ("format_version", "complete", "config", "fingerprint", "sizes", "context_names", "detail_names",
+             "floors")
+
+
 def load_corpus(path) -> Corpus:
     """Memory-map a corpus folder written by build_corpus. A folder without a complete meta.json, or
-    with arrays that do not match it, is refused: it is not something build_corpus finished."""
+    with arrays that do not match it, is refused (CorpusError, naming the file and the fix): it is not
+    something build_corpus finished."""
     path = Path(path)
     meta_path = path / "meta.json"
+    fix = f"delete {path} to build it again"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: no meta.json; not a finished corpus (an interrupted build?). "
                                 "Delete the folder and build again.")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION or not meta.get("complete"):
-        raise ValueError(f"{path}: meta.json has format {meta.get('format_version')!r}, "
-                         f"complete={meta.get('complete')!r}; expected format {FORMAT_VERSION}, complete")
+    meta = read_json(meta_path, CorpusError, fix, required=META_KEYS)
+    if meta["format_version"] != FORMAT_VERSION or meta["complete"] is not True:
+        raise CorpusError(f"{meta_path} has format {meta['format_version']!r}, complete={meta['complete']!r}; "
+                          f"expected format {FORMAT_VERSION}, complete; {fix}")
+    sizes = meta["sizes"]
+    if not (isinstance(sizes, dict) and all(type(sizes.get(s)) is int and sizes[s] >= 1 for s in ("train", "val"))):
+        raise CorpusError(f"{meta_path}: sizes {sizes!r} are not two positive integers (train, val); {fix}")
     splits = {}
     for split in ("train", "val"):
         arrays = []
@@ -280,13 +294,19 @@ def load_corpus(path) -> Corpus:
             file = path / f"{split}_{name}.npy"
             try:
                 arr = np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as err:
-                raise ValueError(f"{file}: unreadable ({err}); the folder is incomplete or damaged") from err
-            if arr.dtype != dtype or arr.shape != (meta["sizes"][split],):
-                raise ValueError(f"{file}: dtype {arr.dtype} shape {arr.shape}, meta.json says "
-                                 f"{np.dtype(dtype)} ({meta['sizes'][split]},)")
+            except (OSError, ValueError, EOFError) as err:
+                raise CorpusError(f"{file}: unreadable ({type(err).__name__}: {err}); {fix}") from err
+            if arr.dtype != dtype or arr.shape != (sizes[split],):
+                raise CorpusError(f"{file}: dtype {arr.dtype} shape {arr.shape}, meta.json says "
+                                  f"{np.dtype(dtype)} ({sizes[split]},); {fix}")
             arrays.append(arr)
-        splits[split] = Split(*arrays)
+        data = Split(*arrays)
+        for name, top in (("tokens", DOC_SEP), ("context", len(meta["context_names"]) - 1),
+                          ("detail", len(meta["detail_names"]) - 1)):
+            if getattr(data, name).max() > top:  # a label no name stands for: the file was damaged
+                raise CorpusError(f"{path / f'{split}_{name}.npy'} holds values up to "
+                                  f"{getattr(data, name).max()}, above {top}; {fix}")
+        splits[split] = data
     return Corpus(path, meta, splits["train"], splits["val"])
 
 
@@ -297,7 +317,8 @@ def get_corpus(cfg: CorpusConfig, root, progress: bool = True) -> Corpus:
     if path.exists():
         corpus = load_corpus(path)
         if corpus.meta["config"] != cfg.to_dict():
-            raise ValueError(f"{path}: holds a corpus for config {corpus.meta['config']}, not {cfg.to_dict()}")
+            raise CorpusError(f"{path}: holds a corpus for config {corpus.meta['config']}, not {cfg.to_dict()}; "
+                              f"delete {path} to build it again")
         return corpus
     return build_corpus(cfg, path, progress=progress)
 
@@ -542,6 +563,7 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists; load it with load_corpus, or use get_corpus")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir, prefix=f".{out_dir.name}.tmp-")  # folders of builds that were killed
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     started = time.time()
     try:
@@ -563,7 +585,7 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
                 tokens = seg.data.astype(np.uint16)
                 tokens[seg.context == src.CTX["separator"]] = DOC_SEP
                 for name, arr in zip(_FIELDS, (tokens, seg.context, seg.detail, seg.entropy)):
-                    np.save(tmp / f"{split}_{name}.npy", arr.astype(_FIELDS[name]))
+                    write_npy(tmp / f"{split}_{name}.npy", arr.astype(_FIELDS[name]))
                 counts = np.bincount(seg.context, minlength=len(CONTEXT_NAMES))
                 meta["sizes"][split] = int(n)
                 meta["n_documents"][split] = int(n_docs)
@@ -575,8 +597,11 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
         meta["complete"] = True
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.rename(tmp, out_dir)
-    except BaseException:
+    except BaseException as e:
+        full = is_disk_full(e) and not isinstance(e, DiskFullError) and DiskFullError(e.filename or out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:  # said with the space that was left at the time
+            raise full from e
         raise
     return load_corpus(out_dir)
 

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from tinymono.files import BadFile, DiskFullError, atomic_write, writing
+
 SCALES = ("smoke", "default", "rare", "full")
 
 
@@ -38,13 +40,16 @@ def run_folder(scale, seed=0):
     return scale if seed == 0 else f"{scale}-seed{seed}"
 
 
-def _interrupt_hook(previous, cache):
+def _interrupt_hook(previous, name, cache):
     """An excepthook that ends a Ctrl-C with one line instead of a traceback (training saved its checkpoint
-    before re-raising the interrupt)."""
+    before re-raising the interrupt), and a full disk or a damaged file of the project's with the error's
+    own message, which names the file and the fix."""
     def hook(kind, value, tb):
         if issubclass(kind, KeyboardInterrupt):
             print(f"\ninterrupted; finished training and checkpoints are kept in {cache}: run the same command "
                   "again to resume", file=sys.stderr)
+        elif issubclass(kind, (DiskFullError, BadFile)):
+            print(f"lesson {name} stopped: {kind.__name__}: {value}", file=sys.stderr)
         else:
             previous(kind, value, tb)
     return hook
@@ -53,29 +58,42 @@ def _interrupt_hook(previous, cache):
 class Lesson:
     def __init__(self, name, argv=None):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
-        parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"))
-        parser.add_argument("--seed", type=int, default=int(os.environ.get("TINYMONO_SEED", "0")),
-                            help="seed of the corpus, transformer and SAEs of lessons 05-08 (default: 0)")
+        parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"),
+                            help="(or TINYMONO_SCALE in the environment)")
+        parser.add_argument("--seed", default=os.environ.get("TINYMONO_SEED", "0"),
+                            help="seed of the corpus, transformer and SAEs of lessons 05-08 (default: 0, or "
+                                 "TINYMONO_SEED)")
         parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
-                            help="root folder for figures and cached models (default: ./runs)")
+                            help="root folder for figures and cached models (default: ./runs, or TINYMONO_RUNS)")
         args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
         notebook = "ipykernel" in sys.modules
+
+        def fail(message):  # a script exits with a usage line; a notebook raises
+            if notebook:
+                raise ValueError(message)
+            parser.error(message)
+
         if unknown and not notebook:  # a notebook's kernel adds arguments of its own
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        if args.scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}, got {args.scale!r}")
-        if args.seed < 0:
-            parser.error(f"--seed must be >= 0, got {args.seed}")
-        self.name, self.scale, self.seed = name, args.scale, args.seed
+        if args.scale not in SCALES:  # argparse checks choices on the command line, not a default from TINYMONO_SCALE
+            fail(f"scale must be one of {SCALES}, got {args.scale!r} (from --scale or TINYMONO_SCALE)")
+        if not args.runs.strip():
+            fail("--runs (or TINYMONO_RUNS) is empty: give the folder for figures and models, e.g. --runs runs")
+        if not str(args.seed).isdigit():
+            fail(f"--seed (or TINYMONO_SEED) must be a non-negative integer, got {args.seed!r}")
+        self.name, self.scale, self.seed = name, args.scale, int(args.seed)
         self.out = Path(args.runs) / run_folder(self.scale, self.seed) / name
         self.cache = Path(args.runs) / run_folder(self.scale, self.seed) / "cache"
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cache.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # --runs is a file, or cannot be written
+            fail(f"cannot write into --runs {args.runs}: {e.strerror or e} ({e.filename or args.runs})")
         self.results = []  # (status, name, value, bar)
         self.figures = []  # (filename, caption)
         self._t0 = time.perf_counter()
         if not notebook:
-            sys.excepthook = _interrupt_hook(sys.excepthook, self.cache)
+            sys.excepthook = _interrupt_hook(sys.excepthook, name, self.cache)
         seed = f", seed {self.seed}" if self.seed else ""
         print(f"lesson {name} at scale {self.scale!r}{seed}; figures in {self.out}")
 
@@ -90,8 +108,11 @@ class Lesson:
         import matplotlib.pyplot as plt
 
         path = self.out / filename
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with writing(path):
+                fig.savefig(path, dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         self.figures = [f for f in self.figures if f[0] != filename] + [(filename, caption)]
         print(f"  figure: {path}")
         return path
@@ -113,9 +134,7 @@ class Lesson:
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures]}
-        tmp = self.out / "result.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(self.out / "result.json")
+        atomic_write(self.out / "result.json", lambda fh: fh.write(json.dumps(record, indent=1).encode()))
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and "ipykernel" not in sys.modules:
             sys.exit(1)

@@ -7,13 +7,17 @@ across dictionary sizes. Each lesson caches what it trains under
 DIR/<run>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
 checks and figures in DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a
 seed other than 0). A stage whose result.json exists is finished and is not run again (use --force to
-rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and
-lists every check with its number and bar, and the command exits non-zero if any check failed or any
-stage did not finish.
+rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and lists every check with its number and bar, and the
+command exits non-zero if any check failed or any stage did not finish.
+
+A full disk stops a stage, not the command: the stage's log ends with a note, the stage is marked
+failed in the report with the error its lesson printed ("disk full: cannot write ..."), and the report
+is still written, into space set aside for it when the command started (`.report-reserve`, freed at the
+end). Once space is freed, the same command continues where the stages left off.
 """
 from __future__ import annotations
 
-import json
+import collections
 import os
 import signal
 import subprocess
@@ -22,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from tinymono.files import BadFile, DiskFullError, atomic_write, read_json, writing
 from tinymono.lesson import run_folder
 
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
@@ -35,9 +40,31 @@ def lessons():
     return sorted(p for p in LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 
 
+RESERVE_BYTES = 256 * 1024  # set aside for report.md (a default-scale report is about 20 kB)
+TAIL_LINES = 20  # the last lines of a stage's output kept in memory, for the report of a failed stage
+
+
 def _result_path(root, run, lesson):
     """run: the run's folder name (lesson.run_folder: the scale, and the seed when it is not 0)."""
     return Path(root) / run / lesson.stem / "result.json"
+
+
+def _read_result(path):
+    """A stage's result.json, or None if there is none or it is damaged (a warning says which; the stage
+    then counts as not finished, and runs again)."""
+    if not path.exists():
+        return None
+    try:
+        result = read_json(path, BadFile, "the stage will run again", required=("checks", "figures", "seconds"))
+        fields_ok = (all(isinstance(c, dict) and {"status", "name", "value", "bar"} <= set(c) for c in result["checks"])
+                     and all(isinstance(f, dict) and {"file", "caption"} <= set(f) for f in result["figures"])
+                     and isinstance(result["seconds"], (int, float)))
+        if not fields_ok:
+            raise BadFile(f"{path} does not hold a lesson's checks and figures; the stage will run again")
+    except (BadFile, TypeError) as e:
+        print(f"warning: {e}", file=sys.stderr)
+        return None
+    return result
 
 
 class Stopped(Exception):
@@ -48,9 +75,39 @@ class Stopped(Exception):
         self.signum = signum
 
 
+def _open_log(path):
+    try:
+        return open(path, "w", buffering=1)  # line-buffered: a full disk shows at the line that meets it
+    except OSError as e:
+        print(f"  (no log: cannot write {path}: {e.strerror or e})", flush=True)
+        return None
+
+
+def _log_line(fh, path, line):
+    """Write `line` to the log; on a write error (a full disk) say so once and stop logging -> the handle
+    to write the next line to, or None."""
+    if fh is None:
+        return None
+    try:
+        fh.write(line)
+        return fh
+    except OSError as e:
+        print(f"  (log {path} stops here: {e.strerror or e}; the stage goes on)", flush=True)
+        _close_log(fh)
+        return None
+
+
+def _close_log(fh):
+    try:
+        if fh is not None:
+            fh.close()
+    except OSError:  # its last line met a full disk; already said
+        pass
+
+
 def run_stage(lesson, scale, root, log, seed=0):
-    """Run one lesson as a child process, streaming its output to the terminal and to `log`. Returns
-    (exit code, seconds).
+    """Run one lesson as a child process, streaming its output to the terminal and to `log` (as long as
+    the disk allows). Returns (exit code, seconds, the last TAIL_LINES lines of its output).
 
     Signals: the child runs in a session of its own, so a terminal's Ctrl-C reaches only this process,
     which passes each one on (the training loop saves its checkpoint on the first and gives up at once on
@@ -59,12 +116,16 @@ def run_stage(lesson, scale, root, log, seed=0):
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                                env=env, bufsize=1, start_new_session=True) as proc:
+    tail = collections.deque(maxlen=TAIL_LINES)
+    fh = _open_log(log)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
+                          start_new_session=True) as proc:
         def relay():
+            nonlocal fh
             for line in proc.stdout:
                 sys.stdout.write(f"  | {line}")
-                fh.write(line)
+                tail.append(line)
+                fh = _log_line(fh, log, line)
             return proc.wait()
 
         def stop(signum, frame):
@@ -91,15 +152,23 @@ def run_stage(lesson, scale, root, log, seed=0):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    return code, time.perf_counter() - t0
+            _close_log(fh)
+    return code, time.perf_counter() - t0, list(tail)
 
 
 def _fmt_value(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _failure(tail):
+    """What a failed stage said last (its error line), from the last lines of its output."""
+    lines = [line.strip() for line in tail if line.strip()]
+    return lines[-1] if lines else "it printed nothing"
+
+
 def write_report(root, scale, stages, seed=0):
-    """report.md from the stages' result.json files. stages: [(lesson path, status, seconds)]."""
+    """report.md from the stages' result.json files. stages: [(lesson path, status, seconds, note)], note:
+    what a stage that did not finish said last (or None)."""
     run = run_folder(scale, seed)
     base = Path(root) / run
     lines = [f"# tinymono reproduction report (scale: {scale}, seed: {seed})", "",
@@ -108,13 +177,13 @@ def write_report(root, scale, stages, seed=0):
         lines += ["At smoke scale every check reads SKIP: the sizes are too small for its bar, so only the "
                   "pipeline is exercised. Figures and captions describe what the default scale shows.", ""]
     table = ["| lesson | check | measured | bar | result |", "|---|---|---|---|---|"]
-    for lesson, status, seconds in stages:
+    for lesson, status, seconds, note in stages:
         lines.append(f"## {lesson.stem}  ({status}, {seconds:.0f} s)")
-        path = _result_path(root, run, lesson)
-        if not path.exists():
-            lines += ["", "This stage did not finish; see its log.", ""]
+        result = _read_result(_result_path(root, run, lesson))
+        if result is None:
+            said = f": `{note}`" if note else ""
+            lines += ["", f"This stage did not finish{said}; see its log (logs/{lesson.stem}.log).", ""]
             continue
-        result = json.loads(path.read_text())
         lines.append("")
         for fig in result["figures"]:
             lines += [f"![{fig['file']}]({lesson.stem}/{fig['file']})", "",
@@ -128,8 +197,12 @@ def write_report(root, scale, stages, seed=0):
             table.append(f"| {lesson.stem} | {row} |")
         lines.append("")
     lines += ["## Verification table", ""] + table + [""]
-    report = base / "report.md"
-    report.write_text("\n".join(lines))
+    report, text = base / "report.md", "\n".join(lines).encode()
+    try:
+        atomic_write(report, lambda fh: fh.write(text))
+    except DiskFullError:  # the space set aside when the command started is there for this
+        (base / ".report-reserve").unlink(missing_ok=True)
+        atomic_write(report, lambda fh: fh.write(text))
     return report
 
 
@@ -139,44 +212,60 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0):
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
     check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
     cannot be written or an --only that matches nothing. seed: that of lessons 05-08 (see tinymono.lesson)."""
+    if not str(root).strip():
+        raise ValueError("--out is empty: give the folder for models, figures and the report, e.g. --out runs")
+    if only is not None and not all(o.strip() for o in only):
+        raise ValueError(f"--only {only}: an empty name matches every lesson; give part of a lesson's name")
     root, run = Path(root), run_folder(scale, seed)
+    reserve = root / run / ".report-reserve"
     try:
         (root / run / "logs").mkdir(parents=True, exist_ok=True)
-        probe = root / run / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with writing(reserve):
+            reserve.write_bytes(bytes(RESERVE_BYTES))
     except OSError as e:
+        if reserve.is_file():
+            reserve.unlink()
         raise ValueError(f"cannot write into --out {root}: {e.strerror or e}") from e
     todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
-    if not todo:
-        raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
-                         + ", ".join(p.stem for p in lessons()))
+    try:
+        if not todo:
+            raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
+                             + ", ".join(p.stem for p in lessons()))
+        return _run(root, scale, seed, todo, force)
+    finally:
+        reserve.unlink(missing_ok=True)
+
+
+def _run(root, scale, seed, todo, force):
+    """reproduce() once its arguments are checked: the stages in `todo`, then the report."""
+    run = run_folder(scale, seed)
     ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
         result = _result_path(root, run, lesson)
-        if result.exists() and not force:
+        if not force and _read_result(result) is not None:
             print(f"[{i}/{len(todo)}] {lesson.stem}: finished earlier, reused ({result})")
             continue
         result.unlink(missing_ok=True)
         print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
         try:
-            code, seconds = run_stage(lesson, scale, root, root / run / "logs" / f"{lesson.stem}.log", seed)
+            code, seconds, tail = run_stage(lesson, scale, root, root / run / "logs" / f"{lesson.stem}.log", seed)
         except (KeyboardInterrupt, Stopped) as e:
             print(f"\n{'interrupted' if isinstance(e, KeyboardInterrupt) else e} during {lesson.stem}; the "
                   "checkpoints it saved are kept: run the same command again to resume", file=sys.stderr)
             raise
-        status = "ok" if code == 0 else f"exit {code}"
+        note = None if code == 0 else _failure(tail)
+        status = "ok" if code == 0 else f"failed{': disk full' if 'disk full' in note else ''} (exit {code})"
         failed |= code != 0
-        ran[lesson] = (status, seconds)
+        ran[lesson] = (status, seconds, note)
         print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
     stages, checks, unfinished = [], [], []  # stages: every one run now or finished earlier
     for lesson in lessons():
-        path = _result_path(root, run, lesson)
-        result = json.loads(path.read_text()) if path.exists() else None
+        result = _read_result(_result_path(root, run, lesson))
         if lesson in ran:
             stages.append((lesson, *ran[lesson]))
         elif result is not None:
-            stages.append((lesson, "reused" if lesson in todo else "earlier run, not asked for", result["seconds"]))
+            stages.append((lesson, "reused" if lesson in todo else "earlier run, not asked for", result["seconds"],
+                           None))
         if result is not None:
             checks += [(lesson.stem, c) for c in result["checks"]]
         elif lesson in ran:
@@ -188,7 +277,7 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0):
     asked = {l.stem for l in todo}  # the exit code speaks for these; the others are earlier runs' results
     failed |= any(c["status"] == "FAIL" and stem in asked for stem, c in checks) or bool(unfinished)
     print("\nwall time per stage (a reused stage: the time it took when it ran): "
-          + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s in stages))
+          + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s, _ in stages))
     counts = {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           + (" (SKIP: smoke scale is too small for the bars)" if counts["SKIP"] else ""))

@@ -512,7 +512,7 @@ class SAETask:
         expected = {**{f"params.{k}": s for k, s in shapes.items()},
                     **{f"adam.{m}.{k}": s for k, s in shapes.items() for m in ("m", "v")},
                     "adam.t": (), "since_fired": (self.cfg.d_sae,), "rng": ()}
-        ckpt.validate_shapes(arrays, expected, where="SAE checkpoint")
+        ckpt.validate_shapes(arrays, expected, where="SAE checkpoint", counters=("since_fired", "adam.t"))
         try:
             rng_state = json.loads(str(arrays["rng"]))
             self.rng.bit_generator.state = rng_state

@@ -88,6 +88,24 @@ def _history_arrays(history):
     return {f"history.{k}": np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
 
+def _resume_step(path, meta, config, total_steps):
+    """The step a checkpoint's meta says was reached, after checking that the meta belongs to this run."""
+    saved = meta.get("config")
+    if saved != config:
+        saved = saved if isinstance(saved, dict) else {}
+        diff = sorted(k for k in set(config) | set(saved) if config.get(k) != saved.get(k))
+        raise ckpt.CheckpointError(f"checkpoint {path} was written for a different config (differs in "
+                                   f"{diff}); use another path or delete it to start over")
+    step, end = meta.get("step"), meta.get("total_steps", total_steps)
+    if not (type(step) is int and type(end) is int and 0 <= step <= end):
+        raise ckpt.CheckpointError(f"checkpoint {path} says it reached step {step!r} of {end!r}, which no "
+                                   "run writes; delete it to start over")
+    if step > total_steps:
+        raise ckpt.CheckpointError(f"checkpoint {path} is at step {step}, past this run's end ({total_steps} "
+                                   "steps): it belongs to a longer run; use another path or delete it")
+    return step
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -113,14 +131,13 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
 
     if path is not None and resume and path.exists():
         arrays, meta = ckpt.load(path)
-        if meta.get("config") != config:
-            diff = sorted(k for k in set(config) | set(meta.get("config", {}))
-                          if config.get(k) != meta.get("config", {}).get(k))
-            raise ckpt.CheckpointError(f"checkpoint {path} was written for a different config (differs in "
-                                       f"{diff}); use another path or delete it to start over")
+        step = resumed_from = _resume_step(path, meta, config, total_steps)
         history = {k[len("history."):]: list(v) for k, v in arrays.items() if k.startswith("history.")}
-        task.load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("history.")})
-        step = resumed_from = int(meta["step"])
+        try:
+            task.load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("history.")})
+        except (ValueError, TypeError, KeyError) as e:  # the task found a member missing or unusable
+            reason = str(e) if isinstance(e, ckpt.CheckpointError) else f"{type(e).__name__}: {e}"
+            raise ckpt.CheckpointError(f"checkpoint {path}: {reason}; delete it to start over") from e
 
     saved_step = resumed_from
 
