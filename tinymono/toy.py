@@ -281,8 +281,9 @@ def evaluate(cfg: ToyConfig, params, batch_size=10_000):
 
 
 def _check_W(W):
-    """W [..., hidden, feats] with hidden and feats >= 1, real and finite (the metrics below divide by norms)."""
-    W = check_array("W", W, kinds=REAL)
+    """W [..., hidden, feats] with hidden, feats >= 1 and real. NaN is let through: it shows as NaN (the
+    training loop's non-finite guard reads frobenius_sq to catch a diverged model)."""
+    W = check_array("W", W, kinds=REAL, finite=False)
     if W.ndim < 2 or 0 in W.shape[-2:]:
         raise ValueError(f"W must be [inst, hidden, feats] (or [hidden, feats]) with hidden, feats >= 1, got shape "
                          f"{W.shape}")
