@@ -77,7 +77,7 @@ def _indicator(y, n):
         raise ValueError("a label indicator holds 0/1 or booleans (label ids would be read as 'id != 0')")
     y = y.astype(bool)
     if y.shape != (n,):
-        raise ValueError(f"label indicator has shape {y.shape}, the activations have {n} rows")
+        raise ValueError(f"y (the label indicator) has shape {y.shape}, the activations have {n} rows")
     return y
 
 

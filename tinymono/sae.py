@@ -287,20 +287,18 @@ class SAECache(NamedTuple):
 
 def forward(params, x, cfg):
     """x [B, d_in] -> (SAEOutput, cache). x must be [B >= 1, d_in] floats: a [d_in] vector or a [B, T, d_in]
-    array would broadcast into a wrong L0 or L1, so they are refused, not reshaped. NaN or inf (in x or the
-    parameters) is found from the loss, which they make non-finite: no extra pass over x."""
-    x = check_array("x", x, ("B", params["W_enc"].shape[0]), finite=False)
-    out, cache = _forward(params, x, cfg)
-    if not np.isfinite(out.loss):
-        check_finite("x", x)
-        for k, p in params.items():
-            check_finite(f"params[{k!r}]", p)
-        raise ValueError(f"the loss overflowed ({out.loss}): x and the parameters are finite but too large")
-    return out, cache
+    array would broadcast into a wrong L0 or L1, so they are refused, not reshaped. NaN or inf in x or the
+    parameters is refused too (in W_enc it would hide: ReLU(NaN) is 0 here). These checks cost a pass over
+    x and the parameters, ~1/B of the matmuls; the training step skips them (_forward: its batches are
+    checked once, in next_batch, and the loop's guard watches the loss)."""
+    x = check_array("x", x, ("B", params["W_enc"].shape[0]))
+    for k, p in params.items():
+        check_finite(f"params[{k!r}]", p)
+    return _forward(params, x, cfg)
 
 
 def _forward(params, x, cfg):
-    """forward without the checks: the training step's (its batches are checked once, in next_batch)."""
+    """forward without the checks, for the training step."""
     arch = ARCHITECTURES[cfg.architecture]
     f, enc_cache = arch.encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])  # [B, d_sae]
     x_hat, dec_cache = decode_forward(f, params["W_dec"], params["b_dec"])  # [B, d_in]
@@ -325,6 +323,8 @@ def backward(params, cache, cfg):
 def encode(params, x, cfg):
     """x [B, d_in] -> latents f [B, d_sae]. (A NaN in x would come out as 0: ReLU(NaN) is 0 here.)"""
     x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
+    for k in ("W_enc", "b_enc", "b_dec"):
+        check_finite(f"params[{k!r}]", params[k])
     return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
 
 

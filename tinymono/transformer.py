@@ -126,11 +126,11 @@ def check_tokens(tokens, cfg: TransformerConfig, max_len=None):
     if tokens.shape[0] == 0:
         raise ValueError(f"tokens holds no sequence (shape {tokens.shape}): a batch needs B >= 1")
     if not 1 <= tokens.shape[1] <= max_len:
-        raise ValueError(f"sequence length {tokens.shape[1]} is outside 1..{max_len}: the model has "
+        raise ValueError(f"tokens has sequence length {tokens.shape[1]}, outside 1..{max_len}: the model has "
                          f"n_ctx={cfg.n_ctx} positions")
     lo, hi = tokens.min(), tokens.max()
     if lo < 0 or hi >= cfg.d_vocab:
-        raise ValueError(f"token ids must be in [0, {cfg.d_vocab}), got min {lo}, max {hi}")
+        raise ValueError(f"tokens must be in [0, {cfg.d_vocab}) (token ids), got min {lo}, max {hi}")
 
 
 def check_params(params, cfg: TransformerConfig):

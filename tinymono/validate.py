@@ -88,6 +88,8 @@ def check_finite(name, a):
 
 def check_ids(name, ids, n):
     """An integer array with every value in [0, n) (token ids, labels, targets); may be empty."""
+    if not isinstance(ids, np.ndarray) and np.size(ids) == 0:
+        ids = np.zeros(np.shape(ids), np.int64)  # [] holds no ids (NumPy would call it float64)
     a = check_array(name, ids, kinds=INT, finite=False, nonempty=False)
     if a.size:
         lo, hi = a.min(), a.max()
