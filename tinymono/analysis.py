@@ -51,6 +51,7 @@ from scipy.stats import rankdata
 
 from tinymono import sae, transformer
 from tinymono.corpus import DOC_SEP
+from tinymono.validate import INT, REAL, InputTypeError, check_array, check_ids, check_int, check_number
 
 PAPER = {  # Bricken et al. 2023, for the tables: best feature per context, and the best neurons
     "pearson": {"arabic": 0.74, "dna": 0.80, "base64": 0.38, "hebrew": 0.55},
@@ -65,19 +66,24 @@ SCORES = ("pearson", "specificity", "specificity_high", "auroc")
 # the scores on arrays in memory: the definitions, which the streaming versions must reproduce
 
 
+def _activations(A, ndim=2):
+    """A [N, U] (or [N] when ndim allows it): real, finite (a NaN would score 0, not fail), N >= 1."""
+    return check_array("A", A, ndim=ndim, kinds=REAL).astype(np.float64)
+
+
 def _indicator(y, n):
-    y = np.asarray(y)
+    y = check_array("y", y, kinds=REAL, finite=False, nonempty=False)
     if y.dtype != bool and not np.isin(y, (0, 1)).all():
         raise ValueError("a label indicator holds 0/1 or booleans (label ids would be read as 'id != 0')")
     y = y.astype(bool)
     if y.shape != (n,):
-        raise ValueError(f"label indicator has shape {y.shape}, the activations have {n} rows")
+        raise ValueError(f"y (the label indicator) has shape {y.shape}, the activations have {n} rows")
     return y
 
 
 def pearson(A, y):
     """A [N, U], y [N] bool -> [U]: the correlation of each column with y (0 where either is constant)."""
-    A = np.asarray(A, dtype=np.float64)
+    A = _activations(A)
     y = _indicator(y, len(A)).astype(np.float64)
     a, yc = A - A.mean(axis=0), y - y.mean()
     den = np.sqrt((a * a).sum(axis=0) * (yc @ yc))
@@ -88,10 +94,14 @@ def specificity(A, y, threshold=None):
     """A [N, U] >= 0, y [N] bool -> [U]: the share of each unit's activation mass on labelled tokens,
     counting only activations >= threshold (None: all; "half": half the unit's max; or a number / [U]).
     A unit with no mass there scores 0."""
-    A = np.asarray(A, dtype=np.float64)
+    A = _activations(A)
+    if A.min() < 0:
+        raise ValueError(f"A must be >= 0 (activation mass), got values down to {A.min():.3g}")
     y = _indicator(y, len(A))
+    if isinstance(threshold, str) and threshold != "half":
+        raise ValueError(f"threshold must be None, 'half', a number or [U] numbers, got {threshold!r}")
     if threshold is not None:
-        t = 0.5 * A.max(axis=0) if isinstance(threshold, str) and threshold == "half" else threshold
+        t = 0.5 * A.max(axis=0) if isinstance(threshold, str) else check_array("threshold", threshold, kinds=REAL)
         A = np.where(A >= t, A, 0.0)
     total = A.sum(axis=0)
     return np.divide(A[y].sum(axis=0), total, out=np.zeros(A.shape[1]), where=total > 0)
@@ -100,7 +110,7 @@ def specificity(A, y, threshold=None):
 def auroc(A, y):
     """A [N, U] (or [N]), y [N] bool -> [U]: P(a on a labelled token > a on an unlabelled one), ties
     counted one half, exactly, from ranks (Mann-Whitney). 0.5 when y is all true or all false."""
-    A = np.asarray(A, dtype=np.float64)
+    A = _activations(A, ndim=(1, 2))
     col = A.ndim == 1
     A = A[:, None] if col else A
     y = _indicator(y, len(A))
@@ -123,8 +133,8 @@ class NeuronSource:
     kind = "neuron"
 
     def __init__(self, store, block_rows=8192, n_rows=None):
-        self.store, self.block_rows = store, int(block_rows)
-        self.n_rows = len(store) if n_rows is None else min(int(n_rows), len(store))
+        self.store, self.block_rows = store, check_int("block_rows", block_rows, lo=1)
+        self.n_rows = len(store) if n_rows is None else min(check_int("n_rows", n_rows, lo=0), len(store))
         self.n_units = store.d
 
     def _encode(self, x, units):
@@ -147,6 +157,9 @@ class FeatureSource(NeuronSource):
 
     def __init__(self, store, sae_params, sae_cfg, block_rows=4096, n_rows=None):
         super().__init__(store, block_rows, n_rows)
+        if sae_params["W_enc"].shape != (store.d, sae_cfg.d_sae):
+            raise ValueError(f"sae_params['W_enc'] has shape {sae_params['W_enc'].shape}; the store's rows have "
+                             f"d={store.d} and the config d_sae={sae_cfg.d_sae}")
         self.params, self.cfg, self.n_units = sae_params, sae_cfg, sae_cfg.d_sae
 
     def _encode(self, x, units):
@@ -198,19 +211,21 @@ class LabelStats:
     half-max threshold and the histogram's bins)."""
 
     def __init__(self, unit_max, families: dict, bins=64, chunk_elems=1 << 21):
-        self.U, self.bins, self.chunk_elems = len(unit_max), int(bins), int(chunk_elems)
-        self.unit_max = np.asarray(unit_max, dtype=np.float64)
+        self.unit_max = check_array("unit_max", unit_max, ("U",), kinds=REAL, nonempty=False).astype(np.float64)
+        self.U, self.bins = len(self.unit_max), check_int("bins", bins, lo=1)
+        self.chunk_elems = check_int("chunk_elems", chunk_elems, lo=1)
         self.scale = np.divide(self.bins, self.unit_max, out=np.zeros(self.U), where=self.unit_max > 0)
         self.n, self.mean, self.m2 = 0, np.zeros(self.U), np.zeros(self.U)  # Chan's running moments of a
         self.fam = {}
         for name, L in families.items():
+            check_int(f"families[{name!r}] (its number of labels)", L, lo=1)
             self.fam[name] = {"count": np.zeros(L, np.int64), "co": np.zeros((L, self.U)),  # co-moment with y
                               "mass": np.zeros((L, self.U)), "mass_high": np.zeros((L, self.U)),
                               "fires": np.zeros((L, self.U), np.int64),
                               "hist": np.zeros((L, self.U, self.bins), np.int64)}  # nonzero a only
 
     def update(self, A, labels: dict):
-        A = np.asarray(A)
+        A = check_array("A", A, ("b", self.U), kinds=REAL, finite=False, nonempty=False)  # analyse_units scans
         b = len(A)
         if b == 0:
             return
@@ -315,6 +330,19 @@ class UnitReport:
         return self.families[family][score][self.names[family].index(label)]
 
 
+def _check_family(report, family):
+    if family not in report.families:
+        raise ValueError(f"family {family!r} was not analysed; the report has {sorted(report.families)}")
+    return family
+
+
+def _check_labels(labels, names):
+    unknown = [x for x in labels if x not in names]
+    if unknown or isinstance(labels, str):
+        raise ValueError(f"labels must be a list of label names from {list(names)}, got {labels!r}")
+    return labels
+
+
 def _family_names(store, family):
     return tuple(store.context_names if family == "context" else store.detail_names)
 
@@ -325,6 +353,10 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
     Memory: one block of activations and its nonzero entries, plus the per-label histograms, L x U x
     bins int64 (context and detail labels, 4096 features, 64 bins: 71 MB). Time: a FeatureSource encodes
     every row twice; measured at d_sae 1024 on 600k tokens, 25 s on 2 busy cores, 60% of it the encoder."""
+    bins, top_k = check_int("bins", bins, lo=1), check_int("top_k", top_k, lo=1)
+    for fam in families:
+        if fam not in ("context", "detail"):
+            raise ValueError(f"families must be 'context' and/or 'detail', got {fam!r}")
     store, U = source.store, source.n_units
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
@@ -354,6 +386,8 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
 def best_units(report, family, min_coverage=0.05):
     """{label: {score: (unit, value)}}: the best unit for each label under each score. Under the two
     specificities only units firing on >= min_coverage of the label's tokens compete."""
+    _check_family(report, family)
+    check_number("min_coverage", min_coverage, 0, 1)
     f, out = report.families[family], {}
     for l, label in enumerate(report.names[family]):
         out[label] = {}
@@ -375,8 +409,10 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
     generated context has at most 14 eligible units, so it leaves none out, but a broad label such as
     python can have hundreds.
     -> {label: {"units": [...], "pearson": r, "singles": [r_i ...], "eligible": number of eligible units}}."""
-    f, names = report.families[family], report.names[family]
-    labels = names if labels is None else labels
+    f, names = report.families[_check_family(report, family)], report.names[family]
+    labels = names if labels is None else _check_labels(labels, names)
+    k, n_candidates = check_int("k", k, lo=1), check_int("n_candidates", n_candidates, lo=1)
+    check_number("min_specificity", min_specificity, 0, 1)
     cands, eligible = {}, {}
     for label in labels:
         l = names.index(label)
@@ -425,8 +461,9 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
 def comparison_table(features, neurons, groups=None, family="context", labels=None):
     """One row per label: the best feature and the best neuron by correlation (with their other scores),
     the best feature group, and the paper's numbers where it gives them."""
-    names = features.names[family]
-    labels = [x for x in names if x != "separator"] if labels is None else labels
+    names = features.names[_check_family(features, family)]
+    _check_family(neurons, family)
+    labels = [x for x in names if x != "separator"] if labels is None else _check_labels(labels, names)
     best_f, best_n = best_units(features, family), best_units(neurons, family)
     rows = []
     for label in labels:
@@ -471,7 +508,7 @@ def format_comparison(rows):
 def token_text(t):
     """One token shown visibly: printable ASCII as itself, \\n \\t \\r \\\\ and \\xNN escapes otherwise,
     the document separator as the symbol ␞."""
-    t = int(t)
+    t = check_int("t", t, 0, DOC_SEP)
     if t == DOC_SEP:
         return "\u241e"
     special = {0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r", 0x5C: "\\\\"}
@@ -487,7 +524,10 @@ def _utf8_length(lead):
 def byte_pieces(tokens):
     """Token ids [n] -> [(text, start, stop)]: each complete, printable UTF-8 character as itself
     (start..stop its bytes), every other byte escaped alone by token_text."""
-    tokens = [int(t) for t in tokens]
+    tokens = check_ids("tokens", tokens, DOC_SEP + 1)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be one sequence [n], got shape {tokens.shape}")
+    tokens = tokens.tolist()
     out, i = [], 0
     while i < len(tokens):
         n = _utf8_length(tokens[i])
@@ -508,6 +548,7 @@ def byte_pieces(tokens):
 def format_example(tokens, center, mark=("\u27e6", "\u27e7")):
     """The bytes as readable text with the piece holding byte `center` between the marks (a character
     of several bytes also shows which byte it was, e.g. ⟦ب·d8⟧)."""
+    check_int("center", center, 0, len(tokens) - 1)
     parts = []
     for text, a, b in byte_pieces(tokens):
         if a <= center < b:
@@ -524,6 +565,8 @@ def top_examples(source, report, unit, k=8, before=32, after=8):
 
     The candidates are the report's top_k rows; when they crowd into fewer than k stretches and the unit
     fires elsewhere too, the unit's whole column is read once to find the rest."""
+    unit = check_int("unit", unit, 0, source.n_units - 1)
+    k, before, after = check_int("k", k, lo=0), check_int("before", before, lo=0), check_int("after", after, lo=0)
     store = source.store
 
     def pick(values, rows):
@@ -552,7 +595,8 @@ def top_examples(source, report, unit, k=8, before=32, after=8):
 def activation_histogram(report, family, unit):
     """(edges [K + 1] over (0, max], counts [L, K] of the unit's nonzero activations per label,
     zeros [L]: tokens per label where it is 0)."""
-    f = report.families[family]
+    f = report.families[_check_family(report, family)]
+    unit = check_int("unit", unit, 0, len(report.max) - 1)
     counts = f["hist"][:, unit]
     return np.linspace(0, report.max[unit], report.bins + 1), counts, f["count"] - counts.sum(axis=1)
 
@@ -561,7 +605,8 @@ def logit_weights(params, cfg, direction):
     """direction [M] (a decoder row) -> [V]: its direct effect on the logits, W_out, then the final layer
     norm approximated as mean removal (times its gain: a model whose gain is folded into W_U, as the
     paper's, needs no gain), then W_U."""
-    r = np.asarray(direction, dtype=np.float64) @ params["W_out"]  # [D]
+    direction = check_array("direction", direction, (cfg.d_mlp,), kinds=REAL)
+    r = direction.astype(np.float64) @ params["W_out"]  # [D]
     if cfg.layernorm:  # a model without layer norms (layernorm=False) has nothing to approximate
         r = (r - r.mean()) * params["lnf_w"]
     return r @ params["W_U"]  # [V]
@@ -569,6 +614,8 @@ def logit_weights(params, cfg, direction):
 
 def top_logits(weights, k=8):
     """-> (promoted, suppressed): lists of (token shown by token_text, weight), strongest first."""
+    weights = check_array("weights", weights, ("V",), kinds=REAL)
+    k = check_int("k", k, lo=0)
     order = np.argsort(weights, kind="stable")
     return ([(token_text(t), float(weights[t])) for t in order[::-1][:k]],
             [(token_text(t), float(weights[t])) for t in order[:k]])
@@ -580,7 +627,15 @@ def clamp_hook(sae_params, sae_cfg, units, values, record=None):
     post + sum_i (v_i - f_i(post)) W_dec[i], every f_i read from the activations as they came in. Value 0
     is the paper's ablation; a large value pins the feature on (the paper's pinned sampling). Appends the
     features as they were, [B, T] for one unit or [B, T, k] for k, to `record` when given."""
-    idx = np.atleast_1d(units)
+    d_sae = sae_params["W_enc"].shape[1]
+    idx = np.atleast_1d(check_ids("units", units, d_sae))  # a negative unit would silently be counted from the end
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(f"units must be one feature index or a non-empty list of them, got {units!r}")
+    values = check_array("values", values, kinds=REAL)
+    if values.ndim > 1 or values.size not in (1, idx.size):
+        raise ValueError(f"values must be one number or one per unit ({idx.size}), got shape {values.shape}")
+    if record is not None and not hasattr(record, "append"):
+        raise InputTypeError(f"record must be a list (or None), got {type(record).__name__}")
     p = {"W_enc": sae_params["W_enc"][:, idx], "b_enc": sae_params["b_enc"][idx], "b_dec": sae_params["b_dec"]}
     D = sae_params["W_dec"][idx]  # [k, M]
     v = np.broadcast_to(np.asarray(values, dtype=np.float64), idx.shape)
@@ -602,6 +657,8 @@ def ablation_hook(sae_params, sae_cfg, unit, record=None):
 def ablation_effect(params, cfg, sae_params, sae_cfg, unit, windows, batch=32, fast=True):
     """Per-token loss change (nats) from ablating feature `unit` on windows [B, T + 1]:
     {"delta" [B, T], "fires" [B, T] bool (f_i > 0 at the position), "mean_on", "mean_off", "n_on", "n_off"}."""
+    check_int("unit", unit, 0, sae_cfg.d_sae - 1)
+    windows, batch = _check_windows(windows), check_int("batch", batch, lo=1)
     deltas, fired = [], []
     for i in range(0, len(windows), batch):
         w = windows[i:i + batch].astype(np.int64)
@@ -629,8 +686,14 @@ def sae_hook(sae_params, sae_cfg):
     return hook
 
 
+def _check_windows(windows):
+    """windows [B >= 1, T + 1] token ids (their range is checked by the transformer)."""
+    return check_array("windows", windows, ("B", "T + 1"), kinds=INT, finite=False)
+
+
 def mean_loss(params, cfg, windows, hook_post=None, batch=32, fast=True):
     """Mean next-token loss (nats) over windows [B, T + 1], with mlp.hook_post set to hook_post."""
+    windows, batch = _check_windows(windows), check_int("batch", batch, lo=1)
     total, count = 0.0, 0
     for i in range(0, len(windows), batch):
         nats = transformer.per_token_loss(params, windows[i:i + batch].astype(np.int64), cfg,
@@ -642,6 +705,8 @@ def mean_loss(params, cfg, windows, hook_post=None, batch=32, fast=True):
 def loss_recovered(l_clean, l_replaced, l_ablated):
     """(L_ablated - L_replaced) / (L_ablated - L_clean): 1 when the replacement is as good as the real
     activations, 0 when it is no better than the ablation."""
+    l_clean, l_replaced = check_number("l_clean", l_clean), check_number("l_replaced", l_replaced)
+    l_ablated = check_number("l_ablated", l_ablated)
     if l_ablated == l_clean:
         raise ValueError(f"the ablation does not change the loss ({l_clean}), so nothing can be recovered: "
                          "does the model's MLP reach the logits?")
@@ -656,6 +721,7 @@ def loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_acts, 
     """Losses with the real activations, the SAE's reconstruction, zeros and the mean activation
     [M] (e.g. ActivationStore.mean()); loss recovered against zero-ablation (the paper's) and
     mean-ablation (a fairer baseline: zeros are far from any activation the model ever sees)."""
+    mean_acts = check_array("mean_acts", mean_acts, (cfg.d_mlp,), kinds=REAL)
     kw = dict(batch=batch, fast=fast)
     out = {"clean": mean_loss(params, cfg, windows, **kw),
            "sae": mean_loss(params, cfg, windows, sae_hook(sae_params, sae_cfg), **kw),
@@ -686,7 +752,7 @@ def written_share(tokens, label):
     not Arabic)."""
     if label not in RECOGNISERS:
         raise ValueError(f"no recogniser for {label!r}; there is one for {sorted(RECOGNISERS)}")
-    tokens = np.asarray(tokens)
+    tokens = check_ids("tokens", tokens, DOC_SEP + 1)  # bytes and the separator
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be one sequence (1-D), got shape {tokens.shape}: score each row on its own")
     if tokens.size == 0:
@@ -709,8 +775,9 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
     """A JSON-ready card per unit: density, best label of `family` by correlation and its scores, top
     examples (pieces of text with their activation), the activation histogram per label and the logit
     weights (for features; neurons get their W_out row through the same path)."""
-    names = report.names[family]
+    names = report.names[_check_family(report, family)]
     f = report.families[family]
+    units = [check_int("unit", u, 0, len(report.max) - 1) for u in units]
     W_dec = source.params["W_dec"] if source.kind == "feature" else np.eye(cfg.d_mlp)
     cards = []
     for u in units:

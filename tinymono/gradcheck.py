@@ -28,6 +28,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from tinymono.validate import check_array, check_int, check_number
+
 
 def numerical_gradient(loss_fn: Callable[[], float], x: np.ndarray, entries, eps=1e-3):
     """Four-point central differences of the scalar `loss_fn()` with respect to the given flat `entries`
@@ -52,8 +54,10 @@ def numerical_gradient(loss_fn: Callable[[], float], x: np.ndarray, entries, eps
 
 def relative_error(analytic, numeric, atol=1e-6):
     """Max over entries of |a - n| / max(|a|, |n|, 1e-3 * max|n|, atol)."""
-    analytic = np.asarray(analytic, dtype=np.float64).reshape(-1)
-    numeric = np.asarray(numeric, dtype=np.float64).reshape(-1)
+    analytic = check_array("analytic", analytic, finite=False, nonempty=False).astype(np.float64).reshape(-1)
+    numeric = check_array("numeric", numeric, finite=False, nonempty=False).astype(np.float64).reshape(-1)
+    if analytic.shape != numeric.shape:  # a size-1 side would broadcast into a comparison of nothing
+        raise ValueError(f"analytic and numeric must have one size, got {analytic.size} and {numeric.size}")
     scale = np.abs(numeric).max(initial=0.0)
     floor = max(1e-3 * scale, atol)
     denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor)
@@ -83,6 +87,8 @@ def check_gradients(
        gradient of L, same shape. Tensors with more than `max_entries` entries are checked on a random
        subset of that many. Returns {name: max relative error}."""
     rng = np.random.default_rng(0) if rng is None else rng
+    check_number("eps", eps, gt=0)
+    check_int("max_entries", max_entries, lo=1)
     errors = {}
     for name, x in inputs.items():
         if x.dtype != np.float64:

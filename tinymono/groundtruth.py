@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr  # the standard normal CDF, Phi
 
+from tinymono.validate import check_int, check_number, check_rng
+
 
 @dataclass(frozen=True)
 class GroundTruthConfig:
@@ -46,13 +48,10 @@ class GroundTruthConfig:
 
     def __post_init__(self):
         for name in ("d", "n_features", "correlation_rank"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 < self.decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
-        if not 0 < self.mean_active <= self.n_features:
-            raise ValueError(f"mean_active must be in (0, n_features={self.n_features}], got {self.mean_active}")
+            check_int(name, getattr(self, name), lo=1)
+        check_int("seed", self.seed, lo=0)
+        check_number("decay", self.decay, gt=0, hi=1)
+        check_number("mean_active", self.mean_active, gt=0, hi=self.n_features)
         p_max = self.fire_probabilities().max() * (2 if self.correlated else 1)
         if p_max > 1:
             raise ValueError(
@@ -74,12 +73,18 @@ class GroundTruthConfig:
 
 def random_directions(n, d, rng):
     """[n, d] Gaussian vectors normalised to unit length (float64)."""
+    check_int("n", n, lo=0)
+    check_int("d", d, lo=1)
+    check_rng("rng", rng)
     v = rng.standard_normal((n, d))
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def random_correlation_matrix(n, rank, rng):
     """A random [n, n] positive-definite correlation matrix (unit diagonal): the correlation of A A^T + I."""
+    check_int("n", n, lo=1)
+    check_int("rank", rank, lo=0)
+    check_rng("rng", rng)
     A = rng.standard_normal((n, rank))  # [n, rank] shared factors
     cov = A @ A.T + np.eye(n)  # [n, n]
     s = 1.0 / np.sqrt(np.diag(cov))
@@ -115,8 +120,8 @@ class GroundTruth:
 
     def sample_codes(self, rng, batch_size):
         """codes [B, G] float32: U[0, 1] where a feature fires, 0 elsewhere; empty rows get one 1.0."""
-        if batch_size < 0:
-            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+        check_int("batch_size", batch_size, lo=0)
+        check_rng("rng", rng)
         prob = self.fire_probability(rng, batch_size)  # [B, G]
         fires = rng.random((batch_size, self.cfg.n_features), dtype=np.float32) < prob  # float32 draws: faster
         codes = np.zeros((batch_size, self.cfg.n_features), dtype=np.float32)

@@ -24,17 +24,18 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
+from tinymono.validate import check_floats, check_ids, check_int, check_number
+
+# Every forward checks its arguments' dtypes and shapes (O(1): layers run at every training step, so
+# their values are not scanned; a NaN shows in the loss, which the training loop watches).
+
+
 def _require(ok, message):
     """Turn a shape or range mistake into a ValueError that names it, instead of a broadcasting error
     three lines later."""
     if not ok:
         raise ValueError(message)
 
-
-def _check_ids(ids, V, name):
-    _require(np.issubdtype(np.asarray(ids).dtype, np.integer), f"{name} must be integers, got dtype {np.asarray(ids).dtype}")
-    _require(ids.size == 0 or (ids.min() >= 0 and ids.max() < V),
-             f"{name} must lie in [0, {V}), got values from {ids.min()} to {ids.max()}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -48,6 +49,7 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, W, b):
     """x [N..., I], W [I, O], b [O] -> out [N..., O]."""
+    check_floats(x=x, W=W, b=b)
     _require(W.ndim == 2 and x.shape[-1:] == W.shape[:1] and b.shape == W.shape[1:],
              f"linear expects x [..., I], W [I, O], b [O]; got x {x.shape}, W {W.shape}, b {b.shape}")
     x2 = x.reshape(-1, W.shape[0])  # [n, I]: one 2-d matmul (a batched 3-d one runs ~3x slower in OpenBLAS)
@@ -76,6 +78,7 @@ class ReluCache(NamedTuple):
 
 def relu_forward(x):
     """x [N...] -> out [N...]."""
+    check_floats(x=x)
     active = x > 0
     out = np.where(active, x, 0).astype(x.dtype, copy=False)
     return out, ReluCache(active)
@@ -100,7 +103,9 @@ class GeluCache(NamedTuple):
 
 
 def gelu_forward(x, approximate="tanh"):
-    """x [N...] -> out [N...]. approximate: "tanh" (GPT-2's formula) or "none" (exact, with erf)."""
+    """x [N...] -> out [N...]. approximate: "tanh" (GPT-2's formula) or "none" (exact, with erf).
+    Integer x is refused, not cast: the output keeps x's dtype, and GELU of integers is not an integer."""
+    check_floats(x=x)
     if approximate == "tanh":
         t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x**3))
         out = 0.5 * x * (1.0 + t)
@@ -139,6 +144,8 @@ class LayerNormCache(NamedTuple):
 def layernorm_forward(x, w, b, eps=1e-5):
     """x [N..., D], w [D], b [D] -> out [N..., D]. A constant row has var 0 and normalises to 0 (eps keeps
     the division finite)."""
+    check_floats(x=x, w=w, b=b)
+    check_number("eps", eps, gt=0)
     _require(w.shape == b.shape == x.shape[-1:],
              f"layernorm expects x [..., D], w [D], b [D]; got x {x.shape}, w {w.shape}, b {b.shape}")
     mean = x.mean(axis=-1, keepdims=True)  # [N..., 1]
@@ -177,8 +184,9 @@ class EmbeddingCache(NamedTuple):
 
 def embedding_forward(ids, W_E):
     """ids [N...] ints in [0, V), W_E [V, D] -> out [N..., D] (a gather)."""
+    check_floats(W_E=W_E)
     _require(W_E.ndim == 2, f"embedding expects W_E [V, D], got shape {W_E.shape}")
-    _check_ids(ids, W_E.shape[0], "ids")
+    ids = check_ids("ids", ids, W_E.shape[0])
     return W_E[ids], EmbeddingCache(ids, W_E.shape)
 
 
@@ -204,6 +212,8 @@ class CrossEntropyCache(NamedTuple):
 def log_softmax(logits):
     """logits [N..., V] -> log-probabilities [N..., V]; subtracting the row max first keeps exp finite
     for logits of any magnitude."""
+    check_floats(logits=logits)
+    _require(logits.ndim >= 1 and logits.shape[-1] >= 1, f"logits must be [..., V] with V >= 1, got {logits.shape}")
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -212,10 +222,14 @@ def cross_entropy_forward(logits, targets):
     """logits [N..., V], targets [N...] ints -> (loss: float, mean over tokens; cache).
 
     The cache also makes the per-token losses available: `per_token_loss(cache)`."""
-    _require(targets.shape == logits.shape[:-1],
-             f"cross-entropy expects logits [..., V] and targets [...]; got logits {logits.shape}, targets {targets.shape}")
+    check_floats(logits=logits)
+    _require(logits.ndim >= 1 and np.shape(targets) == logits.shape[:-1],
+             f"cross-entropy expects logits [..., V] and targets [...]; got logits {logits.shape}, "
+             f"targets {np.shape(targets)}")
+    _require(np.size(targets) > 0, f"targets is empty (shape {np.shape(targets)}): the mean loss over no tokens "
+             "is undefined")
     V = logits.shape[-1]
-    _check_ids(targets, V, "targets")
+    targets = check_ids("targets", targets, V)
     logp = log_softmax(logits).reshape(-1, V)  # [n, V]
     t = targets.reshape(-1)  # [n]
     token_logp = logp[np.arange(t.size), t]  # [n]
@@ -267,6 +281,7 @@ def _project_heads(x, W, b):
 
 def causal_mask(T):
     """[T, T] bool, True where a query position (row) may attend to a key position (column): key <= query."""
+    check_int("T", T, lo=0)
     return np.tril(np.ones((T, T), dtype=bool))
 
 
@@ -277,12 +292,14 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
     Position t attends only to positions <= t; scores are scaled by 1 / sqrt(E).
     Cached: the input, q, k, v, the attention pattern and z (all needed by the backward; recomputing
     the pattern would cost a second softmax)."""
+    check_floats(x=x, W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K, W_V=W_V, b_V=b_V, W_O=W_O, b_O=b_O)
     _require(x.ndim == 3 and W_Q.ndim == 3 and W_Q.shape[1] == x.shape[2],
              f"attention expects x [B, T, D] and W_Q [H, D, E]; got x {x.shape}, W_Q {W_Q.shape}")
     H, D, E = W_Q.shape
     for name, a, shape in (("W_K", W_K, (H, D, E)), ("W_V", W_V, (H, D, E)), ("W_O", W_O, (H, E, D)),
                            ("b_Q", b_Q, (H, E)), ("b_K", b_K, (H, E)), ("b_V", b_V, (H, E)), ("b_O", b_O, (D,))):
         _require(a.shape == shape, f"attention: {name} should have shape {shape} (H={H}, D={D}, E={E}), got {a.shape}")
+    _require(x.shape[1] >= 1, f"attention needs at least one position: x has shape {x.shape}")
     T = x.shape[1]
     q = _project_heads(x, W_Q, b_Q)  # [B, H, T, E]
     k = _project_heads(x, W_K, b_K)  # [B, H, T, E]

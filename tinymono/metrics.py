@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tinymono.validate import REAL, check_array, check_int, check_number
+
 
 def _unit_rows(A):
     A = np.asarray(A, dtype=np.float64)
@@ -29,6 +31,8 @@ def _unit_rows(A):
 
 def cosine_matrix(true, learned):
     """[G, n]: the cosine between each true direction (rows of true [G, d]) and each learned one ([n, d])."""
+    true = check_array("true", true, ("G", "d"), kinds=REAL)
+    learned = check_array("learned", learned, ("n", true.shape[1]), kinds=REAL)
     return _unit_rows(true) @ _unit_rows(learned).T
 
 
@@ -47,6 +51,7 @@ def mmcs(true, learned):
 
 def fraction_recovered(true, learned, threshold=0.9):
     """The share of true features with some learned direction at cosine >= threshold."""
+    check_number("threshold", threshold, -1, 1)
     return float(np.mean(max_cosines(true, learned) >= threshold))
 
 
@@ -70,32 +75,44 @@ def one_to_one_score(true, learned):
 
 def l0(f):
     """Mean over samples of the number of nonzero latents; f [B, n]."""
-    f = np.asarray(f)
+    f = check_array("f", f, ("B", "n"), kinds=REAL)
     return float(np.count_nonzero(f) / f.shape[0])
 
 
 def feature_density(f):
     """[n]: the fraction of samples (tokens) on which each latent is nonzero; f [B, n]."""
-    f = np.asarray(f)
+    f = check_array("f", f, ("B", "n"), kinds=REAL)
     return np.count_nonzero(f, axis=0) / f.shape[0]
+
+
+def _check_density(density, nonempty=True):
+    density = check_array("density", density, ("n",), kinds=REAL, nonempty=nonempty)
+    if density.size and (density.min() < 0 or density.max() > 1):
+        raise ValueError(f"density holds fractions of tokens, in [0, 1]; got values from {density.min()} to "
+                         f"{density.max()}")
+    return density
 
 
 def dead_fraction(density):
     """The share of latents that never fired (density exactly 0)."""
-    return float(np.mean(np.asarray(density) == 0))
+    return float(np.mean(_check_density(density) == 0))
 
 
 def ultralow_fraction(density, threshold=1e-6):
     """The share of latents that fired, but on fewer than `threshold` of the tokens (the paper's
     "ultralow density" cluster; dead latents are counted by dead_fraction, not here)."""
-    density = np.asarray(density)
+    density = _check_density(density)
+    check_number("threshold", threshold, 0, 1)
     return float(np.mean((density > 0) & (density < threshold)))
 
 
 def log_density_histogram(density, bins=40, lo=-8.0, hi=0.0):
     """Histogram data of log10(density) over the latents that fired: -> (counts [bins], edges [bins + 1],
     n_dead). Densities below 10^lo land in the first bin."""
-    density = np.asarray(density, dtype=np.float64)
+    density = _check_density(density, nonempty=False).astype(np.float64)
+    check_int("bins", bins, lo=1)
+    if not check_number("lo", lo) < check_number("hi", hi):
+        raise ValueError(f"need lo < hi, got lo={lo}, hi={hi}")
     alive = density[density > 0]
     counts, edges = np.histogram(np.clip(np.log10(alive), lo, hi), bins=bins, range=(lo, hi))
     return counts, edges, int(np.sum(density == 0))
@@ -103,7 +120,8 @@ def log_density_histogram(density, bins=40, lo=-8.0, hi=0.0):
 
 def reconstruction_mse(x, x_hat):
     """Mean over samples and elements of (x - x_hat)^2 (the SAE loss's reconstruction term)."""
-    x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    x = check_array("x", x, kinds=REAL).astype(np.float64)
+    x_hat = check_array("x_hat", x_hat, x.shape, kinds=REAL).astype(np.float64)  # same shape: no broadcasting
     return float(np.mean((x - x_hat) ** 2))
 
 
@@ -113,9 +131,11 @@ def explained_variance(x, x_hat):
     1 is perfect; 0 is no better than predicting the mean for every sample. (The denominator subtracts the
     batch mean of each dimension; dividing by sum ||x||^2 instead, or averaging per-sample ratios, are the
     slips this definition avoids.)"""
-    x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    x = check_array("x", x, ("B", "d"), kinds=REAL).astype(np.float64)
+    x_hat = np.asarray(x_hat)
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat must have one shape, got {x.shape} and {x_hat.shape}")
+    x_hat = check_array("x_hat", x_hat, kinds=REAL).astype(np.float64)
     residual = np.sum((x - x_hat) ** 2)
     total = np.sum((x - x.mean(axis=0)) ** 2)
     if total == 0:

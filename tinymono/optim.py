@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinymono.validate import check_int, check_number
+
 
 class Adam:
     """Adam (weight_decay=0) or AdamW (weight_decay>0, decoupled), updating a dict of arrays in place.
@@ -25,7 +27,8 @@ class Adam:
     1-d arrays, i.e. the other biases and the layer-norm gains and biases, are not decayed)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay=None):
-        if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or eps <= 0 or weight_decay < 0:
+        if not (lr > 0 and len(betas) == 2 and 0 <= betas[0] < 1 and 0 <= betas[1] < 1 and eps > 0
+                and weight_decay >= 0) or not all(map(np.isfinite, (lr, eps, weight_decay))):  # NaN fails every test
             raise ValueError(f"bad Adam settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         self.lr, self.beta1, self.beta2, self.eps, self.weight_decay = lr, betas[0], betas[1], eps, weight_decay
         self.decay = set(decay) if decay is not None else {k for k, p in params.items() if p.ndim >= 2}
@@ -82,7 +85,9 @@ def adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
 
 
 def clip_grad_norm(grads, max_norm):
-    """Scale all gradients in place so their joint L2 norm is at most max_norm. Returns the norm before."""
+    """Scale all gradients in place so their joint L2 norm is at most max_norm. Returns the norm before (NaN
+    when a gradient holds NaN: the training loop's non-finite guard reports it)."""
+    check_number("max_norm", max_norm, gt=0)
     norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
     if norm > max_norm:
         for g in grads.values():
@@ -104,8 +109,9 @@ class Schedule:
     final_ratio: float = 0.0
 
     def __post_init__(self):
-        if self.base_lr <= 0 or self.total_steps <= 0:
-            raise ValueError(f"base_lr and total_steps must be positive, got {self.base_lr}, {self.total_steps}")
+        check_number("base_lr", self.base_lr, gt=0)
+        check_int("total_steps", self.total_steps, lo=1)
+        check_int("warmup", self.warmup, lo=0)
         if not 0 <= self.warmup <= self.total_steps:
             raise ValueError(f"warmup must be in [0, total_steps={self.total_steps}], got {self.warmup}")
         if self.decay not in ("constant", "linear", "cosine"):

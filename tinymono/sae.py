@@ -41,6 +41,7 @@ from tinymono import checkpoint as ckpt
 from tinymono.kernels import sae as K
 from tinymono.layers import relu_backward, relu_forward
 from tinymono.optim import Adam, Schedule
+from tinymono.validate import BOOL, REAL, check_array, check_finite, check_rng
 
 # ----------------------------------------------------------------------------------------------------
 # config
@@ -131,9 +132,10 @@ def geometric_median(X, iters=1000, tol=1e-9, eps=1e-12):
     pulls less toward far points (so, unlike the mean, it ignores a few outliers). When the median is
     one of the data points the iteration only creeps toward it (the weight of that point blows up), so
     at the end the data point nearest y is also tried and kept if its sum of distances is smaller."""
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if X.ndim != 2 or len(X) == 0:
         raise ValueError(f"the geometric median needs a non-empty [n, d] array, got shape {X.shape}")
+    X = check_array("X", X, kinds=REAL).astype(np.float64)
     y = X.mean(axis=0)  # [d]
     for _ in range(iters):
         dist = np.maximum(np.linalg.norm(X - y, axis=1), eps)  # [n], clamped: y may sit on a data point
@@ -157,6 +159,7 @@ def kaiming_uniform(rng, shape, fan_in):
 def init(cfg, rng, sample=None):
     """Parameters {W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]} in cfg.dtype.
     sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0)."""
+    check_rng("rng", rng)
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
@@ -283,7 +286,19 @@ class SAECache(NamedTuple):
 
 
 def forward(params, x, cfg):
-    """x [B, d_in] -> (SAEOutput, cache)."""
+    """x [B, d_in] -> (SAEOutput, cache). x must be [B >= 1, d_in] floats: a [d_in] vector or a [B, T, d_in]
+    array would broadcast into a wrong L0 or L1, so they are refused, not reshaped. NaN or inf in x or the
+    parameters is refused too (in W_enc it would hide: ReLU(NaN) is 0 here). These checks cost a pass over
+    x and the parameters, ~1/B of the matmuls; the training step skips them (_forward: its batches are
+    checked once, in next_batch, and the loop's guard watches the loss)."""
+    x = check_array("x", x, ("B", params["W_enc"].shape[0]))
+    for k, p in params.items():
+        check_finite(f"params[{k!r}]", p)
+    return _forward(params, x, cfg)
+
+
+def _forward(params, x, cfg):
+    """forward without the checks, for the training step."""
     arch = ARCHITECTURES[cfg.architecture]
     f, enc_cache = arch.encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])  # [B, d_sae]
     x_hat, dec_cache = decode_forward(f, params["W_dec"], params["b_dec"])  # [B, d_in]
@@ -306,12 +321,16 @@ def backward(params, cache, cfg):
 
 
 def encode(params, x, cfg):
-    """x [B, d_in] -> latents f [B, d_sae]."""
+    """x [B, d_in] -> latents f [B, d_sae]. (A NaN in x would come out as 0: ReLU(NaN) is 0 here.)"""
+    x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
+    for k in ("W_enc", "b_enc", "b_dec"):
+        check_finite(f"params[{k!r}]", params[k])
     return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
 
 
 def decode(params, f):
     """f [B, d_sae] -> x_hat [B, d_in]."""
+    f = check_array("f", f, ("B", params["W_dec"].shape[0]), nonempty=False)
     return decode_forward(f, params["W_dec"], params["b_dec"])[0]
 
 
@@ -393,6 +412,9 @@ def resample_dead(params, opt, dead, inputs, cfg, rng):
        times resample_encoder_scale x the mean encoder-column norm of the alive latents; its b_enc 0;
     4. Adam forgets both moments of every entry written (W_dec rows, W_enc columns, b_enc entries).
     Returns the indices of the resampled latents."""
+    d_sae, d_in = params["W_dec"].shape
+    dead = check_array("dead", dead, (d_sae,), kinds=BOOL, nonempty=False)
+    inputs = check_array("inputs", inputs, ("n", d_in))
     dead_idx = np.flatnonzero(dead)
     if dead_idx.size == 0:
         return dead_idx
@@ -479,7 +501,7 @@ class SAETask:
         x = self.next_batch()
         result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" else None
         if result is None:  # the dense reference (also when too many latents are active for sparsity to pay)
-            out, cache = forward(params, x, cfg)
+            out, cache = _forward(params, x, cfg)
             grads = backward(params, cache, cfg)
             terms, fired = (out.loss, out.mse, out.l1, out.l0), np.any(out.f > 0, axis=0)
         else:

@@ -24,6 +24,7 @@ import numpy as np
 from tinymono import checkpoint as ckpt
 from tinymono.kernels import toy as K
 from tinymono.optim import Schedule, adam_update
+from tinymono.validate import REAL, check_array, check_int, check_rng
 
 MODELS = ("relu", "linear")
 
@@ -132,8 +133,10 @@ class ToyConfig:
 def generate_batch(cfg: ToyConfig, step, batch_size=None, seed=None):
     """The batch the model sees at `step` (deterministic in the seed and the step): x [inst, batch, feats].
     A different `seed` gives fresh data, e.g. for evaluation."""
-    key = K.seed_key(cfg.seed if seed is None else seed)
-    return K.sample_batch_numpy(key, step, cfg.n_inst, batch_size or cfg.batch_size, cfg.probabilities(), cfg.kinds())
+    step = check_int("step", step, lo=0)
+    batch_size = cfg.batch_size if batch_size is None else check_int("batch_size", batch_size, lo=1)
+    key = K.seed_key(cfg.seed if seed is None else check_int("seed", seed))
+    return K.sample_batch_numpy(key, step, cfg.n_inst, batch_size, cfg.probabilities(), cfg.kinds())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,6 +145,7 @@ def generate_batch(cfg: ToyConfig, step, batch_size=None, seed=None):
 
 def init(cfg: ToyConfig, rng: np.random.Generator):
     """Xavier-normal W [inst, hidden, feats] (std sqrt(2 / (n + m))), b_final [inst, feats] = 0."""
+    check_rng("rng", rng)
     std = np.sqrt(2.0 / (cfg.n_features + cfg.d_hidden))
     return {"W": rng.standard_normal((cfg.n_inst, cfg.d_hidden, cfg.n_features)) * std,
             "b_final": np.zeros((cfg.n_inst, cfg.n_features))}
@@ -155,6 +159,7 @@ def hidden(params, x):
 def forward(params, x, cfg: ToyConfig):
     """x [inst, batch, feats] -> (out [inst, batch, feats], cache). The cache keeps x, h and the ReLU's
     active mask (everything the backward needs; the pre-activation itself is not needed)."""
+    x = check_array("x", x, (cfg.n_inst, "batch", cfg.n_features))
     h = hidden(params, x)  # [inst, batch, hidden]
     pre = np.einsum("ihf,ibh->ibf", params["W"], h) + params["b_final"][:, None, :]  # [inst, batch, feats]
     active = pre > 0 if cfg.model == "relu" else np.ones(pre.shape, dtype=bool)
@@ -164,6 +169,8 @@ def forward(params, x, cfg: ToyConfig):
 
 def loss(out, x, cfg: ToyConfig):
     """Per-instance loss [inst] = mean over batch of sum_f I_f (x - out)^2, and d(sum of it)/d out."""
+    x = check_array("x", x, (cfg.n_inst, "batch", cfg.n_features))
+    out = check_array("out", out, x.shape)
     imp = cfg.importances()[:, None, :]  # [inst, 1, feats]
     err = out - x
     per_inst = (imp * err**2).sum(axis=2).mean(axis=1)  # [inst]
@@ -263,6 +270,7 @@ class ToyTask:
 
 def evaluate(cfg: ToyConfig, params, batch_size=10_000):
     """Each instance's loss [inst] on a fresh batch (a seed the training never used)."""
+    check_int("batch_size", batch_size, lo=1)
     x = generate_batch(cfg, 0, batch_size, seed=cfg.seed + 7919 * 2**32)
     out, _ = forward(params, x, cfg)
     return loss(out, x, cfg)[0]
@@ -272,13 +280,24 @@ def evaluate(cfg: ToyConfig, params, batch_size=10_000):
 # what the model learned
 
 
+def _check_W(W):
+    """W [..., hidden, feats] with hidden, feats >= 1 and real. NaN is let through: it shows as NaN (the
+    training loop's non-finite guard reads frobenius_sq to catch a diverged model)."""
+    W = check_array("W", W, kinds=REAL, finite=False)
+    if W.ndim < 2 or 0 in W.shape[-2:]:
+        raise ValueError(f"W must be [inst, hidden, feats] (or [hidden, feats]) with hidden, feats >= 1, got shape "
+                         f"{W.shape}")
+    return W
+
+
 def feature_norms(W):
     """||W_f|| for each feature: [inst, feats]. Near 1: represented; near 0: dropped."""
-    return np.linalg.norm(W, axis=-2)
+    return np.linalg.norm(_check_W(W), axis=-2)
 
 
 def superposition(W):
     """sum_{g != f} (W_f_hat . W_g)^2: how much other features interfere with feature f. [inst, feats]"""
+    W = _check_W(W)
     norms = feature_norms(W)
     W_hat = W / np.maximum(norms[..., None, :], 1e-12)
     overlap = np.einsum("ihf,ihg->ifg", W_hat, W) ** 2  # [inst, feats, feats]
@@ -287,17 +306,19 @@ def superposition(W):
 
 def frobenius_sq(W):
     """||W||_F^2, roughly the number of features learned: [inst]."""
+    W = _check_W(W)
     return (W**2).sum(axis=(-2, -1))
 
 
 def dims_per_feature(W):
     """D* = m / ||W||_F^2: hidden dimensions spent per learned feature. [inst]"""
-    return W.shape[-2] / frobenius_sq(W)
+    return _check_W(W).shape[-2] / frobenius_sq(W)
 
 
 def feature_dimensionality(W):
     """D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 (g over all features, f included): the fraction of a
     dimension feature f gets. 1: a dedicated dimension; 1/2: an antipodal pair; 0: not learned. [inst, feats]"""
+    W = _check_W(W)
     norms = feature_norms(W)
     W_hat = W / np.maximum(norms[..., None, :], 1e-12)
     denom = (np.einsum("ihf,ihg->ifg", W_hat, W) ** 2).sum(axis=-1)

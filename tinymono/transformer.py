@@ -31,6 +31,7 @@ import numpy as np
 from tinymono import checkpoint as ckpt
 from tinymono import layers as L
 from tinymono.optim import Adam, Schedule, clip_grad_norm
+from tinymono.validate import REAL, InputTypeError, check_array, check_ids, check_int, check_number, check_rng
 
 HOOK_POST = "mlp.hook_post"  # the name TransformerLens gives the MLP's post-activation hook
 
@@ -89,6 +90,9 @@ class TransformerConfig:
 
 def init(cfg: TransformerConfig, rng: np.random.Generator, dtype=np.float32):
     """Weights ~ N(0, init_range^2) (GPT-2's recipe), biases 0, layer-norm gains 1. Returns name -> array."""
+    check_rng("rng", rng)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise InputTypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     params = {}
     for name, shape in cfg.param_shapes().items():
         if name.startswith("W_"):
@@ -109,21 +113,24 @@ def n_params(cfg: TransformerConfig):
 
 
 def check_tokens(tokens, cfg: TransformerConfig, max_len=None):
-    """Raise ValueError unless tokens is an integer array [B, T] with 1 <= T <= max_len (default n_ctx) and
-    every id in [0, d_vocab)."""
+    """Raise ValueError unless tokens is an integer array [B, T] with B >= 1, 1 <= T <= max_len (default n_ctx)
+    and every id in [0, d_vocab) (InputTypeError, also a ValueError, for a wrong type or dtype)."""
     max_len = cfg.n_ctx if max_len is None else max_len
     if not isinstance(tokens, np.ndarray):
-        raise ValueError(f"tokens must be a NumPy integer array [B, T], got {type(tokens).__name__}")
+        raise InputTypeError(f"tokens must be a NumPy integer array [B, T], got {type(tokens).__name__}")
     if not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"tokens must have an integer dtype, got {tokens.dtype} (token ids are byte values "
+        raise InputTypeError(f"tokens must have an integer dtype, got {tokens.dtype} (token ids are byte values "
                          "0..255 and the separator 256)")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [B, T], got shape {tokens.shape} (for one sequence use tokens[None])")
+    if tokens.shape[0] == 0:
+        raise ValueError(f"tokens holds no sequence (shape {tokens.shape}): a batch needs B >= 1")
     if not 1 <= tokens.shape[1] <= max_len:
-        raise ValueError(f"sequence length {tokens.shape[1]} is outside 1..{max_len}: the model has "
+        raise ValueError(f"tokens has sequence length {tokens.shape[1]}, outside 1..{max_len}: the model has "
                          f"n_ctx={cfg.n_ctx} positions")
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.d_vocab):
-        raise ValueError(f"token ids must be in [0, {cfg.d_vocab}), got min {tokens.min()}, max {tokens.max()}")
+    lo, hi = tokens.min(), tokens.max()
+    if lo < 0 or hi >= cfg.d_vocab:
+        raise ValueError(f"tokens must be in [0, {cfg.d_vocab}) (token ids), got min {lo}, max {hi}")
 
 
 def check_params(params, cfg: TransformerConfig):
@@ -281,7 +288,7 @@ def _replacement(post, hook_post):
     new = hook_post(post) if callable(hook_post) else hook_post
     if new is None:  # a function that only read the activations
         return post, False
-    new = np.asarray(new, dtype=post.dtype)
+    new = check_array(f"the replacement for {HOOK_POST}", new, kinds=REAL).astype(post.dtype, copy=False)
     try:
         return np.broadcast_to(new, post.shape), True
     except ValueError:
@@ -327,6 +334,7 @@ def backward(params, cache: Cache, cfg: TransformerConfig, dlogits):
     keys of params. The forward's lines in reverse; the residual stream, which each block reads and adds
     to, collects its gradient as a visible sum at each `resid = resid + block(resid)`."""
     lay, g = cache.layers, {}
+    dlogits = check_array("dlogits", dlogits, (*cache.resid_post.shape[:-1], cfg.d_vocab), finite=False)
     dx, g["W_U"], g["b_U"] = lay.linear_backward(dlogits, cache.unembed)  # [B, T, D]
     dresid_post = _ln_backward(lay, dx, cache.lnf, g, "lnf")  # [B, T, D]
     # resid_post = resid_mid + mlp_out
@@ -405,12 +413,14 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
     model sees only the last n_ctx (the window slides). hook_post is applied at every step as in
     `forward` (a feature pinned on steers what the model writes). Returns all token ids
     [len(prompt) + n_new]."""
+    n_new = check_int("n_new", n_new, lo=0)
+    temperature = check_number("temperature", temperature, lo=0)
+    if top_k is not None:
+        top_k = check_int("top_k", top_k, 1, cfg.d_vocab)
     tokens = _prompt_tokens(prompt)
     if tokens.size == 0:
         raise ValueError("the prompt needs at least one token (e.g. the document separator, 256)")
     check_tokens(tokens[None], cfg, max_len=len(tokens))  # ids in range; a long prompt is fine (it slides)
-    if temperature < 0 or (top_k is not None and not 1 <= top_k <= cfg.d_vocab):
-        raise ValueError(f"need temperature >= 0 and top_k in 1..{cfg.d_vocab}, got {temperature}, {top_k}")
     out = list(tokens)
     for _ in range(n_new):
         window = np.array(out[-cfg.n_ctx:], dtype=np.int64)[None]  # [1, T<=n_ctx]
@@ -438,12 +448,15 @@ def stream_bits(params, cfg: TransformerConfig, tokens, *, stride=None, batch=32
     the earliest window that holds it, so every position past the first window has at least
     n_ctx - stride + 1 tokens of context (a window's first positions see almost nothing, and scoring
     them would charge the model for text it was never shown)."""
-    tokens = np.asarray(tokens)
+    tokens = check_ids("tokens", tokens, cfg.d_vocab)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be one stream [N], got shape {tokens.shape}")
+    batch = check_int("batch", batch, lo=1)
     N, W = len(tokens), cfg.n_ctx
     if N < 2:
         raise ValueError(f"need at least 2 tokens, got {N}")
     W = min(W, N - 1)
-    stride = max(1, W // 2) if stride is None else stride
+    stride = max(1, W // 2) if stride is None else check_int("stride", stride)
     if not 1 <= stride <= W:
         raise ValueError(f"stride must be in 1..{W}, got {stride}")
     starts = list(range(0, N - 1 - W + 1, stride))
@@ -463,7 +476,8 @@ def stream_bits(params, cfg: TransformerConfig, tokens, *, stride=None, batch=32
 
 def label_means(bits, labels, names):
     """Mean of bits per label: labels [n] ints indexing names -> {name: mean} (labels with no bytes left out)."""
-    labels = np.asarray(labels).astype(np.intp)
+    labels = check_ids("labels", labels, len(names)).astype(np.intp)
+    bits = check_array("bits", bits, labels.shape, kinds=REAL, nonempty=False)
     sums = np.bincount(labels, weights=bits, minlength=len(names))
     counts = np.bincount(labels, minlength=len(names))
     return {name: float(sums[i] / counts[i]) for i, name in enumerate(names) if counts[i]}
@@ -473,7 +487,7 @@ def evaluate(params, cfg: TransformerConfig, corpus, *, split="val", max_tokens=
     """Bits per byte on a corpus split, per context label and per detail label of the predicted byte.
     Returns {"overall": x, "context": {label: x}, "detail": {label: x}}."""
     data = corpus.split(split)
-    n = len(data.tokens) if max_tokens is None else min(max_tokens, len(data.tokens))
+    n = len(data.tokens) if max_tokens is None else min(check_int("max_tokens", max_tokens, lo=2), len(data.tokens))
     bits = stream_bits(params, cfg, np.asarray(data.tokens[:n]), fast=fast)
     return {"overall": float(bits.mean()),
             "context": label_means(bits, data.context[1:n], corpus.context_names),

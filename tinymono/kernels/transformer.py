@@ -45,6 +45,7 @@ import numpy as np
 from numba import njit
 
 from tinymono import layers as L
+from tinymono.validate import check_ids
 
 FAST = {"reassoc", "contract", "arcp"}  # no "nnan"/"ninf": NaN must still propagate
 N_CHUNKS = 16  # rows are split into this many chunks for column sums; independent of the thread count
@@ -434,7 +435,7 @@ def cross_entropy_rows_numpy(logits, targets):
 def softmax_cross_entropy(logits, targets):
     """As layers.softmax_cross_entropy: logits [N..., V], targets [N...] -> (mean loss, dlogits)."""
     V = logits.shape[-1]
-    L._check_ids(targets, V, "targets")  # the kernel would index outside the row
+    targets = check_ids("targets", targets, V)  # the kernel would index outside the row
     logits2 = np.ascontiguousarray(logits.reshape(-1, V))
     losses, dlogits = np.empty(logits2.shape[0], logits.dtype), np.empty_like(logits2)
     targets2 = targets.reshape(-1).astype(np.int64)
