@@ -1,6 +1,6 @@
 """Command line:
 
-    python -m tinymono reproduce [--out DIR] [--scale smoke|default|rare|full] [--seed N] [--force] [--only NAME ...]
+    python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--seed N] [--force] [--only NAME ...]
     python -m tinymono bench NAME [--json] [--quick]
 """
 from __future__ import annotations
@@ -61,10 +61,9 @@ def main(argv=None):
     rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
     rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
     rep.add_argument("--scale", choices=SCALES, default="default",
-                     help="smoke: about a minute, too small for the bars (checks print SKIP); default: 30-40 "
-                          "minutes on 2 cores; rare: default's sizes on a corpus with rarer generated contexts, "
-                          "the transformer trained twice as long (about 45 minutes); full: larger sizes, several hours "
-                          "(default: default)")
+                     help="smoke: about a minute, too small for the bars (checks print SKIP); default: "
+                          "the checked reproduction, about 30 minutes on 2 cores; full: larger sizes, several "
+                          "hours (default: default)")
     rep.add_argument("--seed", type=int, default=0,
                      help="seed of the corpus, the transformer and the SAEs (lessons 05-08); a run with seed N > 0 "
                           "lives in OUT/<scale>-seed<N> (default: 0)")

@@ -1,13 +1,10 @@
 """What every lesson script shares: its scale, where it writes, and its ground-truth checks.
 
-A lesson runs as `python lessons/NN_name.py [--scale smoke|default|rare|full] [--seed N] [--runs DIR]`, or as a
+A lesson runs as `python lessons/NN_name.py [--scale smoke|default|full] [--seed N] [--runs DIR]`, or as a
 notebook (set TINYMONO_SCALE, TINYMONO_SEED and TINYMONO_RUNS in the environment instead of flags):
 
 - `smoke`: seconds; every cell and figure runs on sizes too small for the bars, so checks print SKIP;
 - `default`: minutes on a 2-core laptop; every check is asserted;
-- `rare`: the default sizes, but the transformer reads a corpus where the generated contexts are as rare
-  as in the paper's (0.2-0.6% of the bytes each), trained twice as long (lessons 05-08 differ; see
-  `RARE_CORPUS` in tinymono/pipeline.py and lesson 07 for why);
 - `full`: sizes closer to the papers'.
 
 --seed N (default 0) seeds the corpus, the transformer and the SAEs of lessons 05-08 (lessons 01-04 keep
@@ -16,7 +13,7 @@ DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`).
 
 Figures go to DIR/<run>/<lesson>/ and models that later lessons reuse to DIR/<run>/cache/. Each
 check prints one line, PASS/FAIL/SKIP with the measured number and the bar, and `finish()` exits
-non-zero if any check failed. `finish()` also writes DIR/<scale>/<lesson>/result.json (the checks, the
+non-zero if any check failed. `finish()` also writes DIR/<run>/<lesson>/result.json (the checks, the
 figures with their captions, the wall time): the reproduction report is assembled from these.
 """
 from __future__ import annotations
@@ -30,7 +27,7 @@ from pathlib import Path
 
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
-SCALES = ("smoke", "default", "rare", "full")
+SCALES = ("smoke", "default", "full")
 
 
 def run_folder(scale, seed=0):
@@ -98,9 +95,8 @@ class Lesson:
         print(f"lesson {name} at scale {self.scale!r}{seed}; figures in {self.out}")
 
     def pick(self, smoke, default, full=None):
-        """The value for the current scale (rare takes default's; full too, unless given)."""
-        return {"smoke": smoke, "default": default, "rare": default,
-                "full": default if full is None else full}[self.scale]
+        """The value for the current scale (full takes default's, unless given)."""
+        return {"smoke": smoke, "default": default, "full": default if full is None else full}[self.scale]
 
     def savefig(self, fig, filename, caption=""):
         """Save a matplotlib figure into the lesson's folder and close it; returns the path. The caption
