@@ -32,17 +32,18 @@ import numpy as np
 from tinymono import analysis, pipeline
 from tinymono import transformer as tr
 from tinymono.corpus import CONTEXT_NAMES
+from tinymono.corpus_sources import NAMED_CONTEXTS
 from tinymono.lesson import Lesson
 
 lesson = Lesson("08_steering_and_splitting")
-GENERATED = ["base64", "dna", "hex", "arabic", "hebrew"]
+NAMED = list(NAMED_CONTEXTS)
 
 corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
 sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
 features = analysis.FeatureSource(val_store, sae_params, sae_cfg)
 report = analysis.analyse_units(features, families=("context",))
-groups = analysis.label_groups(features, report, "context", labels=GENERATED)
+groups = analysis.label_groups(features, report, "context", labels=NAMED)
 
 # %% [markdown]
 # ## Pinned sampling
@@ -72,7 +73,7 @@ n_new = lesson.pick(smoke=16, default=64)
 baseline = continuations(None, prompts, n_new)
 print(f"{len(prompts)} prompts of 48 bytes, e.g. {shown(prompts[0])!r}\n  continued: {shown(baseline[0])!r}\n")
 steering = {}
-for label in GENERATED:
+for label in NAMED:
     units = groups[label]["units"] or [int(np.argmax(report.score("context", label, "pearson")))]
     pinned = continuations(analysis.clamp_hook(sae_params, sae_cfg, units, report.max[units]), prompts, n_new)
     steering[label] = {"units": units, "texts": pinned,
@@ -82,11 +83,11 @@ for label in GENERATED:
           f"(nothing pinned: {steering[label]['plain']:.0%})\n  {shown(pinned[0])!r}")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
-xs = np.arange(len(GENERATED))
+xs = np.arange(len(NAMED))
 for dx, key, color, name in ((-0.2, "plain", "0.6", "nothing pinned"), (0.2, "pinned", "tab:orange", "context's features pinned")):
-    bars = ax.bar(xs + dx, [steering[l][key] for l in GENERATED], 0.4, color=color, label=name)
+    bars = ax.bar(xs + dx, [steering[l][key] for l in NAMED], 0.4, color=color, label=name)
     ax.bar_label(bars, fmt="{:.0%}", fontsize=7)
-ax.set(xticks=xs, xticklabels=GENERATED, ylim=(0, 1), ylabel="share of written bytes in the context",
+ax.set(xticks=xs, xticklabels=NAMED, ylim=(0, 1), ylabel="share of written bytes in the context",
        title="pinned sampling from Python and English prompts")
 ax.legend(fontsize=8)
 lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes that the recogniser of each "
@@ -138,7 +139,7 @@ small_params, small_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, tra
 small = analysis.FeatureSource(val_store, small_params, small_cfg)
 small_report = analysis.analyse_units(small, families=("context",))
 print(f"{'context':8s} {'best of ' + str(small_cfg.d_sae):>28s} {'best of ' + str(sae_cfg.d_sae):>28s}")
-for label in GENERATED:
+for label in NAMED:
     cells = []
     for rep in (small_report, report):
         r, spec = rep.score("context", label, "pearson"), rep.score("context", label, "specificity")
@@ -159,7 +160,7 @@ for label in GENERATED:
 tokens = np.asarray(val_store.tokens[:])
 context = np.asarray(val_store.context[:])
 families = {}
-for label in GENERATED:
+for label in NAMED:
     y = context == CONTEXT_NAMES.index(label)
     parent = int(np.argmax(small_report.score("context", label, "pearson")))
     cos = sae_params["W_dec"] @ small_params["W_dec"][parent]
@@ -215,7 +216,7 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # ## Checks against ground truth
 
 # %%
-for label in GENERATED:
+for label in NAMED:
     s = steering[label]
     lesson.check(f"{label}: pinned features write {label} (share minus unpinned)", float(s["pinned"] - s["plain"]),
                  s["pinned"] - s["plain"] >= 0.5, ">= 0.5")

@@ -232,10 +232,11 @@ def test_every_row_once_per_epoch(store_2k, block_rows, buffer_blocks, batch, se
 def test_batches_mix_contexts(store_2k):
     """Labels come in runs of 200 tokens; shuffled batches must draw from many runs at once."""
     ctx = np.asarray(store_2k.context)
-    overall = np.bincount(ctx, minlength=8) / len(ctx)
+    n_labels = int(ctx.max()) + 1
+    overall = np.bincount(ctx, minlength=n_labels) / len(ctx)
 
     def tv_distance(rows):
-        return 0.5 * np.abs(np.bincount(ctx[rows], minlength=8) / len(rows) - overall).sum()
+        return 0.5 * np.abs(np.bincount(ctx[rows], minlength=n_labels) / len(rows) - overall).sum()
 
     it = act.ShuffledBatches(store_2k, block_rows=25, buffer_blocks=40, seed=0)
     batches = [it.next(100)[1] for _ in range(20)]

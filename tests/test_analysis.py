@@ -162,7 +162,7 @@ def test_analyse_units_matches_the_whole_matrix(store, sparse_sae):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(report.density, (F > 0).mean(axis=0))
     np.testing.assert_allclose(report.max, F.max(axis=0))
-    assert report.density[5] == 0 and report.families["context"]["pearson"][:, 5].tolist() == [0.0] * 8
+    assert report.density[5] == 0 and not report.families["context"]["pearson"][:, 5].any()
     np.testing.assert_array_equal(report.top_values, -np.sort(-F, axis=0)[:5],
                                err_msg="streamed top-k differs from sorting the whole column")
     fired = report.top_values > 0

@@ -24,9 +24,10 @@ LESSONS = {  # name: (figures it must write, number of checks)
     "03_ground_truth_recovery": (["training.png", "recovery.png", "density.png", "sweep_heatmap.png",
                                   "correlated.png"], 3),
     "04_transformer_by_hand": (["causal_attention.png", "memorise_one_batch.png"], 9),
-    "05_train_transformer": (["loss_curve.png", "bits_per_label.png"], 6),
+    "05_train_transformer": (["loss_curve.png", "bits_per_label.png", "family_over_floor.png"], 7),
     "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 3),
-    "07_interpreting_features": (["features_vs_neurons.png", "feature_histograms.png", "feature_browser.html"], 7),
+    "07_interpreting_features": (["features_vs_neurons.png", "all_contexts_scatter.png", "feature_histograms.png",
+                                  "feature_browser.html"], 10),
     "08_steering_and_splitting": (["pinned_sampling.png", "dna_family.png"], 8),
 }
 
@@ -212,20 +213,25 @@ def test_reproduce_at_default_scale_exits_cleanly(default):
     assert (runs / "default" / "report.md").exists()
 
 
-def test_rare_scale_changes_only_the_corpus_and_training(tmp_path):
-    """`--scale rare` is the default run with the generated contexts rarer (lesson 07's experiment)."""
+def test_seed_changes_every_seed_of_the_pipeline_and_the_run_folder(tmp_path):
+    """`--seed N` reseeds the corpus, the transformer and the SAE, and nothing else; its run has a folder
+    of its own, so a second seed never reads the first one's cache."""
+    import dataclasses
+
     from tinymono import pipeline
-    from tinymono.corpus import DEFAULT_MIXTURE
     from tinymono.lesson import Lesson
 
-    rare = pipeline.corpus_config("rare").mixture
-    for source in ("base64", "dna", "hex", "arabic", "hebrew"):
-        assert 0 < rare[source] <= DEFAULT_MIXTURE[source] / 4, source
-    assert rare["python"] / rare["english"] == pytest.approx(DEFAULT_MIXTURE["python"] / DEFAULT_MIXTURE["english"],
-                                                            rel=1e-3)
-    assert pipeline.transformer_configs("rare")[0] == pipeline.transformer_configs("default")[0]
-    assert pipeline.sae_config("rare", 512) == pipeline.sae_config("default", 512)
-    assert Lesson("x", argv=["--scale", "rare", "--runs", str(tmp_path)]).pick(smoke=1, default=2, full=3) == 2
+    c0, c1 = pipeline.corpus_config("default"), pipeline.corpus_config("default", seed=1)
+    assert c1 == dataclasses.replace(c0, seed=1) and c1.fingerprint() != c0.fingerprint()
+    (m0, t0), (m1, t1) = pipeline.transformer_configs("default"), pipeline.transformer_configs("default", seed=1)
+    assert m1 == m0 and t1 == dataclasses.replace(t0, seed=1)
+    s0, s1 = pipeline.sae_config("default", 128), pipeline.sae_config("default", 128, seed=1)
+    assert s1 == dataclasses.replace(s0, seed=1)
+    lesson = Lesson("x", argv=["--seed", "1", "--runs", str(tmp_path)])
+    assert lesson.seed == 1 and lesson.cache == tmp_path / "default-seed1" / "cache"
+    assert Lesson("x", argv=["--runs", str(tmp_path)]).cache == tmp_path / "default" / "cache"
+    with pytest.raises(SystemExit):
+        Lesson("x", argv=["--seed", "-1", "--runs", str(tmp_path)])
 
 
 def test_another_dictionary_size_keeps_the_recipe_and_its_own_checkpoint(smoke):
@@ -234,8 +240,8 @@ def test_another_dictionary_size_keeps_the_recipe_and_its_own_checkpoint(smoke):
 
     from tinymono import checkpoint, pipeline
 
-    main = pipeline.sae_config("default", 512)
-    assert pipeline.sae_config("default", 512, d_sae=64) == dataclasses.replace(main, d_sae=64)
+    main = pipeline.sae_config("default", 128)
+    assert pipeline.sae_config("default", 128, d_sae=64) == dataclasses.replace(main, d_sae=64)
     cache = smoke[0] / "smoke" / "cache"
     sizes = {name: checkpoint.load(cache / name)[1]["config"]["d_sae"] for name in ("sae.npz", "sae_16.npz")}
     assert sizes == {"sae.npz": 512, "sae_16.npz": 16}
