@@ -36,15 +36,15 @@ SIZES = {
     "default": dict(
         corpus=dict(n_train_bytes=19_000_000, n_val_bytes=4_000_000, doc_bytes=SHORT_DOCS),
         model=dict(d_mlp=128),
-        train=dict(steps=6000, lr=2e-3, warmup=300, eval_every=3000),
+        train=dict(steps=9000, lr=2e-3, warmup=300, eval_every=3000),
         harvest=dict(train=2_000_000, val=2_000_000),
-        sae=dict(d_sae=1024, steps=4000, batch_size=4096, l1_coefficient=1.2e-3)),
+        sae=dict(d_sae=1024, steps=4000, batch_size=4096, l1_coefficient=2.4e-3)),
     "full": dict(
         corpus=dict(n_train_bytes=95_000_000, n_val_bytes=5_000_000, doc_bytes=SHORT_DOCS),
         model=dict(d_mlp=128),
         train=dict(steps=60000, lr=2e-3, warmup=300, eval_every=10000),
         harvest=dict(train=20_000_000, val=2_000_000),
-        sae=dict(d_sae=1024, steps=30000, batch_size=4096, l1_coefficient=1.2e-3)),
+        sae=dict(d_sae=1024, steps=30000, batch_size=4096, l1_coefficient=2.4e-3)),
 }
 
 
