@@ -177,17 +177,15 @@ lesson.savefig(fig, "feature_histograms.png", "Activation histograms of the best
                "context, split into the context's own bytes (orange) and all others (grey).")
 
 # %% [markdown]
-# **What you should see.** Each feature fires inside its context, often on one kind of byte: in our
-# default run the DNA feature on one base (the SAE gives single bases features of their own), the hex
-# feature on the characters of digests, the Arabic and Hebrew features on letters. Its logit weights promote
-# what comes next there: the four bases and the line end for DNA, digits for hex, the scripts' UTF-8
-# lead bytes (0xD8 and 0xD9 for Arabic, 0xD7 for Hebrew) and the space for the two scripts. Ablating a
-# feature costs most where nothing else makes its prediction: in that run the Hebrew feature's ablation
-# raised the loss by about 1.3 nats on the tokens where it fires (it carries "a Hebrew letter comes
-# next"), Arabic's by about 0.4, DNA's by only 0.01 (the next base is random, and the rest of the model
-# knows it is in DNA). The loss "elsewhere" is exactly 0 by construction, not a finding: in a one-layer
-# model the MLP's output at a position reaches only that position's logits, and the ablation changes
-# only the positions where the feature fires.
+# **What you should see.** A good context feature fires inside its context, often on one kind of byte
+# (a feature per DNA base, or per step of a script's two-byte letters), and its logit weights promote
+# what comes next there: digits and a-f for hex, the scripts' UTF-8 lead bytes (0xD8 and 0xD9 for
+# Arabic, 0xD7 for Hebrew) and the space. The histograms show how clean each one is: the grey part is
+# its activation on every other context. Ablating a feature costs most where nothing else makes its
+# prediction, and little where the rest of the model already knows what comes next (after a DNA base the
+# attention alone can say "another base"). The loss "elsewhere" is exactly 0 by construction, not a
+# finding: in a one-layer model the MLP's output at a position reaches only that position's logits, and
+# the ablation changes only the positions where the feature fires.
 
 # %% [markdown]
 # ## A feature the labels do not cover

@@ -113,24 +113,20 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     print(f"  feature {u} alone ends {bytes(int(t) for t in alone[0][-20:] if t < 256)!r}")
 
 # %% [markdown]
-# **What you should see.** In our default run, pinning made 90-95% of what the model wrote base64, DNA
-# or hex, from prompts that continued as ordinary Python or English (0% without the pin). The scripts
-# came out weaker. Pinned, the Hebrew group wrote 52% Hebrew letters; the Arabic group wrote 62% bytes
-# of Arabic-block characters but only 38% letters of the corpus's alphabet, so its check fails: the rest
-# were lead and continuation bytes in pairs the generator never writes (the character ٶ, for one). The
-# first feature alone wrote lead bytes (64% and 51% of its bytes, where whole letters would be exactly
-# half), and so few continuation bytes that only 23% and 16% of the bytes made whole letters. It fires
-# after a letter's last byte (its family below reads continuation bytes) and stands for one state of
-# the two-byte cycle, "a lead byte comes next" (lesson 07's logit weights said the same: it promotes the
-# lead bytes). Holding the features of both steps on at once does not make the cycle run; the paper saw
-# such chains of features as small finite-state automata, each feature a state.
+# **What you should see.** Pinned, a context's features pull the text into that context, from prompts
+# that continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the
+# features stand for their context: a feature that also fires on plain letters pulls less. The scripts
+# are harder than base64, DNA or hex: a letter is two bytes, and the SAE tends to give the two steps
+# features of their own. A feature that fires after a letter's last byte stands for one state of the
+# two-byte cycle, "a lead byte comes next" (its logit weights promote the lead bytes), and pinned alone
+# it writes lead bytes with too few continuation bytes to make letters. The paper saw such chains of
+# features as small finite-state automata, each feature a state.
 
 # %% [markdown]
 # ## Feature splitting
 #
-# The corpus has few contexts, so the interesting small dictionary here is much smaller than the
-# paper's 512: we train one of 64 latents on the same activations with the same recipe, and compare it
-# with lesson 06's 4,096. For each context, the best feature of each: its correlation with the label,
+# We train a small dictionary of 64 latents on the same activations with the same recipe, and compare
+# it with lesson 06's. For each named context, the best feature of each: its correlation with the label,
 # its specificity, and how many features correlate above 0.3 with the label.
 
 # %%
@@ -148,13 +144,12 @@ for label in NAMED:
     print(f"{label:8s} {cells[0]:>28s} {cells[1]:>28s}")
 
 # %% [markdown]
-# In our default run the 64-latent SAE had a single DNA feature (r 0.99, near the 0.98 of lesson 07's DNA
-# neuron) and a single hex feature (0.95), while its Arabic and Hebrew features also fired on other text
-# (82% and 63% of their mass on their script; we found the rest mostly on Python and English). At 4,096
-# every context has several features, and the best of each is more specific. Where did the DNA feature
-# go? Its *family* in the large dictionary: the 6 features whose decoder directions lie nearest to its
-# own (`cos`: the cosine between the two directions), with the share of each one's activation mass on
-# the context and on each byte it *reads* (the byte at the position where it fires).
+# A small dictionary must spend its few latents on what explains the most variance, so a context it
+# covers at all it covers with one broad feature; a larger one has room for finer features, each more
+# specific. Where did a small dictionary's feature go? Its *family* in the large dictionary: the 6
+# features whose decoder directions lie nearest to its own (`cos`: the cosine between the two
+# directions), with the share of each one's activation mass on the context and on each byte it *reads*
+# (the byte at the position where it fires).
 
 # %%
 tokens = np.asarray(val_store.tokens[:])
@@ -194,21 +189,16 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
                "up to 1 in each row, is on line ends and other bytes).")
 
 # %% [markdown]
-# **What you should see.** In our default run the DNA feature's family was one feature per base (the
-# features reading A, C, G and T put 67-85% of their mass on their base) and two that fire on every base,
-# each of the six at least 98% on DNA; summed, they correlate 0.97 with the parent. The Arabic family has
-# three features that read continuation bytes (none holds more than 9% of its mass on one byte), one for
-# the space between words, and two mostly outside Arabic (49% and 5% on it); the Hebrew parent's spill
-# onto Python and English comes back as family members of their own that are not about Hebrew at all (0-4%
-# of their mass on it); base64's family keeps one broad feature, with narrower ones beside it and one for
-# its line ends (not the paper's split into letters, digits and encoded text). This is why lesson 07's
-# best *single* DNA feature correlates only 0.78 with the label, below the DNA neuron: a larger dictionary
+# **What you should see.** When the small dictionary has a DNA feature, its family in the large one
+# splits it by the byte read: features for single bases, and perhaps one that fires on every base;
+# summed, the family tracks the parent. Arabic and Hebrew families split along the two-byte cycle (lead
+# bytes, continuation bytes, the space between words). This is why a single feature of a large
+# dictionary can correlate less with a whole context than a group of its features: a larger dictionary
 # spends its latents on finer distinctions, and a context is then a family, not a feature. Which size is
 # "right" depends on the question; the paper's answer was to study several.
 #
-# **Try it.** The paper's third test, *universality*, needs a second transformer: train one with another
-# seed (the `seed=0` of `TrainConfig` in `pipeline.transformer_configs`; a fresh `--runs` folder), train
-# its SAE, and match each feature of one model to the feature of the other whose activations on the same
+# **Try it.** The paper's third test, *universality*, needs a second transformer: run lessons 05-06 with
+# `--seed 1` (their models go to `runs/default-seed1/cache/`), and match each feature of one model to the feature of the other whose activations on the same
 # held-out bytes correlate best (the paper: median 0.72 for features, 0.46 for neurons). It is not run
 # here because it doubles the time of lessons 05-06.
 
