@@ -265,7 +265,7 @@ class ArrayStore:
 
 
 def test_default_batches_meet_a_rare_context_often():
-    """A context held by five stretches of 300 rows in 1M (0.15%, like DNA at the `rare` scale): the
+    """A context held by five stretches of 300 rows in 1M (0.15%, rarer than any generated context at default): the
     SAE must meet it in most batches of 4096, not in a burst every few hundred steps (a latent for it
     would look dead between bursts and be resampled)."""
     n, rare = 1_000_000, np.zeros(1_000_000, bool)
