@@ -56,8 +56,9 @@ HIDDEN = {0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range
 
 
 def _visible(ch):
-    """A character as shown: itself, or ⟨U+XXXX⟩ if it would hide or reorder text (a control other than
-    newline and tab, a bidi control, a line separator, a lone surrogate)."""
+    """A character as shown: itself, or its code point in brackets (e.g. ⟨U+202E⟩) if it would hide or
+    reorder text (a control other than newline and tab, a bidi control, a line separator, a lone
+    surrogate)."""
     hidden = ord(ch) in HIDDEN or (unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t")
     return f"\u27e8U+{ord(ch):04X}\u27e9" if hidden else ch
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinymono.files import BadFile, atomic_write, remove_stale_temps
+from tinymono.files import BadFile, atomic_write, npy_header, remove_stale_temps
 
 META_KEY = "__meta__"
 
@@ -55,10 +55,7 @@ def _check_members(path, fix):
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             with zf.open(info) as fh:
-                version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(fh)
+                shape, _, dtype = npy_header(fh)
                 declared, held = math.prod(shape) * dtype.itemsize, info.file_size - fh.tell()
             if dtype.hasobject or declared != held:
                 raise CheckpointError(f"checkpoint {path}: member {info.filename} declares {dtype} {shape} "

@@ -468,11 +468,15 @@ _LOWER = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
 
 class Language(NamedTuple):
     """One synthetic language: letters [L] uint8 (its alphabet), first [L] (a word's first letter),
-    next [L, L] (row a: the next letter after letter a, given the word goes on), end: q_k."""
+    next [L, L] (row a: the next letter after letter a, given the word goes on), end: q_k; and the exact
+    entropies in bits of a word's first letter (first_bits) and of the byte after letter a (after_bits [L]:
+    the word's end, as a space or a newline, or its next letter)."""
     letters: np.ndarray
     first: np.ndarray
     next: np.ndarray
     end: float
+    first_bits: float
+    after_bits: np.ndarray
 
 
 @lru_cache(maxsize=None)
@@ -485,8 +489,11 @@ def languages() -> tuple:
         idx = np.sort(rng.choice(26, LANG_LETTERS, replace=False))
         taste = rng.dirichlet(np.ones(LANG_LETTERS))                     # u_k [L]
         nxt = taste[None, :] * shared[np.ix_(idx, idx)]                  # [L, L]
-        out.append(Language(_LOWER[idx], taste, nxt / nxt.sum(axis=1, keepdims=True),
-                            float(rng.uniform(0.15, 0.3))))
+        nxt /= nxt.sum(axis=1, keepdims=True)
+        end = float(rng.uniform(0.15, 0.3))
+        after = [entropy_bits(np.r_[end * np.array([1 - LINE_END_PROB, LINE_END_PROB]), (1 - end) * row])
+                 for row in nxt]
+        out.append(Language(_LOWER[idx], taste, nxt, end, entropy_bits(taste), np.array(after, np.float32)))
     return tuple(out)
 
 
@@ -520,11 +527,9 @@ def language_document(k: int, n_bytes: int, rng: np.random.Generator) -> Segment
     alpha[is_letter] = letters[in_word]                                  # row-major: word by word
     data = np.where(is_letter, lang.letters[np.maximum(alpha, 0)], ord(" ")).astype(np.uint8)
     data[ends[rng.random(n_words) < LINE_END_PROB]] = ord("\n")
-    after_letter = np.array([entropy_bits(np.r_[lang.end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                                (1 - lang.end) * row]) for row in lang.next], np.float32)
     state = np.zeros(n, np.int32)
     state[1:] = np.where(is_letter[:-1], 1 + alpha[:-1], 0)
-    entropy = np.where(state == 0, entropy_bits(lang.first), after_letter[np.maximum(state - 1, 0)])
+    entropy = np.where(state == 0, lang.first_bits, lang.after_bits[np.maximum(state - 1, 0)])
     detail = np.where(is_letter, DET["lang_letter"], DET["lang_space"]).astype(np.uint8)
     seg = Segment(data, np.full(n, CTX[LANGUAGES[k]], np.uint8), detail, entropy.astype(np.float32), state)
     return slice_segment(seg, 0, n_bytes)

@@ -141,6 +141,14 @@ def write_npy(path, array):
         fh.write(array.data)
 
 
+def npy_header(fh):
+    """(shape, fortran_order, dtype) from the .npy header at the file's position, which is left just past
+    it; read from the header alone, so nothing is allocated."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)
+
+
 def npy_layout(path, error, fix, whole=True):
     """(header bytes, dtype, shape) of a C-ordered .npy file, read from its header alone; a missing file,
     a damaged header or (if `whole`) a file too short for the shape it declares raises `error` naming the
@@ -148,10 +156,7 @@ def npy_layout(path, error, fix, whole=True):
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(fh)
+            shape, fortran, dtype = npy_header(fh)
             offset = fh.tell()
     except (OSError, ValueError, EOFError) as e:
         raise error(f"{path} cannot be read ({type(e).__name__}: {e}); {fix}") from e

@@ -126,7 +126,8 @@ class Lesson:
         """Print the summary, write result.json, and exit non-zero if any check failed (as a script)."""
         failed = [r for r in self.results if r[0] == "FAIL"]
         counts = {s: sum(r[0] == s for r in self.results) for s in ("PASS", "FAIL", "SKIP")}
-        record = {"lesson": self.name, "scale": self.scale, "seed": self.seed, "seconds": time.perf_counter() - self._t0,
+        record = {"lesson": self.name, "scale": self.scale, "seed": self.seed,
+                  "seconds": time.perf_counter() - self._t0,
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures]}

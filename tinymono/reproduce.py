@@ -7,8 +7,9 @@ across dictionary sizes. Each lesson caches what it trains under
 DIR/<run>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
 checks and figures in DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a
 seed other than 0). A stage whose result.json exists is finished and is not run again (use --force to
-rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and lists every check with its number and bar, and the
-command exits non-zero if any check failed or any stage did not finish.
+rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and
+lists every check with its number and bar, and the command exits non-zero if any check failed or any
+stage did not finish.
 
 A full disk stops a stage, not the command: the stage's log ends with a note, the stage is marked
 failed in the report with the error its lesson printed ("disk full: cannot write ..."), and the report
