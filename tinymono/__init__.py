@@ -10,3 +10,9 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __version__ = "0.1.0"
+
+# Exercise mode: TINYMONO_IMPL=WORKSPACE runs the library on a learner's workspace (tinymono/exercises/switch.py).
+if os.environ.get("TINYMONO_IMPL", "").strip():
+    from tinymono.exercises import switch as _switch
+
+    _switch.use_workspace(_switch.workspace_from_env())

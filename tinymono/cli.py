@@ -2,6 +2,7 @@
 
     python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--seed N] [--force] [--only NAME ...]
     python -m tinymono bench NAME [--json] [--quick]
+    python -m tinymono exercises [NN] [--out DIR]
 """
 from __future__ import annotations
 
@@ -54,6 +55,28 @@ def _reproduce(args):
         return 128 + e.signum
 
 
+def _exercises(args):
+    from tinymono.exercises import LESSONS, parse_lesson
+    from tinymono.exercises.workspace import write_workspace
+
+    try:
+        lessons = [parse_lesson(args.lesson)] if args.lesson is not None else list(LESSONS)
+        out = args.out or ("exercises" if args.lesson is None else f"exercises-{lessons[0]}")
+        files = write_workspace(lessons, out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write the workspace into {out}: {e.strerror or e} ({e.filename or out})", file=sys.stderr)
+        return 1
+    print(f"wrote the exercise workspace {out}/ for lesson{'s' if len(lessons) > 1 else ''} {', '.join(lessons)}:")
+    for f in files:
+        print(f"  {f}")
+    print(f"next: python -m pytest {out} -x   (then, when it passes: TINYMONO_IMPL={out} python "
+          f"lessons/{LESSONS[lessons[0]]}.py --scale smoke; {out}/README.md says more)")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinymono", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,5 +98,10 @@ def main(argv=None):
     bench.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     bench.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke test)")
     bench.set_defaults(func=_bench)
+    ex = sub.add_parser("exercises", help="a workspace where you write a lesson's functions, with tests that tutor you")
+    ex.add_argument("lesson", nargs="?", metavar="NN",
+                    help="the lesson (01, 02, 04, 06 or 07; default: all of them in one workspace)")
+    ex.add_argument("--out", help="a new or empty folder for the workspace (default: exercises-NN, or exercises)")
+    ex.set_defaults(func=_exercises)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,0 +1,74 @@
+"""The exercise-mode switch: TINYMONO_IMPL=WORKSPACE runs the library on a learner's workspace.
+
+This is the one hook. When the variable is set, `import tinymono` (tinymono/__init__.py) calls
+`use_workspace(WORKSPACE)` before any other module of the library is imported, and each library module
+the workspace holds (layers.py, toy.py, sae.py, analysis.py; see tinymono.exercises.MODULES) is loaded
+from there under the library's own name, `tinymono.sae` and so on. Whatever imports it afterwards, a
+lesson, transformer.py (which builds its layer set from tinymono.layers) or analysis.py (which imports
+tinymono.sae), gets the learner's module, written functions and copied rest alike. Nothing else changes.
+
+One exception, said here because it is the only one: the SAE's sparse training step (`train_step_sparse`)
+runs the library's numba kernels, not the learner's functions. In exercise mode it always declines (it
+returns None, as it does when too many latents are active), so every training step runs the learner's
+forward and backward: slower at default scale, and no difference at smoke scale. (The toy model's fused
+kernel in lesson 01 and the transformer's `fast=True` kernels stay the library's; lessons 01 and 04 check
+the learner's code against them.)
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from tinymono.exercises import MODULES
+
+_ACTIVE = {}  # module name -> the workspace file it was loaded from
+
+
+def active():
+    """{module name: workspace file} of the modules exercise mode replaced ({} when it is off)."""
+    return dict(_ACTIVE)
+
+
+def workspace_from_env():
+    """The workspace folder TINYMONO_IMPL names, or None."""
+    value = os.environ.get("TINYMONO_IMPL", "").strip()
+    return Path(value) if value else None
+
+
+def _decline(*args, **kwargs):
+    """train_step_sparse in exercise mode: always "use the dense step" (see the module docstring)."""
+    return None
+
+
+def use_workspace(folder):
+    """Load each module of MODULES that `folder` holds as tinymono.<name>. Must run before the library's
+    own modules are imported (tinymono/__init__.py calls it first thing)."""
+    import tinymono
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RuntimeError(f"TINYMONO_IMPL={folder}: no such folder (it names a workspace written by "
+                           "`python -m tinymono exercises`)")
+    found = [name for name in MODULES if (folder / f"{name}.py").is_file()]
+    if not found:
+        raise RuntimeError(f"TINYMONO_IMPL={folder}: the folder holds none of "
+                           f"{', '.join(n + '.py' for n in MODULES)}, so there is nothing to run in their place")
+    loaded_early = [n for n in found if f"tinymono.{n}" in sys.modules]
+    if loaded_early:
+        raise RuntimeError(f"TINYMONO_IMPL: tinymono.{loaded_early[0]} was imported before the switch ran")
+    for name in found:  # in MODULES order: layers before sae, which imports it
+        path = (folder / f"{name}.py").resolve()
+        spec = importlib.util.spec_from_file_location(f"tinymono.{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # before running it: its dataclasses look themselves up there
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[spec.name]
+            raise
+        setattr(tinymono, name, module)
+        _ACTIVE[name] = path
+    if "sae" in _ACTIVE:
+        sys.modules["tinymono.sae"].train_step_sparse = _decline
