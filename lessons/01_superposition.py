@@ -9,6 +9,8 @@
 # %% [markdown]
 # # Lesson 01: superposition in toy models
 #
+# *Exercise mode:* `python -m tinymono exercises 01` lets you write this lesson's functions yourself (README.md).
+#
 # **What the paper says.** "Towards Monosemanticity" starts from a puzzle: single neurons of a language
 # model respond to many unrelated things (they are *polysemantic*). Elhage et al.'s "Toy Models of
 # Superposition" (2022) offered an explanation: a network that wants to represent more features than it

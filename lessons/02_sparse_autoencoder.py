@@ -9,6 +9,8 @@
 # %% [markdown]
 # # Lesson 02: a sparse autoencoder, built by hand
 #
+# *Exercise mode:* `python -m tinymono exercises 02` lets you write this lesson's functions yourself (README.md).
+#
 # Lesson 01 trained a toy model that squeezes 5 sparse features into 2 hidden dimensions: they form a
 # pentagon, five directions in a plane, more directions than dimensions. Looking at one hidden unit tells
 # you little (each is a mix of features). A *sparse autoencoder* (SAE) is the tool of "Towards

@@ -9,6 +9,8 @@
 # %% [markdown]
 # # Lesson 04: a one-layer transformer, by hand
 #
+# *Exercise mode:* `python -m tinymono exercises 04` lets you write this lesson's functions yourself (README.md).
+#
 # **What the paper says.** "Towards Monosemanticity" does not open up a large model. It trains its own
 # *one-layer* transformer (d_model 128, an MLP of 512 ReLU neurons, layer norm) and then studies the
 # 512 MLP activations with a sparse autoencoder. One layer is enough to show polysemantic neurons, and

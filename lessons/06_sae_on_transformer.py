@@ -9,6 +9,8 @@
 # %% [markdown]
 # # Lesson 06: a sparse autoencoder on the transformer's MLP
 #
+# *Exercise mode:* `python -m tinymono exercises 06` lets you write this lesson's functions yourself (README.md).
+#
 # **What the paper says.** Bricken et al. trained sparse autoencoders on the 512 post-ReLU MLP
 # activations of a one-layer transformer. Their main run, A/1, has 4,096 latents; it keeps 79% of the
 # loss the MLP is worth (loss recovered against zero-ablation), leaves 168 latents dead and 292 at

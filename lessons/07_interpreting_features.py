@@ -9,6 +9,8 @@
 # %% [markdown]
 # # Lesson 07: interpreting features, against ground truth
 #
+# *Exercise mode:* `python -m tinymono exercises 07` lets you write this lesson's functions yourself (README.md).
+#
 # **What the paper says.** The SAE's features are far more interpretable than the MLP's neurons. For
 # contexts such as Arabic script, DNA, base64 and Hebrew, Bricken et al. found single features whose
 # activation correlates with the context (Arabic 0.74, DNA 0.80, base64 0.38, Hebrew 0.55) and which are
@@ -59,6 +61,34 @@ neurons = analysis.NeuronSource(val_store)
 feat_report = analysis.analyse_units(features)
 neuron_report = analysis.analyse_units(neurons)
 print(f"scored {sae_cfg.d_sae} features and {cfg.d_mlp} neurons on {len(val_store):,} held-out tokens")
+
+# %% [markdown]
+# Those scores come from two streaming passes over blocks of the store (running sums, and per-unit
+# histograms for AUROC: `analysis.LabelStats`). The definitions are three short functions on arrays in
+# memory, `analysis.pearson`, `analysis.specificity` and `analysis.auroc` (the ones exercise mode asks you
+# to write). On the first held-out tokens the two must agree for each named context's best feature: the
+# correlation and the specificity to float32 round-off (the streaming pass encodes every feature at once,
+# the definitions get one feature's column, encoded alone), the AUROC within the error its histogram reports.
+
+# %%
+n_first = min(len(val_store), lesson.pick(smoke=5_000, default=50_000))
+first = analysis.FeatureSource(val_store, sae_params, sae_cfg, n_rows=n_first)
+first_scores = analysis.analyse_units(first, families=("context",)).families["context"]
+context_ids = np.asarray(val_store.context[:n_first])
+gap = 0.0
+print(f"{'context':>8} {'feature':>7}  {'r: definition, streamed':>23}  {'specificity':>15}  AUROC (+- histogram error)")
+for name in NAMED:
+    l = list(val_store.context_names).index(name)
+    u = int(np.argmax(first_scores["pearson"][l]))
+    a, y = first.activations(0, n_first, [u]), context_ids == l
+    mine = (analysis.pearson(a, y)[0], analysis.specificity(a, y)[0], analysis.auroc(a, y)[0])
+    streamed = (first_scores["pearson"][l, u], first_scores["specificity"][l, u], first_scores["auroc"][l, u])
+    err = first_scores["auroc_err"][l, u]
+    gap = max(gap, abs(mine[0] - streamed[0]), abs(mine[1] - streamed[1]), abs(mine[2] - streamed[2]) - err)
+    print(f"{name:>8} {u:>7}  {mine[0]:11.4f} {streamed[0]:11.4f}  {mine[1]:7.4f} {streamed[1]:7.4f}  "
+          f"{mine[2]:.4f} {streamed[2]:.4f} +- {err:.4f}")
+verdict = f"agree (largest gap {gap:.1e})" if gap <= 1e-5 else f"DISAGREE: largest gap {gap:.3g}"
+print(f"on the first {n_first:,} held-out tokens, the definitions and the streamed scores {verdict}")
 
 # %% [markdown]
 # ## Features against neurons, context by context

@@ -7,6 +7,10 @@ notebook (set TINYMONO_SCALE, TINYMONO_SEED and TINYMONO_RUNS in the environment
 - `default`: minutes on a 2-core laptop; every check is asserted;
 - `full`: sizes closer to the papers'.
 
+In exercise mode (TINYMONO_IMPL=WORKSPACE, see tinymono/exercises) the lesson says which of its modules
+are the learner's, and its figures and models go under WORKSPACE/runs unless --runs says otherwise, so
+that nothing trained by the learner's code mixes with the library's cache.
+
 --seed N (default 0) seeds the corpus, the transformer and the SAEs of lessons 05-08 (lessons 01-04 keep
 their own seeds), so a result can be checked with a second seed; a run with seed N > 0 lives in
 DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`).
@@ -25,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from tinymono.exercises import switch
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
 SCALES = ("smoke", "default", "full")
@@ -60,8 +65,10 @@ class Lesson:
         parser.add_argument("--seed", default=os.environ.get("TINYMONO_SEED", "0"),
                             help="seed of the corpus, transformer and SAEs of lessons 05-08 (default: 0, or "
                                  "TINYMONO_SEED)")
-        parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", "runs"),
-                            help="root folder for figures and cached models (default: ./runs, or TINYMONO_RUNS)")
+        exercise_runs = str(switch.workspace_from_env() / "runs") if switch.active() else None
+        parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", exercise_runs or "runs"),
+                            help="root folder for figures and cached models (default: ./runs, or TINYMONO_RUNS; in "
+                                 "exercise mode WORKSPACE/runs)")
         args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
         notebook = "ipykernel" in sys.modules
 
@@ -93,6 +100,8 @@ class Lesson:
             sys.excepthook = _interrupt_hook(sys.excepthook, name, self.cache)
         seed = f", seed {self.seed}" if self.seed else ""
         print(f"lesson {name} at scale {self.scale!r}{seed}; figures in {self.out}")
+        for line in switch.describe():
+            print(line)
 
     def pick(self, smoke, default, full=None):
         """The value for the current scale (full takes default's, unless given)."""

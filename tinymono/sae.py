@@ -162,7 +162,7 @@ def init(cfg, rng, sample=None):
     check_rng("rng", rng)
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
-    W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+    normalize_decoder(W_dec)
     if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
         raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
     b_dec = np.zeros(cfg.d_in) if sample is None else geometric_median(sample)

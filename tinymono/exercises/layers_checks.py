@@ -107,7 +107,8 @@ def cross_entropy_backward(t):
     onehot = np.eye(V)[targets]
     probs = cache.probs.reshape(logits.shape)
     t.expect("dlogits", got[0], want, [
-        Wrong(dloss * probs / ROWS, "misses the -1 at each token's target: d loss / d logits = softmax - onehot(target)"),
+        Wrong(dloss * probs / ROWS, "misses the -1 at each token's target: d loss / d logits = softmax - "
+                                    "onehot(target)"),
         Wrong(dloss * (onehot - probs) / ROWS, "has the wrong sign: d loss / d logits = softmax - onehot(target)"),
         Wrong(want / dloss, "ignores dloss: multiply by the gradient arriving from above (the chain rule)")],
         [Factor(ROWS, "n, the number of tokens", "the loss is the mean over the tokens, so divide by n once")],
@@ -160,7 +161,8 @@ def attention_backward(t):
                                                     "dscores carries it too"),
         (attention_grads(dout, cache, swap_qk=True), "swaps the gradients of q and k: scores = q k^T, so dq = dscores "
                                                      "@ k and dk = dscores^T @ q"),
-        (attention_grads(dout, cache, transpose_v=False), "misses a transpose: z = pattern @ v, so dv = pattern^T @ dz"),
+        (attention_grads(dout, cache, transpose_v=False), "misses a transpose: z = pattern @ v, so dv = "
+                                                          "pattern^T @ dz"),
         *[(attention_grads(dout, cache, x_from=p), f"adds only the gradient through {p}: x feeds q, k and v, so dx is "
                                                   f"the sum of the three") for p in ("q", "k", "v")]]
     for i, name in enumerate(NAMES):

@@ -31,7 +31,8 @@ def encoder_inputs(rng):
     cfg = ref.SAEConfig(d_in=D_IN, d_sae=D_SAE, dtype="float64")
     while True:
         p = ref.init(cfg, rng)
-        b_enc, b_dec, x = 0.5 * rng.standard_normal(D_SAE), 0.5 * rng.standard_normal(D_IN), rng.standard_normal((B, D_IN))
+        b_enc, b_dec = 0.5 * rng.standard_normal(D_SAE), 0.5 * rng.standard_normal(D_IN)
+        x = rng.standard_normal((B, D_IN))
         pre = (x - b_dec) @ p["W_enc"] + b_enc
         if np.abs(pre).min() > 0.05 and 0.2 < np.mean(pre > 0) < 0.8:
             return x, p["W_enc"], b_enc, b_dec
@@ -51,7 +52,8 @@ def encode_relu_forward(t):
     t.inputs = shapes(dict(x=x, W_enc=W_enc, b_enc=b_enc, b_dec=b_dec))
     f, cache = t.expect_tuple(t.call(x, W_enc, b_enc, b_dec), 2, "(f, cache)")
     want, want_cache = ref.encode_relu_forward(x, W_enc, b_enc, b_dec)
-    wrong = [Wrong(relu(x @ W_enc + b_enc), "is ReLU(x @ W_enc + b_enc): subtract b_dec from x first, x_bar = x - b_dec"),
+    wrong = [Wrong(relu(x @ W_enc + b_enc), "is ReLU(x @ W_enc + b_enc): subtract b_dec from x first, "
+                                            "x_bar = x - b_dec"),
              Wrong(relu((x + b_dec) @ W_enc + b_enc), "adds b_dec to x; the encoder subtracts it: x_bar = x - b_dec"),
              Wrong((x - b_dec) @ W_enc + b_enc, "has negative entries: the ReLU is missing"),
              Wrong(relu((x - b_dec) @ W_enc), "misses b_enc")]
@@ -72,9 +74,9 @@ def encode_relu_backward(t):
     sums = _batch("sum over the batch: the loss's 1/B is already inside df")
     if got[0] is not None:
         t.problems.append("the first value must be None: x is data, and its gradient would cost a matmul for nothing")
+    uses_x = "uses x; the encoder's input is x_bar = x - b_dec (cached)"
     t.expect("dW_enc", got[1], dW_enc, [Wrong(x_bar.T @ df, no_mask),
-                                        Wrong(x.T @ np.where(cache.relu.active, df, 0), "uses x; the encoder's input is "
-                                              "x_bar = x - b_dec (cached)")], [sums], "d_in, d_sae")
+                                        Wrong(x.T @ np.where(cache.relu.active, df, 0), uses_x)], [sums], "d_in, d_sae")
     t.expect("db_enc", got[2], db_enc, [Wrong(df.sum(axis=0), no_mask)], [sums], "d_sae")
     t.expect("db_dec", got[3], db_dec, [Wrong(W_enc @ db_enc, "has the wrong sign: x_bar = x - b_dec, so db_dec = "
                                               "-(the gradient of x_bar summed over the batch) = -W_enc @ db_enc"),
@@ -91,7 +93,8 @@ def decode_forward(t):
     x_hat, cache = t.expect_tuple(t.call(f, p["W_dec"], p["b_dec"]), 2, "(x_hat, cache)")
     want, want_cache = ref.decode_forward(f, p["W_dec"], p["b_dec"])
     wrong = [Wrong(f @ p["W_dec"], "misses b_dec: the decoder adds it back"),
-             Wrong(f @ p["W_dec"] - p["b_dec"], "subtracts b_dec; the decoder adds it back (the encoder subtracted it)")]
+             Wrong(f @ p["W_dec"] - p["b_dec"], "subtracts b_dec; the decoder adds it back (the encoder "
+                                                "subtracted it)")]
     if t.expect("x_hat", x_hat, want, wrong, axes="B, d_in"):
         t.expect_cache(cache, want_cache, "holding f and W_dec")
 
@@ -116,7 +119,8 @@ def decode_backward(t):
 def _mse_factors():
     return [_batch("the loss is a mean over the batch"),
             Factor(D_IN, "d_in", "the mean runs over the d_in elements of each input too"),
-            Factor(B * D_IN, "B x d_in, the number of elements", "the loss is the mean over every element, not the sum")]
+            Factor(B * D_IN, "B x d_in, the number of elements", "the loss is the mean over every element, not "
+                                                                 "the sum")]
 
 
 @exercise("02.5")
@@ -193,8 +197,9 @@ def backward(t):
     _, cache = ref.forward(params, x, cfg)
     got = t.call(params, cache, cfg)
     if not isinstance(got, dict) or set(got) != set(params):
+        keys = f" with keys {sorted(got)}" if isinstance(got, dict) else ""
         t.problems.append(f"must return a dict with the keys {sorted(params)} (one gradient per parameter); "
-                          f"yours is {type(got).__name__}" + (f" with keys {sorted(got)}" if isinstance(got, dict) else ""))
+                          f"yours is a {type(got).__name__}{keys}")
         t.finish()
     want = ref.backward(params, cache, cfg)
     # the pieces, to name a missing one
@@ -204,8 +209,8 @@ def backward(t):
     _, dW_enc_dec, db_enc_dec, db_dec_in_dec = ref.encode_relu_backward(df_dec, cache.enc)
     _, dW_enc_pen, db_enc_pen, _ = ref.encode_relu_backward(df_pen, cache.enc)
     _, _, _, db_dec_in = ref.encode_relu_backward(df_dec + df_pen, cache.enc)
-    no_pen = "misses the penalty's gradient: f feeds both the decoder and the L1 penalty, so df = df_decoder + df_penalty"
-    no_dec = "misses the decoder's gradient: f feeds both the decoder and the L1 penalty, so df = df_decoder + df_penalty"
+    both = "f feeds both the decoder and the L1 penalty, so df = df_decoder + df_penalty"
+    no_pen, no_dec = f"misses the penalty's gradient: {both}", f"misses the decoder's gradient: {both}"
     t.expect("dW_enc", got["W_enc"], want["W_enc"], [Wrong(dW_enc_dec, no_pen), Wrong(dW_enc_pen, no_dec)])
     t.expect("db_enc", got["b_enc"], want["b_enc"], [Wrong(db_enc_dec, no_pen), Wrong(db_enc_pen, no_dec)])
     t.expect("dW_dec", got["W_dec"], want["W_dec"])
@@ -292,7 +297,8 @@ def _resample_recipe(t):
     dead[[2, 5, 7]] = True
     alive = ~dead
     inputs = t.rng.standard_normal((40, 6)) * t.rng.uniform(0.2, 3.0, (40, 1))
-    t.inputs = f"W_enc [6, 10], 3 dead latents (2, 5, 7), inputs [40, 6], resample_encoder_scale {cfg.resample_encoder_scale}"
+    t.inputs = (f"W_enc [6, 10], 3 dead latents (2, 5, 7), inputs [40, 6], resample_encoder_scale "
+                f"{cfg.resample_encoder_scale}")
     rng = _Recorder(np.random.default_rng(1))
     idx = t.call(params, opt, dead, inputs, cfg, rng, in_place=True)
     if idx is None or not np.array_equal(np.asarray(idx), [2, 5, 7]):

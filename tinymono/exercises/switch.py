@@ -31,6 +31,14 @@ def active():
     return dict(_ACTIVE)
 
 
+def describe():
+    """One line per replaced module, for a lesson's first lines ([] when exercise mode is off)."""
+    from tinymono.exercises import EXERCISES
+
+    return [f"exercise mode: tinymono/{name}.py is {path} (yours: "
+            f"{', '.join(e.function for e in EXERCISES if e.module == name)})" for name, path in _ACTIVE.items()]
+
+
 def workspace_from_env():
     """The workspace folder TINYMONO_IMPL names, or None."""
     value = os.environ.get("TINYMONO_IMPL", "").strip()

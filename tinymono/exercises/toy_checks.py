@@ -24,7 +24,8 @@ def config(model="relu"):
 def setup(rng):
     """params, x [inst, batch, feats] in [0, 1] with zeros (as the toy data), |pre| >= 0.05 everywhere."""
     while True:
-        params = {"W": 0.6 * rng.standard_normal((INST, HIDDEN, FEATS)), "b_final": 0.3 * rng.standard_normal((INST, FEATS))}
+        params = {"W": 0.6 * rng.standard_normal((INST, HIDDEN, FEATS)),
+                  "b_final": 0.3 * rng.standard_normal((INST, FEATS))}
         x = rng.uniform(0, 1, (INST, BATCH, FEATS)) * (rng.random((INST, BATCH, FEATS)) < 0.6)
         h = np.einsum("ihf,ibf->ibh", params["W"], x)
         pre = np.einsum("ihf,ibh->ibf", params["W"], h) + params["b_final"][:, None, :]
@@ -45,12 +46,14 @@ def forward(t):
         out, cache = t.expect_tuple(t.call(params, x, cfg), 2, "(out, cache)")
         want, want_cache = ref.forward(params, x, cfg)
         h = np.einsum("ihf,ibf->ibh", params["W"], x)
-        pre = np.einsum("ihf,ibh->ibf", params["W"], h) + params["b_final"][:, None, :]
-        wrong = [Wrong(np.maximum(np.einsum("ihf,ibh->ibf", params["W"], h), 0) if model == "relu" else pre - params["b_final"][:, None, :],
-                       "misses b_final"),
-                 Wrong(pre if model == "relu" else np.maximum(pre, 0),
-                       "has negative entries: the ReLU is missing" if model == "relu" else
-                       "applies the ReLU, but cfg.model is 'linear': then out = pre")]
+        no_bias = np.einsum("ihf,ibh->ibf", params["W"], h)  # W^T h
+        pre = no_bias + params["b_final"][:, None, :]
+        if model == "relu":
+            wrong = [Wrong(np.maximum(no_bias, 0), "misses b_final"),
+                     Wrong(pre, "has negative entries: the ReLU is missing")]
+        else:
+            wrong = [Wrong(no_bias, "misses b_final"),
+                     Wrong(np.maximum(pre, 0), "applies the ReLU, but cfg.model is 'linear': then out = pre")]
         if t.expect(f"out ({model} model)", out, want, wrong, axes="inst, batch, feats"):
             t.expect_cache(cache, want_cache, "(x, h, active), active = pre > 0 (all True for the linear model)")
 
