@@ -82,8 +82,10 @@ def _shape_message(got, want, axes):
         return msg + ": it is transposed (x.T @ dout against dout.T @ x, or W against W.T?)"
     if got.shape == want.shape[::-1] and got.ndim >= 2:
         return msg + ": its axes are in reverse order (a transpose too many or too few?)"
+    if [d for d in got.shape if d != 1] == [d for d in want.shape if d != 1]:
+        return msg + ": an axis of length 1 too many or too few (keepdims, or a missing reshape?)"
     if got.size == want.size:
-        return msg + ": the right number of entries in the wrong shape (reshape it back?)"
+        return msg + f": the right number of entries in the wrong shape (reshape it back to {want.shape}?)"
     if got.ndim > want.ndim:
         return msg + ": an axis too many (did a sum over that axis go missing?)"
     if got.ndim < want.ndim:
