@@ -109,9 +109,9 @@ def cross_entropy_backward(t):
     t.expect("dlogits", got[0], want, [
         Wrong(dloss * probs / ROWS, "misses the -1 at each token's target: d loss / d logits = softmax - "
                                     "onehot(target)"),
-        Wrong(dloss * (onehot - probs) / ROWS, "has the wrong sign: d loss / d logits = softmax - onehot(target)"),
-        Wrong(want / dloss, "ignores dloss: multiply by the gradient arriving from above (the chain rule)")],
-        [Factor(ROWS, "n, the number of tokens", "the loss is the mean over the tokens, so divide by n once")],
+        Wrong(dloss * (onehot - probs) / ROWS, "has the wrong sign: d loss / d logits = softmax - onehot(target)")],
+        [Factor(1 / dloss, "1 / dloss", "multiply by dloss, the gradient arriving from above (the chain rule)"),
+         Factor(ROWS, "n, the number of tokens", "the loss is the mean over the tokens, so divide by n once")],
         axes="3, 4, V: the logits' shape")
     if got[1] is not None:
         t.problems.append("the second value must be None: targets are integers, they have no gradient")

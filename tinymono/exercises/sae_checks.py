@@ -116,6 +116,10 @@ def decode_backward(t):
                                     ["f", "W_dec", "b_dec"], rng=np.random.default_rng(0)))
 
 
+def _ignores_dloss():
+    return Factor(1 / DLOSS, "1 / dloss", "multiply by dloss, the gradient arriving from above (the chain rule)")
+
+
 def _mse_factors():
     return [_batch("the loss is a mean over the batch"),
             Factor(D_IN, "d_in", "the mean runs over the d_in elements of each input too"),
@@ -142,10 +146,9 @@ def mse_backward(t):
     _, cache = ref.mse_forward(x_hat, x)
     got = t.expect_tuple(t.call(DLOSS, cache), 2, "(dx_hat, dx)")
     dx_hat, dx = ref.mse_backward(DLOSS, cache)
-    ignores = "ignores dloss: multiply by the gradient arriving from above (the chain rule)"
-    t.expect("dx_hat", got[0], dx_hat, [Wrong(dx_hat / DLOSS, ignores)], _mse_factors(), "B, d_in")
-    t.expect("dx", got[1], dx, [Wrong(dx_hat, "equals dx_hat; err = x_hat - x, so dx = -dx_hat"),
-                                Wrong(dx / DLOSS, ignores)], _mse_factors(), "B, d_in")
+    factors = [_ignores_dloss(), *_mse_factors()]
+    t.expect("dx_hat", got[0], dx_hat, factors=factors, axes="B, d_in")
+    t.expect("dx", got[1], dx, [Wrong(dx_hat, "equals dx_hat; err = x_hat - x, so dx = -dx_hat")], factors, "B, d_in")
     t.gradcheck(lambda: check_layer(ref.mse_forward, t.function(), [x_hat, x], ["x_hat", "x"],
                                     rng=np.random.default_rng(0)))
 
@@ -180,9 +183,8 @@ def l1_backward(t):
     got = t.expect_tuple(t.call(DLOSS, cache), 2, "(df, None)")
     (want, _) = ref.l1_backward(DLOSS, cache)
     wrong = [Wrong(np.full_like(f, DLOSS * L1 / B), "is nonzero where f = 0: d|f|/df is sign(f), which is 0 at f = 0"),
-             Wrong(want / DLOSS, "ignores dloss: multiply by the gradient arriving from above (the chain rule)"),
              Wrong(want / L1, "misses the l1_coefficient")]
-    t.expect("df", got[0], want, wrong, _l1_factors(), "B, d_sae")
+    t.expect("df", got[0], want, wrong, [_ignores_dloss(), *_l1_factors()], "B, d_sae")
     if got[1] is not None:
         t.problems.append("the second value must be None: l1_coefficient is a setting, not a parameter")
     positive = f + 0.05 * (f == 0)  # central differences need |f| away from 0

@@ -122,10 +122,19 @@ def diagnose(got, want, wrong=(), factors=(), axes=None):
         return "is minus the right answer: a sign is flipped" + numbers
     if want.ndim >= 2 and want.shape[-1] == want.shape[-2] and close(got_arr, np.swapaxes(want, -1, -2)):
         return "is the right answer transposed" + numbers
-    for f in [*factors, Factor(2.0, "the 2 of a square's derivative", "d(e^2)/de = 2e")]:
+    factors = [*factors, Factor(2.0, "the 2 of a square's derivative", "d(e^2)/de = 2e")]
+    for f in factors:
         for ratio, size in ((f.value, "large"), (1.0 / f.value, "small")):
             if close(got_arr, ratio * want):
                 return f"is {f.value:g} times too {size} ({f.value:g} = {f.what}): {f.hint}" + numbers
+    for i, f in enumerate(factors):  # two mistakes at once, e.g. dloss ignored and the wrong mean
+        for g in factors[i + 1:]:
+            for sf, sg in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                if close(got_arr, f.value**sf * g.value**sg * want):
+                    says = [f"{'too large' if s > 0 else 'too small'} by {h.value:g} = {h.what} ({h.hint})"
+                            for s, h in ((sf, f), (sg, g))]
+                    return (f"is {f.value**sf * g.value**sg:.4g} times the right answer, two factors off: "
+                            f"{says[0]}, and {says[1]}" + numbers)
     if not np.any(got_arr) and np.any(want):
         return "is all zeros" + numbers
     denom = float(np.sum(want * want))
@@ -221,7 +230,8 @@ class Tutor:
                                  f"is a {type(got).__name__}")
             return
         if not isinstance(got, tuple) or len(got) != len(want):
-            self.problems.append(f"the cache must be a tuple {what}; yours is {type(got).__name__}")
+            size = f" of {len(got)}" if isinstance(got, tuple) else ""
+            self.problems.append(f"the cache must be a tuple {what}; yours is a {type(got).__name__}{size}")
             return
         names = fields or [f"cache[{i}]" for i in range(len(want))]
         for name, g, w in zip(names, got, want):

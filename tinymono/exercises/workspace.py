@@ -56,16 +56,16 @@ formula) and raises `NotImplementedError` until you write it. Work down the list
 
 Each test checks one function against the library's on small random inputs and says what is wrong: a
 shape (a transposed matrix?), a sign, a factor such as the batch size, a missing term, and for a
-backward, the gradient-check table (your gradient against central differences). The exercises build
-on one another in this order, and tests never compare your code with itself.
+backward, the gradient-check table (your gradient against central differences). Keep to the order:
+the later functions (a whole backward, resampling) call the earlier ones.
 
 | exercise | file | function | what |
 |---|---|---|---|
 {rows}
 
-When every test passes, run the lesson on your own code (run the command from the tinymono repository;
-`TINYMONO_IMPL` loads your files in place of the library's, and the lesson's figures and models then
-go under `{out}/runs`):
+When every test passes, run the lesson on your own code, from the folder you wrote this workspace in
+(`TINYMONO_IMPL` loads your files in place of the library's; the lesson's figures and models then go
+under `{out}/runs`):
 
 {runs}
 
