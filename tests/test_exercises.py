@@ -172,7 +172,9 @@ def test_diagnose_names_shape_sign_factor_and_nan():
     assert "an axis of length 1 too many or too few" in diagnose(want[None], want)
     assert "wrong shape (reshape it back to (2, 3)?)" in diagnose(want.reshape(1, 6), want)
     assert "minus the right answer" in diagnose(-want, want)
-    assert "5 times too large (5 = the batch size)" in diagnose(5 * want, want, factors=[Factor(5, "the batch size", "")])
+    batch = Factor(5, "the batch size", "")
+    assert "5 times too large (5 = the batch size)" in diagnose(5 * want, want, factors=[batch])
+    assert "two factors off: too large by 5 = the batch size" in diagnose(10 * want, want, factors=[batch])
     assert "2 times too small" in diagnose(want / 2, want)
     assert "NaN or inf in 1 of 6" in diagnose(np.where(want == 3, np.nan, want), want)
     assert "a single number" in diagnose(np.array([1.0]), 1.0)
@@ -335,7 +337,8 @@ from tinymono.exercises import switch, tutor
 for m in (layers, sae, toy, analysis):
     assert Path(m.__file__) == Path(sys.argv[1]).resolve() / (m.__name__.split(".")[1] + ".py"), m.__file__
 assert transformer.REFERENCE.layernorm_backward is layers.layernorm_backward and KT.L is layers
-assert analysis.sae is sae and pipeline.sae is sae and sae.ARCHITECTURES["relu"].encode_forward is sae.encode_relu_forward
+assert analysis.sae is sae and pipeline.sae is sae
+assert sae.ARCHITECTURES["relu"].encode_forward is sae.encode_relu_forward
 assert sae.train_step_sparse(None, None, None, None) is None
 try:
     tutor.check("02.1", sae)

@@ -35,15 +35,11 @@ def blank_source(source, exercises, header=""):
         if node is None:
             raise ValueError(f"exercise {ex.id}: no top-level function {ex.function!r} in {ex.module}.py")
         first = node.body[0]
-        own_doc = ast.get_docstring(node, clean=True)
-        docstring = ex.doc if ex.doc is not None else own_doc
-        if docstring is None:
-            raise ValueError(f"exercise {ex.id}: {ex.function} has no docstring to keep; give one in the data")
         start = first.lineno - 1  # the body's first line (0-based), the library's docstring included
         if first.lineno == node.lineno:  # a one-line def: "def f(x): return x"
             raise ValueError(f"exercise {ex.id}: {ex.function}'s body shares its line with the def")
         indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-        spans.append((start, node.end_lineno, blank_body(ex, textwrap.dedent(docstring), indent)))
+        spans.append((start, node.end_lineno, blank_body(ex, textwrap.dedent(ex.doc), indent)))
     for start, end, text in sorted(spans, reverse=True):  # from the bottom, so earlier line numbers hold
         lines[start:end] = [text]
     return header + "".join(lines)
