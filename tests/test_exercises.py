@@ -237,6 +237,18 @@ def test_lesson_02_mistakes_are_named():
                 return np.random.default_rng(0).choice(n, size=size, replace=replace, p=p)
         return sae.resample_dead(params, opt, dead, inputs, cfg, Linear())
 
+    def zero_inputs_kept(params, opt, dead, inputs, cfg, rng):
+        idx = np.flatnonzero(dead)  # the recipe, but an all-zero input keeps its weight
+        w = sae.per_input_loss(params, inputs, cfg) ** 2
+        v = inputs[rng.choice(len(inputs), size=idx.size, replace=idx.size > np.count_nonzero(w), p=w / w.sum())]
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        alive_norm = np.linalg.norm(params["W_enc"], axis=0)[~dead].mean()
+        params["W_dec"][idx], params["W_enc"][:, idx] = v, (cfg.resample_encoder_scale * alive_norm * v).T
+        params["b_enc"][idx] = 0
+        for name, axis in (("W_dec", 0), ("W_enc", 1), ("b_enc", 0)):
+            opt.reset(name, idx, axis=axis)
+        return idx
+
     msg = message("02.8", planted(sae, l1_backward=l1_without_batch_mean))
     assert "df is 5 times too large (5 = the batch size B): the penalty is a mean over the batch" in msg, msg
     assert re.search(r"  f +8\.00e-01  FAIL", msg), "the gradient check must show the error (1 - 1/5)"
@@ -248,6 +260,8 @@ def test_lesson_02_mistakes_are_named():
     assert "rng.choice are proportional to the loss; the recipe weights each input by its loss SQUARED" in msg, msg
     msg = message("02.12", planted(sae, resample_dead=drawn_elsewhere_by_the_loss))
     assert "300 draws" in msg and "as if weighted by the loss;" in msg, msg
+    msg = message("02.12", planted(sae, resample_dead=zero_inputs_kept))
+    assert "a latent was given the all-zero input, which has no direction: give such inputs weight 0" in msg, msg
 
 
 def test_lesson_04_mistakes_are_named(tmp_path, workspaces):

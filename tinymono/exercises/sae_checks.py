@@ -319,7 +319,7 @@ def _resample_recipe(t):
     target = scale * np.linalg.norm(before["W_enc"][:, alive], axis=0).mean()
     t.expect("the new encoder columns' norms", np.linalg.norm(enc, axis=0), np.full(3, target), [
         Wrong(np.full(3, scale * np.linalg.norm(before["W_enc"], axis=0).mean()),
-              "use the mean norm of all the latents; the recipe takes the ALIVE latents' mean encoder-column norm"),
+              "uses the mean norm of all the latents; the recipe takes the ALIVE latents' mean encoder-column norm"),
         Wrong(np.ones(3), "are 1: scale the unit vector by resample_encoder_scale x the mean encoder-column norm of "
                           "the alive latents")],
         [Factor(1 / scale, "1 / resample_encoder_scale", "multiply by cfg.resample_encoder_scale")])
@@ -350,9 +350,9 @@ def _resample_draws(t):
     cfg = ref.SAEConfig(d_in=d_in, d_sae=n_dead + 1, l1_coefficient=0.0, dtype="float64", batch_size=8)
     params = ref.init(cfg, np.random.default_rng(2))
     params["b_enc"][:] = -1e3  # every latent off: x_hat = b_dec, so each input's loss is mean((x - b_dec)^2)
-    params["b_dec"][:] = 0.5
+    params["b_dec"][:] = 3.0  # the all-zero input has the largest loss (9): forgetting it would pick it most
     u = np.linalg.qr(np.random.default_rng(3).standard_normal((d_in, d_in)))[0][:3]  # three orthonormal directions
-    inputs = np.concatenate([0.5 + np.sqrt(d_in * np.array([1.0, 2.0, 4.0]))[:, None] * u, np.zeros((1, d_in))])
+    inputs = np.concatenate([3.0 + np.sqrt(d_in * np.array([1.0, 2.0, 4.0]))[:, None] * u, np.zeros((1, d_in))])
     dead = np.ones(n_dead + 1, dtype=bool)
     dead[0] = False
     t.call(params, Adam(params), dead, inputs, cfg, np.random.default_rng(4), in_place=True)
