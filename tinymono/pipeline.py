@@ -57,7 +57,7 @@ def _sizes(scale):
     return {section: {**values, **settings.ACTIVE.get(section, {})} for section, values in SIZES[scale].items()}
 
 
-def _tag(*sections):
+def settings_tag(*sections):
     """'' for the plain run, else '-<key>' of the settings of the sections a cached file depends on: a
     changed setting names a new file, and a file no setting touches is shared with the plain run."""
     key = settings.key(settings.ACTIVE, sections)
@@ -102,7 +102,7 @@ def get_transformer(scale, cache, progress=None, seed=0):
     corpus = get_corpus(corpus_config(scale, seed), cache, progress=progress is not False)
     cfg, train_cfg = transformer_configs(scale, seed)
     task = tr.TransformerTask(cfg, train_cfg, corpus)
-    name = f"transformer{_tag('corpus', 'model', 'train')}.npz"
+    name = f"transformer{settings_tag('corpus', 'model', 'train')}.npz"
     result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / name,
                    progress=progress, desc="transformer")
     return corpus, task.params, cfg, task, result
@@ -114,7 +114,7 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
     stores = []
     for split in ("train", "val"):
         n = min(sizes[split], len(corpus.split(split).tokens))
-        name = f"acts_{split}{_tag('corpus', 'model', 'train', 'harvest')}"
+        name = f"acts_{split}{settings_tag('corpus', 'model', 'train', 'harvest')}"
         stores.append(activations.harvest(params, cfg, corpus, Path(cache) / name, split=split,
                                           n_tokens=n, dtype="float16", progress=progress))
     return tuple(stores)
@@ -131,7 +131,7 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
     dictionary of another size on the same recipe and data (lesson 08), cached beside the main one."""
     task = sae_task(scale, train_store, d_sae, seed)
     main = d_sae in (None, _sizes(scale)["sae"]["d_sae"])
-    tag = _tag("corpus", "model", "train", "harvest", "sae")
+    tag = settings_tag("corpus", "model", "train", "harvest", "sae")
     name = f"sae{tag}.npz" if main else f"sae_{d_sae}{tag}.npz"
     result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
                    desc="sae" if main else f"sae {d_sae}")
