@@ -141,14 +141,14 @@ class Lesson:
 
         path = self.out / filename
         try:
-            if in_notebook():  # closing the figure below would keep the inline backend from showing it
-                from IPython.display import display
-
-                display(fig)
             with writing(path):
                 fig.savefig(path, dpi=110, bbox_inches="tight")
         finally:
-            plt.close(fig)
+            plt.close(fig)  # closed, the inline backend would not show it: in a notebook the saved PNG is shown
+        if in_notebook():
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
         self.figures = [f for f in self.figures if f[0] != filename] + [(filename, caption)]
         print(f"  figure: {path}")
 
