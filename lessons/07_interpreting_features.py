@@ -160,7 +160,7 @@ for ax, label in zip(axes, NAMED):
     u = by_label[label]["feature"]["unit"]
     if by_label[label]["tokens"] == 0:  # possible at smoke scale: too little held-out text
         print(f"\n=== {label}: no {label} bytes in the held-out text at this scale, so no feature to show")
-        ax.set_axis_off()
+        plots.empty_panel(ax, f"no {label} bytes in the\nheld-out text at this scale:\nno feature to show")
         continue
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
