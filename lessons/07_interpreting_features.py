@@ -221,7 +221,7 @@ print("it promotes:", " ".join(t for t, _ in promoted))
 #
 # A static page (no server, no network) with every feature shown above and more: the best feature for
 # every context and detail label, the groups of the five generated contexts, the uncovered feature, and
-# a random sample. Open
+# a random sample, and beside them the best neuron for each context. Open
 # `feature_browser.html` from this lesson's folder in any browser.
 
 # %%
@@ -230,9 +230,11 @@ units = sorted({u for g in groups.values() for u in g["units"]} | {r["feature"][
                | {b["pearson"][0] for b in best_detail.values()} | {uncovered}
                | set(np.random.default_rng(0).choice(sae_cfg.d_sae, lesson.pick(smoke=4, default=40), replace=False).tolist()))
 cards = analysis.feature_cards(features, feat_report, params, cfg, units)
-page = write_browser(lesson.out / "feature_browser.html", cards, title="tinymono: SAE features of the one-layer transformer",
+neuron_cards = analysis.feature_cards(neurons, neuron_report, params, cfg, sorted({r["neuron"]["unit"] for r in rows}))
+page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
+                     title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),
-                              "features shown": len(cards)})
+                              "features shown": len(cards), "neurons shown (the best for each context)": len(neuron_cards)})
 print(f"browser: {page} ({page.stat().st_size / 1e6:.1f} MB, {len(cards)} features)")
 
 # %% [markdown]
