@@ -241,3 +241,27 @@ def test_a_page_is_complete_or_not_written(page, tmp_path, monkeypatch):
         write_browser(path, cards, title="new")
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["p.html"], \
         "a page that could not be written whole must leave the old one and no temporary file"
+
+
+def test_quantile_bands_hold_what_they_say(page):
+    """Each band's examples activate within the band's bounds, and the bands climb from the weakest quarter."""
+    _, _, cards = page
+    live = [c for c in cards if c["quantiles"]]
+    assert live
+    for c in live:
+        bands = c["quantiles"]
+        assert [b["band"] for b in bands] == ["0-25%", "25-50%", "50-75%", "75-100%"]
+        assert all(b["lo"] <= b["hi"] for b in bands) and all(a["hi"] <= b["lo"] for a, b in zip(bands, bands[1:]))
+        for b in bands:
+            assert b["examples"] and all(b["lo"] - 1e-6 <= ex["activation"] <= b["hi"] + 1e-6 for ex in b["examples"]), \
+                f"unit {c['unit']} band {b['band']}: an example outside [{b['lo']}, {b['hi']}]"
+
+
+def test_nearest_by_decoder_matches_the_cosine_matrix():
+    W = np.random.default_rng(3).standard_normal((20, 6)) * np.linspace(0.5, 2, 20)[:, None]  # rows not unit norm
+    got = an.nearest_by_decoder(W, [0, 7], k=4)
+    cos = (W @ W.T) / np.outer(np.linalg.norm(W, axis=1), np.linalg.norm(W, axis=1))
+    for u in (0, 7):
+        others = [o for o in np.argsort(-cos[u]) if o != u][:4]
+        assert [o for o, _ in got[u]] == others and u not in [o for o, _ in got[u]]
+        np.testing.assert_allclose([c for _, c in got[u]], cos[u, others], rtol=1e-12)
