@@ -52,7 +52,12 @@ def write_settings(folder, overrides):
 
 
 def in_notebook():
-    return "ipykernel" in sys.modules
+    """True inside a Jupyter kernel: an IPython shell with a kernel, not merely a process that imported
+    ipykernel (a test that starts a kernel does, as jupyter_client looks for one)."""
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return getattr(shell, "kernel", None) is not None
 
 
 def _interrupt_hook(previous, name, cache):
