@@ -234,7 +234,8 @@ neuron_cards = analysis.feature_cards(neurons, neuron_report, params, cfg, sorte
 page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
                      title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),
-                              "features shown": len(cards), "neurons shown (the best for each context)": len(neuron_cards)})
+                              "features shown": len(cards),
+                              "neurons shown (the best for each context)": len(neuron_cards)})
 print(f"browser: {page} ({page.stat().st_size / 1e6:.1f} MB, {len(cards)} features)")
 
 # %% [markdown]

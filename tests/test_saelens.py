@@ -72,7 +72,8 @@ def test_import_reads_a_folder_without_tinymonos_own_config(trained, tmp_path):
     out = saelens.export(path, tmp_path / "exported")
     (out / "tinymono.json").unlink()  # as an SAELens folder from elsewhere
     params, cfg = saelens.read(out)
-    assert (cfg.d_in, cfg.d_sae, cfg.dtype) == (12, 40, "float32") and np.array_equal(params["b_enc"], task.params["b_enc"])
+    assert (cfg.d_in, cfg.d_sae, cfg.dtype) == (12, 40, "float32")
+    assert np.array_equal(params["b_enc"], task.params["b_enc"])
 
 
 @pytest.mark.parametrize("change, says", [({"architecture": "topk"}, "topk SAE"),
