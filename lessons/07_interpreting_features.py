@@ -190,7 +190,7 @@ for ax, label in zip(axes, NAMED):
     u = by_label[label]["feature"]["unit"]
     if by_label[label]["tokens"] == 0:  # possible at smoke scale: too little held-out text
         print(f"\n=== {label}: no {label} bytes in the held-out text at this scale, so no feature to show")
-        ax.set_axis_off()
+        plots.empty_panel(ax, f"no {label} bytes in the\nheld-out text at this scale:\nno feature to show")
         continue
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
@@ -251,7 +251,7 @@ print("it promotes:", " ".join(t for t, _ in promoted))
 #
 # A static page (no server, no network) with every feature shown above and more: the best feature for
 # every context and detail label, the groups of the five generated contexts, the uncovered feature, and
-# a random sample. Open
+# a random sample, and beside them the best neuron for each context. Open
 # `feature_browser.html` from this lesson's folder in any browser.
 
 # %%
@@ -260,9 +260,12 @@ units = sorted({u for g in groups.values() for u in g["units"]} | {r["feature"][
                | {b["pearson"][0] for b in best_detail.values()} | {uncovered}
                | set(np.random.default_rng(0).choice(sae_cfg.d_sae, lesson.pick(smoke=4, default=40), replace=False).tolist()))
 cards = analysis.feature_cards(features, feat_report, params, cfg, units)
-page = write_browser(lesson.out / "feature_browser.html", cards, title="tinymono: SAE features of the one-layer transformer",
+neuron_cards = analysis.feature_cards(neurons, neuron_report, params, cfg, sorted({r["neuron"]["unit"] for r in rows}))
+page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
+                     title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),
-                              "features shown": len(cards)})
+                              "features shown": len(cards),
+                              "neurons shown (the best for each context)": len(neuron_cards)})
 print(f"browser: {page} ({page.stat().st_size / 1e6:.1f} MB, {len(cards)} features)")
 
 # %% [markdown]

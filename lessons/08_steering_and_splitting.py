@@ -29,7 +29,7 @@ import re
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import analysis, pipeline
+from tinymono import analysis, pipeline, plots
 from tinymono import transformer as tr
 from tinymono.corpus import CONTEXT_NAMES
 from tinymono.corpus_sources import NAMED_CONTEXTS
@@ -90,6 +90,9 @@ for dx, key, color, name in ((-0.2, "plain", "0.6", "nothing pinned"), (0.2, "pi
 ax.set(xticks=xs, xticklabels=NAMED, ylim=(0, 1), ylabel="share of written bytes in the context",
        title="pinned sampling from Python and English prompts")
 ax.legend(fontsize=8)
+if not any(steering[label][key] for label in NAMED for key in ("plain", "pinned")):
+    plots.empty_panel(ax, "the model wrote no byte any recogniser accepts:\nit has not learned these contexts "
+                      "(expected at smoke scale)", clear=False)
 lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes that the recogniser of each "
                "context accepts, with the context's features pinned at their largest held-out activation (orange) and "
                "without (grey; a bar of height 0 is not drawn).")
@@ -184,6 +187,10 @@ ax.set(xticks=range(4), xticklabels=list("ACGT"), yticks=range(len(dna["children
        yticklabels=[str(c) for c in dna["children"]], xlabel="byte read",
        ylabel=f"feature of {sae_cfg.d_sae}", title=f"the DNA feature of {small_cfg.d_sae}, split")
 fig.colorbar(im, ax=ax, label="share of activation mass")
+r_parent = small_report.score("context", "dna", "pearson")[dna["parent"]]
+if r_parent < 0.3:
+    plots.empty_panel(ax, f"no DNA feature among the {small_cfg.d_sae}\n(best r {r_parent:.2f}): these rows "
+                      "are\nits nearest, not its family", clear=False)
 lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features nearest the {small_cfg.d_sae}-latent "
                "SAE's DNA feature: the share of each one's activation mass on each base it reads (the rest, "
                "up to 1 in each row, is on line ends and other bytes).")

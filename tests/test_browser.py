@@ -19,7 +19,7 @@ HOSTILE = (b'<script>alert(1)</script> "quoted" & \'single\' <b>bold</b> &amp; h
 VOID = {"meta", "input", "br", "hr", "img", "path", "rect"}  # no end tag needed (or self-closed, in SVG)
 ALLOWED = {"html", "head", "meta", "title", "style", "script", "body", "h1", "h2", "h3", "ul", "li", "p", "b",
            "small", "div", "span", "a", "input", "table", "thead", "tbody", "tr", "th", "td", "section", "svg",
-           "path", "text"}
+           "path", "text", "br"}
 
 
 class Checker(HTMLParser):
@@ -93,8 +93,10 @@ def test_corpus_text_stays_text(page):
     assert "<script>alert(1)</script>" in data and "<b>bold</b>" in data and '"quoted"' in data, (
         "the hostile text must reach the reader as text (escaped in the file, unescaped by the parser)")
     assert "<script>alert(2)</script>" in data, "summary values must be escaped too"
-    assert "\\x00" in data and "\\xd8" in data and "\u241e" in data, \
-        "control bytes, stray bytes and the document separator must be shown visibly"
+    assert "\\x00" in data and "\\xd8" in data and "\u241e" not in data, \
+        "control bytes and stray bytes must be shown visibly"
+    assert '<span class="sep" title="document separator">\u00a7</span>' in text or 'sep" title="document' in text, \
+        "the document separator is a boxed \u00a7, a glyph every font has (many lack \u241e)"
     bad = sorted({f"U+{ord(ch):04X}" for ch in text if ord(ch) < 0x20 and ch not in "\n\t"})
     assert not bad, f"raw control characters in the file: {bad}"
 
@@ -120,29 +122,34 @@ def test_well_formed(page):
 
 def test_contents(page):
     text, checker, cards = page
-    assert text.count('<section id="u') == 12 and text.count("<svg") == 12, "one section and histogram per unit"
+    assert text.count('<section id="f') == 12 and text.count("<svg") == 12, "one section and histogram per unit"
+    assert text.count('href="#index">back to the index') == 12
     assert "never fires" in text, "the dead latent says so"
     data = "".join(checker.text)
     assert 'py"thon<' in data and "eng&lish" in data, "label names shown (escaped in the file)"
     live = [c for c in cards if c["examples"]]
-    assert text.count('class="ex"') == sum(len(c["examples"]) for c in cards) and live
-    outlined = len(re.findall(r'class="(a\d )?c"', text))
+    n_examples = sum(len(c["examples"]) + sum(len(q["examples"]) for q in c["quantiles"]) for c in cards)
+    assert text.count('class="ex"') == n_examples and live
+    assert all(len(c["quantiles"]) == 4 for c in live), "examples from each quarter of a live unit's activations"
+    outlined = len(re.findall(r'class="(a\d )?c( sep)?"', text))
     assert outlined == text.count('class="ex"'), "each example outlines its activating byte"
-    assert len(text) < 400_000, f"{len(text):,} characters for 12 units"
+    assert len(text) / n_examples < 7_000, f"{len(text):,} characters for 12 units, {n_examples} examples"
 
 
 def test_size_is_reasonable_for_hundreds_of_features(page, tmp_path):
     _, _, cards = page
     many = [dict(c, unit=i) for i in range(300) for c in cards[:1]]  # 300 copies of a live card
     path = write_browser(tmp_path / "many.html", many, max_examples=5)
-    size = path.stat().st_size
-    assert size < 20 * 2**20, f"300 features take {size / 2**20:.1f} MB"
+    size, examples = path.stat().st_size, 300 * (5 + sum(len(q["examples"]) for q in cards[0]["quantiles"]))
+    assert size / examples < 6_000, (f"300 features take {size / 2**20:.1f} MB, {size / examples:,.0f} bytes per "
+                                     "example of 160 hostile bytes (nearly every one escaped)")
 
 
 # ----------------------------------------------------------------------------------------------------
 # hostile strings in every field that reaches the page
 
-ATTRS = {"lang", "charset", "class", "id", "href", "title", "data-v", "data-label", "onclick", "oninput",
+ATTRS = {"lang", "charset", "class", "id", "href", "title", "data-v", "data-label", "data-id", "data-num",
+         "data-kind", "onclick", "oninput",
          "placeholder", "style", "width", "height", "viewbox", "role", "fill", "d", "x", "y", "font-size",
          "text-anchor"}
 HIDDEN = "\u202e\u202a\u2066\u2069\u200e\u200f\x00\x1b\x7f\x85"  # bidi controls, NUL, ESC, DEL, a C1 control
@@ -234,3 +241,27 @@ def test_a_page_is_complete_or_not_written(page, tmp_path, monkeypatch):
         write_browser(path, cards, title="new")
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["p.html"], \
         "a page that could not be written whole must leave the old one and no temporary file"
+
+
+def test_quantile_bands_hold_what_they_say(page):
+    """Each band's examples activate within the band's bounds, and the bands climb from the weakest quarter."""
+    _, _, cards = page
+    live = [c for c in cards if c["quantiles"]]
+    assert live
+    for c in live:
+        bands = c["quantiles"]
+        assert [b["band"] for b in bands] == ["0-25%", "25-50%", "50-75%", "75-100%"]
+        assert all(b["lo"] <= b["hi"] for b in bands) and all(a["hi"] <= b["lo"] for a, b in zip(bands, bands[1:]))
+        for b in bands:
+            assert b["examples"] and all(b["lo"] - 1e-6 <= ex["activation"] <= b["hi"] + 1e-6 for ex in b["examples"]), \
+                f"unit {c['unit']} band {b['band']}: an example outside [{b['lo']}, {b['hi']}]"
+
+
+def test_nearest_by_decoder_matches_the_cosine_matrix():
+    W = np.random.default_rng(3).standard_normal((20, 6)) * np.linspace(0.5, 2, 20)[:, None]  # rows not unit norm
+    got = an.nearest_by_decoder(W, [0, 7], k=4)
+    cos = (W @ W.T) / np.outer(np.linalg.norm(W, axis=1), np.linalg.norm(W, axis=1))
+    for u in (0, 7):
+        others = [o for o in np.argsort(-cos[u]) if o != u][:4]
+        assert [o for o, _ in got[u]] == others and u not in [o for o, _ in got[u]]
+        np.testing.assert_allclose([c for _, c in got[u]], cos[u, others], rtol=1e-12)

@@ -62,11 +62,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tinymono import checkpoint as ckpt
 from tinymono import transformer
 from tinymono.files import BadFile, atomic_write, npy_layout, read_json, remove_stale_temps, writing
+from tinymono.progress import bar as progress_bar
+from tinymono.progress import reporting
 
 FORMAT_VERSION = 2  # 2: a checksum per group
 LABEL_FIELDS = {"tokens": np.uint16, "context": np.uint8, "detail": np.uint8, "pos": np.uint16, "index": np.int64}
@@ -428,8 +429,9 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
     g, n_groups = meta["groups_done"], len(bounds) - 1
     first_row = meta["rows_done"]
     if progress is None:
-        progress = sys.stderr.isatty() or "ipykernel" in sys.modules
-    bar = tqdm(total=n_tokens, initial=first_row, unit="tok", unit_scale=True, desc="harvest", disable=not progress)
+        progress = sys.stderr.isatty() or "ipykernel" in sys.modules or reporting()
+    bar = progress_bar(total=n_tokens, initial=first_row, unit="tok", unit_scale=True, desc=f"harvest {split}",
+                       disable=not progress)
     last_commit = time.perf_counter()
     try:
         while g < n_groups and (max_rows is None or meta["rows_done"] - first_row < max_rows):

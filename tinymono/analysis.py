@@ -583,12 +583,61 @@ def top_examples(source, report, unit, k=8, before=32, after=8):
         column = np.concatenate([X[:, 0] for _, X in source.blocks(units=np.array([unit]))])
         order = np.argsort(-column, kind="stable")
         chosen = pick(column[order], order)
-    out = []
-    for r in chosen:
-        lo, hi = max(0, r - before), min(source.n_rows, r + after + 1)
-        acts = source.activations(lo, hi, units=np.array([unit]))[:, 0]
-        out.append({"row": r, "activation": float(acts[r - lo]), "tokens": np.asarray(store.tokens[lo:hi]),
-                    "acts": acts, "center": r - lo})
+    return [_example(source, unit, r, before, after) for r in chosen]
+
+
+def _example(source, unit, r, before, after):
+    """The example of `unit` at row r: {"row", "activation", "tokens" [w], "acts" [w], "center"}."""
+    lo, hi = max(0, r - before), min(source.n_rows, r + after + 1)
+    acts = source.activations(lo, hi, units=np.array([unit]))[:, 0]
+    return {"row": r, "activation": float(acts[r - lo]), "tokens": np.asarray(source.store.tokens[lo:hi]),
+            "acts": acts, "center": r - lo}
+
+
+def quantile_examples(source, units, n_bands=4, per_band=2, before=32, after=8, seed=0):
+    """Beside the top examples, what a unit does at its ordinary strengths (as Anthropic's feature pages and
+    sae_vis show): its nonzero activations cut into n_bands bands of equal count (quantiles: the weakest
+    quarter, ...), and per_band examples drawn at random (seeded) from each. One pass over the source
+    reads the columns of all `units` at once. -> {unit: [{"band": "0-25%", "lo": a, "hi": b, "examples":
+    [...]}]}, bands weakest first; a unit that never fires gets []."""
+    units = np.array([check_int("unit", u, 0, source.n_units - 1) for u in units], dtype=np.int64)
+    n_bands, per_band = check_int("n_bands", n_bands, lo=1), check_int("per_band", per_band, lo=0)
+    rows, values = [[] for _ in units], [[] for _ in units]
+    for lo, A in source.blocks(units=units):  # A [b, len(units)]
+        r, j = np.nonzero(A)
+        for k in np.unique(j):
+            rows[k].append(r[j == k] + lo)
+            values[k].append(A[r[j == k], k])
+    rng, out = np.random.default_rng(seed), {}
+    for k, u in enumerate(units.tolist()):
+        if not rows[k]:
+            out[u] = []
+            continue
+        r, v = np.concatenate(rows[k]), np.concatenate(values[k])
+        order = np.argsort(v, kind="stable")
+        bands = []
+        for b, chunk in enumerate(np.array_split(order, n_bands)):
+            if chunk.size == 0:
+                continue
+            picked = np.sort(rng.choice(chunk, size=min(per_band, chunk.size), replace=False))
+            bands.append({"band": f"{100 * b // n_bands}-{100 * (b + 1) // n_bands}%", "lo": float(v[chunk[0]]),
+                          "hi": float(v[chunk[-1]]),
+                          "examples": [_example(source, u, int(r[i]), before, after) for i in picked]})
+        out[u] = bands
+    return out
+
+
+def nearest_by_decoder(W_dec, units, k=5):
+    """{unit: [(other unit, cosine)]}: the k units whose decoder directions (rows of W_dec [U, d]) lie
+    nearest each unit's own, by cosine, the unit itself left out."""
+    W = np.asarray(W_dec, dtype=np.float64)
+    W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    out = {}
+    for u in units:
+        cos = W @ W[int(u)]  # [U]
+        cos[int(u)] = -np.inf
+        best = np.argsort(-cos, kind="stable")[:k]
+        out[int(u)] = [(int(o), float(cos[o])) for o in best]
     return out
 
 
@@ -771,23 +820,27 @@ def written_share(tokens, label):
 
 
 def feature_cards(source, report, params, cfg, units, family="context", n_examples=8, before=32, after=8,
-                  n_logits=8):
+                  n_logits=8, n_bands=4, per_band=2, n_nearest=5):
     """A JSON-ready card per unit: density, best label of `family` by correlation and its scores, top
-    examples (pieces of text with their activation), the activation histogram per label and the logit
-    weights (for features; neurons get their W_out row through the same path)."""
+    examples (pieces of text with their activation), examples from n_bands quantile bands of its
+    activations (per_band each: quantile_examples), the n_nearest features by decoder cosine (features
+    only), the activation histogram per label and the logit weights (for features; neurons get their
+    W_out row through the same path)."""
     names = report.names[_check_family(report, family)]
     f = report.families[family]
-    units = [check_int("unit", u, 0, len(report.max) - 1) for u in units]
+    units = [int(check_int("unit", u, 0, len(report.max) - 1)) for u in units]
     W_dec = source.params["W_dec"] if source.kind == "feature" else np.eye(cfg.d_mlp)
+    bands = quantile_examples(source, units, n_bands, per_band, before, after) if per_band else {}
+    nearest = nearest_by_decoder(W_dec, units, n_nearest) if source.kind == "feature" and n_nearest else {}
+
+    def shown(ex):
+        pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["center"] < b)
+                  for text, a, b in byte_pieces(ex["tokens"])]
+        return {"row": ex["row"], "activation": ex["activation"], "pieces": pieces}
     cards = []
     for u in units:
-        u = int(u)
         l = int(np.argmax(f["pearson"][:, u]))  # a unit correlating with no label gets "-" below
-        examples = []
-        for ex in top_examples(source, report, u, n_examples, before, after):
-            pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["center"] < b)
-                      for text, a, b in byte_pieces(ex["tokens"])]
-            examples.append({"row": ex["row"], "activation": ex["activation"], "pieces": pieces})
+        examples = [shown(ex) for ex in top_examples(source, report, u, n_examples, before, after)]
         edges, counts, zeros = activation_histogram(report, family, u)
         promoted, suppressed = top_logits(logit_weights(params, cfg, W_dec[u]), n_logits)
         cards.append({"unit": u, "kind": report.kind, "density": float(report.density[u]),
@@ -795,6 +848,9 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
                       "best": {"label": names[l] if f["pearson"][l, u] > 0 else "-",
                                **{s: float(f[s][l, u]) for s in SCORES}},
                       "examples": examples,
+                      "quantiles": [{**{k: band[k] for k in ("band", "lo", "hi")},
+                                     "examples": [shown(ex) for ex in band["examples"]]} for band in bands.get(u, [])],
+                      "nearest": nearest.get(u, []),
                       "histogram": {"edges": edges.tolist(), "labels": list(names), "counts": counts.tolist(),
                                     "zeros": zeros.tolist()},
                       "logits": {"promoted": promoted, "suppressed": suppressed}})

@@ -1,13 +1,23 @@
 """A static HTML feature browser: one self-contained file that opens in any browser without a server
-or a network (inline CSS, inline SVG, a few lines of inline JavaScript to sort and filter the index).
+or a network (inline CSS, inline SVG, a few lines of inline JavaScript to sort, filter and search).
 
-    write_browser("features.html", analysis.feature_cards(...), title=..., summary={...})
+    write_browser("features.html", analysis.feature_cards(...) + neuron cards, title=..., summary={...})
 
-The page lists every card's unit with its density, its best-matching label and that label's scores
-(a table you can sort by clicking a column and filter by label), and then, per unit: its top
-examples (each byte's background as dark as the unit's activation on it, the activating byte
-outlined), a histogram of its nonzero activations stacked by label, and the next bytes its logit
-weights promote and suppress.
+The page opens with one colour key for the whole page (each label keeps its colour on every card) and
+an index of every card's unit with its density, its best-matching label and that label's scores: a
+table you can sort by clicking a column, filter by label, and search by unit ("12", "f12" for feature
+12, "n3" for neuron 3) or by text in the unit's examples. Then, per unit (each with a link back to the
+index): its top examples, examples from several bands of its activations (the weakest quarter of its
+nonzero activations, the next, ...: what it does at its ordinary strengths, not only at its peak), a
+histogram of its nonzero activations stacked by label, the next bytes its logit weights promote and
+suppress, the features whose decoder directions lie nearest its own (cosine, linked when on the page),
+and, when the page holds neurons too, the best neuron for its label (and a neuron's best feature), so
+features and neurons sit side by side.
+
+In an example each byte's background is as dark as the unit's activation on it and the activating byte
+is outlined. Every piece of text is its own bidi isolate, so right-to-left script, the `\\xNN` escapes
+beside it and the outlined byte all stay in byte order, left to right. The document separator is shown
+as a boxed § (every font has it; U+241E, the symbol for a record separator, is missing from many).
 
 Every field is hostile until escaped: corpus text contains `<script>`, quotes, ampersands, control
 bytes and stray bytes of broken UTF-8, and a card or a label may come from anywhere. Every value that
@@ -27,19 +37,27 @@ from pathlib import Path
 
 from tinymono.files import atomic_write
 
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f")  # last: every other label
+# one colour per label across the page: the labels with the most nonzero activations over all cards get
+# these, in order; the rest share OTHER
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f", "#76b7b2", "#edc948", "#ff9da7",
+           "#17becf", "#8c564b", "#bcbd22")
+OTHER = "#bab0ac"
 HIST_W, HIST_H, HIST_BINS = 320, 90, 32
 SHADES = 8  # activation shading levels of the examples' bytes
+SEPARATOR, SEPARATOR_SHOWN = "\u241e", "\u00a7"  # analysis.token_text's separator, and what the page shows
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:70em}
 table{border-collapse:collapse;font-size:90%}th,td{padding:2px 8px;text-align:right}
 th{cursor:pointer;background:#eee;position:sticky;top:0}td.l,th.l{text-align:left}
 tr:nth-child(even){background:#f8f8f8}section{border-top:1px solid #ccc;margin-top:1.5em}
-.ex{font-family:ui-monospace,monospace;white-space:pre;overflow-x:auto;margin:2px 0;font-size:90%}
-.ex span{border-radius:2px}.ex .c{outline:2px solid #c00}.v{color:#888;display:inline-block;width:4.5em}
+.ex{font-family:ui-monospace,monospace;white-space:pre;overflow-x:auto;margin:2px 0;font-size:90%;
+direction:ltr;unicode-bidi:isolate}.ex span{border-radius:2px;unicode-bidi:isolate}
+.ex .c{outline:2px solid #c00}.v{color:#888;display:inline-block;width:4.5em}
+.ex .sep{border:1px solid #999;color:#555;padding:0 1px}
 .cols{display:flex;gap:2em;flex-wrap:wrap}.tok{font-family:ui-monospace,monospace;background:#eef}
 .key span{display:inline-block;width:.8em;height:.8em;margin:0 .2em 0 .8em}small{color:#666}
+.controls input{margin:0 1em .5em 0;width:22em}.back{font-size:80%;float:right}
 """ + "".join(f".a{k}{{background:rgba(255,110,0,{k / SHADES:.3f})}}" for k in range(1, SHADES + 1))
 
 JS = """
@@ -47,8 +65,15 @@ function sortBy(th){const t=th.closest('table'),b=t.tBodies[0],i=th.cellIndex,up
 [...t.tHead.rows[0].cells].forEach(c=>c.dataset.up='');th.dataset.up=up?'1':'0';
 const key=r=>{const c=r.cells[i];return c.dataset.v!==undefined?parseFloat(c.dataset.v):c.textContent};
 [...b.rows].sort((x,y)=>{const a=key(x),c=key(y);return (a<c?-1:a>c?1:0)*(up?-1:1)}).forEach(r=>b.appendChild(r));}
-function filterRows(q){q=q.toLowerCase();document.querySelectorAll('#index tbody tr').forEach(
-r=>{r.style.display=r.dataset.label.toLowerCase().includes(q)?'':'none'})}
+function matches(r,label,q){if(!r.dataset.label.toLowerCase().includes(label))return false;if(!q)return true;
+const id=/^([fn]?)(\\d+)$/.exec(q);if(id)return r.dataset.num===id[2]&&(!id[1]||r.dataset.kind[0]===id[1]);
+const s=document.getElementById(r.dataset.id);
+return !!s&&[...s.querySelectorAll('.ex')].some(e=>e.textContent.toLowerCase().includes(q));}
+function applyFilters(){const label=document.getElementById('flabel').value.toLowerCase(),
+q=document.getElementById('q').value.trim().toLowerCase();let n=0;
+document.querySelectorAll('#index tbody tr').forEach(r=>{const ok=matches(r,label,q);n+=ok;
+r.style.display=ok?'':'none';const s=document.getElementById(r.dataset.id);if(s)s.style.display=ok?'':'none';});
+document.getElementById('shown').textContent=n+' shown';}
 """
 
 
@@ -88,9 +113,15 @@ def _num(value, field, kind=float, score=False):
 
 def _checked(card, i):
     """Card `i` with every numeric field turned into a number (TypeError naming a field that is not one,
-    KeyError naming one that is missing); its strings stay as they are, for esc."""
+    KeyError naming one that is missing); its strings stay as they are, for esc. `quantiles` and
+    `nearest` may be absent (a card written before they existed)."""
     def num(v, field, kind=float, score=False):
         return _num(v, f"card {i} ({card.get('unit')!r}) {field}", kind, score)
+
+    def examples(items, where):
+        return [{"activation": num(ex["activation"], f"{where} activation"),
+                 "pieces": [(text, num(a, f"{where} piece"), bool(center)) for text, a, center in ex["pieces"]]}
+                for ex in items]
     try:
         best, hist, logits = card["best"], card["histogram"], card["logits"]
         return {"unit": card["unit"], "kind": card["kind"], "density": num(card["density"], "density"),
@@ -99,9 +130,10 @@ def _checked(card, i):
                 "histogram": {"labels": list(hist["labels"]), "edges": [num(e, "histogram edges") for e in hist["edges"]],
                               "counts": [[num(c, "histogram counts", int) for c in row] for row in hist["counts"]],
                               "zeros": [num(z, "histogram zeros", int) for z in hist["zeros"]]},
-                "examples": [{"activation": num(ex["activation"], "example activation"),
-                              "pieces": [(text, num(a, "example piece"), bool(center))
-                                         for text, a, center in ex["pieces"]]} for ex in card["examples"]],
+                "examples": examples(card["examples"], "example"),
+                "quantiles": [{"band": q["band"], "lo": num(q["lo"], "band lo"), "hi": num(q["hi"], "band hi"),
+                               "examples": examples(q["examples"], "band example")} for q in card.get("quantiles", [])],
+                "nearest": [(other, num(cos, "nearest cosine")) for other, cos in card.get("nearest", [])],
                 "logits": {k: [(t, num(w, f"logits {k}")) for t, w in logits[k]] for k in ("promoted", "suppressed")}}
     except KeyError as e:
         raise KeyError(f"card {i} lacks the field {e}; cards come from analysis.feature_cards") from e
@@ -111,110 +143,186 @@ def _fmt(x, digits=3):
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
+def anchor(kind, unit):
+    """The id of a unit's section: f12 for feature 12, n3 for neuron 3 (a page may hold both)."""
+    return f"{str(kind)[:1].lower()}{unit}"
+
+
+def label_colours(cards):
+    """{label: colour}, one for the whole page: the labels with the most nonzero activations over all
+    cards get PALETTE's colours in order, every other label OTHER."""
+    totals = {}
+    for c in cards:
+        for label, row in zip(c["histogram"]["labels"], c["histogram"]["counts"]):
+            totals[label] = totals.get(label, 0) + sum(row)
+    ranked = sorted((l for l in totals if totals[l] > 0), key=lambda l: -totals[l])
+    return {l: PALETTE[k] if k < len(PALETTE) else OTHER for k, l in enumerate(ranked)}
+
+
+def _key_html(colours):
+    named = [(l, c) for l, c in colours.items() if c != OTHER]
+    rest = len(colours) - len(named)
+    items = [(esc(l), c) for l, c in named] + ([(f"{rest} other labels", OTHER)] if rest else [])
+    return ('<div class="key" id="key">colours of the labels, on every card: '
+            + "".join(f'<span style="background:{c}"></span>{name}' for name, c in items) + "</div>")
+
+
+def _right_to_left(text):
+    return any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in text)
+
+
 def _example_html(example, vmax):
-    """One example: each piece of text a span shaded by its activation relative to the unit's max (one of
-    SHADES classes, the exact value on hover); pieces where the unit is 0 are bare text."""
-    parts = [f'<span class="v">{_fmt(example["activation"])}</span>']
+    """One example: its pieces of text in spans, each a bidi isolate (see the module's docstring): a piece
+    shaded by its activation relative to the unit's max (one of SHADES classes, the exact value on hover),
+    the activating piece, the separator and every right-to-left character in a span of its own; runs of
+    other bare pieces share one (they hold no right-to-left character to reorder them)."""
+    parts, run = [f'<span class="v">{_fmt(example["activation"])}</span>'], []
     for text, a, center in example["pieces"]:
         shade = min(SHADES, math.ceil(SHADES * a / vmax)) if vmax > 0 and a > 0 else 0
-        classes = " ".join(([f"a{shade}"] if shade else []) + (["c"] if center else []))
-        if classes:
-            title = f' title="{a:.2g}"' if shade else ""
-            parts.append(f'<span class="{classes}"{title}>{esc(text)}</span>')
-        else:
-            parts.append(esc(text))
+        classes = ([f"a{shade}"] if shade else []) + (["c"] if center else [])
+        title = f"{a:.2g}" if shade else ""
+        if text == SEPARATOR:
+            text, title = SEPARATOR_SHOWN, "document separator" + (f" ({title})" if title else "")
+            classes.append("sep")
+        if not classes and not _right_to_left(text):
+            run.append(esc(text))
+            continue
+        if run:
+            parts.append(f"<span>{''.join(run)}</span>")
+            run = []
+        attrs = (f' class="{" ".join(classes)}"' if classes else "") + (f' title="{title}"' if title else "")
+        parts.append(f"<span{attrs}>{esc(text)}</span>")
+    if run:
+        parts.append(f"<span>{''.join(run)}</span>")
     return '<div class="ex">' + "".join(parts) + "</div>"
 
 
-def _histogram_svg(hist):
-    """Stacked bars of the nonzero activations per label (the 5 largest labels, the rest as 'other'),
-    rebinned to HIST_BINS bins; returns (svg, legend html)."""
+def _histogram_svg(hist, colours):
+    """Stacked bars of the nonzero activations per label in the page's colours (labels without a colour
+    of their own together, as OTHER), rebinned to HIST_BINS bins -> (svg, one line under it)."""
     counts, edges, labels = hist["counts"], hist["edges"], hist["labels"]
     n_bins = len(edges) - 1
     group = max(1, n_bins // HIST_BINS)
     rebinned = [[sum(row[i:i + group]) for i in range(0, n_bins, group)] for row in counts]  # [L][bins']
-    totals = [sum(row) for row in rebinned]
-    order = [l for l in sorted(range(len(labels)), key=lambda l: -totals[l]) if totals[l] > 0]
-    layers = [(labels[l], rebinned[l]) for l in order[:len(PALETTE) - 1]]
-    rest = order[len(PALETTE) - 1:]
-    if rest:
-        layers.append(("other", [sum(rebinned[l][b] for l in rest) for b in range(len(rebinned[0]))]))
     n = len(rebinned[0]) if rebinned else 0
-    height = [sum(layer[b] for _, layer in layers) for b in range(n)]
+    layers, rest = {}, [0] * n  # colour -> (label, counts); labels sharing OTHER summed into rest
+    for label, row in sorted(zip(labels, rebinned), key=lambda lr: -sum(lr[1])):
+        if not sum(row):
+            continue
+        colour = colours.get(label, OTHER)
+        if colour == OTHER:
+            rest = [a + b for a, b in zip(rest, row)]
+        else:
+            layers[colour] = (label, row)
+    stack = list(layers.items()) + ([(OTHER, ("other", rest))] if any(rest) else [])
+    height = [sum(row[b] for _, (_, row) in stack) for b in range(n)]
     top = max(height, default=0) or 1
     w = HIST_W / max(n, 1)
     paths, base = [], [0.0] * n
-    for k, (_, layer) in enumerate(layers):
+    for colour, (label, row) in stack:
         d = []
         for b in range(n):
-            if layer[b]:
-                h = HIST_H * layer[b] / top
+            if row[b]:
+                h = HIST_H * row[b] / top
                 d.append(f"M{b * w:.1f},{HIST_H - base[b] - h:.1f}h{w * 0.9:.1f}v{h:.1f}h{-w * 0.9:.1f}z")
                 base[b] += h
-        paths.append(f'<path fill="{PALETTE[min(k, len(PALETTE) - 1)]}" d="{"".join(d)}"/>')
+        paths.append(f'<path fill="{colour}" data-label="{esc(label)}" d="{"".join(d)}"/>')
     svg = (f'<svg width="{HIST_W}" height="{HIST_H + 14}" viewBox="0 0 {HIST_W} {HIST_H + 14}" role="img">'
            f'{"".join(paths)}<text x="0" y="{HIST_H + 12}" font-size="10">0</text>'
            f'<text x="{HIST_W}" y="{HIST_H + 12}" font-size="10" text-anchor="end">{_fmt(edges[-1])}</text></svg>')
-    legend = "".join(f'<span style="background:{PALETTE[min(k, len(PALETTE) - 1)]}"></span>{esc(name)}'
-                     for k, (name, _) in enumerate(layers))
     zeros = sum(hist["zeros"])
-    return svg, f'<div class="key">{legend}</div><small>{zeros:,} tokens at 0 (not drawn); peak {top:,}</small>'
+    return svg, f"<small>{zeros:,} tokens at 0 (not drawn); peak {top:,}</small>"
 
 
-def _card_html(card, max_examples):
-    u, best = card["unit"], card["best"]
-    svg, legend = _histogram_svg(card["histogram"])
+def _link(kind, unit, on_page, text=None):
+    text = esc(text or f"{kind} {unit}")
+    return f'<a href="#{esc(anchor(kind, unit))}">{text}</a>' if anchor(kind, unit) in on_page else text
+
+
+def _card_html(card, max_examples, colours, on_page, best_of):
+    u, best, kind = card["unit"], card["best"], card["kind"]
+    svg, under = _histogram_svg(card["histogram"], colours)
     examples = "".join(_example_html(ex, card["max"]) for ex in card["examples"][:max_examples])
+    bands = "".join(f'<p class="band"><small>{esc(q["band"])} of its nonzero activations ({_fmt(q["lo"])} to '
+                    f'{_fmt(q["hi"])})</small></p>' + "".join(_example_html(ex, card["max"]) for ex in q["examples"])
+                    for q in card["quantiles"])
     logits = card["logits"]
 
     def tokens(items):
-        return " ".join(f'<span class="tok" title="{w:.3g}">{esc(t)}</span>' for t, w in items)
-    return (f'<section id="u{esc(u)}"><h2>{esc(card["kind"])} {esc(u)}</h2>'
+        return " ".join(f'<span class="tok" title="{w:.3g}">{esc(SEPARATOR_SHOWN if t == SEPARATOR else t)}</span>'
+                        for t, w in items)
+    nearest = "".join(f"<li>{_link('feature', o, on_page)} <small>cos {_fmt(c, 2)}</small></li>"
+                      for o, c in card["nearest"])
+    other_kind = "neuron" if str(kind) == "feature" else "feature"
+    partner = best_of.get((other_kind, best["label"]))
+    side = (f'<p>the best {other_kind} for {esc(best["label"])} on this page: '
+            f'{_link(other_kind, partner[0], on_page)} (r {_fmt(partner[1], 2)})</p>' if partner else "")
+    colour = colours.get(best["label"], OTHER)
+    return (f'<section id="{esc(anchor(kind, u))}"><a class="back" href="#index">back to the index</a>'
+            f'<h2>{esc(kind)} {esc(u)}</h2>'
             f'<p>density {_fmt(card["density"])} &middot; max {_fmt(card["max"])} &middot; best label '
-            f'<b>{esc(best["label"])}</b>: r {_fmt(best["pearson"], 2)}, specificity {_fmt(best["specificity"], 2)} '
-            f'(above half max {_fmt(best["specificity_high"], 2)}), AUROC {_fmt(best["auroc"], 3)}</p>'
-            f'<div class="cols"><div><h3>activations</h3>{svg}{legend}</div>'
+            f'<b style="border-bottom:3px solid {colour}">{esc(best["label"])}</b>: r {_fmt(best["pearson"], 2)}, '
+            f'specificity {_fmt(best["specificity"], 2)} (above half max {_fmt(best["specificity_high"], 2)}), '
+            f'AUROC {_fmt(best["auroc"], 3)}</p>{side}'
+            f'<div class="cols"><div><h3>activations</h3>{svg}<br>{under}</div>'
             f'<div><h3>logit weights</h3><p>promotes {tokens(logits["promoted"])}</p>'
-            f'<p>suppresses {tokens(logits["suppressed"])}</p></div></div>'
-            f'<h3>top examples</h3>{examples or "<p>never fires</p>"}</section>')
+            f'<p>suppresses {tokens(logits["suppressed"])}</p></div>'
+            + (f'<div><h3>nearest features</h3><small>by decoder direction</small><ul>{nearest}</ul></div>'
+               if nearest else "") + '</div>'
+            f'<h3>top examples</h3>{examples or "<p>never fires</p>"}'
+            + (f"<h3>examples across its activations</h3>{bands}" if bands else "") + "</section>")
 
 
-LEGEND = ("Scores are against the label each feature correlates with best (r: Pearson correlation; "
+LEGEND = ("Scores are against the label each unit correlates with best (r: Pearson correlation; "
           "specificity: the share of its activation mass on that label, overall and above half its max; "
           "'-': it matches no label). In examples, the shade of a piece is the activation there, the piece "
-          "outlined in red holds the example's activating byte, \u241e is the document separator (its label "
-          "is 'separator'), and \\xNN is a byte that is not printable on its own.")
+          f"outlined in red holds the example's activating byte, a boxed {SEPARATOR_SHOWN} is the document "
+          "separator (its label is 'separator'), \\xNN is a byte that is not printable on its own, and every "
+          "piece stays in byte order, left to right, right-to-left script included.")
 
 
 def _index_html(cards):
     head = "".join(f'<th{cls} onclick="sortBy(this)">{name}</th>' for name, cls in
-                   (("unit", ""), ("log10 density", ""), ("best label", ' class="l"'), ("r", ""),
-                    ("specificity", ""), ("spec. high", ""), ("AUROC", ""), ("max", "")))
+                   (("unit", ""), ("kind", ' class="l"'), ("log10 density", ""), ("best label", ' class="l"'),
+                    ("r", ""), ("specificity", ""), ("spec. high", ""), ("AUROC", ""), ("max", "")))
     rows = []
     for c in cards:
-        b = c["best"]
+        b, a = c["best"], esc(anchor(c["kind"], c["unit"]))
         live = c["density"] > 0
         logd = math.log10(c["density"]) if live else -99.0
-        cells = [f'<td data-v="{esc(c["unit"])}"><a href="#u{esc(c["unit"])}">{esc(c["unit"])}</a></td>',
+        cells = [f'<td data-v="{esc(c["unit"])}"><a href="#{a}">{esc(c["unit"])}</a></td>',
+                 f'<td class="l">{esc(c["kind"])}</td>',
                  f'<td data-v="{logd:.4f}">{_fmt(logd, 3) if live else "dead"}</td>',
                  f'<td class="l">{esc(b["label"])}</td>']
         cells += [f'<td data-v="{_fmt(b[k], 6)}">{_fmt(b[k], 2)}</td>' for k in SCORES]
         cells.append(f'<td data-v="{_fmt(c["max"], 6)}">{_fmt(c["max"])}</td>')
-        rows.append(f'<tr data-label="{esc(b["label"])}">{"".join(cells)}</tr>')
-    return (f'<input placeholder="filter by label" oninput="filterRows(this.value)">'
+        rows.append(f'<tr data-label="{esc(b["label"])}" data-id="{a}" data-num="{esc(c["unit"])}" '
+                    f'data-kind="{esc(c["kind"])}">{"".join(cells)}</tr>')
+    return ('<div class="controls"><input id="q" placeholder="search: 12, f12, n3, or text in the examples" '
+            'oninput="applyFilters()"><input id="flabel" placeholder="filter by label" oninput="applyFilters()">'
+            f'<small id="shown">{len(cards)} shown</small></div>'
             f'<table id="index"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8):
-    """Write the page for `cards` (analysis.feature_cards) to `path`; summary: {name: value} shown at the
-    top (e.g. the SAE's L0 and loss recovered). At most max_examples examples per unit. Returns the path."""
+    """Write the page for `cards` (analysis.feature_cards, of features, neurons or both) to `path`;
+    summary: {name: value} shown at the top (e.g. the SAE's L0 and loss recovered). At most max_examples
+    top examples per unit. Returns the path."""
     cards = [_checked(c, i) for i, c in enumerate(cards)]
+    colours = label_colours(cards)
+    on_page = {anchor(c["kind"], c["unit"]) for c in cards}
+    best_of = {}  # (kind, label) -> (unit, r): the best unit of each kind for each label, for the side-by-side links
+    for c in cards:
+        key, r = (str(c["kind"]), c["best"]["label"]), c["best"]["pearson"]
+        if r is not None and math.isfinite(r) and (key not in best_of or r > best_of[key][1]):
+            best_of[key] = (c["unit"], r)
     summary_html = "".join(f"<li>{esc(k)}: {esc(_fmt(v, 4) if isinstance(v, float) else v)}</li>"
                            for k, v in (summary or {}).items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<style>{CSS}</style><script>{JS}</script></head><body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
-            f'<p>{esc(LEGEND)}</p>'
-            f'{_index_html(cards)}{"".join(_card_html(c, max_examples) for c in cards)}</body></html>\n')
+            f'<p>{esc(LEGEND)}</p>{_key_html(colours)}'
+            f'{_index_html(cards)}'
+            f'{"".join(_card_html(c, max_examples, colours, on_page, best_of) for c in cards)}</body></html>\n')
     data = page.encode("utf-8")  # before any file is opened: whatever fails here leaves no page behind
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Command line:
 
     python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--seed N] [--force] [--only NAME ...]
+                                 [--set SECTION.FIELD=VALUE ...]
     python -m tinymono bench NAME [--json] [--quick]
     python -m tinymono exercises [NN] [--out DIR]
+    python -m tinymono export-sae CHECKPOINT OUT     (an SAE checkpoint -> SAELens's folder layout)
+    python -m tinymono import-sae FOLDER CHECKPOINT  (and back)
 """
 from __future__ import annotations
 
@@ -38,11 +41,31 @@ def _bench(args):
     return 0
 
 
+def _export(args):
+    from tinymono import saelens
+    from tinymono.files import BadFile
+
+    try:
+        if args.command == "export-sae":
+            out = saelens.export(args.source, args.dest)
+            print(f"wrote {out / saelens.WEIGHTS} and {out / saelens.CFG}: open it with "
+                  f"sae_lens.SAE.load_from_disk({str(out)!r})")
+        else:
+            path = saelens.import_(args.source, args.dest)
+            print(f"wrote {path}")
+    except (ValueError, ImportError, OSError, BadFile) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _reproduce(args):
+    from tinymono import settings
     from tinymono.reproduce import Stopped, reproduce
 
     try:
-        return reproduce(args.out, args.scale, force=args.force, only=args.only, seed=args.seed)
+        overrides = settings.parse(args.set)
+        return reproduce(args.out, args.scale, force=args.force, only=args.only, seed=args.seed, overrides=overrides)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -92,7 +115,19 @@ def main(argv=None):
                           "lives in OUT/<scale>-seed<N> (default: 0)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
+    rep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="change one setting of pipeline.SIZES for this run, e.g. --set sae.l1_coefficient=4e-4 "
+                          "--set sae.d_sae=8192 (sections: corpus, model, train, harvest, sae; fields: those of "
+                          "their configs); the run lives in OUT/<scale>-set-<key>")
     rep.set_defaults(func=_reproduce)
+    exp = sub.add_parser("export-sae", help="write an SAE checkpoint in SAELens's layout (safetensors + cfg.json)")
+    exp.add_argument("source", metavar="CHECKPOINT", help="a tinymono SAE checkpoint, e.g. runs/default/cache/sae.npz")
+    exp.add_argument("dest", metavar="OUT", help="the folder to write (sae_weights.safetensors, cfg.json)")
+    exp.set_defaults(func=_export)
+    imp = sub.add_parser("import-sae", help="read an SAE in SAELens's layout into a tinymono checkpoint")
+    imp.add_argument("source", metavar="FOLDER", help="a folder with sae_weights.safetensors and cfg.json")
+    imp.add_argument("dest", metavar="CHECKPOINT", help="the tinymono checkpoint to write (.npz)")
+    imp.set_defaults(func=_export)
     bench = sub.add_parser("bench", help="throughput benchmarks, implementations side by side")
     bench.add_argument("name", help="which benchmark: " + ", ".join(_benchmarks()))
     bench.add_argument("--json", action="store_true", help="also print one JSON object as the last line")

@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import corpus_sources as src
 from .corpus_sources import CONTEXT_NAMES, DETAIL_NAMES, FLOOR_DETAILS
 from .files import BadFile, DiskFullError, is_disk_full, read_json, remove_stale_temps, write_npy
+from .progress import bar as progress_bar
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenizer
@@ -579,8 +579,8 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True) -> Corpus:
                 "mixture_actual": {}, "pools": {}}
         units = _assign_units(cfg)
         meta["units"] = {split: [unit.name for unit in units[split]] for split in units}
-        bar = tqdm(total=cfg.n_train_bytes + cfg.n_val_bytes, unit="B", unit_scale=True,
-                   desc="building corpus", disable=not progress, delay=1.0)
+        bar = progress_bar(total=cfg.n_train_bytes + cfg.n_val_bytes, unit="B", unit_scale=True,
+                           desc="building corpus", disable=not progress, delay=1.0)
         with bar:
             for k, split in enumerate(("train", "val")):
                 n = cfg.n_train_bytes if split == "train" else cfg.n_val_bytes

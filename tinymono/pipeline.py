@@ -4,13 +4,15 @@
 
 Every `get_*` function returns what is in the cache when it is there, and builds it otherwise (training
 resumes from its last checkpoint if an earlier run was interrupted). The sizes for each scale live here,
-in one table, so lessons 05-08 and `python -m tinymono reproduce` agree on them.
+in one table, so lessons 05-08 and `python -m tinymono reproduce` agree on them; `--set section.field=value`
+changes one for a run (tinymono/settings.py), and each cached file's name then carries the key of the
+settings it depends on.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from tinymono import activations, sae
+from tinymono import activations, sae, settings
 from tinymono import transformer as tr
 from tinymono.corpus import CorpusConfig, get_corpus
 from tinymono.train import train
@@ -49,18 +51,38 @@ SIZES = {
 
 
 def _sizes(scale):
+    """SIZES[scale] with the settings in force (settings.ACTIVE: `--set section.field=value`) on top."""
     if scale not in SIZES:
         raise ValueError(f"scale must be one of {sorted(SIZES)}, got {scale!r}")
-    return SIZES[scale]
+    return {section: {**values, **settings.ACTIVE.get(section, {})} for section, values in SIZES[scale].items()}
+
+
+def settings_tag(*sections):
+    """'' for the plain run, else '-<key>' of the settings of the sections a cached file depends on: a
+    changed setting names a new file, and a file no setting touches is shared with the plain run."""
+    key = settings.key(settings.ACTIVE, sections)
+    return f"-{key}" if key else ""
+
+
+def check_settings(scale):
+    """Build every config of the pipeline with the settings in force, so that a bad value (sae.d_sae=0)
+    stops the command before anything runs; ValueError says which setting and why."""
+    try:
+        corpus_config(scale)
+        cfg, _ = transformer_configs(scale)
+        sae_config(scale, cfg.d_mlp)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--set {' '.join(settings.describe(settings.ACTIVE))}: {e}") from e
 
 
 def corpus_config(scale, seed=0):
-    return CorpusConfig(seed=seed, **_sizes(scale)["corpus"])
+    return CorpusConfig(**{**_sizes(scale)["corpus"], "seed": seed})
 
 
 def transformer_configs(scale, seed=0):
     """(TransformerConfig, TrainConfig) for a scale."""
-    return tr.TransformerConfig(**_sizes(scale)["model"]), tr.TrainConfig(batch=32, seed=seed, **_sizes(scale)["train"])
+    sizes = _sizes(scale)
+    return tr.TransformerConfig(**sizes["model"]), tr.TrainConfig(**{"batch": 32, **sizes["train"], "seed": seed})
 
 
 def sae_config(scale, d_in, d_sae=None, seed=0):
@@ -68,9 +90,9 @@ def sae_config(scale, d_in, d_sae=None, seed=0):
     d_sae keeps everything else, as the paper's A/0..A/5 share their L1 coefficient).
     Resampling: every 5% of the run through its first half, for latents silent over the last 2%
     (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps)."""
-    sizes = dict(_sizes(scale)["sae"], **({} if d_sae is None else {"d_sae": d_sae}))
-    return sae.SAEConfig(d_in=d_in, lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)),
-                         dead_window=0.02, resample_batches=25, seed=seed, **sizes)
+    recipe = dict(lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)), dead_window=0.02, resample_batches=25)
+    sizes = {**recipe, **_sizes(scale)["sae"], **({} if d_sae is None else {"d_sae": d_sae})}
+    return sae.SAEConfig(**sizes, d_in=d_in, seed=seed)
 
 
 def get_transformer(scale, cache, progress=None, seed=0):
@@ -80,7 +102,8 @@ def get_transformer(scale, cache, progress=None, seed=0):
     corpus = get_corpus(corpus_config(scale, seed), cache, progress=progress is not False)
     cfg, train_cfg = transformer_configs(scale, seed)
     task = tr.TransformerTask(cfg, train_cfg, corpus)
-    result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / "transformer.npz",
+    name = f"transformer{settings_tag('corpus', 'model', 'train')}.npz"
+    result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / name,
                    progress=progress, desc="transformer")
     return corpus, task.params, cfg, task, result
 
@@ -91,7 +114,8 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
     stores = []
     for split in ("train", "val"):
         n = min(sizes[split], len(corpus.split(split).tokens))
-        stores.append(activations.harvest(params, cfg, corpus, Path(cache) / f"acts_{split}", split=split,
+        name = f"acts_{split}{settings_tag('corpus', 'model', 'train', 'harvest')}"
+        stores.append(activations.harvest(params, cfg, corpus, Path(cache) / name, split=split,
                                           n_tokens=n, dtype="float16", progress=progress))
     return tuple(stores)
 
@@ -106,7 +130,9 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
     """(params, cfg, task, result): the SAE trained on shuffled batches of the training store. d_sae: a
     dictionary of another size on the same recipe and data (lesson 08), cached beside the main one."""
     task = sae_task(scale, train_store, d_sae, seed)
-    name = "sae.npz" if d_sae in (None, _sizes(scale)["sae"]["d_sae"]) else f"sae_{d_sae}.npz"
+    main = d_sae in (None, _sizes(scale)["sae"]["d_sae"])
+    tag = settings_tag("corpus", "model", "train", "harvest", "sae")
+    name = f"sae{tag}.npz" if main else f"sae_{d_sae}{tag}.npz"
     result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
-                   desc="sae" if name == "sae.npz" else f"sae {d_sae}")
+                   desc="sae" if main else f"sae {d_sae}")
     return task.params, task.cfg, task, result

@@ -9,6 +9,16 @@ import numpy as np
 FRACTIONS = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 0.4, "3/8": 0.375}
 
 
+def empty_panel(ax, why, clear=True):
+    """Say on a panel why it is empty or nearly so (at smoke scale a context may have no bytes held out, or
+    no feature), instead of leaving a blank a reader takes for a bug. clear: hide the panel's own ticks too
+    (only its own: a y axis it shares keeps its ticks on the other panels)."""
+    if clear:
+        ax.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
+    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.3",
+            bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
+
+
 def feature_directions(Ws, titles, importance=None, groups=None):
     """One panel per W [2, feats]: each feature's direction in the 2-d hidden space as an arrow from the
     origin, labelled with its index (the picture of Elhage et al.'s introduction). importance [feats], or

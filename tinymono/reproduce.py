@@ -6,10 +6,15 @@ interpretation of the features against the labels, and steering with features an
 across dictionary sizes. Each lesson caches what it trains under
 DIR/<run>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
 checks and figures in DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a
-seed other than 0). A stage whose result.json exists is finished and is not run again (use --force to
-rerun); the report is assembled from the result files: DIR/<run>/report.md embeds every figure and
-lists every check with its number and bar, and the command exits non-zero if any check failed or any
-stage did not finish.
+seed other than 0, `-set-<key>` for settings changed with --set: tinymono/settings.py). A stage whose
+result.json exists is finished and is not run again (use --force to rerun); the report is assembled from
+the result files: DIR/<run>/report.md opens with the tally of PASS/FAIL/SKIP and where the numbers come
+from (versions, commit, date, settings, wall time per stage), embeds every figure and lists every check
+with its number and bar, and the command exits non-zero if any check failed or any stage did not finish.
+
+While a stage runs, its training loops report their progress as records (tinymono/progress.py): one live
+bar per loop (steps, loss, rate, ETA) on a terminal, one line every half minute otherwise; the stage's
+whole output, those lines included, goes to DIR/<run>/logs/<lesson>.log.
 
 A full disk stops a stage, not the command: the stage's log ends with a note, the stage is marked
 failed in the report with the error its lesson printed ("disk full: cannot write ..."), and the report
@@ -19,7 +24,9 @@ end). Once space is freed, the same command continues where the stages left off.
 from __future__ import annotations
 
 import collections
+import datetime
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -27,8 +34,9 @@ import threading
 import time
 from pathlib import Path
 
+from tinymono import progress, settings
 from tinymono.files import BadFile, DiskFullError, atomic_write, read_json, writing
-from tinymono.lesson import run_folder
+from tinymono.lesson import run_folder, write_settings
 
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
 
@@ -106,27 +114,43 @@ def _close_log(fh):
         pass
 
 
-def run_stage(lesson, scale, root, log, seed=0):
+LOG_PROGRESS_EVERY = 10.0  # seconds between a loop's progress lines in the log (and its first and last)
+
+
+def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     """Run one lesson as a child process, streaming its output to the terminal and to `log` (as long as
-    the disk allows). Returns (exit code, seconds, the last TAIL_LINES lines of its output).
+    the disk allows), its progress records drawn by `display` (progress.Display: a live bar on a terminal,
+    a line now and then otherwise) and logged as lines. Returns (exit code, seconds, the last TAIL_LINES
+    lines of its output).
 
     Signals: the child runs in a session of its own, so a terminal's Ctrl-C reaches only this process,
     which passes each one on (the training loop saves its checkpoint on the first and gives up at once on
     a second), keeps relaying the child's output until it has exited, then re-raises KeyboardInterrupt.
     SIGTERM and SIGHUP are passed on too, and raise Stopped once the child has exited."""
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root),
+           *settings.as_arguments(overrides or {})]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records"}
     tail = collections.deque(maxlen=TAIL_LINES)
+    display = display or progress.Display(lesson.stem[:2])
+    logged = {}  # a loop's description -> when its last progress line went to the log
     fh = _open_log(log)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
                           start_new_session=True) as proc:
         def relay():
             nonlocal fh
             for line in proc.stdout:
-                sys.stdout.write(f"  | {line}")
-                tail.append(line)
-                fh = _log_line(fh, log, line)
+                record = progress.parse(line)
+                if record is None:
+                    display.write(f"  | {line}")
+                    tail.append(line)
+                    fh = _log_line(fh, log, line)
+                    continue
+                display.feed(record)
+                now, desc = time.perf_counter(), record["desc"]
+                if record.get("done") or now - logged.get(desc, -LOG_PROGRESS_EVERY) >= LOG_PROGRESS_EVERY:
+                    logged[desc] = now
+                    fh = _log_line(fh, log, f"progress: {progress.describe(record)}\n")
             return proc.wait()
 
         def stop(signum, frame):
@@ -153,6 +177,7 @@ def run_stage(lesson, scale, root, log, seed=0):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            display.close()
             _close_log(fh)
     return code, time.perf_counter() - t0, list(tail)
 
@@ -167,20 +192,85 @@ def _failure(tail):
     return lines[-1] if lines else "it printed nothing"
 
 
-def write_report(root, scale, stages, seed=0):
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
+def _commit():
+    """The source checkout's commit (with '+ local changes' when its files differ from it), or why not."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({type(e).__name__})"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip()[:12] + (" + local changes" if dirty.stdout.strip() else "")
+
+
+def provenance(scale, seed, overrides, wall_seconds):
+    """[(field, value)]: where the report's numbers come from. The corpus's real text is the running
+    Python's standard library, so its version is part of every number."""
+    return [("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+            ("scale", scale), ("seed", str(seed)),
+            ("settings", ", ".join(settings.describe(overrides)) or "none (pipeline.SIZES as written)"),
+            ("commit", _commit()),
+            ("Python", f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"),
+            ("NumPy", _version("numpy")), ("numba", _version("numba")), ("SciPy", _version("scipy")),
+            ("machine", f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"),
+            ("wall time of this command", _duration(wall_seconds))]
+
+
+def tally(checks):
+    """{'PASS': n, 'FAIL': n, 'SKIP': n} over [(lesson, check)]."""
+    return {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}
+
+
+def _table(header, rows):
+    """A Markdown table whose columns line up in plain text too (each cell padded to its column's width)."""
+    rows = [[str(cell).replace("|", "\\|") for cell in row] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+
+
+def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0):
     """report.md from the stages' result.json files. stages: [(lesson path, status, seconds, note)], note:
     what a stage that did not finish said last (or None)."""
-    run = run_folder(scale, seed)
+    overrides = overrides or {}
+    run = run_folder(scale, seed, overrides)
     base = Path(root) / run
+    results = {lesson: _read_result(_result_path(root, run, lesson)) for lesson, *_ in stages}
+    checks = [(lesson.stem, c) for lesson, *_ in stages if results[lesson] for c in results[lesson]["checks"]]
+    counts = tally(checks)
     lines = [f"# tinymono reproduction report (scale: {scale}, seed: {seed})", "",
-             "Each section is one lesson; its checks compare what was trained here with ground truth.", ""]
+             f"**{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP** over {len(checks)} checks "
+             f"in {sum(r is not None for r in results.values())} of {len(stages)} stages.", ""]
     if scale == "smoke":
-        lines += ["At smoke scale every check reads SKIP: the sizes are too small for its bar, so only the "
-                  "pipeline is exercised. Figures and captions describe what the default scale shows.", ""]
-    table = ["| lesson | check | measured | bar | result |", "|---|---|---|---|---|"]
+        lines += ["At smoke scale the checks that need trained sizes read SKIP: the sizes are too small for their "
+                  "bars, so only the pipeline is exercised. The checks that do not depend on scale (gradients, "
+                  "causality, kernels against their reference) PASS or FAIL as at every scale. Figures and captions "
+                  "describe what the default scale shows; a panel left empty at this scale says why.", ""]
+    lines += ["## Provenance", ""] + _table(["what", "value"], provenance(scale, seed, overrides, wall_seconds)) + [""]
+    lines += ["## Stages", ""] + _table(
+        ["stage", "status", "wall time", "PASS", "FAIL", "SKIP"],
+        [[lesson.stem, status, _duration(seconds),
+          *(tally([(None, c) for c in results[lesson]["checks"]]).values() if results[lesson] else ("-",) * 3)]
+         for lesson, status, seconds, _ in stages]) + [""]
+    table = []
     for lesson, status, seconds, note in stages:
         lines.append(f"## {lesson.stem}  ({status}, {seconds:.0f} s)")
-        result = _read_result(_result_path(root, run, lesson))
+        result = results[lesson]
         if result is None:
             said = f": `{note}`" if note else ""
             lines += ["", f"This stage did not finish{said}; see its log (logs/{lesson.stem}.log).", ""]
@@ -191,13 +281,10 @@ def write_report(root, scale, stages, seed=0):
                       f"*{fig['caption']}*" if fig["caption"] else "", ""]
         for extra in sorted((base / lesson.stem).glob("*.html")):
             lines += [f"Interactive: [{extra.name}]({lesson.stem}/{extra.name})", ""]
-        lines += ["| check | measured | bar | result |", "|---|---|---|---|"]
-        for c in result["checks"]:
-            row = f"{c['name']} | {_fmt_value(c['value'])} | {c['bar']} | {c['status']}"
-            lines.append(f"| {row} |")
-            table.append(f"| {lesson.stem} | {row} |")
-        lines.append("")
-    lines += ["## Verification table", ""] + table + [""]
+        rows = [[c["name"], _fmt_value(c["value"]), c["bar"], c["status"]] for c in result["checks"]]
+        lines += _table(["check", "measured", "bar", "result"], rows) + [""]
+        table += [[lesson.stem, *row] for row in rows]
+    lines += ["## Verification table", ""] + _table(["lesson", "check", "measured", "bar", "result"], table) + [""]
     report, text = base / "report.md", "\n".join(lines).encode()
     try:
         atomic_write(report, lambda fh: fh.write(text))
@@ -207,22 +294,31 @@ def write_report(root, scale, stages, seed=0):
     return report
 
 
-def reproduce(root="runs", scale="default", force=False, only=None, seed=0):
+def reproduce(root="runs", scale="default", force=False, only=None, seed=0, overrides=None):
     """Run every stage (or those whose names contain one of `only`), write the report, print the
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
     check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
-    cannot be written or an --only that matches nothing. seed: that of lessons 05-08 (see tinymono.lesson)."""
+    cannot be written, an --only that matches nothing or a setting that is not one. seed: that of lessons
+    05-08 (see tinymono.lesson); overrides: settings.parse's {section: {field: value}} (--set)."""
     if not str(root).strip():
         raise ValueError("--out is empty: give the folder for models, figures and the report, e.g. --out runs")
     if only is not None and not all(o.strip() for o in only):
         raise ValueError(f"--only {only}: an empty name matches every lesson; give part of a lesson's name")
-    root, run = Path(root), run_folder(scale, seed)
+    overrides = overrides or {}
+    if overrides:
+        from tinymono import pipeline
+
+        settings.ACTIVE = overrides
+        pipeline.check_settings(scale)
+    root, run = Path(root), run_folder(scale, seed, overrides)
     reserve = root / run / ".report-reserve"
     try:
         (root / run / "logs").mkdir(parents=True, exist_ok=True)
         with writing(reserve):
             reserve.write_bytes(bytes(RESERVE_BYTES))
+        if overrides:
+            write_settings(root / run, overrides)
     except OSError as e:
         if reserve.is_file():
             reserve.unlink()
@@ -232,14 +328,14 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0):
         if not todo:
             raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
                              + ", ".join(p.stem for p in lessons()))
-        return _run(root, scale, seed, todo, force)
+        return _run(root, scale, seed, overrides, todo, force)
     finally:
         reserve.unlink(missing_ok=True)
 
 
-def _run(root, scale, seed, todo, force):
+def _run(root, scale, seed, overrides, todo, force):
     """reproduce() once its arguments are checked: the stages in `todo`, then the report."""
-    run = run_folder(scale, seed)
+    run, t_start = run_folder(scale, seed, overrides), time.perf_counter()
     ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
         result = _result_path(root, run, lesson)
@@ -249,7 +345,8 @@ def _run(root, scale, seed, todo, force):
         result.unlink(missing_ok=True)
         print(f"[{i}/{len(todo)}] {lesson.stem} at scale {scale} ...", flush=True)
         try:
-            code, seconds, tail = run_stage(lesson, scale, root, root / run / "logs" / f"{lesson.stem}.log", seed)
+            code, seconds, tail = run_stage(lesson, scale, root, root / run / "logs" / f"{lesson.stem}.log", seed,
+                                            overrides, progress.Display(f"[{i}/{len(todo)}]"))
         except (KeyboardInterrupt, Stopped) as e:
             print(f"\n{'interrupted' if isinstance(e, KeyboardInterrupt) else e} during {lesson.stem}; the "
                   "checkpoints it saved are kept: run the same command again to resume", file=sys.stderr)
@@ -258,7 +355,7 @@ def _run(root, scale, seed, todo, force):
         status = "ok" if code == 0 else f"failed{': disk full' if 'disk full' in note else ''} (exit {code})"
         failed |= code != 0
         ran[lesson] = (status, seconds, note)
-        print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {seconds:.0f} s", flush=True)
+        print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {_duration(seconds)}", flush=True)
     stages, checks, unfinished = [], [], []  # stages: every one run now or finished earlier
     for lesson in lessons():
         result = _read_result(_result_path(root, run, lesson))
@@ -271,17 +368,21 @@ def _run(root, scale, seed, todo, force):
             checks += [(lesson.stem, c) for c in result["checks"]]
         elif lesson in ran:
             unfinished.append(lesson.stem)
-    report = write_report(root, scale, stages, seed)
+    report = write_report(root, scale, stages, seed, overrides, time.perf_counter() - t_start)
     print("\nverification against ground truth")
-    for stem, c in checks:
-        print(f"  {c['status']}  {stem:<28} {c['name']:<58} {_fmt_value(c['value']):>12}   bar: {c['bar']}")
+    rows = [(c["status"], stem, c["name"], _fmt_value(c["value"]), c["bar"]) for stem, c in checks]
+    widths = [max((len(r[k]) for r in rows), default=0) for k in range(4)]
+    for status, stem, name, value, bar in rows:
+        print(f"  {status}  {stem:<{widths[1]}}  {name:<{widths[2]}}  {value:>{widths[3]}}   bar: {bar}")
     asked = {l.stem for l in todo}  # the exit code speaks for these; the others are earlier runs' results
     failed |= any(c["status"] == "FAIL" and stem in asked for stem, c in checks) or bool(unfinished)
-    print("\nwall time per stage (a reused stage: the time it took when it ran): "
-          + ", ".join(f"{l.stem} {s:.0f} s ({st})" for l, st, s, _ in stages))
-    counts = {s: sum(c["status"] == s for _, c in checks) for s in ("PASS", "FAIL", "SKIP")}
+    print("\nwall time per stage (a reused stage: the time it took when it ran)")
+    width = max(len(l.stem) for l, *_ in stages) if stages else 0
+    for l, st, s, _ in stages:
+        print(f"  {l.stem:<{width}}  {_duration(s):>12}  {st}")
+    counts = tally(checks)
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
-          + (" (SKIP: smoke scale is too small for the bars)" if counts["SKIP"] else ""))
+          + (" (SKIP: smoke scale is too small for those bars)" if counts["SKIP"] else ""))
     if unfinished:
         print(f"did not finish: {', '.join(unfinished)} (logs in {root / run / 'logs'})")
     return 1 if failed else 0

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from tinymono import checkpoint as ckpt
+from tinymono.progress import bar as progress_bar
+from tinymono.progress import reporting
 
 
 class NonFiniteError(RuntimeError):
@@ -149,11 +149,11 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
             saved_step = step
 
     if progress is None:
-        progress = sys.stderr.isatty() or "ipykernel" in sys.modules
+        progress = sys.stderr.isatty() or "ipykernel" in sys.modules or reporting()
     items_per_step = getattr(task, "items_per_step", None)
     items_name = getattr(task, "items_name", "item")
-    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=desc, unit="step",
-               disable=not progress, dynamic_ncols=True, leave=True)
+    bar = progress_bar(total=total_steps, initial=min(step, total_steps), desc=desc, unit="step",
+                       disable=not progress, dynamic_ncols=True, leave=True)
     t_start = last_save = time.perf_counter()
     try:
         with _InterruptFlag() as interrupt:

@@ -1,0 +1,91 @@
+"""`--set section.field=value`: validated against the configs' fields, recorded, and part of the cache key."""
+import dataclasses
+import json
+
+import pytest
+
+from tinymono import pipeline, settings
+from tinymono.lesson import Lesson, run_folder
+
+
+@pytest.fixture(autouse=True)
+def no_settings():
+    """Each test starts, and leaves, with no settings in force (settings.ACTIVE is process-wide)."""
+    settings.ACTIVE = {}
+    yield
+    settings.ACTIVE = {}
+
+
+def test_parse_reads_values_with_each_fields_type():
+    got = settings.parse(["sae.l1_coefficient=4e-4", "sae.d_sae=8192", "sae.backend=numpy", "sae.lr=1",
+                          "sae.resample_at=[0.1, 0.2]", "harvest.train=5000", "model.layernorm=False"])
+    assert got == {"sae": {"l1_coefficient": 4e-4, "d_sae": 8192, "backend": "numpy", "lr": 1.0,
+                           "resample_at": (0.1, 0.2)},
+                   "harvest": {"train": 5000}, "model": {"layernorm": False}}
+    assert isinstance(got["sae"]["lr"], float), "an int given for a float field must become a float"
+
+
+@pytest.mark.parametrize("item, says", [
+    ("sae.d_sae=1.5", "takes a value of type int"),
+    ("sae.d_sae=True", "takes a value of type int"),
+    ("sae.l1_coefficient=abc", "takes a value of type float"),
+    ("sae.l1coefficient=1", "sae has no field 'l1coefficient'; its fields are"),
+    ("saes.d_sae=1", "unknown section 'saes'"),
+    ("sae.seed=3", "use --seed"),
+    ("sae.d_in=3", "d_mlp"),
+    ("sae.d_sae", "section.field=value"),
+    ("d_sae=8", "section.field=value"),
+])
+def test_parse_rejects_with_the_reason(item, says):
+    with pytest.raises(ValueError) as e:
+        settings.parse([item])
+    assert says in str(e.value), str(e.value)
+
+
+def test_values_the_config_refuses_are_refused_before_anything_runs():
+    settings.ACTIVE = settings.parse(["sae.d_sae=0"])
+    with pytest.raises(ValueError, match="d_sae must be a positive integer"):
+        pipeline.check_settings("smoke")
+
+
+def test_settings_reach_the_configs_and_only_theirs():
+    plain_sae, plain_model = pipeline.sae_config("default", 128), pipeline.transformer_configs("default")
+    settings.ACTIVE = settings.parse(["sae.l1_coefficient=4e-4", "sae.d_sae=8192", "train.batch=16"])
+    assert pipeline.sae_config("default", 128) == dataclasses.replace(plain_sae, l1_coefficient=4e-4, d_sae=8192)
+    model, train = pipeline.transformer_configs("default")
+    assert model == plain_model[0] and train == dataclasses.replace(plain_model[1], batch=16)
+    assert pipeline.sae_config("default", 128, seed=2).seed == 2, "the seed comes from --seed, never a setting"
+
+
+def test_the_cache_key_names_what_a_setting_changes():
+    assert pipeline.settings_tag("corpus", "model", "train") == "" == settings.key({})
+    settings.ACTIVE = settings.parse(["sae.l1_coefficient=4e-4"])
+    assert pipeline.settings_tag("corpus", "model", "train") == "", "an SAE setting must reuse the transformer"
+    sae_tag = pipeline.settings_tag("corpus", "model", "train", "harvest", "sae")
+    assert len(sae_tag) == 9 and sae_tag.startswith("-")
+    settings.ACTIVE = settings.parse(["sae.l1_coefficient=5e-4"])
+    assert pipeline.settings_tag("corpus", "model", "train", "harvest", "sae") != sae_tag, \
+        "another value must name another file, or a stale SAE would be reused"
+    settings.ACTIVE = settings.parse(["train.steps=100"])
+    assert pipeline.settings_tag("corpus", "model", "train") != "", "a training setting must retrain the transformer"
+    a = settings.parse(["sae.d_sae=8", "sae.lr=0.01"])
+    b = settings.parse(["sae.lr=0.01", "sae.d_sae=8"])
+    assert settings.key(a) == settings.key(b), "the key must not depend on the order of --set"
+    assert run_folder("smoke", 1, a) == f"smoke-seed1-set-{settings.key(a)}" and run_folder("smoke", 0, {}) == "smoke"
+
+
+def test_a_lesson_takes_set_and_records_it(tmp_path):
+    lesson = Lesson("x", argv=["--scale", "smoke", "--runs", str(tmp_path), "--set", "sae.d_sae=64"])
+    key = settings.key({"sae": {"d_sae": 64}})
+    assert lesson.out == tmp_path / f"smoke-set-{key}" / "x"
+    assert lesson.cache == tmp_path / "smoke" / "cache", "one cache: files are named by the settings they use"
+    assert json.loads((tmp_path / f"smoke-set-{key}" / "settings.json").read_text())["set"] == ["sae.d_sae=64"]
+    assert pipeline.sae_config("smoke", 128).d_sae == 64
+    with pytest.raises(SystemExit):
+        Lesson("x", argv=["--scale", "smoke", "--runs", str(tmp_path), "--set", "sae.nope=1"])
+
+
+def test_a_lesson_reads_settings_from_the_environment_in_a_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMONO_SET", "sae.d_sae=32; sae.steps=7")
+    lesson = Lesson("x", argv=["--scale", "smoke", "--runs", str(tmp_path)])
+    assert lesson.settings == {"sae": {"d_sae": 32, "steps": 7}}
