@@ -352,13 +352,23 @@ def entropy_bits(probs) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-# DNA. A record is a header line ">seq" + 6 random digits, then lines of uniform A/C/G/T. Each line has
-# at least one base; after that, each position ends the line with probability DNA_NEWLINE_PROB (mean
-# line 60 bases), so a model needs no counting: the newline's uncertainty is in the floor. The number
-# of lines per record is drawn in advance (4..30), so the '>' of the next header is free given the
-# state; a model pays ~log2(lines) bits for it, about 5 bits per ~1000-byte record (0.005 bits/byte).
+# DNA. A record is a header line ">seq" + 6 random digits, then lines of bases. The bases follow an
+# order-1 Markov chain, as real genomes do (where, e.g., G rarely follows C): each base is followed by
+# the next one of the cycle A -> C -> G -> T -> A with probability DNA_PREFERRED, and by each of the other
+# three with an equal share of the rest. The transition matrix is circulant, so every base has the same
+# next-base entropy and the bases stay uniform overall. To predict a base a model must know both that it
+# reads DNA and which base it just read: an AND of context and byte, the kind of thing an MLP computes.
+# Each line has at least one base; after that, each position ends the line with probability
+# DNA_NEWLINE_PROB (mean line 60 bases), so a model needs no counting: the newline's uncertainty is in
+# the floor. The chain runs on across line ends. The number of lines per record is drawn in advance
+# (4..30), so the '>' of the next header is free given the state; a model pays ~log2(lines) bits for
+# it, about 5 bits per ~1000-byte record (0.005 bits/byte).
 DNA_NEWLINE_PROB = 1 / 60
-_DNA_MID_BITS = entropy_bits([DNA_NEWLINE_PROB] + [(1 - DNA_NEWLINE_PROB) / 4] * 4)
+DNA_PREFERRED = 0.6
+DNA_STEP = np.array([(1 - DNA_PREFERRED) / 3, DNA_PREFERRED, (1 - DNA_PREFERRED) / 3, (1 - DNA_PREFERRED) / 3])
+DNA_NEXT = np.stack([np.roll(DNA_STEP, b) for b in range(4)])   # [previous base, next base], ACGT order
+_DNA_BASE_BITS = entropy_bits(DNA_STEP)
+_DNA_MID_BITS = entropy_bits([DNA_NEWLINE_PROB] + list((1 - DNA_NEWLINE_PROB) * DNA_STEP))
 _HEADER_BITS = np.array([0, 0, 0, 0] + [np.log2(10)] * 6 + [0], np.float32)
 _HEADER_STATE = np.array([0, 1, 2, 3] + [4] * 6 + [5], np.int32)
 
@@ -366,8 +376,10 @@ _HEADER_STATE = np.array([0, 1, 2, 3] + [4] * 6 + [5], np.int32)
 def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
     """FASTA-like records until at least n_bytes are written (the last record finishes).
 
-    States: 0-3 the fixed header bytes '>seq', 4 a header digit, 5 the header newline, 6 the first
-    base of a line (2 bits), 7 a later position (newline or base: h(p) + (1-p)*2 bits).
+    States: 0-3 the fixed header bytes '>seq', 4 a header digit, 5 the header newline, 6 a record's
+    first base (uniform: 2 bits), 7-10 a later position of a line after base A, C, G, T (newline or
+    base: h(p) + (1-p) H(step) bits), 11-14 the first base of a later line, after base A, C, G, T
+    (H(step) bits).
     """
     parts = []
     total = 0
@@ -377,14 +389,23 @@ def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
         lengths = rng.geometric(DNA_NEWLINE_PROB, size=int(rng.integers(4, 31)))  # bases per line
         n = int(lengths.sum() + len(lengths))
         newline = np.cumsum(lengths + 1) - 1                        # byte index of each '\n'
-        data = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, size=n)]
-        data[newline] = ord("\n")
+        is_base = np.ones(n, bool)
+        is_base[newline] = False
+        steps = rng.choice(4, size=int(lengths.sum()), p=DNA_STEP)
+        steps[0] = rng.integers(4)                                  # the record's first base: uniform
+        base = np.cumsum(steps) % 4                                 # index into ACGT of each base
+        data = np.full(n, ord("\n"), np.uint8)
+        data[is_base] = np.frombuffer(b"ACGT", np.uint8)[base]
+        previous = np.zeros(n, np.int64)                            # the last base before each position
+        previous[np.flatnonzero(is_base)[1:]] = base[:-1]
+        previous[newline] = base[np.cumsum(lengths) - 1]
         detail = np.full(n, DET["dna_base"], np.uint8)
         detail[newline] = DET["dna_newline"]
         entropy = np.full(n, _DNA_MID_BITS, np.float32)
-        state = np.full(n, 7, np.int32)
-        line_start = np.concatenate([[0], newline[:-1] + 1])
-        entropy[line_start], state[line_start] = 2.0, 6
+        state = (7 + previous).astype(np.int32)
+        line_start = newline[:-1] + 1
+        entropy[line_start], state[line_start] = _DNA_BASE_BITS, 11 + previous[line_start]
+        entropy[0], state[0] = 2.0, 6
         parts.append(Segment(data, np.full(n, CTX["dna"], np.uint8), detail, entropy, state))
         total += len(header) + n
     return concat(parts)
