@@ -73,7 +73,10 @@ print("share of validation bytes per context:", {k: f"{v:.3f}" for k, v in share
 # For each context label, the bits per byte of a unigram model (byte frequencies), of a bigram model
 # (the previous byte as context) and, for generated text, the exact floor. A model that uses more context
 # than one byte should beat the bigram on real text, and should come close to the floor on generated
-# text: DNA is 2 bits per base (4 letters), a hex digit 4 bits, a random base64 character 6 bits.
+# text: a hex digit is 4 bits, a random base64 character 6 bits, and a DNA base 1.60 bits, because its
+# bases follow a chain (A is followed by C, C by G, G by T and T by A with probability 0.6, by each other
+# base with 0.13). A bigram fitted on DNA alone would nearly reach that floor; on the mixed corpus the
+# previous byte is not enough, and a model must know that it reads DNA *and* which base it just read.
 #
 # Both count-based models are fitted once on the whole training split, all contexts mixed, and then
 # scored on the validation bytes of each label separately (`ngram_bits_per_byte` in tinymono/corpus.py):
@@ -86,8 +89,9 @@ print("share of validation bytes per context:", {k: f"{v:.3f}" for k, v in share
 #
 # The floors are means over every byte with that label, so they sit a little off the round numbers.
 # DNA's also covers the FASTA header lines (">seq" and the newline count
-# 0 bits, each of the six random digits log2(10) = 3.32 bits) and the line ends (after a line's first
-# base, each position ends the line with probability 1/60: 2.09 bits instead of 2).
+# 0 bits, each of the six random digits log2(10) = 3.32 bits), a record's first base (2 bits) and the
+# line ends (after a line's first base, each position ends the line with probability 1/60: 1.70 bits
+# instead of 1.60).
 # Random base64's includes the line breaks of stand-alone blobs (every 76 characters) and the
 # '=' padding at a blob's end, which carry no information, and the last characters before the padding,
 # which carry 4 or 2 bits.
