@@ -27,7 +27,7 @@
 # Why 48 languages? The paper's model read the Pile, where thousands of kinds of text share 512 neurons,
 # each kind rare. A corpus with a handful of common contexts lets a model give each a neuron of its own,
 # and then there is no superposition for an SAE to undo (lesson 07 shows what that looks like). So every
-# generated context here is rare (0.5% of the bytes for each named one, 0.42% for each language), there
+# generated context here is rare (1-2% of the bytes for each named one, 0.42% for each language), there
 # are 53 of them, and the MLP has 128 neurons. A language writes lowercase words over its own 8 of the 26
 # letters; the alphabets overlap, so no single letter gives a language away, and each next letter depends
 # on the language and the letter before it (an order-1 Markov chain: `corpus_sources.languages`).

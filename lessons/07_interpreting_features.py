@@ -168,7 +168,7 @@ print("smallest leads:", ", ".join(f"{generated[i]} {lead[i]:+.2f} (feature {fea
 # `docs/experiments.md` records that run and the sweep that led to this corpus.
 #
 # Rarity has a price on the feature side too. Specificity counts activation *mass*: a feature that fires
-# strongly on a context of 0.5% of the bytes and weakly on common letters elsewhere can still put most of
+# strongly on a context of 1% of the bytes and weakly on common letters elsewhere can still put most of
 # its mass outside the context, because there is so much more "elsewhere". Compare a feature's overall
 # specificity (`spec`) with its specificity above half its maximum (`hi`): the strong activations are
 # usually the specific ones, as the paper found for Arabic (81% overall, 98% above activation 5).
