@@ -29,10 +29,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import metrics, sae
-from tinymono.groundtruth import GroundTruth, GroundTruthConfig
+from tinymono import metrics, pipeline, plots, sweep
 from tinymono.lesson import Lesson
-from tinymono.train import train
 
 lesson = Lesson("03_ground_truth_recovery")
 t_lesson = time.perf_counter()
@@ -43,13 +41,14 @@ t_lesson = time.perf_counter()
 # What the paper says (Sharkey et al. 2022): d = 256, G = 512, decay 0.99, on average 5 active features,
 # coefficients U[0, 1]. `tinymono.groundtruth` draws the directions once from `seed` and then streams
 # batches from whatever `np.random.Generator` it is handed, so the SAE's training run owns its data
-# stream (and can checkpoint it). At smoke scale everything shrinks so the lesson runs in seconds.
+# stream (and can checkpoint it). At smoke scale everything shrinks so the lesson runs in seconds. The
+# sizes per scale, and the SAE recipe below, live in `tinymono/pipeline.py` (`GT`), where
+# `python -m tinymono sweep sae-gt` finds them too.
 
 # %%
-GT_SIZES = lesson.pick(smoke=dict(d=32, n_features=64, mean_active=3.0), default=dict(d=256, n_features=512))
-gt = GroundTruth(GroundTruthConfig(**GT_SIZES))
+gt = pipeline.gt_world(lesson.scale, seed=lesson.seeded(0))
 G, d = gt.cfg.n_features, gt.cfg.d
-x_demo, codes_demo = gt.sample(np.random.default_rng(1), 4096, codes=True)
+x_demo, codes_demo = gt.sample(np.random.default_rng(lesson.seeded(1)), 4096, codes=True)
 print(f"{G} features in {d} dims; mean active per sample {np.count_nonzero(codes_demo, 1).mean():.2f} "
       f"(expected {gt.cfg.expected_active():.2f}); most common feature fires on {gt.p[0]:.3%} of samples, "
       f"the rarest on {gt.p[-1]:.4%}")
@@ -78,39 +77,24 @@ print(f"largest |cos| between two true features: {np.abs(cos_true - np.eye(G)).m
 # 99.6% recovered and 2.1% dead latents (that earlier run had 3.7% dead).
 
 # %%
-STEPS = lesson.pick(smoke=100, default=6000)
-DEAD_WINDOW_STEPS = lesson.pick(5, 24)
-BASE = dict(d_in=d, lr=3e-3, batch_size=lesson.pick(256, 1024), resample_at=tuple(0.05 * i for i in range(1, 11)),
-            resample_batches=lesson.pick(4, 20))
-MAIN_RATIO, L1_MAIN = 1.1, 3e-4
+STEPS = pipeline.GT[lesson.scale]["steps"]  # the recipe: pipeline.gt_sae_config
+MAIN_RATIO, L1_MAIN = pipeline.GT_MAIN["ratio"], pipeline.GT_MAIN["l1_coefficient"]
 
 
 def train_sae(data, d_sae, l1, steps=STEPS, name=None, **overrides):
-    cfg = sae.SAEConfig(**{**BASE, "steps": steps, "dead_window": DEAD_WINDOW_STEPS / steps, "d_sae": d_sae,
-                           "l1_coefficient": l1, **overrides})
-    task = sae.SAETask(cfg, data)
+    cfg = pipeline.gt_sae_config(lesson.scale, d_sae, l1, steps, seed=lesson.seeded(0), **overrides)
     path = lesson.cache / f"03_{name}.npz" if name else None
-    result = train(task, cfg.steps, chunk_steps=100, checkpoint=path, desc=name or f"sae {d_sae} l1={l1:g}")
-    return task, result
+    return pipeline.train_gt_sae(cfg, data, checkpoint=path, desc=name)
 
 
-EVAL_ROWS = lesson.pick(4096, 32768)  # the rarest true feature fires ~9 times in 32768 samples
-
-
-def evaluate(params, cfg, data, true_dirs, seed=123):
-    x = data(np.random.default_rng(seed), EVAL_ROWS)
-    out, _ = sae.forward(params, x, cfg)
-    density = metrics.feature_density(out.f)
-    return {"mmcs": metrics.mmcs(true_dirs, params["W_dec"]),
-            "recovered": metrics.fraction_recovered(true_dirs, params["W_dec"], 0.9),
-            "one_to_one": metrics.one_to_one_score(true_dirs, params["W_dec"]),
-            "dead": metrics.dead_fraction(density), "l0": metrics.l0(out.f),
-            "explained_variance": metrics.explained_variance(x, out.x_hat), "density": density}
+def evaluate(params, cfg, data):
+    """The scores below, on fresh samples (32,768 at the default scale): pipeline.gt_evaluate."""
+    return pipeline.gt_evaluate(params, cfg, data, lesson.scale, seed=lesson.seeded(123))
 
 
 t0 = time.perf_counter()
 task, result = train_sae(gt, int(MAIN_RATIO * G), L1_MAIN, name="main")
-main = evaluate(task.params, task.cfg, gt, gt.directions)
+main = evaluate(task.params, task.cfg, gt)
 print(f"trained {STEPS} steps in {time.perf_counter() - t0:.0f} s; resampled (step, latents): {task.resampled}")
 print(f"MMCS {main['mmcs']:.4f}  recovered at cos >= 0.9: {main['recovered']:.1%}  one-to-one {main['one_to_one']:.4f}  "
       f"dead {main['dead']:.1%}  L0 {main['l0']:.2f}  explained variance {main['explained_variance']:.4f}")
@@ -237,7 +221,7 @@ t0 = time.perf_counter()
 for l1 in L1S:
     for r in RATIOS:
         t_run, _ = train_sae(gt, int(r * G), l1, steps=SWEEP_STEPS, batch_size=SWEEP_BATCH)
-        sweep[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt, gt.directions))
+        sweep[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt))
         print(f"l1 {l1:g} dictionary {r}x: MMCS {sweep[l1, r][1]['mmcs']:.3f} dead {sweep[l1, r][1]['dead']:.1%}")
 print(f"sweep: {len(sweep)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
 
@@ -281,9 +265,9 @@ lesson.savefig(fig, "sweep_heatmap.png",
 # the shorter run.
 
 # %%
-gt_corr = GroundTruth(GroundTruthConfig(**GT_SIZES, correlated=True))
+gt_corr = pipeline.gt_world(lesson.scale, correlated=True, seed=lesson.seeded(0))
 t_corr, _ = train_sae(gt_corr, int(MAIN_RATIO * G), L1_MAIN, steps=lesson.pick(100, 3000, 6000), name="correlated")
-corr = evaluate(t_corr.params, t_corr.cfg, gt_corr, gt_corr.directions)
+corr = evaluate(t_corr.params, t_corr.cfg, gt_corr)
 print(f"correlated: MMCS {corr['mmcs']:.4f}, recovered {corr['recovered']:.1%}, dead {corr['dead']:.1%} "
       f"(uncorrelated: MMCS {main['mmcs']:.4f}, recovered {main['recovered']:.1%})")
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
