@@ -206,8 +206,8 @@ lesson.savefig(fig, "density.png",
 #   be (256 latents cannot hold 512 directions): the 1x and 2x dictionaries are still far from the true
 #   features at this length, and so they disagree with each other.
 #
-# Read this heatmap as a picture of an unfinished search; `--scale full` runs every cell as long as the
-# main run (and adds the 4x dictionary) for the trends themselves.
+# Read this heatmap as a picture of an unfinished search; the converged sweep of the next section runs
+# every cell as long as the main run, for the trends themselves.
 
 # %%
 # At the default scale the sweep is coarse (short runs on half batches, three sizes) to keep the lesson
@@ -216,20 +216,20 @@ RATIOS = lesson.pick([0.5, 1], [0.5, 1, 2], [0.5, 1, 2, 4])
 L1S = lesson.pick([3e-4, 1e-3], [1.5e-4, 3e-4, 6e-4])
 SWEEP_STEPS = lesson.pick(50, 1000, 6000)
 SWEEP_BATCH = lesson.pick(256, 512, 1024)
-sweep = {}
+quick = {}
 t0 = time.perf_counter()
 for l1 in L1S:
     for r in RATIOS:
         t_run, _ = train_sae(gt, int(r * G), l1, steps=SWEEP_STEPS, batch_size=SWEEP_BATCH)
-        sweep[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt))
-        print(f"l1 {l1:g} dictionary {r}x: MMCS {sweep[l1, r][1]['mmcs']:.3f} dead {sweep[l1, r][1]['dead']:.1%}")
-print(f"sweep: {len(sweep)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
+        quick[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt))
+        print(f"l1 {l1:g} dictionary {r}x: MMCS {quick[l1, r][1]['mmcs']:.3f} dead {quick[l1, r][1]['dead']:.1%}")
+print(f"short sweep: {len(quick)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
 
-grid = {k: np.array([[sweep[l1, r][1][k] for r in RATIOS] for l1 in L1S]) for k in ("mmcs", "dead")}
+grid = {k: np.array([[quick[l1, r][1][k] for r in RATIOS] for l1 in L1S]) for k in ("mmcs", "dead")}
 vs_larger = np.full((len(L1S), len(RATIOS)), np.nan)
 for i, l1 in enumerate(L1S):
     for j in range(len(RATIOS) - 1):
-        vs_larger[i, j] = metrics.mmcs(sweep[l1, RATIOS[j]][0], sweep[l1, RATIOS[j + 1]][0])
+        vs_larger[i, j] = metrics.mmcs(quick[l1, RATIOS[j]][0], quick[l1, RATIOS[j + 1]][0])
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
 for ax, data, title, lims in ((axes[0], grid["mmcs"], "MMCS vs ground truth", (0, 1)),
@@ -250,6 +250,41 @@ lesson.savefig(fig, "sweep_heatmap.png",
               "Coarse sweep of L1 coefficient x dictionary size: MMCS against ground truth, dead latents, and "
               "MMCS against the next larger dictionary (the signals available without ground truth). At the "
               "default scale each cell trains 1,000 steps, too short to show the full-length trends.")
+
+# %% [markdown]
+# ## The converged sweep
+#
+# To see the trade-off itself, every point of the grid must train as long as the main run (6,000 steps
+# on batches of 1,024 at the default scale): L1 1.5e-4, 3e-4 and 6e-4 against dictionaries of 1x, 1.1x,
+# 2x and 4x the true features, twelve SAEs, the main run among them. That is too long for a lesson, so
+# it runs as a command of its own, which spreads the points over worker processes (one per core) or a
+# dask cluster, and resumes where it stopped if interrupted:
+#
+#     python -m tinymono sweep sae-gt                         # --executor dask://HOST:PORT for a cluster
+#
+# It writes its table, figure and `sweep.json` into `runs/<scale>/sweep-sae-gt/`; when they are there,
+# this cell draws them. What to look for: for each dictionary size, MMCS against the true features peaks
+# at a middle L1 (too little and codes stay dense and mixed, too much and rare features are dropped);
+# the dead latents grow with the dictionary (its spare latents have nothing to find), and the MMCS
+# between a dictionary and the next larger one stops rising once the smaller one holds every feature.
+
+# %%
+converged = sweep.load_sae_gt(lesson.out.parent)
+if converged is None:
+    print(f"no converged sweep in {lesson.out.parent / 'sweep-sae-gt'}: run `python -m tinymono sweep sae-gt "
+          f"--scale {lesson.scale} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
+else:
+    done = [r for r in converged["points"] if r.get("mmcs") is not None]
+    print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps each "
+          f"(the main run: {STEPS})")
+    for ratio, top in sweep.best_per_size(done).items():
+        print(f"  {ratio:g}x: best l1 {top['l1_coefficient']:g}, MMCS {top['mmcs']:.4f}, recovered "
+              f"{top['recovered']:.1%}, dead {top['dead']:.1%}")
+    lesson.savefig(plots.sweep_tradeoff(converged["points"], converged["steps"], converged["n_features"]),
+                   "sweep_converged.png",
+                   f"The L1 x dictionary-size sweep with every point trained {converged['steps']:,} steps "
+                   "(python -m tinymono sweep sae-gt): MMCS against the true features, dead latents, L0 and MMCS "
+                   "against the next larger dictionary, one line per dictionary size.")
 
 # %% [markdown]
 # ## Correlated features

@@ -155,8 +155,12 @@ def describe_dask(executor):
 @contextmanager
 def open_executor(spec, workers=None, points=None):
     """(executor, a line saying what it is) for an --executor value: 'process', 'serial', 'dask-local' or
-    'dask://HOST:PORT'. workers: processes to start (default: one per core, and never more than `points`);
-    each gets cores // workers threads."""
+    'dask://HOST:PORT', or any concurrent.futures.Executor of the caller's (used as it is, and left open).
+    workers: processes to start (default: one per core, and never more than `points`); each gets
+    cores // workers threads."""
+    if isinstance(spec, cf.Executor):
+        yield spec, f"the caller's {type(spec).__name__}"
+        return
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"--workers must be a positive integer, got {workers!r}")
     n = workers or cores()

@@ -148,10 +148,13 @@ def sweep_tradeoff(rows, steps, n_features, bar=0.95):
             if pts:
                 ax.plot(*zip(*pts), "o-", color=color, label=f"{ratio:g}x ({int(ratio * n_features)})")
         ax.set(xscale="log", xlabel="L1 coefficient", title=title)
+        if key != "l0":
+            ax.set_ylim(top=1.02 * scale)
+        if key == "dead":
+            ax.set_ylim(bottom=-2)
         if not ax.lines:
             empty_panel(ax, "needs two dictionary sizes\nat one L1", clear=False)
     axes[0].axhline(bar, color="gray", ls="--", lw=1, label=f"bar {bar}")
     axes[0].legend(fontsize=7, title="dictionary (latents)", title_fontsize=7)
-    fig.suptitle(f"L1 x dictionary size, every point trained {steps:,} steps: recovery peaks at a middle L1; "
-                 "spare latents die", fontsize=10)
+    fig.suptitle(f"L1 coefficient x dictionary size, every point trained {steps:,} steps", fontsize=10)
     return fig

@@ -258,6 +258,18 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
     return 1 if failures else 0
 
 
+def load_sae_gt(run_dir):
+    """The sae-gt sweep recorded in a run's folder (its sweep.json), or None if there is none."""
+    path = Path(run_dir) / "sweep-sae-gt" / "sweep.json"
+    if not path.exists():
+        return None
+    try:
+        return read_json(path, BadFile, "run the sweep again to rewrite it", required=("points", "steps", "n_features"))
+    except BadFile as e:
+        print(f"warning: {e}", file=sys.stderr)
+        return None
+
+
 def _tradeoff_figure(sweep, path):
     import matplotlib.pyplot as plt
 
@@ -307,6 +319,13 @@ def _seed_results(point):
 def _seed_finished(point):
     stages = _seed_results(point)
     return None if stages is None else {"code": 0, "stages": stages, "seconds": 0.0}
+
+
+def _seed_summary(result):
+    from tinymono import reproduce
+
+    counts = reproduce.tally([(lesson, c) for lesson, st in result["stages"].items() for c in st["checks"]])
+    return f"{len(result['stages'])} lessons, " + ", ".join(f"{v} {k}" for k, v in counts.items())
 
 
 def seeds_table(sweep):
@@ -371,8 +390,7 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
         print(f"executor: {what}", flush=True)
         results, failures = run(
             points, seeds_stage, ex, finished=_seed_finished, record=lambda p, r: None, label=lambda p: f"seed {p['seed']}",
-            summary=lambda r: ", ".join(f"{k} {v}" for k, v in reproduce.tally(
-                [(n, c) for st in r["stages"].values() for c in st["checks"]]).items()))
+            summary=_seed_summary)
     sweep = dict(sweep="seeds", scale=scale, seeds=seed_list, lessons=names, set=settings.describe(overrides),
                  executor=what, seconds=time.perf_counter() - t0,
                  results={str(points[i]["seed"]): r for i, r in results.items()},
