@@ -127,6 +127,28 @@ def test_sae_gt_on_a_process_pool_resumes_after_its_workers_are_killed(serial, t
     assert "| 0.001 | 2x | 128 |" in (tmp_path / "smoke" / "sweep-sae-gt" / "table.md").read_text()
 
 
+def test_ctrl_c_on_the_command_saves_the_running_points_and_starts_no_other(tmp_path):
+    """SIGINT to `python -m tinymono sweep` alone (as `kill -INT` sends it; a terminal's Ctrl-C reaches only the
+    driver too, the workers being in sessions of their own): each running point saves its checkpoint, no
+    queued point starts, the command exits 130, and its workers are gone."""
+    cmd = [sys.executable, "-m", "tinymono", "sweep", "sae-gt", "--scale", "smoke", "--steps", "6000", "--ratio", "1",
+           "2", "3", "--out", str(tmp_path), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    t_end = time.monotonic() + 120
+    while not list(points_dir(tmp_path).glob("*/result.json")) and time.monotonic() < t_end and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert out.count("interrupted at step") == 2, "each of the two running points must save its checkpoint:\n" + out
+    started = sorted(p.name for p in points_dir(tmp_path).iterdir())
+    assert len(started) == 3, f"a point queued behind the running ones started after the interrupt: {started}"
+    worker = json.loads(next(points_dir(tmp_path).glob("*/result.json")).read_text())["result"]["pid"]
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+
+
 def test_sae_gt_on_a_dask_local_cluster_resumes_after_a_cancel_and_a_killed_worker(serial, tmp_path, capsys):
     """On dask: cancel the sweep after its first point, run it again and kill both workers mid-point (dask
     reruns their points on the restarted workers, from their checkpoints): the serial numbers, and no

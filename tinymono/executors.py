@@ -16,8 +16,8 @@ NUMBA_NUM_THREADS=1 in their environment).
 
 Signals. A pool worker runs in a session of its own, so a terminal's Ctrl-C reaches only the driver, which
 passes exactly one SIGINT to each worker (`interrupt_workers`): the training loop then saves its checkpoint
-and stops (a second one stops it at once, as in `reproduce`). An idle worker ignores SIGINT; a worker whose
-driver died exits within a second (`_watch_parent`), so no worker outlives its sweep.
+and stops (a second one stops it at once, as in `reproduce`), and the worker starts no further point. A
+worker whose driver died exits within a second (`_watch_parent`), so no worker outlives its sweep.
 """
 from __future__ import annotations
 
@@ -49,22 +49,37 @@ def _watch_parent(parent):
     os._exit(1)  # the driver is gone: nobody will collect this worker's result
 
 
+_worker = {"pool": False, "interrupted": False}  # this process is a pool worker; a SIGINT has reached it
+
+
+def _interrupted(signum, frame):
+    _worker["interrupted"] = True
+
+
 def _init_worker(env, parent):
     """First thing in each pool worker, before any task (and so before NumPy) is imported."""
     os.environ.update(env)
     os.setsid()  # a session of its own: a terminal's Ctrl-C reaches the driver only, which passes it on once
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle between points; `call` listens while a point runs
+    _worker["pool"] = True
+    signal.signal(signal.SIGINT, _interrupted)  # between points; `call` listens for it while a point runs
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def call(stage, point):
     """stage(point) in a worker. In a main thread (a pool worker, or `serial`), SIGINT raises
-    KeyboardInterrupt while the point runs (the training loop turns the first one into a saved checkpoint)."""
+    KeyboardInterrupt while the point runs (the training loop turns the first one into a saved checkpoint).
+    A pool worker that has been interrupted starts no more points: a pool hands each worker its next point
+    before the current one ends, and the driver cannot take it back."""
     if threading.current_thread() is not threading.main_thread():
         return stage(point)
+    if _worker["interrupted"]:
+        raise KeyboardInterrupt("the sweep was interrupted before this point started")
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return stage(point)
+    except KeyboardInterrupt:
+        _worker["interrupted"] = _worker["pool"]
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 
