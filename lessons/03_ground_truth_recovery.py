@@ -275,8 +275,8 @@ if converged is None:
           f"--scale {lesson.scale} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
 else:
     done = [r for r in converged["points"] if r.get("mmcs") is not None]
-    print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps each "
-          f"(the main run: {STEPS})")
+    print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "
+          f"each (the main run: {STEPS})")
     for ratio, top in sweep.best_per_size(done).items():
         print(f"  {ratio:g}x: best l1 {top['l1_coefficient']:g}, MMCS {top['mmcs']:.4f}, recovered "
               f"{top['recovered']:.1%}, dead {top['dead']:.1%}")

@@ -87,7 +87,8 @@ def test_pool_workers_get_their_threads_before_numpy_loads():
     with executors.open_executor("process", workers=2) as (pool, what):
         assert what == f"process pool: 2 workers x {threads} thread{'s' if threads > 1 else ''}"
         numpy_loaded = pool.submit(eval, "'numpy' in __import__('sys').modules").result()
-        env = pool.submit(eval, "{k: __import__('os').environ.get(k) for k in %r}" % (executors.THREAD_VARIABLES,)).result()
+        names = executors.THREAD_VARIABLES
+        env = pool.submit(eval, f"{{k: __import__('os').environ.get(k) for k in {names!r}}}").result()
         numba_threads = pool.submit(eval, "__import__('numba').get_num_threads()").result()
         own_session = pool.submit(eval, "__import__('os').getsid(0) == __import__('os').getpid()").result()
     assert not numpy_loaded, "a worker loaded NumPy before its first task: its BLAS threads were fixed too early"
@@ -227,7 +228,8 @@ def test_seeds_sweep_gives_each_seeds_serial_numbers(tmp_path):
 
 def test_seeds_table_spread_and_passes():
     check = lambda v, st: {"name": "c", "bar": ">= 1", "value": v, "status": st}  # noqa: E731
-    result = {s: {"stages": {"01_x": {"checks": [check(v, st)]}}} for s, v, st in (("0", 0.5, "FAIL"), ("3", 1.25, "PASS"))}
+    result = {s: {"stages": {"01_x": {"checks": [check(v, st)]}}}
+              for s, v, st in (("0", 0.5, "FAIL"), ("3", 1.25, "PASS"))}
     table = sweep.seeds_table(dict(scale="smoke", seeds=[0, 3], set=[], executor="serial", seconds=1.0, results=result))
     assert "| 01_x | c | >= 1 | 0.5 F | 1.25 P | 0.75 | 1/2 |" in table, table
 

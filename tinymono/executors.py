@@ -181,14 +181,15 @@ def open_executor(spec, workers=None, points=None):
     n = workers or cores()
     n = max(1, min(n, points)) if points else n
     threads = max(1, cores() // n)
+    many = f"{n} worker{'s' if n > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     if spec == "serial":
         yield SerialExecutor(), "serial (this process)"
     elif spec == "process":
         with process_pool(n, threads) as pool:
-            yield pool, f"process pool: {n} worker{'s' if n > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+            yield pool, f"process pool: {many}"
     elif spec == "dask-local":
         with dask_executor(None, n, threads) as ex:
-            yield ex, f"dask LocalCluster: {n} worker{'s' if n > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+            yield ex, f"dask LocalCluster: {many}"
     elif spec.startswith(("dask://", "tcp://")):
         address = "tcp://" + spec.split("://", 1)[1]
         with dask_executor(address) as ex:

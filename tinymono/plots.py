@@ -138,8 +138,8 @@ def sweep_tradeoff(rows, steps, n_features, bar=0.95):
     rows = [r for r in rows if r.get("mmcs") is not None]
     ratios = sorted({r["ratio"] for r in rows})
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), layout="constrained")
-    panels = (("mmcs", "MMCS vs the true features", 1), ("dead", "dead latents (%)", 100), ("l0", "L0 (active latents)", 1),
-              ("vs_larger", "MMCS vs the next larger dictionary", 1))
+    panels = (("mmcs", "MMCS vs the true features", 1), ("dead", "dead latents (%)", 100),
+              ("l0", "L0 (active latents)", 1), ("vs_larger", "MMCS vs the next larger dictionary", 1))
     colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(ratios), 1)))
     for ax, (key, title, scale) in zip(axes, panels):
         for ratio, color in zip(ratios, colors):
@@ -154,6 +154,7 @@ def sweep_tradeoff(rows, steps, n_features, bar=0.95):
             ax.set_ylim(bottom=-2)
         if not ax.lines:
             empty_panel(ax, "needs two dictionary sizes\nat one L1", clear=False)
+    axes[3].set_ylabel("each size's rows, found in the next size's")
     axes[0].axhline(bar, color="gray", ls="--", lw=1, label=f"bar {bar}")
     axes[0].legend(fontsize=7, title="dictionary (latents)", title_fontsize=7)
     fig.suptitle(f"L1 coefficient x dictionary size, every point trained {steps:,} steps", fontsize=10)

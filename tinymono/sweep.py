@@ -46,7 +46,9 @@ def _duration(seconds):
     seconds = int(round(seconds))
     if seconds < 120:
         return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 7200 else f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 @contextlib.contextmanager
@@ -191,7 +193,8 @@ def sae_gt_table(sweep):
     lines = [f"# sae-gt sweep: lesson 03's L1 x dictionary size, {sweep['steps']} steps per point "
              f"(scale {sweep['scale']}, seed {sweep['seed']})", "",
              f"{len(rows)} of {len(sweep['points'])} points finished; run on {sweep['executor']}; this call's wall "
-             f"time {_duration(sweep['seconds'])}; points' own times summed {_duration(sum(r['seconds'] for r in rows))}.",
+             f"time {_duration(sweep['seconds'])}; points' own times summed "
+             f"{_duration(sum(r['seconds'] for r in rows))}.",
              "", "| L1 | dictionary | latents | MMCS | recovered (cos >= 0.9) | one-to-one | dead | L0 | explained "
              "variance | MMCS vs next larger | time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -254,7 +257,8 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
     table = sae_gt_table(sweep)
     atomic_write(base / "table.md", lambda fh: fh.write(table.encode()))
     _tradeoff_figure(sweep, base / "tradeoff.png")
-    print(f"\n{table}\ntable: {base / 'table.md'}\nfigure: {base / 'tradeoff.png'}\nwall time {_duration(sweep['seconds'])}")
+    print(f"\n{table}\ntable: {base / 'table.md'}\nfigure: {base / 'tradeoff.png'}\n"
+          f"wall time {_duration(sweep['seconds'])}")
     return 1 if failures else 0
 
 
@@ -336,11 +340,11 @@ def seeds_table(sweep):
     keys = []  # (lesson, check name, bar) in the order the lessons print them
     for s in seeds:
         for lesson, result in per_seed[s].get("stages", {}).items():
-            keys += [(lesson, c["name"], c["bar"]) for c in result["checks"] if (lesson, c["name"], c["bar"]) not in keys]
+            keys += [k for k in ((lesson, c["name"], c["bar"]) for c in result["checks"]) if k not in keys]
     lines = [f"# seeds sweep: scale {sweep['scale']}, seeds {' '.join(map(str, seeds))}"
              + (f", settings {' '.join(sweep['set'])}" if sweep["set"] else ""), "",
-             f"Run on {sweep['executor']}; this call's wall time {_duration(sweep['seconds'])}. Each value: the check's "
-             "number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds.", "",
+             f"Run on {sweep['executor']}; this call's wall time {_duration(sweep['seconds'])}. Each value: the "
+             "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds.", "",
              "| lesson | check | bar | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | PASS |",
              "|---|---|---|" + "---|" * len(seeds) + "---|---|"]
     for lesson, name, bar in keys:
@@ -389,7 +393,8 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
     with executors.open_executor(executor, workers, len(points)) as (ex, what), _stops_as_interrupts():
         print(f"executor: {what}", flush=True)
         results, failures = run(
-            points, seeds_stage, ex, finished=_seed_finished, record=lambda p, r: None, label=lambda p: f"seed {p['seed']}",
+            points, seeds_stage, ex, finished=_seed_finished, record=lambda p, r: None,
+            label=lambda p: f"seed {p['seed']}",
             summary=_seed_summary)
     sweep = dict(sweep="seeds", scale=scale, seeds=seed_list, lessons=names, set=settings.describe(overrides),
                  executor=what, seconds=time.perf_counter() - t0,
