@@ -36,7 +36,7 @@ from tinymono.lesson import Lesson
 from tinymono.train import train
 
 lesson = Lesson("01_superposition")
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(lesson.seeded(0))  # seed 0 keeps the lesson's own seeds (--seed N: lesson.py)
 
 # %% [markdown]
 # ## The data
@@ -46,7 +46,8 @@ rng = np.random.default_rng(0)
 # (1 - S): the fraction of non-zero entries follows the configuration.
 
 # %%
-demo = toy.ToyConfig(5, 2, n_inst=3, feature_probability=[1.0, 0.2, 0.05], batch_size=10_000)
+demo = toy.ToyConfig(5, 2, n_inst=3, feature_probability=[1.0, 0.2, 0.05], batch_size=10_000,
+                    seed=lesson.seeded(0))
 x = toy.generate_batch(demo, step=0)  # [inst, batch, feats]
 for i, p in enumerate([1.0, 0.2, 0.05]):
     print(f"density {p:4}: measured fraction of non-zero features {np.mean(x[i] > 0):.3f}; first sample",
@@ -60,7 +61,7 @@ for i, p in enumerate([1.0, 0.2, 0.05]):
 # central differences in float64.
 
 # %%
-cfg = toy.ToyConfig(5, 2, n_inst=2, importance=0.9 ** np.arange(5))
+cfg = toy.ToyConfig(5, 2, n_inst=2, importance=0.9 ** np.arange(5), seed=lesson.seeded(0))
 params = {"W": rng.standard_normal((2, 2, 5)), "b_final": rng.standard_normal((2, 5))}
 xb = toy.generate_batch(cfg, 0, batch_size=8)
 out, cache = toy.forward(params, xb, cfg)
@@ -80,7 +81,8 @@ print(format_table(errors, budget=1e-7))
 # draw exactly the same data. First we check they agree; only then do we time them.
 
 # %%
-cfg = toy.ToyConfig(5, 2, n_inst=64, feature_probability=0.1, importance=0.9 ** np.arange(5), steps=1000)
+cfg = toy.ToyConfig(5, 2, n_inst=64, feature_probability=0.1, importance=0.9 ** np.arange(5), steps=1000,
+                    seed=lesson.seeded(0))
 fast, slow = toy.ToyTask(cfg, "numba"), toy.ToyTask(cfg, "numpy")
 fast.run_chunk(0, 5), slow.run_chunk(0, 5)  # (also compiles the kernel)
 gap = max(np.abs(fast.params[k] - slow.params[k]).max() for k in fast.params)
@@ -109,7 +111,7 @@ intro = toy.ToyConfig(
     5, 2, n_inst=len(groups) * seeds,
     feature_probability=np.repeat([g[1] for g in groups], seeds),
     importance=np.repeat(np.array([g[2] for g in groups]), seeds, axis=0),
-    batch_size=lesson.pick(smoke=128, default=1024), steps=lesson.pick(smoke=200, default=6000, full=20000), seed=1)
+    batch_size=lesson.pick(smoke=128, default=1024), steps=lesson.pick(smoke=200, default=6000, full=20000), seed=lesson.seeded(1))
 task = toy.ToyTask(intro)
 train(task, intro.steps, checkpoint=lesson.cache / "toy_intro.npz", desc="5 features in 2 dims")
 
@@ -163,7 +165,7 @@ phase_cfg = toy.ToyConfig(
     2, 1, n_inst=G * G * phase_seeds,
     feature_probability=np.repeat(D.ravel(), phase_seeds),
     importance=np.stack([np.ones(G * G * phase_seeds), np.repeat(I2.ravel(), phase_seeds)], axis=1),
-    batch_size=lesson.pick(smoke=64, default=1024), steps=lesson.pick(smoke=100, default=3000, full=6000), seed=3)
+    batch_size=lesson.pick(smoke=64, default=1024), steps=lesson.pick(smoke=100, default=3000, full=6000), seed=lesson.seeded(3))
 phase_task = toy.ToyTask(phase_cfg)
 train(phase_task, phase_cfg.steps, checkpoint=lesson.cache / "toy_phase.npz", desc="phase diagram")
 W_phase, _ = best_per_group(phase_cfg, phase_task.params, G * G)
@@ -203,7 +205,7 @@ n_points = lesson.pick(smoke=4, default=16, full=30)
 inv_density = np.geomspace(1, 100, n_points)
 dims_cfg = toy.ToyConfig(n_many, m_many, n_inst=n_points, feature_probability=1 / inv_density, importance=1.0,
                          batch_size=lesson.pick(smoke=128, default=1024),
-                         steps=lesson.pick(smoke=100, default=4000, full=10000), seed=2)
+                         steps=lesson.pick(smoke=100, default=4000, full=10000), seed=lesson.seeded(2))
 dims_task = toy.ToyTask(dims_cfg)
 train(dims_task, dims_cfg.steps, checkpoint=lesson.cache / "toy_dims.npz", desc="dimensionality sweep")
 W_dims = dims_task.params["W"]
@@ -257,7 +259,7 @@ pair_W = {}
 for kind, pairs in (("correlated", dict(n_correlated_pairs=2)), ("anticorrelated", dict(n_anticorrelated_pairs=2))):
     pair_cfg = toy.ToyConfig(4, 2, n_inst=pair_seeds, feature_probability=0.02, importance=1.0,
                              batch_size=lesson.pick(smoke=128, default=1024),
-                             steps=lesson.pick(smoke=200, default=6000), seed=5, **pairs)
+                             steps=lesson.pick(smoke=200, default=6000), seed=lesson.seeded(5), **pairs)
     pair_task = toy.ToyTask(pair_cfg)
     train(pair_task, pair_cfg.steps, checkpoint=lesson.cache / f"toy_{kind}.npz", desc=f"{kind} pairs")
     pair_W[kind] = best_per_group(pair_cfg, pair_task.params, 1)[0][0]  # [hidden, feats]

@@ -54,7 +54,7 @@ t_lesson = time.perf_counter()
 
 # %%
 toy_cfg = toy.ToyConfig(n_features=5, d_hidden=2, feature_probability=0.05, importance=1.0,
-                        steps=lesson.pick(300, 10_000), batch_size=1024, lr=1e-3, seed=0)
+                        steps=lesson.pick(300, 10_000), batch_size=1024, lr=1e-3, seed=lesson.seeded(0))
 toy_task = toy.ToyTask(toy_cfg)
 train(toy_task, toy_cfg.steps, checkpoint=lesson.cache / "02_toy.npz", desc="toy model")
 W_toy = toy_task.params["W"][0]  # [hidden=2, feats=5]
@@ -70,7 +70,7 @@ def toy_activations(rng, n):
 
 angles = np.degrees(np.arctan2(true_dirs[:, 1], true_dirs[:, 0]))
 print("feature norms", np.round(np.linalg.norm(W_toy, axis=0), 3), "angles (deg)", np.round(np.sort(angles), 1))
-h_demo = toy_activations(np.random.default_rng(1), 3000)
+h_demo = toy_activations(np.random.default_rng(lesson.seeded(1)), 3000)
 fig, ax = plt.subplots(figsize=(4.2, 4.2))
 ax.scatter(*h_demo.T, s=3, alpha=0.3)
 for i, v in enumerate(W_toy.T):
@@ -117,7 +117,7 @@ print(inspect.getsource(sae.backward))
 # across the kink would disagree for a legitimate reason).
 
 # %%
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(lesson.seeded(0))
 gc_cfg = sae.SAEConfig(d_in=3, d_sae=6, l1_coefficient=0.3, dtype="float64")
 while True:
     gc_params = sae.init(gc_cfg, rng)
@@ -185,7 +185,7 @@ print(inspect.getsource(sae.resample_dead))
 # %%
 SAE_STEPS = lesson.pick(100, 6000)
 common = dict(d_in=2, d_sae=5, l1_coefficient=0.3, lr=1e-3, batch_size=1024, steps=SAE_STEPS,
-              dead_window=0.002, resample_batches=10, seed=1)
+              dead_window=0.002, resample_batches=10, seed=lesson.seeded(1))
 runs = {}
 for name, resample_at in (("no resampling", ()), ("resampling", tuple(0.1 * i for i in range(1, 9)))):
     cfg = sae.SAEConfig(**common, resample_at=resample_at)
@@ -218,7 +218,7 @@ lesson.savefig(fig, "sae_training.png",
 # "Nearly dead" here: firing on fewer than 0.1% of samples, when each true feature is present in 5%.
 
 # %%
-eval_h = toy_activations(np.random.default_rng(99), 50_000)
+eval_h = toy_activations(np.random.default_rng(lesson.seeded(99)), 50_000)
 summary = {}
 for name, (task, _) in runs.items():
     f_eval = sae.encode(task.params, eval_h, task.cfg)

@@ -29,10 +29,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import metrics, sae
-from tinymono.groundtruth import GroundTruth, GroundTruthConfig
+from tinymono import metrics, pipeline, plots, sweep
 from tinymono.lesson import Lesson
-from tinymono.train import train
 
 lesson = Lesson("03_ground_truth_recovery")
 t_lesson = time.perf_counter()
@@ -43,13 +41,14 @@ t_lesson = time.perf_counter()
 # What the paper says (Sharkey et al. 2022): d = 256, G = 512, decay 0.99, on average 5 active features,
 # coefficients U[0, 1]. `tinymono.groundtruth` draws the directions once from `seed` and then streams
 # batches from whatever `np.random.Generator` it is handed, so the SAE's training run owns its data
-# stream (and can checkpoint it). At smoke scale everything shrinks so the lesson runs in seconds.
+# stream (and can checkpoint it). At smoke scale everything shrinks so the lesson runs in seconds. The
+# sizes per scale, and the SAE recipe below, live in `tinymono/pipeline.py` (`GT`), where
+# `python -m tinymono sweep sae-gt` finds them too.
 
 # %%
-GT_SIZES = lesson.pick(smoke=dict(d=32, n_features=64, mean_active=3.0), default=dict(d=256, n_features=512))
-gt = GroundTruth(GroundTruthConfig(**GT_SIZES))
+gt = pipeline.gt_world(lesson.scale, seed=lesson.seeded(0))
 G, d = gt.cfg.n_features, gt.cfg.d
-x_demo, codes_demo = gt.sample(np.random.default_rng(1), 4096, codes=True)
+x_demo, codes_demo = gt.sample(np.random.default_rng(lesson.seeded(1)), 4096, codes=True)
 print(f"{G} features in {d} dims; mean active per sample {np.count_nonzero(codes_demo, 1).mean():.2f} "
       f"(expected {gt.cfg.expected_active():.2f}); most common feature fires on {gt.p[0]:.3%} of samples, "
       f"the rarest on {gt.p[-1]:.4%}")
@@ -78,39 +77,24 @@ print(f"largest |cos| between two true features: {np.abs(cos_true - np.eye(G)).m
 # 99.6% recovered and 2.1% dead latents (that earlier run had 3.7% dead).
 
 # %%
-STEPS = lesson.pick(smoke=100, default=6000)
-DEAD_WINDOW_STEPS = lesson.pick(5, 24)
-BASE = dict(d_in=d, lr=3e-3, batch_size=lesson.pick(256, 1024), resample_at=tuple(0.05 * i for i in range(1, 11)),
-            resample_batches=lesson.pick(4, 20))
-MAIN_RATIO, L1_MAIN = 1.1, 3e-4
+STEPS = pipeline.GT[lesson.scale]["steps"]  # the recipe: pipeline.gt_sae_config
+MAIN_RATIO, L1_MAIN = pipeline.GT_MAIN["ratio"], pipeline.GT_MAIN["l1_coefficient"]
 
 
 def train_sae(data, d_sae, l1, steps=STEPS, name=None, **overrides):
-    cfg = sae.SAEConfig(**{**BASE, "steps": steps, "dead_window": DEAD_WINDOW_STEPS / steps, "d_sae": d_sae,
-                           "l1_coefficient": l1, **overrides})
-    task = sae.SAETask(cfg, data)
+    cfg = pipeline.gt_sae_config(lesson.scale, d_sae, l1, steps, seed=lesson.seeded(0), **overrides)
     path = lesson.cache / f"03_{name}.npz" if name else None
-    result = train(task, cfg.steps, chunk_steps=100, checkpoint=path, desc=name or f"sae {d_sae} l1={l1:g}")
-    return task, result
+    return pipeline.train_gt_sae(cfg, data, checkpoint=path, desc=name)
 
 
-EVAL_ROWS = lesson.pick(4096, 32768)  # the rarest true feature fires ~9 times in 32768 samples
-
-
-def evaluate(params, cfg, data, true_dirs, seed=123):
-    x = data(np.random.default_rng(seed), EVAL_ROWS)
-    out, _ = sae.forward(params, x, cfg)
-    density = metrics.feature_density(out.f)
-    return {"mmcs": metrics.mmcs(true_dirs, params["W_dec"]),
-            "recovered": metrics.fraction_recovered(true_dirs, params["W_dec"], 0.9),
-            "one_to_one": metrics.one_to_one_score(true_dirs, params["W_dec"]),
-            "dead": metrics.dead_fraction(density), "l0": metrics.l0(out.f),
-            "explained_variance": metrics.explained_variance(x, out.x_hat), "density": density}
+def evaluate(params, cfg, data):
+    """The scores below, on fresh samples (32,768 at the default scale): pipeline.gt_evaluate."""
+    return pipeline.gt_evaluate(params, cfg, data, lesson.scale, seed=lesson.seeded(123))
 
 
 t0 = time.perf_counter()
 task, result = train_sae(gt, int(MAIN_RATIO * G), L1_MAIN, name="main")
-main = evaluate(task.params, task.cfg, gt, gt.directions)
+main = evaluate(task.params, task.cfg, gt)
 print(f"trained {STEPS} steps in {time.perf_counter() - t0:.0f} s; resampled (step, latents): {task.resampled}")
 print(f"MMCS {main['mmcs']:.4f}  recovered at cos >= 0.9: {main['recovered']:.1%}  one-to-one {main['one_to_one']:.4f}  "
       f"dead {main['dead']:.1%}  L0 {main['l0']:.2f}  explained variance {main['explained_variance']:.4f}")
@@ -222,8 +206,8 @@ lesson.savefig(fig, "density.png",
 #   be (256 latents cannot hold 512 directions): the 1x and 2x dictionaries are still far from the true
 #   features at this length, and so they disagree with each other.
 #
-# Read this heatmap as a picture of an unfinished search; `--scale full` runs every cell as long as the
-# main run (and adds the 4x dictionary) for the trends themselves.
+# Read this heatmap as a picture of an unfinished search; the converged sweep of the next section runs
+# every cell as long as the main run, for the trends themselves.
 
 # %%
 # At the default scale the sweep is coarse (short runs on half batches, three sizes) to keep the lesson
@@ -232,20 +216,20 @@ RATIOS = lesson.pick([0.5, 1], [0.5, 1, 2], [0.5, 1, 2, 4])
 L1S = lesson.pick([3e-4, 1e-3], [1.5e-4, 3e-4, 6e-4])
 SWEEP_STEPS = lesson.pick(50, 1000, 6000)
 SWEEP_BATCH = lesson.pick(256, 512, 1024)
-sweep = {}
+quick = {}
 t0 = time.perf_counter()
 for l1 in L1S:
     for r in RATIOS:
         t_run, _ = train_sae(gt, int(r * G), l1, steps=SWEEP_STEPS, batch_size=SWEEP_BATCH)
-        sweep[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt, gt.directions))
-        print(f"l1 {l1:g} dictionary {r}x: MMCS {sweep[l1, r][1]['mmcs']:.3f} dead {sweep[l1, r][1]['dead']:.1%}")
-print(f"sweep: {len(sweep)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
+        quick[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt))
+        print(f"l1 {l1:g} dictionary {r}x: MMCS {quick[l1, r][1]['mmcs']:.3f} dead {quick[l1, r][1]['dead']:.1%}")
+print(f"short sweep: {len(quick)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
 
-grid = {k: np.array([[sweep[l1, r][1][k] for r in RATIOS] for l1 in L1S]) for k in ("mmcs", "dead")}
+grid = {k: np.array([[quick[l1, r][1][k] for r in RATIOS] for l1 in L1S]) for k in ("mmcs", "dead")}
 vs_larger = np.full((len(L1S), len(RATIOS)), np.nan)
 for i, l1 in enumerate(L1S):
     for j in range(len(RATIOS) - 1):
-        vs_larger[i, j] = metrics.mmcs(sweep[l1, RATIOS[j]][0], sweep[l1, RATIOS[j + 1]][0])
+        vs_larger[i, j] = metrics.mmcs(quick[l1, RATIOS[j]][0], quick[l1, RATIOS[j + 1]][0])
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
 for ax, data, title, lims in ((axes[0], grid["mmcs"], "MMCS vs ground truth", (0, 1)),
@@ -268,6 +252,41 @@ lesson.savefig(fig, "sweep_heatmap.png",
               "default scale each cell trains 1,000 steps, too short to show the full-length trends.")
 
 # %% [markdown]
+# ## The converged sweep
+#
+# To see the trade-off itself, every point of the grid must train as long as the main run (6,000 steps
+# on batches of 1,024 at the default scale): L1 1.5e-4, 3e-4 and 6e-4 against dictionaries of 1x, 1.1x,
+# 2x and 4x the true features, twelve SAEs, the main run among them. That is too long for a lesson, so
+# it runs as a command of its own, which spreads the points over worker processes (one per core) or a
+# dask cluster, and resumes where it stopped if interrupted:
+#
+#     python -m tinymono sweep sae-gt                         # --executor dask://HOST:PORT for a cluster
+#
+# It writes its table, figure and `sweep.json` into `runs/<scale>/sweep-sae-gt/`; when they are there,
+# this cell draws them. What to look for: for each dictionary size, MMCS against the true features peaks
+# at a middle L1 (too little and codes stay dense and mixed, too much and rare features are dropped);
+# the dead latents grow with the dictionary (its spare latents have nothing to find), and the MMCS
+# between a dictionary and the next larger one stops rising once the smaller one holds every feature.
+
+# %%
+converged = sweep.load_sae_gt(lesson.out.parent)
+if converged is None:
+    print(f"no converged sweep in {lesson.out.parent / 'sweep-sae-gt'}: run `python -m tinymono sweep sae-gt "
+          f"--scale {lesson.scale} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
+else:
+    done = [r for r in converged["points"] if r.get("mmcs") is not None]
+    print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "
+          f"each (the main run: {STEPS})")
+    for ratio, top in sweep.best_per_size(done).items():
+        print(f"  {ratio:g}x: best l1 {top['l1_coefficient']:g}, MMCS {top['mmcs']:.4f}, recovered "
+              f"{top['recovered']:.1%}, dead {top['dead']:.1%}")
+    lesson.savefig(plots.sweep_tradeoff(converged["points"], converged["steps"], converged["n_features"]),
+                   "sweep_converged.png",
+                   f"The L1 x dictionary-size sweep with every point trained {converged['steps']:,} steps "
+                   "(python -m tinymono sweep sae-gt): MMCS against the true features, dead latents, L0 and MMCS "
+                   "against the next larger dictionary, one line per dictionary size.")
+
+# %% [markdown]
 # ## Correlated features
 #
 # Real features are not independent. In the correlated variant each sample draws z ~ N(0, M) for a random
@@ -281,9 +300,9 @@ lesson.savefig(fig, "sweep_heatmap.png",
 # the shorter run.
 
 # %%
-gt_corr = GroundTruth(GroundTruthConfig(**GT_SIZES, correlated=True))
+gt_corr = pipeline.gt_world(lesson.scale, correlated=True, seed=lesson.seeded(0))
 t_corr, _ = train_sae(gt_corr, int(MAIN_RATIO * G), L1_MAIN, steps=lesson.pick(100, 3000, 6000), name="correlated")
-corr = evaluate(t_corr.params, t_corr.cfg, gt_corr, gt_corr.directions)
+corr = evaluate(t_corr.params, t_corr.cfg, gt_corr)
 print(f"correlated: MMCS {corr['mmcs']:.4f}, recovered {corr['recovered']:.1%}, dead {corr['dead']:.1%} "
       f"(uncorrelated: MMCS {main['mmcs']:.4f}, recovered {main['recovered']:.1%})")
 fig, ax = plt.subplots(figsize=(5.5, 3.2))

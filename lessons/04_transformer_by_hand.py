@@ -46,7 +46,7 @@ from tinymono.lesson import Lesson
 from tinymono.optim import Adam, clip_grad_norm
 
 lesson = Lesson("04_transformer_by_hand")
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(lesson.seeded(0))  # seed 0 keeps the lesson's own seeds (--seed N: lesson.py)
 BUDGET = 1e-6  # float64 central differences of a correct backward land near 1e-9; a wrong one near 1
 worst = {}  # the largest relative error of each check, for the summary at the end
 
@@ -261,7 +261,7 @@ data = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
 mem_cfg = tr.TransformerConfig(d_model=64, d_mlp=256, n_heads=4, d_head=16, n_ctx=32)
 window = mem_cfg.n_ctx + 1
 one_batch = np.stack([data[s:s + window] for s in range(0, len(data) - window, 12)])  # [B, 33]
-mem_params = tr.init(mem_cfg, np.random.default_rng(1))
+mem_params = tr.init(mem_cfg, np.random.default_rng(lesson.seeded(1)))
 opt = Adam(mem_params, lr=3e-3, betas=(0.9, 0.99))
 n_steps = lesson.pick(smoke=20, default=400)
 curve = []
@@ -289,7 +289,7 @@ lesson.savefig(fig, "memorise_one_batch.png",
                "33 bytes cut from one sentence. Right: its attention pattern, averaged over the 4 heads, on "
                "the first window.")
 
-greedy = tr.sample(mem_params, mem_cfg, text[:8], 60, np.random.default_rng(0), temperature=0)
+greedy = tr.sample(mem_params, mem_cfg, text[:8], 60, np.random.default_rng(lesson.seeded(0)), temperature=0)
 continuation = bytes(greedy[greedy < 256].astype(np.uint8)).decode(errors="replace")
 print("greedy continuation of", repr(text[:8]), "->", repr(continuation))
 

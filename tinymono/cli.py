@@ -2,6 +2,10 @@
 
     python -m tinymono reproduce [--out DIR] [--scale smoke|default|full] [--seed N] [--force] [--only NAME ...]
                                  [--set SECTION.FIELD=VALUE ...]
+    python -m tinymono sweep sae-gt [--l1 L1 ...] [--ratio R ...] [--steps N] [--scale S] [--seed N] [--out DIR]
+                                    [--executor process|serial|dask-local|dask://HOST:PORT] [--workers N]
+    python -m tinymono sweep seeds --seeds N [N ...] [--only NAME ...] [--scale S] [--set ...] [--out DIR]
+                                   [--executor ...] [--workers N]
     python -m tinymono bench NAME [--json] [--quick]
     python -m tinymono exercises [NN] [--out DIR]
     python -m tinymono export-sae CHECKPOINT OUT     (an SAE checkpoint -> SAELens's folder layout)
@@ -14,6 +18,7 @@ import importlib
 import json
 import pkgutil
 import sys
+from concurrent.futures import BrokenExecutor
 
 from tinymono.files import DiskFullError
 from tinymono.lesson import SCALES
@@ -78,6 +83,30 @@ def _reproduce(args):
         return 128 + e.signum
 
 
+def _sweep(args):
+    from tinymono import settings, sweep
+
+    common = dict(out=args.out, scale=args.scale, executor=args.executor, workers=args.workers)
+    try:
+        if args.sweep == "sae-gt":
+            return sweep.sae_gt(l1s=args.l1, ratios=args.ratio, steps=args.steps, seed=args.seed, **common)
+        return sweep.seeds(seed_list=args.seeds, only=args.only, overrides=settings.parse(args.set), **common)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished points are kept and running ones saved their checkpoints: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    except BrokenExecutor as e:
+        print(f"error: a worker process died ({e}); finished points are kept: run the same command again to "
+              "resume", file=sys.stderr)
+        return 1
+
+
 def _exercises(args):
     from tinymono.exercises import LESSONS, parse_lesson
     from tinymono.exercises.workspace import write_workspace
@@ -111,8 +140,8 @@ def main(argv=None):
                           "the checked reproduction, about 30 minutes on 2 cores; full: larger sizes, several "
                           "hours (default: default)")
     rep.add_argument("--seed", type=int, default=0,
-                     help="seed of the corpus, the transformer and the SAEs (lessons 05-08); a run with seed N > 0 "
-                          "lives in OUT/<scale>-seed<N> (default: 0)")
+                     help="reseeds every lesson (05-08: the corpus, the transformer and the SAEs; 01-04: their own "
+                          "seeds, which seed 0 keeps); a run with seed N > 0 lives in OUT/<scale>-seed<N> (default: 0)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
     rep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -120,6 +149,34 @@ def main(argv=None):
                           "--set sae.d_sae=8192 (sections: corpus, model, train, harvest, sae; fields: those of "
                           "their configs); the run lives in OUT/<scale>-set-<key>")
     rep.set_defaults(func=_reproduce)
+    sw = sub.add_parser("sweep", help="many runs spread over worker processes or a dask cluster: lesson 03's "
+                                      "L1 x dictionary-size grid, or the main job's checks per seed",
+                        description=importlib.import_module("tinymono.sweep").__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = sw.add_subparsers(dest="sweep", required=True)
+    for name, text in (("sae-gt", "lesson 03's L1 x dictionary-size grid, each point trained as long as its main run"),
+                       ("seeds", "reproduce once per seed; a table of every check per seed and its spread")):
+        k = kinds.add_parser(name, help=text, description=text)
+        k.add_argument("--out", default="runs", help="runs folder, as reproduce's (default: runs)")
+        k.add_argument("--scale", choices=SCALES, default="default", help="(default: default)")
+        k.add_argument("--executor", default="process",
+                       help="process: a pool of worker processes on this machine (default); dask://HOST:PORT: the "
+                            "workers of a running dask scheduler (pip install -e '.[dask]'); dask-local: a dask "
+                            "LocalCluster started here; serial: one point after another in this process")
+        k.add_argument("--workers", type=int, help="worker processes for process and dask-local (default: one per "
+                                                   "core); each gets cores // workers BLAS and numba threads")
+        if name == "sae-gt":
+            k.add_argument("--l1", type=float, nargs="+", help="L1 coefficients (default: 1.5e-4 3e-4 6e-4)")
+            k.add_argument("--ratio", type=float, nargs="+",
+                           help="dictionary sizes as multiples of the true features (default: 1 1.1 2 4)")
+            k.add_argument("--steps", type=int, help="training steps per point (default: lesson 03's main run, 6000)")
+            k.add_argument("--seed", type=int, default=0, help="lesson 03's seed (see lesson.seeded; default: 0)")
+        else:
+            k.add_argument("--seeds", type=int, nargs="+", required=True, metavar="N", help="the seeds to run")
+            k.add_argument("--only", nargs="+", metavar="NAME", help="only lessons whose name contains NAME")
+            k.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                           help="as reproduce's --set, for every seed")
+    sw.set_defaults(func=_sweep)
     exp = sub.add_parser("export-sae", help="write an SAE checkpoint in SAELens's layout (safetensors + cfg.json)")
     exp.add_argument("source", metavar="CHECKPOINT", help="a tinymono SAE checkpoint, e.g. runs/default/cache/sae.npz")
     exp.add_argument("dest", metavar="OUT", help="the folder to write (sae_weights.safetensors, cfg.json)")

@@ -14,9 +14,12 @@ In exercise mode (TINYMONO_IMPL=WORKSPACE, see tinymono/exercises) the lesson sa
 are the learner's, and its figures and models go under WORKSPACE/runs unless --runs says otherwise, so
 that nothing trained by the learner's code mixes with the library's cache.
 
---seed N (default 0) seeds the corpus, the transformer and the SAEs of lessons 05-08 (lessons 01-04 keep
-their own seeds), so a result can be checked with a second seed; a run with seed N > 0 lives in
-DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`). --set changes a setting of the pipeline
+--seed N (default 0) reseeds every lesson, so that a result can be checked with a second seed: lessons 05-08
+pass it to the corpus, the transformer and the SAEs (tinymono/pipeline.py); lessons 01-04 were written with
+seeds of their own (`np.random.default_rng(1)`, `seed=5`), and take each through `lesson.seeded(k)`, which
+is k itself at seed 0 (so the numbers their prose quotes are seed 0's) and k + 1000 N at seed N. A run with
+seed N > 0 lives in DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`); `python -m tinymono sweep
+seeds` runs several seeds and tabulates every check across them. --set changes a setting of the pipeline
 (tinymono/settings.py); such a run writes into DIR/<scale>-set-<key>/ and its settings.json.
 
 Figures go to DIR/<run>/<lesson>/ and models that later lessons reuse to DIR/<run>/cache/. Each
@@ -47,6 +50,14 @@ def run_folder(scale, seed=0, overrides=None):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     key = settings.key(overrides or {})
     return (scale if seed == 0 else f"{scale}-seed{seed}") + (f"-set-{key}" if key else "")
+
+
+def derived_seed(k, seed):
+    """The seed a lesson written with seed k uses at --seed `seed`: k at seed 0, k + 1000 seed otherwise (the
+    lessons' own seeds are all below 1000, so no two (k, seed) pairs meet)."""
+    if not isinstance(k, int) or not 0 <= k < 1000:
+        raise ValueError(f"a lesson's own seed must be an integer in [0, 1000), got {k!r}")
+    return k + 1000 * seed
 
 
 def write_settings(folder, overrides):
@@ -86,8 +97,8 @@ class Lesson:
         parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"),
                             help="(or TINYMONO_SCALE in the environment)")
         parser.add_argument("--seed", default=os.environ.get("TINYMONO_SEED", "0"),
-                            help="seed of the corpus, transformer and SAEs of lessons 05-08 (default: 0, or "
-                                 "TINYMONO_SEED)")
+                            help="reseeds the lesson (lessons 05-08: corpus, transformer, SAEs; 01-04: their own seeds, "
+                                 "unchanged at 0) (default: 0, or TINYMONO_SEED)")
         exercise_runs = str(switch.workspace_from_env() / "runs") if switch.active() else None
         parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", exercise_runs or "runs"),
                             help="root folder for figures and cached models (default: ./runs, or TINYMONO_RUNS; in "
@@ -142,6 +153,10 @@ class Lesson:
         print(f"lesson {name} at scale {self.scale!r}{seed}{changed}; figures in {self.out}")
         for line in switch.describe():
             print(line)
+
+    def seeded(self, k):
+        """The lesson's own seed k at this run's --seed: k at seed 0 (`derived_seed`)."""
+        return derived_seed(k, self.seed)
 
     def pick(self, smoke, default, full=None):
         """The value for the current scale (full takes default's, unless given)."""

@@ -7,14 +7,21 @@ resumes from its last checkpoint if an earlier run was interrupted). The sizes f
 in one table, so lessons 05-08 and `python -m tinymono reproduce` agree on them; `--set section.field=value`
 changes one for a run (tinymono/settings.py), and each cached file's name then carries the key of the
 settings it depends on.
+
+At the end, lesson 03's world: known features in superposition (tinymono/groundtruth.py) and the recipe
+of the SAEs lesson 03 trains on them, shared with `python -m tinymono sweep sae-gt`, so that a point of
+the sweep with the main run's settings is the main run.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from tinymono import activations, sae, settings
+import numpy as np
+
+from tinymono import activations, metrics, sae, settings
 from tinymono import transformer as tr
 from tinymono.corpus import CorpusConfig, get_corpus
+from tinymono.groundtruth import GroundTruth, GroundTruthConfig
 from tinymono.train import train
 
 # The default world. Lesson 01's premise, that a model superposes when it has more useful, sparse features
@@ -137,3 +144,65 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
     result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
                    desc="sae" if main else f"sae {d_sae}")
     return task.params, task.cfg, task, result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Lesson 03: Sharkey et al.'s 512 features in 256 dimensions, the recipe of its SAEs (lr 3e-3, resampling
+# every 5% of the run through its first half, a dead window of a fixed number of steps), and how it scores
+# them. The main run (1.1x dictionary, l1 3e-4) trains `steps` steps on batches of `batch_size`.
+
+GT = {
+    "smoke": dict(data=dict(d=32, n_features=64, mean_active=3.0), steps=100, batch_size=256, dead_window_steps=5,
+                  resample_batches=4, eval_rows=4096),
+    "default": dict(data=dict(d=256, n_features=512), steps=6000, batch_size=1024, dead_window_steps=24,
+                    resample_batches=20, eval_rows=32768),  # the rarest true feature fires ~9 times in 32768 rows
+}
+GT["full"] = GT["default"]
+GT_MAIN = dict(ratio=1.1, l1_coefficient=3e-4)  # lesson 03's main run: dictionary size / true features, L1
+
+
+def _gt(scale):
+    if scale not in GT:
+        raise ValueError(f"scale must be one of {sorted(GT)}, got {scale!r}")
+    return GT[scale]
+
+
+def gt_world(scale, correlated=False, seed=0):
+    """The ground-truth features of lesson 03 at a scale (their directions fixed by `seed`)."""
+    return GroundTruth(GroundTruthConfig(**_gt(scale)["data"], correlated=correlated, seed=seed))
+
+
+def gt_sae_config(scale, d_sae, l1_coefficient, steps=None, seed=0, **overrides):
+    """Lesson 03's SAE recipe with d_sae latents and this L1 coefficient, for `steps` steps (default: the
+    main run's). The dead window stays a fixed number of steps whatever the run's length."""
+    recipe = _gt(scale)
+    steps = recipe["steps"] if steps is None else steps
+    cfg = dict(d_in=recipe["data"]["d"], d_sae=d_sae, l1_coefficient=l1_coefficient, lr=3e-3, steps=steps,
+               batch_size=recipe["batch_size"], resample_at=tuple(0.05 * i for i in range(1, 11)),
+               dead_window=min(1.0, recipe["dead_window_steps"] / max(steps, 1)),
+               resample_batches=recipe["resample_batches"], seed=seed)
+    return sae.SAEConfig(**{**cfg, **overrides})
+
+
+def train_gt_sae(cfg, data, checkpoint=None, desc=None, progress=None, save_every=60.0):
+    """(task, TrainResult): an SAE of config `cfg` trained on batches of `data` (a GroundTruth), resuming
+    from `checkpoint` when one is there."""
+    task = sae.SAETask(cfg, data)
+    result = train(task, cfg.steps, chunk_steps=100, checkpoint=checkpoint, progress=progress, save_every=save_every,
+                   desc=desc or f"sae {cfg.d_sae} l1={cfg.l1_coefficient:g}")
+    return task, result
+
+
+def gt_evaluate(params, cfg, data, scale, seed=123):
+    """Scores of a trained SAE against the true directions of `data`, on `eval_rows` fresh samples drawn with
+    `seed`: mmcs, recovered (at cos >= 0.9), one_to_one, dead, l0, explained_variance (floats), and density
+    [d_sae] (each latent's firing rate)."""
+    true_dirs = data.directions
+    x = data(np.random.default_rng(seed), _gt(scale)["eval_rows"])
+    out, _ = sae.forward(params, x, cfg)
+    density = metrics.feature_density(out.f)
+    return {"mmcs": metrics.mmcs(true_dirs, params["W_dec"]),
+            "recovered": metrics.fraction_recovered(true_dirs, params["W_dec"], 0.9),
+            "one_to_one": metrics.one_to_one_score(true_dirs, params["W_dec"]),
+            "dead": metrics.dead_fraction(density), "l0": metrics.l0(out.f),
+            "explained_variance": metrics.explained_variance(x, out.x_hat), "density": density}

@@ -128,3 +128,34 @@ def features_vs_neurons_scatter(neuron_r, feature_r, labels, highlight=()):
            ylabel="best single SAE feature: correlation", title="every generated context")
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+def sweep_tradeoff(rows, steps, n_features, bar=0.95):
+    """The L1 x dictionary-size trade-off of lesson 03's sweep (tinymono/sweep.py), one line per dictionary
+    size against the L1 coefficient: MMCS against the true features, dead latents, L0, and MMCS against
+    the next larger dictionary at the same L1 (the signal available without ground truth). rows: dicts
+    with l1_coefficient, ratio and, for a finished point, mmcs, dead, l0 and (optionally) vs_larger."""
+    rows = [r for r in rows if r.get("mmcs") is not None]
+    ratios = sorted({r["ratio"] for r in rows})
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), layout="constrained")
+    panels = (("mmcs", "MMCS vs the true features", 1), ("dead", "dead latents (%)", 100),
+              ("l0", "L0 (active latents)", 1), ("vs_larger", "MMCS vs the next larger dictionary", 1))
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(ratios), 1)))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for ratio, color in zip(ratios, colors):
+            pts = sorted((r["l1_coefficient"], scale * r[key]) for r in rows
+                         if r["ratio"] == ratio and r.get(key) is not None)
+            if pts:
+                ax.plot(*zip(*pts), "o-", color=color, label=f"{ratio:g}x ({int(ratio * n_features)})")
+        ax.set(xscale="log", xlabel="L1 coefficient", title=title)
+        if key != "l0":
+            ax.set_ylim(top=1.02 * scale)
+        if key == "dead":
+            ax.set_ylim(bottom=-2)
+        if not ax.lines:
+            empty_panel(ax, "needs two dictionary sizes\nat one L1", clear=False)
+    axes[3].set_ylabel("each size's rows, found in the next size's")
+    axes[0].axhline(bar, color="gray", ls="--", lw=1, label=f"bar {bar}")
+    axes[0].legend(fontsize=7, title="dictionary (latents)", title_fontsize=7)
+    fig.suptitle(f"L1 coefficient x dictionary size, every point trained {steps:,} steps", fontsize=10)
+    return fig

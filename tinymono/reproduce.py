@@ -299,8 +299,8 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
     check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
-    cannot be written, an --only that matches nothing or a setting that is not one. seed: that of lessons
-    05-08 (see tinymono.lesson); overrides: settings.parse's {section: {field: value}} (--set)."""
+    cannot be written, an --only that matches nothing or a setting that is not one. seed: every lesson's
+    (see tinymono.lesson); overrides: settings.parse's {section: {field: value}} (--set)."""
     if not str(root).strip():
         raise ValueError("--out is empty: give the folder for models, figures and the report, e.g. --out runs")
     if only is not None and not all(o.strip() for o in only):
