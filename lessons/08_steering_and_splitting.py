@@ -198,7 +198,9 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # %% [markdown]
 # **What you should see.** When the small dictionary has a DNA feature, its family in the large one
 # splits it by the byte read: features for single bases, and perhaps one that fires on every base;
-# summed, the family tracks the parent. Arabic and Hebrew families split along the two-byte cycle (lead
+# summed, the family tracks the parent. The split follows what the model needs: DNA's next base depends
+# on the base just read (lesson 05's chain), so "DNA, and the last base was C" is worth a direction of
+# its own. Were the bases uniform, the base read would not matter and the family would not split by it. Arabic and Hebrew families split along the two-byte cycle (lead
 # bytes, continuation bytes, the space between words). This is why a single feature of a large
 # dictionary can correlate less with a whole context than a group of its features: a larger dictionary
 # spends its latents on finer distinctions, and a context is then a family, not a feature. Which size is
