@@ -27,7 +27,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import analysis, metrics, pipeline, plots, sae
+from tinymono import interventions, metrics, pipeline, plots, sae
 from tinymono.lesson import Lesson
 
 lesson = Lesson("06_sae_on_transformer")
@@ -146,7 +146,7 @@ print(f"{unmoved:.1%} of all latents still point within cosine 0.9 of their rand
 # %%
 windows = corpus.sample_windows("val", lesson.pick(smoke=16, default=256, full=1024), cfg.n_ctx + 1,
                                 np.random.default_rng(1))[0]
-lr = analysis.loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_x)
+lr = interventions.loss_recovered_report(params, cfg, windows, sae_params, sae_cfg, mean_x)
 print(f"loss (nats/byte): clean {lr['clean']:.3f}, SAE {lr['sae']:.3f}, zero-ablation {lr['zero']:.3f}, "
       f"mean-ablation {lr['mean']:.3f}")
 print(f"loss recovered: {lr['recovered_zero']:.1%} against zero-ablation (paper A/1: 79%), "

@@ -30,7 +30,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import analysis, pipeline, plots
+from tinymono import features, interventions, metrics, pipeline, plots, scores, text
 from tinymono.browser import write_browser
 from tinymono.corpus_sources import LANGUAGES, NAMED_CONTEXTS
 from tinymono.lesson import Lesson
@@ -56,24 +56,24 @@ NAMED = list(NAMED_CONTEXTS)
 corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
 sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
-features = analysis.FeatureSource(val_store, sae_params, sae_cfg)
-neurons = analysis.NeuronSource(val_store)
-feat_report = analysis.analyse_units(features)
-neuron_report = analysis.analyse_units(neurons)
+feature_source = features.FeatureSource(val_store, sae_params, sae_cfg)
+neuron_source = features.NeuronSource(val_store)
+feat_report = scores.analyse_units(feature_source)
+neuron_report = scores.analyse_units(neuron_source)
 print(f"scored {sae_cfg.d_sae} features and {cfg.d_mlp} neurons on {len(val_store):,} held-out tokens")
 
 # %% [markdown]
 # Those scores come from two streaming passes over blocks of the store (running sums, and per-unit
-# histograms for AUROC: `analysis.LabelStats`). The definitions are three short functions on arrays in
-# memory, `analysis.pearson`, `analysis.specificity` and `analysis.auroc` (the ones exercise mode asks you
+# histograms for AUROC: `scores.LabelStats`). The definitions are three short functions on arrays in
+# memory, `metrics.pearson`, `metrics.specificity` and `metrics.auroc` (the ones exercise mode asks you
 # to write). On the first held-out tokens the two must agree for each named context's best feature: the
 # correlation and the specificity to float32 round-off (the streaming pass encodes every feature at once,
 # the definitions get one feature's column, encoded alone), the AUROC within the error its histogram reports.
 
 # %%
 n_first = min(len(val_store), lesson.pick(smoke=5_000, default=50_000))
-first = analysis.FeatureSource(val_store, sae_params, sae_cfg, n_rows=n_first)
-first_scores = analysis.analyse_units(first, families=("context",)).families["context"]
+first = features.FeatureSource(val_store, sae_params, sae_cfg, n_rows=n_first)
+first_scores = scores.analyse_units(first, families=("context",)).families["context"]
 context_ids = np.asarray(val_store.context[:n_first])
 gap = 0.0
 print(f"{'context':>8} {'feature':>7}  {'r: definition, streamed':>23}  {'specificity':>15}  AUROC (+- histogram error)")
@@ -81,7 +81,7 @@ for name in NAMED:
     l = list(val_store.context_names).index(name)
     u = int(np.argmax(first_scores["pearson"][l]))
     a, y = first.activations(0, n_first, [u]), context_ids == l
-    mine = (analysis.pearson(a, y)[0], analysis.specificity(a, y)[0], analysis.auroc(a, y)[0])
+    mine = (metrics.pearson(a, y)[0], metrics.specificity(a, y)[0], metrics.auroc(a, y)[0])
     streamed = (first_scores["pearson"][l, u], first_scores["specificity"][l, u], first_scores["auroc"][l, u])
     err = first_scores["auroc_err"][l, u]
     gap = max(gap, abs(mine[0] - streamed[0]), abs(mine[1] - streamed[1]), abs(mine[2] - streamed[2]) - err)
@@ -103,9 +103,9 @@ print(f"on the first {n_first:,} held-out tokens, the definitions and the stream
 # score is printed x 100 (r 71 is a correlation of 0.71); the paper's numbers are in brackets.
 
 # %%
-groups = analysis.label_groups(features, feat_report, "context", labels=NAMED)
-rows = analysis.comparison_table(feat_report, neuron_report, groups, "context")
-print(analysis.format_comparison([r for r in rows if r["label"] in ["python", "english"] + NAMED]))
+groups = scores.label_groups(feature_source, feat_report, "context", labels=NAMED)
+rows = scores.comparison_table(feat_report, neuron_report, groups, "context")
+print(scores.format_comparison([r for r in rows if r["label"] in ["python", "english"] + NAMED]))
 by_label = {r["label"]: r for r in rows}
 
 fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -115,8 +115,8 @@ ax.bar(xs - 0.27, [by_label[l]["feature"]["pearson"] for l in labels], 0.27, lab
 ax.bar(xs, [by_label[l].get("group", {}).get("pearson", np.nan) for l in labels], 0.27,
        label="best group of <= 3 features")
 ax.bar(xs + 0.27, [by_label[l]["neuron"]["pearson"] for l in labels], 0.27, label="best single neuron")
-ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in analysis.PAPER["pearson"]],
-           [analysis.PAPER["pearson"][l] for l in labels if l in analysis.PAPER["pearson"]],
+ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in scores.PAPER["pearson"]],
+           [scores.PAPER["pearson"][l] for l in labels if l in scores.PAPER["pearson"]],
            marker="_", s=300, color="k", zorder=3, label="paper's best feature")
 ax.set(xticks=xs, xticklabels=labels, ylabel="correlation with the label", ylim=(0, 1.05),
        title="which units track each context?")
@@ -194,14 +194,14 @@ for ax, label in zip(axes, NAMED):
         continue
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
-    for ex in analysis.top_examples(features, feat_report, u, k=3, before=24, after=4):
-        print(f"  {ex['activation']:6.2f}  {analysis.format_example(ex['tokens'], ex['center'])!r}")
-    promoted, suppressed = analysis.top_logits(analysis.logit_weights(params, cfg, sae_params["W_dec"][u]), 6)
+    for ex in features.top_examples(feature_source, feat_report, u, k=3, before=24, after=4):
+        print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['center'])!r}")
+    promoted, suppressed = features.top_logits(features.logit_weights(params, cfg, sae_params["W_dec"][u]), 6)
     print("  promotes:", " ".join(t for t, _ in promoted), "   suppresses:", " ".join(t for t, _ in suppressed))
-    effect = analysis.ablation_effect(params, cfg, sae_params, sae_cfg, u, windows)
+    effect = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, u, windows)
     print(f"  ablation: loss {effect['mean_on']:+.3f} nats where it fires ({effect['n_on']} tokens), "
           f"{effect['mean_off']:+.4f} elsewhere")
-    edges, counts, _ = analysis.activation_histogram(feat_report, "context", u)
+    edges, counts, _ = features.activation_histogram(feat_report, "context", u)
     centers = (edges[:-1] + edges[1:]) / 2
     inside, outside = counts[names.index(label)], counts.sum(axis=0) - counts[names.index(label)]
     ax.bar(centers, outside, width=np.diff(edges), color="0.6", label="other contexts")
@@ -236,14 +236,14 @@ ctx_r = np.abs(feat_report.families["context"]["pearson"]).max(axis=0)
 candidates = np.flatnonzero((ctx_r < 0.3) & (feat_report.density > 1e-3))
 uncovered = int(candidates[np.argmax(feat_report.max[candidates])]) if candidates.size else int(np.argmin(ctx_r))
 print(f"feature {uncovered}: density {feat_report.density[uncovered]:.2%}, best |r| with any context {ctx_r[uncovered]:.2f}")
-for ex in analysis.top_examples(features, feat_report, uncovered, k=6, before=24, after=4):
-    print(f"  {ex['activation']:6.2f}  {analysis.format_example(ex['tokens'], ex['center'])!r}")
-centers_bytes = [int(ex["tokens"][ex["center"]]) for ex in analysis.top_examples(features, feat_report, uncovered, k=16)]
+for ex in features.top_examples(feature_source, feat_report, uncovered, k=6, before=24, after=4):
+    print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['center'])!r}")
+centers_bytes = [int(ex["tokens"][ex["center"]]) for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
 common = max(set(centers_bytes), key=centers_bytes.count) if centers_bytes else None
 if common is not None:
-    print(f"the activating byte is {analysis.token_text(common)!r} in {centers_bytes.count(common)} of its top "
+    print(f"the activating byte is {text.token_text(common)!r} in {centers_bytes.count(common)} of its top "
           f"{len(centers_bytes)} examples")
-promoted, _ = analysis.top_logits(analysis.logit_weights(params, cfg, sae_params["W_dec"][uncovered]), 8)
+promoted, _ = features.top_logits(features.logit_weights(params, cfg, sae_params["W_dec"][uncovered]), 8)
 print("it promotes:", " ".join(t for t, _ in promoted))
 
 # %% [markdown]
@@ -255,12 +255,12 @@ print("it promotes:", " ".join(t for t, _ in promoted))
 # `feature_browser.html` from this lesson's folder in any browser.
 
 # %%
-best_detail = analysis.best_units(feat_report, "detail")
+best_detail = scores.best_units(feat_report, "detail")
 units = sorted({u for g in groups.values() for u in g["units"]} | {r["feature"]["unit"] for r in rows}
                | {b["pearson"][0] for b in best_detail.values()} | {uncovered}
                | set(np.random.default_rng(0).choice(sae_cfg.d_sae, lesson.pick(smoke=4, default=40), replace=False).tolist()))
-cards = analysis.feature_cards(features, feat_report, params, cfg, units)
-neuron_cards = analysis.feature_cards(neurons, neuron_report, params, cfg, sorted({r["neuron"]["unit"] for r in rows}))
+cards = features.feature_cards(feature_source, feat_report, params, cfg, units)
+neuron_cards = features.feature_cards(neuron_source, neuron_report, params, cfg, sorted({r["neuron"]["unit"] for r in rows}))
 page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
                      title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),

@@ -29,7 +29,7 @@ import re
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import analysis, pipeline, plots
+from tinymono import features, interventions, pipeline, plots, scores, text
 from tinymono import transformer as tr
 from tinymono.corpus import CONTEXT_NAMES
 from tinymono.corpus_sources import NAMED_CONTEXTS
@@ -41,14 +41,14 @@ NAMED = list(NAMED_CONTEXTS)
 corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
 sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
-features = analysis.FeatureSource(val_store, sae_params, sae_cfg)
-report = analysis.analyse_units(features, families=("context",))
-groups = analysis.label_groups(features, report, "context", labels=NAMED)
+feature_source = features.FeatureSource(val_store, sae_params, sae_cfg)
+report = scores.analyse_units(feature_source, families=("context",))
+groups = scores.label_groups(feature_source, report, "context", labels=NAMED)
 
 # %% [markdown]
 # ## Pinned sampling
 #
-# `analysis.clamp_hook` sets features to values v_i at every position and leaves the rest of the MLP's
+# `interventions.clamp_hook` sets features to values v_i at every position and leaves the rest of the MLP's
 # activations alone: post + sum_i (v_i - f_i(post)) d_i, where d_i is feature i's decoder direction
 # (v = 0 is lesson 07's ablation). `transformer.sample` applies the hook at every step. We pin each
 # context's group from lesson 07 (its at most 3 features, each at least 90% specific), each member at
@@ -75,10 +75,10 @@ print(f"{len(prompts)} prompts of 48 bytes, e.g. {shown(prompts[0])!r}\n  contin
 steering = {}
 for label in NAMED:
     units = groups[label]["units"] or [int(np.argmax(report.score("context", label, "pearson")))]
-    pinned = continuations(analysis.clamp_hook(sae_params, sae_cfg, units, report.max[units]), prompts, n_new)
+    pinned = continuations(interventions.clamp_hook(sae_params, sae_cfg, units, report.max[units]), prompts, n_new)
     steering[label] = {"units": units, "texts": pinned,
-                       "pinned": np.mean([analysis.written_share(t, label) for t in pinned]),
-                       "plain": np.mean([analysis.written_share(t, label) for t in baseline])}
+                       "pinned": np.mean([text.written_share(t, label) for t in pinned]),
+                       "plain": np.mean([text.written_share(t, label) for t in baseline])}
     print(f"{label:7s} pin {units}: {steering[label]['pinned']:.0%} of the written bytes are {label} "
           f"(nothing pinned: {steering[label]['plain']:.0%})\n  {shown(pinned[0])!r}")
 
@@ -108,10 +108,10 @@ lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes 
 BLOCK = {"arabic": re.compile("[\u0600-\u06ff]+"), "hebrew": re.compile("[\u0590-\u05ff]+")}
 for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     u = steering[label]["units"][0]
-    alone = continuations(analysis.clamp_hook(sae_params, sae_cfg, u, report.max[u]), prompts, n_new)
+    alone = continuations(interventions.clamp_hook(sae_params, sae_cfg, u, report.max[u]), prompts, n_new)
     for name, texts in ((f"group {steering[label]['units']}", steering[label]["texts"]), (f"feature {u} alone", alone)):
         block = np.mean([sum(len(m.group().encode()) for m in BLOCK[label].finditer(shown(t))) / len(t) for t in texts])
-        print(f"{label} {name}: letters {np.mean([analysis.written_share(t, label) for t in texts]):.0%}, "
+        print(f"{label} {name}: letters {np.mean([text.written_share(t, label) for t in texts]):.0%}, "
               f"any {label}-block character {block:.0%}, lead bytes {np.mean([np.isin(t, lead).mean() for t in texts]):.0%}")
     print(f"  feature {u} alone ends {bytes(int(t) for t in alone[0][-20:] if t < 256)!r}")
 
@@ -135,8 +135,8 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # %%
 small_params, small_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed,
                                                  d_sae=lesson.pick(smoke=16, default=64))
-small = analysis.FeatureSource(val_store, small_params, small_cfg)
-small_report = analysis.analyse_units(small, families=("context",))
+small = features.FeatureSource(val_store, small_params, small_cfg)
+small_report = scores.analyse_units(small, families=("context",))
 print(f"{'context':8s} {'best of ' + str(small_cfg.d_sae):>28s} {'best of ' + str(sae_cfg.d_sae):>28s}")
 for label in NAMED:
     cells = []
@@ -164,7 +164,7 @@ for label in NAMED:
     cos = sae_params["W_dec"] @ small_params["W_dec"][parent]
     children = np.argsort(-cos, kind="stable")[:6]
     a_parent = small.activations(0, len(val_store), [parent])[:, 0]
-    a_children = features.activations(0, len(val_store), children)
+    a_children = feature_source.activations(0, len(val_store), children)
     together = np.corrcoef(a_parent, a_children.sum(axis=1))[0, 1] if a_parent.any() else 0.0
     families[label] = {"parent": parent, "children": children, "together": together, "bytes": []}
     print(f"\n{label}: feature {parent} of {small_cfg.d_sae} "
@@ -176,7 +176,7 @@ for label in NAMED:
         top = np.argsort(-mass, kind="stable")[:3]
         families[label]["bytes"].append(mass)
         print(f"  {c:5d}  cos {cos[c]:.2f}  {a[y].sum() / max(a.sum(), 1e-12):4.0%} on {label}   reads "
-              + ", ".join(f"{analysis.token_text(t)} {mass[t]:.0%}" for t in top))
+              + ", ".join(f"{text.token_text(t)} {mass[t]:.0%}" for t in top))
 
 dna = families["dna"]
 bases = [ord(b) for b in "ACGT"]

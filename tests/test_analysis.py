@@ -9,8 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinymono import activations as act
-from tinymono import analysis as an
+from tinymono import features
+from tinymono import interventions
+from tinymono import metrics
 from tinymono import sae
+from tinymono import scores
+from tinymono import text
 from tinymono import transformer as tr
 from test_activations import TINY, synthetic_corpus, tiny_model
 
@@ -35,7 +39,7 @@ class ArraySource:
 
 
 def streamed(A, labels, L, block=5, bins=16, chunk_elems=1 << 21):
-    stats = an.LabelStats(np.asarray(A, np.float64).max(axis=0), {"c": L}, bins=bins, chunk_elems=chunk_elems)
+    stats = scores.LabelStats(np.asarray(A, np.float64).max(axis=0), {"c": L}, bins=bins, chunk_elems=chunk_elems)
     for lo in range(0, len(A), block):
         stats.update(A[lo:lo + block], {"c": labels[lo:lo + block]})
     return stats.scores("c")
@@ -57,8 +61,8 @@ def test_indicator_constant_and_silent_units():
     noise = np.random.default_rng(0).uniform(0, 1, len(y))
     A = np.stack([y.astype(float), np.full(len(y), 2.0), np.zeros(len(y)), noise], axis=1)
     s = streamed(A, labels, 3)
-    for name, got in (("in memory", (an.pearson(A, y), an.specificity(A, y), an.specificity(A, y, "half"),
-                                     an.auroc(A, y))),
+    for name, got in (("in memory", (metrics.pearson(A, y), metrics.specificity(A, y), metrics.specificity(A, y, "half"),
+                                     metrics.auroc(A, y))),
                       ("streamed", tuple(s[k][1] for k in ("pearson", "specificity", "specificity_high", "auroc")))):
         r, spec, spec_hi, auc = got
         assert all(np.all(np.isfinite(v)) for v in got), f"{name}: NaN or inf: a division by a zero variance or mass?"
@@ -68,7 +72,7 @@ def test_indicator_constant_and_silent_units():
         assert spec[1] == pytest.approx(y.mean()), f"{name}: a constant unit's mass splits like the tokens"
         assert r[2] == 0 and spec[2] == 0 and spec_hi[2] == 0 and auc[2] == 0.5, f"{name}: a silent unit must score 0"
     with pytest.raises(ValueError, match="0/1 or booleans"):
-        an.pearson(A, labels)  # label ids, not an indicator
+        metrics.pearson(A, labels)  # label ids, not an indicator
 
 
 def test_analysis_refuses_negative_or_nan_activations():
@@ -76,15 +80,15 @@ def test_analysis_refuses_negative_or_nan_activations():
     for bad, word in ((-1.0, "go down to"), (np.nan, "NaN in rows 4..7")):
         A[7, 1] = bad
         with pytest.raises(ValueError, match=word):
-            an.analyse_units(ArraySource(A, np.zeros(10, np.uint8), ["text"], block_rows=4), families=("context",))
+            scores.analyse_units(ArraySource(A, np.zeros(10, np.uint8), ["text"], block_rows=4), families=("context",))
 
 
 def test_specificity_above_half_max_by_hand():
     a = np.array([[0.0], [1.0], [4.0], [10.0], [6.0]])
     y = np.array([True, True, False, True, False])
     # overall: (0 + 1 + 10) / 21; above half max (5): 10 of 10 + 6
-    assert an.specificity(a, y)[0] == pytest.approx(11 / 21)
-    assert an.specificity(a, y, "half")[0] == pytest.approx(10 / 16), "only activations >= max / 2 count"
+    assert metrics.specificity(a, y)[0] == pytest.approx(11 / 21)
+    assert metrics.specificity(a, y, "half")[0] == pytest.approx(10 / 16), "only activations >= max / 2 count"
     s = streamed(a, y.astype(int), 2, block=2)
     assert s["specificity_high"][1, 0] == pytest.approx(10 / 16) and s["specificity"][1, 0] == pytest.approx(11 / 21)
     assert s["coverage"][1, 0] == pytest.approx(2 / 3), "the unit fires on 2 of the 3 labelled tokens"
@@ -95,7 +99,7 @@ def test_specificity_above_half_max_by_hand():
 def test_auroc_against_brute_force(pairs):
     a = np.array([p[0] for p in pairs], float)
     y = np.array([p[1] for p in pairs])
-    exact = an.auroc(a, y)
+    exact = metrics.auroc(a, y)
     if y.all() or not y.any():
         assert exact == 0.5
         return
@@ -115,11 +119,11 @@ def test_streaming_matches_in_memory(seed, n, U, block, chunk, density):
     s = streamed(A, labels, 3, block=block, bins=8, chunk_elems=chunk)
     for l in range(3):
         y = labels == l
-        np.testing.assert_allclose(s["pearson"][l], an.pearson(A, y), atol=1e-10,
+        np.testing.assert_allclose(s["pearson"][l], metrics.pearson(A, y), atol=1e-10,
                                    err_msg="streamed r differs: is the co-moment merged with Chan's cross term?")
-        np.testing.assert_allclose(s["specificity"][l], an.specificity(A, y), atol=1e-12)
-        np.testing.assert_allclose(s["specificity_high"][l], an.specificity(A, y, "half"), atol=1e-12)
-        assert np.all(np.abs(s["auroc"][l] - an.auroc(A, y)) <= s["auroc_err"][l] + 1e-12)
+        np.testing.assert_allclose(s["specificity"][l], metrics.specificity(A, y), atol=1e-12)
+        np.testing.assert_allclose(s["specificity_high"][l], metrics.specificity(A, y, "half"), atol=1e-12)
+        assert np.all(np.abs(s["auroc"][l] - metrics.auroc(A, y)) <= s["auroc_err"][l] + 1e-12)
         assert s["count"][l] == y.sum()
 
 
@@ -129,7 +133,7 @@ def test_streamed_correlation_keeps_its_digits():
     y = rng.random(20000) < 0.3
     a = 1e6 + y + rng.standard_normal(20000)
     s = streamed(a[:, None], y.astype(int), 2, block=997)
-    ref = an.pearson(a[:, None] - 1e6, y)[0]  # correlation ignores the offset
+    ref = metrics.pearson(a[:, None] - 1e6, y)[0]  # correlation ignores the offset
     assert abs(s["pearson"][1, 0] - ref) < 1e-9, f"streamed r {s['pearson'][1, 0]:.12f} vs {ref:.12f}"
 
 
@@ -155,8 +159,8 @@ def sparse_sae(store):
 
 
 def test_analyse_units_matches_the_whole_matrix(store, sparse_sae):
-    src = an.FeatureSource(store, *sparse_sae, block_rows=333)
-    report = an.analyse_units(src, bins=16, top_k=5)
+    src = features.FeatureSource(store, *sparse_sae, block_rows=333)
+    report = scores.analyse_units(src, bins=16, top_k=5)
     F = np.concatenate([A for _, A in src.blocks()])  # the same blocks: the same float32 bits
     np.testing.assert_allclose(F, sae.encode(sparse_sae[0], store.rows(np.arange(len(store))), sparse_sae[1]),
                                rtol=1e-5, atol=1e-6)
@@ -172,13 +176,13 @@ def test_analyse_units_matches_the_whole_matrix(store, sparse_sae):
         labels = np.asarray(getattr(store, family))
         for l, name in enumerate(report.names[family]):
             y = labels == l
-            np.testing.assert_allclose(report.score(family, name, "pearson"), an.pearson(F, y), atol=1e-9)
-            np.testing.assert_allclose(report.score(family, name, "specificity_high"), an.specificity(F, y, "half"),
+            np.testing.assert_allclose(report.score(family, name, "pearson"), metrics.pearson(F, y), atol=1e-9)
+            np.testing.assert_allclose(report.score(family, name, "specificity_high"), metrics.specificity(F, y, "half"),
                                        atol=1e-9)
-    neurons = an.analyse_units(an.NeuronSource(store, block_rows=500))
+    neurons = scores.analyse_units(features.NeuronSource(store, block_rows=500))
     X = store.rows(np.arange(len(store)))
     y = np.asarray(store.context) == 3
-    np.testing.assert_allclose(neurons.score("context", "base64", "pearson"), an.pearson(X, y), atol=1e-9)
+    np.testing.assert_allclose(neurons.score("context", "base64", "pearson"), metrics.pearson(X, y), atol=1e-9)
 
 
 def planted():
@@ -196,17 +200,17 @@ def planted():
 
 def test_groups_join_sibling_features():
     src, context = planted()
-    report = an.analyse_units(src, families=("context",))
-    groups = an.label_groups(src, report, "context", k=3)
+    report = scores.analyse_units(src, families=("context",))
+    groups = scores.label_groups(src, report, "context", k=3)
     g = groups["arabic"]
     assert sorted(g["units"]) == [0, 1], (f"arabic's group is {g}: lead and continuation features together cover "
                                           "it exactly; the unspecific feature 2 must not join")
     assert g["pearson"] == pytest.approx(1.0, abs=1e-9) and max(g["singles"]) < 0.8
     y = context == 1
     summed = (src.A[:, g["units"]] / src.A[:, g["units"]].max(axis=0)).sum(axis=1)
-    assert g["pearson"] == pytest.approx(an.pearson(summed[:, None], y)[0], abs=1e-9)
+    assert g["pearson"] == pytest.approx(metrics.pearson(summed[:, None], y)[0], abs=1e-9)
     assert report.score("context", "arabic", "specificity")[2] == pytest.approx(2 / 3, abs=0.03)
-    loose = an.label_groups(src, report, "context", k=3, min_specificity=0.5)
+    loose = scores.label_groups(src, report, "context", k=3, min_specificity=0.5)
     assert loose["arabic"]["units"][0] == 2, (
         "feature 2 alone correlates best with Arabic (r ~0.71); only the specificity bar kept it out")
 
@@ -221,12 +225,12 @@ def test_groups_find_a_sibling_behind_many_near_copies():
     cont = (context == 1) & ~lead
     copies = [lead * (rng.random(n) < 0.97) for _ in range(9)]
     src = ArraySource(np.stack([*copies, cont], axis=1).astype(float), context, ("other", "arabic"), block_rows=4096)
-    report = an.analyse_units(src, families=("context",))
+    report = scores.analyse_units(src, families=("context",))
     assert report.score("context", "arabic", "pearson")[9] < 0.35
-    g = an.label_groups(src, report, "context", k=3)["arabic"]
+    g = scores.label_groups(src, report, "context", k=3)["arabic"]
     assert 9 in g["units"] and g["eligible"] == 10, g
     summed = src.A[:, g["units"]].sum(axis=1)  # every column's max is 1
-    assert g["pearson"] == pytest.approx(an.pearson(summed[:, None], context == 1)[0], abs=1e-9)
+    assert g["pearson"] == pytest.approx(metrics.pearson(summed[:, None], context == 1)[0], abs=1e-9)
     assert g["pearson"] > max(g["singles"]) + 0.1, g
 
 
@@ -235,8 +239,8 @@ def test_best_units_need_coverage_for_specificity():
     A = np.concatenate([src.A, np.zeros((len(src.A), 1), np.float32)], axis=1)
     A[np.flatnonzero(context == 1)[0], 4] = 9.0  # fires once, on Arabic: 100% specific, useless
     src = ArraySource(A, context, src.store.context_names)
-    report = an.analyse_units(src, families=("context",))
-    best = an.best_units(report, "context")["arabic"]
+    report = scores.analyse_units(src, families=("context",))
+    best = scores.best_units(report, "context")["arabic"]
     assert best["specificity"][0] != 4, "a unit firing once must not win specificity (min_coverage)"
     assert best["pearson"][0] in (0, 1, 2) and best["auroc"][0] in (0, 1, 2)
 
@@ -244,18 +248,18 @@ def test_best_units_need_coverage_for_specificity():
 def test_comparison_table_carries_the_papers_numbers():
     src, _ = planted()
     src.store.context_names = ("english", "arabic", "dna")
-    report = an.analyse_units(src, families=("context",))
-    rows = an.comparison_table(report, report, an.label_groups(src, report, "context"))
+    report = scores.analyse_units(src, families=("context",))
+    rows = scores.comparison_table(report, report, scores.label_groups(src, report, "context"))
     arabic = next(r for r in rows if r["label"] == "arabic")
     assert arabic["paper"] == {"pearson": 0.74, "specificity": 0.81, "specificity_high": 0.98}
     assert next(r for r in rows if r["label"] == "dna")["paper"]["pearson"] == 0.8
-    text = an.format_comparison(rows)
-    assert "arabic" in text and " 74" in text and "10-18" in text, text
-    neuron_part = next(line for line in text.splitlines() if line.startswith("arabic")).split("|")[2].split()
+    table = scores.format_comparison(rows)
+    assert "arabic" in table and " 74" in table and "10-18" in table, table
+    neuron_part = next(line for line in table.splitlines() if line.startswith("arabic")).split("|")[2].split()
     n = arabic["neuron"]
     assert neuron_part == [str(n["unit"])] + [f"{100 * n[s]:.0f}" for s in ("pearson", "specificity", "auroc")]
     err = max(r[who]["auroc_err"] for r in rows for who in ("feature", "neuron"))
-    assert f"within {err:.4f} of the exact AUROC" in text, "the table must say how far its AUROCs may be off"
+    assert f"within {err:.4f} of the exact AUROC" in table, "the table must say how far its AUROCs may be off"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,20 +269,20 @@ def test_comparison_table_carries_the_papers_numbers():
 def test_byte_pieces_are_readable_and_complete():
     data = "a\n\\ب".encode() + bytes([0xD8, 0x41, 0x00, 0x7F]) + "ש".encode()
     tokens = list(data) + [256, 0xE2, 0x80, 0xAE]  # DOC_SEP, then a right-to-left override (not printable)
-    pieces = an.byte_pieces(tokens)
+    pieces = text.byte_pieces(tokens)
     assert [p[0] for p in pieces] == ["a", "\\n", "\\\\", "ب", "\\xd8", "A", "\\x00", "\\x7f", "ש", "\u241e",
                                       "\\xe2", "\\x80", "\\xae"]
     assert [(a, b) for _, a, b in pieces][:5] == [(0, 1), (1, 2), (2, 3), (3, 5), (5, 6)], "pieces must tile the bytes"
-    assert an.format_example(tokens, 4) == "a\\n\\\\\u27e6ب·a8\u27e7\\xd8A\\x00\\x7fש\u241e\\xe2\\x80\\xae", (
+    assert text.format_example(tokens, 4) == "a\\n\\\\\u27e6ب·a8\u27e7\\xd8A\\x00\\x7fש\u241e\\xe2\\x80\\xae", (
         "the mark goes round the whole character and names the byte (ب is d8 a8)")
-    assert "\u27e6ب·d8\u27e7" in an.format_example(tokens, 3) and "\u27e6A\u27e7" in an.format_example(tokens, 6)
+    assert "\u27e6ب·d8\u27e7" in text.format_example(tokens, 3) and "\u27e6A\u27e7" in text.format_example(tokens, 6)
 
 
 def test_top_examples_are_apart_and_centred(store, sparse_sae):
-    src = an.FeatureSource(store, *sparse_sae)
-    report = an.analyse_units(src, top_k=20)
+    src = features.FeatureSource(store, *sparse_sae)
+    report = scores.analyse_units(src, top_k=20)
     u = int(np.argmax(report.density))
-    ex = an.top_examples(src, report, u, k=4, before=10, after=3)
+    ex = features.top_examples(src, report, u, k=4, before=10, after=3)
     rows = [e["row"] for e in ex]
     assert all(abs(a - b) > 10 for i, a in enumerate(rows) for b in rows[:i]), f"examples overlap: {rows}"
     for e in ex:
@@ -294,7 +298,7 @@ def test_top_examples_are_apart_and_centred(store, sparse_sae):
     # and the bytes beside it are 0, so reading the wrong row, byte or unit misses by far more than 1e-5.
     assert ex[0]["activation"] == pytest.approx(report.max[u], rel=1e-5), \
         "the first example is the unit's strongest activation"
-    assert an.top_examples(src, report, 5) == [], "a dead latent has no examples"
+    assert features.top_examples(src, report, 5) == [], "a dead latent has no examples"
 
 
 def test_top_examples_look_past_one_crowded_stretch():
@@ -304,8 +308,8 @@ def test_top_examples_look_past_one_crowded_stretch():
     scattered = [10, 200, 250, 330, 390]
     a[scattered, 0] = [1.0, 2.0, 3.0, 4.0, 0.5]
     src = ArraySource(a, np.zeros(400, np.uint8), ["text"])
-    report = an.analyse_units(src, families=("context",), top_k=8)
-    rows = [e["row"] for e in an.top_examples(src, report, 0, k=8, before=10, after=2)]
+    report = scores.analyse_units(src, families=("context",), top_k=8)
+    rows = [e["row"] for e in features.top_examples(src, report, 0, k=8, before=10, after=2)]
     assert rows == [139, 128, 117, 106, 330, 250, 200, 10], rows
 
 
@@ -324,7 +328,7 @@ def test_logit_weights_match_the_direct_effect_on_the_logits():
     tokens = rng.integers(0, 11, (2, 4))
     clean, _ = tr.forward(params, tokens, cfg)
     moved, _ = tr.forward(params, tokens, cfg, hook_post=lambda post: post + 0.5 * d)
-    np.testing.assert_allclose(moved - clean, np.broadcast_to(0.5 * an.logit_weights(params, cfg, d), clean.shape),
+    np.testing.assert_allclose(moved - clean, np.broadcast_to(0.5 * features.logit_weights(params, cfg, d), clean.shape),
                                atol=1e-12, err_msg="logit weights are not the direct effect d @ W_out @ W_U")
 
 
@@ -338,8 +342,8 @@ def test_logit_weights_remove_the_mean_and_apply_the_gain():
     mean = sum(resid) / 4
     for v in range(7):
         expected[v] = sum((resid[j] - mean) * params["lnf_w"][j] * params["W_U"][j, v] for j in range(4))
-    np.testing.assert_allclose(an.logit_weights(params, cfg, d), expected, rtol=1e-12)
-    promoted, suppressed = an.top_logits(expected, 2)
+    np.testing.assert_allclose(features.logit_weights(params, cfg, d), expected, rtol=1e-12)
+    promoted, suppressed = features.top_logits(expected, 2)
     assert promoted[0][1] == expected.max() and suppressed[0][1] == expected.min()
 
 
@@ -357,12 +361,12 @@ def test_ablating_a_silent_feature_changes_nothing(lm):
     params, cfg, windows, sae_params, sae_cfg = lm
     sae_params = {k: v.copy() for k, v in sae_params.items()}
     sae_params["b_enc"][7] = -1e9
-    out = an.ablation_effect(params, cfg, sae_params, sae_cfg, 7, windows, batch=8, fast=False)
+    out = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, 7, windows, batch=8, fast=False)
     assert out["n_on"] == 0 and np.all(out["delta"] == 0), (
         f"a feature that never fires changed the loss by up to {np.abs(out['delta']).max():.3g} nats: does the "
         "ablation subtract from the true activations (not from the SAE's reconstruction)?")
     live = int(np.argmax(sae_params["b_enc"]))
-    out = an.ablation_effect(params, cfg, sae_params, sae_cfg, live, windows, batch=8, fast=False)
+    out = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, live, windows, batch=8, fast=False)
     assert out["n_on"] > 0 and np.any(out["delta"][out["fires"]] != 0) and np.all(out["delta"][~out["fires"]] == 0), \
         "ablating a feature must change the loss where it fires (and, at the same position, nowhere else)"
 
@@ -371,7 +375,7 @@ def test_ablation_hook_subtracts_exactly_the_features_share(lm):
     params, cfg, windows, sae_params, sae_cfg = lm
     post = np.abs(np.random.default_rng(0).standard_normal((2, 3, 16))).astype(np.float32)
     rec = []
-    out = an.ablation_hook(sae_params, sae_cfg, 4, rec)(post)
+    out = interventions.ablation_hook(sae_params, sae_cfg, 4, rec)(post)
     f = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)[:, 4]
     np.testing.assert_allclose(out, post - (f[:, None] * sae_params["W_dec"][4]).reshape(post.shape), rtol=1e-6)
     np.testing.assert_allclose(rec[0], f.reshape(2, 3))
@@ -384,11 +388,11 @@ def test_clamp_hook_sets_the_feature_and_keeps_the_rest(lm):
     post = np.abs(np.random.default_rng(1).standard_normal((2, 3, 16))).astype(np.float32)
     f = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)[:, 9]
     d = sae_params["W_dec"][9]
-    out = an.clamp_hook(sae_params, sae_cfg, 9, 5.0)(post)
+    out = interventions.clamp_hook(sae_params, sae_cfg, 9, 5.0)(post)
     np.testing.assert_allclose(out.reshape(6, 16), post.reshape(6, 16) + (5.0 - f)[:, None] * d, rtol=1e-5, atol=1e-6)
     f_all = sae.encode(sae_params, post.reshape(6, 16), sae_cfg)
     rec = []
-    two = an.clamp_hook(sae_params, sae_cfg, [9, 4], [5.0, 0.0], rec)(post)  # both read from the incoming post
+    two = interventions.clamp_hook(sae_params, sae_cfg, [9, 4], [5.0, 0.0], rec)(post)  # both read from the incoming post
     want = post.reshape(6, 16) + (5.0 - f_all[:, [9]]) * d - f_all[:, [4]] * sae_params["W_dec"][4]
     np.testing.assert_allclose(two.reshape(6, 16), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rec[0], f_all[:, [9, 4]].reshape(2, 3, 2), rtol=1e-6)
@@ -402,27 +406,27 @@ def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
     for script in ("arabic", "hebrew"):  # exactly the bytes of letters, not the spaces and line ends
         doc = cs.script_document(script, 3000, rng)
         letters = np.isin(doc.detail, [cs.DET[script + "_lead"], cs.DET[script + "_cont"]]).mean()
-        assert an.written_share(np.frombuffer(doc.data, np.uint8), script) == pytest.approx(letters)
+        assert text.written_share(np.frombuffer(doc.data, np.uint8), script) == pytest.approx(letters)
         broken = np.frombuffer(doc.data, np.uint8)[doc.detail == cs.DET[script + "_lead"]]  # lead bytes alone
-        assert an.written_share(broken, script) == 0
+        assert text.written_share(broken, script) == 0
     dna = cs.dna_document(5000, rng)
     bases = (np.asarray(dna.detail) == cs.DET["dna_base"]).mean()
-    assert bases - 0.02 <= an.written_share(np.frombuffer(dna.data, np.uint8), "dna") <= bases  # lines < 8 bases: rare
-    assert an.written_share(np.frombuffer(cs.hex_digest(40, rng).data, np.uint8), "hex") == 1.0
+    assert bases - 0.02 <= text.written_share(np.frombuffer(dna.data, np.uint8), "dna") <= bases  # lines < 8 bases: rare
+    assert text.written_share(np.frombuffer(cs.hex_digest(40, rng).data, np.uint8), "hex") == 1.0
     blob = np.frombuffer(cs.b64_random(600, rng, width=76).data, np.uint8)
-    assert an.written_share(blob, "base64") == pytest.approx((~np.isin(blob, list(b"\n="))).mean())
-    text = np.frombuffer(cs.python_unit("py/json/encoder.py").seg.data, np.uint8)
-    for label in an.RECOGNISERS:
-        assert an.written_share(text, label) < 0.02, label
-    assert an.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
-    assert an.written_share(np.array(list(b"ACGTACGT") + [256]), "dna") == pytest.approx(8 / 9)  # and is a byte
+    assert text.written_share(blob, "base64") == pytest.approx((~np.isin(blob, list(b"\n="))).mean())
+    code = np.frombuffer(cs.python_unit("py/json/encoder.py").seg.data, np.uint8)
+    for label in text.RECOGNISERS:
+        assert text.written_share(code, label) < 0.02, label
+    assert text.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
+    assert text.written_share(np.array(list(b"ACGTACGT") + [256]), "dna") == pytest.approx(8 / 9)  # and is a byte
     digest, line = cs.hex_digest(32, rng).data, b"ACGTTGCA" * 3
-    assert an.written_share(list(digest), "base64") == 0 and an.written_share(list(line), "base64") == 0  # look-alikes
-    assert an.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
+    assert text.written_share(list(digest), "base64") == 0 and text.written_share(list(line), "base64") == 0  # look-alikes
+    assert text.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
     with pytest.raises(ValueError, match="1-D"):
-        an.written_share(np.zeros((2, 8), int), "dna")
+        text.written_share(np.zeros((2, 8), int), "dna")
     with pytest.raises(ValueError, match="no recogniser"):
-        an.written_share([65], "python")
+        text.written_share([65], "python")
 
 
 # the `lm` fixture model is untrained: its MLP does not help yet, and loss_recovered says so
@@ -433,16 +437,16 @@ UNTRAINED = pytest.mark.filterwarnings("ignore:the ablation lowers the loss")
 def test_loss_recovered_ends(lm):
     params, cfg, windows, _, _ = lm
     kw = dict(batch=8, fast=False)
-    clean = an.mean_loss(params, cfg, windows, **kw)
-    zero = an.mean_loss(params, cfg, windows, 0.0, **kw)
-    itself = an.mean_loss(params, cfg, windows, lambda post: post, **kw)
+    clean = interventions.mean_loss(params, cfg, windows, **kw)
+    zero = interventions.mean_loss(params, cfg, windows, 0.0, **kw)
+    itself = interventions.mean_loss(params, cfg, windows, lambda post: post, **kw)
     assert zero != clean, "zero-ablation must change the loss for this test to mean anything"
-    assert an.loss_recovered(clean, itself, zero) == 1.0, "replacing the activations by themselves must recover 1"
-    assert an.loss_recovered(clean, zero, zero) == 0.0
+    assert metrics.loss_recovered(clean, itself, zero) == 1.0, "replacing the activations by themselves must recover 1"
+    assert metrics.loss_recovered(clean, zero, zero) == 0.0
     with pytest.raises(ValueError, match="does not change the loss"):
-        an.loss_recovered(clean, zero, clean)
+        metrics.loss_recovered(clean, zero, clean)
     with pytest.warns(RuntimeWarning, match="lowers the loss"):  # an ablation that helps: the sign means nothing
-        assert an.loss_recovered(2.0, 2.5, 1.5) == 2.0
+        assert metrics.loss_recovered(2.0, 2.5, 1.5) == 2.0
 
 
 @UNTRAINED
@@ -452,24 +456,24 @@ def test_an_identity_sae_recovers_everything(lm, tmp_path):
     sae_cfg = sae.SAEConfig(d_in=16, d_sae=16)
     identity = {"W_enc": np.eye(16, dtype=np.float32), "b_enc": np.zeros(16, np.float32),
                 "W_dec": np.eye(16, dtype=np.float32), "b_dec": np.zeros(16, np.float32)}
-    out = an.loss_recovered_report(params, cfg, windows, identity, sae_cfg, store.mean(), batch=8, fast=False)
+    out = interventions.loss_recovered_report(params, cfg, windows, identity, sae_cfg, store.mean(), batch=8, fast=False)
     assert out["sae"] == out["clean"] and out["recovered_zero"] == 1.0 and out["recovered_mean"] == 1.0, out
     half = {**identity, "W_dec": 0.5 * identity["W_dec"]}  # reconstructs half of every activation
-    out = an.loss_recovered_report(params, cfg, windows, half, sae_cfg, store.mean(), batch=8, fast=False)
-    assert out["sae"] == an.mean_loss(params, cfg, windows, lambda post: 0.5 * post, batch=8, fast=False)
+    out = interventions.loss_recovered_report(params, cfg, windows, half, sae_cfg, store.mean(), batch=8, fast=False)
+    assert out["sae"] == interventions.mean_loss(params, cfg, windows, lambda post: 0.5 * post, batch=8, fast=False)
     for base in ("zero", "mean"):
         want = (out[base] - out["sae"]) / (out[base] - out["clean"])
         assert out[f"recovered_{base}"] == pytest.approx(want, rel=1e-12) and 0 < want < 1, (base, out)
     assert out["recovered_zero"] != out["recovered_mean"]
     mean = store.mean().astype(np.float32)
-    assert out["mean"] == an.mean_loss(params, cfg, windows, lambda post: np.broadcast_to(mean, post.shape), batch=8,
+    assert out["mean"] == interventions.mean_loss(params, cfg, windows, lambda post: np.broadcast_to(mean, post.shape), batch=8,
                                        fast=False) != out["zero"], "mean-ablation must put the mean at every position"
 
 
 def test_feature_cards(store, sparse_sae):
-    src = an.FeatureSource(store, *sparse_sae)
-    report = an.analyse_units(src)
-    cards = an.feature_cards(src, report, tiny_model(), TINY, [0, 5], n_examples=3)
+    src = features.FeatureSource(store, *sparse_sae)
+    report = scores.analyse_units(src)
+    cards = features.feature_cards(src, report, tiny_model(), TINY, [0, 5], n_examples=3)
     live, dead = cards
     assert len(live["examples"]) == 3 and dead["examples"] == [] and dead["density"] == 0
     assert dead["best"]["label"] == "-", "a unit that never fires matches no label"
@@ -479,6 +483,6 @@ def test_feature_cards(store, sparse_sae):
     assert center_act >= ex["activation"] > 0, "the activating piece must carry (at least) the example's activation"
     h = live["histogram"]
     assert np.sum(h["counts"]) + np.sum(h["zeros"]) == len(store), "the histogram must account for every token"
-    weights = an.logit_weights(tiny_model(), TINY, sparse_sae[0]["W_dec"][0])
+    weights = features.logit_weights(tiny_model(), TINY, sparse_sae[0]["W_dec"][0])
     assert [w for _, w in live["logits"]["promoted"]] == pytest.approx(np.sort(weights)[::-1][:8].tolist())
     assert [w for _, w in live["logits"]["suppressed"]] == pytest.approx(np.sort(weights)[:8].tolist())

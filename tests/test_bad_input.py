@@ -18,13 +18,17 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinymono import analysis as an
+from tinymono import features
 from tinymono import gradcheck
 from tinymono import groundtruth as gt
+from tinymono import interventions
 from tinymono import layers as L
+from tinymono import metrics
 from tinymono import metrics as M
 from tinymono import optim
 from tinymono import sae
+from tinymono import scores
+from tinymono import text
 from tinymono import toy
 from tinymono import transformer as tr
 
@@ -60,7 +64,7 @@ def small_report():
     A[:, 2] = 0
     store = SimpleNamespace(context=np.arange(40) % 2, context_names=("a", "b"), tokens=np.zeros(40, np.uint16))
 
-    class Source(an.NeuronSource):
+    class Source(features.NeuronSource):
         kind = "neuron"
 
         def __init__(self):
@@ -70,7 +74,7 @@ def small_report():
             return A[lo:hi] if units is None else A[lo:hi][:, units]
 
     source = Source()
-    return source, an.analyse_units(source, families=("context",), bins=4, top_k=4)
+    return source, scores.analyse_units(source, families=("context",), bins=4, top_k=4)
 
 
 SOURCE, REPORT = small_report()
@@ -219,53 +223,53 @@ BAD = [
     ("explained variance: object", lambda: M.explained_variance(np.ones((3, 2), object), np.ones((3, 2))), TypeError,
      "x"),
     # analysis
-    ("pearson: a NaN column (was scored 0)", lambda: an.pearson(with_nan(np.ones((4, 2)), (1, 1)), [0, 1, 0, 1]),
+    ("pearson: a NaN column (was scored 0)", lambda: metrics.pearson(with_nan(np.ones((4, 2)), (1, 1)), [0, 1, 0, 1]),
      ValueError, "A"),
-    ("pearson: 1-D A", lambda: an.pearson(np.ones(4), [0, 1, 0, 1]), ValueError, "A"),
-    ("pearson: no tokens", lambda: an.pearson(np.ones((0, 2)), []), ValueError, "A"),
-    ("pearson: y of another length", lambda: an.pearson(np.ones((4, 2)), [0, 1]), ValueError, "y"),
-    ("specificity: negative activation", lambda: an.specificity(-np.ones((2, 1)), [0, 1]), ValueError, "A"),
-    ("specificity: unknown threshold", lambda: an.specificity(np.ones((2, 1)), [0, 1], "max"), ValueError,
+    ("pearson: 1-D A", lambda: metrics.pearson(np.ones(4), [0, 1, 0, 1]), ValueError, "A"),
+    ("pearson: no tokens", lambda: metrics.pearson(np.ones((0, 2)), []), ValueError, "A"),
+    ("pearson: y of another length", lambda: metrics.pearson(np.ones((4, 2)), [0, 1]), ValueError, "y"),
+    ("specificity: negative activation", lambda: metrics.specificity(-np.ones((2, 1)), [0, 1]), ValueError, "A"),
+    ("specificity: unknown threshold", lambda: metrics.specificity(np.ones((2, 1)), [0, 1], "max"), ValueError,
      "threshold"),
-    ("auroc: inf", lambda: an.auroc(with_nan(np.ones((3, 1)), value=INF), [0, 1, 0]), ValueError, "A"),
-    ("clamp_hook: unit -1 (was the last latent)", lambda: an.clamp_hook(SAE_P, SAE_CFG, -1, 1.0), ValueError, "units"),
-    ("clamp_hook: unit d_sae", lambda: an.clamp_hook(SAE_P, SAE_CFG, 8, 1.0), ValueError, "units"),
-    ("clamp_hook: float unit", lambda: an.clamp_hook(SAE_P, SAE_CFG, 1.0, 1.0), TypeError, "units"),
-    ("clamp_hook: three values for two units", lambda: an.clamp_hook(SAE_P, SAE_CFG, [1, 2], [1.0, 2, 3]),
+    ("auroc: inf", lambda: metrics.auroc(with_nan(np.ones((3, 1)), value=INF), [0, 1, 0]), ValueError, "A"),
+    ("clamp_hook: unit -1 (was the last latent)", lambda: interventions.clamp_hook(SAE_P, SAE_CFG, -1, 1.0), ValueError, "units"),
+    ("clamp_hook: unit d_sae", lambda: interventions.clamp_hook(SAE_P, SAE_CFG, 8, 1.0), ValueError, "units"),
+    ("clamp_hook: float unit", lambda: interventions.clamp_hook(SAE_P, SAE_CFG, 1.0, 1.0), TypeError, "units"),
+    ("clamp_hook: three values for two units", lambda: interventions.clamp_hook(SAE_P, SAE_CFG, [1, 2], [1.0, 2, 3]),
      ValueError, "values"),
-    ("clamp_hook: NaN value", lambda: an.clamp_hook(SAE_P, SAE_CFG, 1, NAN), ValueError, "values"),
-    ("ablation_hook: unit -1", lambda: an.ablation_hook(SAE_P, SAE_CFG, -1), ValueError, "units"),
-    ("ablation_effect: unit -1", lambda: an.ablation_effect(TP, TCFG, SAE_P, SAE_CFG, -1, TOKENS, fast=False),
+    ("clamp_hook: NaN value", lambda: interventions.clamp_hook(SAE_P, SAE_CFG, 1, NAN), ValueError, "values"),
+    ("ablation_hook: unit -1", lambda: interventions.ablation_hook(SAE_P, SAE_CFG, -1), ValueError, "units"),
+    ("ablation_effect: unit -1", lambda: interventions.ablation_effect(TP, TCFG, SAE_P, SAE_CFG, -1, TOKENS, fast=False),
      ValueError, "unit"),
-    ("token_text: 300", lambda: an.token_text(300), ValueError, "t"),
-    ("token_text: -1", lambda: an.token_text(-1), ValueError, "t"),
-    ("byte_pieces: 2-D", lambda: an.byte_pieces(np.zeros((2, 2), int)), ValueError, "tokens"),
-    ("format_example: center past the end", lambda: an.format_example([65, 66], 2), ValueError, "center"),
-    ("logit_weights: direction of another length", lambda: an.logit_weights(TP, TCFG, np.ones(7)), ValueError,
+    ("token_text: 300", lambda: text.token_text(300), ValueError, "t"),
+    ("token_text: -1", lambda: text.token_text(-1), ValueError, "t"),
+    ("byte_pieces: 2-D", lambda: text.byte_pieces(np.zeros((2, 2), int)), ValueError, "tokens"),
+    ("format_example: center past the end", lambda: text.format_example([65, 66], 2), ValueError, "center"),
+    ("logit_weights: direction of another length", lambda: features.logit_weights(TP, TCFG, np.ones(7)), ValueError,
      "direction"),
-    ("top_logits: k -1", lambda: an.top_logits(np.arange(5.0), -1), ValueError, "k"),
-    ("loss_recovered: NaN", lambda: an.loss_recovered(NAN, 1.0, 2.0), ValueError, "l_clean"),
-    ("written_share: float tokens", lambda: an.written_share(np.array([65.0, 66.0]), "dna"), TypeError, "tokens"),
-    ("written_share: negative byte", lambda: an.written_share(np.array([-191]), "dna"), ValueError, "tokens"),
-    ("mean_loss: no windows", lambda: an.mean_loss(TP, TCFG, np.zeros((0, 4), int), fast=False), ValueError,
+    ("top_logits: k -1", lambda: features.top_logits(np.arange(5.0), -1), ValueError, "k"),
+    ("loss_recovered: NaN", lambda: metrics.loss_recovered(NAN, 1.0, 2.0), ValueError, "l_clean"),
+    ("written_share: float tokens", lambda: text.written_share(np.array([65.0, 66.0]), "dna"), TypeError, "tokens"),
+    ("written_share: negative byte", lambda: text.written_share(np.array([-191]), "dna"), ValueError, "tokens"),
+    ("mean_loss: no windows", lambda: interventions.mean_loss(TP, TCFG, np.zeros((0, 4), int), fast=False), ValueError,
      "windows"),
-    ("mean_loss: batch 0", lambda: an.mean_loss(TP, TCFG, TOKENS, batch=0, fast=False), ValueError, "batch"),
-    ("loss_recovered_report: mean of another width", lambda: an.loss_recovered_report(
+    ("mean_loss: batch 0", lambda: interventions.mean_loss(TP, TCFG, TOKENS, batch=0, fast=False), ValueError, "batch"),
+    ("loss_recovered_report: mean of another width", lambda: interventions.loss_recovered_report(
         TP, TCFG, TOKENS, SAE_P, SAE_CFG, np.zeros(3), fast=False), ValueError, "mean_acts"),
-    ("top_examples: unit -1", lambda: an.top_examples(SOURCE, REPORT, -1), ValueError, "unit"),
-    ("top_examples: unit past the end", lambda: an.top_examples(SOURCE, REPORT, 3), ValueError, "unit"),
-    ("activation_histogram: unknown family", lambda: an.activation_histogram(REPORT, "detail", 0), ValueError,
+    ("top_examples: unit -1", lambda: features.top_examples(SOURCE, REPORT, -1), ValueError, "unit"),
+    ("top_examples: unit past the end", lambda: features.top_examples(SOURCE, REPORT, 3), ValueError, "unit"),
+    ("activation_histogram: unknown family", lambda: features.activation_histogram(REPORT, "detail", 0), ValueError,
      "family"),
-    ("best_units: min_coverage 2", lambda: an.best_units(REPORT, "context", min_coverage=2), ValueError,
+    ("best_units: min_coverage 2", lambda: scores.best_units(REPORT, "context", min_coverage=2), ValueError,
      "min_coverage"),
-    ("label_groups: unknown label", lambda: an.label_groups(SOURCE, REPORT, "context", labels=["klingon"]),
+    ("label_groups: unknown label", lambda: scores.label_groups(SOURCE, REPORT, "context", labels=["klingon"]),
      ValueError, "labels"),
-    ("analyse_units: bins 0", lambda: an.analyse_units(SOURCE, families=("context",), bins=0), ValueError, "bins"),
-    ("analyse_units: unknown family", lambda: an.analyse_units(SOURCE, families=("topic",)), ValueError, "families"),
-    ("LabelStats: A of another width", lambda: an.LabelStats(np.ones(3), {"c": 2}).update(np.ones((2, 4)),
+    ("analyse_units: bins 0", lambda: scores.analyse_units(SOURCE, families=("context",), bins=0), ValueError, "bins"),
+    ("analyse_units: unknown family", lambda: scores.analyse_units(SOURCE, families=("topic",)), ValueError, "families"),
+    ("LabelStats: A of another width", lambda: scores.LabelStats(np.ones(3), {"c": 2}).update(np.ones((2, 4)),
                                                                                           {"c": [0, 1]}),
      ValueError, "A"),
-    ("NeuronSource: block_rows 0", lambda: an.NeuronSource(SimpleNamespace(d=3), block_rows=0),
+    ("NeuronSource: block_rows 0", lambda: features.NeuronSource(SimpleNamespace(d=3), block_rows=0),
      ValueError, "block_rows"),
     # optimiser and gradient checks
     ("Adam: NaN lr", lambda: optim.Adam({"w": np.zeros(2)}, lr=NAN), ValueError, "lr"),
@@ -308,9 +312,9 @@ def test_edge_cases_give_correct_results():
     counts, _, n_dead = M.log_density_histogram([])
     assert counts.sum() == 0 and n_dead == 0
     assert M.l0(np.array([[True, False], [True, True]])) == 1.5, "booleans count as 0/1 activations"
-    assert an.written_share([], "dna") == 0.0
-    assert an.top_logits(np.arange(3.0), 0) == ([], [])
-    assert an.clamp_hook(SAE_P, SAE_CFG, np.int32(7), np.float32(2.0))(np.ones((1, 2, 4), np.float32)).shape == \
+    assert text.written_share([], "dna") == 0.0
+    assert features.top_logits(np.arange(3.0), 0) == ([], [])
+    assert interventions.clamp_hook(SAE_P, SAE_CFG, np.int32(7), np.float32(2.0))(np.ones((1, 2, 4), np.float32)).shape == \
         (1, 2, 4), "NumPy scalars are valid units and values"
     out, _ = sae.forward(SAE_P, X[:1], SAE_CFG)
     assert out.l0 == np.count_nonzero(out.f), "one row is a valid batch"
@@ -412,7 +416,7 @@ def test_any_array_into_metrics(a):
 def test_any_array_into_pearson(A):
     y = np.arange(len(A)) % 2 if A.ndim else np.zeros(1)
     valid = A.ndim == 2 and A.size > 0 and is_real(A)
-    r = outcome(lambda: an.pearson(A, y), valid, "A")
+    r = outcome(lambda: metrics.pearson(A, y), valid, "A")
     if r is not None:
         assert r.shape == (A.shape[1],) and np.all(np.abs(r) <= 1 + 1e-9)
 
@@ -432,4 +436,4 @@ def test_any_scalar_as_a_size(n):
     if tokens is not None:
         assert len(tokens) == 1 + n
     unit_ok = integer and 0 <= n < 8
-    outcome(lambda: an.clamp_hook(SAE_P, SAE_CFG, n, 1.0), unit_ok, "units")
+    outcome(lambda: interventions.clamp_hook(SAE_P, SAE_CFG, n, 1.0), unit_ok, "units")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from tinymono import activations as act
-from tinymono import analysis as an
 from tinymono import corpus as C
+from tinymono import features
 from tinymono import sae
+from tinymono import scores
 from tinymono.browser import write_browser
 from test_activations import TINY, tiny_model
 
@@ -70,9 +71,9 @@ def page(tmp_path_factory):
     cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=12)
     params = sae.init(cfg, np.random.default_rng(0), store.rows(np.arange(len(store))))
     params["b_enc"][3] = -1e6  # a dead latent
-    src = an.FeatureSource(store, params, cfg)
-    report = an.analyse_units(src)
-    cards = an.feature_cards(src, report, tiny_model(), TINY, range(12), n_examples=5, before=len(HOSTILE),
+    src = features.FeatureSource(store, params, cfg)
+    report = scores.analyse_units(src)
+    cards = features.feature_cards(src, report, tiny_model(), TINY, range(12), n_examples=5, before=len(HOSTILE),
                              after=len(HOSTILE))
     path = write_browser(folder / "features.html", cards, title="features <of> \"tiny\" & co",
                          summary={"L0": 3.25, "note": "<script>alert(2)</script>"})
@@ -259,7 +260,7 @@ def test_quantile_bands_hold_what_they_say(page):
 
 def test_nearest_by_decoder_matches_the_cosine_matrix():
     W = np.random.default_rng(3).standard_normal((20, 6)) * np.linspace(0.5, 2, 20)[:, None]  # rows not unit norm
-    got = an.nearest_by_decoder(W, [0, 7], k=4)
+    got = features.nearest_by_decoder(W, [0, 7], k=4)
     cos = (W @ W.T) / np.outer(np.linalg.norm(W, axis=1), np.linalg.norm(W, axis=1))
     for u in (0, 7):
         others = [o for o in np.argsort(-cos[u]) if o != u][:4]

@@ -51,7 +51,7 @@ def _run(chromium, tmp_path, *args):
 
 
 def _example(text, center, weights=None):
-    """An example card entry from text split into characters (as analysis.byte_pieces gives them)."""
+    """An example card entry from text split into characters (as text.byte_pieces gives them)."""
     pieces = list(text) if isinstance(text, str) else text
     weights = weights or [0.0] * len(pieces)
     return {"activation": max(weights) or 1.0,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinymono import analysis, layers, sae, toy
+from tinymono import layers, metrics, sae, toy
 from tinymono.cli import main
 from tinymono.exercises import EXERCISES, LESSONS, MODULES, for_lessons, parse_lesson
 from tinymono.exercises.blank import blank_source
@@ -25,7 +25,7 @@ from tinymono.exercises.tutor import Factor, check, diagnose
 from tinymono.exercises.workspace import LIBRARY, write_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY_MODULES = {"toy": toy, "sae": sae, "layers": layers, "analysis": analysis}
+LIBRARY_MODULES = {"toy": toy, "sae": sae, "layers": layers, "metrics": metrics}
 
 
 def env(**extra):
@@ -309,9 +309,9 @@ def test_lesson_04_attention_mistake_is_named():
 
 
 def test_lesson_06_mistakes_are_named():
-    msg = message("06.1", planted(analysis, loss_recovered=lambda c, r, a: (r - c) / (a - c)))
+    msg = message("06.1", planted(metrics, loss_recovered=lambda c, r, a: (r - c) / (a - c)))
     assert "is the share of the loss LOST" in msg and "yours: 0.2\n      right: 0.8" in msg, msg
-    msg = message("06.1", planted(analysis, loss_recovered=lambda c, r, a: (a - r) / (a - c) if a != c else 0.0))
+    msg = message("06.1", planted(metrics, loss_recovered=lambda c, r, a: (a - r) / (a - c) if a != c else 0.0))
     assert "returned 0.0: when l_ablated == l_clean" in msg and "raise a ValueError" in msg, msg
 
 
@@ -329,9 +329,9 @@ def test_lesson_07_mistakes_are_named():
         den = np.linalg.norm(A, axis=0) * np.linalg.norm(y.astype(float))
         return np.divide(A.T @ y, den, out=np.zeros(A.shape[1]), where=den > 0)
 
-    assert "counts ties as losses" in message("07.3", planted(analysis, auroc=auroc_ties_lose))
-    assert "counts tokens" in message("07.2", planted(analysis, specificity=specificity_counting_tokens))
-    assert "does not subtract the means" in message("07.1", planted(analysis, pearson=pearson_uncentred))
+    assert "counts ties as losses" in message("07.3", planted(metrics, auroc=auroc_ties_lose))
+    assert "counts tokens" in message("07.2", planted(metrics, specificity=specificity_counting_tokens))
+    assert "does not subtract the means" in message("07.1", planted(metrics, pearson=pearson_uncentred))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -345,13 +345,14 @@ def test_tinymono_impl_puts_the_workspace_in_the_library(tmp_path):
     code = """
 import sys
 from pathlib import Path
-from tinymono import layers, sae, toy, analysis, transformer, pipeline
+from tinymono import layers, sae, toy, metrics, features, interventions, transformer, pipeline
 from tinymono.kernels import transformer as KT
 from tinymono.exercises import switch, tutor
-for m in (layers, sae, toy, analysis):
+for m in (layers, sae, toy, metrics):
     assert Path(m.__file__) == Path(sys.argv[1]).resolve() / (m.__name__.split(".")[1] + ".py"), m.__file__
 assert transformer.REFERENCE.layernorm_backward is layers.layernorm_backward and KT.L is layers
-assert analysis.sae is sae and pipeline.sae is sae
+assert features.sae is sae and interventions.sae is sae and pipeline.sae is sae
+assert interventions.loss_recovered is metrics.loss_recovered
 assert sae.ARCHITECTURES["relu"].encode_forward is sae.encode_relu_forward
 assert sae.train_step_sparse(None, None, None, None) is None
 try:

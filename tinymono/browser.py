@@ -1,7 +1,7 @@
 """A static HTML feature browser: one self-contained file that opens in any browser without a server
 or a network (inline CSS, inline SVG, a few lines of inline JavaScript to sort, filter and search).
 
-    write_browser("features.html", analysis.feature_cards(...) + neuron cards, title=..., summary={...})
+    write_browser("features.html", features.feature_cards(...) + neuron cards, title=..., summary={...})
 
 The page opens with one colour key for the whole page (each label keeps its colour on every card) and
 an index of every card's unit with its density, its best-matching label and that label's scores: a
@@ -44,7 +44,7 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f", "#7
 OTHER = "#bab0ac"
 HIST_W, HIST_H, HIST_BINS = 320, 90, 32
 SHADES = 8  # activation shading levels of the examples' bytes
-SEPARATOR, SEPARATOR_SHOWN = "\u241e", "\u00a7"  # analysis.token_text's separator, and what the page shows
+SEPARATOR, SEPARATOR_SHOWN = "\u241e", "\u00a7"  # text.token_text's separator, and what the page shows
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:70em}
@@ -136,7 +136,7 @@ def _checked(card, i):
                 "nearest": [(other, num(cos, "nearest cosine")) for other, cos in card.get("nearest", [])],
                 "logits": {k: [(t, num(w, f"logits {k}")) for t, w in logits[k]] for k in ("promoted", "suppressed")}}
     except KeyError as e:
-        raise KeyError(f"card {i} lacks the field {e}; cards come from analysis.feature_cards") from e
+        raise KeyError(f"card {i} lacks the field {e}; cards come from features.feature_cards") from e
 
 
 def _fmt(x, digits=3):
@@ -305,7 +305,7 @@ def _index_html(cards):
 
 
 def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8):
-    """Write the page for `cards` (analysis.feature_cards, of features, neurons or both) to `path`;
+    """Write the page for `cards` (features.feature_cards, of features, neurons or both) to `path`;
     summary: {name: value} shown at the top (e.g. the SAE's L0 and loss recovered). At most max_examples
     top examples per unit. Returns the path."""
     cards = [_checked(c, i) for i, c in enumerate(cards)]

@@ -14,12 +14,28 @@ Without ground truth (section 3): L0, the firing density of each latent (dead = 
 = fires on fewer than 1e-6 of tokens; the log10-density histogram), and reconstruction quality (MSE,
 explained variance).
 
-Axis vocabulary: G true features, n learned latents, d data dims, B samples.
+Against the corpus labels (Bricken et al. 2023), for a unit's activations a over N tokens and a label
+indicator y (1 on the bytes of, say, the `dna` context), the definitions on arrays in memory (the
+streaming versions in scores.py must reproduce them):
+- `pearson`: the correlation of a with y, the paper's sensitivity;
+- `specificity`: of the activation mass, the share on labelled tokens (the paper's "above activation 5"
+  needs its activation scale; `threshold="half"` uses half of each unit's maximum, which is scale-free);
+- `auroc`: P(a on a labelled token > a on an unlabelled one), which does not depend on a's scale (the
+  paper does not report it; this implementation does, beside the two).
+
+And `loss_recovered`: (L_ablated - L_replaced) / (L_ablated - L_clean), how much of the loss that an
+ablation costs a replacement (the SAE's reconstruction) wins back.
+
+Axis vocabulary: G true features, n learned latents, d data dims, B samples; N tokens and U units for
+the label scores.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
 
 from tinymono.validate import REAL, check_array, check_int, check_number
 
@@ -141,3 +157,83 @@ def explained_variance(x, x_hat):
     if total == 0:
         raise ValueError("x does not vary over the batch, so there is no variance to explain")
     return float(1.0 - residual / total)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a unit against a label: the definitions, which the streaming versions (scores.py) must reproduce
+
+
+def _activations(A, ndim=2):
+    """A [N, U] (or [N] when ndim allows it): real, finite (a NaN would score 0, not fail), N >= 1."""
+    return check_array("A", A, ndim=ndim, kinds=REAL).astype(np.float64)
+
+
+def _indicator(y, n):
+    y = check_array("y", y, kinds=REAL, finite=False, nonempty=False)
+    if y.dtype != bool and not np.isin(y, (0, 1)).all():
+        raise ValueError("a label indicator holds 0/1 or booleans (label ids would be read as 'id != 0')")
+    y = y.astype(bool)
+    if y.shape != (n,):
+        raise ValueError(f"y (the label indicator) has shape {y.shape}, the activations have {n} rows")
+    return y
+
+
+def pearson(A, y):
+    """A [N, U], y [N] bool -> [U]: the correlation of each column with y (0 where either is constant)."""
+    A = _activations(A)
+    y = _indicator(y, len(A)).astype(np.float64)
+    a, yc = A - A.mean(axis=0), y - y.mean()
+    den = np.sqrt((a * a).sum(axis=0) * (yc @ yc))
+    return np.divide(yc @ a, den, out=np.zeros(A.shape[1]), where=den > 0)
+
+
+def specificity(A, y, threshold=None):
+    """A [N, U] >= 0, y [N] bool -> [U]: the share of each unit's activation mass on labelled tokens,
+    counting only activations >= threshold (None: all; "half": half the unit's max; or a number / [U]).
+    A unit with no mass there scores 0."""
+    A = _activations(A)
+    if A.min() < 0:
+        raise ValueError(f"A must be >= 0 (activation mass), got values down to {A.min():.3g}")
+    y = _indicator(y, len(A))
+    if isinstance(threshold, str) and threshold != "half":
+        raise ValueError(f"threshold must be None, 'half', a number or [U] numbers, got {threshold!r}")
+    if threshold is not None:
+        t = 0.5 * A.max(axis=0) if isinstance(threshold, str) else check_array("threshold", threshold, kinds=REAL)
+        A = np.where(A >= t, A, 0.0)
+    total = A.sum(axis=0)
+    return np.divide(A[y].sum(axis=0), total, out=np.zeros(A.shape[1]), where=total > 0)
+
+
+def auroc(A, y):
+    """A [N, U] (or [N]), y [N] bool -> [U]: P(a on a labelled token > a on an unlabelled one), ties
+    counted one half, exactly, from ranks (Mann-Whitney). 0.5 when y is all true or all false."""
+    A = _activations(A, ndim=(1, 2))
+    col = A.ndim == 1
+    A = A[:, None] if col else A
+    y = _indicator(y, len(A))
+    P, Q = int(y.sum()), int((~y).sum())
+    if P == 0 or Q == 0:
+        out = np.full(A.shape[1], 0.5)
+    else:
+        ranks = rankdata(A, axis=0)  # ties get their average rank
+        out = (ranks[y].sum(axis=0) - P * (P + 1) / 2) / (P * Q)
+    return out[0] if col else out
+
+
+# ----------------------------------------------------------------------------------------------------
+# loss recovered
+
+
+def loss_recovered(l_clean, l_replaced, l_ablated):
+    """(L_ablated - L_replaced) / (L_ablated - L_clean): 1 when the replacement is as good as the real
+    activations, 0 when it is no better than the ablation."""
+    l_clean, l_replaced = check_number("l_clean", l_clean), check_number("l_replaced", l_replaced)
+    l_ablated = check_number("l_ablated", l_ablated)
+    if l_ablated == l_clean:
+        raise ValueError(f"the ablation does not change the loss ({l_clean}), so nothing can be recovered: "
+                         "does the model's MLP reach the logits?")
+    if l_ablated < l_clean:
+        warnings.warn(f"the ablation lowers the loss ({l_clean:.4g} -> {l_ablated:.4g}), so the MLP does not help "
+                      "yet (an untrained model?) and the sign of loss recovered means nothing", RuntimeWarning,
+                      stacklevel=2)
+    return (l_ablated - l_replaced) / (l_ablated - l_clean)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 LESSONS = {"01": "01_superposition", "02": "02_sparse_autoencoder", "04": "04_transformer_by_hand",
            "06": "06_sae_on_transformer", "07": "07_interpreting_features"}
-MODULES = ("layers", "toy", "sae", "analysis")  # the library modules a workspace may hold, imported in this order
+MODULES = ("layers", "toy", "sae", "metrics")  # the library modules a workspace may hold, imported in this order
 
 
 class Exercise(NamedTuple):
@@ -140,21 +140,21 @@ softmax(scores) row by row, whose backward is dscores = pattern * (dpattern - ro
 (masked entries have pattern 0, so they get 0); scores = q k^T / sqrt(E); q, k, v = x W + b per head
 (x feeds all three)."""),
     # lesson 06: the SAE on the transformer ---------------------------------------------------------------
-    Exercise("06.1", "analysis", "loss_recovered", "loss recovered", """\
+    Exercise("06.1", "metrics", "loss_recovered", "loss recovered", """\
 The three mean losses (floats) -> (L_ablated - L_replaced) / (L_ablated - L_clean) as a float: 1 when the
 replacement is as good as the real activations, 0 when it is no better than the ablation. Raise a
 ValueError that says so when l_ablated == l_clean (nothing can be recovered)."""),
     # lesson 07: features against the labels ----------------------------------------------------------------
-    Exercise("07.1", "analysis", "pearson", "Pearson correlation with a label", """\
+    Exercise("07.1", "metrics", "pearson", "Pearson correlation with a label", """\
 A [N, U], y [N] bool -> [U]: Pearson's correlation of each column of A with y (as 0/1), and 0 for a
 column, or a y, that is constant. (`_activations(A)` and `_indicator(y, len(A))` check and convert the
 inputs.)"""),
-    Exercise("07.2", "analysis", "specificity", "activation specificity", """\
+    Exercise("07.2", "metrics", "specificity", "activation specificity", """\
 A [N, U] >= 0, y [N] bool -> [U]: the share of each unit's activation mass that falls on labelled
 tokens, sum of a over rows with y / sum of a over all rows, counting only activations >= threshold:
 None (count all), "half" (half of that unit's maximum), or a number or [U] numbers. A unit with no mass
 there scores 0."""),
-    Exercise("07.3", "analysis", "auroc", "AUROC of a unit as a score for a label", """\
+    Exercise("07.3", "metrics", "auroc", "AUROC of a unit as a score for a label", """\
 A [N, U] (or [N], then a float), y [N] bool -> [U]: the probability that the activation on a random
 labelled token is larger than on a random unlabelled one, ties counting one half. From ranks
 (Mann-Whitney): with rankdata (scipy, imported) giving tied values their average rank, AUROC = (sum of

@@ -2,9 +2,9 @@
 
 This is the one hook. When the variable is set, `import tinymono` (tinymono/__init__.py) calls
 `use_workspace(WORKSPACE)` before any other module of the library is imported, and each library module
-the workspace holds (layers.py, toy.py, sae.py, analysis.py; see tinymono.exercises.MODULES) is loaded
+the workspace holds (layers.py, toy.py, sae.py, metrics.py; see tinymono.exercises.MODULES) is loaded
 from there under the library's own name, `tinymono.sae` and so on. Whatever imports it afterwards, a
-lesson, transformer.py (which builds its layer set from tinymono.layers) or analysis.py (which imports
+lesson, transformer.py (which builds its layer set from tinymono.layers) or features.py (which imports
 tinymono.sae), gets the learner's module, written functions and copied rest alike. Nothing else changes.
 
 One exception, said here because it is the only one: the SAE's sparse training step (`train_step_sparse`)

@@ -1,7 +1,7 @@
 """The tutor: `check("02.4", module)` runs exercise 02.4's check on a learner's module and says, in words,
 what is wrong.
 
-Each check (toy_checks.py, sae_checks.py, layers_checks.py, analysis_checks.py) draws small random float64
+Each check (toy_checks.py, sae_checks.py, layers_checks.py, metrics_checks.py) draws small random float64
 inputs, calls the learner's function and the library's, and hands each output to `Tutor.expect`, which
 names how the two differ: the shape (and whether it is a transpose), the sign, a factor such as the batch
 size, or one of the mistakes a check lists as known-wrong answers for that function (layer norm's
@@ -272,7 +272,7 @@ def check(id, module):
     if switch.active():
         raise RuntimeError("the tutor compares your functions with the library's, but TINYMONO_IMPL is set, "
                            "so the library is your workspace: run the tests without TINYMONO_IMPL")
-    from tinymono.exercises import analysis_checks, layers_checks, sae_checks, toy_checks  # noqa: F401  (register)
+    from tinymono.exercises import layers_checks, metrics_checks, sae_checks, toy_checks  # noqa: F401  (register)
 
     tutor = Tutor(BY_ID[id], module)
     CHECKS[id](tutor)

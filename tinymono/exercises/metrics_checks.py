@@ -1,4 +1,4 @@
-"""The tutor's checks for lessons 06 and 07 (tinymono/analysis.py): loss recovered, and the three scores of
+"""The tutor's checks for lessons 06 and 07 (tinymono/metrics.py): loss recovered, and the three scores of
 a unit against a label, each against the library's.
 
 The activations hold the cases the definitions must get right: exact zeros (a ReLU's), tied values, an
@@ -7,7 +7,7 @@ activation exactly at half a unit's maximum, a constant unit and a silent one.
 from __future__ import annotations
 
 import numpy as np
-from tinymono import analysis as ref
+from tinymono import metrics as ref
 from tinymono.exercises.tutor import Wrong, exercise, shapes
 
 __tracebackhide__ = True  # pytest shows the test line and the tutor's message, not these frames
