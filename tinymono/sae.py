@@ -41,7 +41,7 @@ from tinymono import checkpoint as ckpt
 from tinymono.kernels import sae as K
 from tinymono.layers import relu_backward, relu_forward
 from tinymono.optim import Adam, Schedule
-from tinymono.validate import BOOL, REAL, check_array, check_finite, check_rng
+from tinymono.validate import BOOL, REAL, check_array, check_config_ints, check_finite, check_rng
 
 # ----------------------------------------------------------------------------------------------------
 # config
@@ -73,14 +73,8 @@ class SAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("d_in", "d_sae", "batch_size", "resample_batches", "init_sample"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))  # a NumPy integer would not go into a checkpoint's JSON
-        if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
-        object.__setattr__(self, "steps", int(self.steps))
+        check_config_ints(self, ("d_in", "d_sae", "batch_size", "resample_batches", "init_sample"))
+        check_config_ints(self, ("steps",), lo=0)
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
         if not self.l1_coefficient >= 0:

@@ -24,7 +24,7 @@ import numpy as np
 from tinymono import checkpoint as ckpt
 from tinymono.kernels import toy as K
 from tinymono.optim import Schedule, adam_update
-from tinymono.validate import REAL, check_array, check_int, check_rng
+from tinymono.validate import REAL, check_array, check_config_ints, check_int, check_rng
 
 MODELS = ("relu", "linear")
 
@@ -74,11 +74,7 @@ class ToyConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_features", "d_hidden", "n_inst", "batch_size", "steps"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))  # a NumPy integer would not go into a checkpoint's JSON
+        check_config_ints(self, ("n_features", "d_hidden", "n_inst", "batch_size", "steps"))
         if self.n_correlated_pairs < 0 or self.n_anticorrelated_pairs < 0:
             raise ValueError("n_correlated_pairs and n_anticorrelated_pairs must be >= 0")
         if 2 * (self.n_correlated_pairs + self.n_anticorrelated_pairs) > self.n_features:

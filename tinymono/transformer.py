@@ -31,7 +31,8 @@ import numpy as np
 from tinymono import checkpoint as ckpt
 from tinymono import layers as L
 from tinymono.optim import Adam, Schedule, clip_grad_norm
-from tinymono.validate import REAL, InputTypeError, check_array, check_ids, check_int, check_number, check_rng
+from tinymono.validate import (REAL, InputTypeError, check_array, check_config_ints, check_ids, check_int, check_number,
+                               check_rng)
 
 HOOK_POST = "mlp.hook_post"  # the name TransformerLens gives the MLP's post-activation hook
 
@@ -57,11 +58,7 @@ class TransformerConfig:
     init_range: float = 0.02
 
     def __post_init__(self):
-        for name in ("d_vocab", "d_model", "d_mlp", "n_heads", "d_head", "n_ctx"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
-            object.__setattr__(self, name, int(value))  # a NumPy integer would not go into JSON
+        check_config_ints(self, ("d_vocab", "d_model", "d_mlp", "n_heads", "d_head", "n_ctx"))
         if self.d_model != self.n_heads * self.d_head:
             raise ValueError(f"d_model ({self.d_model}) must equal n_heads * d_head "
                              f"({self.n_heads} * {self.d_head} = {self.n_heads * self.d_head}): the heads' "
@@ -519,12 +516,11 @@ class TrainConfig:
     val_windows: int = 16  # windows of the validation split scored after every chunk (the val_bpb metric)
 
     def __post_init__(self):
-        for name in ("steps", "batch", "val_windows"):
-            if not int(getattr(self, name)) >= 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.warmup <= self.steps or self.eval_every < 0 or self.eval_tokens < 2:
-            raise ValueError(f"need 0 <= warmup <= steps, eval_every >= 0, eval_tokens >= 2; got "
-                             f"{self.warmup}, {self.steps}, {self.eval_every}, {self.eval_tokens}")
+        check_config_ints(self, ("steps", "batch", "val_windows"))
+        check_config_ints(self, ("warmup", "eval_every"), lo=0)
+        check_config_ints(self, ("eval_tokens",), lo=2)
+        if self.warmup > self.steps:
+            raise ValueError(f"need warmup <= steps; got warmup {self.warmup}, steps {self.steps}")
         if not (self.lr > 0 and self.clip > 0 and self.weight_decay >= 0 and 0 <= self.final_ratio <= 1):
             raise ValueError(f"need lr > 0, clip > 0, weight_decay >= 0, final_ratio in [0, 1]; got {self.lr}, "
                              f"{self.clip}, {self.weight_decay}, {self.final_ratio}")

@@ -11,6 +11,7 @@ expected, before any work is done:
     ids = check_ids("targets", targets, V)          # integers in [0, V)
     unit = check_int("unit", unit, 0, d_sae - 1)    # a Python or NumPy integer in 0..d_sae-1
     t = check_number("temperature", t, lo=0)        # a finite real number >= 0
+    check_config_ints(self, ("d_in", "d_sae"))      # a config's integer fields, in its __post_init__
 
 A wrong type or dtype raises InputTypeError (a TypeError, and also a ValueError, so code that catches
 bad input as ValueError keeps working); a wrong shape, value or range raises ValueError.
@@ -125,3 +126,14 @@ def check_rng(name, rng):
         raise InputTypeError(f"{name} must be a np.random.Generator (np.random.default_rng(seed)), "
                              f"got {type(rng).__name__}")
     return rng
+
+
+def check_config_ints(cfg, names, lo=1):
+    """In a frozen config's __post_init__: each field in `names` must be an integer (not a bool) >= lo; it is
+    stored back as a Python int, since a NumPy integer would not go into a checkpoint's JSON."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)) or v < lo:
+            what = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+            raise ValueError(f"{type(cfg).__name__}.{name} must be {what}, got {v!r}")
+        object.__setattr__(cfg, name, int(v))
