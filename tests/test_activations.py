@@ -58,7 +58,7 @@ def rss_kb(field):
 def test_window_plan_keeps_every_token_once_with_enough_context(n, n_ctx, data):
     W = min(n, n_ctx)
     stride = data.draw(st.one_of(st.none(), st.integers(1, n_ctx)))  # up to n_ctx: a short stream caps it
-    starts, keep_from, W2, stride = act.window_plan(n, n_ctx, stride)
+    starts, keep_from, W2, stride = tr.window_plan(n, n_ctx, stride)
     assert W2 == W and np.all(starts >= 0) and np.all(starts + W <= n), "a window runs outside the stream"
     kept = np.concatenate([s + np.arange(k, W) for s, k in zip(starts, keep_from)])
     np.testing.assert_array_equal(kept, np.arange(n), err_msg="every token must be kept exactly once, in order")
@@ -82,7 +82,7 @@ def test_store_round_trips_exactly(tmp_path):
         np.testing.assert_array_equal(getattr(store, name), getattr(corpus.train, name)[:1000],
                                       err_msg=f"the {name} column does not follow the rows")
     # exact: the same windows in the same groups of `batch` give the same bits
-    starts, keep_from, W, _ = act.window_plan(1000, TINY.n_ctx)
+    starts, keep_from, W, _ = tr.window_plan(1000, TINY.n_ctx)
     for g in range(0, len(starts), 4):
         idx = starts[g:g + 4, None] + np.arange(W)
         _, cache = tr.forward(params, corpus.train.tokens[idx].astype(np.int64), TINY)

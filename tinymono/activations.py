@@ -12,7 +12,7 @@ hold the whole thing in memory, so:
 * Progress is recorded in `meta.json`, rewritten atomically after the data is flushed, so a harvest
   can stop (by choice: `max_rows`, by a crash, or on a full disk) and continue later, and the store it
   ends with is byte for byte the one an uninterrupted harvest writes. That holds because the windows and their
-  grouping into forwards are a fixed plan (`window_plan`) and each resume restarts at a group
+  grouping into forwards are a fixed plan (`transformer.window_plan`) and each resume restarts at a group
   boundary: a window's activations depend, in the last float bits, on the other windows in its
   batch (BLAS blocks the matmul by batch size), so regrouping would change bits.
 * Each group's rows get a checksum (zlib.crc32 over the bytes of every column, recorded in meta.json
@@ -30,7 +30,7 @@ tokens; a window's first positions have seen almost nothing and their activation
 model's usual ones. Windows therefore overlap by half (stride = n_ctx // 2) and each token is kept
 once, from the earliest window where it has at least n_ctx - stride + 1 tokens of context (only the
 first n_ctx - stride tokens of the split, which have no more context anywhere, come from position <
-n_ctx - stride of the first window). This is the rule transformer.stream_bits uses to score text.
+n_ctx - stride of the first window). The rule is `transformer.window_plan`; stream_bits scores text with it too.
 What it costs, measured: every kept token goes through the forward twice; writing the rows costs the
 same either way, so a whole harvest took 1.4x as long as with non-overlapping windows (`python -m
 tinymono bench harvest`: 63k vs 88k tokens/s at the default config, numba, 2 busy cores). What it
@@ -95,30 +95,6 @@ def model_fingerprint(params, cfg):
 # the plan: which windows are run, which of their positions are kept, and how they are grouped
 
 
-def window_plan(n_tokens, n_ctx, stride=None):
-    """Windows over a stream of n_tokens tokens -> (starts [n_windows], keep_from [n_windows], W, stride).
-
-    Window k covers tokens starts[k] .. starts[k] + W - 1 (W = min(n_ctx, n_tokens)) and keeps its
-    positions keep_from[k] .. W - 1. Windows slide by `stride` (default W // 2); one last window sits
-    flush with the end of the stream. Every token is kept exactly once, from the earliest window that
-    holds it with at least W - stride + 1 tokens of context (the first window keeps all its positions:
-    nothing before it can give them more)."""
-    if n_tokens < 1:
-        raise ValueError(f"need at least one token, got n_tokens={n_tokens}")
-    W = min(n_ctx, n_tokens)
-    stride = max(1, W // 2) if stride is None else int(stride)
-    if not 1 <= stride <= n_ctx:
-        raise ValueError(f"stride must be in 1..{n_ctx} (n_ctx), got {stride}")
-    stride = min(stride, W)  # a stream shorter than n_ctx is one window, whatever the stride
-    starts = list(range(0, n_tokens - W + 1, stride))
-    if starts[-1] + W < n_tokens:
-        starts.append(n_tokens - W)  # flush with the end
-    starts = np.array(starts, dtype=np.int64)
-    ends = starts + W  # [n_windows] one past the last token each window holds
-    covered = np.concatenate([[0], ends[:-1]])  # tokens before this are kept by earlier windows
-    return starts, covered - starts, W, stride
-
-
 def _group_rows(starts, W, batch):
     """[n_groups + 1]: group g (windows g*batch .. g*batch + batch - 1) writes rows bounds[g] .. bounds[g+1]."""
     ends = starts + W
@@ -177,7 +153,7 @@ def _read_meta(path, whole=True):
                              f"{_fix(path)}")
     try:
         plan = meta["plan"]
-        bounds = _group_rows(window_plan(meta["n_rows"], plan["window"], plan["stride"])[0], plan["window"],
+        bounds = _group_rows(transformer.window_plan(meta["n_rows"], plan["window"], plan["stride"])[0], plan["window"],
                              plan["batch"])
         ok = (type(meta["groups_done"]) is int and 0 <= meta["groups_done"] <= len(bounds) - 1
               and meta["rows_done"] == bounds[meta["groups_done"]] and len(meta["checksums"]) == meta["groups_done"]
@@ -353,7 +329,7 @@ def _write_json_atomic(path, obj):
 
 
 def _plan_meta(params, cfg, corpus, split, n_tokens, dtype, stride, batch, fast, checkpoint):
-    starts, keep_from, W, stride = window_plan(n_tokens, cfg.n_ctx, stride)
+    starts, keep_from, W, stride = transformer.window_plan(n_tokens, cfg.n_ctx, stride)
     bounds = _group_rows(starts, W, batch)
     meta = {"format": FORMAT_VERSION, "hook": transformer.HOOK_POST,
             "model": {"fingerprint": model_fingerprint(params, cfg), "config": cfg.to_dict(),

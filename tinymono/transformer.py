@@ -438,36 +438,52 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
 # evaluation over a long stream of bytes
 
 
+def window_plan(n_tokens, n_ctx, stride=None):
+    """Windows over a stream of n_tokens tokens -> (starts [n_windows], keep_from [n_windows], W, stride).
+
+    Window k covers tokens starts[k] .. starts[k] + W - 1 (W = min(n_ctx, n_tokens)) and keeps its
+    positions keep_from[k] .. W - 1. Windows slide by `stride` (default W // 2); one last window sits
+    flush with the end of the stream. Every token is kept exactly once, from the earliest window that
+    holds it with at least W - stride + 1 tokens of context (the first window keeps all its positions:
+    nothing before it can give them more)."""
+    if n_tokens < 1:
+        raise ValueError(f"need at least one token, got n_tokens={n_tokens}")
+    W = min(n_ctx, n_tokens)
+    stride = max(1, W // 2) if stride is None else check_int("stride", stride)
+    if not 1 <= stride <= n_ctx:
+        raise ValueError(f"stride must be in 1..{n_ctx} (n_ctx), got {stride}")
+    stride = min(stride, W)  # a stream shorter than n_ctx is one window, whatever the stride
+    starts = list(range(0, n_tokens - W + 1, stride))
+    if starts[-1] + W < n_tokens:
+        starts.append(n_tokens - W)  # flush with the end
+    starts = np.array(starts, dtype=np.int64)
+    ends = starts + W  # [n_windows] one past the last token each window holds
+    covered = np.concatenate([[0], ends[:-1]])  # tokens before this are kept by earlier windows
+    return starts, covered - starts, W, stride
+
+
 def stream_bits(params, cfg: TransformerConfig, tokens, *, stride=None, batch=32, fast=True):
     """tokens [N] -> bits [N-1]: bits[i] = -log2 p(tokens[i+1] | the up to n_ctx tokens ending at i).
 
-    Windows of n_ctx + 1 tokens slide by `stride` (default n_ctx // 2). Each position is scored once, in
-    the earliest window that holds it, so every position past the first window has at least
-    n_ctx - stride + 1 tokens of context (a window's first positions see almost nothing, and scoring
-    them would charge the model for text it was never shown)."""
+    The N - 1 predictions are scored in the windows of `window_plan` (n_ctx + 1 tokens each, sliding by
+    `stride`, default n_ctx // 2), each in the earliest window that gives it enough context: a window's
+    first positions see almost nothing, and scoring them would charge the model for text it was never
+    shown."""
     tokens = check_ids("tokens", tokens, cfg.d_vocab)
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be one stream [N], got shape {tokens.shape}")
     batch = check_int("batch", batch, lo=1)
-    N, W = len(tokens), cfg.n_ctx
+    N = len(tokens)
     if N < 2:
         raise ValueError(f"need at least 2 tokens, got {N}")
-    W = min(W, N - 1)
-    stride = max(1, W // 2) if stride is None else check_int("stride", stride)
-    if not 1 <= stride <= W:
-        raise ValueError(f"stride must be in 1..{W}, got {stride}")
-    starts = list(range(0, N - 1 - W + 1, stride))
-    if starts[-1] + W < N - 1:
-        starts.append(N - 1 - W)  # one last window flush with the end
+    starts, keep_from, W, _ = window_plan(N - 1, cfg.n_ctx, stride)
     bits = np.empty(N - 1, dtype=np.float64)
-    done = 0  # bits[:done] are written
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0:b0 + batch]
         windows = np.stack([tokens[s:s + W + 1] for s in chunk]).astype(np.int64)  # [b, W+1]
         nats = per_token_loss(params, windows, cfg, fast=fast)  # [b, W]: row r scores bits[s : s + W]
-        for s, row in zip(chunk, nats):
-            bits[done:s + W] = row[done - s:] / math.log(2)
-            done = s + W
+        for s, k, row in zip(chunk, keep_from[b0:b0 + batch], nats):
+            bits[s + k:s + W] = row[k:] / math.log(2)
     return bits
 
 
