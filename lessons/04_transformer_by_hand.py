@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import layers as L
+from tinymono import text
 from tinymono import transformer as tr
 from tinymono.gradcheck import check_gradients, check_layer, format_table
 from tinymono.lesson import Lesson
@@ -255,9 +256,9 @@ print(f"one forward+backward on {batch.shape[0]} x {full_cfg.n_ctx} tokens: refe
 # generalisation; lesson 05 trains on a real corpus.
 
 # %%
-text = ("Using a sparse autoencoder, we extract a large number of interpretable features from a one-layer "
-        "transformer. Each feature responds to one kind of text: Arabic script, DNA, base64, Hebrew. ")
-data = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
+sentence = ("Using a sparse autoencoder, we extract a large number of interpretable features from a one-layer "
+            "transformer. Each feature responds to one kind of text: Arabic script, DNA, base64, Hebrew. ")
+data = np.frombuffer(sentence.encode(), dtype=np.uint8).astype(np.int64)
 mem_cfg = tr.TransformerConfig(d_model=64, d_mlp=256, n_heads=4, d_head=16, n_ctx=32)
 window = mem_cfg.n_ctx + 1
 one_batch = np.stack([data[s:s + window] for s in range(0, len(data) - window, 12)])  # [B, 33]
@@ -289,9 +290,9 @@ lesson.savefig(fig, "memorise_one_batch.png",
                "33 bytes cut from one sentence. Right: its attention pattern, averaged over the 4 heads, on "
                "the first window.")
 
-greedy = tr.sample(mem_params, mem_cfg, text[:8], 60, np.random.default_rng(lesson.seeded(0)), temperature=0)
-continuation = bytes(greedy[greedy < 256].astype(np.uint8)).decode(errors="replace")
-print("greedy continuation of", repr(text[:8]), "->", repr(continuation))
+greedy = tr.sample(mem_params, mem_cfg, sentence[:8], 60, np.random.default_rng(lesson.seeded(0)), temperature=0)
+continuation = text.written_text(greedy)
+print("greedy continuation of", repr(sentence[:8]), "->", repr(continuation))
 
 # %% [markdown]
 # The greedy continuation (the most likely byte each time) reproduces the sentence only while it fits in
@@ -317,13 +318,7 @@ for name, err in worst.items():
                  scale_free=True)
 lesson.check("kernels vs reference: max relative gradient gap (float64)", grad_gap, grad_gap <= 1e-9, "<= 1e-9",
              scale_free=True)
-probe = one_batch[:2, :-1].copy()
-base_logits, _ = tr.forward(mem_params, probe, mem_cfg)
-leaks = 0
-for t in range(mem_cfg.n_ctx):
-    changed = probe.copy()
-    changed[:, t] = (changed[:, t] + 1) % 256
-    leaks += int(np.any(tr.forward(mem_params, changed, mem_cfg)[0][:, :t] != base_logits[:, :t]))
+leaks = tr.causality_leaks(mem_params, mem_cfg, one_batch[:2, :-1].copy())
 lesson.check("causality: positions whose change altered an earlier logit", leaks, leaks == 0, "== 0", scale_free=True)
 lesson.check("memorised one batch: final loss (nats)", final_loss, final_loss <= 0.05, "<= 0.05")
 lesson.finish()

@@ -244,6 +244,7 @@ def test_changing_a_token_changes_no_earlier_logit(fast):
         np.testing.assert_array_equal(logits2[:, :t], logits[:, :t],
                                       err_msg=f"changing token {t} changed an earlier logit: the mask leaks the future")
         assert np.abs(logits2[:, t] - logits[:, t]).max() > 0, f"changing token {t} must change logit {t}"
+    assert tr.causality_leaks(params, cfg, tokens, fast=fast) == 0, "causality_leaks must agree with the loop above"
 
 
 def test_bad_tokens():

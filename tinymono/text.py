@@ -4,7 +4,8 @@ The tokenizer itself (`corpus.encode`, `corpus.decode`) turns whole sequences in
 shows them byte by byte, for the lessons, the examples of a feature and the browser:
 - `token_text`: one token visibly (printable ASCII as itself, escapes otherwise, the separator as ␞);
 - `byte_pieces`: a sequence cut into pieces, each a whole printable UTF-8 character or one escaped byte;
-- `format_example`: a sequence with one byte marked, as the lessons print a feature's examples.
+- `format_example`: a sequence with one byte marked, as the lessons print a feature's examples;
+- `written_text`: what a model wrote, as plain text (the separators dropped, broken UTF-8 shown as �).
 
 Written text has no labels, so what the model writes while a feature is pinned on (lesson 08) is scored
 by `written_share` with RECOGNISERS: long runs of a context's alphabet, whole letters of a script.
@@ -70,6 +71,12 @@ def format_example(tokens, center, mark=("\u27e6", "\u27e7")):
             text = f"{mark[0]}{text}{which}{mark[1]}"
         parts.append(text)
     return "".join(parts)
+
+
+def written_text(tokens):
+    """Token ids [n] -> what they say as text: the separators dropped, bytes that are not valid UTF-8 shown
+    as � (a model's continuation may stop inside a character)."""
+    return bytes(int(t) for t in tokens if t < DOC_SEP).decode("utf-8", errors="replace")
 
 
 # What counts as a generated context in text the model writes (no labels there): runs too long to be

@@ -507,6 +507,18 @@ def evaluate(params, cfg: TransformerConfig, corpus, *, split="val", max_tokens=
             "detail": label_means(bits, data.detail[1:n], corpus.detail_names)}
 
 
+def causality_leaks(params, cfg: TransformerConfig, tokens, *, fast=False):
+    """tokens [B, T] -> how many positions t, when their token is changed (to the next id), change a logit at
+    some earlier position: 0 for a causal model (lessons 04 and 05 check it)."""
+    base, _ = forward(params, tokens, cfg, fast=fast)
+    leaks = 0
+    for t in range(tokens.shape[1]):
+        changed = tokens.copy()
+        changed[:, t] = (changed[:, t] + 1) % cfg.d_vocab
+        leaks += int(np.any(forward(params, changed, cfg, fast=fast)[0][:, :t] != base[:, :t]))
+    return leaks
+
+
 # ----------------------------------------------------------------------------------------------------
 # training: a task for tinymono.train.train
 
