@@ -53,9 +53,8 @@ NAMED = list(NAMED_CONTEXTS)
 # - **AUROC**: how well a ranks labelled bytes above the rest (scale-free, 0.5 = chance).
 
 # %%
-corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
-train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
-sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
+(corpus, params, cfg, train_store, val_store,
+ sae_params, sae_cfg) = pipeline.get_trained(lesson.scale, lesson.cache, seed=lesson.seed)
 feature_source = features.FeatureSource(val_store, sae_params, sae_cfg)
 neuron_source = features.NeuronSource(val_store)
 feat_report = scores.analyse_units(feature_source)

@@ -38,9 +38,8 @@ from tinymono.lesson import Lesson
 lesson = Lesson("08_steering_and_splitting")
 NAMED = list(NAMED_CONTEXTS)
 
-corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
-train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, params, cfg)
-sae_params, sae_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
+(corpus, params, cfg, train_store, val_store,
+ sae_params, sae_cfg) = pipeline.get_trained(lesson.scale, lesson.cache, seed=lesson.seed)
 feature_source = features.FeatureSource(val_store, sae_params, sae_cfg)
 report = scores.analyse_units(feature_source, families=("context",))
 groups = scores.label_groups(feature_source, report, "context", labels=NAMED)

@@ -24,6 +24,12 @@ from tinymono.files import DiskFullError
 from tinymono.lesson import SCALES
 
 
+def _error(message, code):
+    """Say what went wrong on stderr, in one line, and return the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def _benchmarks():
     import tinymono.benchmarks as b
 
@@ -59,8 +65,7 @@ def _export(args):
             path = saelens.import_(args.source, args.dest)
             print(f"wrote {path}")
     except (ValueError, ImportError, OSError, BadFile) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     return 0
 
 
@@ -72,11 +77,9 @@ def _reproduce(args):
         overrides = settings.parse(args.set)
         return reproduce(args.out, args.scale, force=args.force, only=args.only, seed=args.seed, overrides=overrides)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     except DiskFullError as e:  # not even the report could be written
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     except KeyboardInterrupt:
         return 130
     except Stopped as e:
@@ -92,19 +95,16 @@ def _sweep(args):
             return sweep.sae_gt(l1s=args.l1, ratios=args.ratio, steps=args.steps, seed=args.seed, **common)
         return sweep.seeds(seed_list=args.seeds, only=args.only, overrides=settings.parse(args.set), **common)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     except DiskFullError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     except KeyboardInterrupt:
         print("interrupted; finished points are kept and running ones saved their checkpoints: run the same "
               "command again to resume", file=sys.stderr)
         return 130
     except BrokenExecutor as e:
-        print(f"error: a worker process died ({e}); finished points are kept: run the same command again to "
-              "resume", file=sys.stderr)
-        return 1
+        return _error(f"a worker process died ({e}); finished points are kept: run the same command again to resume",
+                      1)
 
 
 def _exercises(args):
@@ -116,11 +116,9 @@ def _exercises(args):
         out = args.out or ("exercises" if args.lesson is None else f"exercises-{lessons[0]}")
         files = write_workspace(lessons, out)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     except OSError as e:
-        print(f"error: cannot write the workspace into {out}: {e.strerror or e} ({e.filename or out})", file=sys.stderr)
-        return 1
+        return _error(f"cannot write the workspace into {out}: {e.strerror or e} ({e.filename or out})", 1)
     print(f"wrote the exercise workspace {out}/ for lesson{'s' if len(lessons) > 1 else ''} {', '.join(lessons)}:")
     for f in files:
         print(f"  {f}")

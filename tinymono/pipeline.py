@@ -146,6 +146,15 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
     return task.params, task.cfg, task, result
 
 
+def get_trained(scale, cache, seed=0):
+    """(corpus, params, cfg, train_store, val_store, sae_params, sae_cfg): what lessons 07 and 08 start from,
+    each stage from the cache or built now (get_transformer, get_stores, get_sae)."""
+    corpus, params, cfg, _, _ = get_transformer(scale, cache, seed=seed)
+    train_store, val_store = get_stores(scale, cache, corpus, params, cfg)
+    sae_params, sae_cfg, _, _ = get_sae(scale, cache, train_store, seed=seed)
+    return corpus, params, cfg, train_store, val_store, sae_params, sae_cfg
+
+
 # ----------------------------------------------------------------------------------------------------
 # Lesson 03: Sharkey et al.'s 512 features in 256 dimensions, the recipe of its SAEs (lr 3e-3, resampling
 # every 5% of the run through its first half, a dead window of a fixed number of steps), and how it scores

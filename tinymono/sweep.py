@@ -219,6 +219,24 @@ def best_per_size(rows):
     return dict(sorted(best.items()))
 
 
+def _run_on(executor, workers, points, stage, **how):
+    """`run` on an executor opened for the points (Ctrl-C and SIGTERM stop it as interrupts) ->
+    (results, failures, what the executor is, wall seconds)."""
+    t0 = time.perf_counter()
+    with executors.open_executor(executor, workers, len(points)) as (ex, what), _stops_as_interrupts():
+        print(f"executor: {what}", flush=True)
+        results, failures = run(points, stage, ex, **how)
+    return results, failures, what, time.perf_counter() - t0
+
+
+def _save(base, sweep, make_table):
+    """Write a sweep's record (sweep.json) and its table (table.md) into `base` -> the table."""
+    atomic_write(base / "sweep.json", lambda fh: fh.write(json.dumps(sweep, indent=1).encode()))
+    table = make_table(sweep)
+    atomic_write(base / "table.md", lambda fh: fh.write(table.encode()))
+    return table
+
+
 def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=0, executor="process",
            workers=None, on_result=None, save_every=SAVE_EVERY):
     """Lesson 03's grid: every L1 in `l1s` with every dictionary size in `ratios` (x the true features),
@@ -238,24 +256,19 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
     n_features = pipeline.GT[scale]["data"]["n_features"]
     print(f"sweep sae-gt: {len(l1s)} L1 x {len(ratios)} dictionary sizes, {steps} steps each (lesson 03's main run: "
           f"{pipeline.GT[scale]['steps']}), in {base}", flush=True)
-    t0 = time.perf_counter()
-    with executors.open_executor(executor, workers, len(points)) as (ex, what), _stops_as_interrupts():
-        print(f"executor: {what}", flush=True)
-        results, failures = run(
-            points, sae_gt_stage, ex, finished=lambda p: _read_point(folder, p),
-            record=lambda p, r: _write_point(folder, p, r), on_result=on_result,
-            label=lambda p: f"l1 {p['l1_coefficient']:g}, {p['ratio']:g}x ({int(p['ratio'] * n_features)} latents)",
-            summary=lambda r: f"MMCS {r['mmcs']:.4f}, recovered {r['recovered']:.1%}, dead {r['dead']:.1%}, "
-                              f"L0 {r['l0']:.2f}")
+    results, failures, what, seconds = _run_on(
+        executor, workers, points, sae_gt_stage, finished=lambda p: _read_point(folder, p),
+        record=lambda p, r: _write_point(folder, p, r), on_result=on_result,
+        label=lambda p: f"l1 {p['l1_coefficient']:g}, {p['ratio']:g}x ({int(p['ratio'] * n_features)} latents)",
+        summary=lambda r: f"MMCS {r['mmcs']:.4f}, recovered {r['recovered']:.1%}, dead {r['dead']:.1%}, "
+                          f"L0 {r['l0']:.2f}")
     rows = [{**_identity(p), **results.get(i, {"mmcs": None})} for i, p in enumerate(points)]
     for (l1, ratio), v in vs_larger(folder, [r for r in rows if r["mmcs"] is not None]).items():
         next(r for r in rows if r["l1_coefficient"] == l1 and r["ratio"] == ratio)["vs_larger"] = v
     sweep = dict(sweep="sae-gt", scale=scale, seed=seed, steps=steps, l1=list(l1s), ratio=list(ratios),
-                 executor=what, seconds=time.perf_counter() - t0, n_features=n_features, points=rows,
+                 executor=what, seconds=seconds, n_features=n_features, points=rows,
                  failures={point_name(points[i]): e for i, e in failures.items()})
-    atomic_write(base / "sweep.json", lambda fh: fh.write(json.dumps(sweep, indent=1).encode()))
-    table = sae_gt_table(sweep)
-    atomic_write(base / "table.md", lambda fh: fh.write(table.encode()))
+    table = _save(base, sweep, sae_gt_table)
     _tradeoff_figure(sweep, base / "tradeoff.png")
     print(f"\n{table}\ntable: {base / 'table.md'}\nfigure: {base / 'tradeoff.png'}\n"
           f"wall time {_duration(sweep['seconds'])}")
@@ -389,21 +402,15 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
     points = [dict(out=str(out), scale=scale, seed=s, only=list(only or []), overrides=overrides) for s in seed_list]
     print(f"sweep seeds: {', '.join(names)} at scale {scale}, seeds {' '.join(map(str, seed_list))}; each seed's "
           f"output in OUT/<run>/logs/sweep.log", flush=True)
-    t0 = time.perf_counter()
-    with executors.open_executor(executor, workers, len(points)) as (ex, what), _stops_as_interrupts():
-        print(f"executor: {what}", flush=True)
-        results, failures = run(
-            points, seeds_stage, ex, finished=_seed_finished, record=lambda p, r: None,
-            label=lambda p: f"seed {p['seed']}",
-            summary=_seed_summary)
+    results, failures, what, seconds = _run_on(
+        executor, workers, points, seeds_stage, finished=_seed_finished, record=lambda p, r: None,
+        label=lambda p: f"seed {p['seed']}", summary=_seed_summary)
     sweep = dict(sweep="seeds", scale=scale, seeds=seed_list, lessons=names, set=settings.describe(overrides),
-                 executor=what, seconds=time.perf_counter() - t0,
+                 executor=what, seconds=seconds,
                  results={str(points[i]["seed"]): r for i, r in results.items()},
                  failures={str(points[i]["seed"]): e for i, e in failures.items()})
     base.mkdir(parents=True, exist_ok=True)
-    atomic_write(base / "sweep.json", lambda fh: fh.write(json.dumps(sweep, indent=1).encode()))
-    table = seeds_table(sweep)
-    atomic_write(base / "table.md", lambda fh: fh.write(table.encode()))
+    table = _save(base, sweep, seeds_table)
     print(f"\n{table}\ntable: {base / 'table.md'}\nwall time {_duration(sweep['seconds'])}")
     unfinished = [s for s in seed_list if str(s) not in sweep["results"]
                   or set(sweep["results"][str(s)]["stages"]) != set(names)]

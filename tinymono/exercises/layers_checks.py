@@ -29,15 +29,9 @@ def linear_backward(t):
     x, W, b = t.rng.standard_normal((*LEAD, 5)), t.rng.standard_normal((5, 6)), t.rng.standard_normal(6)
     dout = t.rng.standard_normal((*LEAD, 6))
     t.inputs = shapes(dict(dout=dout, x=x, W=W, b=b))
-    _, cache = ref.linear_forward(x, W, b)
-    got = t.expect_tuple(t.call(dout, cache), 3, "(dx, dW, db)")
-    dx, dW, db = ref.linear_backward(dout, cache)
-    sums = _rows("sum over every leading axis: each row's gradient adds up, it is not averaged")
-    t.expect("dx", got[0], dx, axes="3, 4, I")
-    t.expect("dW", got[1], dW, factors=[sums], axes="I, O")
-    t.expect("db", got[2], db, factors=[sums], axes="O")
-    t.gradcheck(lambda: check_layer(ref.linear_forward, t.function(), [x, W, b], ["x", "W", "b"],
-                                    rng=np.random.default_rng(0)), BUDGET)
+    t.expect_affine_backward(ref.linear_forward, ref.linear_backward, [x, W, b], ["x", "W", "b"], dout,
+                             _rows("sum over every leading axis: each row's gradient adds up, it is not averaged"),
+                             ["3, 4, I", "I, O", "O"], BUDGET)
 
 
 @exercise("04.2")

@@ -53,12 +53,17 @@ def units_and_label(rng, n=40):
     return A, y
 
 
+def score_case(t, reference, note):
+    """The units and label above, shown to the learner with `note`, and the learner's and the library's scores:
+    -> (A, y, got, want)."""
+    A, y = units_and_label(t.rng)
+    t.inputs = shapes(dict(A=A, y=y)) + note
+    return A, y, t.call(A, y), reference(A, y)
+
+
 @exercise("07.1")
 def pearson(t):
-    A, y = units_and_label(t.rng)
-    t.inputs = shapes(dict(A=A, y=y)) + " (unit 3 is constant, unit 4 silent)"
-    got = t.call(A, y)
-    want = ref.pearson(A, y)
+    A, y, got, want = score_case(t, ref.pearson, " (unit 3 is constant, unit 4 silent)")
     if isinstance(got, np.ndarray) and got.shape == want.shape and not np.all(np.isfinite(got[3:])):
         t.problems.append("the constant and the silent unit (columns 3 and 4) give NaN: their variance is 0, so "
                           "return 0 there instead of dividing by 0 (np.divide(..., where=den > 0))")
@@ -117,10 +122,7 @@ def specificity(t):
 
 @exercise("07.3")
 def auroc(t):
-    A, y = units_and_label(t.rng)
-    t.inputs = shapes(dict(A=A, y=y)) + " (unit 2 has ties, 3 is constant, 4 silent)"
-    got = t.call(A, y)
-    want = ref.auroc(A, y)
+    A, y, got, want = score_case(t, ref.auroc, " (unit 2 has ties, 3 is constant, 4 silent)")
     P, Q = int(y.sum()), int((~y).sum())
     pos, neg = A[y][:, None, :], A[~y][None, :, :]
     strict = (pos > neg).sum(axis=(0, 1)) / (P * Q)

@@ -105,15 +105,10 @@ def decode_backward(t):
     f = relu(t.rng.standard_normal((B, D_SAE)))
     dx_hat = t.rng.standard_normal((B, D_IN))
     t.inputs = shapes(dict(dx_hat=dx_hat, f=f, W_dec=p["W_dec"]))
-    _, cache = ref.decode_forward(f, p["W_dec"], p["b_dec"])
-    got = t.expect_tuple(t.call(dx_hat, cache), 3, "(df, dW_dec, db_dec)")
-    df, dW_dec, db_dec = ref.decode_backward(dx_hat, cache)
-    sums = _batch("sum over the batch: the loss's 1/B is already inside dx_hat")
-    t.expect("df", got[0], df, axes="B, d_sae")
-    t.expect("dW_dec", got[1], dW_dec, factors=[sums], axes="d_sae, d_in")
-    t.expect("db_dec", got[2], db_dec, factors=[sums], axes="d_in")
-    t.gradcheck(lambda: check_layer(ref.decode_forward, t.function(), [f, p["W_dec"], p["b_dec"]],
-                                    ["f", "W_dec", "b_dec"], rng=np.random.default_rng(0)))
+    t.expect_affine_backward(ref.decode_forward, ref.decode_backward, [f, p["W_dec"], p["b_dec"]],
+                             ["f", "W_dec", "b_dec"], dx_hat,
+                             _batch("sum over the batch: the loss's 1/B is already inside dx_hat"),
+                             ["B, d_sae", "d_sae, d_in", "d_in"])
 
 
 def _ignores_dloss():

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from tinymono.exercises import BY_ID, switch
-from tinymono.gradcheck import format_table
+from tinymono.gradcheck import check_layer, format_table
 
 __tracebackhide__ = True  # pytest shows the test line and the message, not this module's frames
 CHECKS: dict[str, Callable] = {}  # exercise id -> check(tutor); filled by the *_checks modules
@@ -258,6 +258,18 @@ class Tutor:
             self.table = f"(no gradient check: it stopped on {type(e).__name__}: {e})"
         else:
             self.table = "your gradients against central differences:\n" + table
+
+    def expect_affine_backward(self, forward, backward, args, names, dout, sums, axes, budget=1e-7):
+        """The check of a backward whose forward is affine, x W + b (the linear layer, the SAE's decoder): the
+        learner's three gradients, (d + each of `names`), against `backward`'s, those of W and b each summed
+        over the axes `sums` names, then the gradient-check table. axes: the three gradients' axis names."""
+        _, cache = forward(*args)
+        got = self.expect_tuple(self.call(dout, cache), 3, f"({', '.join('d' + n for n in names)})")
+        want = backward(dout, cache)
+        for k in range(3):
+            self.expect(f"d{names[k]}", got[k], want[k], factors=[sums] if k else [], axes=axes[k])
+        self.gradcheck(lambda: check_layer(forward, self.function(), list(args), list(names),
+                                          rng=np.random.default_rng(0)), budget)
 
     def finish(self):
         if self.problems:
