@@ -30,15 +30,13 @@
 # feature directions, and what goes wrong without resampling.
 
 # %%
-import inspect
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from tinymono import metrics, sae, toy
+from tinymono import metrics, plots, sae, toy
 from tinymono.gradcheck import check_gradients, check_layer, format_table
-from tinymono.lesson import Lesson
+from tinymono.lesson import Lesson, where
 from tinymono.train import train
 
 lesson = Lesson("02_sparse_autoencoder")
@@ -71,25 +69,19 @@ def toy_activations(rng, n):
 angles = np.degrees(np.arctan2(true_dirs[:, 1], true_dirs[:, 0]))
 print("feature norms", np.round(np.linalg.norm(W_toy, axis=0), 3), "angles (deg)", np.round(np.sort(angles), 1))
 h_demo = toy_activations(np.random.default_rng(lesson.seeded(1)), 3000)
-fig, ax = plt.subplots(figsize=(4.2, 4.2))
-ax.scatter(*h_demo.T, s=3, alpha=0.3)
-for i, v in enumerate(W_toy.T):
-    ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="k"))
-    ax.text(*(1.1 * v), str(i))
-ax.set_aspect("equal")
-ax.set_title("toy hidden activations h = W x and the feature directions")
-lesson.savefig(fig, "toy_features.png",
+lesson.savefig(plots.toy_activations(h_demo, W_toy), "toy_features.png",
               "The SAE's data: hidden activations h = W x of the lesson-01 toy model (5 features in 2 "
               "dimensions) and the five feature directions it should recover.")
 
 # %% [markdown]
 # ## The pieces, each with its backward
 #
-# Each piece is a forward/backward pair in `tinymono/sae.py`, in the style of `layers.py`. The encoder:
+# Each piece is a forward/backward pair in `tinymono/sae.py`, in the style of `layers.py`. Open the file
+# beside the lesson: the cell below prints where each piece is (in a notebook, `sae.encode_relu_forward??`
+# shows it in place). The encoder first:
 
 # %%
-print(inspect.getsource(sae.encode_relu_forward))
-print(inspect.getsource(sae.encode_relu_backward))
+where(sae.encode_relu_forward, sae.encode_relu_backward)
 
 # %% [markdown]
 # Two details of the backward are worth a second look. `b_dec` is used twice, subtracted before
@@ -103,13 +95,8 @@ print(inspect.getsource(sae.encode_relu_backward))
 # `encode_relu_backward` above and `arch.penalty_backward` is `l1_backward`.
 
 # %%
-print(inspect.getsource(sae.decode_forward))
-print(inspect.getsource(sae.decode_backward))
-print(inspect.getsource(sae.mse_forward))
-print(inspect.getsource(sae.mse_backward))
-print(inspect.getsource(sae.l1_forward))
-print(inspect.getsource(sae.l1_backward))
-print(inspect.getsource(sae.backward))
+where(sae.decode_forward, sae.decode_backward, sae.mse_forward, sae.mse_backward, sae.l1_forward, sae.l1_backward,
+      sae.backward)
 
 # %% [markdown]
 # Is each backward right? Central differences (`tinymono.gradcheck`) in float64 on a small random SAE,
@@ -143,13 +130,7 @@ whole = check_gradients(lambda: sae.forward(p, x_gc, gc_cfg)[0].loss, p, sae.bac
 errors.update({f"whole SAE: {k}": v for k, v in whole.items()})
 GC_BUDGET = 1e-7
 print(format_table(errors, GC_BUDGET, title="SAE gradient check"))
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.barh(list(errors), [max(v, 1e-17) for v in errors.values()])
-ax.axvline(GC_BUDGET, color="red", label="budget")
-ax.set_xscale("log")
-ax.set_xlabel("max relative error vs central differences")
-ax.legend()
-lesson.savefig(fig, "gradcheck.png",
+lesson.savefig(plots.gradcheck_errors(errors, GC_BUDGET), "gradcheck.png",
               "Every piece of the SAE's hand-written backward against four-point central differences in "
               "float64; all far below the 1e-7 budget.")
 
@@ -163,9 +144,7 @@ lesson.savefig(fig, "gradcheck.png",
 # while (Bricken et al. 2023). The decoder constraint and the resampling:
 
 # %%
-print(inspect.getsource(sae.project_decoder_grad))
-print(inspect.getsource(sae.normalize_decoder))
-print(inspect.getsource(sae.resample_dead))
+where(sae.project_decoder_grad, sae.normalize_decoder, sae.resample_dead)
 
 # %% [markdown]
 # What this implementation chose for the toy: as many latents as true features (5), so every latent
@@ -195,18 +174,8 @@ for name, resample_at in (("no resampling", ()), ("resampling", tuple(0.1 * i fo
     print(f"{name}: resampled (step, latents) {task.resampled}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-for name, (task, result) in runs.items():
-    axes[0].semilogy(result.history["step"], result.history["loss"], label=name)
-    axes[1].plot(result.history["step"], result.history["dead"], label=name)
-for s in runs["resampling"][0].cfg.resample_steps:
-    axes[1].axvline(s, color="red", alpha=0.15)
-axes[0].set_title("loss")
-axes[1].set_title("dead latents (red: resampling)")
-for ax in axes:
-    ax.set_xlabel("step")
-    ax.legend()
-lesson.savefig(fig, "sae_training.png",
+lesson.savefig(plots.training_runs({name: result.history for name, (_, result) in runs.items()},
+                                  runs["resampling"][0].cfg.resample_steps), "sae_training.png",
               "Loss and dead-latent count of the same SAE trained without and with resampling (red lines: "
               "resampling steps).")
 
@@ -232,32 +201,14 @@ for name, (task, _) in runs.items():
           f"dead or nearly dead {summary[name]['dead']}, polysemantic (2nd response > 30% of 1st) "
           f"{summary[name]['poly']}")
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
-for ax, (name, (task, _)) in zip(axes, runs.items()):
-    for i, v in enumerate(true_dirs):
-        ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="0.6", lw=3))
-        ax.text(*(1.12 * v), f"f{i}", color="0.4")
-    for j, v in enumerate(task.params["W_dec"]):
-        dead = summary[name]["density"][j] < 1e-3
-        ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="red" if dead else "C0", ls="--" if dead else "-"))
-    ax.set_xlim(-1.3, 1.3)
-    ax.set_ylim(-1.3, 1.3)
-    ax.set_aspect("equal")
-    ax.set_title(name)
-fig.suptitle("grey: true features; blue: decoder rows; red dashed: (nearly) dead latents")
-lesson.savefig(fig, "learned_directions.png",
+lesson.savefig(plots.decoder_rows_vs_true(true_dirs, {name: task.params["W_dec"] for name, (task, _) in runs.items()},
+                                         {name: s["density"] < 1e-3 for name, s in summary.items()}),
+              "learned_directions.png",
               "Decoder rows (blue) against the true feature directions (grey): without resampling one latent "
               "is (nearly) dead and its neighbours cover two features each; with resampling every feature gets"
               " its own latent.")
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-for ax, (name, s) in zip(axes, summary.items()):
-    im = ax.imshow(s["response"], cmap="viridis")
-    ax.set_xlabel("true feature")
-    ax.set_ylabel("latent")
-    ax.set_title(f"{name}: latent response to each feature")
-    fig.colorbar(im, ax=ax)
-lesson.savefig(fig, "latent_responses.png",
+lesson.savefig(plots.latent_responses({name: s["response"] for name, s in summary.items()}), "latent_responses.png",
               "Each latent's activation when one true feature is present alone: polysemantic latents respond "
               "to two features, a dead one to none.")
 

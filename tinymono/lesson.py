@@ -30,6 +30,7 @@ figures with their captions, the wall time): the reproduction report is assemble
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -41,6 +42,7 @@ from tinymono.exercises import switch
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
 SCALES = ("smoke", "default", "full")
+ROOT = Path(__file__).resolve().parents[1]  # the folder holding tinymono/
 
 
 def run_folder(scale, seed=0, overrides=None):
@@ -65,6 +67,17 @@ def write_settings(folder, overrides):
     text = json.dumps({"set": settings.describe(overrides), "settings": json.loads(settings.canonical(overrides))},
                       indent=1)
     atomic_write(Path(folder) / "settings.json", lambda fh: fh.write(text.encode()))
+
+
+def where(*functions):
+    """Print where to read each function, one line each: `tinymono/sae.py:118-135  sae.encode_relu_forward` (a
+    lesson points at the code rather than printing it; the line numbers are read from the file as it is now).
+    """
+    for f in functions:
+        lines, first = inspect.getsourcelines(f)
+        path = Path(inspect.getsourcefile(f)).resolve()
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # exercise mode: the workspace's file
+        print(f"  {shown}:{first}-{first + len(lines) - 1}  {f.__module__.split('.')[-1]}.{f.__qualname__}")
 
 
 def in_notebook():

@@ -1,22 +1,14 @@
-"""matplotlib figures for the lessons and the report. Each function takes plain arrays and returns a Figure;
-saving is the caller's business (lesson.savefig). Nothing here computes anything a test relies on."""
+"""Figures of the toy world (lessons 01-03): superposition in the toy model, the SAE on its activations,
+and the SAE against Sharkey et al.'s known features, the sweep included."""
 from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt  # with no screen, matplotlib picks the file-only Agg backend by itself
 import numpy as np
 
+from tinymono.plots.panel import empty_panel
+
 FRACTIONS = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 0.4, "3/8": 0.375}
-
-
-def empty_panel(ax, why, clear=True):
-    """Say on a panel why it is empty or nearly so (at smoke scale a context may have no bytes held out, or
-    no feature), instead of leaving a blank a reader takes for a bug. clear: hide the panel's own ticks too
-    (only its own: a y axis it shares keeps its ticks on the other panels)."""
-    if clear:
-        ax.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
-    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.3",
-            bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
 
 
 def feature_directions(Ws, titles, importance=None, groups=None):
@@ -99,37 +91,6 @@ def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_feat
     return fig
 
 
-def density_histogram(counts, edges, n_dead, resolution=None):
-    """Bars of log10 feature density (from metrics.log_density_histogram); dead latents noted in the
-    title; `resolution` (1 / number of tokens) marked as the smallest density the data can show."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
-    if resolution:
-        ax.axvline(np.log10(resolution), color="tab:red", ls=":", label="1 / tokens evaluated")
-        ax.legend()
-    ax.set(xlabel="log10 feature density (fraction of tokens a latent fires on)", ylabel="latents",
-           title=f"feature density ({n_dead} dead latents not shown)")
-    return fig
-
-
-def features_vs_neurons_scatter(neuron_r, feature_r, labels, highlight=()):
-    """One dot per label: the best neuron's correlation with it (x) against the best feature's (y), with
-    the diagonal; the labels in `highlight` are drawn in colour and named, the rest in grey."""
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    named = np.isin(labels, list(highlight))
-    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", zorder=0, label="feature = neuron")
-    ax.scatter(np.asarray(neuron_r)[~named], np.asarray(feature_r)[~named], s=18, color="0.55",
-               label=f"{int((~named).sum())} languages of the family")
-    for x, y, label in zip(neuron_r, feature_r, labels):
-        if label in highlight:
-            ax.scatter([x], [y], s=40, zorder=3)
-            ax.annotate(label, (x, y), xytext=(4, -10), textcoords="offset points", fontsize=8)
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), aspect="equal", xlabel="best single MLP neuron: correlation",
-           ylabel="best single SAE feature: correlation", title="every generated context")
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
 def sweep_tradeoff(rows, steps, n_features, bar=0.95):
     """The L1 x dictionary-size trade-off of lesson 03's sweep (tinymono/sweep.py), one line per dictionary
     size against the L1 coefficient: MMCS against the true features, dead latents, L0, and MMCS against
@@ -158,4 +119,79 @@ def sweep_tradeoff(rows, steps, n_features, bar=0.95):
     axes[0].axhline(bar, color="gray", ls="--", lw=1, label=f"bar {bar}")
     axes[0].legend(fontsize=7, title="dictionary (latents)", title_fontsize=7)
     fig.suptitle(f"L1 coefficient x dictionary size, every point trained {steps:,} steps", fontsize=10)
+    return fig
+
+
+def toy_activations(h, W):
+    """Lesson 02's data: the hidden activations h [n, 2] of the toy model as dots, and its feature directions
+    (the columns of W [2, feats]) as numbered arrows."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.scatter(*h.T, s=3, alpha=0.3)
+    for i, v in enumerate(W.T):
+        ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="k"))
+        ax.text(*(1.1 * v), str(i))
+    ax.set_aspect("equal")
+    ax.set_title("toy hidden activations h = W x and the feature directions")
+    return fig
+
+
+def gradcheck_errors(errors, budget):
+    """One bar per checked gradient ({name: max relative error against central differences}), log scale,
+    with the budget as a red line."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(list(errors), [max(v, 1e-17) for v in errors.values()])
+    ax.axvline(budget, color="red", label="budget")
+    ax.set_xscale("log")
+    ax.set_xlabel("max relative error vs central differences")
+    ax.legend()
+    return fig
+
+
+def training_runs(histories, resample_steps=()):
+    """Loss (log scale) and dead latents against the step, one line per run ({name: the training loop's
+    history}); red lines at the resampling steps."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for name, history in histories.items():
+        axes[0].semilogy(history["step"], history["loss"], label=name)
+        axes[1].plot(history["step"], history["dead"], label=name)
+    for s in resample_steps:
+        axes[1].axvline(s, color="red", alpha=0.15)
+    axes[0].set_title("loss")
+    axes[1].set_title("dead latents (red: resampling)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend()
+    return fig
+
+
+def decoder_rows_vs_true(true_dirs, decoders, dead):
+    """One 2-d panel per SAE: the true feature directions (grey, true_dirs [feats, 2]) and the SAE's decoder
+    rows ({name: W_dec [latents, 2]}), the (nearly) dead latents ({name: [latents] bool}) red and dashed."""
+    fig, axes = plt.subplots(1, len(decoders), figsize=(4.5 * len(decoders), 4.4))
+    for ax, (name, W_dec) in zip(np.atleast_1d(axes), decoders.items()):
+        for i, v in enumerate(true_dirs):
+            ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="0.6", lw=3))
+            ax.text(*(1.12 * v), f"f{i}", color="0.4")
+        for j, v in enumerate(W_dec):
+            off = dead[name][j]
+            ax.annotate("", v, (0, 0), arrowprops=dict(arrowstyle="->", color="red" if off else "C0",
+                                                       ls="--" if off else "-"))
+        ax.set_xlim(-1.3, 1.3)
+        ax.set_ylim(-1.3, 1.3)
+        ax.set_aspect("equal")
+        ax.set_title(name)
+    fig.suptitle("grey: true features; blue: decoder rows; red dashed: (nearly) dead latents")
+    return fig
+
+
+def latent_responses(responses):
+    """One heat map per SAE ({name: [latents, feats]}): each latent's activation when one true feature is
+    present alone."""
+    fig, axes = plt.subplots(1, len(responses), figsize=(4.5 * len(responses), 3.2))
+    for ax, (name, response) in zip(np.atleast_1d(axes), responses.items()):
+        im = ax.imshow(response, cmap="viridis")
+        ax.set_xlabel("true feature")
+        ax.set_ylabel("latent")
+        ax.set_title(f"{name}: latent response to each feature")
+        fig.colorbar(im, ax=ax)
     return fig
