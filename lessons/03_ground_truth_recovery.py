@@ -26,7 +26,6 @@
 # %%
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import metrics, pipeline, plots, sweep
@@ -65,16 +64,13 @@ print(f"largest |cos| between two true features: {np.abs(cos_true - np.eye(G)).m
 # tokens). Our runs are a few thousand steps, and a latent that fires once in a hundred thousand samples
 # is as useless as a dead one, so our dead window is short: 24 steps (~25k samples), in which even the
 # rarest true feature (p ~ 3e-4) fires ~7 times on average. The run prints its resampling record as
-# (step, latents resampled) pairs; at the default scale it reads 0 up to step 1800, then 2, 1, 3 and 5
-# at steps 2100 to 3000: here latents start dying about a third of the way in.
+# (step, latents resampled) pairs: the step where the counts leave 0 is where latents start dying.
 #
 # The dictionary size (1.1 x the 512 true features, 563 latents) and the L1 coefficient (3e-4) of this
-# first run come from separate, full-length runs (6000 steps) made when this lesson was written, not
-# from the short sweep further down. At l1 3e-4 they gave (MMCS / recovered at cos >= 0.9 / dead
-# latents): 1x 0.967 / 95.5% / 0%; 1.1x 0.994 / 99.6% / 3.7%; 1.2x 0.996 / 100% / 7.8%; 1.5x 0.997 /
-# 100% / 20%; 2x 0.997 / 100% / 40%. Of these sizes only 1.1x passes all three checks at the end of the
-# lesson. The run below is another run with these settings: at the default scale it prints MMCS 0.9935,
-# 99.6% recovered and 2.1% dead latents (that earlier run had 3.7% dead).
+# first run come from separate, full-length runs (6000 steps) of 1x to 2x dictionaries, not from the
+# short sweep further down; docs/experiments.md ("Lesson 03: choosing the main SAE") records them. Of
+# those sizes only 1.1x passed all three checks at the end of the lesson: with fewer latents some
+# features went unrecovered, with more the spare latents died.
 
 # %%
 STEPS = pipeline.GT[lesson.scale]["steps"]  # the recipe: pipeline.gt_sae_config
@@ -111,39 +107,22 @@ print(f"MMCS {main['mmcs']:.4f}  recovered at cos >= 0.9: {main['recovered']:.1%
 # - **one-to-one**: MMCS allows two true features to pick the same decoder row (a row between two close
 #   features serves both). The one-to-one score first pairs each true feature with a different row,
 #   choosing the pairing that maximises the summed cosine (the Hungarian method, scipy's
-#   `linear_sum_assignment`), then averages the cosines of the pairs. At the default scale it is 0.9931
-#   against an MMCS of 0.9935: hardly any row serves two features.
+#   `linear_sum_assignment`), then averages the cosines of the pairs. Where it is as high as MMCS (compare
+#   the two printed above), hardly any row serves two features.
 # - **dead**: the share of latents that never fire on the evaluation samples.
 # - **L0**: the number of latents that are nonzero, averaged over samples.
 # - **explained variance**: 1 - sum_b ||x_b - x_hat_b||^2 / sum_b ||x_b - mean(x)||^2; 1 is a perfect
 #   reconstruction, 0 no better than predicting the mean.
 #
-# Why is L0 (7.02 at the default scale) above the 5 true features per sample? L0 counts a latent however
-# weakly it fires. A few lines of code on the trained SAE of the default run (pair latents with true
-# features one to one as above, and look at the same samples) show where the extra two come from: of
-# the ~7 active latents per sample, ~4.5 are the partners of true features present in that sample; the
-# other ~2.5 fire weakly (median activation ~0.02, against ~0.4 for the partners), on partners of absent
-# features or on the spare latents. Count only activations above 0.05 and L0 is 5.0. About 0.5 present
-# features per sample go unseen, mostly those with a small coefficient (median 0.05).
+# Why is the printed L0 above the 5 true features per sample? L0 counts a latent however weakly it
+# fires. Pair latents with true features one to one as above and look at the same samples: most active
+# latents are the partners of features present in the sample, and the rest fire weakly, on partners of
+# absent features or on the spare latents, so counting only activations above a small threshold brings
+# L0 down to the true count; the present features that go unseen are mostly those with a small
+# coefficient. docs/experiments.md has this count for one default run.
 
 # %%
-h = result.history
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-axes[0].semilogy(h["step"], h["mse"], label="mse")
-axes[0].semilogy(h["step"], h["l1"], label="l1 term")
-axes[0].set_title("loss terms")
-axes[0].legend()
-axes[1].plot(h["step"], h["l0"])
-axes[1].axhline(gt.cfg.expected_active(), color="gray", ls="--", label="true features per sample")
-axes[1].set_title("L0 (active latents per sample)")
-axes[1].legend()
-axes[2].plot(h["step"], h["dead"])
-for s in task.cfg.resample_steps:
-    axes[2].axvline(s, color="red", alpha=0.2)
-axes[2].set_title("dead latents (red: resampling)")
-for ax in axes:
-    ax.set_xlabel("step")
-lesson.savefig(fig, "training.png",
+lesson.savefig(plots.gt_training(result.history, gt.cfg.expected_active(), task.cfg.resample_steps), "training.png",
               "Training the main SAE on the Sharkey data: loss terms, L0 against the true number of features "
               "per sample, and dead latents (red: resampling).")
 
@@ -153,30 +132,13 @@ lesson.savefig(fig, "training.png",
 
 # %%
 best = metrics.max_cosines(gt.directions, task.params["W_dec"])
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-axes[0].plot(best, ".", ms=3)
-axes[0].axhline(0.9, color="gray", ls="--")
-axes[0].set_xlabel("true feature (0 = most frequent)")
-axes[0].set_ylabel("best cosine with a decoder row")
-axes[0].set_title(f"MMCS {main['mmcs']:.3f}, {main['recovered']:.1%} at cos >= 0.9")
 _, _, matched = metrics.match_features(gt.directions, task.params["W_dec"])
-axes[1].hist([best, matched], bins=40, range=(min(best.min(), matched.min()), 1), label=["max (MMCS)", "one-to-one"])
-axes[1].set_yscale("log")
-axes[1].set_title("best cosine per true feature")
-axes[1].legend()
-lesson.savefig(fig, "recovery.png",
+lesson.savefig(plots.best_cosines(best, matched, main["mmcs"], main["recovered"]), "recovery.png",
               "Best cosine of each true feature with any decoder row, by frequency rank, and the distribution "
               "of best cosines for MMCS and for the one-to-one matching.")
 
 counts, edges, n_dead = metrics.log_density_histogram(main["density"], bins=30, lo=-5, hi=0)
-fig, ax = plt.subplots(figsize=(5.5, 3.2))
-ax.stairs(counts, edges, fill=True, alpha=0.6, label="SAE latents")
-true_counts, _ = np.histogram(np.log10(gt.p), bins=edges)
-ax.stairs(true_counts, edges, color="k", label="true features")
-ax.set_xlabel("log10 firing density")
-ax.set_title(f"feature density ({n_dead} latents never fired)")
-ax.legend()
-lesson.savefig(fig, "density.png",
+lesson.savefig(plots.density_vs_true(counts, edges, n_dead, gt.p), "density.png",
               "Firing density of the SAE's latents against the true features' firing probabilities (log10).")
 
 # %% [markdown]
@@ -190,28 +152,16 @@ lesson.savefig(fig, "density.png",
 # (the MMCS of one dictionary against another: where adding latents stops adding new directions, the
 # dictionary has found what there is to find).
 #
-# At full length these trends are the ones quoted above for the main run's choice (6000 steps at l1
-# 3e-4: recovery rises from 1x to 1.1x and stays at 100% from 1.2x, while dead latents grow from 0% to
-# 40% at 2x). The sweep below cannot show them at the default scale: to keep the lesson within minutes,
-# each cell trains only 1,000 steps on batches of 512, a twelfth of the main run's samples, and none of
-# its SAEs gets near the main run's MMCS of 0.99. What you will see there instead:
-#
-# - MMCS between about 0.5 and 0.76 in every cell; in every row 1x scores best, 2x a little below it,
-#   and 0.5x lowest; the two larger L1 coefficients (3e-4 and 6e-4) score about the same, and better
-#   than 1.5e-4;
-# - no dead latents in any cell: at full length the spare latents of the larger dictionaries die, but
-#   after 1,000 steps none has;
-# - the 0.5x dictionaries' directions are found in the 1x ones (0.78-0.99) better than the 1x ones' in
-#   the 2x ones (0.67-0.80). Read naively, that would put the end of the search at 0.5x, which cannot
-#   be (256 latents cannot hold 512 directions): the 1x and 2x dictionaries are still far from the true
-#   features at this length, and so they disagree with each other.
-#
-# Read this heatmap as a picture of an unfinished search; the converged sweep of the next section runs
-# every cell as long as the main run, for the trends themselves.
+# The sweep below cannot show the full-length trends at the default scale: to keep the lesson within
+# minutes each cell trains only 1,000 steps on batches of 512, a twelfth of the main run's samples (at
+# `--scale full` every cell runs as long as the main run, and the 4x dictionary is added). So none of
+# its SAEs gets near the main run's MMCS, and no spare latent has had time to die. Read the heatmap as a
+# picture of an unfinished search: the half-size dictionary may even look best found in the next larger
+# one, which cannot mean the search ends there (256 latents cannot hold 512 directions); the larger
+# dictionaries are still far from the true features, and so they disagree with each other. The
+# converged sweep of the next section runs every cell as long as the main run, for the trends themselves.
 
 # %%
-# At the default scale the sweep is coarse (short runs on half batches, three sizes) to keep the lesson
-# within minutes; `--scale full` runs every cell as long as the main run and adds the 4x dictionary.
 RATIOS = lesson.pick([0.5, 1], [0.5, 1, 2], [0.5, 1, 2, 4])
 L1S = lesson.pick([3e-4, 1e-3], [1.5e-4, 3e-4, 6e-4])
 SWEEP_STEPS = lesson.pick(50, 1000, 6000)
@@ -231,22 +181,7 @@ for i, l1 in enumerate(L1S):
     for j in range(len(RATIOS) - 1):
         vs_larger[i, j] = metrics.mmcs(quick[l1, RATIOS[j]][0], quick[l1, RATIOS[j + 1]][0])
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
-for ax, data, title, lims in ((axes[0], grid["mmcs"], "MMCS vs ground truth", (0, 1)),
-                              (axes[1], 100 * grid["dead"], "dead latents (%)", (0, 100)),
-                              (axes[2], vs_larger, "MMCS vs the next larger dictionary", (0, 1))):
-    im = ax.imshow(data, cmap="viridis", aspect="auto", vmin=lims[0], vmax=lims[1])
-    ax.set_xticks(range(len(RATIOS)), [f"{r}x" for r in RATIOS])
-    ax.set_yticks(range(len(L1S)), [f"{l1:g}" for l1 in L1S])
-    ax.set_xlabel("dictionary size / true features")
-    ax.set_title(title)
-    if ax is axes[0]:
-        ax.set_ylabel("l1 coefficient")
-    for (i, j), v in np.ndenumerate(data):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}" if "MMCS" in title else f"{v:.0f}", ha="center", va="center", color="w")
-    fig.colorbar(im, ax=ax)
-lesson.savefig(fig, "sweep_heatmap.png",
+lesson.savefig(plots.sweep_heatmaps(grid["mmcs"], grid["dead"], vs_larger, RATIOS, L1S), "sweep_heatmap.png",
               "Coarse sweep of L1 coefficient x dictionary size: MMCS against ground truth, dead latents, and "
               "MMCS against the next larger dictionary (the signals available without ground truth). At the "
               "default scale each cell trains 1,000 steps, too short to show the full-length trends.")
@@ -296,8 +231,7 @@ else:
 # can save by merging a pair that often co-occurs into one latent, so recovery may drop a little, but
 # with co-firing this weak expect a small effect. The comparison is not quite even: at
 # the default scale the correlated SAE trains 3,000 steps, half the main run's 6,000 (to save time), so
-# part of the gap printed below (MMCS 0.9801 and 95.5% recovered, against 0.9935 and 99.6%) may come from
-# the shorter run.
+# part of the gap printed below may come from the shorter run.
 
 # %%
 gt_corr = pipeline.gt_world(lesson.scale, correlated=True, seed=lesson.seeded(0))
@@ -305,23 +239,19 @@ t_corr, _ = train_sae(gt_corr, int(MAIN_RATIO * G), L1_MAIN, steps=lesson.pick(1
 corr = evaluate(t_corr.params, t_corr.cfg, gt_corr)
 print(f"correlated: MMCS {corr['mmcs']:.4f}, recovered {corr['recovered']:.1%}, dead {corr['dead']:.1%} "
       f"(uncorrelated: MMCS {main['mmcs']:.4f}, recovered {main['recovered']:.1%})")
-fig, ax = plt.subplots(figsize=(5.5, 3.2))
-ax.hist([best, metrics.max_cosines(gt_corr.directions, t_corr.params["W_dec"])], bins=40, label=["independent", "correlated"])
-ax.set_yscale("log")
-ax.set_xlabel("best cosine per true feature")
-ax.legend()
-lesson.savefig(fig, "correlated.png",
+best_corr = metrics.max_cosines(gt_corr.directions, t_corr.params["W_dec"])
+lesson.savefig(plots.best_cosines_compared({"independent": best, "correlated": best_corr}), "correlated.png",
               "Best cosine per true feature with independent and with correlated feature firing.")
 
 # %% [markdown]
 # ## Checks
 #
 # At the default scale, the first SAE of this lesson (1.1x dictionary, l1 3e-4, chosen from the
-# full-length runs quoted in "Training one SAE") must find the true features: MMCS >= 0.99, at least 98%
+# full-length runs in docs/experiments.md) must find the true features: MMCS >= 0.99, at least 98%
 # of the 512 at cosine >= 0.9, and fewer than 5% dead latents. Those full-length runs show the tension
 # between the last two: with exactly as many latents as features none die, but a few latents settle
-# between two features and some features go unrecovered (95.5% recovered); with spare latents every
-# feature is found, and the spare latents die (7.8% dead at 1.2x, 40% at 2x).
+# between two features and some features go unrecovered; with spare latents every feature is found, and
+# the spare latents die.
 
 # %%
 lesson.check(f"MMCS of the main SAE vs the {G} true features", main["mmcs"], main["mmcs"] >= 0.99, ">= 0.99")

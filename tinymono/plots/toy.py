@@ -195,3 +195,86 @@ def latent_responses(responses):
         ax.set_title(f"{name}: latent response to each feature")
         fig.colorbar(im, ax=ax)
     return fig
+
+
+def gt_training(history, expected_active, resample_steps=()):
+    """Lesson 03's main SAE in training: the loss terms (log scale), L0 against the true number of features
+    per sample, and dead latents with the resampling steps in red."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    axes[0].semilogy(history["step"], history["mse"], label="mse")
+    axes[0].semilogy(history["step"], history["l1"], label="l1 term")
+    axes[0].set_title("loss terms")
+    axes[0].legend()
+    axes[1].plot(history["step"], history["l0"])
+    axes[1].axhline(expected_active, color="gray", ls="--", label="true features per sample")
+    axes[1].set_title("L0 (active latents per sample)")
+    axes[1].legend()
+    axes[2].plot(history["step"], history["dead"])
+    for s in resample_steps:
+        axes[2].axvline(s, color="red", alpha=0.2)
+    axes[2].set_title("dead latents (red: resampling)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    return fig
+
+
+def best_cosines(best, matched, mmcs, recovered):
+    """Each true feature's best cosine with a decoder row (best [G], by frequency rank) with the 0.9 line, and
+    the histograms of best (MMCS) and of the one-to-one matching's cosines (matched)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    axes[0].plot(best, ".", ms=3)
+    axes[0].axhline(0.9, color="gray", ls="--")
+    axes[0].set_xlabel("true feature (0 = most frequent)")
+    axes[0].set_ylabel("best cosine with a decoder row")
+    axes[0].set_title(f"MMCS {mmcs:.3f}, {recovered:.1%} at cos >= 0.9")
+    axes[1].hist([best, matched], bins=40, range=(min(best.min(), matched.min()), 1),
+                 label=["max (MMCS)", "one-to-one"])
+    axes[1].set_yscale("log")
+    axes[1].set_title("best cosine per true feature")
+    axes[1].legend()
+    return fig
+
+
+def density_vs_true(counts, edges, n_dead, true_p):
+    """The latents' log10 firing densities (counts, edges from metrics.log_density_histogram) against the
+    true features' firing probabilities true_p [G], on the same bins."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.stairs(counts, edges, fill=True, alpha=0.6, label="SAE latents")
+    true_counts, _ = np.histogram(np.log10(true_p), bins=edges)
+    ax.stairs(true_counts, edges, color="k", label="true features")
+    ax.set_xlabel("log10 firing density")
+    ax.set_title(f"feature density ({n_dead} latents never fired)")
+    ax.legend()
+    return fig
+
+
+def sweep_heatmaps(mmcs, dead, vs_larger, ratios, l1s):
+    """Lesson 03's short sweep as three heat maps over L1 (rows) x dictionary size (columns), each [L1, sizes]:
+    MMCS against the true features, dead latents (fraction, shown in %) and MMCS against the next larger
+    dictionary (NaN where there is none)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
+    for ax, data, title, lims in ((axes[0], mmcs, "MMCS vs ground truth", (0, 1)),
+                                  (axes[1], 100 * dead, "dead latents (%)", (0, 100)),
+                                  (axes[2], vs_larger, "MMCS vs the next larger dictionary", (0, 1))):
+        im = ax.imshow(data, cmap="viridis", aspect="auto", vmin=lims[0], vmax=lims[1])
+        ax.set_xticks(range(len(ratios)), [f"{r}x" for r in ratios])
+        ax.set_yticks(range(len(l1s)), [f"{l1:g}" for l1 in l1s])
+        ax.set_xlabel("dictionary size / true features")
+        ax.set_title(title)
+        if ax is axes[0]:
+            ax.set_ylabel("l1 coefficient")
+        for (i, j), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}" if "MMCS" in title else f"{v:.0f}", ha="center", va="center", color="w")
+        fig.colorbar(im, ax=ax)
+    return fig
+
+
+def best_cosines_compared(runs):
+    """Histograms (log counts) of the best cosine per true feature, one per run ({name: [G]})."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.hist(list(runs.values()), bins=40, label=list(runs))
+    ax.set_yscale("log")
+    ax.set_xlabel("best cosine per true feature")
+    ax.legend()
+    return fig
