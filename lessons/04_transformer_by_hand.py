@@ -36,11 +36,10 @@
 import math
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import layers as L
-from tinymono import text
+from tinymono import plots, text
 from tinymono import transformer as tr
 from tinymono.gradcheck import check_gradients, check_layer, format_table
 from tinymono.lesson import Lesson
@@ -84,17 +83,7 @@ attn_args = [x, *(a for _ in range(3) for a in (rng.standard_normal((2, 6, 3)), 
 out, cache = L.attention_forward(*attn_args)
 scores = cache.q[0, 0] @ cache.k[0, 0].T / math.sqrt(3)  # [T, T] head 0, before the mask
 
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-panels = [(L.causal_mask(T_demo), "causal mask (key <= query)", "Greys"),
-          (scores, "head 0 scores q.k/sqrt(d_head)", "RdBu_r"),
-          (cache.pattern[0, 0], "pattern = softmax(masked scores)", "viridis")]
-for ax, (img, title, cmap) in zip(axes, panels):
-    im = ax.imshow(img, cmap=cmap)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("key position")
-    ax.set_ylabel("query position")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-lesson.savefig(fig, "causal_attention.png",
+lesson.savefig(plots.attention_pieces(L.causal_mask(T_demo), scores, cache.pattern[0, 0]), "causal_attention.png",
                "Causal attention on random inputs: the mask (a query sees keys at its own position and "
                "before), one head's raw scores q.k/sqrt(d_head), and the pattern softmax(masked scores), "
                "exactly 0 above the diagonal, each row summing to 1.")
@@ -275,17 +264,8 @@ final_loss = tr.loss(mem_params, one_batch, mem_cfg)
 print(f"{one_batch.shape[0]} windows of {window} bytes; loss after {n_steps} steps: {final_loss:.4f} nats "
       f"(a uniform guess over 257 tokens: {math.log(257):.2f})")
 
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
-ax1.semilogy(np.array(curve) / math.log(2))
-ax1.set_xlabel("step")
-ax1.set_ylabel("bits per byte")
-ax1.set_title("memorising one batch")
 _, mem_cache = tr.forward(mem_params, one_batch[:1, :-1], mem_cfg)
-ax2.imshow(mem_cache.pattern[0].mean(0), cmap="viridis")
-ax2.set_title("the trained model's attention (mean of heads), one window", fontsize=9)
-ax2.set_xlabel("key position")
-ax2.set_ylabel("query position")
-lesson.savefig(fig, "memorise_one_batch.png",
+lesson.savefig(plots.memorising(np.array(curve) / math.log(2), mem_cache.pattern[0].mean(0)), "memorise_one_batch.png",
                "Left: bits per byte while a small model (d_model 64, context 32) memorises 13 windows of "
                "33 bytes cut from one sentence. Right: its attention pattern, averaged over the 4 heads, on "
                "the first window.")
@@ -296,8 +276,8 @@ print("greedy continuation of", repr(sentence[:8]), "->", repr(continuation))
 
 # %% [markdown]
 # The greedy continuation (the most likely byte each time) reproduces the sentence only while it fits in
-# the model's context. At the default scale it comes out right up to "Using a sparse autoencoder, we ext"
-# (34 bytes) and then falls apart ("... we ext late large f aturaturensf ..."). The training windows were
+# the model's context: compare it with the sentence, it comes out right for about the first window's
+# bytes and then falls apart (docs/experiments.md keeps one run's output). The training windows were
 # cut at bytes 0, 12, 24, ... of the sentence (`range(0, len(data) - window, 12)`), so the first 32 bytes
 # are exactly the input of the first window. Past n_ctx = 32 bytes, `tr.sample` feeds the model only the
 # last 32, and the window slides to start at byte 1, 2, 3, ..., offsets no training window had. With

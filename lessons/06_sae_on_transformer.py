@@ -24,7 +24,6 @@
 # measured, on text the SAE never saw.
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import interventions, metrics, pipeline, plots, sae
@@ -56,22 +55,14 @@ print(f"a token's activations: {np.mean(x > 0):.1%} of neurons active, mean squa
 # stay at unit norm, Adam, L1 penalty on the latents, and dead latents are resampled from inputs the SAE
 # reconstructs badly. Batches come from `ShuffledBatches`, which reads random blocks of the store into
 # a buffer and shuffles rows there, so each batch mixes contexts and every row is used once per epoch.
-# The L1 coefficient sets the trade-off between reconstruction and sparsity; at this scale of
-# activations 8e-4 lands the mean L0 near 20 (measured: 6e-4 gave 28, 1e-3 gave 14, 3e-3 gave 3).
+# The L1 coefficient sets the trade-off between reconstruction and sparsity: the larger it is, the fewer
+# latents fire per token (the mean L0 printed below). `tinymono/pipeline.py` holds the value chosen for
+# each scale, and docs/experiments.md the runs that chose it.
 
 # %%
 sae_params, sae_cfg, task, result = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
-h = result.history
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-for ax, key, label in zip(axes, ("mse", "l0", "dead"), ("reconstruction MSE", "L0 (latents per token)",
-                                                        "dead latents (silent for the last 2% of steps)")):
-    ax.plot(h["step"], h[key])
-    ax.set(xlabel="step", title=label, yscale="log" if key != "dead" else "linear")
-for ax in axes:
-    for s in sae_cfg.resample_steps:
-        ax.axvline(s, color="tab:red", lw=0.5, alpha=0.4)
-lesson.savefig(fig, "sae_training.png", "SAE training: reconstruction error, L0 and dead latents; red lines "
-               "mark the resampling steps.")
+lesson.savefig(plots.sae_training(result.history, sae_cfg.resample_steps), "sae_training.png",
+               "SAE training: reconstruction error, L0 and dead latents; red lines mark the resampling steps.")
 
 # %% [markdown]
 # ## Evaluation on held-out text
@@ -113,17 +104,20 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 
 # %% [markdown]
 # **Two modes, and what the lower one is.** The paper's density histograms are bimodal: the main mode,
-# and an "ultralow" mode near 1e-7 that it sets apart. Ours is bimodal too, but its lower mode sits far
-# higher, near 1e-4.5, so the 1e-6 threshold of the check below does not catch it. To see what those
-# latents are, compare each decoder row with where it started: the SAE's initial parameters are a
-# deterministic function of its seed and data, so we can rebuild them. A latent that learned something
-# has turned its decoder direction far from the random one it began with. Why resampling does not
-# rescue them: a latent counts as dead only after the resampling window (2% of the run, 80 steps of
-# 4,096 tokens at default, about 330,000 tokens) passes without it firing once, and a latent at density
-# 1e-4.5 fires about ten times in such a window. (Try it: a shorter `dead_window` in
+# and an "ultralow" mode near 1e-7 that it sets apart. Ours can have a lower mode too, but far higher
+# (in the runs of docs/experiments.md, near 1e-4.5), where the 1e-6 threshold of the check below does not
+# catch it; the printout counts the latents below 1e-4 as "rare". To see what those latents are, compare
+# each decoder row with where it started: the SAE's initial parameters are a deterministic function of its
+# seed and data, so we can rebuild them. A latent that learned something has turned its decoder direction
+# far from the random one it began with. Why resampling does not rescue them: a latent counts as dead
+# only after the resampling window passes without it firing once, and a rare latent fires several times
+# in such a window (the cell below prints how many). (Try it: a shorter `dead_window` in
 # `pipeline.sae_config` makes more of them eligible, and rare features that did learn something too.)
 
 # %%
+window_tokens = sae_cfg.dead_window_steps * sae_cfg.batch_size
+print(f"resampling window: {sae_cfg.dead_window:.0%} of the run, {window_tokens:,} tokens, in which a latent at "
+      f"density 1e-4 fires {window_tokens * 1e-4:.0f} times on average")
 initial = pipeline.sae_task(lesson.scale, train_store, seed=lesson.seed).params
 cos_to_start = np.sum(sae_params["W_dec"] * initial["W_dec"], axis=1)  # rows are unit norm: cosines
 for name, sel in [("density < 1e-4", rare), ("density >= 1e-4", density >= 1e-4)]:
@@ -140,8 +134,9 @@ print(f"{unmoved:.1%} of all latents still point within cosine 0.9 of their rand
 # reconstruction? Through the hook `mlp.hook_post` we run the model four ways on held-out windows: as
 # it is, with the reconstruction, with zeros (the paper's baseline, zero-ablation) and with the mean
 # activation (mean-ablation). Mean-ablation is often the fairer baseline, since zeros can be far from
-# any activation a model ever sees. But a ReLU neuron of this model is zero on most tokens (89% of them),
-# so its mean is small and the two baselines can come out close (the printout below gives both).
+# any activation a model ever sees. But a ReLU neuron of this model is zero on most tokens (the share of
+# active neurons is printed above), so its mean is small and the two baselines can come out close (the
+# printout below gives both).
 
 # %%
 windows = corpus.sample_windows("val", lesson.pick(smoke=16, default=256, full=1024), cfg.n_ctx + 1,

@@ -27,7 +27,6 @@
 # English. That is the world lesson 01 says makes a model superpose.
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import features, interventions, metrics, pipeline, plots, scores, text
@@ -107,19 +106,10 @@ rows = scores.comparison_table(feat_report, neuron_report, groups, "context")
 print(scores.format_comparison([r for r in rows if r["label"] in ["python", "english"] + NAMED]))
 by_label = {r["label"]: r for r in rows}
 
-fig, ax = plt.subplots(figsize=(9, 3.8))
 labels = ["python", "english"] + NAMED
-xs = np.arange(len(labels))
-ax.bar(xs - 0.27, [by_label[l]["feature"]["pearson"] for l in labels], 0.27, label="best SAE feature")
-ax.bar(xs, [by_label[l].get("group", {}).get("pearson", np.nan) for l in labels], 0.27,
-       label="best group of <= 3 features")
-ax.bar(xs + 0.27, [by_label[l]["neuron"]["pearson"] for l in labels], 0.27, label="best single neuron")
-ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in scores.PAPER["pearson"]],
-           [scores.PAPER["pearson"][l] for l in labels if l in scores.PAPER["pearson"]],
-           marker="_", s=300, color="k", zorder=3, label="paper's best feature")
-ax.set(xticks=xs, xticklabels=labels, ylabel="correlation with the label", ylim=(0, 1.05),
-       title="which units track each context?")
-ax.legend(fontsize=8, loc="upper right", ncol=2)
+fig = plots.features_vs_neurons_bars(labels, [by_label[l]["feature"]["pearson"] for l in labels],
+                                     [by_label[l].get("group", {}).get("pearson", np.nan) for l in labels],
+                                     [by_label[l]["neuron"]["pearson"] for l in labels], scores.PAPER["pearson"])
 lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context label: the best SAE feature, "
                "the best group of up to 3 features, and the best single MLP neuron (bars); the paper's "
                "best features (black ticks).")
@@ -156,14 +146,10 @@ print("smallest leads:", ", ".join(f"{generated[i]} {lead[i]:+.2f} (feature {fea
 # sparsity penalty rewards a latent that fires on one context and nothing else: the directions the model
 # packed into its neurons come apart again. A single feature rarely covers a whole context (the SAE may
 # split Arabic into lead and continuation bytes, or a language into a few of its letters), which is why
-# the named contexts are also scored by a group of two or three highly specific features. The group is
-# chosen greedily (at most 3 features, each at least 90% specific to the context), adding a feature while
-# the correlation of the summed, max-normalised activations with the label rises.
+# the named contexts are also scored by a group of highly specific features (above).
 #
-# A label covers whole documents, spaces and line ends included, so even a feature firing on every
-# Arabic letter and nothing else would correlate only about 0.95 with its label. When the contexts are
-# few and common, the picture flips: with five named contexts at 2-3% of the bytes each and 512 neurons,
-# the model gave DNA and hex neurons of their own (r 0.98 and 0.96), and no feature could beat them.
+# When the contexts are few and common, the picture flips: with five named contexts at 2-3% of the bytes
+# each and 512 neurons, the model gave DNA and hex neurons of their own, and no feature could beat them.
 # `docs/experiments.md` records that run and the sweep that led to this corpus.
 #
 # Rarity has a price on the feature side too. Specificity counts activation *mass*: a feature that fires
@@ -183,13 +169,13 @@ print("smallest leads:", ", ".join(f"{generated[i]} {lead[i]:+.2f} (feature {fea
 # %%
 windows = corpus.sample_windows("val", lesson.pick(smoke=8, default=128, full=256), cfg.n_ctx + 1,
                                 np.random.default_rng(2))[0]
-fig, axes = plt.subplots(1, len(NAMED), figsize=(3.2 * len(NAMED), 3.2), sharey=True)
 names = feat_report.names["context"]
-for ax, label in zip(axes, NAMED):
+panels = {}
+for label in NAMED:
     u = by_label[label]["feature"]["unit"]
     if by_label[label]["tokens"] == 0:  # possible at smoke scale: too little held-out text
         print(f"\n=== {label}: no {label} bytes in the held-out text at this scale, so no feature to show")
-        plots.empty_panel(ax, f"no {label} bytes in the\nheld-out text at this scale:\nno feature to show")
+        panels[label] = None
         continue
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
@@ -201,14 +187,8 @@ for ax, label in zip(axes, NAMED):
     print(f"  ablation: loss {effect['mean_on']:+.3f} nats where it fires ({effect['n_on']} tokens), "
           f"{effect['mean_off']:+.4f} elsewhere")
     edges, counts, _ = features.activation_histogram(feat_report, "context", u)
-    centers = (edges[:-1] + edges[1:]) / 2
-    inside, outside = counts[names.index(label)], counts.sum(axis=0) - counts[names.index(label)]
-    ax.bar(centers, outside, width=np.diff(edges), color="0.6", label="other contexts")
-    ax.bar(centers, inside, width=np.diff(edges), bottom=outside, color="tab:orange", label=label)
-    ax.set(yscale="log", title=f"{label}: feature {u}", xlabel="activation")
-    ax.legend(fontsize=7)
-axes[0].set_ylabel("tokens (nonzero activations)")
-lesson.savefig(fig, "feature_histograms.png", "Activation histograms of the best feature for each named generated "
+    panels[label] = (u, edges, counts[names.index(label)], counts.sum(axis=0) - counts[names.index(label)])
+lesson.savefig(plots.context_feature_histograms(panels), "feature_histograms.png", "Activation histograms of the best feature for each named generated "
                "context, split into the context's own bytes (orange) and all others (grey).")
 
 # %% [markdown]

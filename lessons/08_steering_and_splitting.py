@@ -26,7 +26,6 @@
 # %%
 import re
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tinymono import features, interventions, pipeline, plots, scores, text
@@ -77,17 +76,7 @@ for label in NAMED:
     print(f"{label:7s} pin {units}: {steering[label]['pinned']:.0%} of the written bytes are {label} "
           f"(nothing pinned: {steering[label]['plain']:.0%})\n  {text.written_text(pinned[0])!r}")
 
-fig, ax = plt.subplots(figsize=(7, 3.2))
-xs = np.arange(len(NAMED))
-for dx, key, color, name in ((-0.2, "plain", "0.6", "nothing pinned"), (0.2, "pinned", "tab:orange", "context's features pinned")):
-    bars = ax.bar(xs + dx, [steering[l][key] for l in NAMED], 0.4, color=color, label=name)
-    ax.bar_label(bars, fmt="{:.0%}", fontsize=7)
-ax.set(xticks=xs, xticklabels=NAMED, ylim=(0, 1), ylabel="share of written bytes in the context",
-       title="pinned sampling from Python and English prompts")
-ax.legend(fontsize=8)
-if not any(steering[label][key] for label in NAMED for key in ("plain", "pinned")):
-    plots.empty_panel(ax, "the model wrote no byte any recogniser accepts:\nit has not learned these contexts "
-                      "(expected at smoke scale)", clear=False)
+fig = plots.pinned_sampling(NAMED, [steering[l]["plain"] for l in NAMED], [steering[l]["pinned"] for l in NAMED])
 lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes that the recogniser of each "
                "context accepts, with the context's features pinned at their largest held-out activation (orange) and "
                "without (grey; a bar of height 0 is not drawn).")
@@ -176,16 +165,8 @@ for label in NAMED:
 dna = families["dna"]
 bases = [ord(b) for b in "ACGT"]
 share = np.array([m[bases] for m in dna["bytes"]])  # [children, 4]
-fig, ax = plt.subplots(figsize=(4.6, 3.4))
-im = ax.imshow(share, cmap="Oranges", vmin=0, vmax=1)
-ax.set(xticks=range(4), xticklabels=list("ACGT"), yticks=range(len(dna["children"])),
-       yticklabels=[str(c) for c in dna["children"]], xlabel="byte read",
-       ylabel=f"feature of {sae_cfg.d_sae}", title=f"the DNA feature of {small_cfg.d_sae}, split")
-fig.colorbar(im, ax=ax, label="share of activation mass")
 r_parent = small_report.score("context", "dna", "pearson")[dna["parent"]]
-if r_parent < 0.3:
-    plots.empty_panel(ax, f"no DNA feature among the {small_cfg.d_sae}\n(best r {r_parent:.2f}): these rows "
-                      "are\nits nearest, not its family", clear=False)
+fig = plots.feature_split_by_base(share, dna["children"], sae_cfg.d_sae, small_cfg.d_sae, r_parent)
 lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features nearest the {small_cfg.d_sae}-latent "
                "SAE's DNA feature: the share of each one's activation mass on each base it reads (the rest, "
                "up to 1 in each row, is on line ends and other bytes).")

@@ -7,12 +7,18 @@ computes anything a test relies on.
     plots/panel.py      what both share: a panel that says why it is empty
 
 A lesson calls them as plots.NAME; the names are gathered here."""
-from tinymono.plots.language import density_histogram, features_vs_neurons_scatter
+from tinymono.plots.language import (attention_pieces, bits_per_label, context_feature_histograms, density_histogram,
+                                     feature_split_by_base, features_vs_neurons_bars, features_vs_neurons_scatter,
+                                     memorising, over_floor, pinned_sampling, sae_training, transformer_loss_curve)
 from tinymono.plots.panel import empty_panel
-from tinymono.plots.toy import (decoder_rows_vs_true, dimensionality, feature_directions, gradcheck_errors,
-                                gram_and_norms, latent_responses, phase_diagram, sweep_tradeoff, toy_activations,
+from tinymono.plots.toy import (best_cosines, best_cosines_compared, decoder_rows_vs_true, density_vs_true,
+                                dimensionality, feature_directions, gradcheck_errors, gram_and_norms, gt_training,
+                                latent_responses, phase_diagram, sweep_heatmaps, sweep_tradeoff, toy_activations,
                                 training_runs)
 
-__all__ = ["decoder_rows_vs_true", "density_histogram", "dimensionality", "empty_panel", "feature_directions",
-           "features_vs_neurons_scatter", "gradcheck_errors", "gram_and_norms", "latent_responses", "phase_diagram",
-           "sweep_tradeoff", "toy_activations", "training_runs"]
+__all__ = ["attention_pieces", "best_cosines", "best_cosines_compared", "bits_per_label", "context_feature_histograms",
+           "decoder_rows_vs_true", "density_histogram", "density_vs_true", "dimensionality", "empty_panel",
+           "feature_directions", "feature_split_by_base", "features_vs_neurons_bars", "features_vs_neurons_scatter",
+           "gradcheck_errors", "gram_and_norms", "gt_training", "latent_responses", "memorising", "over_floor",
+           "phase_diagram", "pinned_sampling", "sae_training", "sweep_heatmaps", "sweep_tradeoff", "toy_activations",
+           "training_runs", "transformer_loss_curve"]
