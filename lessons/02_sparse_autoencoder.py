@@ -144,7 +144,7 @@ lesson.savefig(plots.gradcheck_errors(errors, GC_BUDGET), "gradcheck.png",
 # while (Bricken et al. 2023). The decoder constraint and the resampling:
 
 # %%
-where(sae.project_decoder_grad, sae.normalize_decoder, sae.resample_dead)
+where(sae.project_decoder_grad, sae.normalise_decoder, sae.resample_dead)
 
 # %% [markdown]
 # What this implementation chose for the toy: as many latents as true features (5), so every latent

@@ -17,7 +17,7 @@
 # small enough that every feature can be traced from the input bytes to the next-token logits.
 #
 # **What this implementation chose.** The paper does not give the number of heads, the context length or
-# the tokenizer. tinymono uses 4 heads of 32 dimensions, a context of 128 tokens, and bytes as tokens
+# the tokeniser. tinymono uses 4 heads of 32 dimensions, a context of 128 tokens, and bytes as tokens
 # (256 byte values plus one document separator), so that every token carries a ground-truth label in
 # the corpus of lesson 05. The whole model, in `tinymono/transformer.py`, is:
 #

@@ -180,7 +180,7 @@ for label in NAMED:
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
     for ex in features.top_examples(feature_source, feat_report, u, k=3, before=24, after=4):
-        print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['center'])!r}")
+        print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['centre'])!r}")
     promoted, suppressed = features.top_logits(features.logit_weights(params, cfg, sae_params["W_dec"][u]), 6)
     print("  promotes:", " ".join(t for t, _ in promoted), "   suppresses:", " ".join(t for t, _ in suppressed))
     effect = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, u, windows)
@@ -216,12 +216,12 @@ candidates = np.flatnonzero((ctx_r < 0.3) & (feat_report.density > 1e-3))
 uncovered = int(candidates[np.argmax(feat_report.max[candidates])]) if candidates.size else int(np.argmin(ctx_r))
 print(f"feature {uncovered}: density {feat_report.density[uncovered]:.2%}, best |r| with any context {ctx_r[uncovered]:.2f}")
 for ex in features.top_examples(feature_source, feat_report, uncovered, k=6, before=24, after=4):
-    print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['center'])!r}")
-centers_bytes = [int(ex["tokens"][ex["center"]]) for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
-common = max(set(centers_bytes), key=centers_bytes.count) if centers_bytes else None
+    print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['centre'])!r}")
+centres_bytes = [int(ex["tokens"][ex["centre"]]) for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
+common = max(set(centres_bytes), key=centres_bytes.count) if centres_bytes else None
 if common is not None:
-    print(f"the activating byte is {text.token_text(common)!r} in {centers_bytes.count(common)} of its top "
-          f"{len(centers_bytes)} examples")
+    print(f"the activating byte is {text.token_text(common)!r} in {centres_bytes.count(common)} of its top "
+          f"{len(centres_bytes)} examples")
 promoted, _ = features.top_logits(features.logit_weights(params, cfg, sae_params["W_dec"][uncovered]), 8)
 print("it promotes:", " ".join(t for t, _ in promoted))
 

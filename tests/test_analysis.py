@@ -286,11 +286,11 @@ def test_top_examples_are_apart_and_centred(store, sparse_sae):
     rows = [e["row"] for e in ex]
     assert all(abs(a - b) > 10 for i, a in enumerate(rows) for b in rows[:i]), f"examples overlap: {rows}"
     for e in ex:
-        assert e["acts"][e["center"]] == e["activation"] > 0
+        assert e["acts"][e["centre"]] == e["activation"] > 0
         r = e["row"]
-        assert e["center"] == min(r, 10) and len(e["tokens"]) == len(e["acts"]) == min(len(store), r + 4) - max(0, r - 10), \
+        assert e["centre"] == min(r, 10) and len(e["tokens"]) == len(e["acts"]) == min(len(store), r + 4) - max(0, r - 10), \
             "an example runs from `before` bytes before the activating byte to `after` bytes after it"
-        np.testing.assert_array_equal(e["tokens"], store.tokens[e["row"] - e["center"]:e["row"] - e["center"] +
+        np.testing.assert_array_equal(e["tokens"], store.tokens[e["row"] - e["centre"]:e["row"] - e["centre"] +
                                                                 len(e["tokens"])])
     assert ex[0]["row"] == report.top_rows[0, u], "the first example is at the row of the unit's strongest activation"
     # The example's activation is recomputed over its own window (another matmul shape: its last float32
@@ -479,8 +479,8 @@ def test_feature_cards(store, sparse_sae):
     assert dead["best"]["label"] == "-", "a unit that never fires matches no label"
     ex = live["examples"][0]
     assert sum(c for _, _, c in ex["pieces"]) == 1, "exactly one piece holds the activating byte"
-    center_act = next(a for _, a, c in ex["pieces"] if c)
-    assert center_act >= ex["activation"] > 0, "the activating piece must carry (at least) the example's activation"
+    centre_act = next(a for _, a, c in ex["pieces"] if c)
+    assert centre_act >= ex["activation"] > 0, "the activating piece must carry (at least) the example's activation"
     h = live["histogram"]
     assert np.sum(h["counts"]) + np.sum(h["zeros"]) == len(store), "the histogram must account for every token"
     weights = features.logit_weights(tiny_model(), TINY, sparse_sae[0]["W_dec"][0])

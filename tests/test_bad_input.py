@@ -244,7 +244,7 @@ BAD = [
     ("token_text: 300", lambda: text.token_text(300), ValueError, "t"),
     ("token_text: -1", lambda: text.token_text(-1), ValueError, "t"),
     ("byte_pieces: 2-D", lambda: text.byte_pieces(np.zeros((2, 2), int)), ValueError, "tokens"),
-    ("format_example: center past the end", lambda: text.format_example([65, 66], 2), ValueError, "center"),
+    ("format_example: centre past the end", lambda: text.format_example([65, 66], 2), ValueError, "centre"),
     ("logit_weights: direction of another length", lambda: features.logit_weights(TP, TCFG, np.ones(7)), ValueError,
      "direction"),
     ("top_logits: k -1", lambda: features.top_logits(np.arange(5.0), -1), ValueError, "k"),

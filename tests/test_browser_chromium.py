@@ -50,12 +50,12 @@ def _run(chromium, tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-def _example(text, center, weights=None):
+def _example(text, centre, weights=None):
     """An example card entry from text split into characters (as text.byte_pieces gives them)."""
     pieces = list(text) if isinstance(text, str) else text
     weights = weights or [0.0] * len(pieces)
     return {"activation": max(weights) or 1.0,
-            "pieces": [(p, w, i == center) for i, (p, w) in enumerate(zip(pieces, weights))]}
+            "pieces": [(p, w, i == centre) for i, (p, w) in enumerate(zip(pieces, weights))]}
 
 
 def _card(unit, kind, label, r, examples, labels, counts):
@@ -80,11 +80,11 @@ def page(tmp_path_factory):
     for u in range(6):
         label = labels[u % 4]
         counts = [[(u + k) % 3 + (5 if k == u % 4 else 0) for _ in range(8)] for k in range(4)]
-        examples = [_example(arabic, center=5, weights=[0.1 * (i % 4) for i in range(len(arabic))]),
-                    _example(f"def f(x): return {NEEDLE}" if u == 4 else "print('hello world')", center=3)]
+        examples = [_example(arabic, centre=5, weights=[0.1 * (i % 4) for i in range(len(arabic))]),
+                    _example(f"def f(x): return {NEEDLE}" if u == 4 else "print('hello world')", centre=3)]
         cards.append(_card(u, "feature", label, 0.2 + 0.1 * u, examples, labels, counts))
     for n, label in ((0, "arabic"), (1, "python")):
-        cards.append(_card(n, "neuron", label, 0.15, [_example("abc", center=1)], labels,
+        cards.append(_card(n, "neuron", label, 0.15, [_example("abc", centre=1)], labels,
                            [[1] * 8, [2] * 8, [3] * 8, [0] * 8]))
     path = write_browser(folder / "features.html", cards, title="chromium test page")
     return path, cards

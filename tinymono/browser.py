@@ -120,7 +120,7 @@ def _checked(card, i):
 
     def examples(items, where):
         return [{"activation": num(ex["activation"], f"{where} activation"),
-                 "pieces": [(text, num(a, f"{where} piece"), bool(center)) for text, a, center in ex["pieces"]]}
+                 "pieces": [(text, num(a, f"{where} piece"), bool(centre)) for text, a, centre in ex["pieces"]]}
                 for ex in items]
     try:
         best, hist, logits = card["best"], card["histogram"], card["logits"]
@@ -177,9 +177,9 @@ def _example_html(example, vmax):
     the activating piece, the separator and every right-to-left character in a span of its own; runs of
     other bare pieces share one (they hold no right-to-left character to reorder them)."""
     parts, run = [f'<span class="v">{_fmt(example["activation"])}</span>'], []
-    for text, a, center in example["pieces"]:
+    for text, a, centre in example["pieces"]:
         shade = min(SHADES, math.ceil(SHADES * a / vmax)) if vmax > 0 and a > 0 else 0
-        classes = ([f"a{shade}"] if shade else []) + (["c"] if center else [])
+        classes = ([f"a{shade}"] if shade else []) + (["c"] if centre else [])
         title = f"{a:.2g}" if shade else ""
         if text == SEPARATOR:
             text, title = SEPARATOR_SHOWN, "document separator" + (f" ({title})" if title else "")

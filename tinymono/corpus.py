@@ -1,10 +1,10 @@
-"""A byte-level tokenizer and a corpus whose every byte carries a ground-truth label.
+"""A byte-level tokeniser and a corpus whose every byte carries a ground-truth label.
 
 "Towards Monosemanticity" claims that a sparse autoencoder finds features that fire on one kind of
 text: Arabic script, DNA, base64, hex, Python strings. To check such a claim we need text where we
 *know* what every byte is. This module builds one:
 
-* The tokenizer is bytes. The vocabulary is the 256 byte values plus DOC_SEP = 256, a token that
+* The tokeniser is bytes. The vocabulary is the 256 byte values plus DOC_SEP = 256, a token that
   goes before every document, so a model can tell where a document starts.
 * The corpus mixes sources (see tinymono/corpus_sources.py): real Python from the standard library,
   real English prose that ships with Python, and generated DNA, hex digests, base64, Arabic and Hebrew
@@ -57,7 +57,7 @@ from .files import BadFile, DiskFullError, is_disk_full, read_json, remove_stale
 from .progress import bar as progress_bar
 
 # ---------------------------------------------------------------------------------------------------
-# Tokenizer
+# Tokeniser
 # ---------------------------------------------------------------------------------------------------
 VOCAB_SIZE = 257
 DOC_SEP = 256

@@ -73,7 +73,7 @@ class FeatureSource(NeuronSource):
 
 def top_examples(source, report, unit, k=8, before=32, after=8):
     """The unit's k strongest activations as examples, more than `before` rows apart (one stretch of text
-    would otherwise fill the list): [{"row", "activation", "tokens" [w], "acts" [w], "center"}], the
+    would otherwise fill the list): [{"row", "activation", "tokens" [w], "acts" [w], "centre"}], the
     window running from `before` bytes before the activating byte to `after` after it.
 
     The candidates are the report's top_k rows; when they crowd into fewer than k stretches and the unit
@@ -99,11 +99,11 @@ def top_examples(source, report, unit, k=8, before=32, after=8):
 
 
 def _example(source, unit, r, before, after):
-    """The example of `unit` at row r: {"row", "activation", "tokens" [w], "acts" [w], "center"}."""
+    """The example of `unit` at row r: {"row", "activation", "tokens" [w], "acts" [w], "centre"}."""
     lo, hi = max(0, r - before), min(source.n_rows, r + after + 1)
     acts = source.activations(lo, hi, units=np.array([unit]))[:, 0]
     return {"row": r, "activation": float(acts[r - lo]), "tokens": np.asarray(source.store.tokens[lo:hi]),
-            "acts": acts, "center": r - lo}
+            "acts": acts, "centre": r - lo}
 
 
 def quantile_examples(source, units, n_bands=4, per_band=2, before=32, after=8, seed=0):
@@ -201,7 +201,7 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
     nearest = nearest_by_decoder(W_dec, units, n_nearest) if source.kind == "feature" and n_nearest else {}
 
     def shown(ex):
-        pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["center"] < b)
+        pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["centre"] < b)
                   for text, a, b in byte_pieces(ex["tokens"])]
         return {"row": ex["row"], "activation": ex["activation"], "pieces": pieces}
     cards = []

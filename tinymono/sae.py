@@ -156,7 +156,7 @@ def init(cfg, rng, sample=None):
     check_rng("rng", rng)
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
-    normalize_decoder(W_dec)
+    normalise_decoder(W_dec)
     if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
         raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
     b_dec = np.zeros(cfg.d_in) if sample is None else geometric_median(sample)
@@ -338,7 +338,7 @@ def project_decoder_grad(W_dec, dW_dec):
     dW_dec -= np.sum(dW_dec * W_dec, axis=1, keepdims=True) * W_dec  # [d_sae, d_in]
 
 
-def normalize_decoder(W_dec):
+def normalise_decoder(W_dec):
     """In place: rescale each row of W_dec to unit norm (the projected step still leaves it a hair off)."""
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
 
@@ -502,7 +502,7 @@ class SAETask:
             *terms, grads, fired = result
         project_decoder_grad(params["W_dec"], grads["W_dec"])
         self.opt.step(params, grads, lr=cfg.lr_at(step))
-        normalize_decoder(params["W_dec"])
+        normalise_decoder(params["W_dec"])
         self.since_fired += 1
         self.since_fired[fired] = 0
         return terms

@@ -1,6 +1,6 @@
 """Bytes shown as text, and text the model writes scored without labels.
 
-The tokenizer itself (`corpus.encode`, `corpus.decode`) turns whole sequences into text; this module
+The tokeniser itself (`corpus.encode`, `corpus.decode`) turns whole sequences into text; this module
 shows them byte by byte, for the lessons, the examples of a feature and the browser:
 - `token_text`: one token visibly (printable ASCII as itself, escapes otherwise, the separator as ␞);
 - `byte_pieces`: a sequence cut into pieces, each a whole printable UTF-8 character or one escaped byte;
@@ -60,14 +60,14 @@ def byte_pieces(tokens):
     return out
 
 
-def format_example(tokens, center, mark=("\u27e6", "\u27e7")):
-    """The bytes as readable text with the piece holding byte `center` between the marks (a character
+def format_example(tokens, centre, mark=("\u27e6", "\u27e7")):
+    """The bytes as readable text with the piece holding byte `centre` between the marks (a character
     of several bytes also shows which byte it was, e.g. ⟦ب·d8⟧)."""
-    check_int("center", center, 0, len(tokens) - 1)
+    check_int("centre", centre, 0, len(tokens) - 1)
     parts = []
     for text, a, b in byte_pieces(tokens):
-        if a <= center < b:
-            which = f"\u00b7{int(tokens[center]):02x}" if b - a > 1 else ""
+        if a <= centre < b:
+            which = f"\u00b7{int(tokens[centre]):02x}" if b - a > 1 else ""
             text = f"{mark[0]}{text}{which}{mark[1]}"
         parts.append(text)
     return "".join(parts)

@@ -40,7 +40,7 @@ def numpy_step(params, opt, x, cfg):
     grads = sae.backward(params, cache, cfg)
     sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
     opt.step(params, grads)
-    sae.normalize_decoder(params["W_dec"])
+    sae.normalise_decoder(params["W_dec"])
 
 
 def numba_step(params, opt, x, cfg, buf):
@@ -50,7 +50,7 @@ def numba_step(params, opt, x, cfg, buf):
     grads = result[4]
     sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
     opt.step(params, grads)
-    sae.normalize_decoder(params["W_dec"])
+    sae.normalise_decoder(params["W_dec"])
 
 
 def torch_stepper(torch, params, x, cfg):

@@ -93,7 +93,7 @@ decode_backward are shared. f feeds both the decoder and the penalty, and b_dec 
     Exercise("02.10", "sae", "project_decoder_grad", "the decoder-gradient projection", """\
 In place (returns None): remove from each row of dW_dec [d_sae, d_in] its component along the same row
 of W_dec (rows of unit norm): dW_dec[j] -= (dW_dec[j] . W_dec[j]) W_dec[j] for every latent j."""),
-    Exercise("02.11", "sae", "normalize_decoder", "the decoder rows' renormalisation", """\
+    Exercise("02.11", "sae", "normalise_decoder", "the decoder rows' renormalisation", """\
 In place (returns None): rescale each row of W_dec [d_sae, d_in] to unit Euclidean norm."""),
     Exercise("02.12", "sae", "resample_dead", "resampling the dead latents", """\
 Resample the latents where dead [d_sae] is True, in place (the paper's recipe); return their indices,

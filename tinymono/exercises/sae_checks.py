@@ -250,7 +250,7 @@ def project_decoder_grad(t):
 
 
 @exercise("02.11")
-def normalize_decoder(t):
+def normalise_decoder(t):
     W_dec = 2.0 * t.rng.standard_normal((D_SAE, D_IN))
     t.inputs = shapes(dict(W_dec=W_dec))
     mine = W_dec.copy()
