@@ -30,6 +30,7 @@ import numpy as np
 
 from tinymono import checkpoint as ckpt
 from tinymono import layers as L
+from tinymono.kernels import transformer as K
 from tinymono.optim import Adam, Schedule, clip_grad_norm
 from tinymono.validate import (REAL, InputTypeError, check_array, check_config_ints, check_ids, check_int, check_number,
                                check_rng)
@@ -205,9 +206,8 @@ REFERENCE = Layers(_embed_forward, _embed_backward, L.layernorm_forward, L.layer
 
 
 def _fast_layers():
-    """The numba-compiled set (imported on first use, so reading the model never waits on numba)."""
-    from tinymono.kernels import transformer as K
-
+    """The numba-compiled set, built on first use (so that a process which only reads the model never changes
+    how its memory is freed)."""
     K.keep_freed_memory()  # reuse each step's ~40 MB of freed arrays instead of page-faulting them in again
 
     def mlp_in_forward(x, W_in, b_in, act_fn):
@@ -265,16 +265,16 @@ class Cache(NamedTuple):
     pattern: np.ndarray  # [B, H, T, T] attention pattern (query rows, key columns)
 
 
-def _ln_forward(lay, x, params, name, cfg):
+def _ln_forward(layers, x, params, name, cfg):
     if not cfg.layernorm:
         return x, None
-    return lay.layernorm_forward(x, params[f"{name}_w"], params[f"{name}_b"], cfg.ln_eps)
+    return layers.layernorm_forward(x, params[f"{name}_w"], params[f"{name}_b"], cfg.ln_eps)
 
 
-def _ln_backward(lay, dout, cache, grads, name):
+def _ln_backward(layers, dout, cache, grads, name):
     if cache is None:
         return dout
-    dx, grads[f"{name}_w"], grads[f"{name}_b"] = lay.layernorm_backward(dout, cache)
+    dx, grads[f"{name}_w"], grads[f"{name}_b"] = layers.layernorm_backward(dout, cache)
     return dx
 
 
@@ -308,20 +308,20 @@ def forward(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=Fals
     (or pass a Layers set, see layers_for)."""
     check_tokens(tokens, cfg)
     check_params(params, cfg)
-    lay, p = layers_for(fast), params
-    resid, c_embed = lay.embed_forward(tokens, p["W_E"], p["W_pos"])  # [B, T, D]
-    x, c_ln1 = _ln_forward(lay, resid, p, "ln1", cfg)  # [B, T, D]
-    attn_out, c_attn = lay.attention_forward(x, p["W_Q"], p["b_Q"], p["W_K"], p["b_K"], p["W_V"], p["b_V"],
-                                             p["W_O"], p["b_O"])  # [B, T, D]
+    layers = layers_for(fast)
+    resid, c_embed = layers.embed_forward(tokens, params["W_E"], params["W_pos"])  # [B, T, D]
+    x, c_ln1 = _ln_forward(layers, resid, params, "ln1", cfg)  # [B, T, D]
+    attn_out, c_attn = layers.attention_forward(x, params["W_Q"], params["b_Q"], params["W_K"], params["b_K"],
+                                                params["W_V"], params["b_V"], params["W_O"], params["b_O"])  # [B, T, D]
     resid_mid = resid + attn_out  # [B, T, D]
-    x, c_ln2 = _ln_forward(lay, resid_mid, p, "ln2", cfg)
-    post, c_mlp_in = lay.mlp_in_forward(x, p["W_in"], p["b_in"], cfg.act_fn)  # [B, T, M]  mlp.hook_post
+    x, c_ln2 = _ln_forward(layers, resid_mid, params, "ln2", cfg)
+    post, c_mlp_in = layers.mlp_in_forward(x, params["W_in"], params["b_in"], cfg.act_fn)  # [B, T, M]  mlp.hook_post
     used, replaced = _replacement(post, hook_post)  # [B, T, M]
-    mlp_out, c_mlp_out = lay.linear_forward(used, p["W_out"], p["b_out"])  # [B, T, D]
+    mlp_out, c_mlp_out = layers.linear_forward(used, params["W_out"], params["b_out"])  # [B, T, D]
     resid_post = resid_mid + mlp_out  # [B, T, D]
-    x, c_lnf = _ln_forward(lay, resid_post, p, "lnf", cfg)
-    logits, c_unembed = lay.linear_forward(x, p["W_U"], p["b_U"])  # [B, T, V]
-    cache = Cache(lay, c_embed, c_ln1, c_attn, c_ln2, c_mlp_in, c_mlp_out, c_lnf, c_unembed,
+    x, c_lnf = _ln_forward(layers, resid_post, params, "lnf", cfg)
+    logits, c_unembed = layers.linear_forward(x, params["W_U"], params["b_U"])  # [B, T, V]
+    cache = Cache(layers, c_embed, c_ln1, c_attn, c_ln2, c_mlp_in, c_mlp_out, c_lnf, c_unembed,
                   resid, resid_mid, resid_post, post, replaced, c_attn.pattern)
     return logits, cache
 
@@ -330,26 +330,26 @@ def backward(params, cache: Cache, cfg: TransformerConfig, dlogits):
     """dlogits [B, T, V] (the gradient of a scalar loss w.r.t. the logits) -> grads, fresh arrays with the
     keys of params. The forward's lines in reverse; the residual stream, which each block reads and adds
     to, collects its gradient as a visible sum at each `resid = resid + block(resid)`."""
-    lay, g = cache.layers, {}
+    layers, grads = cache.layers, {}
     dlogits = check_array("dlogits", dlogits, (*cache.resid_post.shape[:-1], cfg.d_vocab), finite=False)
-    dx, g["W_U"], g["b_U"] = lay.linear_backward(dlogits, cache.unembed)  # [B, T, D]
-    dresid_post = _ln_backward(lay, dx, cache.lnf, g, "lnf")  # [B, T, D]
+    dx, grads["W_U"], grads["b_U"] = layers.linear_backward(dlogits, cache.unembed)  # [B, T, D]
+    dresid_post = _ln_backward(layers, dx, cache.lnf, grads, "lnf")  # [B, T, D]
     # resid_post = resid_mid + mlp_out
-    dused, g["W_out"], g["b_out"] = lay.linear_backward(dresid_post, cache.mlp_out)  # [B, T, M]
+    dused, grads["W_out"], grads["b_out"] = layers.linear_backward(dresid_post, cache.mlp_out)  # [B, T, M]
     if cache.replaced:  # the replacement is a constant: the MLP's input side gets no gradient
-        g["W_in"], g["b_in"] = np.zeros_like(params["W_in"]), np.zeros_like(params["b_in"])
+        grads["W_in"], grads["b_in"] = np.zeros_like(params["W_in"]), np.zeros_like(params["b_in"])
         if cfg.layernorm:
-            g["ln2_w"], g["ln2_b"] = np.zeros_like(params["ln2_w"]), np.zeros_like(params["ln2_b"])
+            grads["ln2_w"], grads["ln2_b"] = np.zeros_like(params["ln2_w"]), np.zeros_like(params["ln2_b"])
         dresid_mid = dresid_post
     else:
-        dx, g["W_in"], g["b_in"] = lay.mlp_in_backward(dused, cache.mlp_in)  # [B, T, D]
-        dresid_mid = dresid_post + _ln_backward(lay, dx, cache.ln2, g, "ln2")  # both uses of resid_mid
+        dx, grads["W_in"], grads["b_in"] = layers.mlp_in_backward(dused, cache.mlp_in)  # [B, T, D]
+        dresid_mid = dresid_post + _ln_backward(layers, dx, cache.ln2, grads, "ln2")  # both uses of resid_mid
     # resid_mid = resid + attn_out
-    dx, g["W_Q"], g["b_Q"], g["W_K"], g["b_K"], g["W_V"], g["b_V"], g["W_O"], g["b_O"] = \
-        lay.attention_backward(dresid_mid, cache.attn)
-    dresid = dresid_mid + _ln_backward(lay, dx, cache.ln1, g, "ln1")  # [B, T, D]
-    g["W_E"], g["W_pos"] = lay.embed_backward(dresid, cache.embed)
-    return {k: g[k] for k in params}
+    (dx, grads["W_Q"], grads["b_Q"], grads["W_K"], grads["b_K"], grads["W_V"], grads["b_V"], grads["W_O"],
+     grads["b_O"]) = layers.attention_backward(dresid_mid, cache.attn)  # [B, T, D]
+    dresid = dresid_mid + _ln_backward(layers, dx, cache.ln1, grads, "ln1")  # [B, T, D]
+    grads["W_E"], grads["W_pos"] = layers.embed_backward(dresid, cache.embed)
+    return {k: grads[k] for k in params}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,4 +11,16 @@ One module per model (toy.py, sae.py, transformer.py). The rules every kernel he
   cache cannot hold the parallel runtime reliably); no mutable globals; `fastmath` only where a
   reason is written down and never where NaN or inf is tested; no jitted function is ever built inside
   a loop or per call (compiling costs seconds).
+
+Two ways to use both cores, each where it pays (neither kernel's results depend on the thread count):
+
+- `prange` (toy.py, sae.py): numba's own parallel loop, `njit(parallel=True)`. Simple to write, but a
+  parallel function cannot be cached on disk (so a new process compiles it again, seconds), and starting
+  and joining its threads costs tens of microseconds idle, milliseconds on a busy machine. Use it for
+  few, long calls: the toy model's chunk of steps (one instance per thread), the SAE's sparse kernels,
+  each bound a second time without prange (`name_serial`) for the sizes where threads do not pay.
+- A thread pool over `nogil=True` kernels (transformer.py, `in_parallel`): each kernel takes a range
+  [start, stop) of rows, and a few Python threads run it on one range each. Every kernel stays
+  `cache=True`, so a process starts in a fraction of a second. Use it for many short calls, as the
+  transformer's step makes (a dozen fused layers per step, each a few milliseconds).
 """
