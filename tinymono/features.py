@@ -156,10 +156,10 @@ def nearest_by_decoder(W_dec, units, k=5):
 def activation_histogram(report, family, unit):
     """(edges [K + 1] over (0, max], counts [L, K] of the unit's nonzero activations per label,
     zeros [L]: tokens per label where it is 0)."""
-    f = report.families[check_family(report, family)]
+    fam = report.families[check_family(report, family)]
     unit = check_int("unit", unit, 0, len(report.max) - 1)
-    counts = f["hist"][:, unit]
-    return np.linspace(0, report.max[unit], report.bins + 1), counts, f["count"] - counts.sum(axis=1)
+    counts = fam["hist"][:, unit]
+    return np.linspace(0, report.max[unit], report.bins + 1), counts, fam["count"] - counts.sum(axis=1)
 
 
 def logit_weights(params, cfg, direction):
@@ -194,7 +194,7 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
     only), the activation histogram per label and the logit weights (for features; neurons get their
     W_out row through the same path)."""
     names = report.names[check_family(report, family)]
-    f = report.families[family]
+    fam = report.families[family]
     units = [int(check_int("unit", u, 0, len(report.max) - 1)) for u in units]
     W_dec = source.params["W_dec"] if source.kind == "feature" else np.eye(cfg.d_mlp)
     bands = quantile_examples(source, units, n_bands, per_band, before, after) if per_band else {}
@@ -206,14 +206,14 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
         return {"row": ex["row"], "activation": ex["activation"], "pieces": pieces}
     cards = []
     for u in units:
-        l = int(np.argmax(f["pearson"][:, u]))  # a unit correlating with no label gets "-" below
+        l = int(np.argmax(fam["pearson"][:, u]))  # a unit correlating with no label gets "-" below
         examples = [shown(ex) for ex in top_examples(source, report, u, n_examples, before, after)]
         edges, counts, zeros = activation_histogram(report, family, u)
         promoted, suppressed = top_logits(logit_weights(params, cfg, W_dec[u]), n_logits)
         cards.append({"unit": u, "kind": report.kind, "density": float(report.density[u]),
                       "max": float(report.max[u]),
-                      "best": {"label": names[l] if f["pearson"][l, u] > 0 else "-",
-                               **{s: float(f[s][l, u]) for s in SCORES}},
+                      "best": {"label": names[l] if fam["pearson"][l, u] > 0 else "-",
+                               **{s: float(fam[s][l, u]) for s in SCORES}},
                       "examples": examples,
                       "quantiles": [{**{k: band[k] for k in ("band", "lo", "hi")},
                                      "examples": [shown(ex) for ex in band["examples"]]} for band in bands.get(u, [])],

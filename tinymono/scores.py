@@ -125,9 +125,9 @@ class LabelStats:
         vals = A[rows, cols].astype(np.float64)
         high = vals >= 0.5 * self.unit_max[cols]
         bin_ = np.minimum((vals * self.scale[cols]).astype(np.int64), self.bins - 1)  # (0, max] -> 0..K-1
-        for name, f in self.fam.items():
+        for name, fam in self.fam.items():
             ids = np.asarray(labels[name], dtype=np.int64)
-            L = len(f["count"])
+            L = len(fam["count"])
             if ids.shape != (b,) or ids.min() < 0 or ids.max() >= L:
                 raise ValueError(f"{name} labels must be [{b}] ids in 0..{L - 1}, got {ids.shape} "
                                  f"{ids.min()}..{ids.max()}")
@@ -136,32 +136,32 @@ class LabelStats:
             sums_b = np.zeros((L, self.U))
             _scatter_add(sums_b, key, vals)
             # co-moment of the block, sum (y - ybar_b)(a - abar_b) = sum y a - n_l abar_b, then Chan's merge
-            f["co"] += sums_b - count_b[:, None] * mean_b + np.outer(count_b / b - f["count"] / max(self.n, 1),
+            fam["co"] += sums_b - count_b[:, None] * mean_b + np.outer(count_b / b - fam["count"] / max(self.n, 1),
                                                                       delta) * w
-            f["mass"] += sums_b
-            _scatter_add(f["mass_high"], key[high], vals[high])
-            _scatter_add(f["fires"], key)
-            _scatter_add(f["hist"], key * self.bins + bin_)
-            f["count"] += count_b
+            fam["mass"] += sums_b
+            _scatter_add(fam["mass_high"], key[high], vals[high])
+            _scatter_add(fam["fires"], key)
+            _scatter_add(fam["hist"], key * self.bins + bin_)
+            fam["count"] += count_b
         self.mean += delta * b / n_new
         self.n = n_new
 
     def scores(self, name):
         """{score: [L, U]} for one family, plus count [L], coverage [L, U] (share of the label's tokens
         the unit fires on), auroc_err [L, U] (bound on the histogram's error) and hist [L, U, K]."""
-        f, n = self.fam[name], self.n
-        count = f["count"].astype(np.float64)
+        fam, n = self.fam[name], self.n
+        count = fam["count"].astype(np.float64)
         var_y = count * (n - count) / max(n, 1)  # [L] sum (y - ybar)^2 of a 0/1 indicator
         den = np.sqrt(np.outer(var_y, self.m2))
-        mass_total = f["mass"].sum(axis=0)  # each family partitions the tokens: summing labels gives all
-        high_total = f["mass_high"].sum(axis=0)
-        out = {"count": f["count"].copy(), "hist": f["hist"].copy(), "fires": f["fires"].copy(),
-               "pearson": np.divide(f["co"], den, out=np.zeros_like(den), where=den > 0),
-               "specificity": np.divide(f["mass"], mass_total, out=np.zeros_like(f["mass"]), where=mass_total > 0),
-               "specificity_high": np.divide(f["mass_high"], high_total, out=np.zeros_like(f["mass"]),
+        mass_total = fam["mass"].sum(axis=0)  # each family partitions the tokens: summing labels gives all
+        high_total = fam["mass_high"].sum(axis=0)
+        out = {"count": fam["count"].copy(), "hist": fam["hist"].copy(), "fires": fam["fires"].copy(),
+               "pearson": np.divide(fam["co"], den, out=np.zeros_like(den), where=den > 0),
+               "specificity": np.divide(fam["mass"], mass_total, out=np.zeros_like(fam["mass"]), where=mass_total > 0),
+               "specificity_high": np.divide(fam["mass_high"], high_total, out=np.zeros_like(fam["mass"]),
                                              where=high_total > 0),
-               "coverage": f["fires"] / np.maximum(count, 1)[:, None]}
-        out["auroc"], out["auroc_err"] = _histogram_auroc(f["hist"], f["count"], n)
+               "coverage": fam["fires"] / np.maximum(count, 1)[:, None]}
+        out["auroc"], out["auroc_err"] = _histogram_auroc(fam["hist"], fam["count"], n)
         return out
 
 
@@ -268,13 +268,13 @@ def best_units(report, family, min_coverage=0.05):
     specificities only units firing on >= min_coverage of the label's tokens compete."""
     check_family(report, family)
     check_number("min_coverage", min_coverage, 0, 1)
-    f, out = report.families[family], {}
+    fam, out = report.families[family], {}
     for l, label in enumerate(report.names[family]):
         out[label] = {}
         for score in SCORES:
-            value = f[score][l].copy()
+            value = fam[score][l].copy()
             if score.startswith("specificity"):
-                value[f["coverage"][l] < min_coverage] = -np.inf
+                value[fam["coverage"][l] < min_coverage] = -np.inf
             u = int(np.argmax(value))
             out[label][score] = (u, float(value[u]) if np.isfinite(value[u]) else float("nan"))
     return out
@@ -289,14 +289,14 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
     generated context has at most 14 eligible units, so it leaves none out, but a broad label such as
     python can have hundreds.
     -> {label: {"units": [...], "pearson": r, "singles": [r_i ...], "eligible": number of eligible units}}."""
-    f, names = report.families[check_family(report, family)], report.names[family]
+    fam, names = report.families[check_family(report, family)], report.names[family]
     labels = names if labels is None else _check_labels(labels, names)
     k, n_candidates = check_int("k", k, lo=1), check_int("n_candidates", n_candidates, lo=1)
     check_number("min_specificity", min_specificity, 0, 1)
     cands, eligible = {}, {}
     for label in labels:
         l = names.index(label)
-        r = np.where((f["specificity"][l] >= min_specificity) & (f["pearson"][l] > 0), f["pearson"][l], -np.inf)
+        r = np.where((fam["specificity"][l] >= min_specificity) & (fam["pearson"][l] > 0), fam["pearson"][l], -np.inf)
         order = np.argsort(-r, kind="stable")[:n_candidates]
         cands[label], eligible[label] = order[np.isfinite(r[order])], int(np.isfinite(r).sum())
     union = np.unique(np.concatenate([np.zeros(0, np.int64), *cands.values()]))
@@ -314,10 +314,10 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
     for label in labels:
         l, members = names.index(label), cands[label]
         at = np.searchsorted(union, members)
-        count = f["count"][l]
+        count = fam["count"][l]
         var_y = count * (report.n_rows - count) / report.n_rows
         scale = 1.0 / report.max[members]
-        co_y = f["pearson"][l, members] * np.sqrt(report.m2[members] * var_y) * scale  # cov(a_i / max_i, y)
+        co_y = fam["pearson"][l, members] * np.sqrt(report.m2[members] * var_y) * scale  # cov(a_i / max_i, y)
         cv = cov[np.ix_(at, at)] * np.outer(scale, scale)
 
         def corr(group):
@@ -334,7 +334,7 @@ def label_groups(source, report, family, labels=None, k=3, min_specificity=0.9, 
             group.append(j)
             best = trial[j]
         out[label] = {"units": [int(members[j]) for j in group], "pearson": float(best),
-                      "singles": [float(f["pearson"][l, members[j]]) for j in group], "eligible": eligible[label]}
+                      "singles": [float(fam["pearson"][l, members[j]]) for j in group], "eligible": eligible[label]}
     return out
 
 
