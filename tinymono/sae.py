@@ -383,7 +383,7 @@ def train_step_sparse(params, x, cfg, buf):
     K.latent_grads(colptr, rows, perm, val, dval, buf.x_bar, buf.dx_hat, g["W_enc"], g["b_enc"], g["W_dec"])
     np.subtract(buf.dx_hat.sum(axis=0), params["W_enc"] @ g["b_enc"], out=g["b_dec"])  # both uses of b_dec
     mse = float(buf.sq_err.sum() / x.size)
-    l1 = float(cfg.l1_coefficient * val.sum(dtype=np.float64) / B)
+    l1 = float(cfg.l1_coefficient * val.sum(dtype=np.float64) / B)  # l1_forward's penalty: |f| = f where f > 0
     return mse + l1, mse, l1, nnz / B, g, np.diff(colptr) > 0
 
 
@@ -392,7 +392,8 @@ def train_step_sparse(params, x, cfg, buf):
 
 
 def per_input_loss(params, x, cfg):
-    """[B]: each input's share of the training loss, mean_i (x_hat - x)_i^2 + l1_coefficient * sum_j |f_j|."""
+    """[B]: each input's share of the training loss, mean_i (x_hat - x)_i^2 + l1_coefficient * sum_j |f_j| (the
+    terms of mse_forward and l1_forward before their mean over the batch)."""
     out, _ = forward(params, x, cfg)
     return np.mean((out.x_hat - x) ** 2, axis=1) + cfg.l1_coefficient * np.abs(out.f).sum(axis=1)
 
