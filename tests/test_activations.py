@@ -15,6 +15,8 @@ from tinymono import activations as act
 from tinymono import corpus as C
 from tinymono import sae
 from tinymono import transformer as tr
+from tinymono.batches import ShuffledBatches
+from tinymono.store import ActivationStore, LABEL_FIELDS
 from tinymono.train import train
 
 TINY = tr.TransformerConfig(d_vocab=257, d_model=8, d_mlp=16, n_heads=2, d_head=4, n_ctx=16)
@@ -37,7 +39,7 @@ def tiny_model(cfg=TINY, seed=0):
 
 
 def read_store_files(path):
-    names = ["acts", *act.LABEL_FIELDS]
+    names = ["acts", *LABEL_FIELDS]
     return {name: np.load(path / f"{name}.npy") for name in names}, json.loads((path / "meta.json").read_text())
 
 
@@ -138,10 +140,10 @@ def test_chunks_and_a_crash_give_the_same_store(tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "forward", crashing_forward)
     with pytest.raises(RuntimeError, match="simulated crash"):
         act.harvest(params, TINY, corpus, tmp_path / "crash", **kw)
-    partial = act.ActivationStore(tmp_path / "crash", partial=True)
+    partial = ActivationStore(tmp_path / "crash", partial=True)
     assert 0 < len(partial) < 1500 and not partial.meta["complete"], "progress must be recorded before the crash"
     with pytest.raises(ValueError, match="incomplete"):
-        act.ActivationStore(tmp_path / "crash")
+        ActivationStore(tmp_path / "crash")
     monkeypatch.setattr(tr, "forward", real_forward)
     act.harvest(params, TINY, corpus, tmp_path / "crash", **kw)
 
@@ -180,7 +182,7 @@ def test_a_truncated_store_says_which_file_and_what_to_do(tmp_path):
         kept = path.read_bytes()
         path.write_bytes(kept[:len(kept) // 2])
         with pytest.raises(ValueError, match=f"{name}.npy .*delete .* harvest again"):
-            act.ActivationStore(tmp_path / "s").tokens
+            ActivationStore(tmp_path / "s").tokens
         path.write_bytes(kept)
 
 
@@ -217,7 +219,7 @@ def store_2k(tmp_path_factory):
 @given(block_rows=st.integers(1, 300), buffer_blocks=st.integers(1, 9), batch=st.integers(1, 700),
        seed=st.integers(0, 2**32 - 1))
 def test_every_row_once_per_epoch(store_2k, block_rows, buffer_blocks, batch, seed):
-    it = act.ShuffledBatches(store_2k, block_rows=block_rows, buffer_blocks=buffer_blocks, seed=seed)
+    it = ShuffledBatches(store_2k, block_rows=block_rows, buffer_blocks=buffer_blocks, seed=seed)
     n = len(store_2k)
     rows = np.concatenate([it.next(batch)[1] for _ in range(-(-3 * n // batch))])
     for e in range(3):
@@ -238,7 +240,7 @@ def test_batches_mix_contexts(store_2k):
     def tv_distance(rows):
         return 0.5 * np.abs(np.bincount(ctx[rows], minlength=n_labels) / len(rows) - overall).sum()
 
-    it = act.ShuffledBatches(store_2k, block_rows=25, buffer_blocks=40, seed=0)
+    it = ShuffledBatches(store_2k, block_rows=25, buffer_blocks=40, seed=0)
     batches = [it.next(100)[1] for _ in range(20)]
     shuffled = np.mean([tv_distance(r) for r in batches])
     in_order = np.mean([tv_distance(np.arange(i, i + 100)) for i in range(0, 2000, 100)])
@@ -274,7 +276,7 @@ def test_default_batches_meet_a_rare_context_often():
     store = ArrayStore(rare[:, None].astype(np.float16))
 
     def share_of_batches(**kw):
-        it = act.ShuffledBatches(store, seed=0, **kw)
+        it = ShuffledBatches(store, seed=0, **kw)
         return np.mean([it.next(4096)[0].any() for _ in range(2 * n // 4096)])  # two epochs
 
     default, coarse = share_of_batches(), share_of_batches(block_rows=1024, buffer_blocks=32)
@@ -283,12 +285,12 @@ def test_default_batches_meet_a_rare_context_often():
 
 
 def test_state_round_trip_resumes_the_same_sequence(store_2k):
-    a = act.ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3, seed=5)
+    a = ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3, seed=5)
     for _ in range(11):
         a.next(77)
     state = {k: np.array(v) for k, v in a.state_arrays().items()}
     expected = [a.next(n) for n in (77, 300, 1, 2500)]  # runs across buffers and into the next epoch
-    b = act.ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3, seed=99)
+    b = ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3, seed=99)
     b.next(10)
     b.load_state_arrays(state)
     for (xa, ra), n in zip(expected, (77, 300, 1, 2500)):
@@ -297,7 +299,7 @@ def test_state_round_trip_resumes_the_same_sequence(store_2k):
         np.testing.assert_array_equal(xb, xa)
     assert b.epoch == a.epoch >= 1
     with pytest.raises(ValueError, match="block_rows"):
-        act.ShuffledBatches(store_2k, block_rows=32, buffer_blocks=3).load_state_arrays(state)
+        ShuffledBatches(store_2k, block_rows=32, buffer_blocks=3).load_state_arrays(state)
 
 
 def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
@@ -305,7 +307,7 @@ def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
                         resample_at=(0.5,), dead_window=0.2, resample_batches=2)
 
     def source():
-        return act.ShuffledBatches(store_2k, block_rows=50, buffer_blocks=4, seed=1)
+        return ShuffledBatches(store_2k, block_rows=50, buffer_blocks=4, seed=1)
 
     whole = sae.SAETask(cfg, source())
     train(whole, cfg.steps, chunk_steps=10, progress=False)
@@ -347,7 +349,7 @@ def test_memory_stays_flat(tmp_path, monkeypatch):
 
     gc.collect()
     base = rss_kb("RssAnon")
-    it = act.ShuffledBatches(store, block_rows=256, buffer_blocks=16, seed=0)  # 16 x 256 rows x 1 KB = 4 MB
+    it = ShuffledBatches(store, block_rows=256, buffer_blocks=16, seed=0)  # 16 x 256 rows x 1 KB = 4 MB
     peak = base
     for _ in range(n // 1024 + 10):  # a whole epoch and a bit
         x, _ = it.next(1024)

@@ -25,7 +25,9 @@ from tinymono import activations as act
 from tinymono import checkpoint as ckpt
 from tinymono import corpus as C
 from tinymono import files, reproduce, sae, toy
+from tinymono.batches import ShuffledBatches
 from tinymono.files import DiskFullError
+from tinymono.store import ActivationStore, StoreError
 from tinymono.train import train
 from test_activations import TINY, read_store_files, synthetic_corpus, tiny_model
 from test_sae_training import GT, small_cfg
@@ -124,7 +126,7 @@ def test_sae_counters_must_be_counts(tmp_path, since_fired):
 
 def test_a_damaged_batch_state_is_refused(tmp_path):
     store = act.harvest(tiny_model(), TINY, synthetic_corpus(600), tmp_path / "s", fast=False)
-    batches = act.ShuffledBatches(store, block_rows=8, buffer_blocks=4)
+    batches = ShuffledBatches(store, block_rows=8, buffer_blocks=4)
     batches.next(10)
     good = batches.state_arrays()
     damaged = {"order not a permutation": {**good, "batches.order": np.zeros_like(good["batches.order"])},
@@ -133,7 +135,7 @@ def test_a_damaged_batch_state_is_refused(tmp_path):
                "rng not JSON": {**good, "batches.rng": np.array("{")}}
     for name, state in damaged.items():
         with pytest.raises(ckpt.CheckpointError, match="batch state"):
-            act.ShuffledBatches(store, block_rows=8, buffer_blocks=4).load_state_arrays(state)
+            ShuffledBatches(store, block_rows=8, buffer_blocks=4).load_state_arrays(state)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,8 +187,8 @@ STORE_DAMAGE = {
 def test_a_damaged_store_is_one_clear_error(store, damage):
     path, _, _ = store
     STORE_DAMAGE[damage](path)
-    with pytest.raises(act.StoreError) as e:
-        s = act.ActivationStore(path)
+    with pytest.raises(StoreError) as e:
+        s = ActivationStore(path)
         s.acts, s.context  # noqa: B018 (mapping the files is part of opening for a reader)
     assert_clear(e, path, "delete")
 
@@ -194,14 +196,14 @@ def test_a_damaged_store_is_one_clear_error(store, damage):
 def test_rows_damaged_early_are_found_on_demand(store):
     path, _, _ = store
     overwrite_rows(path, 3, 5)
-    act.ActivationStore(path)  # the cheap default checks only the last group
-    with pytest.raises(act.StoreError, match=r"rows 0\.\..* do not match the checksum") as e:
-        act.ActivationStore(path, verify="all")
+    ActivationStore(path)  # the cheap default checks only the last group
+    with pytest.raises(StoreError, match=r"rows 0\.\..* do not match the checksum") as e:
+        ActivationStore(path, verify="all")
     assert_clear(e, path, "delete")
-    with pytest.raises(act.StoreError, match="checksum"):
-        act.ActivationStore(path).verify()
+    with pytest.raises(StoreError, match="checksum"):
+        ActivationStore(path).verify()
     with pytest.raises(ValueError, match="verify must be"):
-        act.ActivationStore(path, verify="some")
+        ActivationStore(path, verify="some")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
@@ -225,7 +227,7 @@ def test_a_continued_harvest_redoes_damaged_rows(tmp_path, damage):
     assert meta == ref_meta
     for k in arrays:
         np.testing.assert_array_equal(arrays[k], ref_arrays[k], err_msg=f"{k}: the damaged rows were not redone")
-    act.ActivationStore(tmp_path / "s", verify="all")
+    ActivationStore(tmp_path / "s", verify="all")
 
 
 def test_a_complete_store_with_damage_is_repaired_by_the_next_harvest(store):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinymono import activations, metrics, sae, settings
+from tinymono import activations, batches, metrics, sae, settings
 from tinymono import transformer as tr
 from tinymono.corpus import CorpusConfig, get_corpus
 from tinymono.groundtruth import GroundTruth, GroundTruthConfig
@@ -131,7 +131,7 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None):
 def sae_task(scale, train_store, d_sae=None, seed=0):
     """The SAE's training task on shuffled batches of the training store, at its (deterministic) start."""
     cfg = sae_config(scale, train_store.acts.shape[1], d_sae, seed)
-    return sae.SAETask(cfg, activations.ShuffledBatches(train_store, seed=cfg.seed))
+    return sae.SAETask(cfg, batches.ShuffledBatches(train_store, seed=cfg.seed))
 
 
 def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):

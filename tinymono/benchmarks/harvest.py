@@ -27,7 +27,9 @@ import numpy as np
 from tinymono import activations as act
 from tinymono import corpus as C
 from tinymono import transformer as tr
+from tinymono.batches import ShuffledBatches
 from tinymono.benchmarks import compare, ratio
+from tinymono.store import ActivationStore
 
 
 def _synthetic_corpus(n, seed=0):
@@ -111,8 +113,8 @@ def run(quick=False):
                            "vm_rss_growth_mb": round((sampler.peak["VmRSS"] - base["VmRSS"]) / 1024, 1)})
             if n != sizes[-1]:
                 shutil.rmtree(path)
-        store = act.ActivationStore(root / f"mem{sizes[-1]}")
-        batches = act.ShuffledBatches(store, block_rows=1024, buffer_blocks=2, seed=0)  # 2 x 1024 x 2 KB = 4 MB
+        store = ActivationStore(root / f"mem{sizes[-1]}")
+        batches = ShuffledBatches(store, block_rows=1024, buffer_blocks=2, seed=0)  # 2 x 1024 x 2 KB = 4 MB
         results["batches_read"] = compare({"batches_read": lambda: batches.next(4096)}, 4096,
                                           rounds=2 if quick else 5, min_seconds=0.2 if quick else 1.0)["batches_read"]
     finally:
