@@ -105,8 +105,8 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # %% [markdown]
 # **Two modes, and what the lower one is.** The paper's density histograms are bimodal: the main mode,
 # and an "ultralow" mode near 1e-7 that it sets apart. Ours can have a lower mode too, but far higher
-# (in the runs of docs/experiments.md, near 1e-4.5), where the 1e-6 threshold of the check below does not
-# catch it; the printout counts the latents below 1e-4 as "rare". To see what those latents are, compare
+# (docs/experiments.md records where it sat in one run), where the 1e-6 threshold of the check below does
+# not catch it; the printout counts the latents below 1e-4 as "rare". To see what those latents are, compare
 # each decoder row with where it started: the SAE's initial parameters are a deterministic function of its
 # seed and data, so we can rebuild them. A latent that learned something has turned its decoder direction
 # far from the random one it began with. Why resampling does not rescue them: a latent counts as dead

@@ -188,8 +188,9 @@ for label in NAMED:
           f"{effect['mean_off']:+.4f} elsewhere")
     edges, counts, _ = features.activation_histogram(feat_report, "context", u)
     panels[label] = (u, edges, counts[names.index(label)], counts.sum(axis=0) - counts[names.index(label)])
-lesson.savefig(plots.context_feature_histograms(panels), "feature_histograms.png", "Activation histograms of the best feature for each named generated "
-               "context, split into the context's own bytes (orange) and all others (grey).")
+lesson.savefig(plots.context_feature_histograms(panels), "feature_histograms.png",
+               "Activation histograms of the best feature for each named generated context, split into the "
+               "context's own bytes (orange) and all others (grey).")
 
 # %% [markdown]
 # **What you should see.** A good context feature fires inside its context, often on one kind of byte
@@ -217,7 +218,8 @@ uncovered = int(candidates[np.argmax(feat_report.max[candidates])]) if candidate
 print(f"feature {uncovered}: density {feat_report.density[uncovered]:.2%}, best |r| with any context {ctx_r[uncovered]:.2f}")
 for ex in features.top_examples(feature_source, feat_report, uncovered, k=6, before=24, after=4):
     print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['centre'])!r}")
-centres_bytes = [int(ex["tokens"][ex["centre"]]) for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
+centres_bytes = [int(ex["tokens"][ex["centre"]])
+                 for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
 common = max(set(centres_bytes), key=centres_bytes.count) if centres_bytes else None
 if common is not None:
     print(f"the activating byte is {text.token_text(common)!r} in {centres_bytes.count(common)} of its top "
@@ -239,7 +241,8 @@ units = sorted({u for g in groups.values() for u in g["units"]} | {r["feature"][
                | {b["pearson"][0] for b in best_detail.values()} | {uncovered}
                | set(np.random.default_rng(0).choice(sae_cfg.d_sae, lesson.pick(smoke=4, default=40), replace=False).tolist()))
 cards = features.feature_cards(feature_source, feat_report, params, cfg, units)
-neuron_cards = features.feature_cards(neuron_source, neuron_report, params, cfg, sorted({r["neuron"]["unit"] for r in rows}))
+neuron_cards = features.feature_cards(neuron_source, neuron_report, params, cfg,
+                                      sorted({r["neuron"]["unit"] for r in rows}))
 page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
                      title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),

@@ -65,7 +65,8 @@ plain_text = np.isin(window_ctx, [CONTEXT_NAMES.index("python"), CONTEXT_NAMES.i
 prompts = windows[plain_text][:lesson.pick(smoke=2, default=8)].astype(np.int64)
 n_new = lesson.pick(smoke=16, default=64)
 baseline = continuations(None, prompts, n_new)
-print(f"{len(prompts)} prompts of 48 bytes, e.g. {text.written_text(prompts[0])!r}\n  continued: {text.written_text(baseline[0])!r}\n")
+print(f"{len(prompts)} prompts of 48 bytes, e.g. {text.written_text(prompts[0])!r}\n"
+      f"  continued: {text.written_text(baseline[0])!r}\n")
 steering = {}
 for label in NAMED:
     units = groups[label]["units"] or [int(np.argmax(report.score("context", label, "pearson")))]
@@ -94,7 +95,8 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     u = steering[label]["units"][0]
     alone = continuations(interventions.clamp_hook(sae_params, sae_cfg, u, report.max[u]), prompts, n_new)
     for name, texts in ((f"group {steering[label]['units']}", steering[label]["texts"]), (f"feature {u} alone", alone)):
-        block = np.mean([sum(len(m.group().encode()) for m in BLOCK[label].finditer(text.written_text(t))) / len(t) for t in texts])
+        block = np.mean([sum(len(m.group().encode()) for m in BLOCK[label].finditer(text.written_text(t))) / len(t)
+                         for t in texts])
         print(f"{label} {name}: letters {np.mean([text.written_share(t, label) for t in texts]):.0%}, "
               f"any {label}-block character {block:.0%}, lead bytes {np.mean([np.isin(t, lead).mean() for t in texts]):.0%}")
     print(f"  feature {u} alone ends {bytes(int(t) for t in alone[0][-20:] if t < 256)!r}")

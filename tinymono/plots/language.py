@@ -138,8 +138,9 @@ def features_vs_neurons_bars(labels, feature_r, group_r, neuron_r, paper_r):
     ax.bar(xs - 0.27, feature_r, 0.27, label="best SAE feature")
     ax.bar(xs, group_r, 0.27, label="best group of <= 3 features")
     ax.bar(xs + 0.27, neuron_r, 0.27, label="best single neuron")
-    ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in paper_r], [paper_r[l] for l in labels if l in paper_r],
-               marker="_", s=300, color="k", zorder=3, label="paper's best feature")
+    ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in paper_r],
+               [paper_r[l] for l in labels if l in paper_r], marker="_", s=300, color="k", zorder=3,
+               label="paper's best feature")
     ax.set(xticks=xs, xticklabels=labels, ylabel="correlation with the label", ylim=(0, 1.05),
            title="which units track each context?")
     ax.legend(fontsize=8, loc="upper right", ncol=2)
