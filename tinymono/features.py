@@ -21,6 +21,7 @@ from tinymono.scores import SCORES, check_family
 from tinymono.text import byte_pieces, token_text
 from tinymono.validate import REAL, check_array, check_int
 
+
 # ----------------------------------------------------------------------------------------------------
 # where unit activations come from: row blocks of a store, as neurons or as SAE features
 

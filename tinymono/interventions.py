@@ -19,6 +19,7 @@ from tinymono import sae, transformer
 from tinymono.metrics import loss_recovered
 from tinymono.validate import INT, REAL, InputTypeError, check_array, check_ids, check_int
 
+
 # ----------------------------------------------------------------------------------------------------
 # hooks: ablation and pinning
 
