@@ -84,6 +84,8 @@ def test_auxk_adds_no_decoder_bias_and_only_dead_latents():
     e = np.array([[1.0, 1.0]])
     loss, cache = V.auxk_forward(pre, dead, e, W_dec, k_aux=1, coefficient=1.0)
     np.testing.assert_array_equal(cache.z, [[0.0, 2.0, 0.0, 0.0]])  # latent 0 is larger but alive
+    _, cache = V.auxk_forward(-pre, dead, e, W_dec, k_aux=1, coefficient=1.0)
+    np.testing.assert_array_equal(cache.z, [[0.0, 0.0, -1.0, 0.0]], err_msg="no ReLU: negative ones learn too")
     assert loss == pytest.approx(((1 - 0) ** 2 + (1 - 2) ** 2) / 2), "no b_dec in AuxK's reconstruction"
 
 
@@ -240,14 +242,15 @@ def test_topk_kernel_equals_its_numpy_twin(seed, B, d_sae, k, allowed_share, shi
     pre[:, ::3] = pre[:, :1]  # ties, which both must break toward the lower latent
     b_enc = (rng.standard_normal(d_sae) * 0.1 + shift).astype(np.float32)
     allowed = rng.random(d_sae) < allowed_share
-    for a, b in zip(K.topk_csr(pre, b_enc, k, allowed), K.topk_csr_numpy(pre, b_enc, k, allowed)):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
+    for floor in (0.0, -np.inf):  # the ReLU's TopK and AuxK's
+        for a, b in zip(K.topk_csr(pre, b_enc, k, allowed, floor), K.topk_csr_numpy(pre, b_enc, k, allowed, floor)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
 
 
 @pytest.mark.parametrize("k", [1, 3, 20])
 def test_batch_selection_over_candidates_is_exact(k):
-    """batch_csr looks at each row's 4k largest first; a row holding many of the batch's largest forces the
+    """batch_csr looks at each row's 8k largest first; a row holding many of the batch's largest forces the
     full search, and both must keep exactly the batch's B k largest."""
     rng = np.random.default_rng(k)
     cfg = sae.SAEConfig(d_in=4, d_sae=64, architecture="batchtopk", k=k, batch_size=8)

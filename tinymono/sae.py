@@ -385,9 +385,11 @@ def encode(params, x, cfg):
 
 
 def decode(params, f):
-    """f [B, d_sae] -> x_hat [B, d_in]."""
+    """f [B, d_sae] -> x_hat [B, d_in]. (An SAE trained on scaled inputs, the 2024 recipe's, carries its
+    `input_scale`: its reconstruction is scaled back.)"""
     f = check_array("f", f, ("B", params["W_dec"].shape[0]), nonempty=False)
-    return decode_forward(f, params["W_dec"], params["b_dec"])[0]
+    x_hat = decode_forward(f, params["W_dec"], params["b_dec"])[0]
+    return x_hat / params["input_scale"] if "input_scale" in params else x_hat
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -80,13 +80,13 @@ class MaskCache(NamedTuple):
     keep: np.ndarray  # [B, d_sae] bool: the entries that passed; the gradient flows through these only
 
 
-def topk_forward(pre, k):
-    """pre [B, d_sae] -> f [B, d_sae]: in each row the k largest entries, kept where positive (the ReLU),
-    every other entry 0. Ties go to the lower latent index (a stable sort)."""
+def topk_forward(pre, k, floor=0.0):
+    """pre [B, d_sae] -> f [B, d_sae]: in each row the k largest entries, kept where above `floor` (0: the
+    ReLU; -inf: any finite value, for AuxK), every other entry 0. Ties go to the lower latent index."""
     order = np.argsort(-pre, axis=1, kind="stable")[:, :k]  # [B, k]
     keep = np.zeros(pre.shape, dtype=bool)
     np.put_along_axis(keep, order, True, axis=1)
-    keep &= pre > 0
+    keep &= pre > floor
     return np.where(keep, pre, 0), MaskCache(keep)
 
 
@@ -193,11 +193,13 @@ class AuxKCache(NamedTuple):
 
 def auxk_forward(pre, dead, e, W_dec, k_aux, coefficient):
     """TopK's auxiliary loss: coefficient * mean over B and d_in of (e - z_aux @ W_dec)^2, where
-    z_aux [B, d_sae] keeps in each row the k_aux largest positive pre-activations among the `dead` [d_sae]
-    latents, and e = x - x_hat [B, d_in] is the main reconstruction's residual, taken as data (no
-    gradient). No b_dec is added to z_aux @ W_dec: x_hat already holds it, so e does not."""
+    z_aux [B, d_sae] keeps in each row the k_aux largest pre-activations among the `dead` [d_sae] latents
+    (negative ones too: no ReLU here, so a latent whose pre-activation is below 0 on every input still
+    learns, where a ReLU would leave it dead for good), and e = x - x_hat [B, d_in] is the main
+    reconstruction's residual, taken as data (no gradient). No b_dec is added to z_aux @ W_dec: x_hat
+    already holds it, so e does not."""
     masked = np.where(dead, pre, -np.inf)  # [B, d_sae] only dead latents may be chosen
-    z, topk_cache = topk_forward(masked, min(k_aux, pre.shape[1]))
+    z, topk_cache = topk_forward(masked, min(k_aux, pre.shape[1]), floor=-np.inf)
     e_hat = z @ W_dec  # [B, d_in]
     loss, mse_cache = S.mse_forward(e_hat, e)
     return coefficient * loss, AuxKCache(topk_cache, z, W_dec, mse_cache, coefficient)
@@ -485,23 +487,25 @@ def _latent_pass(indptr, idx, val, x, b_dec, scale, W_dec, x_hat, dx_hat, sq_err
 
 
 def batch_csr(pre, b_enc, k, buf):
-    """BatchTopK's kept entries as CSR, from candidates: each row's 4k largest (topk_csr) hold the batch's
-    B k largest, unless some row has all its 4k candidates above the cutoff (it may have more): then the
-    search runs again over every positive entry. -> (indptr, idx, val, cutoff)."""
+    """BatchTopK's kept entries as CSR, from candidates: each row's 8k largest (topk_csr) hold the batch's
+    B k largest, unless some row has all its 8k candidates above the cutoff (it may have more); then the
+    kept entries are found over the whole dense batch. -> (indptr, idx, val, cutoff)."""
     B, d_sae = pre.shape
-    m = min(d_sae, 4 * k)
-    while True:
-        indptr, idx, val = K.topk_csr(pre, b_enc, m, buf.all_latents)
-        cutoff = batch_cutoff(val, B * k)
-        full = np.flatnonzero(np.diff(indptr) == m)  # rows with m candidates (when m < d_sae, maybe more)
-        if m == d_sae or not full.size or val[indptr[full][:, None] + np.arange(m)].min(axis=1).max() <= cutoff:
-            break
-        m = d_sae
-    keep = val > cutoff
-    rows = np.repeat(np.arange(B), np.diff(indptr))[keep]
+    m = min(d_sae, 8 * k)
+    indptr, idx, val = K.topk_csr(pre, b_enc, m, buf.all_latents)
+    cutoff = batch_cutoff(val, B * k)
+    full = np.flatnonzero(np.diff(indptr) == m)  # rows with m candidates (when m < d_sae, maybe more)
+    if m < d_sae and full.size and val[indptr[full][:, None] + np.arange(m)].min(axis=1).max() > cutoff:
+        v = pre + b_enc  # [B, d_sae]
+        cutoff = batch_cutoff(v, B * k)
+        rows, cols = np.nonzero(v > cutoff)
+        idx, val = cols.astype(np.int32), v[rows, cols]
+    else:
+        keep = val > cutoff
+        rows, idx, val = np.repeat(np.arange(B), np.diff(indptr))[keep], idx[keep], val[keep]
     new_ptr = np.zeros(B + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=B), out=new_ptr[1:])
-    return new_ptr, idx[keep], val[keep], cutoff
+    return new_ptr, idx, val, cutoff
 
 
 def _sparse_topk_step(params, x, cfg, train, buf, select):
@@ -517,7 +521,7 @@ def _sparse_topk_step(params, x, cfg, train, buf, select):
     mse, aux = float(buf.sq_err.sum() / x.size), 0.0
     if np.any(train.dead):
         np.subtract(x, buf.x_hat, out=buf.e)  # the residual, as data
-        a_ptr, a_idx, a_val = K.topk_csr(buf.pre, params["b_enc"], min(cfg.aux_k, cfg.d_sae), train.dead)
+        a_ptr, a_idx, a_val = K.topk_csr(buf.pre, params["b_enc"], min(cfg.aux_k, cfg.d_sae), train.dead, -np.inf)
         a_scale = x.dtype.type(2.0 * cfg.aux_coefficient / x.size)
         _latent_pass(a_ptr, a_idx, a_val, buf.e, buf.zeros_d_in, a_scale, W_dec, buf.e_hat, buf.de_hat,
                      buf.sq_err_aux, buf.x_bar, buf.aux_grads)  # zeros for b_dec: e already holds it
