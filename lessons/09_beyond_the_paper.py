@@ -233,7 +233,7 @@ lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recove
 # three sparsity settings: three L1 coefficients for the paper's recipe, Gated and the 2024 recipe,
 # three L0 coefficients for JumpReLU, and for TopK and BatchTopK three values of k, set to the L0 the
 # paper's recipe reached at its three settings, so the comparison is at matched sparsity. Each run
-# here is short (800 steps of 2,048 tokens at the default scale, 1.6M tokens against lesson 06's 33M):
+# here is short (600 steps of 1,024 tokens at the default scale, 0.6M tokens against lesson 06's 33M):
 # the frontier compares the architectures at one equal budget, with lesson 06's full-length SAE as a
 # star for scale. For each SAE: its L0 and loss recovered (against zero-ablation) on held-out text, and
 # its unused latents: the share firing on fewer than 1 in 10,000 held-out tokens, and the share whose
@@ -243,8 +243,8 @@ lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recove
 corpus, tparams, tcfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
 train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, tparams, tcfg)
 main_params, main_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
-held_out = val_store.read(0, min(len(val_store), lesson.pick(10_000, 500_000))).astype(np.float32)
-windows = corpus.sample_windows("val", lesson.pick(8, 96, 256), tcfg.n_ctx + 1, np.random.default_rng(lesson.seeded(1)))[0]
+held_out = val_store.read(0, min(len(val_store), lesson.pick(10_000, 200_000))).astype(np.float32)
+windows = corpus.sample_windows("val", lesson.pick(8, 64, 256), tcfg.n_ctx + 1, np.random.default_rng(lesson.seeded(1)))[0]
 clean = analysis.mean_loss(tparams, tcfg, windows)
 zero = analysis.mean_loss(tparams, tcfg, windows, 0.0)
 

@@ -247,11 +247,11 @@ FRONTIER = {
     "relu": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
     "topk": dict(),
     "batchtopk": dict(),
-    "jumprelu": dict(l1_coefficient=(2e-3, 4e-3, 8e-3), bandwidth=(0.05,), init_threshold=(0.2,)),
+    "jumprelu": dict(l1_coefficient=(5e-4, 1e-3, 2e-3), bandwidth=(0.05,), init_threshold=(0.2,)),
     "gated": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
-    "anthropic2024": dict(l1_coefficient=(0.5, 1.0, 2.0)),
+    "anthropic2024": dict(l1_coefficient=(3.8e-3, 7.5e-3, 1.5e-2)),
 }
-FRONTIER_RUN = {"smoke": dict(steps=40, batch_size=256), "default": dict(steps=800, batch_size=2048),
+FRONTIER_RUN = {"smoke": dict(steps=40, batch_size=256), "default": dict(steps=600, batch_size=1024),
                 "full": dict(steps=4000, batch_size=4096)}
 
 
