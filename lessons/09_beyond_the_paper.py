@@ -157,8 +157,8 @@ print(f"{len(errors)} gradients checked; worst: {worst} {errors[worst]:.1e}")
 pi = np.array([[1.0], [1.4], [1.6], [2.0]])
 f, jcache = V.jumprelu_forward(pi, np.array([1.5]), 0.5)
 _, scache = V.step_forward(pi, np.array([1.5]), 0.5)
-got_f = [V.jumprelu_backward(np.eye(4)[:, [b]], jcache)[1][0] for b in range(4)]
-got_H = [V.step_backward(np.eye(4)[:, [b]], scache)[1][0] for b in range(4)]
+got_f = [float(V.jumprelu_backward(np.eye(4)[:, [b]], jcache)[1][0]) for b in range(4)]
+got_H = [float(V.step_backward(np.eye(4)[:, [b]], scache)[1][0]) for b in range(4)]
 paper_gap = float(np.abs(np.r_[f.ravel() - [0, 0, 1.6, 2.0], np.subtract(got_f, [0, -3, -3, 0]),
                                np.subtract(got_H, [0, -2, -2, 0])]).max())
 print(f"JumpReLU on PAPER.md's example: f {f.ravel()}, dL/dtheta via f {got_f}, via H {got_H}")

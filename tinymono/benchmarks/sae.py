@@ -65,14 +65,35 @@ def topk_step(params, opt, x, cfg, train, buf):
     sae.normalize_decoder(params["W_dec"])
 
 
-def torch_topk_stepper(torch, params, x, cfg, dead):
-    """TopK with AuxK in PyTorch: the same loss as sae_variants (AuxK over the dead latents, no b_dec)."""
+def torch_stepper(torch, params, x, cfg, loss_fn=None):
+    """One PyTorch step (autograd, torch.optim.Adam, the decoder constraint) of loss_fn(p, xt): by default
+    the paper's loss."""
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    xt, dead_t = torch.tensor(x), torch.tensor(dead)
+    xt = torch.tensor(x)
     opt = torch.optim.Adam(p.values(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+
+    def relu_loss(p, xt):
+        f = torch.relu((xt - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
+        x_hat = f @ p["W_dec"] + p["b_dec"]
+        return ((x_hat - xt) ** 2).mean() + cfg.l1_coefficient * f.abs().sum() / xt.shape[0]
 
     def step():
         opt.zero_grad(set_to_none=True)
+        (loss_fn or relu_loss)(p, xt).backward()
+        with torch.no_grad():
+            W, g = p["W_dec"], p["W_dec"].grad
+            g -= (g * W).sum(dim=1, keepdim=True) * W
+            opt.step()
+            W /= W.norm(dim=1, keepdim=True)
+
+    return step
+
+
+def torch_topk_loss(torch, cfg, dead):
+    """TopK with AuxK in PyTorch, the loss of sae_variants (AuxK over the dead latents, no b_dec)."""
+    dead_t = torch.tensor(dead)
+
+    def loss(p, xt):
         pre = (xt - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
         vals, idx = pre.topk(cfg.k, dim=1)
         f = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
@@ -80,35 +101,9 @@ def torch_topk_stepper(torch, params, x, cfg, dead):
         e = (xt - x_hat).detach()
         avals, aidx = pre.masked_fill(~dead_t, float("-inf")).topk(cfg.aux_k, dim=1)
         z = torch.zeros_like(pre).scatter(1, aidx, avals)
-        loss = ((x_hat - xt) ** 2).mean() + cfg.aux_coefficient * ((z @ p["W_dec"] - e) ** 2).mean()
-        loss.backward()
-        with torch.no_grad():
-            W, g = p["W_dec"], p["W_dec"].grad
-            g -= (g * W).sum(dim=1, keepdim=True) * W
-            opt.step()
-            W /= W.norm(dim=1, keepdim=True)
+        return ((x_hat - xt) ** 2).mean() + cfg.aux_coefficient * ((z @ p["W_dec"] - e) ** 2).mean()
 
-    return step
-
-
-def torch_stepper(torch, params, x, cfg):
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    xt = torch.tensor(x)
-    opt = torch.optim.Adam(p.values(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        f = torch.relu((xt - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
-        x_hat = f @ p["W_dec"] + p["b_dec"]
-        loss = ((x_hat - xt) ** 2).mean() + cfg.l1_coefficient * f.abs().sum() / xt.shape[0]
-        loss.backward()
-        with torch.no_grad():
-            W, g = p["W_dec"], p["W_dec"].grad
-            g -= (g * W).sum(dim=1, keepdim=True) * W
-            opt.step()
-            W /= W.norm(dim=1, keepdim=True)
-
-    return step
+    return loss
 
 
 def run(quick=False):
@@ -137,7 +132,7 @@ def run(quick=False):
     torch = torch_or_none()
     if torch is not None:
         impls["torch"] = torch_stepper(torch, params, x, cfg)
-        impls["topk_torch"] = torch_topk_stepper(torch, params, x, tk_cfg, dead)
+        impls["topk_torch"] = torch_stepper(torch, params, x, tk_cfg, torch_topk_loss(torch, tk_cfg, dead))
     else:
         notes.append("torch not installed: the PyTorch row is skipped (pip install 'tinymono[torch]')")
     results = compare(impls, B, rounds=2 if quick else 5, min_seconds=0.05 if quick else 0.5)
