@@ -211,7 +211,7 @@ def gt_evaluate(params, cfg, data, scale, seed=123):
 # ----------------------------------------------------------------------------------------------------
 # Lesson 09: the later SAE variants (tinymono/sae_variants.py) in lesson 03's world and on the MLP of the
 # transformer, each with the sparsity setting (or settings) and options chosen for it there. The paper's
-# recipe ("relu") is the reference everywhere. docs: the lesson's prose says how these were chosen.
+# recipe ("relu") is the reference everywhere.
 
 VARIANT_NAMES = ("relu", "topk", "batchtopk", "jumprelu", "gated", "anthropic2024")
 # How the coefficients were set (no sweep): a latent of activation a removes ~a^2 / d_in of mean squared
@@ -246,13 +246,14 @@ def gt_variant_config(scale, architecture, d_sae, steps=None, seed=0, **override
 GT_VARIANT_STEPS = {"smoke": 100, "default": 3000, "full": 6000}  # lesson 09's runs in lesson 03's world
 
 # On the MLP activations (lesson 06's stores): each architecture's sparsity settings for the frontier, and
-# the budget of every frontier run. TopK's and BatchTopK's k are not listed: the lesson sets them to the
-# L0 the paper's recipe reaches at each of its settings, so that the two meet at matched L0.
+# the budget of every frontier run (l1_coefficient: the settings; any other entry: a fixed option). TopK's
+# and BatchTopK's k are not listed: the lesson sets them to the L0 the paper's recipe reaches at each of
+# its settings, so that the two meet at matched L0.
 FRONTIER = {
     "relu": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
     "topk": dict(),
     "batchtopk": dict(),
-    "jumprelu": dict(l1_coefficient=(5e-4, 1e-3, 2e-3), bandwidth=(0.05,), init_threshold=(0.2,)),
+    "jumprelu": dict(l1_coefficient=(5e-4, 1e-3, 2e-3), bandwidth=0.05, init_threshold=0.2),
     "gated": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
     "anthropic2024": dict(l1_coefficient=(3.8e-3, 7.5e-3, 1.5e-2)),
 }
@@ -263,7 +264,7 @@ FRONTIER_RUN = {"smoke": dict(steps=40, batch_size=256), "default": dict(steps=6
 def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     """The frontier's SAE of `architecture` on the MLP activations: lesson 06's recipe (sae_config) with the
     frontier's budget and the architecture's options, and `sparsity` (its l1_coefficient or k) on top."""
-    opts = {k: v[0] for k, v in FRONTIER[architecture].items() if k != "l1_coefficient"}
+    opts = {k: v for k, v in FRONTIER[architecture].items() if k != "l1_coefficient"}
     opts = {**sae.sae_variants.RECIPES.get(architecture, {}), **opts, **FRONTIER_RUN[scale], **sparsity}
     base = sae_config(scale, d_in, seed=seed)
     return sae.SAEConfig(**{**{f: getattr(base, f) for f in ("d_in", "d_sae", "l1_coefficient", "lr", "seed",
