@@ -161,7 +161,7 @@ def test_geometric_median_hand_cases():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(d_in=0), "d_in"), (dict(d_sae=-1), "d_sae"), (dict(architecture="topk"), "architecture"),
+    (dict(d_in=0), "d_in"), (dict(d_sae=-1), "d_sae"), (dict(architecture="sparse"), "architecture"),
     (dict(l1_coefficient=-1.0), "l1_coefficient"), (dict(lr=0.0), "lr"), (dict(adam_betas=(0.9, 1.0)), "adam_betas"),
     (dict(resample_at=(0.0,)), "resample_at"), (dict(dead_window=2.0), "dead_window"), (dict(backend="cuda"), "backend"),
     (dict(dtype="float16"), "dtype"), (dict(batch_size=0), "batch_size"), (dict(steps=-5), "steps"),

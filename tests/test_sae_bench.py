@@ -6,12 +6,13 @@ from tinymono.benchmarks import sae as bench
 def test_quick_run_reports_every_path_and_ratio():
     result = bench.run(quick=True)
     assert result["benchmark"] == "sae"
-    assert {"matmul", "numpy", "numba"} <= set(result["results"])
+    assert {"matmul", "numpy", "numba", "topk", "topk_numpy"} <= set(result["results"])
     for name, r in result["results"].items():
         assert r["per_second"] > 0 and r["gflops"] > 0 and "ceiling_share" in r, f"{name}: {r}"
-    assert set(result["ratios"]) == {"numba_vs_numpy", "numba_vs_torch", "numpy_vs_torch"}
+    assert set(result["ratios"]) == {"numba_vs_numpy", "numba_vs_torch", "numpy_vs_torch", "topk_vs_topk_numpy",
+                                     "topk_vs_topk_torch"}
     assert result["ratios"]["numba_vs_numpy"] > 0
     assert 0.005 < result["config"]["active_fraction"] < 0.03, "the benchmark state must be ~1.5% active"
-    assert "encoder_matmul_share" in result["results"]["numba"]
+    assert "encoder_matmul_share" in result["results"]["numba"] and "encoder_matmul_share" in result["results"]["topk"]
     table = format_table(result, unit=result["unit"])
     assert "numba_vs_numpy" in table and "active fraction" in table

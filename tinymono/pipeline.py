@@ -215,3 +215,67 @@ def gt_evaluate(params, cfg, data, scale, seed=123):
             "one_to_one": metrics.one_to_one_score(true_dirs, params["W_dec"]),
             "dead": metrics.dead_fraction(density), "l0": metrics.l0(out.f),
             "explained_variance": metrics.explained_variance(x, out.x_hat), "density": density}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Lesson 09: the later SAE variants (tinymono/sae_variants.py) in lesson 03's world and on the MLP of the
+# transformer, each with the sparsity setting (or settings) and options chosen for it there. The paper's
+# recipe ("relu") is the reference everywhere.
+
+VARIANT_NAMES = ("relu", "topk", "batchtopk", "jumprelu", "gated", "anthropic2024")
+# How the coefficients were set (no sweep): a latent of activation a removes ~a^2 / d_in of mean squared
+# error; the paper's L1 charges l1 a for it. JumpReLU charges a flat lambda per active latent, so lambda ~
+# (a_min)^2 / d_in for the smallest activation worth keeping (0.09 here, 0.25-0.5 on the MLP). The 2024
+# recipe scales inputs by s = sqrt(d_in / mean ||x||^2) (12 here, 3.1 on the MLP): both terms grow, the
+# squared error by s^2 and the penalty by s, so lambda = s x the paper's l1 keeps the same trade-off.
+GT_VARIANTS = {  # architecture -> its settings in lesson 03's world (l1_coefficient: its sparsity coefficient)
+    "relu": dict(l1_coefficient=GT_MAIN["l1_coefficient"]),
+    "topk": dict(k=6, aux_coefficient=1 / 32),
+    "batchtopk": dict(k=6, aux_coefficient=1 / 32),
+    "jumprelu": dict(l1_coefficient=3e-5, bandwidth=2e-3, init_threshold=0.05),
+    "gated": dict(l1_coefficient=3e-4),
+    "anthropic2024": dict(l1_coefficient=4e-3),
+}
+
+
+def variant_options(architecture, settings_table):
+    """The options of `architecture` from a table like GT_VARIANTS, with its published recipe
+    (sae_variants.RECIPES: the 2024 recipe's warm-up and learning-rate decay) beneath them."""
+    return {**sae.sae_variants.RECIPES.get(architecture, {}), **settings_table[architecture]}
+
+
+def gt_variant_config(scale, architecture, d_sae, steps=None, seed=0, **overrides):
+    """Lesson 03's recipe (gt_sae_config) for another architecture; the paper's SAE keeps its resampling,
+    the others ignore it (SAEConfig.resample_steps). AuxK calls a latent dead after the same window."""
+    opts = {**variant_options(architecture, GT_VARIANTS), **overrides}
+    l1 = opts.pop("l1_coefficient", GT_MAIN["l1_coefficient"])
+    return gt_sae_config(scale, d_sae, l1, steps, seed=seed, architecture=architecture, **opts)
+
+
+GT_VARIANT_STEPS = {"smoke": 100, "default": 3000, "full": 6000}  # lesson 09's runs in lesson 03's world
+
+# On the MLP activations (lesson 06's stores): each architecture's sparsity settings for the frontier, and
+# the budget of every frontier run (l1_coefficient: the settings; any other entry: a fixed option). TopK's
+# and BatchTopK's k are not listed: the lesson sets them to the L0 the paper's recipe reaches at each of
+# its settings, so that the two meet at matched L0.
+FRONTIER = {
+    "relu": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
+    "topk": dict(),
+    "batchtopk": dict(),
+    "jumprelu": dict(l1_coefficient=(5e-4, 1e-3, 2e-3), bandwidth=0.05, init_threshold=0.2),
+    "gated": dict(l1_coefficient=(1.2e-3, 2.4e-3, 4.8e-3)),
+    "anthropic2024": dict(l1_coefficient=(3.8e-3, 7.5e-3, 1.5e-2)),
+}
+FRONTIER_RUN = {"smoke": dict(steps=40, batch_size=256), "default": dict(steps=600, batch_size=1024),
+                "full": dict(steps=4000, batch_size=4096)}
+
+
+def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
+    """The frontier's SAE of `architecture` on the MLP activations: lesson 06's recipe (sae_config) with the
+    frontier's budget and the architecture's options, and `sparsity` (its l1_coefficient or k) on top."""
+    opts = {k: v for k, v in FRONTIER[architecture].items() if k != "l1_coefficient"}
+    opts = {**sae.sae_variants.RECIPES.get(architecture, {}), **opts, **FRONTIER_RUN[scale], **sparsity}
+    base = sae_config(scale, d_in, seed=seed)
+    return sae.SAEConfig(**{**{f: getattr(base, f) for f in ("d_in", "d_sae", "l1_coefficient", "lr", "seed",
+                                                          "resample_at", "dead_window", "resample_batches")},
+                            "architecture": architecture, **opts})

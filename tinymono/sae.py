@@ -12,8 +12,10 @@ training (`resample_dead`).
 
 Each piece is a forward/backward pair in the style of layers.py, composed by `forward` and `backward`.
 The encoder, its sparsity penalty and their backwards are looked up by `cfg.architecture` in
-ARCHITECTURES, the one place where an SAE variant is chosen (only the paper's "relu" exists here);
-decoder, reconstruction loss, decoder constraint, resampling and training are shared.
+ARCHITECTURES, the one place where an SAE variant is chosen; decoder, reconstruction loss, decoder
+constraint, resampling and training are shared. The paper's "relu" is defined here; the later variants
+(topk, batchtopk, jumprelu, gated, anthropic2024) in sae_variants.py, which builds on the pieces here and
+adds its `Variant`s to ARCHITECTURES when this module is imported (the import at the end of this file).
 
 Training speed: `train_step_sparse` computes the same gradients with numba kernels that touch only the
 active latents (kernels/sae.py); `SAETask` uses it when the measured active fraction is below
@@ -32,7 +34,7 @@ returns float64 for a float32 SAE is cast.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -71,6 +73,14 @@ class SAEConfig:
     sparse_below: float = 0.1  # measured here: sparsity stops paying at ~10% of latents active
     dtype: str = "float32"
     seed: int = 0
+    # the later variants' options (sae_variants.py; each variant reads only its own, see Variant.options)
+    k: int = 32  # topk, batchtopk: active latents per input (batchtopk: on average over the batch)
+    aux_k: int = 64  # AuxK: dead latents asked to reconstruct the residual, per input
+    aux_coefficient: float = 1 / 32  # AuxK: its weight in the loss
+    threshold_decay: float = 0.999  # batchtopk: the running average of the inference threshold
+    bandwidth: float = 1e-3  # jumprelu: width of the rectangle kernel of the pseudo-derivatives
+    init_threshold: float = 1e-3  # jumprelu: every threshold's start
+    l1_warmup: float = 0.0  # the penalty coefficient rises linearly from 0 over this fraction of the run
 
     def __post_init__(self):
         check_config_ints(self, ("d_in", "d_sae", "batch_size", "resample_batches", "init_sample"))
@@ -97,11 +107,39 @@ class SAEConfig:
             raise ValueError(f"sparse_below must be a fraction in [0, 1], got {self.sparse_below}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        self._check_options()
+
+    def _check_options(self):
+        """A variant's option set on an architecture that does not read it is a mistake, not a no-op."""
+        used = getattr(ARCHITECTURES[self.architecture], "options", ())
+        for f in fields(self):
+            if f.name in VARIANT_OPTIONS and f.name not in used and getattr(self, f.name) != f.default:
+                raise ValueError(f"{f.name} is not an option of architecture {self.architecture!r} (its options: "
+                                 f"{list(used) or 'none'})")
+        for name, top in (("k", self.d_sae if "k" in used else self.k), ("aux_k", self.aux_k)):
+            v = getattr(self, name)  # (aux_k above d_sae means every dead latent)
+            if not isinstance(v, (int, np.integer)) or not 1 <= v <= top:
+                raise ValueError(f"{name} must be an integer in [1, d_sae={self.d_sae}], got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not self.aux_coefficient >= 0 or not 0 <= self.threshold_decay < 1:
+            raise ValueError(f"need aux_coefficient >= 0 and threshold_decay in [0, 1), got {self.aux_coefficient}, "
+                             f"{self.threshold_decay}")
+        if not self.bandwidth > 0 or not self.init_threshold > 0 or not 0 <= self.l1_warmup < 1:
+            raise ValueError(f"need bandwidth > 0, init_threshold > 0 and l1_warmup in [0, 1), got {self.bandwidth}, "
+                             f"{self.init_threshold}, {self.l1_warmup}")
 
     @property
     def resample_steps(self):
-        """The steps (0-based) before which dead latents are resampled."""
-        return sorted({max(1, round(f * self.steps)) for f in self.resample_at}) if self.steps else []
+        """The steps (0-based) before which dead latents are resampled (none for the later variants: they
+        keep their latents alive by other means, or, as the 2024 recipe, do without)."""
+        if not self.steps or self.architecture != "relu":
+            return []
+        return sorted({max(1, round(f * self.steps)) for f in self.resample_at})
+
+    def l1_at(self, step):
+        """The penalty coefficient of `step`: rising linearly from 0 over the first l1_warmup of the run."""
+        warm = self.l1_warmup * self.steps
+        return self.l1_coefficient * min(1.0, (step + 1) / warm) if warm >= 1 else self.l1_coefficient
 
     def lr_at(self, step):
         """The learning rate of `step`: constant, then (optionally) a linear decay to 0 at the end."""
@@ -152,19 +190,24 @@ def kaiming_uniform(rng, shape, fan_in):
 
 def init(cfg, rng, sample=None):
     """Parameters {W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]} in cfg.dtype.
-    sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0)."""
+    sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0). A later variant's own init
+    (sae_variants.py) may add parameters."""
     check_rng("rng", rng)
+    if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
+        raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
+    if variant_of(cfg) is not None:
+        return variant_of(cfg).init(cfg, rng, sample)
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
     normalise_decoder(W_dec)
-    if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
-        raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
     b_dec = np.zeros(cfg.d_in) if sample is None else geometric_median(sample)
     params = {"W_enc": W_enc, "b_enc": np.zeros(cfg.d_sae), "W_dec": W_dec, "b_dec": b_dec}
     return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in params.items()}
 
 
 def param_shapes(cfg):
+    if variant_of(cfg) is not None:  # what its init builds (cheap at any size: no data, shapes only)
+        return {k: v.shape for k, v in variant_of(cfg).init(cfg, np.random.default_rng(0)).items()}
     return {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
 
 
@@ -257,6 +300,13 @@ class Architecture(NamedTuple):
 
 
 ARCHITECTURES = {"relu": Architecture(encode_relu_forward, encode_relu_backward, l1_forward, l1_backward)}
+VARIANT_OPTIONS = ("k", "aux_k", "aux_coefficient", "threshold_decay", "bandwidth", "init_threshold", "l1_warmup")
+
+
+def variant_of(cfg):
+    """The later variant (sae_variants.Variant) cfg.architecture names, or None for the paper's SAE."""
+    arch = ARCHITECTURES[cfg.architecture]
+    return None if isinstance(arch, Architecture) else arch
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -293,6 +343,8 @@ def forward(params, x, cfg):
 
 def _forward(params, x, cfg):
     """forward without the checks, for the training step."""
+    if variant_of(cfg) is not None:
+        return variant_of(cfg).forward(params, x, cfg)
     arch = ARCHITECTURES[cfg.architecture]
     f, enc_cache = arch.encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])  # [B, d_sae]
     x_hat, dec_cache = decode_forward(f, params["W_dec"], params["b_dec"])  # [B, d_in]
@@ -304,6 +356,8 @@ def _forward(params, x, cfg):
 
 def backward(params, cache, cfg):
     """The gradient of the total loss: {W_enc, b_enc, W_dec, b_dec}, each shaped like its parameter."""
+    if variant_of(cfg) is not None:  # a later variant's own backward, over its own parameters
+        return variant_of(cfg).backward(params, cache, cfg)
     arch = ARCHITECTURES[cfg.architecture]
     (df_penalty, _) = arch.penalty_backward(1.0, cache.penalty)  # [B, d_sae]
     dx_hat, _ = mse_backward(1.0, cache.mse)  # [B, d_in]
@@ -317,15 +371,19 @@ def backward(params, cache, cfg):
 def encode(params, x, cfg):
     """x [B, d_in] -> latents f [B, d_sae]. (A NaN in x would come out as 0: ReLU(NaN) is 0 here.)"""
     x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
-    for k in ("W_enc", "b_enc", "b_dec"):
+    for k in ("W_enc", "b_enc", "b_dec") if variant_of(cfg) is None else params:
         check_finite(f"params[{k!r}]", params[k])
+    if variant_of(cfg) is not None:
+        return variant_of(cfg).encode(params, x, cfg)
     return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
 
 
 def decode(params, f):
-    """f [B, d_sae] -> x_hat [B, d_in]."""
+    """f [B, d_sae] -> x_hat [B, d_in]. (An SAE trained on scaled inputs, the 2024 recipe's, carries its
+    `input_scale`: its reconstruction is scaled back.)"""
     f = check_array("f", f, ("B", params["W_dec"].shape[0]), nonempty=False)
-    return decode_forward(f, params["W_dec"], params["b_dec"])[0]
+    x_hat = decode_forward(f, params["W_dec"], params["b_dec"])[0]
+    return x_hat / params["input_scale"] if "input_scale" in params else x_hat
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -456,14 +514,26 @@ class SAETask:
         self.rng = np.random.default_rng([cfg.seed, 1])  # the data stream (and resampling draws)
         self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),
                                                              self.next_batch(cfg.init_sample))
-        self.opt = Adam(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        self.variant = variant_of(cfg)
+        self.opt = self._adam()
         self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired
         self.items_per_step = cfg.batch_size
-        self.buffers = Buffers(cfg) if cfg.backend == "numba" else None
+        self.buffers = None
+        if cfg.backend == "numba":  # the sparse step's work arrays (a dense-only variant has none)
+            self.buffers = Buffers(cfg) if self.variant is None else self.variant.sparse_buffers(cfg)
         self.resampled = []  # (step, number of latents) for each resampling of the run (kept in checkpoints)
 
+    def _adam(self):
+        """Adam over the trained parameters (a variant's buffers, such as BatchTopK's threshold, are not)."""
+        buffers = self.variant.buffers if self.variant is not None else ()
+        return Adam({k: v for k, v in self.params.items() if k not in buffers}, lr=self.cfg.lr,
+                    betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
+
     def config_dict(self):
-        return asdict(self.cfg)
+        """The config as checkpoints record it: a variant's options only where the architecture reads them
+        (so a checkpoint of the paper's SAE reads the same as before the variants existed)."""
+        used = self.variant.options if self.variant is not None else ()
+        return {k: v for k, v in asdict(self.cfg).items() if k not in VARIANT_OPTIONS or k in used}
 
     def next_batch(self, n=None):
         """Draw [n, d_in] from the source, checked: right shape, finite, cast to cfg.dtype."""
@@ -491,6 +561,8 @@ class SAETask:
     def step(self, step):
         """One training step (resampling first when `step` is scheduled). Returns (loss, mse, l1, l0)."""
         cfg, params = self.cfg, self.params
+        if self.variant is not None:
+            return self.variant_step(step)
         if step in cfg.resample_steps:
             self.resample(step)
         x = self.next_batch()
@@ -504,6 +576,21 @@ class SAETask:
         project_decoder_grad(params["W_dec"], grads["W_dec"])
         self.opt.step(params, grads, lr=cfg.lr_at(step))
         normalise_decoder(params["W_dec"])
+        self.since_fired += 1
+        self.since_fired[fired] = 0
+        return terms
+
+    def variant_step(self, step):
+        """One step of a later variant (sae_variants.py): its own step math, the shared Adam and bookkeeping;
+        the decoder constraint only where the variant keeps it. Returns (loss, mse, penalty, l0)."""
+        v, cfg, params = self.variant, self.cfg, self.params
+        train = sae_variants.Train(cfg.l1_at(step), self.dead())
+        terms, grads, fired = v.step(v, params, self.next_batch(), cfg, train, self.buffers, step)
+        if v.unit_norm:
+            project_decoder_grad(params["W_dec"], grads["W_dec"])
+        self.opt.step({k: params[k] for k in self.opt.m}, grads, lr=cfg.lr_at(step))
+        if v.unit_norm:
+            normalise_decoder(params["W_dec"])
         self.since_fired += 1
         self.since_fired[fired] = 0
         return terms
@@ -527,7 +614,7 @@ class SAETask:
     def load_state_arrays(self, arrays):
         shapes = param_shapes(self.cfg)
         expected = {**{f"params.{k}": s for k, s in shapes.items()},
-                    **{f"adam.{m}.{k}": s for k, s in shapes.items() for m in ("m", "v")},
+                    **{f"adam.{m}.{k}": s for k, s in shapes.items() for m in ("m", "v") if k in self.opt.m},
                     "adam.t": (), "since_fired": (self.cfg.d_sae,), "rng": ()}
         ckpt.validate_shapes(arrays, expected, where="SAE checkpoint", counters=("since_fired", "adam.t"))
         try:
@@ -537,10 +624,17 @@ class SAETask:
             raise ckpt.CheckpointError(f"SAE checkpoint: unreadable random-number state ({e})") from e
         for k in shapes:
             self.params[k] = np.array(arrays[f"params.{k}"], dtype=self.cfg.dtype)
-        self.opt = Adam(self.params, lr=self.cfg.lr, betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
+        self.opt = self._adam()
         self.opt.load_state_arrays(arrays)
         self.since_fired = np.array(arrays["since_fired"], dtype=np.int64)
         # the resampling record (absent from checkpoints written before it was kept)
         self.resampled = [(int(s), int(n)) for s, n in np.asarray(arrays.get("resampled", np.zeros((0, 2))))]
         if hasattr(self.source, "load_state_arrays"):
             self.source.load_state_arrays(arrays)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the later variants: sae_variants.py imports the pieces above and adds its Variants to ARCHITECTURES. It
+# is imported here, at the end, so that `from tinymono import sae` alone knows every architecture.
+
+from tinymono import sae_variants  # noqa: E402,F401

@@ -9,6 +9,10 @@ side by side at d_in 512, d_sae 4096, batch 4096, float32, with ~1.5% of latents
 so each latent fires on 1.5% of the batch; the measured fraction is reported). A tiny learning rate
 keeps that sparsity fixed over the timed steps.
 
+The TopK SAE (sae_variants.py) at the same shape, k = 1.5% of d_sae (61), with AuxK over a tenth of the
+latents marked dead: `topk` its numba step (the encoder matmul, then kernels over the kept entries),
+`topk_numpy` its dense reference, `topk_torch` the same step in PyTorch (torch.topk, autograd).
+
 The practical ceiling is NumPy's float32 matmul at the encoder's shape, [B, d_in] @ [d_in, d_sae],
 timed in the same run. Each path's GFLOP/s counts the multiply-adds it actually performs (dense: the
 five matmuls of the step; numba: the encoder matmul plus four products over the active entries), and
@@ -53,17 +57,29 @@ def numba_step(params, opt, x, cfg, buf):
     sae.normalise_decoder(params["W_dec"])
 
 
-def torch_stepper(torch, params, x, cfg):
+def topk_step(params, opt, x, cfg, train, buf):
+    variant = sae.variant_of(cfg)
+    _, grads, _ = variant.step(variant, params, x, cfg, train, buf, 0)
+    sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
+    opt.step(params, grads)
+    sae.normalise_decoder(params["W_dec"])
+
+
+def torch_stepper(torch, params, x, cfg, loss_fn=None):
+    """One PyTorch step (autograd, torch.optim.Adam, the decoder constraint) of loss_fn(p, xt): by default
+    the paper's loss."""
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(x)
     opt = torch.optim.Adam(p.values(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def relu_loss(p, xt):
         f = torch.relu((xt - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
         x_hat = f @ p["W_dec"] + p["b_dec"]
-        loss = ((x_hat - xt) ** 2).mean() + cfg.l1_coefficient * f.abs().sum() / xt.shape[0]
-        loss.backward()
+        return ((x_hat - xt) ** 2).mean() + cfg.l1_coefficient * f.abs().sum() / xt.shape[0]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (loss_fn or relu_loss)(p, xt).backward()
         with torch.no_grad():
             W, g = p["W_dec"], p["W_dec"].grad
             g -= (g * W).sum(dim=1, keepdim=True) * W
@@ -71,6 +87,23 @@ def torch_stepper(torch, params, x, cfg):
             W /= W.norm(dim=1, keepdim=True)
 
     return step
+
+
+def torch_topk_loss(torch, cfg, dead):
+    """TopK with AuxK in PyTorch, the loss of sae_variants (AuxK over the dead latents, no b_dec)."""
+    dead_t = torch.tensor(dead)
+
+    def loss(p, xt):
+        pre = (xt - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+        vals, idx = pre.topk(cfg.k, dim=1)
+        f = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+        x_hat = f @ p["W_dec"] + p["b_dec"]
+        e = (xt - x_hat).detach()
+        avals, aidx = pre.masked_fill(~dead_t, float("-inf")).topk(cfg.aux_k, dim=1)
+        z = torch.zeros_like(pre).scatter(1, aidx, avals)
+        return ((x_hat - xt) ** 2).mean() + cfg.aux_coefficient * ((z @ p["W_dec"] - e) ** 2).mean()
+
+    return loss
 
 
 def run(quick=False):
@@ -86,10 +119,20 @@ def run(quick=False):
         "numpy": lambda: numpy_step(copies["numpy"], opts["numpy"], x, cfg),
         "numba": lambda: numba_step(copies["numba"], opts["numba"], x, cfg, buf),
     }
+    tk_cfg = sae.SAEConfig(d_in=d_in, d_sae=d_sae, batch_size=B, lr=1e-6, architecture="topk",
+                           k=max(1, round(ACTIVE * d_sae)), aux_k=max(1, round(ACTIVE * d_sae)))
+    dead = np.arange(d_sae) % 10 == 0
+    train = sae.sae_variants.Train(0.0, dead)
+    tk = {name: {k: v.copy() for k, v in params.items()} for name in ("topk", "topk_numpy")}
+    tk_opts = {name: Adam(p, lr=tk_cfg.lr) for name, p in tk.items()}
+    tk_buf = sae.variant_of(tk_cfg).sparse_buffers(tk_cfg)
+    impls["topk"] = lambda: topk_step(tk["topk"], tk_opts["topk"], x, tk_cfg, train, tk_buf)
+    impls["topk_numpy"] = lambda: topk_step(tk["topk_numpy"], tk_opts["topk_numpy"], x, tk_cfg, train, None)
     notes = []
     torch = torch_or_none()
     if torch is not None:
         impls["torch"] = torch_stepper(torch, params, x, cfg)
+        impls["topk_torch"] = torch_stepper(torch, params, x, tk_cfg, torch_topk_loss(torch, tk_cfg, dead))
     else:
         notes.append("torch not installed: the PyTorch row is skipped (pip install 'tinymono[torch]')")
     results = compare(impls, B, rounds=2 if quick else 5, min_seconds=0.05 if quick else 0.5)
@@ -98,19 +141,23 @@ def run(quick=False):
                                                + copies["numba"]["b_enc"], 0)) / (B * d_sae))
     mm = 2.0 * B * d_in * d_sae  # flops of one dense [B, d_in] x [d_in, d_sae] product
     nnz = active * B * d_sae
-    flops = {"matmul": mm, "numpy": 5 * mm, "torch": 6 * mm, "numba": mm + 4 * 2.0 * nnz * d_in}
+    tk_nnz = B * tk_cfg.k
+    flops = {"matmul": mm, "numpy": 5 * mm, "torch": 6 * mm, "numba": mm + 4 * 2.0 * nnz * d_in,
+             "topk": mm + 2 * 4 * 2.0 * tk_nnz * d_in, "topk_numpy": 8 * mm, "topk_torch": 8 * mm}  # AuxK: 3 more
     ceiling = flops["matmul"] / results["matmul"]["seconds_per_call"] / 1e9
     for name, r in results.items():
         r["gflops"] = flops[name] / r["seconds_per_call"] / 1e9
         r["ceiling_share"] = r["gflops"] / ceiling
-    results["numba"]["encoder_matmul_share"] = (results["matmul"]["seconds_per_call"]
-                                                / results["numba"]["seconds_per_call"])
+    for name in ("numba", "topk"):
+        results[name]["encoder_matmul_share"] = results["matmul"]["seconds_per_call"] / results[name]["seconds_per_call"]
     notes.append(f"measured active fraction {active:.4f} (L0 {active * d_sae:.1f} of {d_sae}); "
                  f"ceiling: float32 matmul [{B},{d_in}]@[{d_in},{d_sae}] at {ceiling:.0f} GFLOP/s")
     notes.append("the 'matmul' row is the ceiling, not a step: its per_second is batches of activations "
                  "encoded per second")
     ratios = {"numba_vs_numpy": ratio(results, "numba", "numpy"), "numba_vs_torch": ratio(results, "numba", "torch"),
-              "numpy_vs_torch": ratio(results, "numpy", "torch")}
+              "numpy_vs_torch": ratio(results, "numpy", "torch"), "topk_vs_topk_numpy": ratio(results, "topk", "topk_numpy"),
+              "topk_vs_topk_torch": ratio(results, "topk", "topk_torch")}
     return {"benchmark": "sae", "unit": "act/s",
-            "config": {"d_in": d_in, "d_sae": d_sae, "batch": B, "dtype": "float32", "active_fraction": round(active, 5)},
+            "config": {"d_in": d_in, "d_sae": d_sae, "batch": B, "dtype": "float32", "active_fraction": round(active, 5),
+                       "topk_k": tk_cfg.k, "topk_dead_fraction": float(dead.mean())},
             "results": results, "ratios": ratios, "notes": notes}

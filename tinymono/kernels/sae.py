@@ -276,3 +276,80 @@ def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_
     dW_dec[:] = f.T @ dx_hat  # [d_sae, d_in]
     dW_enc[:] = x_bar.T @ df  # [d_in, d_sae]
     db_enc[:] = df.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# topk_csr: the k largest positive entries of each row (TopK SAEs, and AuxK among the dead latents)
+
+
+def _topk_rows(pre, b_enc, k, allowed, floor, counts, idx, val):
+    """Per row b: the (at most) k largest v = pre[b, j] + b_enc[j] > floor over the latents j with
+    allowed[j], ties to the lower j, written ascending by j into idx[b, :counts[b]], val[b, :counts[b]].
+    A running list sorted by value: most entries lose to its smallest and cost one comparison."""
+    for b in prange(pre.shape[0]):
+        top_v = np.empty(k, dtype=val.dtype)
+        top_j = np.empty(k, dtype=np.int32)
+        n = 0
+        for j in range(pre.shape[1]):
+            v = pre[b, j] + b_enc[j]
+            if not v > floor or not allowed[j] or (n == k and v <= top_v[k - 1]):  # `not >`: NaN stays out
+                continue
+            p = n if n < k else k - 1  # where v goes: a free slot, or over the current smallest
+            while p > 0 and top_v[p - 1] < v:  # strict: an equal value met earlier (lower j) stays ahead
+                top_v[p] = top_v[p - 1]
+                top_j[p] = top_j[p - 1]
+                p -= 1
+            top_v[p] = v
+            top_j[p] = j
+            n = min(n + 1, k)
+        for a in range(1, n):  # insertion sort of the kept ones by latent index
+            v, j = top_v[a], top_j[a]
+            p = a
+            while p > 0 and top_j[p - 1] > j:
+                top_v[p] = top_v[p - 1]
+                top_j[p] = top_j[p - 1]
+                p -= 1
+            top_v[p] = v
+            top_j[p] = j
+        counts[b] = n
+        for a in range(n):
+            idx[b, a] = top_j[a]
+            val[b, a] = top_v[a]
+
+
+# parallel over rows (each writes its own row); no cache with parallel; no fastmath (NaN stays inactive)
+topk_rows_parallel = njit(parallel=True)(_topk_rows)
+topk_rows_serial = njit(cache=True)(_topk_rows)
+
+
+def topk_csr(pre, b_enc, k, allowed, floor=0.0):
+    """pre [B, d_sae] (bias not yet added), b_enc [d_sae], allowed [d_sae] bool -> (indptr, idx, val) as
+    relu_csr: row b's (at most k) largest pre + b_enc above `floor` (0: the ReLU) among the allowed
+    latents, ascending by latent."""
+    B = pre.shape[0]
+    counts = np.empty(B, dtype=np.int64)
+    idx2 = np.empty((B, k), dtype=np.int32)
+    val2 = np.empty((B, k), dtype=pre.dtype)
+    kernel = topk_rows_parallel if use_threads(*pre.shape) else topk_rows_serial
+    kernel(pre, b_enc, k, allowed, pre.dtype.type(floor), counts, idx2, val2)
+    return _rows_to_csr(counts, idx2, val2)
+
+
+def _rows_to_csr(counts, idx2, val2):
+    """[B, k] arrays whose first counts[b] entries of row b are used -> (indptr, idx, val)."""
+    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    used = np.arange(idx2.shape[1]) < counts[:, None]  # [B, k]
+    return indptr, idx2[used], val2[used]
+
+
+def topk_csr_numpy(pre, b_enc, k, allowed, floor=0.0):
+    v = np.where(allowed, pre + b_enc, -np.inf)  # [B, d_sae]
+    order = np.argsort(-v, axis=1, kind="stable")[:, :k]  # [B, k] largest first, ties to the lower latent
+    top = np.take_along_axis(v, order, axis=1)
+    counts = np.count_nonzero(top > floor, axis=1)
+    order = np.sort(np.where(top > floor, order, pre.shape[1]), axis=1)  # kept ones ascending, the rest last
+    keep = np.arange(order.shape[1]) < counts[:, None]
+    idx2 = np.where(keep, order, 0).astype(np.int32)
+    val2 = np.take_along_axis(pre + b_enc, idx2, axis=1)
+    return _rows_to_csr(counts, idx2, val2)

@@ -1,0 +1,333 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Lesson 09: beyond the paper: TopK, BatchTopK, JumpReLU, Gated and the 2024 recipe
+#
+# The sparse autoencoder of lessons 02-08 is the paper's: a ReLU encoder, an L1 penalty, unit-norm
+# decoder rows and resampling of dead latents. It works (lesson 06 keeps 95% of the MLP's loss), but
+# it wastes much of its dictionary: in lesson 06, 27% of the 1,024 latents fire on fewer than one
+# held-out token in 10,000, and about as many never moved far from their random start. In lesson 03's
+# world the same recipe with twice as many latents as true features leaves 40% of them dead. Every SAE
+# library a learner meets next (SAELens, dictionary_learning, OpenAI's sparse_autoencoder) has moved
+# on to the variants below, because they attack exactly this. PAPER.md section 4 has each definition;
+# `tinymono/sae_variants.py` has the code, each piece a forward/backward pair as in lesson 02.
+#
+# **What each changes, why it helps, what it costs.**
+#
+# - **TopK** (Gao et al. 2024): keep the k largest pre-activations of each input, drop the L1 penalty.
+#   Sparsity is set directly (L0 = k), and the kept activations are not shrunk toward 0 by a penalty.
+#   Dead latents are fought by **AuxK**: the k_aux dead latents with the largest pre-activations are
+#   asked to reconstruct what the live ones missed (1/32 of that error joins the loss). Cost: a top-k
+#   per input, and every input uses k latents whether it needs them or not.
+# - **BatchTopK** (Bussmann et al. 2024): the B k largest activations of the whole batch, so an input
+#   with more going on may use more latents. At inference there is no batch: a fixed threshold, a
+#   running average of the smallest activation kept in training, takes its place. Cost: the L0 of one
+#   input is no longer fixed, and inference differs from training.
+# - **JumpReLU** (Rajamanoharan et al. 2024b): each latent has a learned threshold theta; below it the
+#   latent is off, above it it passes its pre-activation unshrunk. The penalty counts active latents (L0)
+#   instead of summing their size (L1). The step function has no useful derivative, so theta learns from
+#   *pseudo-derivatives*: pre-activations within half a bandwidth of theta vote on moving it. Cost: a
+#   bandwidth to choose, and a threshold that freezes if no pre-activation ever lands in its window.
+# - **Gated** (Rajamanoharan et al. 2024a): *whether* a latent fires (a gate, trained by the L1
+#   penalty and by reconstructing through a frozen copy of the decoder) is separated from *how strongly*
+#   (a magnitude path sharing the gate's weights up to a per-latent scale). The penalty then shrinks the
+#   gate, not the magnitudes. Cost: a second path (no extra matmul here: both share x W_enc).
+# - **Anthropic's 2024 recipe** (Conerly et al., "Circuits Updates", April 2024): the paper's ReLU, but
+#   the L1 penalty of each latent is weighted by its decoder row's norm, so the unit-norm constraint can
+#   go; inputs are scaled to a mean squared norm of d_in; the penalty warms up over the first 5% of
+#   steps and the learning rate decays to 0 over the last 20%; no resampling.
+#
+# All of them train through the same loop (`SAETask`, checkpoints and resume included), chosen by
+# `SAEConfig(architecture=...)`.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt  # noqa: F401  (figures are built in tinymono.plots)
+import numpy as np
+
+from tinymono import interventions, metrics, pipeline, plots, sae
+from tinymono import sae_variants as V
+from tinymono.batches import ShuffledBatches
+from tinymono.gradcheck import check_gradients, check_layer, numerical_gradient, relative_error
+from tinymono.lesson import Lesson
+from tinymono.train import train
+
+lesson = Lesson("09_beyond_the_paper")
+t_lesson = time.perf_counter()
+ARCHS = pipeline.VARIANT_NAMES
+NEW = [a for a in ARCHS if a != "relu"]
+
+# %% [markdown]
+# ## Are the backwards right?
+#
+# As in lesson 02: each new backward against central differences in float64, on a small random case
+# kept away from the kinks (ReLU at 0, top-k ties, JumpReLU's thresholds). Two things need care.
+# A *stop-gradient* (AuxK's residual, the Gated auxiliary term's decoder copy) is invisible to
+# central differences of the plain loss, so the check holds those at their current values. And
+# JumpReLU's threshold has no true derivative (the loss only jumps as theta moves), so its gradient is
+# checked against the pseudo-derivatives, built from dL/df by central differences; the example of
+# PAPER.md pins the pseudo-derivatives themselves: pi = [1.0, 1.4, 1.6, 2.0], theta = 1.5, bandwidth
+# 0.5 gives f = [0, 0, 1.6, 2.0] and dL/dtheta = [0, -3, -3, 0] for f, [0, -2, -2, 0] for H.
+
+# %%
+rng = np.random.default_rng(lesson.seeded(0))
+B, D, N = 4, 5, 7
+
+
+def clear_case(arch, **opts):
+    """float64 config, params and batch whose pre-activations keep 0.03 from every kink."""
+    cfg = sae.SAEConfig(d_in=D, d_sae=N, architecture=arch, l1_coefficient=0.3, dtype="float64", **opts)
+    for _ in range(1000):
+        x = rng.standard_normal((B, D))
+        p = sae.init(cfg, rng, x)
+        for k in ("W_enc", "b_enc", "W_dec", "b_dec", "b_gate", "b_mag"):
+            if k in p:
+                p[k] = rng.standard_normal(p[k].shape) * (0.5 if p[k].ndim == 1 else 1.0)
+        if arch == "gated":
+            p["r_mag"] = rng.standard_normal(N) * 0.3
+        out, cache = sae.forward(p, x, cfg)
+        if arch in ("topk", "batchtopk"):
+            pre = cache.enc.x_in @ p["W_enc"] + p["b_enc"]
+            v = np.sort(pre.ravel() if arch == "batchtopk" else pre, axis=-1)
+            ok = np.abs(v).min() > 0.03 and np.diff(v, axis=-1).min() > 0.03
+        elif arch == "jumprelu":
+            gap = np.abs(cache.jump.pi - cache.theta)
+            ok = gap.min() > 0.03 and np.abs(gap - cfg.bandwidth / 2).min() > 0.03
+        elif arch == "gated":
+            ok = min(np.abs(cache.pi_gate).min(), np.abs(cache.u * cache.scale + p["b_mag"]).min()) > 0.03
+        else:
+            ok = np.abs(cache.enc.x_in @ p["W_enc"] + p["b_enc"]).min() > 0.03
+        if ok:
+            return cfg, p, x
+    raise RuntimeError(f"no clear case for {arch}")
+
+
+errors = {}
+for arch in NEW:
+    cfg, p, x = clear_case(arch, **({"k": 3, "aux_k": 2} if "topk" in arch else {"bandwidth": 0.4} if arch == "jumprelu"
+                                    else {}))
+    variant = sae.variant_of(cfg)
+    dead = np.arange(N) % 2 == 0
+    train_ = V.Train(cfg.l1_coefficient, dead if "topk" in arch else np.zeros(N, bool))
+    _, cache = variant.forward(p, x, cfg, train_)
+    grads = variant.backward(p, cache, cfg)
+    if "topk" in arch:  # AuxK's residual e is data: hold it
+        e0 = x - variant.forward(p, x, cfg, train_)[0].x_hat
+        off = V.Train(cfg.l1_coefficient, np.zeros(N, bool))
+        loss = lambda: (variant.forward(p, x, cfg, off)[0].loss  # noqa: E731
+                        + V.auxk_forward(V.affine_forward(x, p["W_enc"], p["b_enc"], p["b_dec"])[0], dead, e0, p["W_dec"],
+                                         cfg.aux_k, cfg.aux_coefficient)[0])
+    elif arch == "gated":  # the auxiliary term's decoder copy is frozen: hold it
+        W0, b0 = p["W_dec"].copy(), p["b_dec"].copy()
+
+        def loss():
+            out, c = variant.forward(p, x, cfg)
+            gate = np.maximum(c.pi_gate, 0)
+            return out.mse + cfg.l1_coefficient * gate.sum() / B + np.mean((gate @ W0 + b0 - x) ** 2)
+    else:
+        loss = lambda: variant.forward(p, x, cfg, train_)[0].loss  # noqa: E731
+    weights = {k: v for k, v in p.items() if k in grads and k != "log_threshold"}
+    for k, err in check_gradients(loss, weights, grads, 1.0, rng=rng).items():
+        errors[f"{arch}.{k}"] = err
+    if arch == "jumprelu":  # the threshold: dL/df by central differences, then the pseudo-derivatives
+        out, _ = variant.forward(p, x, cfg)
+        f = out.f.copy()
+        dL_df = numerical_gradient(lambda: sae.mse_forward(sae.decode_forward(f, p["W_dec"], p["b_dec"])[0], x)[0],
+                                   f, np.arange(f.size)).reshape(f.shape)
+        theta = np.exp(p["log_threshold"])
+        near = np.abs(cache.jump.pi - theta) < cfg.bandwidth / 2
+        want = theta * (-(theta / cfg.bandwidth) * (dL_df * near).sum(0) - cfg.l1_coefficient / B / cfg.bandwidth * near.sum(0))
+        errors["jumprelu.log_threshold (pseudo)"] = relative_error(grads["log_threshold"], want)
+for name, (fwd, bwd, args) in {"topk piece": (V.topk_forward, V.mask_backward, [rng.permutation(np.arange(-5, 7) * 0.1 + 0.05).reshape(3, 4)]),
+                               "weighted L1 piece": (V.weighted_l1_forward, V.weighted_l1_backward,
+                                                     [np.abs(rng.standard_normal((3, 4))) + 0.05, rng.standard_normal((4, 5)), 0.3])}.items():
+    kw = {"k": 2} if name == "topk piece" else {}
+    for k, err in check_layer(fwd, bwd, args, rng=rng, **kw).items():
+        errors[f"{name}.{k}"] = err
+worst = max(errors, key=errors.get)
+print(f"{len(errors)} gradients checked; worst: {worst} {errors[worst]:.1e}")
+
+pi = np.array([[1.0], [1.4], [1.6], [2.0]])
+f, jcache = V.jumprelu_forward(pi, np.array([1.5]), 0.5)
+_, scache = V.step_forward(pi, np.array([1.5]), 0.5)
+got_f = [float(V.jumprelu_backward(np.eye(4)[:, [b]], jcache)[1][0]) for b in range(4)]
+got_H = [float(V.step_backward(np.eye(4)[:, [b]], scache)[1][0]) for b in range(4)]
+paper_gap = float(np.abs(np.r_[f.ravel() - [0, 0, 1.6, 2.0], np.subtract(got_f, [0, -3, -3, 0]),
+                               np.subtract(got_H, [0, -2, -2, 0])]).max())
+print(f"JumpReLU on PAPER.md's example: f {f.ravel()}, dL/dtheta via f {got_f}, via H {got_H}")
+
+# %% [markdown]
+# ## The fast TopK step
+#
+# TopK is sparse by construction: after the encoder matmul, which must look at every latent to find the
+# k largest, only B k entries are nonzero. The numba step (`sae_variants.topk_step`) runs the encoder
+# matmul in NumPy, picks each row's k largest with a kernel (`kernels/sae.py: topk_csr`, a running
+# sorted list: most entries lose to its smallest at one comparison), and then reuses the paper's sparse
+# kernels for the decoder, the error and every weight gradient over the kept entries only (lesson 06's
+# fast path). First check it against the dense reference, in float64, with AuxK switched on.
+
+# %%
+cfg = sae.SAEConfig(d_in=24, d_sae=96, architecture="topk", k=5, aux_k=8, batch_size=64, dtype="float64")
+variant = sae.variant_of(cfg)
+x = rng.standard_normal((64, 24))
+train_ = V.Train(0.0, rng.random(96) < 0.3)
+steps = []
+for buf in (None, variant.sparse_buffers(cfg)):
+    p = sae.init(cfg, np.random.default_rng(0), x)
+    terms, grads, _ = variant.step(variant, p, x, cfg, train_, buf, 0)
+    steps.append((np.array(terms), {k: g.copy() for k, g in grads.items()}))
+step_gap = max([relative_error(steps[1][0], steps[0][0])] + [relative_error(steps[1][1][k], steps[0][1][k]) for k in steps[0][1]])
+print(f"numba TopK step vs dense: max relative difference {step_gap:.1e}")
+print("timings: python -m tinymono bench sae (its topk rows); never asserted here")
+
+# %% [markdown]
+# ## In lesson 03's world
+#
+# The same 512 true features in 256 dimensions as lesson 03, and the same scores (MMCS, recovery at
+# cos >= 0.9, dead latents on fresh samples, L0, explained variance). Each variant trains at lesson 03's
+# size (563 latents, 1.1x the true features) and TopK and the 2024 recipe also at 2x, where the paper's
+# recipe leaves 40% of its latents dead (lesson 03's full-length runs). The paper's recipe is lesson
+# 03's main run (6,000 steps, reused from its cache); each variant trains half as long, 3,000 steps on
+# batches of 1,024, so that the lesson's runs fit its time budget (eight minutes on two cores at the
+# default scale, with lessons 03 and 06 already run). Each variant's settings (pipeline.GT_VARIANTS)
+# come from the scale of the data rather than a sweep: TopK's k near the 5 true features per sample,
+# and each penalty coefficient set so that a latent of typical size costs, relative to the squared error
+# it removes, what it costs under the paper's L1 coefficient (pipeline.py says how). What the runs gave
+# when this lesson was written is in the checks at the end; a variant that misses its bar here may
+# need a longer run or another setting, which is an exercise worth doing.
+
+# %%
+gt = pipeline.gt_world(lesson.scale, seed=lesson.seeded(0))
+G = gt.cfg.n_features
+STEPS = pipeline.GT_VARIANT_STEPS[lesson.scale]
+rows = []
+for arch, ratio in [(a, 1.1) for a in ARCHS] + [("topk", 2), ("anthropic2024", 2)]:
+    d_sae = int(ratio * G)
+    if arch == "relu":  # lesson 03's main run, from its cache when lesson 03 has run
+        cfg = pipeline.gt_sae_config(lesson.scale, d_sae, pipeline.GT_MAIN["l1_coefficient"], seed=lesson.seeded(0))
+        name = "03_main"
+    else:
+        cfg = pipeline.gt_variant_config(lesson.scale, arch, d_sae, STEPS, seed=lesson.seeded(0))
+        name = f"09_gt_{arch}_{ratio}x"
+    t0 = time.perf_counter()
+    task, _ = pipeline.train_gt_sae(cfg, gt, checkpoint=lesson.cache / f"{name}.npz", desc=name)
+    score = pipeline.gt_evaluate(task.params, task.cfg, gt, lesson.scale, seed=lesson.seeded(123))
+    rows.append({"architecture": arch, "size": f"{ratio}x", "steps": cfg.steps, **score})
+    print(f"{arch:>13} {ratio}x ({cfg.steps} steps, {time.perf_counter() - t0:.0f} s): MMCS {score['mmcs']:.4f}  "
+          f"recovered {score['recovered']:.1%}  dead {score['dead']:.1%}  L0 {score['l0']:.2f}  "
+          f"EV {score['explained_variance']:.4f}")
+lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recovered at cos >= 0.9",
+                                            "dead": "dead latents (fraction)", "l0": "L0",
+                                            "explained_variance": "explained variance"},
+                                     bars={"mmcs": 0.99, "recovered": 0.98, "dead": 0.02}),
+               "ground_truth.png", "Each architecture in lesson 03's world at 1.1x and 2x the 512 true features: "
+               "MMCS, recovery at cos >= 0.9, dead latents, L0 and explained variance (dashed: the checks' bars).")
+
+# %% [markdown]
+# ## On the transformer: the sparsity frontier
+#
+# On the MLP activations of lesson 06 (its stores, from the run's cache), every architecture trains at
+# three sparsity settings: three L1 coefficients for the paper's recipe, Gated and the 2024 recipe,
+# three L0 coefficients for JumpReLU, and for TopK and BatchTopK three values of k, set to the L0 the
+# paper's recipe reached at its three settings, so the comparison is at matched sparsity. Each run
+# here is short (600 steps of 1,024 tokens at the default scale, 0.6M tokens against lesson 06's 33M):
+# the frontier compares the architectures at one equal budget, with lesson 06's full-length SAE as a
+# star for scale. For each SAE: its L0 and loss recovered (against zero-ablation) on held-out text, and
+# its unused latents: the share firing on fewer than 1 in 10,000 held-out tokens, and the share whose
+# decoder direction stayed within cosine 0.9 of its random start.
+
+# %%
+corpus, tparams, tcfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
+train_store, val_store = pipeline.get_stores(lesson.scale, lesson.cache, corpus, tparams, tcfg)
+main_params, main_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
+held_out = val_store.read(0, min(len(val_store), lesson.pick(10_000, 200_000))).astype(np.float32)
+windows = corpus.sample_windows("val", lesson.pick(8, 64, 256), tcfg.n_ctx + 1, np.random.default_rng(lesson.seeded(1)))[0]
+clean = interventions.mean_loss(tparams, tcfg, windows)
+zero = interventions.mean_loss(tparams, tcfg, windows, 0.0)
+
+
+def frontier_point(arch, **sparsity):
+    """Train one frontier SAE (cached) and score it on held-out tokens."""
+    cfg = pipeline.frontier_config(lesson.scale, tcfg.d_mlp, arch, seed=lesson.seed, **sparsity)
+    task = sae.SAETask(cfg, ShuffledBatches(train_store, seed=cfg.seed))
+    start = task.params["W_dec"].copy()
+    key = "-".join(f"{v:g}" for v in sparsity.values())
+    train(task, cfg.steps, chunk_steps=50, checkpoint=lesson.cache / f"09_frontier_{arch}_{key}.npz", desc=f"{arch} {key}")
+    f = np.concatenate([sae.encode(task.params, held_out[i:i + 50_000], cfg) for i in range(0, len(held_out), 50_000)])
+    density = np.count_nonzero(f, axis=0) / len(f)
+    loss = interventions.mean_loss(tparams, tcfg, windows, interventions.sae_hook(task.params, cfg))
+    unit = lambda W: W / np.linalg.norm(W, axis=1, keepdims=True)  # noqa: E731  (the 2024 recipe's rows are not unit)
+    return {"architecture": arch, "setting": key, "l0": float(np.count_nonzero(f) / len(f)),
+            "recovered": metrics.loss_recovered(clean, loss, zero), "rare": float(np.mean(density < 1e-4)),
+            "unmoved": float(np.mean(np.sum(unit(task.params["W_dec"]) * unit(start), axis=1) > 0.9))}
+
+
+t0 = time.perf_counter()
+points = [frontier_point("relu", l1_coefficient=c) for c in pipeline.FRONTIER["relu"]["l1_coefficient"]]
+ks = sorted({max(1, int(round(p["l0"]))) for p in points})
+for arch in NEW:
+    if arch in ("topk", "batchtopk"):
+        points += [frontier_point(arch, k=k) for k in ks]
+    else:
+        points += [frontier_point(arch, l1_coefficient=c) for c in pipeline.FRONTIER[arch]["l1_coefficient"]]
+print(f"frontier: {len(points)} SAEs in {time.perf_counter() - t0:.0f} s; loss clean {clean:.3f}, zero-ablated {zero:.3f}")
+print(f"{'architecture':>13} {'setting':>8} {'L0':>7} {'loss rec.':>9} {'dens<1e-4':>9} {'unmoved':>8}")
+for p in points:
+    print(f"{p['architecture']:>13} {p['setting']:>8} {p['l0']:7.2f} {p['recovered']:9.1%} {p['rare']:9.1%} {p['unmoved']:8.1%}")
+main_f = sae.encode(main_params, held_out, main_cfg)
+main_lr = metrics.loss_recovered(clean, interventions.mean_loss(tparams, tcfg, windows, interventions.sae_hook(main_params, main_cfg)), zero)
+lesson.savefig(plots.variants_frontier(points, (np.count_nonzero(main_f) / len(main_f), main_lr, "lesson 06 (full length)")),
+               "frontier.png", "On the transformer's MLP activations: L0 against loss recovered for each architecture at "
+               "three sparsity settings (same budget each; dashed: the paper's recipe; star: lesson 06's full-length "
+               "SAE), and each SAE's share of latents firing on fewer than 1e-4 of held-out tokens.")
+
+# %% [markdown]
+# ## Matched sparsity
+#
+# For each pair of a variant's point and a point of the paper's recipe whose L0 agree within 10%, the
+# difference in loss recovered; the best variant is the one with the largest such difference.
+
+# %%
+pairs = [(p["recovered"] - r["recovered"], p, r) for p in points if p["architecture"] != "relu"
+         for r in points if r["architecture"] == "relu" and abs(p["l0"] - r["l0"]) <= 0.1 * r["l0"]]
+if pairs:
+    gain, best, ref = max(pairs, key=lambda t: t[0])
+    print(f"best at matched L0: {best['architecture']} {best['setting']} (L0 {best['l0']:.2f}, {best['recovered']:.1%}, "
+          f"{best['rare']:.1%} latents at density < 1e-4) against the paper's recipe l1 {ref['setting']} (L0 {ref['l0']:.2f}, "
+          f"{ref['recovered']:.1%}, {ref['rare']:.1%})")
+else:
+    gain, best = float("nan"), {"rare": float("nan"), "architecture": "none"}
+    print("no variant's point lands within 10% of a point of the paper's recipe in L0")
+
+# %% [markdown]
+# ## Checks
+
+# %%
+lesson.check("worst gradient error of the variants (float64, central differences)", errors[worst],
+             errors[worst] <= 1e-7, "<= 1e-7", scale_free=True)
+lesson.check("JumpReLU pseudo-derivatives vs PAPER.md's check values (max |diff|)", paper_gap, paper_gap < 1e-12,
+             "< 1e-12", scale_free=True)
+lesson.check("numba TopK step vs the dense step (max relative difference)", step_gap, step_gap <= 1e-10, "<= 1e-10",
+             scale_free=True)
+for r in rows:
+    if r["architecture"] == "relu":
+        continue
+    if r["size"] == "1.1x":
+        lesson.check(f"{r['architecture']} at 1.1x: MMCS", r["mmcs"], r["mmcs"] >= 0.99, ">= 0.99")
+        lesson.check(f"{r['architecture']} at 1.1x: recovered at cos >= 0.9", r["recovered"], r["recovered"] >= 0.98, ">= 0.98")
+    else:
+        lesson.check(f"{r['architecture']} at 2x: dead latents (fraction)", r["dead"], r["dead"] <= 0.02, "<= 0.02")
+        lesson.check(f"{r['architecture']} at 2x: MMCS", r["mmcs"], r["mmcs"] >= 0.99, ">= 0.99")
+lesson.check(f"transformer, matched L0: best variant ({best['architecture']}) minus the paper's loss recovered",
+             float(gain), gain > 0, "> 0")
+lesson.check("transformer: that variant's latents at held-out density < 1e-4 (fraction)", float(best["rare"]),
+             best["rare"] <= 0.10, "<= 0.10")
+print(f"lesson time {time.perf_counter() - t_lesson:.0f} s")
+lesson.finish()
