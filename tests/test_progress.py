@@ -140,3 +140,14 @@ def test_report_tables_line_up_and_the_tally_comes_first(tmp_path):
     assert len(tables) == 4  # provenance, stages, the lesson's checks, the verification table
     for table in tables:
         assert len({len(line) for line in table}) == 1, "columns must line up:\n" + "\n".join(table)
+
+
+def test_the_report_says_when_the_code_changed_during_the_run(monkeypatch):
+    """The commit is read when reproduce starts and again when it writes the report; a checkout that moved
+    in between (a merge while a long run was going) must show, since the stages may then mix two versions."""
+    from tinymono import reproduce
+    monkeypatch.setattr(reproduce, "_commit", lambda: "bbbbbbbbbbbb")
+    rows = dict(reproduce.provenance("smoke", 0, {}, 1.0, commit_at_start="aaaaaaaaaaaa"))
+    assert rows["commit"] == "aaaaaaaaaaaa at the start, bbbbbbbbbbbb at the end: the code changed during the run", rows
+    rows = dict(reproduce.provenance("smoke", 0, {}, 1.0, commit_at_start="bbbbbbbbbbbb"))
+    assert rows["commit"] == "bbbbbbbbbbbb", "an unchanged checkout names its commit once"

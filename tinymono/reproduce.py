@@ -218,13 +218,17 @@ def _commit():
     return head.stdout.strip()[:12] + (" + local changes" if dirty.stdout.strip() else "")
 
 
-def provenance(scale, seed, overrides, wall_seconds):
+def provenance(scale, seed, overrides, wall_seconds, commit_at_start=None):
     """[(field, value)]: where the report's numbers come from. The corpus's real text is the running
-    Python's standard library, so its version is part of every number."""
+    Python's standard library, so its version is part of every number. commit_at_start: _commit() when
+    the command began; if the checkout changed while it ran, the report says so (stages may then mix code)."""
+    commit = _commit()
+    if commit_at_start is not None and commit_at_start != commit:
+        commit = f"{commit_at_start} at the start, {commit} at the end: the code changed during the run"
     return [("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
             ("scale", scale), ("seed", str(seed)),
             ("settings", ", ".join(settings.describe(overrides)) or "none (pipeline.SIZES as written)"),
-            ("commit", _commit()),
+            ("commit", commit),
             ("Python", f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"),
             ("NumPy", _version("numpy")), ("numba", _version("numba")), ("SciPy", _version("scipy")),
             ("machine", f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"),
@@ -244,9 +248,9 @@ def _table(header, rows):
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
 
 
-def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0):
+def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, commit_at_start=None):
     """report.md from the stages' result.json files. stages: [(lesson path, status, seconds, note)], note:
-    what a stage that did not finish said last (or None)."""
+    what a stage that did not finish said last (or None); commit_at_start: see provenance."""
     overrides = overrides or {}
     run = run_folder(scale, seed, overrides)
     base = Path(root) / run
@@ -261,7 +265,8 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0):
                   "bars, so only the pipeline is exercised. The checks that do not depend on scale (gradients, "
                   "causality, kernels against their reference) PASS or FAIL as at every scale. Figures and captions "
                   "describe what the default scale shows; a panel left empty at this scale says why.", ""]
-    lines += ["## Provenance", ""] + _table(["what", "value"], provenance(scale, seed, overrides, wall_seconds)) + [""]
+    where = provenance(scale, seed, overrides, wall_seconds, commit_at_start)
+    lines += ["## Provenance", ""] + _table(["what", "value"], where) + [""]
     lines += ["## Stages", ""] + _table(
         ["stage", "status", "wall time", "PASS", "FAIL", "SKIP"],
         [[lesson.stem, status, _duration(seconds),
@@ -335,7 +340,7 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
 
 def _run(root, scale, seed, overrides, todo, force):
     """reproduce() once its arguments are checked: the stages in `todo`, then the report."""
-    run, t_start = run_folder(scale, seed, overrides), time.perf_counter()
+    run, t_start, commit_at_start = run_folder(scale, seed, overrides), time.perf_counter(), _commit()
     ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
         result = _result_path(root, run, lesson)
@@ -368,7 +373,7 @@ def _run(root, scale, seed, overrides, todo, force):
             checks += [(lesson.stem, c) for c in result["checks"]]
         elif lesson in ran:
             unfinished.append(lesson.stem)
-    report = write_report(root, scale, stages, seed, overrides, time.perf_counter() - t_start)
+    report = write_report(root, scale, stages, seed, overrides, time.perf_counter() - t_start, commit_at_start)
     print("\nverification against ground truth")
     rows = [(c["status"], stem, c["name"], _fmt_value(c["value"]), c["bar"]) for stem, c in checks]
     widths = [max((len(r[k]) for r in rows), default=0) for k in range(4)]
