@@ -206,7 +206,7 @@ def init(cfg, rng, sample=None):
 
 
 def param_shapes(cfg):
-    if variant_of(cfg) is not None:  # what its init builds (cheap at any size: no data, shapes only)
+    if variant_of(cfg) is not None:  # what its init builds, without data (outside the step: buffers, loading)
         return {k: v.shape for k, v in variant_of(cfg).init(cfg, np.random.default_rng(0)).items()}
     return {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
 
@@ -343,8 +343,9 @@ def forward(params, x, cfg):
 
 def _forward(params, x, cfg):
     """forward without the checks, for the training step."""
-    if variant_of(cfg) is not None:
-        return variant_of(cfg).forward(params, x, cfg)
+    variant = variant_of(cfg)
+    if variant is not None:
+        return variant.forward(params, x, cfg)
     arch = ARCHITECTURES[cfg.architecture]
     f, enc_cache = arch.encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])  # [B, d_sae]
     x_hat, dec_cache = decode_forward(f, params["W_dec"], params["b_dec"])  # [B, d_in]
@@ -371,10 +372,11 @@ def backward(params, cache, cfg):
 def encode(params, x, cfg):
     """x [B, d_in] -> latents f [B, d_sae]. (A NaN in x would come out as 0: ReLU(NaN) is 0 here.)"""
     x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
-    for k in ("W_enc", "b_enc", "b_dec") if variant_of(cfg) is None else params:
+    variant = variant_of(cfg)
+    for k in ("W_enc", "b_enc", "b_dec") if variant is None else params:
         check_finite(f"params[{k!r}]", params[k])
-    if variant_of(cfg) is not None:
-        return variant_of(cfg).encode(params, x, cfg)
+    if variant is not None:
+        return variant.encode(params, x, cfg)
     return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
 
 
