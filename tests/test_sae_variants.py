@@ -40,6 +40,13 @@ def grid_values(rng, shape, shift):
     return rng.permutation(v).reshape(shape)
 
 
+def decoder_rows(rng, d_sae, d_in):
+    """Random decoder rows with norms in [0.5, 2]. The weighted L1's ||w|| bends sharply near w = 0:
+    a row of norm 0.06 puts the central differences' own error (eps = 1e-3) above the budget."""
+    W = rng.standard_normal((d_sae, d_in))
+    return W / np.linalg.norm(W, axis=1, keepdims=True) * rng.uniform(0.5, 2, (d_sae, 1))
+
+
 # ----------------------------------------------------------------------------------------------------
 # the pieces
 
@@ -67,7 +74,7 @@ def test_auxk_and_weighted_l1_match_central_differences(seed, B, d_in, d_sae, k_
     rng = np.random.default_rng(seed)
     pre = grid_values(rng, (B, d_sae), 1)
     dead = rng.random(d_sae) < 0.6
-    e, W_dec = rng.standard_normal((B, d_in)), rng.standard_normal((d_sae, d_in))
+    e, W_dec = rng.standard_normal((B, d_in)), decoder_rows(rng, d_sae, d_in)
     errs = check_layer(V.auxk_forward, V.auxk_backward, [pre, dead, e, W_dec, min(k_aux, d_sae), 1 / 32],
                        ["pre", "dead", "e", "W_dec", "k_aux", "coef"], rng=rng)
     assert_ok(errs, "AuxK (e is detached: only pre and W_dec get gradients)")
@@ -121,14 +128,15 @@ def model_case(rng, arch, B, d_in, d_sae, shift, k=None):
         for name in params:
             if name not in ("input_scale", "threshold", "log_threshold"):
                 params[name] = rng.standard_normal(params[name].shape) * (0.5 if params[name].ndim == 1 else 1)
+        params["W_dec"] = decoder_rows(rng, d_sae, d_in)
         if arch == "gated":
             params["r_mag"] *= 0.3
         x_in = x * params["input_scale"] if arch == "anthropic2024" else x
         base = x_in if arch in ("jumprelu", "anthropic2024") else x_in - params["b_dec"]
         u = base @ params["W_enc"]
-        pre = u + params.get("b_enc", params.get("b_gate", 0)) + shift
-        if "b_enc" in params:
-            params["b_enc"] = params["b_enc"] + shift
+        bias = "b_gate" if arch == "gated" else "b_enc"
+        params[bias] = params[bias] + shift
+        pre = u + params[bias]
         if arch == "jumprelu":  # thresholds between the pre-activations, some within the kernel's window
             params["log_threshold"] = np.log(np.abs(rng.standard_normal(d_sae)) * 0.5 + 0.1)
             near = np.abs(pre - np.exp(params["log_threshold"]))
