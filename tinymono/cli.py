@@ -6,7 +6,8 @@
                                     [--executor process|serial|dask-local|dask://HOST:PORT] [--workers N]
     python -m tinymono sweep seeds --seeds N [N ...] [--only NAME ...] [--scale S] [--set ...] [--out DIR]
                                    [--executor ...] [--workers N]
-    python -m tinymono bench NAME [--json] [--quick]
+    python -m tinymono bench NAME [--json] [--quick] [--busy] [--figure PATH]   (NAME: harvest, sae, scaling,
+                                                                                 toy, transformer)
     python -m tinymono exercises [NN] [--out DIR]
     python -m tinymono export-sae CHECKPOINT OUT     (an SAE checkpoint -> SAELens's folder layout)
     python -m tinymono import-sae FOLDER CHECKPOINT  (and back)
@@ -14,7 +15,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import inspect
 import json
 import pkgutil
 import sys
@@ -37,15 +40,25 @@ def _benchmarks():
 
 
 def _bench(args):
-    from tinymono.benchmarks import format_table, machine
+    from tinymono.benchmarks import busy_core, format_table, machine
 
     names = _benchmarks()
     if args.name not in names:
         print(f"unknown benchmark {args.name!r}; choose from {names}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"tinymono.benchmarks.{args.name}")
-    result = module.run(quick=args.quick)
+    options = {"quick": args.quick}
+    if "figure" in inspect.signature(module.run).parameters:
+        options["figure"] = args.figure
+    elif args.figure:
+        print(f"--figure: the {args.name} benchmark draws no figure", file=sys.stderr)
+        return 2
+    with busy_core() if args.busy else contextlib.nullcontext():
+        result = module.run(**options)
     result["machine"] = machine()
+    result["config"]["busy"] = args.busy
+    if args.busy:
+        result.setdefault("notes", []).append("--busy: another process kept one core busy for the whole run")
     print(format_table(result, unit=result.get("unit", "items/s")))
     if args.json:
         print(json.dumps(result))
@@ -187,6 +200,10 @@ def main(argv=None):
     bench.add_argument("name", help="which benchmark: " + ", ".join(_benchmarks()))
     bench.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     bench.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke test)")
+    bench.add_argument("--busy", action="store_true",
+                       help="keep a second core busy with a fixed CPU burner for the whole run (both sides of a race)")
+    bench.add_argument("--figure", metavar="PATH", default=None,
+                       help="scaling only: where to write the figure (default: bench_scaling.png here)")
     bench.set_defaults(func=_bench)
     ex = sub.add_parser("exercises", help="a workspace where you write a lesson's functions, with tests that tutor you")
     ex.add_argument("lesson", nargs="?", metavar="NN",

@@ -7,13 +7,35 @@ Each benchmark module has `run(quick: bool) -> dict` returning
     {"benchmark": NAME, "config": {...}, "results": {IMPL: {"per_second": X, ...}}, "ratios": {...},
      "notes": [...]}
 and the CLI prints the table and, with --json, that object (plus "machine") as the last line.
+
+`busy_core()` (the CLI's --busy) runs a fixed CPU burner in another process for the whole benchmark, so
+every implementation is timed while a second core is taken, as on a machine doing other work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+
+# One core's worth of fixed work: integer arithmetic in a loop, no memory traffic, no BLAS threads.
+BURNER = "x = 0\nwhile True:\n    x = (x * 1103515245 + 12345) & 0xFFFFFFFF\n"
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Keep one core busy with BURNER in a child process while the block runs; the child is killed on
+    the way out (also on an error or Ctrl-C). Yields the child's Popen."""
+    child = subprocess.Popen([sys.executable, "-c", BURNER], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
 
 
 def compare(impls, items_per_call, rounds=5, min_seconds=0.3, warmup=1):

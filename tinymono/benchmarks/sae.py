@@ -30,12 +30,12 @@ from tinymono.optim import Adam
 ACTIVE = 0.015
 
 
-def make_state(cfg, rng):
-    """Params, a batch, and b_enc set so each latent fires on ACTIVE of the batch."""
+def make_state(cfg, rng, active=ACTIVE):
+    """Params, a batch, and b_enc set so each latent fires on `active` of the batch."""
     params = sae.init(cfg, rng)
     x = rng.standard_normal((cfg.batch_size, cfg.d_in)).astype(np.float32)
     pre = (x - params["b_dec"]) @ params["W_enc"]  # [B, d_sae]
-    params["b_enc"][:] = -np.quantile(pre, 1 - ACTIVE, axis=0)
+    params["b_enc"][:] = -np.quantile(pre, 1 - active, axis=0)
     return params, x
 
 
