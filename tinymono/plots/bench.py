@@ -36,7 +36,7 @@ def scaling(rows):
         xs, pts = _series(rows, name)
         line, = ax.semilogx(xs, [r["per_second"] / 1e3 for r in pts], style, label=label)
         ax.semilogx(xs, [r["ideal_per_second"] / 1e3 for r in pts], "--", lw=0.8, color=line.get_color())
-    ax.set(xlabel="batch (windows) or n_ctx (bytes)", ylabel="thousand tokens/s",
-           title="transformer training step (dashed: ~ 1/FLOPs per token)")
+    ax.set(xlabel="batch (windows) or n_ctx (bytes)", ylabel="thousand tokens/s", ylim=(0, None),
+           title="transformer step (dashed: ~ 1/FLOPs a token)")
     ax.legend(fontsize=8)
     return fig
