@@ -124,3 +124,23 @@ def test_checkpoint_roundtrip_without_pickle(tmp_path):
         ckpt.save(tmp_path / "y", {"o": np.array([{}], dtype=object)}, {})
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
         ckpt.load(tmp_path / "missing")
+
+
+def test_each_run_that_steps_records_its_steps_items_and_time(tmp_path, monkeypatch):
+    """train.RUNS: what `reproduce` reports as a stage's throughput. A resumed run counts only the steps it
+    ran; a finished run loaded from its checkpoint ran none and adds nothing."""
+    from tinymono import train as train_module
+    from tinymono.reproduce import throughput
+
+    monkeypatch.setattr(train_module, "RUNS", [])
+    path = tmp_path / "c"
+    train(toy.ToyTask(CFG), 20, chunk_steps=10, checkpoint=path, progress=False, desc="toy")
+    train(toy.ToyTask(CFG), CFG.steps, chunk_steps=10, checkpoint=path, progress=False, desc="toy")
+    train(toy.ToyTask(CFG), CFG.steps, chunk_steps=10, checkpoint=path, progress=False, desc="toy")
+    runs = train_module.RUNS
+    assert [r["steps"] for r in runs] == [20, CFG.steps - 20], runs
+    assert all(r["items"] == r["steps"] * CFG.n_inst and r["items_name"] == "inst-step" and r["seconds"] > 0
+               for r in runs)
+    shown = throughput({"training": runs})
+    assert shown.startswith("toy: 20 steps, ") and "inst-step/s; toy: 40 steps" in shown
+    assert throughput({"training": [{"desc": "x"}]}) == "" and throughput(None) == "", "damaged or absent: nothing"

@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinymono import settings
+from tinymono import settings, train
 from tinymono.exercises import switch
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
@@ -213,7 +213,8 @@ class Lesson:
                   "seconds": time.perf_counter() - self._t0,
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
-                  "figures": [{"file": f, "caption": c} for f, c in self.figures]}
+                  "figures": [{"file": f, "caption": c} for f, c in self.figures],
+                  "training": list(train.RUNS)}  # what this stage trained (not what it loaded from the cache)
         atomic_write(self.out / "result.json", lambda fh: fh.write(json.dumps(record, indent=1).encode()))
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and not in_notebook():

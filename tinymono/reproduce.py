@@ -248,6 +248,21 @@ def _table(header, rows):
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
 
 
+def throughput(result):
+    """What a stage trained, from its result.json: "desc: N steps, X items/s; ..." ("" when it trained
+    nothing: everything came from the cache, or the stage predates the record)."""
+    parts = []
+    runs = (result or {}).get("training", [])
+    for run in runs if isinstance(runs, list) else []:
+        try:
+            rate = (f", {run['items'] / run['seconds']:,.0f} {run['items_name']}/s" if run["items"] and run["seconds"]
+                    else "")
+            parts.append(f"{run['desc']}: {run['steps']:,} steps{rate}")
+        except (KeyError, TypeError, ValueError):  # a hand-edited record: shown as nothing, not a crash
+            continue
+    return "; ".join(parts)
+
+
 def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, commit_at_start=None):
     """report.md from the stages' result.json files. stages: [(lesson path, status, seconds, note)], note:
     what a stage that did not finish said last (or None); commit_at_start: see provenance."""
@@ -268,9 +283,10 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
     where = provenance(scale, seed, overrides, wall_seconds, commit_at_start)
     lines += ["## Provenance", ""] + _table(["what", "value"], where) + [""]
     lines += ["## Stages", ""] + _table(
-        ["stage", "status", "wall time", "PASS", "FAIL", "SKIP"],
+        ["stage", "status", "wall time", "PASS", "FAIL", "SKIP", "trained here (throughput)"],
         [[lesson.stem, status, _duration(seconds),
-          *(tally([(None, c) for c in results[lesson]["checks"]]).values() if results[lesson] else ("-",) * 3)]
+          *(tally([(None, c) for c in results[lesson]["checks"]]).values() if results[lesson] else ("-",) * 3),
+          throughput(results[lesson]) or "-"]
          for lesson, status, seconds, _ in stages]) + [""]
     table = []
     for lesson, status, seconds, note in stages:
@@ -384,7 +400,8 @@ def _run(root, scale, seed, overrides, todo, force):
     print("\nwall time per stage (a reused stage: the time it took when it ran)")
     width = max(len(l.stem) for l, *_ in stages) if stages else 0
     for l, st, s, _ in stages:
-        print(f"  {l.stem:<{width}}  {_duration(s):>12}  {st}")
+        trained = throughput(_read_result(_result_path(root, run, l)))
+        print(f"  {l.stem:<{width}}  {_duration(s):>12}  {st}" + (f"  ({trained})" if trained else ""))
     counts = tally(checks)
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           + (" (SKIP: smoke scale is too small for those bars)" if counts["SKIP"] else ""))

@@ -106,6 +106,11 @@ def _resume_step(path, meta, config, total_steps):
     return step
 
 
+# Every training run of this process that advanced at least one step, in order: what `reproduce` reports
+# as each stage's throughput (tinymono.lesson writes it into the stage's result.json).
+RUNS: list = []
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -155,6 +160,7 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
     bar = progress_bar(total=total_steps, initial=min(step, total_steps), desc=desc, unit="step",
                        disable=not progress, dynamic_ncols=True, leave=True)
     t_start = last_save = time.perf_counter()
+    first_step, stepping = step, 0.0  # seconds inside run_chunk: the throughput, without checkpoint writes
     try:
         with _InterruptFlag() as interrupt:
             while step < total_steps:
@@ -162,6 +168,7 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
                 t0 = time.perf_counter()
                 metrics = task.run_chunk(step, n)
                 dt = time.perf_counter() - t0
+                stepping += dt
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     where = (f"the last good checkpoint ({path}, step {saved_step}) is kept" if saved_step is not None
@@ -191,5 +198,9 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
             save()
     finally:
         bar.close()
+        if step > first_step:
+            RUNS.append({"desc": desc, "steps": step - first_step, "seconds": stepping,
+                         "items": None if items_per_step is None else items_per_step * (step - first_step),
+                         "items_name": items_name})
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
     return TrainResult(hist, step, resumed_from, time.perf_counter() - t_start)
