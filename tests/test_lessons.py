@@ -95,7 +95,7 @@ def test_reproduce_report_and_reuse(smoke):
         first.stdout[-3000:]
     assert "progress: transformer: " in (runs / "smoke" / "logs" / "05_train_transformer.log").read_text()
     # what each stage trained, with its throughput, in report.md's table and in the closing lines
-    assert re.search(r"^\| 05_train_transformer \|.*\| transformer: [\d,]+ steps, [\d,]+ tok/s \|", report, re.M)
+    assert re.search(r"^\| 05_train_transformer +\|.*\| transformer: [\d,]+ steps, [\d,]+ tok/s +\|", report, re.M)
     assert re.search(r"^  06_sae_on_transformer .*\(sae: [\d,]+ steps, [\d,]+ act/s\)", first.stdout, re.M)
     for name, (figures, _) in LESSONS.items():
         for fig in figures:
