@@ -14,13 +14,32 @@ One module per model (toy.py, sae.py, transformer.py). The rules every kernel he
 
 Two ways to use both cores, each where it pays (neither kernel's results depend on the thread count):
 
-- `prange` (toy.py, sae.py): numba's own parallel loop, `njit(parallel=True)`. Simple to write, but a
+- `prange` (sae.py): numba's own parallel loop, `njit(parallel=True)`. Simple to write, but a
   parallel function cannot be cached on disk (so a new process compiles it again, seconds), and starting
   and joining its threads costs tens of microseconds idle, milliseconds on a busy machine. Use it for
-  few, long calls: the toy model's chunk of steps (one instance per thread), the SAE's sparse kernels,
-  each bound a second time without prange (`name_serial`) for the sizes where threads do not pay.
-- A thread pool over `nogil=True` kernels (transformer.py, `in_parallel`): each kernel takes a range
+  few, long calls: the SAE's sparse kernels, each bound a second time without prange (`name_serial`) for
+  the sizes where threads do not pay.
+- A thread pool over `nogil=True` kernels (`in_parallel`, below): each kernel takes a range
   [start, stop) of rows, and a few Python threads run it on one range each. Every kernel stays
   `cache=True`, so a process starts in a fraction of a second. Use it for many short calls, as the
-  transformer's step makes (a dozen fused layers per step, each a few milliseconds).
+  transformer's step makes (a dozen fused layers per step, each a few milliseconds), and for kernels a
+  new process should not wait seconds to compile (the toy model's chunk of steps).
 """
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+_POOL = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="tinymono")
+
+
+def in_parallel(kernel, n, *args):
+    """kernel(*args, start, stop) over [0, n), cut into one contiguous range per thread (NUMBA_NUM_THREADS,
+    by default the number of cores); this thread runs the first range and waits for the others. With
+    NUMBA_DISABLE_JIT=1 the kernel is plain Python, which the GIL runs one thread at a time: then it runs
+    here in one range (one thread to step through, and the caller's np.errstate applies to all of it)."""
+    k = 1 if numba.config.DISABLE_JIT else max(1, min(numba.config.NUMBA_NUM_THREADS, n))
+    bounds = [i * n // k for i in range(k + 1)]
+    others = [_POOL.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    kernel(*args, bounds[0], bounds[1])
+    for f in others:
+        f.result()  # re-raises an error from that thread

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from tinymono.kernels import in_parallel
 
 # The uint64 constants are written inline as np.uint64(...) inside the kernels: numba freezes a global
 # np.uint64 as a signed int64, and uint64 mixed with int64 silently becomes float64 or a signed shift.
@@ -222,16 +224,25 @@ def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, st
 instance_steps = njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})(_instance_steps)
 
 
-def _train_chunk(W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, batch, beta1, beta2, eps,
-                 relu, losses):
-    """Train every instance for len(lrs) steps, in place; instances are independent, so each thread
+def _train_range(W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, batch, beta1, beta2, eps,
+                 relu, losses, start, stop):
+    """Train instances [start, stop) for len(lrs) steps, in place; instances are independent, so each thread
     takes whole instances through the whole chunk. W [inst, hidden, feats]; losses [inst] receives each
     instance's loss at the last step."""
     n_inst = W.shape[0]
-    for i in prange(n_inst):
+    for i in range(start, stop):
         losses[i] = instance_steps(W[i], b[i], mW[i], vW[i], mb[i], vb[i], prob[i], imp[i], kind, key, i,
                                    n_inst, start_step, lrs, batch, beta1, beta2, eps, relu)
 
 
-# parallel=True over instances; hence no cache=True (DESIGN.md flag policy).
-train_chunk = njit(parallel=True)(_train_chunk)
+# cache=True, nogil=True: run over ranges of instances by in_parallel's threads, so it is cached on disk
+# like every serial kernel (a prange version had to compile for ~4 s in every new process).
+train_range = njit(cache=True, nogil=True)(_train_range)
+
+
+def train_chunk(W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, batch, beta1, beta2, eps, relu,
+                losses):
+    """Every instance through len(lrs) steps, in place: train_range over one range of instances per thread.
+    An instance's numbers do not depend on which thread runs it (its random stream is keyed by its index)."""
+    in_parallel(train_range, W.shape[0], W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, batch,
+                beta1, beta2, eps, relu, losses)

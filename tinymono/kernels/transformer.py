@@ -37,30 +37,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit
 
 from tinymono import layers as L
+from tinymono.kernels import in_parallel
 from tinymono.validate import check_ids
 
 FAST = {"reassoc", "contract", "arcp"}  # no "nnan"/"ninf": NaN must still propagate
 N_CHUNKS = 16  # rows are split into this many chunks for column sums; independent of the thread count
-_POOL = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="tinymono")
-
-
-def in_parallel(kernel, n, *args):
-    """kernel(*args, start, stop) over [0, n), cut into one contiguous range per thread (NUMBA_NUM_THREADS,
-    by default the number of cores); this thread runs the first range and waits for the others."""
-    k = max(1, min(numba.config.NUMBA_NUM_THREADS, n))
-    bounds = [i * n // k for i in range(k + 1)]
-    others = [_POOL.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, k)]
-    kernel(*args, bounds[0], bounds[1])
-    for f in others:
-        f.result()  # re-raises an error from that thread
 
 
 def keep_freed_memory(limit=1 << 30):
