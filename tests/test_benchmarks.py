@@ -1,5 +1,6 @@
-"""`bench scaling` and `bench --busy`: the FLOP counts against hand counts, the ideal lines through their
-reference points, the crossover of the sparse step, the burner's life (never how fast anything is)."""
+"""`bench scaling`, `bench startup` and `bench --busy`: the FLOP counts against hand counts, the ideal lines
+through their reference points, the crossover of the sparse step, the startup probe's parts, the burner's
+life (never how fast anything is)."""
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from tinymono import transformer as tr
 from tinymono.benchmarks import busy_core, format_table
-from tinymono.benchmarks import scaling
+from tinymono.benchmarks import scaling, startup
 
 
 def test_sae_flops_count_the_products():
@@ -93,3 +94,14 @@ def test_cli_busy_reports_it_and_figure_is_refused_where_no_figure_is_drawn(tmp_
     out = subprocess.run([sys.executable, "-m", "tinymono", "bench", "toy", "--figure", "x.png"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "draws no figure" in out.stderr
+
+
+def test_startup_probe_times_every_hot_path_in_fresh_processes():
+    result = startup.run()
+    parts = {"import", "transformer_step", "sae_sparse_step", "toy_kernel"}
+    for label in ("first process", "later process"):
+        row = result["results"][label]
+        assert parts <= set(row) and all(row[p] >= 0 for p in parts), row
+        assert row["seconds_per_call"] == pytest.approx(sum(row[p] for p in parts))
+    later = result["results"]["later process"]
+    assert result["compile_seconds_later"] == pytest.approx(later["seconds_per_call"] - later["import"])
