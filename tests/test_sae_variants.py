@@ -352,3 +352,21 @@ def test_warmup_and_options_are_validated():
     relu = sae.SAETask(sae.SAEConfig(d_in=4, d_sae=8), lambda rng, n: rng.standard_normal((n, 4)))
     assert not set(sae.VARIANT_OPTIONS) & set(relu.config_dict()), "the paper's checkpoints must read as before"
     assert sae.SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2).resample_steps == [], "variants do not resample"
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_k_annealing_sets_each_steps_k(arch):
+    """k falls linearly from k_start to k over the first k_anneal of the run, and a step keeps the k it is
+    given (dense and numba paths alike): L0 = that k while enough pre-activations are positive."""
+    cfg = sae.SAEConfig(d_in=12, d_sae=40, architecture=arch, k=4, k_anneal=0.5, k_start=20, steps=100, batch_size=16,
+                        dtype="float64")
+    assert [cfg.k_at(s) for s in (0, 25, 50, 99)] == [20, 12, 4, 4], "the schedule: 20 at step 0, k from half-way"
+    x = np.random.default_rng(1).standard_normal((16, 12))
+    variant = sae.variant_of(cfg)
+    for buf in (None, variant.sparse_buffers(cfg)):
+        params = sae.init(cfg, np.random.default_rng(0), x)
+        params["b_enc"] += 5.0  # every pre-activation positive: the selection alone sets L0
+        terms, _, _ = variant.step(variant, params, x, cfg, V.Train(0.0, np.zeros(40, bool), 12), buf, 25)
+        assert terms[3] == pytest.approx(12), f"{arch} ({'numba' if buf else 'dense'}): L0 {terms[3]} with k = 12"
+    with pytest.raises(ValueError, match="k_start"):
+        sae.SAEConfig(d_in=4, d_sae=8, architecture=arch, k=4, k_anneal=0.5, k_start=2)

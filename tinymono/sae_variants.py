@@ -220,11 +220,12 @@ def auxk_backward(dloss, cache):
 
 
 class Train(NamedTuple):
-    """What a training step knows beyond the batch: the penalty coefficient of this step (warm-up) and
-    the latents dead so far ([d_sae] bool, for AuxK)."""
+    """What a training step knows beyond the batch: the penalty coefficient of this step (warm-up), the
+    latents dead so far ([d_sae] bool, for AuxK) and TopK's k of this step (None: cfg.k; see k_anneal)."""
 
     l1_coefficient: float
     dead: np.ndarray
+    k: int | None = None
 
 
 def _output(x_hat, f, mse, penalty):
@@ -274,9 +275,13 @@ def _topk_model_forward(params, x, cfg, train, select):
     return _output(x_hat, f, mse, aux), TopKCache(enc_cache, sel_cache, dec_cache, mse_cache, aux_cache)
 
 
+def _k(cfg, train):
+    return cfg.k if train is None or train.k is None else train.k
+
+
 def topk_forward_model(params, x, cfg, train=None):
     """x [B, d_in] -> (SAEOutput, cache). The penalty term is AuxK's (training, with dead latents) or 0."""
-    return _topk_model_forward(params, x, cfg, train, lambda pre: topk_forward(pre, cfg.k))
+    return _topk_model_forward(params, x, cfg, train, lambda pre: topk_forward(pre, _k(cfg, train)))
 
 
 def batchtopk_forward_model(params, x, cfg, train=None):
@@ -284,7 +289,7 @@ def batchtopk_forward_model(params, x, cfg, train=None):
     if train is None:
         select = lambda pre: threshold_forward(pre, params["threshold"])  # noqa: E731
     else:
-        select = lambda pre: batchtopk_forward(pre, cfg.k)  # noqa: E731
+        select = lambda pre: batchtopk_forward(pre, _k(cfg, train))  # noqa: E731
     return _topk_model_forward(params, x, cfg, train, select)
 
 
@@ -537,7 +542,7 @@ def topk_step(variant, params, x, cfg, train, buf, step):
     if buf is None:
         return dense_step(variant, params, x, cfg, train, buf, step)
     return _sparse_topk_step(params, x, cfg, train, buf,
-                             lambda pre: K.topk_csr(pre, params["b_enc"], cfg.k, buf.all_latents))
+                             lambda pre: K.topk_csr(pre, params["b_enc"], _k(cfg, train), buf.all_latents))
 
 
 def batchtopk_step(variant, params, x, cfg, train, buf, step):
@@ -552,7 +557,7 @@ def batchtopk_step(variant, params, x, cfg, train, buf, step):
         kept = {}
 
         def select(pre):
-            indptr, idx, val, _ = batch_csr(pre, params["b_enc"], cfg.k, buf)
+            indptr, idx, val, _ = batch_csr(pre, params["b_enc"], _k(cfg, train), buf)
             kept["min"] = val.min() if len(val) else 0.0
             return indptr, idx, val
 
@@ -727,9 +732,10 @@ class Variant(NamedTuple):
 
 VARIANTS = {
     "topk": Variant(topk_init, topk_forward_model, topk_backward_model, topk_step,
-                    options=("k", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers),
+                    options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers),
     "batchtopk": Variant(batchtopk_init, batchtopk_forward_model, topk_backward_model, batchtopk_step,
-                         options=("k", "aux_k", "aux_coefficient", "threshold_decay"), buffers=("threshold",),
+                         options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient", "threshold_decay"),
+                         buffers=("threshold",),
                          sparse_buffers=TopKBuffers),
     "jumprelu": Variant(jumprelu_init, jumprelu_forward_model, jumprelu_backward_model, jumprelu_step,
                         options=("bandwidth", "init_threshold", "l1_warmup"), sparse_buffers=S.Buffers),
