@@ -48,11 +48,12 @@
 
 # %%
 import time
+from contextlib import ExitStack
 
 import matplotlib.pyplot as plt  # noqa: F401  (figures are built in tinymono.plots)
 import numpy as np
 
-from tinymono import interventions, metrics, pipeline, plots, sae
+from tinymono import executors, interventions, metrics, pipeline, plots, sae
 from tinymono import sae_variants as V
 from tinymono.batches import ShuffledBatches
 from tinymono.gradcheck import check_gradients, check_layer, numerical_gradient, relative_error
@@ -203,32 +204,23 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # when this lesson was written is in the checks at the end; a variant that misses its bar here may
 # need a longer run or another setting, which is an exercise worth doing.
 
+# %% [markdown]
+# These SAEs do not depend on each other, so they train side by side in worker processes (one per core,
+# tinymono/executors.py), each with its checkpoint in the run's cache, while this process goes on to the
+# transformer below; their table comes after the frontier. The paper's recipe is lesson 03's main run:
+# its checkpoint is reused when lesson 03 has run.
+
 # %%
-gt = pipeline.gt_world(lesson.scale, seed=lesson.seeded(0))
-G = gt.cfg.n_features
 STEPS = pipeline.GT_VARIANT_STEPS[lesson.scale]
-rows = []
-for arch, ratio in [(a, 1.1) for a in ARCHS] + [("topk", 2), ("anthropic2024", 2)]:
-    d_sae = int(ratio * G)
-    if arch == "relu":  # lesson 03's main run, from its cache when lesson 03 has run
-        cfg = pipeline.gt_sae_config(lesson.scale, d_sae, pipeline.GT_MAIN["l1_coefficient"], seed=lesson.seeded(0))
-        name = "03_main"
-    else:
-        cfg = pipeline.gt_variant_config(lesson.scale, arch, d_sae, STEPS, seed=lesson.seeded(0))
-        name = f"09_gt_{arch}_{ratio}x"
-    t0 = time.perf_counter()
-    task, _ = pipeline.train_gt_sae(cfg, gt, checkpoint=lesson.cache / f"{name}.npz", desc=name)
-    score = pipeline.gt_evaluate(task.params, task.cfg, gt, lesson.scale, seed=lesson.seeded(123))
-    rows.append({"architecture": arch, "size": f"{ratio}x", "steps": cfg.steps, **score})
-    print(f"{arch:>13} {ratio}x ({cfg.steps} steps, {time.perf_counter() - t0:.0f} s): MMCS {score['mmcs']:.4f}  "
-          f"recovered {score['recovered']:.1%}  dead {score['dead']:.1%}  L0 {score['l0']:.2f}  "
-          f"EV {score['explained_variance']:.4f}")
-lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recovered at cos >= 0.9",
-                                            "dead": "dead latents (fraction)", "l0": "L0",
-                                            "explained_variance": "explained variance"},
-                                     bars={"mmcs": 0.99, "recovered": 0.98, "dead": 0.02}),
-               "ground_truth.png", "Each architecture in lesson 03's world at 1.1x and 2x the 512 true features: "
-               "MMCS, recovery at cos >= 0.9, dead latents, L0 and explained variance (dashed: the checks' bars).")
+jobs = []
+for arch, ratio in [("topk", 2), ("anthropic2024", 2)] + [(a, 1.1) for a in ARCHS]:  # the longest first
+    name = "03_main" if arch == "relu" else f"09_gt_{arch}_{ratio}x"
+    jobs.append(dict(scale=lesson.scale, architecture=arch, ratio=ratio, steps=None if arch == "relu" else STEPS,
+                     seed=lesson.seeded(0), eval_seed=lesson.seeded(123), checkpoint=str(lesson.cache / f"{name}.npz")))
+pool_stack = ExitStack()
+pool, pool_what = pool_stack.enter_context(executors.open_executor("process", None, len(jobs)))
+futures = executors.submit_all(pool, pipeline.gt_variant_stage, jobs)
+print(f"{len(jobs)} SAEs in lesson 03's world, training on a {pool_what}")
 
 # %% [markdown]
 # ## On the transformer: the sparsity frontier
@@ -287,6 +279,28 @@ lesson.savefig(plots.variants_frontier(points, (np.count_nonzero(main_f) / len(m
                "frontier.png", "On the transformer's MLP activations: L0 against loss recovered for each architecture at "
                "three sparsity settings (same budget each; dashed: the paper's recipe; star: lesson 06's full-length "
                "SAE), and each SAE's share of latents firing on fewer than 1e-4 of held-out tokens.")
+
+# %% [markdown]
+# ## Lesson 03's world: the table
+#
+# The runs started above, collected now (each line: its steps and its own wall time in its worker).
+
+# %%
+rows = []
+for job, future in zip(jobs, futures):
+    score = future.result()
+    rows.append({"architecture": job["architecture"], "size": f"{job['ratio']}x", **score})
+pool_stack.close()
+rows.sort(key=lambda r: (r["size"] != "1.1x", ARCHS.index(r["architecture"])))
+for r in rows:
+    print(f"{r['architecture']:>13} {r['size']:>4} ({r['steps']} steps, {r['seconds']:.0f} s): MMCS {r['mmcs']:.4f}  "
+          f"recovered {r['recovered']:.1%}  dead {r['dead']:.1%}  L0 {r['l0']:.2f}  EV {r['explained_variance']:.4f}")
+lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recovered at cos >= 0.9",
+                                            "dead": "dead latents (fraction)", "l0": "L0",
+                                            "explained_variance": "explained variance"},
+                                     bars={"mmcs": 0.99, "recovered": 0.98, "dead": 0.02}),
+               "ground_truth.png", "Each architecture in lesson 03's world at 1.1x and 2x the 512 true features: "
+               "MMCS, recovery at cos >= 0.9, dead latents, L0 and explained variance (dashed: the checks' bars).")
 
 # %% [markdown]
 # ## Matched sparsity

@@ -217,28 +217,41 @@ def test_jumprelu_model_weights_exact_and_threshold_pseudo_derivative(seed, B, d
     assert err <= BUDGET, f"log_threshold: {err:.2e} off the pseudo-derivatives (chain rule through theta = exp)"
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
-@pytest.mark.parametrize("dead_share", [0.0, 0.3])
+SPARSE_CASES = [("topk", 0.0), ("topk", 0.3), ("batchtopk", 0.0), ("batchtopk", 0.3), ("jumprelu", 0.0),
+                ("gated", 0.0), ("anthropic2024", 0.0)]
+OPTIONS = {"topk": dict(k=4, aux_k=5), "batchtopk": dict(k=4, aux_k=5), "jumprelu": dict(bandwidth=0.3, init_threshold=0.2)}
+
+
+@pytest.mark.parametrize("arch,dead_share", SPARSE_CASES)
 def test_sparse_step_equals_dense_step(arch, dead_share):
-    """The numba step (encoder matmul + kernels over kept entries) gives the dense step's numbers."""
+    """The numba step (encoder matmul + kernels over the kept or active entries) gives the dense step's
+    numbers. sparse_below=1: the sparse path runs however many entries are active."""
     rng = np.random.default_rng(3)
-    cfg = sae.SAEConfig(d_in=12, d_sae=40, architecture=arch, k=4, aux_k=5, batch_size=16, dtype="float64")
+    cfg = sae.SAEConfig(d_in=12, d_sae=40, architecture=arch, batch_size=16, dtype="float64", sparse_below=1.0,
+                        **OPTIONS.get(arch, {}))
     x = rng.standard_normal((16, 12))
     variant = sae.variant_of(cfg)
-    train_ = V.Train(0.0, rng.random(40) < dead_share)
-    results, b_enc = [], rng.standard_normal(40) * 0.1
+    train_ = V.Train(0.0 if "topk" in arch else 0.01, rng.random(40) < dead_share)
+    results = []
+    shifts = {"b_gate" if arch == "gated" else "b_enc": rng.standard_normal(40) * 0.1 - 0.3 * (arch != "topk"),
+              "r_mag": rng.standard_normal(40) * 0.2, "b_mag": rng.standard_normal(40) * 0.1}  # some latents off
     for buf in (None, variant.sparse_buffers(cfg)):
         params = sae.init(cfg, np.random.default_rng(0), x)
-        params["b_enc"] += b_enc
+        for k, v in shifts.items():
+            if k in params:
+                params[k] += v
         terms, grads, fired = variant.step(variant, params, x, cfg, train_, buf, 0)
         results.append((terms, {k: v.copy() for k, v in grads.items()}, fired, params.get("threshold")))
     (t0, g0, f0, th0), (t1, g1, f1, th1) = results
+    assert 0 < t0[3] < 0.5 * 40, f"the case should have a minority of entries active (L0 {t0[3]})"
     np.testing.assert_allclose(t1, t0, rtol=1e-12, err_msg="loss terms of the sparse step")
     for k in g0:
         np.testing.assert_allclose(g1[k], g0[k], rtol=1e-10, atol=1e-13, err_msg=f"{k} of the sparse step")
     np.testing.assert_array_equal(f1, f0)
     if arch == "batchtopk":
         assert th1 == pytest.approx(th0, rel=1e-12) and th0 > 0, "the first step sets the threshold"
+    if arch == "jumprelu":
+        assert np.count_nonzero(g0["log_threshold"]) > 0, "the case should have pre-activations near theta"
 
 
 @settings(max_examples=40, deadline=None)
@@ -339,3 +352,21 @@ def test_warmup_and_options_are_validated():
     relu = sae.SAETask(sae.SAEConfig(d_in=4, d_sae=8), lambda rng, n: rng.standard_normal((n, 4)))
     assert not set(sae.VARIANT_OPTIONS) & set(relu.config_dict()), "the paper's checkpoints must read as before"
     assert sae.SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2).resample_steps == [], "variants do not resample"
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_k_annealing_sets_each_steps_k(arch):
+    """k falls linearly from k_start to k over the first k_anneal of the run, and a step keeps the k it is
+    given (dense and numba paths alike): L0 = that k while enough pre-activations are positive."""
+    cfg = sae.SAEConfig(d_in=12, d_sae=40, architecture=arch, k=4, k_anneal=0.5, k_start=20, steps=100, batch_size=16,
+                        dtype="float64")
+    assert [cfg.k_at(s) for s in (0, 25, 50, 99)] == [20, 12, 4, 4], "the schedule: 20 at step 0, k from half-way"
+    x = np.random.default_rng(1).standard_normal((16, 12))
+    variant = sae.variant_of(cfg)
+    for buf in (None, variant.sparse_buffers(cfg)):
+        params = sae.init(cfg, np.random.default_rng(0), x)
+        params["b_enc"] += 5.0  # every pre-activation positive: the selection alone sets L0
+        terms, _, _ = variant.step(variant, params, x, cfg, V.Train(0.0, np.zeros(40, bool), 12), buf, 25)
+        assert terms[3] == pytest.approx(12), f"{arch} ({'numba' if buf else 'dense'}): L0 {terms[3]} with k = 12"
+    with pytest.raises(ValueError, match="k_start"):
+        sae.SAEConfig(d_in=4, d_sae=8, architecture=arch, k=4, k_anneal=0.5, k_start=2)

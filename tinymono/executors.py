@@ -84,6 +84,31 @@ def call(stage, point):
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def _main_script_hidden():
+    """A spawned worker first runs the parent's main script again (as __mp_main__), found by its __file__.
+    A lesson is such a script, with no `if __name__ == "__main__"` guard: each worker would start the
+    lesson over. While workers start, the script's path is hidden, so a worker imports only the modules
+    its tasks name. (A main run as a module, `python -m tinymono`, is imported by name and left alone.)"""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(getattr(main, "__spec__", None), "name", None):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+def submit_all(executor, stage, points):
+    """[future of call(stage, point) for each point]. A process pool starts its workers as the points are
+    submitted; here the main script is hidden while it does (_main_script_hidden), so a lesson can use one."""
+    with _main_script_hidden():
+        return [executor.submit(call, stage, point) for point in points]
+
+
 class SerialExecutor(cf.Executor):
     """Runs each call when it is submitted, in this process: the reference the others are compared with."""
 

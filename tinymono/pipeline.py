@@ -254,6 +254,27 @@ def gt_variant_config(scale, architecture, d_sae, steps=None, seed=0, **override
 
 GT_VARIANT_STEPS = {"smoke": 100, "default": 3000, "full": 6000}  # lesson 09's runs in lesson 03's world
 
+
+def gt_variant_stage(job):
+    """One of lesson 09's SAEs in lesson 03's world, in a worker of a process pool (or here): trained, or
+    resumed, with its checkpoint at job["checkpoint"] (no progress bar), and scored with gt_evaluate.
+    job: scale, architecture, ratio (dictionary size / true features), steps (None: lesson 03's main run's),
+    seed (the world's and the SAE's), eval_seed, checkpoint. "relu" is lesson 03's recipe itself, so its run
+    with the main run's steps and checkpoint is lesson 03's main run. -> the scores, plus steps and seconds."""
+    import time
+
+    t0 = time.perf_counter()
+    scale, arch = job["scale"], job["architecture"]
+    data = gt_world(scale, seed=job["seed"])
+    d_sae = int(job["ratio"] * data.cfg.n_features)
+    if arch == "relu":
+        cfg = gt_sae_config(scale, d_sae, GT_MAIN["l1_coefficient"], job["steps"], seed=job["seed"])
+    else:
+        cfg = gt_variant_config(scale, arch, d_sae, job["steps"], seed=job["seed"])
+    task, _ = train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
+    scores = gt_evaluate(task.params, task.cfg, data, scale, seed=job["eval_seed"])
+    return {**scores, "steps": cfg.steps, "seconds": time.perf_counter() - t0}
+
 # On the MLP activations (lesson 06's stores): each architecture's sparsity settings for the frontier, and
 # the budget of every frontier run (l1_coefficient: the settings; any other entry: a fixed option). TopK's
 # and BatchTopK's k are not listed: the lesson sets them to the L0 the paper's recipe reaches at each of

@@ -75,6 +75,8 @@ class SAEConfig:
     seed: int = 0
     # the later variants' options (sae_variants.py; each variant reads only its own, see Variant.options)
     k: int = 32  # topk, batchtopk: active latents per input (batchtopk: on average over the batch)
+    k_anneal: float = 0.0  # topk, batchtopk: k falls linearly from k_start to k over this fraction of the run
+    k_start: int = 64  # topk, batchtopk: k at step 0 when k_anneal > 0
     aux_k: int = 64  # AuxK: dead latents asked to reconstruct the residual, per input
     aux_coefficient: float = 1 / 32  # AuxK: its weight in the loss
     threshold_decay: float = 0.999  # batchtopk: the running average of the inference threshold
@@ -121,6 +123,10 @@ class SAEConfig:
             if not isinstance(v, (int, np.integer)) or not 1 <= v <= top:
                 raise ValueError(f"{name} must be an integer in [1, d_sae={self.d_sae}], got {v!r}")
             object.__setattr__(self, name, int(v))
+        if not 0 <= self.k_anneal < 1 or (self.k_anneal > 0 and not (isinstance(self.k_start, (int, np.integer))
+                                                                        and self.k <= self.k_start <= self.d_sae)):
+            raise ValueError(f"need k_anneal in [0, 1) and, when it is on, an integer k_start in [k, d_sae]; got "
+                             f"k_anneal={self.k_anneal}, k_start={self.k_start!r}, k={self.k}, d_sae={self.d_sae}")
         if not self.aux_coefficient >= 0 or not 0 <= self.threshold_decay < 1:
             raise ValueError(f"need aux_coefficient >= 0 and threshold_decay in [0, 1), got {self.aux_coefficient}, "
                              f"{self.threshold_decay}")
@@ -140,6 +146,13 @@ class SAEConfig:
         """The penalty coefficient of `step`: rising linearly from 0 over the first l1_warmup of the run."""
         warm = self.l1_warmup * self.steps
         return self.l1_coefficient * min(1.0, (step + 1) / warm) if warm >= 1 else self.l1_coefficient
+
+    def k_at(self, step):
+        """TopK's k at `step`: falling linearly from k_start to k over the first k_anneal of the run, then k."""
+        span = self.k_anneal * self.steps
+        if span < 1:
+            return self.k
+        return int(round(self.k_start + (self.k - self.k_start) * min(1.0, step / span)))
 
     def lr_at(self, step):
         """The learning rate of `step`: constant, then (optionally) a linear decay to 0 at the end."""
@@ -300,7 +313,8 @@ class Architecture(NamedTuple):
 
 
 ARCHITECTURES = {"relu": Architecture(encode_relu_forward, encode_relu_backward, l1_forward, l1_backward)}
-VARIANT_OPTIONS = ("k", "aux_k", "aux_coefficient", "threshold_decay", "bandwidth", "init_threshold", "l1_warmup")
+VARIANT_OPTIONS = ("k", "k_anneal", "k_start", "aux_k", "aux_coefficient", "threshold_decay", "bandwidth",
+                   "init_threshold", "l1_warmup")
 
 
 def variant_of(cfg):
@@ -586,7 +600,7 @@ class SAETask:
         """One step of a later variant (sae_variants.py): its own step math, the shared Adam and bookkeeping;
         the decoder constraint only where the variant keeps it. Returns (loss, mse, penalty, l0)."""
         v, cfg, params = self.variant, self.cfg, self.params
-        train = sae_variants.Train(cfg.l1_at(step), self.dead())
+        train = sae_variants.Train(cfg.l1_at(step), self.dead(), cfg.k_at(step))
         terms, grads, fired = v.step(v, params, self.next_batch(), cfg, train, self.buffers, step)
         if v.unit_norm:
             project_decoder_grad(params["W_dec"], grads["W_dec"])

@@ -220,11 +220,12 @@ def auxk_backward(dloss, cache):
 
 
 class Train(NamedTuple):
-    """What a training step knows beyond the batch: the penalty coefficient of this step (warm-up) and
-    the latents dead so far ([d_sae] bool, for AuxK)."""
+    """What a training step knows beyond the batch: the penalty coefficient of this step (warm-up), the
+    latents dead so far ([d_sae] bool, for AuxK) and TopK's k of this step (None: cfg.k; see k_anneal)."""
 
     l1_coefficient: float
     dead: np.ndarray
+    k: int | None = None
 
 
 def _output(x_hat, f, mse, penalty):
@@ -274,9 +275,13 @@ def _topk_model_forward(params, x, cfg, train, select):
     return _output(x_hat, f, mse, aux), TopKCache(enc_cache, sel_cache, dec_cache, mse_cache, aux_cache)
 
 
+def _k(cfg, train):
+    return cfg.k if train is None or train.k is None else train.k
+
+
 def topk_forward_model(params, x, cfg, train=None):
     """x [B, d_in] -> (SAEOutput, cache). The penalty term is AuxK's (training, with dead latents) or 0."""
-    return _topk_model_forward(params, x, cfg, train, lambda pre: topk_forward(pre, cfg.k))
+    return _topk_model_forward(params, x, cfg, train, lambda pre: topk_forward(pre, _k(cfg, train)))
 
 
 def batchtopk_forward_model(params, x, cfg, train=None):
@@ -284,7 +289,7 @@ def batchtopk_forward_model(params, x, cfg, train=None):
     if train is None:
         select = lambda pre: threshold_forward(pre, params["threshold"])  # noqa: E731
     else:
-        select = lambda pre: batchtopk_forward(pre, cfg.k)  # noqa: E731
+        select = lambda pre: batchtopk_forward(pre, _k(cfg, train))  # noqa: E731
     return _topk_model_forward(params, x, cfg, train, select)
 
 
@@ -537,7 +542,7 @@ def topk_step(variant, params, x, cfg, train, buf, step):
     if buf is None:
         return dense_step(variant, params, x, cfg, train, buf, step)
     return _sparse_topk_step(params, x, cfg, train, buf,
-                             lambda pre: K.topk_csr(pre, params["b_enc"], cfg.k, buf.all_latents))
+                             lambda pre: K.topk_csr(pre, params["b_enc"], _k(cfg, train), buf.all_latents))
 
 
 def batchtopk_step(variant, params, x, cfg, train, buf, step):
@@ -552,7 +557,7 @@ def batchtopk_step(variant, params, x, cfg, train, buf, step):
         kept = {}
 
         def select(pre):
-            indptr, idx, val, _ = batch_csr(pre, params["b_enc"], cfg.k, buf)
+            indptr, idx, val, _ = batch_csr(pre, params["b_enc"], _k(cfg, train), buf)
             kept["min"] = val.min() if len(val) else 0.0
             return indptr, idx, val
 
@@ -562,6 +567,144 @@ def batchtopk_step(variant, params, x, cfg, train, buf, step):
     w = (1 - beta) / (1 - beta ** (step + 1))
     params["threshold"] += w * (smallest - params["threshold"])
     return terms, grads, fired
+
+
+def _csr_rows(indptr):
+    """[nnz] the row of each CSR entry."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def _sub_csr(rows, keep, B):
+    """The indptr [B + 1] of the entries of a CSR (rows [nnz]) where `keep` [nnz] holds."""
+    indptr = np.zeros(B + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=B), out=indptr[1:])
+    return indptr
+
+
+def _per_latent(idx, weights, d_sae, out=None):
+    """sum over the entries of each latent of `weights` [nnz] (None: count them) -> [d_sae]."""
+    s = np.bincount(idx, weights=weights, minlength=d_sae)
+    if out is None:
+        return s
+    out[...] = s
+    return out
+
+
+class PairBuffers(S.Buffers):
+    """sae.Buffers plus a second reconstruction (Gated's auxiliary one) and a spare [d_sae]."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        dt, B = cfg.dtype, cfg.batch_size
+        self.x_aux, self.dx_aux = (np.empty((B, cfg.d_in), dt) for _ in range(2))
+        self.sq_err_aux = np.empty(B, np.float64)
+        self.spare = np.empty(cfg.d_sae, dt)
+
+
+def _too_dense(nnz, buf, cfg):
+    return nnz > cfg.sparse_below * buf.pre.size
+
+
+def recipe2024_step(variant, params, x, cfg, train, buf, step):
+    """The 2024 recipe over the active latents only (kernels/sae.py, as the paper's sparse step), dense while
+    more than cfg.sparse_below of the entries fire. The weighted L1 adds lambda ||W_dec[j]|| / B to each
+    active entry's df and (lambda / B) sum_b f[b, j] W_dec[j] / ||W_dec[j]|| to dW_dec[j]."""
+    if buf is None:
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    W_dec, B, d_sae = params["W_dec"], x.shape[0], cfg.d_sae
+    xs = np.multiply(x, params["input_scale"], out=buf.x_bar)  # [B, d_in] the scaled input (W_enc's input)
+    np.matmul(xs, params["W_enc"], out=buf.pre)  # [B, d_sae]
+    counts = K.active_counts(buf.pre, params["b_enc"])
+    if _too_dense(counts.sum(), buf, cfg):
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    indptr, idx, val = K.relu_csr(buf.pre, params["b_enc"], counts)
+    lam, g = train.l1_coefficient, buf.grads
+    norms = np.linalg.norm(W_dec, axis=1)  # [d_sae]
+    dval = np.empty_like(val)
+    scale = x.dtype.type(2.0 / x.size)
+    K.decode_rows(indptr, idx, val, W_dec, params["b_dec"], xs, scale, x.dtype.type(0), buf.x_hat, buf.dx_hat, dval,
+                  buf.sq_err)
+    dval += (lam / B * norms).astype(val.dtype)[idx]  # the weighted L1's df where f > 0
+    colptr, rows, perm = K.csr_to_csc(indptr, idx, d_sae)
+    K.latent_grads(colptr, rows, perm, val, dval, xs, buf.dx_hat, g["W_enc"], g["b_enc"], g["W_dec"])
+    f_sum = _per_latent(idx, val, d_sae)  # [d_sae] sum_b f[b, j]
+    g["W_dec"] += (lam / B * f_sum / norms).astype(val.dtype)[:, None] * W_dec  # d ||w|| / d w = w / ||w||
+    np.sum(buf.dx_hat, axis=0, out=g["b_dec"])  # b_dec is added after decoding only
+    mse, l1 = float(buf.sq_err.sum() / x.size), float(lam * (f_sum @ norms) / B)
+    grads = {k: g[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    return (mse + l1, mse, l1, len(val) / B), grads, np.diff(colptr) > 0
+
+
+def gated_step(variant, params, x, cfg, train, buf, step):
+    """Gated over the open gates only (pi_gate > 0: where f, the L1 term and the auxiliary reconstruction
+    live), dense while more than cfg.sparse_below of the gates are open. The kernels decode twice: f through
+    the decoder (df at every open gate), and ReLU(pi_gate) through the frozen copy (its df plus lambda / B)."""
+    if buf is None:
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    W_dec, b_dec, B, d_sae = params["W_dec"], params["b_dec"], x.shape[0], cfg.d_sae
+    np.subtract(x, b_dec, out=buf.x_bar)
+    u_all = np.matmul(buf.x_bar, params["W_enc"], out=buf.pre)  # [B, d_sae] u, shared by both paths
+    counts = K.active_counts(u_all, params["b_gate"])
+    if _too_dense(counts.sum(), buf, cfg):
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    indptr, idx, gate = K.relu_csr(u_all, params["b_gate"], counts)  # ReLU(pi_gate) at the open gates
+    u = u_all[_csr_rows(indptr), idx]  # [nnz]
+    scale = np.exp(params["r_mag"])  # [d_sae]
+    f = np.maximum(u * scale[idx] + params["b_mag"][idx], 0)  # ReLU(pi_mag) where the gate is open
+    lam, g, dt = train.l1_coefficient, buf.grads, x.dtype.type
+    df, dgate = np.empty_like(f), np.empty_like(gate)
+    K.decode_rows(indptr, idx, f, W_dec, b_dec, x, dt(2.0 / x.size), dt(0), buf.x_hat, buf.dx_hat, df, buf.sq_err)
+    K.decode_rows(indptr, idx, gate, W_dec, b_dec, x, dt(2.0 / x.size), dt(lam / B), buf.x_aux, buf.dx_aux, dgate,
+                  buf.sq_err_aux)  # the frozen copy: only dgate is used
+    dmag = np.where(f > 0, df, 0)  # [nnz] d pi_mag
+    du = dgate + dmag * scale[idx]
+    colptr, rows, perm = K.csr_to_csc(indptr, idx, d_sae)
+    K.latent_grads(colptr, rows, perm, f, du, buf.x_bar, buf.dx_hat, g["W_enc"], buf.spare, g["W_dec"])
+    np.subtract(buf.dx_hat.sum(axis=0), params["W_enc"] @ buf.spare, out=g["b_dec"])  # buf.spare: sum_b du
+    _per_latent(idx, dgate, d_sae, g["b_gate"])
+    _per_latent(idx, dmag, d_sae, g["b_mag"])
+    g["r_mag"][...] = _per_latent(idx, dmag * u, d_sae) * scale
+    mse, aux = float(buf.sq_err.sum() / x.size), float(buf.sq_err_aux.sum() / x.size)
+    penalty = lam * float(gate.sum(dtype=np.float64)) / B + aux
+    fired = _per_latent(idx[f > 0], None, d_sae) > 0
+    grads = {k: g[k] for k in ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")}
+    return (mse + penalty, mse, penalty, np.count_nonzero(f) / B), grads, fired
+
+
+def jumprelu_step(variant, params, x, cfg, train, buf, step):
+    """JumpReLU over the entries above theta - 3/4 bandwidth only (the active ones, pi > theta, and those
+    within half a bandwidth below theta, which the threshold's pseudo-derivatives also read), dense while
+    more than cfg.sparse_below of the entries are there. pi is recomputed at those entries exactly as the
+    dense forward computes it, so the same entries pass the same tests."""
+    if buf is None:
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    W_dec, B, d_sae, eps = params["W_dec"], x.shape[0], cfg.d_sae, cfg.bandwidth
+    np.matmul(x, params["W_enc"], out=buf.pre)  # [B, d_sae] pi - b_enc (no b_dec subtracted)
+    theta = np.exp(params["log_threshold"])  # [d_sae]
+    low = (params["b_enc"] - theta + 0.75 * eps).astype(x.dtype)  # a margin past the band's lower edge
+    counts = K.active_counts(buf.pre, low)
+    if _too_dense(counts.sum(), buf, cfg):
+        return dense_step(variant, params, x, cfg, train, buf, step)
+    cand_ptr, cidx, _ = K.relu_csr(buf.pre, low, counts)
+    rows = _csr_rows(cand_ptr)
+    pi = buf.pre[rows, cidx] + params["b_enc"][cidx]  # [n_cand], as affine_forward computes it
+    on = pi > theta[cidx]
+    near = np.abs(pi - theta[cidx]) < eps / 2  # rectangle((pi - theta) / eps)
+    indptr, idx, val = _sub_csr(rows, on, B), cidx[on], pi[on]
+    lam, g = train.l1_coefficient, buf.grads
+    dval = np.empty_like(val)
+    K.decode_rows(indptr, idx, val, W_dec, params["b_dec"], x, x.dtype.type(2.0 / x.size), x.dtype.type(0),
+                  buf.x_hat, buf.dx_hat, dval, buf.sq_err)
+    colptr, crows, perm = K.csr_to_csc(indptr, idx, d_sae)
+    K.latent_grads(colptr, crows, perm, val, dval, x, buf.dx_hat, g["W_enc"], g["b_enc"], g["W_dec"])
+    np.sum(buf.dx_hat, axis=0, out=g["b_dec"])
+    nb, nj = rows[near], cidx[near]
+    df_near = np.einsum("ij,ij->i", buf.dx_hat[nb], W_dec[nj])  # df at the entries near theta, on or off
+    dtheta = -(theta / eps) * _per_latent(nj, df_near, d_sae) - lam / B / eps * _per_latent(nj, None, d_sae)
+    g["log_threshold"][...] = dtheta * theta  # theta = exp(log_threshold)
+    mse, l0 = float(buf.sq_err.sum() / x.size), len(val) / B
+    grads = {k: g[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold")}
+    return (mse + lam * l0, mse, lam * l0, l0), grads, np.diff(colptr) > 0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -589,15 +732,18 @@ class Variant(NamedTuple):
 
 VARIANTS = {
     "topk": Variant(topk_init, topk_forward_model, topk_backward_model, topk_step,
-                    options=("k", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers),
+                    options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers),
     "batchtopk": Variant(batchtopk_init, batchtopk_forward_model, topk_backward_model, batchtopk_step,
-                         options=("k", "aux_k", "aux_coefficient", "threshold_decay"), buffers=("threshold",),
+                         options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient", "threshold_decay"),
+                         buffers=("threshold",),
                          sparse_buffers=TopKBuffers),
-    "jumprelu": Variant(jumprelu_init, jumprelu_forward_model, jumprelu_backward_model,
-                        options=("bandwidth", "init_threshold", "l1_warmup")),
-    "gated": Variant(gated_init, gated_forward_model, gated_backward_model, options=("l1_warmup",)),
-    "anthropic2024": Variant(recipe2024_init, recipe2024_forward_model, recipe2024_backward_model,
-                             options=("l1_warmup",), buffers=("input_scale",), unit_norm=False),
+    "jumprelu": Variant(jumprelu_init, jumprelu_forward_model, jumprelu_backward_model, jumprelu_step,
+                        options=("bandwidth", "init_threshold", "l1_warmup"), sparse_buffers=S.Buffers),
+    "gated": Variant(gated_init, gated_forward_model, gated_backward_model, gated_step, options=("l1_warmup",),
+                     sparse_buffers=PairBuffers),
+    "anthropic2024": Variant(recipe2024_init, recipe2024_forward_model, recipe2024_backward_model, recipe2024_step,
+                             options=("l1_warmup",), buffers=("input_scale",), unit_norm=False,
+                             sparse_buffers=S.Buffers),
 }
 # the recipe each variant was published with, beyond its definition (pipeline.variant_config applies it)
 RECIPES = {"anthropic2024": dict(l1_warmup=0.05, lr_decay_start=0.8)}
