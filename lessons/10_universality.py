@@ -208,14 +208,10 @@ lesson.savefig(plots.real_vs_shuffled(NAMED, [rows[l]["label_r"] for l in NAMED]
 
 # %%
 present = np.bincount(np.asarray(corpus.split("train").tokens), minlength=cfg.d_vocab) > 0
+det = report_a.families["detail"]["pearson"]
 chains = {}
 for script in ("arabic", "hebrew"):
-    det = report_a.families["detail"]["pearson"]
     lead, cont = (int(np.argmax(det[report_a.names["detail"].index(f"{script}_{part}")])) for part in ("lead", "cont"))
-    if lead == cont or rows[script]["tokens"] == 0:
-        print(f"{script}: no chain (features {lead} and {cont}) at this scale")
-        chains[script] = []
-        continue
     acts = src_a.activations(0, len(val_a), [lead, cont])  # [N, 2]
     print(f"\n{script}: lead-byte feature {lead}, continuation-byte feature {cont}")
     links = []
@@ -224,9 +220,9 @@ for script in ("arabic", "hebrew"):
         w = features.logit_weights(params_a, cfg, sae_a["W_dec"][p])
         reads = universality.read_bytes(tokens, acts[:, iq], cfg.d_vocab)
         pct = universality.promoted_percentile(w, reads, present)
-        raw = [text.token_text(t) for t, _ in features.top_logits(w, 5)[0]]
+        raw = [shown for shown, _ in features.top_logits(w, 5)[0]]
         kept = np.flatnonzero(present)[np.argsort(-w[present], kind="stable")[:8]]
-        reads_top = np.argsort(-reads, kind="stable")[:5]
+        reads_top = [t for t in np.argsort(-reads, kind="stable")[:5] if reads[t] > 0]
         print(f"  {p} -> {q}: {share:.0%} of feature {q}'s {n_q:,} firings follow one of feature {p}'s "
               f"({onward:.0%} of {p}'s firings are followed by {q})")
         print(f"    {q} reads: " + ", ".join(f"{text.token_text(t)} {reads[t]:.0%}" for t in reads_top))
@@ -234,6 +230,9 @@ for script in ("arabic", "hebrew"):
               f"{' '.join(text.token_text(t) for t in kept)}")
         print(f"    the bytes {q} reads sit at percentile {pct:.2f} of {p}'s logit weights")
         links.append({"from": p, "to": q, "share": share, "percentile": pct})
+    if lead == cont or rows[script]["tokens"] == 0:  # possible at smoke scale
+        print(f"  (one feature, or no {script} bytes held out at this scale: not a chain)")
+        links = []
     chains[script] = links
 
 # %% [markdown]
