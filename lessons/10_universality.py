@@ -132,6 +132,19 @@ lesson.savefig(plots.best_match_histograms(f_r, n_r), "best_match.png",
 # %%
 report_a = scores.analyse_units(src_a)
 report_b = scores.analyse_units(src_b, families=("context",))
+start = pipeline.sae_task(lesson.scale, train_a, seed=lesson.seed).params["W_dec"]
+unmoved = np.sum(sae_a["W_dec"] * start, axis=1) > 0.9  # [d_sae] decoder row within cosine 0.9 of its start
+def median_of(mask):
+    return f"{np.median(best_r[mask]):.2f}" if mask.any() else "-"
+
+
+print("model A's features by density on the held-out tokens: how many, median best match in B")
+for lo, hi in ((0, 1e-4), (1e-4, 1e-3), (1e-3, 1.0)):
+    band = feat.alive_a & (report_a.density > lo) & (report_a.density <= hi)
+    print(f"  density in ({lo:g}, {hi:g}]: {band.sum():5d} features, median best match {median_of(band)}")
+print(f"  never left their random start (lesson 06): {unmoved.sum()} features, median best match "
+      f"{median_of(unmoved & feat.alive_a)}; the others {median_of(~unmoved & feat.alive_a)} (neurons {np.median(n_r):.2f})")
+
 rows = {}
 print(f"{'context':>8} {'tokens':>7} | {'A feature':>9} {'r label':>7} | {'match in B':>10} {'r':>4} {'[paper]':>7} | "
       f"{'B best':>6} {'r label':>7}")
