@@ -32,10 +32,11 @@ LESSONS = {  # name: (figures it must write, number of checks)
                                   "feature_browser.html"], 10),
     "08_steering_and_splitting": (["pinned_sampling.png", "dna_family.png"], 8),
     "09_beyond_the_paper": (["ground_truth.png", "frontier.png"], 19),
+    "10_universality": (["best_match.png", "real_vs_shuffled.png"], 9),
 }
 # checks that do not depend on scale (scale_free=True), which PASS at smoke scale too
 SCALE_FREE = {"02_sparse_autoencoder": 1, "04_transformer_by_hand": 8, "05_train_transformer": 1, "06_sae_on_transformer": 1,
-              "09_beyond_the_paper": 3}
+              "09_beyond_the_paper": 3, "10_universality": 1}
 
 
 def run(args, timeout):
@@ -92,7 +93,7 @@ def test_reproduce_report_and_reuse(smoke):
     assert report.splitlines()[2].startswith(f"**{n_free} PASS, 0 FAIL, {n_all - n_free} SKIP**"), report[:400]
     assert re.search(r"^\| numba +\| \d", report, re.M) and "| commit " in report and "## Stages" in report
     # progress without a terminal: a line when each loop ends, with its rate, and the same in the log
-    assert re.search(r"^  \[6/9\] sae: (\d+)/\1 step \(100%\), [\d,.]+ step/s, done in", first.stdout, re.M), \
+    assert re.search(r"^  \[6/10\] sae: (\d+)/\1 step \(100%\), [\d,.]+ step/s, done in", first.stdout, re.M), \
         first.stdout[-3000:]
     assert "progress: transformer: " in (runs / "smoke" / "logs" / "05_train_transformer.log").read_text()
     # what each stage trained, with its throughput, in report.md's table and in the closing lines

@@ -58,11 +58,36 @@ SIZES = {
 }
 
 
-def _sizes(scale):
-    """SIZES[scale] with the settings in force (settings.ACTIVE: `--set section.field=value`) on top."""
+# Lesson 10's second transformer (another model seed, the same corpus) and its shuffled-weights baseline: the
+# sizes that differ from the first model's, for each scale. A second model as long-trained as the first
+# (9,000 steps: 15-20 minutes on 2 cores) would double the main job's time for lessons 05-06, so at default
+# it trains 2,000 steps (a fifth of the tokens), reads 2M activations and trains its SAE 3,000 steps;
+# `full` trains it exactly as the first. docs/experiments.md records what the sizes cost and give.
+SECOND = {
+    "smoke": dict(),
+    "default": dict(train=dict(steps=2000, eval_every=0), harvest=dict(train=2_000_000), sae=dict(steps=3000)),
+    "full": dict(),
+}
+
+
+def _sizes(scale, second=False):
+    """SIZES[scale] with the settings in force (settings.ACTIVE: `--set section.field=value`) on top, and for
+    lesson 10's second models (`second`) SECOND[scale] on top of those."""
     if scale not in SIZES:
         raise ValueError(f"scale must be one of {sorted(SIZES)}, got {scale!r}")
-    return {section: {**values, **settings.ACTIVE.get(section, {})} for section, values in SIZES[scale].items()}
+    sizes = {section: {**values, **settings.ACTIVE.get(section, {})} for section, values in SIZES[scale].items()}
+    if second:
+        sizes = {section: {**values, **SECOND[scale].get(section, {})} for section, values in sizes.items()}
+    return sizes
+
+
+def second_tag(model, scale):
+    """'' for the first model; '-<model>-<key>' for a second one (model: 'm<seed>' or 'shuffled'), the key
+    naming SECOND[scale], so that changed sizes name new files."""
+    if model is None:
+        return ""
+    key = settings.key(SECOND[scale])
+    return f"-{model}" + (f"-{key}" if key else "")
 
 
 def settings_tag(*sections):
@@ -87,62 +112,71 @@ def corpus_config(scale, seed=0):
     return CorpusConfig(**{**_sizes(scale)["corpus"], "seed": seed})
 
 
-def transformer_configs(scale, seed=0):
-    """(TransformerConfig, TrainConfig) for a scale."""
-    sizes = _sizes(scale)
+def transformer_configs(scale, seed=0, model_seed=None):
+    """(TransformerConfig, TrainConfig) for a scale. model_seed: lesson 10's second transformer, whose
+    initial weights and batches come from model_seed instead of seed, trained at SECOND's sizes."""
+    sizes = _sizes(scale, second=model_seed is not None)
+    seed = seed if model_seed is None else model_seed
     return tr.TransformerConfig(**sizes["model"]), tr.TrainConfig(**{"batch": 32, **sizes["train"], "seed": seed})
 
 
-def sae_config(scale, d_in, d_sae=None, seed=0):
+def sae_config(scale, d_in, d_sae=None, seed=0, second=False):
     """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, as A/1; another
     d_sae keeps everything else, as the paper's A/0..A/5 share their L1 coefficient).
     Resampling: every 5% of the run through its first half, for latents silent over the last 2%
-    (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps)."""
+    (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps).
+    second: lesson 10's SAE of a second model (the same recipe, SECOND's number of steps)."""
     recipe = dict(lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)), dead_window=0.02, resample_batches=25)
-    sizes = {**recipe, **_sizes(scale)["sae"], **({} if d_sae is None else {"d_sae": d_sae})}
+    sizes = {**recipe, **_sizes(scale, second)["sae"], **({} if d_sae is None else {"d_sae": d_sae})}
     return sae.SAEConfig(**sizes, d_in=d_in, seed=seed)
 
 
-def get_transformer(scale, cache, progress=None, seed=0):
+def get_transformer(scale, cache, progress=None, seed=0, model_seed=None):
     """(corpus, params, cfg, task, result): the corpus and the trained transformer, cached in `cache`
-    (one cache folder per scale and seed: see tinymono.lesson.run_folder)."""
+    (one cache folder per scale and seed: see tinymono.lesson.run_folder). model_seed: lesson 10's second
+    transformer on the same corpus (transformer_configs), cached beside the first as
+    transformer-m<model_seed>-<key>.npz."""
     cache = Path(cache)
     corpus = get_corpus(corpus_config(scale, seed), cache, progress=progress is not False)
-    cfg, train_cfg = transformer_configs(scale, seed)
+    cfg, train_cfg = transformer_configs(scale, seed, model_seed)
     task = tr.TransformerTask(cfg, train_cfg, corpus)
-    name = f"transformer{settings_tag('corpus', 'model', 'train')}.npz"
+    model = None if model_seed is None else f"m{model_seed}"
+    name = f"transformer{second_tag(model, scale)}{settings_tag('corpus', 'model', 'train')}.npz"
     result = train(task, train_cfg.steps, chunk_steps=100, checkpoint=cache / name,
-                   progress=progress, desc="transformer")
+                   progress=progress, desc="transformer" if model is None else f"transformer {model}")
     return corpus, task.params, cfg, task, result
 
 
-def get_stores(scale, cache, corpus, params, cfg, progress=None):
-    """(train_store, val_store): the MLP activations over the first tokens of each split (float16)."""
-    sizes = _sizes(scale)["harvest"]
+def get_stores(scale, cache, corpus, params, cfg, progress=None, model=None):
+    """(train_store, val_store): the MLP activations over the first tokens of each split (float16). model:
+    a second model of lesson 10 ('m<seed>', 'shuffled'): its stores, at SECOND's sizes."""
+    sizes = _sizes(scale, second=model is not None)["harvest"]
     stores = []
     for split in ("train", "val"):
         n = min(sizes[split], len(corpus.split(split).tokens))
-        name = f"acts_{split}{settings_tag('corpus', 'model', 'train', 'harvest')}"
+        name = f"acts_{split}{second_tag(model, scale)}{settings_tag('corpus', 'model', 'train', 'harvest')}"
         stores.append(activations.harvest(params, cfg, corpus, Path(cache) / name, split=split,
                                           n_tokens=n, dtype="float16", progress=progress))
     return tuple(stores)
 
 
-def sae_task(scale, train_store, d_sae=None, seed=0):
-    """The SAE's training task on shuffled batches of the training store, at its (deterministic) start."""
-    cfg = sae_config(scale, train_store.acts.shape[1], d_sae, seed)
+def sae_task(scale, train_store, d_sae=None, seed=0, second=False):
+    """The SAE's training task on shuffled batches of the training store, at its (deterministic) start.
+    second: lesson 10's SAEs of a second model (the same recipe at SECOND's number of steps)."""
+    cfg = sae_config(scale, train_store.acts.shape[1], d_sae, seed, second)
     return sae.SAETask(cfg, batches.ShuffledBatches(train_store, seed=cfg.seed))
 
 
-def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0):
+def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0, model=None):
     """(params, cfg, task, result): the SAE trained on shuffled batches of the training store. d_sae: a
-    dictionary of another size on the same recipe and data (lesson 08), cached beside the main one."""
-    task = sae_task(scale, train_store, d_sae, seed)
+    dictionary of another size on the same recipe and data (lesson 08), cached beside the main one.
+    model: the SAE of a second model of lesson 10 (its stores: get_stores(..., model=model))."""
+    task = sae_task(scale, train_store, d_sae, seed, second=model is not None)
     main = d_sae in (None, _sizes(scale)["sae"]["d_sae"])
-    tag = settings_tag("corpus", "model", "train", "harvest", "sae")
+    tag = second_tag(model, scale) + settings_tag("corpus", "model", "train", "harvest", "sae")
     name = f"sae{tag}.npz" if main else f"sae_{d_sae}{tag}.npz"
-    result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress,
-                   desc="sae" if main else f"sae {d_sae}")
+    desc = ("sae" if main else f"sae {d_sae}") + ("" if model is None else f" {model}")
+    result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress, desc=desc)
     return task.params, task.cfg, task, result
 
 

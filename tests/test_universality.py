@@ -1,0 +1,150 @@
+"""Lesson 10's measurements: the streamed correlation of two sets of units against np.corrcoef (constant
+columns included), the shuffled weights, and the follow share of a feature chain on hand-made rows."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinymono import pipeline, universality
+
+
+class Matrix:
+    """A unit source over an activation matrix in memory (what features.NeuronSource gives from a store)."""
+
+    def __init__(self, X):
+        self.X = np.asarray(X, dtype=np.float32)
+        self.n_rows, self.n_units = self.X.shape
+
+    def activations(self, lo, hi, units=None):
+        return self.X[lo:hi] if units is None else self.X[lo:hi][:, units]
+
+
+def sparse_relu(rng, n, u, density, scale=1.0, offset=0.0):
+    return (np.maximum(rng.normal(size=(n, u)), 0) * (rng.random((n, u)) < density) * scale + offset).astype(np.float32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 300), block=st.integers(1, 64),
+       ua=st.integers(1, 6), ub=st.integers(1, 6), offset=st.sampled_from([0.0, 50.0]),
+       density=st.sampled_from([0.02, 0.5]), sparse_below=st.sampled_from([0.0, 1.01]))
+def test_streamed_correlation_equals_corrcoef(seed, n, block, ua, ub, offset, density, sparse_below):
+    """Any block size, through the dense path (sparse_below 0) or the sparse one (1.01: every block), gives
+    np.corrcoef's numbers; a large shared offset (a neuron that is always on) must not cost digits, which
+    raw float32 sums of squares would lose."""
+    rng = np.random.default_rng(seed)
+    XA, XB = sparse_relu(rng, n, ua, density, offset=offset), sparse_relu(rng, n, ub, density, offset=offset)
+    XB[:, 0] += XA[:, 0]  # one correlated pair
+    got = universality.correlate(Matrix(XA), Matrix(XB), block_rows=block, sparse_below=sparse_below)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = np.corrcoef(XA.T.astype(np.float64), XB.T.astype(np.float64))[:ua, ua:]
+    alive = got.alive_a[:, None] & got.alive_b[None, :]
+    assert np.allclose(got.r[alive], want[alive], atol=2e-5), \
+        f"streamed r differs from np.corrcoef by {np.max(np.abs(got.r[alive] - want[alive])):.2e}: check Chan's merge " \
+        "(co-moment of the centred block plus outer(delta_a, delta_b) * n_seen * b / n_total)"
+    assert got.n_rows == n and np.isfinite(got.r).all()
+
+
+def test_constant_columns_correlate_zero_and_are_not_alive():
+    """A latent that never fires (all zeros) or a unit stuck at one value has no correlation: 0, never NaN,
+    and it is marked not alive so a distribution of best matches can leave it out."""
+    rng = np.random.default_rng(0)
+    XA = sparse_relu(rng, 500, 4, 0.3)
+    XA[:, 1] = 0.0  # dead latent
+    XA[:, 3] = 2.5  # constant
+    XB = sparse_relu(rng, 500, 3, 0.3)
+    XB[:, 2] = 0.0
+    got = universality.correlate(Matrix(XA), Matrix(XB), block_rows=77)
+    assert got.alive_a.tolist() == [True, False, True, False] and got.alive_b.tolist() == [True, True, False]
+    assert np.isfinite(got.r).all(), "a constant column must give 0, not NaN"
+    assert np.all(got.r[[1, 3]] == 0) and np.all(got.r[:, 2] == 0)
+    best, r = got.best_match()
+    assert r[1] == 0 and r[3] == 0 and np.isfinite(r).all()
+    assert got.best_match()[0][0] in (0, 1), "a dead unit of B must never be anyone's best match over a live one"
+
+
+def test_best_match_finds_the_planted_copy_among_shuffled_units():
+    rng = np.random.default_rng(1)
+    XA = sparse_relu(rng, 4000, 8, 0.05)
+    perm = rng.permutation(8)
+    XB = XA[:, perm] * 3.0 + rng.normal(scale=0.01, size=XA.shape).astype(np.float32)  # rescaled, noisy copies
+    best, r = universality.correlate(Matrix(XA), Matrix(XB), block_rows=1000).best_match()
+    assert np.array_equal(perm[best], np.arange(8)), "unit a's best match must be B's column holding a copy of a"
+    assert np.all(r > 0.99)
+
+
+def test_correlate_refuses_more_rows_than_the_sources_hold():
+    X = np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match="more than the sources hold"):
+        universality.correlate(Matrix(X), Matrix(X[:3]), n_rows=4)
+
+
+def test_shuffle_keeps_each_arrays_values_and_destroys_their_arrangement():
+    rng = np.random.default_rng(2)
+    rows = np.arange(64, dtype=np.float32)[:, None]  # planted structure: row i holds values near i
+    params = {"W_in": rows + rng.normal(size=(64, 256)).astype(np.float32),
+              "b_in": rng.normal(size=4096).astype(np.float32), "W_U": rng.normal(size=(32, 257)).astype(np.float32)}
+    shuffled = universality.shuffle_weights(params, seed=0)
+    for name, w in params.items():
+        s = shuffled[name]
+        assert s.shape == w.shape and s.dtype == w.dtype
+        assert np.array_equal(np.sort(s, axis=None), np.sort(w, axis=None)), f"{name}: not the same multiset of values"
+        assert np.mean(s == w) < 0.1, f"{name}: most entries stayed where they were"
+        assert abs(np.corrcoef(s.ravel(), w.ravel())[0, 1]) < 0.1, f"{name}: the arrangement survived"
+    spread = lambda w: w.mean(axis=1).std()  # noqa: E731  the rows' means: 18.5 planted, ~0.06 x 18.5 shuffled
+    assert spread(shuffled["W_in"]) < 0.1 * spread(params["W_in"]), "the planted row structure survived the shuffle"
+    again = universality.shuffle_weights(params, seed=0)
+    assert all(np.array_equal(again[k], shuffled[k]) for k in params), "a fixed seed must give the same shuffle"
+    assert not np.array_equal(universality.shuffle_weights(params, seed=1)["W_in"], shuffled["W_in"])
+    assert params["W_in"] is not shuffled["W_in"] and not np.shares_memory(params["W_in"], shuffled["W_in"])
+
+
+def test_follow_share_on_a_hand_made_chain():
+    # rows:   0  1  2  3  4  5  6  7  8  9
+    p = np.array([1, 0, 0, 2, 0, 1, 0, 0, 0, 1], np.float32)
+    q = np.array([0, 3, 0, 0, 1, 0, 0, 2, 0, 0], np.float32)
+    share, onward, n_q = universality.follow_share(p, q)
+    # q fires at rows 1, 4, 7; p fired on the row before at 0 and 3, not at 6: 2 of 3
+    # p fires at rows 0, 3, 5 (row 9 has no row after): followed by q after 0 and 3: 2 of 3
+    assert n_q == 3 and share == pytest.approx(2 / 3) and onward == pytest.approx(2 / 3)
+    assert universality.follow_share(p, np.zeros(10, np.float32)) == (0.0, 0.0, 0)
+    assert universality.follow_share(q, p)[0] == pytest.approx(1 / 3), "q at 4 precedes p at 5; q at 7 nothing"
+
+
+def test_follow_counts_agree_with_follow_share():
+    rng = np.random.default_rng(3)
+    A = sparse_relu(rng, 1000, 5, 0.3)
+    after, total = universality.follow_counts(A > 0, A[:, 2] > 0)
+    for k in range(5):
+        share, _, n = universality.follow_share(A[:, 2], A[:, k])
+        assert total[k] == n and after[k] / max(total[k], 1) == pytest.approx(share)
+
+
+def test_promoted_percentile_ranks_among_present_bytes():
+    weights = np.array([5.0, 1.0, 2.0, 3.0, 100.0])
+    present = np.array([True, True, True, True, False])  # byte 4 never occurs: left out
+    reads = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    assert universality.promoted_percentile(weights, reads, present) == pytest.approx(2 / 3)
+    reads = np.array([0.5, 0.5, 0.0, 0.0, 0.0])  # the top byte and the bottom one
+    assert universality.promoted_percentile(weights, reads, present) == pytest.approx(0.5)
+    assert universality.promoted_percentile(weights, np.eye(5)[4], present) == 0.0, "only present bytes count"
+
+
+def test_second_model_keeps_the_first_models_names_and_configs():
+    """Model A's cache files keep today's names (old caches still load); model B's carry its seed and
+    SECOND's key, and its configs differ from A's only in the seed and SECOND's sizes."""
+    import dataclasses
+
+    from tinymono import settings
+
+    cfg_a, train_a = pipeline.transformer_configs("default", seed=0)
+    cfg_b, train_b = pipeline.transformer_configs("default", seed=0, model_seed=1)
+    assert cfg_a == cfg_b
+    assert train_b == dataclasses.replace(train_a, seed=1, **pipeline.SECOND["default"]["train"])
+    assert pipeline.second_tag(None, "default") == ""
+    key = settings.key(pipeline.SECOND["default"])
+    assert pipeline.second_tag("m1", "default") == f"-m1-{key}" and pipeline.second_tag("m1", "full") == "-m1"
+    s_a = pipeline.sae_config("default", 128)
+    assert pipeline.sae_config("default", 128, seed=1, second=True) == dataclasses.replace(
+        s_a, seed=1, **pipeline.SECOND["default"]["sae"])
+    assert pipeline.transformer_configs("full", model_seed=3)[1] == dataclasses.replace(
+        pipeline.transformer_configs("full")[1], seed=3), "at full scale model B is trained as model A"
