@@ -297,3 +297,20 @@ def test_another_dictionary_size_keeps_the_recipe_and_its_own_checkpoint(smoke):
     cache = smoke[0] / "smoke" / "cache"
     sizes = {name: checkpoint.load(cache / name)[1]["config"]["d_sae"] for name in ("sae.npz", "sae_16.npz")}
     assert sizes == {"sae.npz": 512, "sae_16.npz": 16}
+
+
+def test_a_stage_imports_the_tinymono_that_runs_it(tmp_path, monkeypatch):
+    """A lesson runs as a child process; it must import this tinymono, not one found first elsewhere (here a
+    decoy package on PYTHONPATH, as another checkout or an installed copy would be)."""
+    from tinymono.reproduce import SOURCE_ROOT, run_stage
+
+    decoy = tmp_path / "decoy" / "tinymono"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(decoy.parent))
+    lesson = tmp_path / "99_which.py"
+    lesson.write_text("import tinymono\nprint('imported', tinymono.__file__)\n")
+    code, _, tail = run_stage(lesson, "smoke", tmp_path, tmp_path / "log")
+    assert code == 0, tail
+    imported = [line.split("imported ", 1)[1].strip() for line in tail if "imported " in line]
+    assert imported == [str(SOURCE_ROOT / "tinymono" / "__init__.py")], tail

@@ -38,7 +38,8 @@ from tinymono import progress, settings
 from tinymono.files import BadFile, DiskFullError, atomic_write, read_json, writing
 from tinymono.lesson import run_folder, write_settings
 
-LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding this tinymono package and its lessons
+LESSONS_DIR = SOURCE_ROOT / "lessons"
 
 
 def lessons():
@@ -114,6 +115,13 @@ def _close_log(fh):
         pass
 
 
+def child_path():
+    """PYTHONPATH for a stage: this tinymono's folder first, so that a lesson imports the package that runs
+    it (another checkout, or an installed copy, would otherwise win over it)."""
+    rest = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(SOURCE_ROOT)] + ([rest] if rest else []))
+
+
 LOG_PROGRESS_EVERY = 10.0  # seconds between a loop's progress lines in the log (and its first and last)
 
 
@@ -130,7 +138,7 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root),
            *settings.as_arguments(overrides or {})]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path()}
     tail = collections.deque(maxlen=TAIL_LINES)
     display = display or progress.Display(lesson.stem[:2])
     logged = {}  # a loop's description -> when its last progress line went to the log
