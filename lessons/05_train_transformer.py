@@ -30,7 +30,7 @@
 # generated context here is rare (1-2% of the bytes for each named one, 0.42% for each language), there
 # are 53 of them, and the MLP has 128 neurons. A language writes lowercase words over its own 8 of the 26
 # letters; the alphabets overlap, so no single letter gives a language away, and each next letter depends
-# on the language and the letter before it (an order-1 Markov chain: `corpus_sources.languages`).
+# on the language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`).
 #
 # This lesson builds the corpus, trains the model of lesson 04 through the shared training loop
 # (tinymono/train.py: progress bar, checkpoints, resume), and measures, per label, how close the model
@@ -44,7 +44,8 @@ import numpy as np
 
 from tinymono import pipeline, plots
 from tinymono import transformer as tr
-from tinymono.corpus import decode, get_corpus, ngram_bits_per_byte
+from tinymono.corpus import decode, ngram_bits_per_byte
+from tinymono.corpus_build import get_corpus
 from tinymono.corpus_sources import LANGUAGES, NAMED_CONTEXTS
 from tinymono.lesson import Lesson
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from tinymono import activations as act
 from tinymono import corpus as C
+from tinymono.corpus_sources import CONTEXT_NAMES
 from tinymono import sae
 from tinymono import transformer as tr
 from tinymono.batches import ShuffledBatches
@@ -25,12 +26,12 @@ TINY = tr.TransformerConfig(d_vocab=257, d_model=8, d_mlp=16, n_heads=2, d_head=
 def synthetic_corpus(n, seed=0, run=50):
     """A Corpus over random bytes whose context labels come in runs of `run` tokens (like documents)."""
     rng = np.random.default_rng(seed)
-    context = np.repeat(rng.integers(1, len(C.src.CONTEXT_NAMES), size=n // run + 1), run)[:n].astype(np.uint8)
+    context = np.repeat(rng.integers(1, len(CONTEXT_NAMES), size=n // run + 1), run)[:n].astype(np.uint8)
     tokens = rng.integers(0, 257, size=n).astype(np.uint16)
     detail = (3 * context + tokens % 3).astype(np.uint8)
     split = C.Split(tokens, context, detail, np.full(n, np.nan, np.float32))
-    meta = {"fingerprint": f"synthetic-{n}-{seed}-{run}", "context_names": list(C.src.CONTEXT_NAMES),
-            "detail_names": [f"detail{i}" for i in range(3 * len(C.src.CONTEXT_NAMES))]}
+    meta = {"fingerprint": f"synthetic-{n}-{seed}-{run}", "context_names": list(CONTEXT_NAMES),
+            "detail_names": [f"detail{i}" for i in range(3 * len(CONTEXT_NAMES))]}
     return C.Corpus(None, meta, split, split)
 
 

@@ -400,27 +400,28 @@ def test_clamp_hook_sets_the_feature_and_keeps_the_rest(lm):
 
 def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
     """The recognisers of pinned sampling against the corpus's own generators (ground truth: their labels)."""
+    from tinymono import corpus_generated as gen
     from tinymono import corpus_sources as cs
 
     rng = np.random.default_rng(0)
     for script in ("arabic", "hebrew"):  # exactly the bytes of letters, not the spaces and line ends
-        doc = cs.script_document(script, 3000, rng)
+        doc = gen.script_document(script, 3000, rng)
         letters = np.isin(doc.detail, [cs.DET[script + "_lead"], cs.DET[script + "_cont"]]).mean()
         assert text.written_share(np.frombuffer(doc.data, np.uint8), script) == pytest.approx(letters)
         broken = np.frombuffer(doc.data, np.uint8)[doc.detail == cs.DET[script + "_lead"]]  # lead bytes alone
         assert text.written_share(broken, script) == 0
-    dna = cs.dna_document(5000, rng)
+    dna = gen.dna_document(5000, rng)
     bases = (np.asarray(dna.detail) == cs.DET["dna_base"]).mean()
     assert bases - 0.02 <= text.written_share(np.frombuffer(dna.data, np.uint8), "dna") <= bases  # lines < 8 bases: rare
-    assert text.written_share(np.frombuffer(cs.hex_digest(40, rng).data, np.uint8), "hex") == 1.0
-    blob = np.frombuffer(cs.b64_random(600, rng, width=76).data, np.uint8)
+    assert text.written_share(np.frombuffer(gen.hex_digest(40, rng).data, np.uint8), "hex") == 1.0
+    blob = np.frombuffer(gen.b64_random(600, rng, width=76).data, np.uint8)
     assert text.written_share(blob, "base64") == pytest.approx((~np.isin(blob, list(b"\n="))).mean())
     code = np.frombuffer(cs.python_unit("py/json/encoder.py").seg.data, np.uint8)
     for label in text.RECOGNISERS:
         assert text.written_share(code, label) < 0.02, label
     assert text.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
     assert text.written_share(np.array(list(b"ACGTACGT") + [256]), "dna") == pytest.approx(8 / 9)  # and is a byte
-    digest, line = cs.hex_digest(32, rng).data, b"ACGTTGCA" * 3
+    digest, line = gen.hex_digest(32, rng).data, b"ACGTTGCA" * 3
     assert text.written_share(list(digest), "base64") == 0 and text.written_share(list(line), "base64") == 0  # look-alikes
     assert text.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
     with pytest.raises(ValueError, match="1-D"):

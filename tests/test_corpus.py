@@ -1,4 +1,4 @@
-"""Tests of the byte tokenizer and the labelled corpus (tinymono/corpus.py, corpus_sources.py)."""
+"""Tests of the byte tokenizer and the labelled corpus (tinymono/corpus.py, corpus_sources.py, corpus_generated.py, corpus_build.py)."""
 import ast
 import json
 import os
@@ -11,9 +11,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from tinymono import corpus_generated as gen
 from tinymono import corpus_sources as src
-from tinymono.corpus import (DOC_SEP, SEP_MARKER, SOURCES, VOCAB_SIZE, Corpus, CorpusConfig, Split, build_corpus,
-                             decode, decode_bytes, encode, get_corpus, load_corpus, ngram_bits_per_byte)
+from tinymono.corpus import (DOC_SEP, SEP_MARKER, SOURCES, VOCAB_SIZE, Corpus, CorpusConfig, Split, decode,
+                             decode_bytes, encode, load_corpus, ngram_bits_per_byte)
+from tinymono.corpus_build import build_corpus, get_corpus
 
 SMALL = dict(n_train_bytes=400_000, n_val_bytes=150_000)
 
@@ -84,10 +86,10 @@ def test_python_insertions_keep_files_valid():
     host = src.python_unit("py/textwrap.py")
     rng = np.random.default_rng(0)
     picks = rng.choice(len(host.anchors), size=25, replace=False)
-    inserts = [(int(j), src.python_hex_insertion(host.indents[j], rng) if k % 2 else
-                src.python_b64_insertion(src.b64_random(20, rng), host.indents[j], rng))
+    inserts = [(int(j), gen.python_hex_insertion(host.indents[j], rng) if k % 2 else
+                gen.python_b64_insertion(gen.b64_random(20, rng), host.indents[j], rng))
                for k, j in enumerate(picks)]
-    seg = src.insert_segments(host, inserts)
+    seg = gen.insert_segments(host, inserts)
     text = seg.data.tobytes().decode()
     ast.parse(text)   # raises if an inserted statement got the wrong indentation
     assert (seg.context == src.CTX["hex"]).sum() >= 32 and (seg.context == src.CTX["base64"]).sum() >= 28
@@ -243,18 +245,18 @@ def miller_madow_bits(symbols: np.ndarray) -> float:
 
 
 GENERATOR_SAMPLES = {
-    "dna": lambda rng: src.dna_document(600_000, rng),
-    "arabic": lambda rng: src.script_document("arabic", 300_000, rng),
-    "hebrew": lambda rng: src.script_document("hebrew", 200_000, rng),
-    "hex": lambda rng: src.concat([src.hex_digest(n, rng) for n in rng.choice(src.HEX_LENGTHS, 2000)]),
+    "dna": lambda rng: gen.dna_document(600_000, rng),
+    "arabic": lambda rng: gen.script_document("arabic", 300_000, rng),
+    "hebrew": lambda rng: gen.script_document("hebrew", 200_000, rng),
+    "hex": lambda rng: src.concat([gen.hex_digest(n, rng) for n in rng.choice(gen.HEX_LENGTHS, 2000)]),
     # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
-    "lang_long_words": lambda rng: src.language_document(
-        int(np.argmin([lang.end for lang in src.languages()])), 400_000, rng),
-    "lang_low_floor": lambda rng: src.language_document(
-        int(np.argmin([src.entropy_bits(lang.first) for lang in src.languages()])), 400_000, rng),
+    "lang_long_words": lambda rng: gen.language_document(
+        int(np.argmin([lang.end for lang in gen.languages()])), 400_000, rng),
+    "lang_low_floor": lambda rng: gen.language_document(
+        int(np.argmin([gen.entropy_bits(lang.first) for lang in gen.languages()])), 400_000, rng),
     # Many short blobs, half of them wrapped, so the rarer states (padded groups, line breaks) get
     # thousands of samples too.
-    "base64": lambda rng: src.concat([src.b64_random(int(n), rng, width=src.B64_LINE_WIDTH if k % 2 else None)
+    "base64": lambda rng: src.concat([gen.b64_random(int(n), rng, width=gen.B64_LINE_WIDTH if k % 2 else None)
                                       for k, n in enumerate(rng.integers(1, 40, size=12_000))]),
 }
 
@@ -284,7 +286,7 @@ def test_languages_overlap_so_no_byte_names_one():
     """The family's alphabets overlap: every letter that some language uses belongs to at least three,
     so a model can tell the languages apart only from the context, as with real languages. A document
     uses only its language's letters, spaces and newlines, and its words follow the language's chain."""
-    langs = src.languages()
+    langs = gen.languages()
     owners = np.zeros(256, int)
     for lang in langs:
         owners[lang.letters] += 1
@@ -292,7 +294,7 @@ def test_languages_overlap_so_no_byte_names_one():
     assert used.min() >= 3, f"a letter belongs to only {used.min()} language(s): it would name them"
     assert len({lang.letters.tobytes() for lang in langs}) == len(langs), "two languages share an alphabet"
     for k in (0, len(langs) - 1):
-        seg = src.language_document(k, 5000, np.random.default_rng(k))
+        seg = gen.language_document(k, 5000, np.random.default_rng(k))
         assert len(seg.data) == 5000 and (seg.context == src.CTX[src.LANGUAGES[k]]).all()
         allowed = set(langs[k].letters.tolist()) | {ord(" "), ord("\n")}
         assert set(seg.data.tolist()) <= allowed, f"lang{k:02d} wrote bytes outside its alphabet"
@@ -300,10 +302,10 @@ def test_languages_overlap_so_no_byte_names_one():
 
 
 def test_dna_line_breaks_follow_their_probability():
-    seg = src.dna_document(300_000, np.random.default_rng(7))
+    seg = gen.dna_document(300_000, np.random.default_rng(7))
     mid = seg.state == 7                       # positions where a line may end
     rate = (seg.data[mid] == ord("\n")).mean()
-    assert abs(rate - src.DNA_NEWLINE_PROB) < 0.002, f"newline rate {rate:.4f} != {src.DNA_NEWLINE_PROB:.4f}"
+    assert abs(rate - gen.DNA_NEWLINE_PROB) < 0.002, f"newline rate {rate:.4f} != {gen.DNA_NEWLINE_PROB:.4f}"
     bases = seg.data[seg.detail == src.DET["dna_base"]]
     freq = np.bincount(bases, minlength=256)[list(b"ACGT")] / len(bases)
     assert np.abs(freq - 0.25).max() < 0.01, f"bases must be uniform, got {freq}"
@@ -312,7 +314,7 @@ def test_dna_line_breaks_follow_their_probability():
     index[list(b"ACGT")] = range(4)
     b = index[bases]
     np.add.at(pairs, (b[:-1], b[1:]), 1)
-    assert np.abs(pairs / pairs.sum(axis=1, keepdims=True) - src.DNA_NEXT).max() < 0.02, "transitions"
+    assert np.abs(pairs / pairs.sum(axis=1, keepdims=True) - gen.DNA_NEXT).max() < 0.02, "transitions"
 
 
 # --------------------------------------------------------------------------------------- config, disk
@@ -334,7 +336,7 @@ def test_bad_config_is_a_clear_error(kwargs, message):
 def test_interrupted_build_leaves_nothing_loadable(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(src, "script_document", interrupt)
+    monkeypatch.setattr(gen, "script_document", interrupt)
     cfg = CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000)
     with pytest.raises(KeyboardInterrupt):
         get_corpus(cfg, tmp_path, progress=False)
@@ -398,7 +400,7 @@ def test_ngram_baselines_on_dna(tmp_path):
     # previous byte is not the previous base (after a line end, in headers).
     assert bi["dna"] >= floor - 0.02, f"bigram {bi['dna']:.3f} beats the floor {floor:.3f}: a floor is wrong"
     assert bi["dna"] <= floor + 0.06, f"bigram {bi['dna']:.3f} far above the floor {floor:.3f}: is the chain there?"
-    chain = src.entropy_bits(src.DNA_STEP)
+    chain = gen.entropy_bits(gen.DNA_STEP)
     assert chain + 0.03 <= floor <= chain + 0.2, f"floor {floor:.3f}: the chain's {chain:.3f} bits a base plus line ends"
 
 

@@ -24,6 +24,7 @@ import pytest
 from tinymono import activations as act
 from tinymono import checkpoint as ckpt
 from tinymono import corpus as C
+from tinymono import corpus_build
 from tinymono import files, reproduce, sae, toy
 from tinymono.batches import ShuffledBatches
 from tinymono.files import DiskFullError
@@ -244,7 +245,7 @@ def test_a_complete_store_with_damage_is_repaired_by_the_next_harvest(store):
 
 @pytest.fixture(scope="module")
 def built_corpus(tmp_path_factory):
-    return C.get_corpus(C.CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000), tmp_path_factory.mktemp("c"),
+    return corpus_build.get_corpus(C.CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000), tmp_path_factory.mktemp("c"),
                         progress=False).path
 
 
@@ -351,10 +352,10 @@ def test_disk_full_during_a_corpus_build_is_said_and_leaves_nothing(tmp_path, mo
             enospc()
         files.write_npy(path, array)
 
-    monkeypatch.setattr(C, "write_npy", write_half_then_fail)
+    monkeypatch.setattr(corpus_build, "write_npy", write_half_then_fail)
     cfg = C.CorpusConfig(n_train_bytes=20_000, n_val_bytes=10_000)
     with pytest.raises(DiskFullError) as e:
-        C.get_corpus(cfg, tmp_path, progress=False)
+        corpus_build.get_corpus(cfg, tmp_path, progress=False)
     assert "disk full" in str(e.value) and str(tmp_path) in str(e.value), e.value
     assert list(tmp_path.iterdir()) == [], "a build stopped by a full disk must leave nothing behind"
 
@@ -395,7 +396,7 @@ def test_stale_corpus_build_folders_are_removed(tmp_path):
     name = f"corpus-{cfg.fingerprint()[:12]}"
     stale = tmp_path / f".{name}.tmp-{dead_pid()}"
     (stale / "x").mkdir(parents=True)
-    C.get_corpus(cfg, tmp_path, progress=False)
+    corpus_build.get_corpus(cfg, tmp_path, progress=False)
     assert not stale.exists(), "the folder of a killed build must be removed"
 
 

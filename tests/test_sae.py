@@ -84,7 +84,6 @@ def test_loss_is_the_papers_definition():
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-6), ("float64", 1e-12)])
 def test_decoder_rows_stay_unit_norm_after_a_step(dtype, tol):
-    rng = np.random.default_rng(0)
     cfg = sae.SAEConfig(d_in=16, d_sae=48, batch_size=64, lr=0.05, dtype=dtype, backend="numpy")
     task = sae.SAETask(cfg, lambda r, n: r.standard_normal((n, 16)).astype(dtype))
     W0 = task.params["W_dec"].copy()

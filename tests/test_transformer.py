@@ -429,7 +429,8 @@ def test_stream_bits_scores_each_position_once_with_most_context():
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    from tinymono.corpus import CorpusConfig, get_corpus
+    from tinymono.corpus import CorpusConfig
+    from tinymono.corpus_build import get_corpus
 
     return get_corpus(CorpusConfig(seed=0, n_train_bytes=20_000, n_val_bytes=6_000),
                       tmp_path_factory.mktemp("corpus"), progress=False)

@@ -20,7 +20,8 @@ import numpy as np
 
 from tinymono import activations, batches, metrics, sae, settings
 from tinymono import transformer as tr
-from tinymono.corpus import CorpusConfig, get_corpus
+from tinymono.corpus import CorpusConfig
+from tinymono.corpus_build import get_corpus
 from tinymono.groundtruth import GroundTruth, GroundTruthConfig
 from tinymono.train import train
 

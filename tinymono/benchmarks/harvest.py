@@ -26,6 +26,7 @@ import numpy as np
 
 from tinymono import activations as act
 from tinymono import corpus as C
+from tinymono.corpus_sources import CONTEXT_NAMES, DETAIL_NAMES
 from tinymono import transformer as tr
 from tinymono.batches import ShuffledBatches
 from tinymono.benchmarks import compare, ratio
@@ -37,8 +38,8 @@ def _synthetic_corpus(n, seed=0):
     tokens = rng.integers(0, 256, n).astype(np.uint16)
     labels = np.ones(n, np.uint8)
     split = C.Split(tokens, labels, labels, np.full(n, np.nan, np.float32))
-    meta = {"fingerprint": f"bench-random-{n}-{seed}", "context_names": list(C.src.CONTEXT_NAMES),
-            "detail_names": list(C.src.DETAIL_NAMES)}
+    meta = {"fingerprint": f"bench-random-{n}-{seed}", "context_names": list(CONTEXT_NAMES),
+            "detail_names": list(DETAIL_NAMES)}
     return C.Corpus(None, meta, split, split)
 
 
