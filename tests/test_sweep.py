@@ -240,3 +240,27 @@ def test_lesson_seeds_are_their_own_at_seed_0():
     assert len({derived_seed(k, s) for k in (0, 1, 999) for s in (0, 1, 2)}) == 9
     with pytest.raises(ValueError):
         derived_seed(1000, 1)
+
+
+SCRIPT_WITHOUT_GUARD = '''
+import sys
+from pathlib import Path
+from tinymono import executors
+log = Path(sys.argv[1])
+with log.open("a") as fh:
+    fh.write("script ran\\n")  # a lesson's top level: it must run once, not again in each worker
+with executors.open_executor("process", workers=2) as (pool, _):
+    futures = executors.submit_all(pool, eval, ["6 * 7", "2 + 2"])
+    print([f.result() for f in futures])
+'''
+
+
+def test_a_script_without_a_main_guard_can_use_a_process_pool(tmp_path):
+    """Lesson 09 is a script with no `if __name__ == "__main__"`; spawned workers re-run the parent's main
+    script unless submit_all hides it while they start. The script's top level must run exactly once."""
+    script, log = tmp_path / "lesson_like.py", tmp_path / "log"
+    script.write_text(SCRIPT_WITHOUT_GUARD)
+    out = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[42, 4]", out.stdout
+    assert log.read_text() == "script ran\n", f"the script's top level ran {log.read_text().count('ran')} times"

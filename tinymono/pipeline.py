@@ -14,6 +14,7 @@ the sweep with the main run's settings is the main run.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -296,8 +297,6 @@ def gt_variant_stage(job):
     job: scale, architecture, ratio (dictionary size / true features), steps (None: lesson 03's main run's),
     seed (the world's and the SAE's), eval_seed, checkpoint. "relu" is lesson 03's recipe itself, so its run
     with the main run's steps and checkpoint is lesson 03's main run. -> the scores, plus steps and seconds."""
-    import time
-
     t0 = time.perf_counter()
     scale, arch = job["scale"], job["architecture"]
     data = gt_world(scale, seed=job["seed"])
@@ -309,6 +308,7 @@ def gt_variant_stage(job):
     task, _ = train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
     scores = gt_evaluate(task.params, task.cfg, data, scale, seed=job["eval_seed"])
     return {**scores, "steps": cfg.steps, "seconds": time.perf_counter() - t0}
+
 
 # On the MLP activations (lesson 06's stores): each architecture's sparsity settings for the frontier, and
 # the budget of every frontier run (l1_coefficient: the settings; any other entry: a fixed option). TopK's
