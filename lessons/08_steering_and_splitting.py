@@ -30,8 +30,7 @@ import numpy as np
 
 from tinymono import features, interventions, pipeline, plots, scores, text
 from tinymono import transformer as tr
-from tinymono.corpus import CONTEXT_NAMES
-from tinymono.corpus_sources import NAMED_CONTEXTS
+from tinymono.corpus_sources import CONTEXT_NAMES, NAMED_CONTEXTS
 from tinymono.lesson import Lesson
 
 lesson = Lesson("08_steering_and_splitting")
