@@ -27,8 +27,8 @@
 # **Here.** Model A is lesson 05's transformer with lesson 06's SAE. Model B is a second transformer on
 # the same corpus, with another seed for its initial weights and the order of its batches. Which sizes
 # model B is trained at is printed below: at default scale it sees a fifth of model A's training tokens
-# (2,000 steps against 9,000) and its SAE a third of the activations (3,000 steps on 2M activations),
-# so that the lesson fits beside the others; at full scale it is trained exactly as model A. The
+# (2,000 steps against 9,000) and its SAE 3,000 steps on a store of 2M activations (model A's: 8,000
+# steps on 8M), so that the lesson fits beside the others; at full scale it is trained exactly as model A. The
 # shuffled model is model A with its weights permuted, its SAE trained with model B's recipe.
 
 # %%
