@@ -115,19 +115,19 @@ lesson.savefig(plots.best_match_histograms(f_r, n_r), "best_match.png",
                "dashed lines.")
 
 # %% [markdown]
-# **Reading the distributions.** The neurons of two models need not match. A model in superposition
-# spreads each of its many features over several neurons, and which mixture each neuron ends up holding
-# depends on the random start: a neuron of A is one mixture, and B's neurons are other mixtures of the same
-# features, so the best any one of them does is a partial match. What two models of the same data must
-# share is what the data asks for, and the context features below show it: each named context's feature
-# in A has a close partner in B. Over the whole dictionary the picture is weaker than the paper's, and
-# the bands above say why. A large share of our 1,024 latents are rare ones that never left their random start (lesson 06's lower mode): they learned
-# nothing, so they match nothing, and they pull the median down. Among the features that did learn,
-# matches are better, but model B's shorter training and its SAE's shorter run leave many fine features
-# of A (a byte inside one language of the family, one step of a script's two-byte cycle) without a
-# close partner: the same feature can be split differently by two dictionaries (lesson 08), or not be
-# learned yet. docs/experiments.md records a second SAE on model A itself, with model B's recipe,
-# which measures how much of this is the dictionary and how much the model.
+# **Reading the distributions.** The neurons of two models need not match. A model in superposition spreads
+# each of its many features over several neurons, and which mixture each neuron ends up holding depends on the
+# random start: a neuron of A is one mixture, and B's neurons are other mixtures of the same features, so the
+# best any one of them does is a partial match. What two models of the same data must share is what the data
+# asks for, and the context features below show it: each named context's feature in A has a close partner in
+# B. Over the whole dictionary the picture is weaker than the paper's, and the bands above say why. A large
+# share of our 1,024 latents are rare ones that never left their random start (lesson 06's lower mode): they
+# learned nothing, so they match nothing, and they pull the median down. Among the features that did learn,
+# matches are better, but model B's shorter training and its SAE's shorter run leave many fine features of A
+# (a byte inside one language of the family, one step of a script's two-byte cycle) without a close partner:
+# the same feature can be split differently by two dictionaries (lesson 08), or not be learned yet.
+# docs/experiments.md records a second SAE on model A itself, with model B's recipe, which measures how much
+# of this is the dictionary and how much the model.
 
 # %% [markdown]
 # ## The named contexts, matched
