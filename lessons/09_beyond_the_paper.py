@@ -191,19 +191,19 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # %% [markdown]
 # ## In lesson 03's world
 #
-# The same 512 true features in 256 dimensions as lesson 03, and the same scores (MMCS, recovery at
-# cos >= 0.9, dead latents on fresh samples, L0, explained variance). Each variant trains at lesson 03's
-# size (563 latents, 1.1x the true features) and TopK and the 2024 recipe also at 2x, where the paper's
-# recipe leaves 40% of its latents dead (lesson 03's full-length runs). The paper's recipe is lesson
-# 03's main run (6,000 steps, reused from its cache); each variant trains half as long, 3,000 steps on
-# batches of 1,024, so that the lesson's runs fit its time budget (eight minutes on two cores at the
-# default scale is the aim, with lessons 03 and 06 already run; docs/experiments.md records what it took,
-# and what the variants reach at 6,000 steps). Each variant's settings (pipeline.GT_VARIANTS) come from
-# the scale of the data rather than a sweep (Gated's alone from a short one, as pipeline.py says): TopK's
-# k near the 5 true features per sample, and each penalty coefficient set so that a latent of typical size costs, relative to the squared error
-# it removes, what it costs under the paper's L1 coefficient (pipeline.py says how). What the runs gave
-# when this lesson was written is in the checks at the end; a variant that misses its bar here may
-# need a longer run or another setting, which is an exercise worth doing.
+# The same 512 true features in 256 dimensions as lesson 03, and the same scores (MMCS, recovery at cos >=
+# 0.9, dead latents on fresh samples, L0, explained variance). Each variant trains at lesson 03's size (563
+# latents, 1.1x the true features) and TopK and the 2024 recipe also at 2x, where the paper's recipe leaves
+# 40% of its latents dead (lesson 03's full-length runs). The paper's recipe is lesson 03's main run (6,000
+# steps, reused from its cache); each variant trains half as long, 3,000 steps on batches of 1,024, so that
+# the lesson's runs fit its time budget (eight minutes on two cores at the default scale is the aim, with
+# lessons 03 and 06 already run; docs/experiments.md records what it took, and what the variants reach at
+# 6,000 steps). Each variant's settings (pipeline.GT_VARIANTS) come from the scale of the data rather than a
+# sweep (Gated's alone from a short one, as pipeline.py says): TopK's k near the 5 true features per sample,
+# and each penalty coefficient set so that a latent of typical size costs, relative to the squared error it
+# removes, what it costs under the paper's L1 coefficient (pipeline.py says how). What the runs gave when this
+# lesson was written is in the checks at the end; a variant that misses its bar here may need a longer run or
+# another setting, which is an exercise worth doing.
 
 # %% [markdown]
 # These SAEs do not depend on each other, so they train side by side in worker processes (one per core,
