@@ -25,11 +25,11 @@
 
 # %%
 import dataclasses
-import time
 
 import numpy as np
 
 from tinymono import interventions, metrics, pipeline, plots, sae
+from tinymono.benchmarks import compare
 from tinymono.lesson import Lesson
 
 lesson = Lesson("06_sae_on_transformer")
@@ -111,17 +111,9 @@ print(f"{len(x_step)} activations, {step_l0:.1f} of {sae_cfg.d_sae} latents acti
 print(f"loss: dense {float(dense_loss):.6f}, sparse {sparse_loss:.6f}; largest gradient difference "
       f"{step_gap:.1e} of each gradient's largest entry ({sae_cfg.dtype}: the sums run in another order)")
 
-
-def best_of(fn, n=5):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-t_dense, t_sparse = best_of(dense_step), best_of(sparse_step)
+# timed as `python -m tinymono bench` times: a warm-up call, then rounds that alternate the two
+timing = compare({"dense": dense_step, "sparse": sparse_step}, len(x_step), rounds=5, min_seconds=0.0)
+t_dense, t_sparse = timing["dense"]["seconds_per_call"], timing["sparse"]["seconds_per_call"]
 print(f"forward + backward: dense {1e3 * t_dense:.1f} ms, sparse {1e3 * t_sparse:.1f} ms ({t_dense / t_sparse:.1f}x); "
       "`python -m tinymono bench scaling` shows how the gap grows with d_sae and where sparsity stops paying")
 

@@ -259,8 +259,8 @@ def gt_evaluate(params, cfg, data, scale, seed=123):
 # recipe ("relu") is the reference everywhere.
 
 VARIANT_NAMES = ("relu", "topk", "batchtopk", "jumprelu", "gated", "anthropic2024")
-# How the coefficients were set (no sweep, except Gated's in lesson 03's world): a latent of activation a removes ~a^2 / d_in of mean squared
-# error; the paper's L1 charges l1 a for it. JumpReLU charges a flat lambda per active latent, so lambda ~
+# How the coefficients were set (no sweep, except Gated's in lesson 03's world): a latent of activation a
+# removes ~a^2 / d_in of mean squared error; the paper's L1 charges l1 a for it. JumpReLU charges a flat lambda per active latent, so lambda ~
 # (a_min)^2 / d_in for the smallest activation worth keeping (0.09 here, 0.25-0.5 on the MLP). The 2024
 # recipe scales inputs by s = sqrt(d_in / mean ||x||^2) (12 here, 3.1 on the MLP): both terms grow, the
 # squared error by s^2 and the penalty by s, so lambda = s x the paper's l1 keeps the same trade-off.
@@ -301,13 +301,10 @@ def gt_variant_stage(job):
     seed (the world's and the SAE's), eval_seed, checkpoint. "relu" is lesson 03's recipe itself, so its run
     with the main run's steps and checkpoint is lesson 03's main run. -> the scores, plus steps and seconds."""
     t0 = time.perf_counter()
-    scale, arch = job["scale"], job["architecture"]
+    scale = job["scale"]
     data = gt_world(scale, seed=job["seed"])
     d_sae = int(job["ratio"] * data.cfg.n_features)
-    if arch == "relu":
-        cfg = gt_sae_config(scale, d_sae, GT_MAIN["l1_coefficient"], job["steps"], seed=job["seed"])
-    else:
-        cfg = gt_variant_config(scale, arch, d_sae, job["steps"], seed=job["seed"])
+    cfg = gt_variant_config(scale, job["architecture"], d_sae, job["steps"], seed=job["seed"])
     task, _ = train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
     scores = gt_evaluate(task.params, task.cfg, data, scale, seed=job["eval_seed"])
     return {**scores, "steps": cfg.steps, "seconds": time.perf_counter() - t0}

@@ -208,8 +208,9 @@ def init(cfg, rng, sample=None):
     check_rng("rng", rng)
     if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
         raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
-    if variant_of(cfg) is not None:
-        return variant_of(cfg).init(cfg, rng, sample)
+    variant = variant_of(cfg)
+    if variant is not None:
+        return variant.init(cfg, rng, sample)
     W_enc = kaiming_uniform(rng, (cfg.d_in, cfg.d_sae), fan_in=cfg.d_in)
     W_dec = kaiming_uniform(rng, (cfg.d_sae, cfg.d_in), fan_in=cfg.d_sae)  # untied from W_enc
     normalise_decoder(W_dec)
@@ -219,8 +220,9 @@ def init(cfg, rng, sample=None):
 
 
 def param_shapes(cfg):
-    if variant_of(cfg) is not None:  # what its init builds, without data (outside the step: buffers, loading)
-        return {k: v.shape for k, v in variant_of(cfg).init(cfg, np.random.default_rng(0)).items()}
+    variant = variant_of(cfg)
+    if variant is not None:  # what its init builds, without data (outside the step: buffers, loading)
+        return {k: v.shape for k, v in variant.init(cfg, np.random.default_rng(0)).items()}
     return {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
 
 

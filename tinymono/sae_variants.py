@@ -507,10 +507,8 @@ def batch_csr(pre, b_enc, k, buf):
         idx, val = cols.astype(np.int32), v[rows, cols]
     else:
         keep = val > cutoff
-        rows, idx, val = np.repeat(np.arange(B), np.diff(indptr))[keep], idx[keep], val[keep]
-    new_ptr = np.zeros(B + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=B), out=new_ptr[1:])
-    return new_ptr, idx, val, cutoff
+        rows, idx, val = K.entry_rows(indptr)[keep], idx[keep], val[keep]
+    return K.pointers(np.bincount(rows, minlength=B)), idx, val, cutoff
 
 
 def _sparse_topk_step(params, x, cfg, train, buf, select):
@@ -567,18 +565,6 @@ def batchtopk_step(variant, params, x, cfg, train, buf, step):
     w = (1 - beta) / (1 - beta ** (step + 1))
     params["threshold"] += w * (smallest - params["threshold"])
     return terms, grads, fired
-
-
-def _csr_rows(indptr):
-    """[nnz] the row of each CSR entry."""
-    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-
-
-def _sub_csr(rows, keep, B):
-    """The indptr [B + 1] of the entries of a CSR (rows [nnz]) where `keep` [nnz] holds."""
-    indptr = np.zeros(B + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows[keep], minlength=B), out=indptr[1:])
-    return indptr
 
 
 def _per_latent(idx, weights, d_sae, out=None):
@@ -648,7 +634,7 @@ def gated_step(variant, params, x, cfg, train, buf, step):
     if _too_dense(counts.sum(), buf, cfg):
         return dense_step(variant, params, x, cfg, train, buf, step)
     indptr, idx, gate = K.relu_csr(u_all, params["b_gate"], counts)  # ReLU(pi_gate) at the open gates
-    u = u_all[_csr_rows(indptr), idx]  # [nnz]
+    u = u_all[K.entry_rows(indptr), idx]  # [nnz]
     scale = np.exp(params["r_mag"])  # [d_sae]
     f = np.maximum(u * scale[idx] + params["b_mag"][idx], 0)  # ReLU(pi_mag) where the gate is open
     lam, g, dt = train.l1_coefficient, buf.grads, x.dtype.type
@@ -686,11 +672,11 @@ def jumprelu_step(variant, params, x, cfg, train, buf, step):
     if _too_dense(counts.sum(), buf, cfg):
         return dense_step(variant, params, x, cfg, train, buf, step)
     cand_ptr, cidx, _ = K.relu_csr(buf.pre, low, counts)
-    rows = _csr_rows(cand_ptr)
+    rows = K.entry_rows(cand_ptr)
     pi = buf.pre[rows, cidx] + params["b_enc"][cidx]  # [n_cand], as affine_forward computes it
     on = pi > theta[cidx]
     near = np.abs(pi - theta[cidx]) < eps / 2  # rectangle((pi - theta) / eps)
-    indptr, idx, val = _sub_csr(rows, on, B), cidx[on], pi[on]
+    indptr, idx, val = K.pointers(np.bincount(rows[on], minlength=B)), cidx[on], pi[on]
     lam, g = train.l1_coefficient, buf.grads
     dval = np.empty_like(val)
     K.decode_rows(indptr, idx, val, W_dec, params["b_dec"], x, x.dtype.type(2.0 / x.size), x.dtype.type(0),

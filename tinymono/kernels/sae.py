@@ -78,13 +78,24 @@ def active_counts(pre, b_enc):
     return counts
 
 
+def pointers(counts):
+    """[n + 1] int64 offsets of a compressed layout from the number of entries of each of its n rows (or
+    columns): row b's entries are [pointers[b], pointers[b + 1])."""
+    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr
+
+
+def entry_rows(indptr):
+    """[nnz] the row of each entry of a CSR layout (the inverse of pointers)."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
 def relu_csr(pre, b_enc, counts=None):
     """pre [B, d_sae] (x_bar @ W_enc, bias not yet added), b_enc [d_sae] ->
     (indptr [B + 1] int64, idx [nnz] int32, val [nnz]): row b's active latents are idx[indptr[b]:indptr[b+1]]
     with values f = pre + b_enc > 0. counts: active_counts(pre, b_enc) if already computed."""
-    counts = active_counts(pre, b_enc) if counts is None else counts
-    indptr = np.zeros(pre.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
+    indptr = pointers(active_counts(pre, b_enc) if counts is None else counts)
     idx = np.empty(indptr[-1], dtype=np.int32)
     val = np.empty(indptr[-1], dtype=pre.dtype)
     (fill_active_parallel if use_threads(*pre.shape) else fill_active_serial)(pre, b_enc, indptr, idx, val)
@@ -94,16 +105,13 @@ def relu_csr(pre, b_enc, counts=None):
 def relu_csr_numpy(pre, b_enc, counts=None):
     f = np.maximum(pre + b_enc, 0)  # [B, d_sae]
     rows, cols = np.nonzero(f > 0)  # row-major order: rows ascending, then latents ascending
-    indptr = np.zeros(pre.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=pre.shape[0]), out=indptr[1:])
-    return indptr, cols.astype(np.int32), f[rows, cols]
+    return pointers(np.bincount(rows, minlength=pre.shape[0])), cols.astype(np.int32), f[rows, cols]
 
 
 def csr_to_dense(indptr, idx, val, n_cols):
     """The dense [B, n_cols] matrix the triples describe (for tests and the dense twins)."""
     out = np.zeros((len(indptr) - 1, n_cols), dtype=val.dtype)
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    out[rows, idx] = val
+    out[entry_rows(indptr), idx] = val
     return out
 
 
@@ -174,8 +182,7 @@ def decode_rows_numpy(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, 
     err = x_hat - x
     sq_err[:] = (err.astype(np.float64) ** 2).sum(axis=1)
     dx_hat[:] = scale * err
-    rows = np.repeat(np.arange(x.shape[0]), np.diff(indptr))
-    dval[:] = (dx_hat @ W_dec.T)[rows, idx] + l1_term  # [B, d_sae] gathered at the active entries
+    dval[:] = (dx_hat @ W_dec.T)[entry_rows(indptr), idx] + l1_term  # [B, d_sae] gathered at the active entries
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,10 +221,8 @@ def csr_to_csc(indptr, idx, n_cols):
 
 def csr_to_csc_numpy(indptr, idx, n_cols):
     perm = np.argsort(idx, kind="stable")  # stable: within a latent, CSR order = ascending rows
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))[perm].astype(np.int32)
-    colptr = np.zeros(n_cols + 1, dtype=np.int64)
-    np.cumsum(np.bincount(idx, minlength=n_cols), out=colptr[1:])
-    return colptr, rows, perm
+    rows = entry_rows(indptr)[perm].astype(np.int32)
+    return pointers(np.bincount(idx, minlength=n_cols)), rows, perm
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ def latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, d
 
 def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
     n_latents = dW_dec.shape[0]
-    cols = np.repeat(np.arange(n_latents), np.diff(colptr))
+    cols = entry_rows(colptr)  # a CSC layout's column of each entry
     f = np.zeros((x_bar.shape[0], n_latents), dtype=val.dtype)  # [B, d_sae]
     df = np.zeros_like(f)
     f[rows, cols] = val[perm]
@@ -337,10 +342,8 @@ def topk_csr(pre, b_enc, k, allowed, floor=0.0):
 
 def _rows_to_csr(counts, idx2, val2):
     """[B, k] arrays whose first counts[b] entries of row b are used -> (indptr, idx, val)."""
-    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
     used = np.arange(idx2.shape[1]) < counts[:, None]  # [B, k]
-    return indptr, idx2[used], val2[used]
+    return pointers(counts), idx2[used], val2[used]
 
 
 def topk_csr_numpy(pre, b_enc, k, allowed, floor=0.0):
