@@ -134,3 +134,56 @@ def test_sparse_step_declines_when_dense():
     x = np.random.default_rng(1).standard_normal((16, 4)).astype(np.float32)
     assert sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg)) is None, \
         "with every latent active the sparse path must hand over to the dense one"
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 12), st.integers(1, 40), dtypes)
+def test_decoder_constraint_kernels_match_twins(seed, d_sae, d_in, dtype):
+    """project_rows and normalise_rows give sae.project_decoder_grad's and sae.normalise_decoder's numbers."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((d_sae, d_in)).astype(dtype) * rng.uniform(0.1, 10, (d_sae, 1)).astype(dtype)
+    W_unit = (W / np.linalg.norm(W, axis=1, keepdims=True)).astype(dtype)
+    dW = rng.standard_normal((d_sae, d_in)).astype(dtype)
+    got, want = dW.copy(), dW.copy()
+    K.project_rows(W_unit, got)
+    sae.project_decoder_grad(W_unit, want)
+    scale = np.abs(dW).max()  # the projection's result is a difference of terms this large
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype]["rtol"] * scale)
+    got, want = W.copy(), W.copy()
+    K.normalise_rows(got)
+    sae.normalise_decoder(want)
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+    np.testing.assert_allclose(np.linalg.norm(got.astype(np.float64), axis=1), 1, rtol=TOL[dtype]["rtol"])
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 300), st.integers(1, 50), dtypes)
+def test_fused_adam_matches_adam_update(seed, n, t, dtype):
+    """kernels.optim.adam_update (one pass) gives optim.adam_update's numbers, step after step."""
+    from tinymono import optim
+    from tinymono.kernels import optim as KO
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n).astype(dtype)
+    fused, plain = [p.copy(), np.zeros_like(p), np.zeros_like(p)], [p.copy(), np.zeros_like(p), np.zeros_like(p)]
+    for step in range(1, t + 1):
+        g = (rng.standard_normal(n) * rng.uniform(1e-3, 1e3)).astype(dtype)
+        KO.adam_update(fused[0], g, fused[1], fused[2], step, 1e-2, 0.9, 0.999, 1e-8)
+        optim.adam_update(plain[0], g, plain[1], plain[2], step, 1e-2, 0.9, 0.999, 1e-8)
+    for a, b in zip(fused, plain):  # the same arithmetic in the same order: equal up to rounding
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+    assert not np.allclose(fused[0], p), "the parameters must have moved"
+
+
+def test_fused_adam_takes_only_arrays_it_can_update_in_place():
+    """Adam(fused=True) falls back to NumPy for a non-contiguous parameter or a mixed dtype, and still updates it."""
+    from tinymono.kernels import optim as KO
+    from tinymono.optim import Adam
+    a = np.ones((4, 6), np.float32)
+    assert KO.fusable(a, a, a, a)
+    assert not KO.fusable(a.T, a.T, a.T, a.T) and not KO.fusable(a, a.astype(np.float64), a, a)
+    base = np.ones((6, 4), np.float32)
+    params = {"W": base.T, "b": np.ones(3, np.float64)}  # W: a transposed view (not C-contiguous)
+    opt = Adam(params, lr=0.1, fused=True)
+    opt.step(params, {"W": np.ones((4, 6), np.float32), "b": np.ones(3)})
+    np.testing.assert_allclose(base, 0.9, rtol=1e-6)  # the view's base moved: the update was not lost in a copy
+    np.testing.assert_allclose(params["b"], 0.9, rtol=1e-7)  # lr g / (|g| + eps), eps 1e-8

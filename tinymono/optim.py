@@ -24,9 +24,12 @@ class Adam:
     params: name -> array. weight decay applies to the names in `decay` (default: every array with 2 or
     more dimensions, decided by shape, not by name: in the transformer that is the weight matrices, the
     embeddings W_E and W_pos, and also the per-head attention biases b_Q/b_K/b_V [n_heads, d_head]; the
-    1-d arrays, i.e. the other biases and the layer-norm gains and biases, are not decayed)."""
+    1-d arrays, i.e. the other biases and the layer-norm gains and biases, are not decayed).
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay=None):
+    fused: update each array in one numba pass (kernels/optim.py, the same numbers as adam_update below,
+    several times faster on large arrays) wherever its arrays allow it; adam_update otherwise."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay=None, fused=False):
         if not (lr > 0 and len(betas) == 2 and 0 <= betas[0] < 1 and 0 <= betas[1] < 1 and eps > 0
                 and weight_decay >= 0) or not all(map(np.isfinite, (lr, eps, weight_decay))):  # NaN fails every test
             raise ValueError(f"bad Adam settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
@@ -35,6 +38,7 @@ class Adam:
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
         self.t = 0  # number of steps taken; the bias correction uses it
+        self.fused = fused
 
     def step(self, params, grads, lr=None):
         """One update of every array in `params`, in place. grads has the same keys and shapes."""
@@ -43,7 +47,11 @@ class Adam:
         for k, p in params.items():
             if self.weight_decay and k in self.decay:
                 p *= 1.0 - lr * self.weight_decay
-            adam_update(p, grads[k], self.m[k], self.v[k], self.t, lr, self.beta1, self.beta2, self.eps)
+            update = adam_update
+            if self.fused:
+                from tinymono.kernels import optim as K  # numba: imported only when asked for
+                update = K.adam_update if K.fusable(p, grads[k], self.m[k], self.v[k]) else adam_update
+            update(p, grads[k], self.m[k], self.v[k], self.t, lr, self.beta1, self.beta2, self.eps)
 
     def reset(self, name, index, axis=0):
         """Zero both moments of parameter `name` at `index` (ints, slice or bool mask) along `axis`."""

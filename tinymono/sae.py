@@ -419,6 +419,19 @@ def normalise_decoder(W_dec):
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
 
 
+def update(params, grads, opt, lr=None, unit_norm=True, fast=False):
+    """What a training step does with the gradients, in place: project the decoder's gradient onto the
+    sphere, one Adam step (`opt`), rescale the decoder's rows to unit norm (the first and last only with
+    `unit_norm`). fast: the decoder constraint by numba kernels (kernels/sae.py, the same numbers up to
+    rounding); Adam is fused when `opt` was made with fused=True."""
+    project, normalise = (K.project_rows, K.normalise_rows) if fast else (project_decoder_grad, normalise_decoder)
+    if unit_norm:
+        project(params["W_dec"], grads["W_dec"])
+    opt.step({k: params[k] for k in opt.m}, grads, lr=lr)
+    if unit_norm:
+        normalise(params["W_dec"])
+
+
 # ----------------------------------------------------------------------------------------------------
 # the sparse training step (numba kernels over the active latents; the same numbers as forward/backward)
 
@@ -545,7 +558,7 @@ class SAETask:
         """Adam over the trained parameters (a variant's buffers, such as BatchTopK's threshold, are not)."""
         buffers = self.variant.buffers if self.variant is not None else ()
         return Adam({k: v for k, v in self.params.items() if k not in buffers}, lr=self.cfg.lr,
-                    betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps)
+                    betas=tuple(self.cfg.adam_betas), eps=self.cfg.adam_eps, fused=self.cfg.backend == "numba")
 
     def config_dict(self):
         """The config as checkpoints record it: a variant's options only where the architecture reads them
@@ -591,9 +604,7 @@ class SAETask:
             terms, fired = (out.loss, out.mse, out.l1, out.l0), np.any(out.f > 0, axis=0)
         else:
             *terms, grads, fired = result
-        project_decoder_grad(params["W_dec"], grads["W_dec"])
-        self.opt.step(params, grads, lr=cfg.lr_at(step))
-        normalise_decoder(params["W_dec"])
+        update(params, grads, self.opt, cfg.lr_at(step), fast=cfg.backend == "numba")
         self.since_fired += 1
         self.since_fired[fired] = 0
         return terms
@@ -604,11 +615,7 @@ class SAETask:
         v, cfg, params = self.variant, self.cfg, self.params
         train = sae_variants.Train(cfg.l1_at(step), self.dead(), cfg.k_at(step))
         terms, grads, fired = v.step(v, params, self.next_batch(), cfg, train, self.buffers, step)
-        if v.unit_norm:
-            project_decoder_grad(params["W_dec"], grads["W_dec"])
-        self.opt.step({k: params[k] for k in self.opt.m}, grads, lr=cfg.lr_at(step))
-        if v.unit_norm:
-            normalise_decoder(params["W_dec"])
+        update(params, grads, self.opt, cfg.lr_at(step), v.unit_norm, fast=cfg.backend == "numba")
         self.since_fired += 1
         self.since_fired[fired] = 0
         return terms

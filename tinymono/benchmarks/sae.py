@@ -41,28 +41,20 @@ def make_state(cfg, rng, active=ACTIVE):
 
 def numpy_step(params, opt, x, cfg):
     out, cache = sae.forward(params, x, cfg)
-    grads = sae.backward(params, cache, cfg)
-    sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
-    opt.step(params, grads)
-    sae.normalise_decoder(params["W_dec"])
+    sae.update(params, sae.backward(params, cache, cfg), opt)
 
 
 def numba_step(params, opt, x, cfg, buf):
     result = sae.train_step_sparse(params, x, cfg, buf)
     if result is None:
         raise RuntimeError("the benchmark state is too dense for the sparse path")
-    grads = result[4]
-    sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
-    opt.step(params, grads)
-    sae.normalise_decoder(params["W_dec"])
+    sae.update(params, result[4], opt, fast=True)
 
 
 def topk_step(params, opt, x, cfg, train, buf):
     variant = sae.variant_of(cfg)
     _, grads, _ = variant.step(variant, params, x, cfg, train, buf, 0)
-    sae.project_decoder_grad(params["W_dec"], grads["W_dec"])
-    opt.step(params, grads)
-    sae.normalise_decoder(params["W_dec"])
+    sae.update(params, grads, opt, fast=buf is not None)
 
 
 def torch_stepper(torch, params, x, cfg, loss_fn=None):
@@ -111,7 +103,7 @@ def run(quick=False):
     cfg = sae.SAEConfig(d_in=d_in, d_sae=d_sae, batch_size=B, lr=1e-6, l1_coefficient=4e-3)
     params, x = make_state(cfg, np.random.default_rng(0))
     copies = {name: {k: v.copy() for k, v in params.items()} for name in ("numpy", "numba")}
-    opts = {name: Adam(p, lr=cfg.lr) for name, p in copies.items()}
+    opts = {name: Adam(p, lr=cfg.lr, fused=name == "numba") for name, p in copies.items()}
     buf = sae.Buffers(cfg)
     x_bar, pre = x - params["b_dec"], np.empty((B, d_sae), np.float32)
     impls = {
@@ -124,7 +116,7 @@ def run(quick=False):
     dead = np.arange(d_sae) % 10 == 0
     train = sae.sae_variants.Train(0.0, dead)
     tk = {name: {k: v.copy() for k, v in params.items()} for name in ("topk", "topk_numpy")}
-    tk_opts = {name: Adam(p, lr=tk_cfg.lr) for name, p in tk.items()}
+    tk_opts = {name: Adam(p, lr=tk_cfg.lr, fused=name == "topk") for name, p in tk.items()}
     tk_buf = sae.variant_of(tk_cfg).sparse_buffers(tk_cfg)
     impls["topk"] = lambda: topk_step(tk["topk"], tk_opts["topk"], x, tk_cfg, train, tk_buf)
     impls["topk_numpy"] = lambda: topk_step(tk["topk_numpy"], tk_opts["topk_numpy"], x, tk_cfg, train, None)

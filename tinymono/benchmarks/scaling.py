@@ -64,7 +64,7 @@ def _sae_points(quick, rounds, min_seconds, progress):
     for d_sae in d_saes:
         progress(f"sae d_sae={d_sae}")
         cfg, params, x = _sae_state(d_in, d_sae, batch, ACTIVE)
-        buf, opt = sae.Buffers(cfg), Adam(params, lr=cfg.lr)
+        buf, opt = sae.Buffers(cfg), Adam(params, lr=cfg.lr, fused=True)
         r = compare({"s": lambda: numba_step(params, opt, x, cfg, buf)}, batch, rounds, min_seconds)["s"]
         rows[f"sae d_sae={d_sae}"] = {**r, "series": "sae_d_sae", "x": d_sae,
                                       "flops": sae_step_flops(batch, d_in, d_sae, ACTIVE)}
@@ -72,7 +72,7 @@ def _sae_points(quick, rounds, min_seconds, progress):
         progress(f"sae active={share:.1%}")
         cfg, params, x = _sae_state(d_in, ref_d, batch, share)
         dense = {k: v.copy() for k, v in params.items()}
-        buf, opt, opt_dense = sae.Buffers(cfg), Adam(params, lr=cfg.lr), Adam(dense, lr=cfg.lr)
+        buf, opt, opt_dense = sae.Buffers(cfg), Adam(params, lr=cfg.lr, fused=True), Adam(dense, lr=cfg.lr)
         res = compare({"sparse": lambda: numba_step(params, opt, x, cfg, buf),
                        "dense": lambda: numpy_step(dense, opt_dense, x, cfg)}, batch, rounds, min_seconds)
         for kind, sparse in (("sparse", True), ("dense", False)):

@@ -33,7 +33,7 @@ params, tokens = tr.init(cfg, rng), rng.integers(0, cfg.d_vocab, (4, cfg.n_ctx +
 out["transformer step"] = first_minus_second(lambda: tr.loss_and_grads(params, tokens, cfg, fast=True))
 scfg = sae.SAEConfig(d_in=64, d_sae=512, batch_size=256, lr=1e-6)
 sp, x = make_state(scfg, rng)
-buf, opt = sae.Buffers(scfg), Adam(sp, lr=1e-6)
+buf, opt = sae.Buffers(scfg), Adam(sp, lr=1e-6, fused=True)
 out["sae sparse step"] = first_minus_second(lambda: numba_step(sp, opt, x, scfg, buf))
 task = toy.ToyTask(toy.ToyConfig(5, 2, n_inst=8, feature_probability=0.1, batch_size=64, steps=10**6,
                                  lr_decay="constant"), "numba")

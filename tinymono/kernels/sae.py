@@ -284,6 +284,33 @@ def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_
 
 
 # ----------------------------------------------------------------------------------------------------
+# the decoder constraint, row by row: sae.project_decoder_grad and sae.normalise_decoder are the twins
+
+
+def _project_rows(W, dW):
+    """dW[j] -= (dW[j] . W[j]) W[j] for every row j, in place (W's rows of unit norm)."""
+    for j in range(W.shape[0]):
+        s = dot(dW[j], W[j])
+        axpy(-s, W[j], dW[j])
+
+
+project_rows = njit(cache=True)(_project_rows)  # dot's and axpy's fastmath: vectorised
+
+
+def _normalise_rows(W):
+    """W[j] /= ||W[j]|| for every row j, in place."""
+    for j in range(W.shape[0]):
+        n = np.sqrt(dot(W[j], W[j]))
+        for i in range(W.shape[1]):
+            W[j, i] /= n
+
+
+# error_model="numpy": numba's default checks each division for a zero divisor (to raise
+# ZeroDivisionError), and the check keeps the loop from vectorising; a zero row gives NaN, as in NumPy
+normalise_rows = njit(cache=True, error_model="numpy")(_normalise_rows)
+
+
+# ----------------------------------------------------------------------------------------------------
 # topk_csr: the k largest positive entries of each row (TopK SAEs, and AuxK among the dead latents)
 
 
