@@ -248,6 +248,9 @@ GENERATOR_SAMPLES = {
     "dna": lambda rng: gen.dna_document(600_000, rng),
     "arabic": lambda rng: gen.script_document("arabic", 300_000, rng),
     "hebrew": lambda rng: gen.script_document("hebrew", 200_000, rng),
+    # letters that depend on the previous letter's class (corpus option script_classes)
+    "arabic_classes": lambda rng: gen.script_document("arabic", 300_000, rng, classes=4),
+    "hebrew_classes": lambda rng: gen.script_document("hebrew", 200_000, rng, classes=3),
     "hex": lambda rng: src.concat([gen.hex_digest(n, rng) for n in rng.choice(gen.HEX_LENGTHS, 2000)]),
     # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
     "lang_long_words": lambda rng: gen.language_document(

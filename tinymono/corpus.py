@@ -125,6 +125,8 @@ class CorpusConfig:
     b64_embed_fraction: share of the base64 bytes placed inside Python strings or English sentences
         (single-line blobs, `embedded_b64_bytes` raw bytes long) rather than in documents of their own;
         embedded blobs are short, so they are the larger share of the blobs (about 70% at 0.3).
+    script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
+        the one before (C classes; corpus_generated.script_chain).
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -134,6 +136,7 @@ class CorpusConfig:
     b64_text_fraction: float = 0.5
     b64_embed_fraction: float = 0.3
     embedded_b64_bytes: tuple = (12, 300)
+    script_classes: int = 0
 
     def __post_init__(self):
         def is_int(x):
@@ -162,6 +165,8 @@ class CorpusConfig:
         for name, pair in pairs + [("embedded_b64_bytes", self.embedded_b64_bytes)]:
             if len(pair) != 2 or not all(is_int(v) for v in pair) or not 1 <= pair[0] <= pair[1]:
                 raise ValueError(f"{name}: expected integers (min, max) with 1 <= min <= max, got {pair!r}")
+        if not is_int(self.script_classes) or not 0 <= self.script_classes <= 16:
+            raise ValueError(f"script_classes must be an integer in [0, 16], got {self.script_classes!r}")
         for name in ("b64_text_fraction", "b64_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -181,7 +186,9 @@ class CorpusConfig:
                 "doc_bytes": {s: list(v) for s, v in self.doc_bytes.items()},
                 "b64_text_fraction": float(self.b64_text_fraction),
                 "b64_embed_fraction": float(self.b64_embed_fraction),
-                "embedded_b64_bytes": list(self.embedded_b64_bytes)}
+                "embedded_b64_bytes": list(self.embedded_b64_bytes),
+                # only when set: a corpus without the option keeps the fingerprint (and cache) it had
+                **({"script_classes": int(self.script_classes)} if self.script_classes else {})}
 
     def fingerprint(self) -> str:
         """A hash of the config, the Python version (its stdlib is the text) and the file format."""

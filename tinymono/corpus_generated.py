@@ -96,12 +96,15 @@ SCRIPT_LETTERS = {
 }
 
 
-def script_document(script: str, n_bytes: int, rng: np.random.Generator) -> Segment:
-    """Words of `script` letters until at least n_bytes are written, cut after a letter.
+def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int = 0) -> Segment:
+    """Words of `script` letters until at least n_bytes are written, cut after a letter. classes > 0:
+    the letters follow script_chain(script, classes) (script_class_document); 0: they are uniform.
 
     States: 0 the lead byte of a word's first letter; 1 the byte after a letter (space, newline or
     the next lead byte); 2 + k a continuation byte after lead byte number k of the script.
     """
+    if classes:
+        return script_class_document(script, n_bytes, rng, classes)
     letters = SCRIPT_LETTERS[script]
     leads_all = 0xC0 | (letters >> 6)
     leads, lead_counts = np.unique(leads_all, return_counts=True)
@@ -136,6 +139,103 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator) -> Segm
     entropy[pos + 1] = np.log2(lead_counts[lead_of])
     state[pos + 1] = 2 + lead_of
     ends = pos + 2                                                      # positions right after a letter
+    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
+    seg = Segment(data, np.full(n, CTX[script], np.uint8), detail, entropy, state)
+    return slice_segment(seg, 0, cut)
+
+
+# Letters that depend on the letter before (corpus option script_classes = C > 0). With uniform letters
+# the lead byte alone fixes what follows it, so a model needs the script only at the byte after a
+# letter, and its features for "Arabic" or "Hebrew" cover half of each letter (docs/experiments.md). Here
+# each script's letters fall into C classes (a fixed shuffle, dealt round-robin) and, inside a word,
+# the letter after one of class c is drawn from class c + 1 (mod C) with probability SCRIPT_PREFERRED,
+# else from all letters; a word's first letter is uniform. To predict a continuation byte a model must
+# then know the class of the previous letter, three and four bytes back: a fact of the script, needed
+# at the lead byte too. Every byte's entropy given (previous letter's class, lead byte) is exact.
+SCRIPT_PREFERRED = 0.8
+SCRIPT_CLASS_SEED = 2024
+
+
+class ScriptChain(NamedTuple):
+    """letters [L] code points; leads [n_leads] the lead bytes; lead_of [L] each letter's lead index;
+    cls [L] each letter's class; next [C + 1, L] the next letter's distribution after a letter of class
+    c (row C: a word's first letter, uniform)."""
+    letters: np.ndarray
+    leads: np.ndarray
+    lead_of: np.ndarray
+    cls: np.ndarray
+    next: np.ndarray
+
+
+@lru_cache(maxsize=None)
+def script_chain(script: str, classes: int) -> ScriptChain:
+    """The letter chain of `script` with `classes` classes (fixed by SCRIPT_CLASS_SEED)."""
+    letters = SCRIPT_LETTERS[script]
+    n = len(letters)
+    leads, lead_of = np.unique(0xC0 | (letters >> 6), return_inverse=True)
+    cls = np.empty(n, np.int64)
+    cls[np.random.default_rng([SCRIPT_CLASS_SEED, classes]).permutation(n)] = np.arange(n) % classes
+    nxt = np.full((classes + 1, n), 1.0 / n)
+    for c in range(classes):
+        members = cls == (c + 1) % classes
+        nxt[c] = (1 - SCRIPT_PREFERRED) / n + SCRIPT_PREFERRED * members / members.sum()
+    return ScriptChain(letters, leads, lead_of, cls, nxt)
+
+
+def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int) -> Segment:
+    """script_document with letters from script_chain(script, classes).
+
+    States: 0 the lead byte of a word's first letter; 1 + c the byte after a letter of class c;
+    1 + C + (c n_leads + k) the continuation byte after lead byte k, the previous letter of class c
+    (c = C: the word's first letter)."""
+    chain = script_chain(script, classes)
+    n_leads = len(chain.leads)
+    lead_p = np.stack([np.bincount(chain.lead_of, weights=row, minlength=n_leads) for row in chain.next])
+    after_bits = [entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                     (1 - WORD_END_PROB) * lead_p[c]]) for c in range(classes)]
+    cont_bits = np.array([[entropy_bits(row * (chain.lead_of == k) / lead_p[c, k]) for k in range(n_leads)]
+                          for c, row in enumerate(chain.next)])                 # [C + 1, n_leads], bits
+    n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)
+    while True:
+        lengths = rng.geometric(WORD_END_PROB, size=n_words)
+        if 2 * lengths.sum() + n_words > n_bytes:
+            break
+        n_words *= 2
+    cum = np.cumsum(chain.next, axis=1)
+    picks = np.zeros((n_words, lengths.max()), np.int64)                      # [words, longest] letter indices
+    u = rng.random(picks.shape)
+    prev = np.full(n_words, classes)                                           # row C: a word's first letter
+    for t in range(picks.shape[1]):                                            # all words step together
+        picks[:, t] = np.minimum((cum[prev] < u[:, t, None]).sum(axis=1), len(chain.letters) - 1)
+        prev = chain.cls[picks[:, t]]
+    in_word = np.arange(picks.shape[1])[None, :] < lengths[:, None]
+    letter = picks[in_word]                                                    # [n_letters], word by word
+    first = np.zeros(len(letter), bool)
+    first[np.cumsum(lengths) - lengths] = True
+    prev_cls = np.where(first, classes, np.r_[classes, chain.cls[letter[:-1]]])  # C: none (a word's first)
+    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
+    letter_index = np.arange(len(letter)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = np.repeat(word_start, lengths) + 2 * letter_index                   # lead byte of each letter
+    code = chain.letters[letter]
+    n = int(word_start[-1] + 2 * lengths[-1] + 1)
+    data = np.zeros(n, np.uint8)
+    data[pos] = 0xC0 | (code >> 6)
+    data[pos + 1] = 0x80 | (code & 0x3F)
+    sep = word_start + 2 * lengths
+    data[sep] = np.where(rng.random(n_words) < LINE_END_PROB, ord("\n"), ord(" "))
+    detail = np.full(n, DET[script + "_space"], np.uint8)
+    detail[pos], detail[pos + 1] = DET[script + "_lead"], DET[script + "_cont"]
+    entropy = np.zeros(n, np.float32)
+    state = np.zeros(n, np.int32)
+    lead_k = chain.lead_of[letter]
+    after_bits = np.asarray(after_bits)
+    entropy[pos] = np.where(first, entropy_bits(lead_p[classes]), after_bits[prev_cls % classes])
+    state[pos] = np.where(first, 0, 1 + prev_cls % classes)
+    entropy[pos + 1] = cont_bits[prev_cls, lead_k]
+    state[pos + 1] = 1 + classes + prev_cls * n_leads + lead_k
+    last_cls = chain.cls[letter[np.cumsum(lengths) - 1]]                      # each word's last letter
+    entropy[sep], state[sep] = after_bits[last_cls], 1 + last_cls
+    ends = pos + 2
     cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
     seg = Segment(data, np.full(n, CTX[script], np.uint8), detail, entropy, state)
     return slice_segment(seg, 0, cut)
