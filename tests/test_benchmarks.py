@@ -105,3 +105,10 @@ def test_startup_probe_times_every_hot_path_in_fresh_processes():
         assert row["seconds_per_call"] == pytest.approx(sum(row[p] for p in parts))
     later = result["results"]["later process"]
     assert result["compile_seconds_later"] == pytest.approx(later["seconds_per_call"] - later["import"])
+
+
+def test_goal_notes_say_met_missed_or_not_measured():
+    """Each goal reads its measured value against its bar, and says so when it was not measured."""
+    from tinymono.benchmarks import goal_notes
+    notes = goal_notes({"a": 7.5, "b": 6.99, "c": None}, {"a": (7, "x"), "b": (7, "y"), "c": (1.3, "z")})
+    assert notes == ["goal a >= 7 (x): 7.50 met", "goal b >= 7 (y): 6.99 MISSED", "goal c >= 1.3 (z): not measured"]

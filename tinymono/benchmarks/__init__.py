@@ -73,6 +73,16 @@ def ratio(results, a, b):
     return None
 
 
+def goal_notes(values, goals):
+    """One note per goal: goals {name: (least value, what it means)}, values {name: measured or None}."""
+    notes = []
+    for name, (least, meaning) in goals.items():
+        v = values.get(name)
+        verdict = "not measured" if v is None else f"{v:.2f} {'met' if v >= least else 'MISSED'}"
+        notes.append(f"goal {name} >= {least:g} ({meaning}): {verdict}")
+    return notes
+
+
 def machine():
     import numpy as np
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinymono import sae
-from tinymono.benchmarks import compare, ratio, torch_or_none
+from tinymono.benchmarks import compare, goal_notes, ratio, torch_or_none
 from tinymono.optim import Adam
 
 ACTIVE = 0.015
@@ -149,6 +149,10 @@ def run(quick=False):
     ratios = {"numba_vs_numpy": ratio(results, "numba", "numpy"), "numba_vs_torch": ratio(results, "numba", "torch"),
               "numpy_vs_torch": ratio(results, "numpy", "torch"), "topk_vs_topk_numpy": ratio(results, "topk", "topk_numpy"),
               "topk_vs_topk_torch": ratio(results, "topk", "topk_torch")}
+    notes += goal_notes({**ratios, "numba_encoder_matmul_share": results["numba"]["encoder_matmul_share"]},
+                        {"numba_vs_torch": (7, "the sparse step over PyTorch's"),
+                         "numba_encoder_matmul_share": (0.8, "the step's time within 1.25x the encoder matmul"),
+                         "topk_vs_topk_torch": (5, "TopK's step over PyTorch's")})
     return {"benchmark": "sae", "unit": "act/s",
             "config": {"d_in": d_in, "d_sae": d_sae, "batch": B, "dtype": "float32", "active_fraction": round(active, 5),
                        "topk_k": tk_cfg.k, "topk_dead_fraction": float(dead.mean())},
