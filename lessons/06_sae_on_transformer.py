@@ -31,6 +31,7 @@ import numpy as np
 from tinymono import interventions, metrics, pipeline, plots, sae
 from tinymono.benchmarks import compare
 from tinymono.lesson import Lesson
+from tinymono.optim import Adam
 
 lesson = Lesson("06_sae_on_transformer")
 
@@ -116,6 +117,26 @@ timing = compare({"dense": dense_step, "sparse": sparse_step}, len(x_step), roun
 t_dense, t_sparse = timing["dense"]["seconds_per_call"], timing["sparse"]["seconds_per_call"]
 print(f"forward + backward: dense {1e3 * t_dense:.1f} ms, sparse {1e3 * t_sparse:.1f} ms ({t_dense / t_sparse:.1f}x); "
       "`python -m tinymono bench scaling` shows how the gap grows with d_sae and where sparsity stops paying")
+
+# %% [markdown]
+# The gradients then go to `sae.update`: project the decoder's gradient onto the sphere, take an Adam
+# step, rescale the decoder's rows. With the products sparse, Adam becomes a visible share of the step,
+# and it is pure memory traffic: NumPy's `optim.adam_update` walks each of the SAE's arrays about ten
+# times (the moments, the square, the square root, the division, each a pass of its own), where
+# `kernels/optim.py` reads and writes each entry once, in the same arithmetic. The same check, then the
+# same race:
+
+# %%
+adam_params = {name: {k: v.copy() for k, v in sae_params.items()} for name in ("numpy", "fused")}
+adams = {name: Adam(p, lr=sae_cfg.lr, fused=name == "fused") for name, p in adam_params.items()}
+for name in adams:
+    adams[name].step(adam_params[name], dense_grads)
+adam_gap = max(float(np.abs(adam_params["fused"][k] - adam_params["numpy"][k]).max()) for k in sae_params)
+adam_timing = compare({name: lambda name=name: adams[name].step(adam_params[name], dense_grads) for name in adams},
+                      1, rounds=5, min_seconds=0.0)
+t_plain, t_fused = (adam_timing[name]["seconds_per_call"] for name in ("numpy", "fused"))
+print(f"one Adam step over {sum(v.size for v in sae_params.values()):,} parameters: NumPy {1e3 * t_plain:.1f} ms, "
+      f"fused {1e3 * t_fused:.1f} ms ({t_plain / t_fused:.1f}x); largest difference after one step {adam_gap:.1e}")
 
 # %% [markdown]
 # ## Evaluation on held-out text
@@ -211,4 +232,6 @@ print(f"      (not in the paper's bar: {unmoved:.1%} of latents never left their
 lesson.check("mean L0 on held-out tokens", float(mean_l0), mean_l0 <= 30, "<= 30")
 lesson.check("sparse step equals the dense one (largest gradient difference, relative)", step_gap, step_gap < 1e-4,
              "< 1e-4", scale_free=True)
+lesson.check("fused Adam equals NumPy's (largest parameter difference after one step)", adam_gap, adam_gap <= 1e-6,
+             "<= 1e-6 (float32 rounding is ~1e-7; a wrong term moves parameters by ~lr)", scale_free=True)
 lesson.finish()
