@@ -128,7 +128,8 @@ def format_profile(prof):
     return "\n".join(lines)
 
 
-def run(quick=False):
+def run(quick=False, busy=False):
+    """busy: the run has another process on the second core (the CLI's --busy), where the goal is lower."""
     cfg = tr.TransformerConfig()
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.d_vocab, size=(BATCH, cfg.n_ctx + 1))
@@ -153,7 +154,8 @@ def run(quick=False):
     print(format_profile(prof))
     ratios = {"tinymono_vs_torch": ratio(results, "tinymono", "torch"),
               "tinymono_vs_numpy_reference": ratio(results, "tinymono", "numpy_reference")}
-    notes += goal_notes(ratios, {"tinymono_vs_torch": (1.3, "on a quiet machine; with --busy the goal is 1.0")})
+    notes += goal_notes(ratios, {"tinymono_vs_torch": (1.0, "with the second core busy") if busy else
+                                 (1.3, "on a quiet machine; with --busy the goal is 1.0")})
     return {"benchmark": "transformer", "unit": "tok/s",
             "config": {"d_model": cfg.d_model, "d_mlp": cfg.d_mlp, "n_heads": cfg.n_heads, "n_ctx": cfg.n_ctx,
                        "batch": BATCH, "dtype": "float32", "step": "forward+backward+clip+AdamW"},
