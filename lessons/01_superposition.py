@@ -26,6 +26,7 @@
 # Column W_f is where feature f lives in the hidden space. If W_f is near 0, the feature was dropped.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 
 import numpy as np

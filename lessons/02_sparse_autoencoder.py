@@ -30,6 +30,7 @@
 # feature directions, and what goes wrong without resampling.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 
 import numpy as np

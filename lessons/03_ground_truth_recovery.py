@@ -24,6 +24,7 @@
 # dictionary), which is what guides those choices on a real model.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 
 import numpy as np

@@ -33,6 +33,7 @@
 # model memorise one batch of text to show that all those gradients really point downhill.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import math
 import time
 

@@ -38,6 +38,7 @@
 # lesson reuses it.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 
 import numpy as np

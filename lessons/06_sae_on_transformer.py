@@ -24,6 +24,7 @@
 # measured, on text the SAE never saw.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import dataclasses
 
 import numpy as np

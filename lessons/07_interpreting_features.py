@@ -27,6 +27,7 @@
 # English. That is the world lesson 01 says makes a model superpose.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import numpy as np
 
 from tinymono import features, interventions, metrics, pipeline, plots, scores, text

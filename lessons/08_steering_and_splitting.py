@@ -24,6 +24,7 @@
 # fires on.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import re
 
 import numpy as np

@@ -47,6 +47,7 @@
 # `SAEConfig(architecture=...)`.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 from contextlib import ExitStack
 
@@ -206,9 +207,10 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # another setting, which is an exercise worth doing.
 
 # %% [markdown]
-# These SAEs do not depend on each other, so they train side by side in worker processes (one per core,
-# tinymono/executors.py), each with its checkpoint in the run's cache, while this process goes on to the
-# transformer below; their table comes after the frontier. The paper's recipe is lesson 03's main run:
+# These SAEs do not depend on each other, so they train in a worker process (tinymono/executors.py),
+# each with its checkpoint in the run's cache, while this process goes on to the transformer below on
+# the other core; their table comes after the frontier. (One worker of one thread per spare core: more
+# processes than cores would only take turns, and each turn costs the other side its caches.) The paper's recipe is lesson 03's main run:
 # its checkpoint is reused when lesson 03 has run.
 
 # %%
@@ -220,7 +222,8 @@ for arch, ratio in [("topk", 2), ("anthropic2024", 2)] + [(a, 1.1) for a in ARCH
     jobs.append(dict(scale=lesson.scale, architecture=arch, ratio=ratio, steps=None if arch == "relu" else STEPS,
                      seed=lesson.seeded(0), eval_seed=lesson.seeded(123), checkpoint=str(lesson.cache / f"{name}.npz")))
 pool_stack = ExitStack()
-pool, pool_what = pool_stack.enter_context(executors.open_executor("process", None, len(jobs)))
+spare = max(1, executors.cores() - 1)
+pool, pool_what = pool_stack.enter_context(executors.open_executor("process", spare, len(jobs), threads=1))
 futures = executors.submit_all(pool, pipeline.gt_variant_stage, jobs)
 print(f"{len(jobs)} SAEs in lesson 03's world, training on a {pool_what}")
 

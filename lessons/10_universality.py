@@ -32,6 +32,7 @@
 # shuffled model is model A with its weights permuted, its SAE trained with model B's recipe.
 
 # %%
+import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import time
 
 import numpy as np

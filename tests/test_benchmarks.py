@@ -112,3 +112,16 @@ def test_goal_notes_say_met_missed_or_not_measured():
     from tinymono.benchmarks import goal_notes
     notes = goal_notes({"a": 7.5, "b": 6.99, "c": None}, {"a": (7, "x"), "b": (7, "y"), "c": (1.3, "z")})
     assert notes == ["goal a >= 7 (x): 7.50 met", "goal b >= 7 (y): 6.99 MISSED", "goal c >= 1.3 (z): not measured"]
+
+
+def test_tinymono_after_numpy_warns_about_openblas():
+    """Imported after NumPy, tinymono cannot set OpenBLAS's idle-thread timeout any more, and says so."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    late = subprocess.run([sys.executable, "-W", "always", "-c", "import numpy, tinymono"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    first = subprocess.run([sys.executable, "-W", "always", "-c", "import tinymono, numpy, os; "
+                            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert "import tinymono first" in late.stderr
+    assert first.stdout.strip() == "4" and "RuntimeWarning" not in first.stderr

@@ -314,3 +314,16 @@ def test_a_stage_imports_the_tinymono_that_runs_it(tmp_path, monkeypatch):
     assert code == 0, tail
     imported = [line.split("imported ", 1)[1].strip() for line in tail if "imported " in line]
     assert imported == [str(SOURCE_ROOT / "tinymono" / "__init__.py")], tail
+
+
+@pytest.mark.parametrize("name", sorted(LESSONS))
+def test_lesson_imports_tinymono_before_numpy(name):
+    """OpenBLAS reads its idle-thread timeout once, when NumPy loads it; tinymono sets it, so a lesson that
+    imported NumPy first would train its SAEs about 2x slower (docs/experiments.md)."""
+    import ast
+    tree = ast.parse((ROOT / "lessons" / f"{name}.py").read_text())
+    order = [alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]
+             for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+             for alias in (node.names if isinstance(node, ast.Import) else node.names[:1])]
+    assert "tinymono" in order and "numpy" in order
+    assert order.index("tinymono") < order.index("numpy"), f"{name} imports {order}: tinymono must come before numpy"

@@ -193,11 +193,11 @@ def describe_dask(executor):
 
 
 @contextmanager
-def open_executor(spec, workers=None, points=None):
+def open_executor(spec, workers=None, points=None, threads=None):
     """(executor, a line saying what it is) for an --executor value: 'process', 'serial', 'dask-local' or
     'dask://HOST:PORT', or any concurrent.futures.Executor of the caller's (used as it is, and left open).
     workers: processes to start (default: one per core, and never more than `points`); each gets
-    cores // workers threads."""
+    `threads` threads (default: cores // workers)."""
     if isinstance(spec, cf.Executor):
         yield spec, f"the caller's {type(spec).__name__}"
         return
@@ -205,7 +205,7 @@ def open_executor(spec, workers=None, points=None):
         raise ValueError(f"--workers must be a positive integer, got {workers!r}")
     n = workers or cores()
     n = max(1, min(n, points)) if points else n
-    threads = max(1, cores() // n)
+    threads = threads or max(1, cores() // n)
     many = f"{n} worker{'s' if n > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
     if spec == "serial":
         yield SerialExecutor(), "serial (this process)"

@@ -138,7 +138,8 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root),
            *settings.as_arguments(overrides or {})]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path()}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path(),
+           "OPENBLAS_THREAD_TIMEOUT": os.environ["OPENBLAS_THREAD_TIMEOUT"]}  # set by tinymono/__init__.py
     tail = collections.deque(maxlen=TAIL_LINES)
     display = display or progress.Display(lesson.stem[:2])
     logged = {}  # a loop's description -> when its last progress line went to the log
