@@ -96,6 +96,21 @@ SCRIPT_LETTERS = {
 }
 
 
+def _script_bytes(script, code, pos, word_start, lengths, rng):
+    """The bytes of words whose letters have code points `code`, each letter's lead byte at `pos`, each word
+    starting at `word_start` with `lengths` letters, then a space or (LINE_END_PROB) a newline drawn from
+    `rng`. -> (data, detail, sep): the bytes, their detail labels, the separators' positions."""
+    n = int(word_start[-1] + 2 * lengths[-1] + 1)
+    data = np.zeros(n, np.uint8)
+    data[pos] = 0xC0 | (code >> 6)
+    data[pos + 1] = 0x80 | (code & 0x3F)
+    sep = word_start + 2 * lengths
+    data[sep] = np.where(rng.random(len(lengths)) < LINE_END_PROB, ord("\n"), ord(" "))
+    detail = np.full(n, DET[script + "_space"], np.uint8)
+    detail[pos], detail[pos + 1] = DET[script + "_lead"], DET[script + "_cont"]
+    return data, detail, sep
+
+
 def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int = 0) -> Segment:
     """Words of `script` letters until at least n_bytes are written, cut after a letter. classes > 0:
     the letters follow script_chain(script, classes) (script_class_document); 0: they are uniform.
@@ -125,14 +140,8 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes
     pos = word_start[letter_word] + 2 * letter_index                    # lead byte of each letter
     chosen = letters[rng.integers(0, len(letters), size=n_letters)]
     lead_of = np.searchsorted(leads, 0xC0 | (chosen >> 6))
-    n = int(word_start[-1] + 2 * lengths[-1] + 1)
-    data = np.zeros(n, np.uint8)
-    data[pos] = 0xC0 | (chosen >> 6)
-    data[pos + 1] = 0x80 | (chosen & 0x3F)
-    sep = word_start + 2 * lengths
-    data[sep] = np.where(rng.random(n_words) < LINE_END_PROB, ord("\n"), ord(" "))
-    detail = np.full(n, DET[script + "_space"], np.uint8)
-    detail[pos], detail[pos + 1] = DET[script + "_lead"], DET[script + "_cont"]
+    data, detail, sep = _script_bytes(script, chosen, pos, word_start, lengths, rng)
+    n = len(data)
     entropy = np.full(n, after_bits, np.float32)
     state = np.ones(n, np.int32)
     entropy[pos[letter_index == 0]], state[pos[letter_index == 0]] = first_bits, 0
@@ -217,14 +226,8 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     letter_index = np.arange(len(letter)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     pos = np.repeat(word_start, lengths) + 2 * letter_index                   # lead byte of each letter
     code = chain.letters[letter]
-    n = int(word_start[-1] + 2 * lengths[-1] + 1)
-    data = np.zeros(n, np.uint8)
-    data[pos] = 0xC0 | (code >> 6)
-    data[pos + 1] = 0x80 | (code & 0x3F)
-    sep = word_start + 2 * lengths
-    data[sep] = np.where(rng.random(n_words) < LINE_END_PROB, ord("\n"), ord(" "))
-    detail = np.full(n, DET[script + "_space"], np.uint8)
-    detail[pos], detail[pos + 1] = DET[script + "_lead"], DET[script + "_cont"]
+    data, detail, sep = _script_bytes(script, code, pos, word_start, lengths, rng)
+    n = len(data)
     entropy = np.zeros(n, np.float32)
     state = np.zeros(n, np.int32)
     lead_k = chain.lead_of[letter]
