@@ -96,6 +96,16 @@ SCRIPT_LETTERS = {
 }
 
 
+def _word_lengths(n_bytes, rng):
+    """Letters per word (>= 1, geometric) of enough words for n_bytes of two-byte letters and separators."""
+    n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)     # ~2/WORD_END_PROB + 1 bytes each
+    while True:
+        lengths = rng.geometric(WORD_END_PROB, size=n_words)
+        if 2 * lengths.sum() + n_words > n_bytes:
+            return lengths
+        n_words *= 2
+
+
 def _script_bytes(script, code, pos, word_start, lengths, rng):
     """The bytes of words whose letters have code points `code`, each letter's lead byte at `pos`, each word
     starting at `word_start` with `lengths` letters, then a space or (LINE_END_PROB) a newline drawn from
@@ -127,12 +137,8 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes
     first_bits = entropy_bits(p_lead)
     after_bits = entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
                                     (1 - WORD_END_PROB) * p_lead])
-    n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)     # ~2/WORD_END_PROB + 1 bytes each
-    while True:
-        lengths = rng.geometric(WORD_END_PROB, size=n_words)           # letters per word, >= 1
-        if 2 * lengths.sum() + n_words > n_bytes:
-            break
-        n_words *= 2
+    lengths = _word_lengths(n_bytes, rng)
+    n_words = len(lengths)
     n_letters = int(lengths.sum())
     word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
     letter_word = np.repeat(np.arange(n_words), lengths)
@@ -204,12 +210,8 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
                                      (1 - WORD_END_PROB) * lead_p[c]]) for c in range(classes)]
     cont_bits = np.array([[entropy_bits(row * (chain.lead_of == k) / lead_p[c, k]) for k in range(n_leads)]
                           for c, row in enumerate(chain.next)])                 # [C + 1, n_leads], bits
-    n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)
-    while True:
-        lengths = rng.geometric(WORD_END_PROB, size=n_words)
-        if 2 * lengths.sum() + n_words > n_bytes:
-            break
-        n_words *= 2
+    lengths = _word_lengths(n_bytes, rng)
+    n_words = len(lengths)
     cum = np.cumsum(chain.next, axis=1)
     picks = np.zeros((n_words, lengths.max()), np.int64)                      # [words, longest] letter indices
     u = rng.random(picks.shape)
