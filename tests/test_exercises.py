@@ -355,6 +355,14 @@ assert features.sae is sae and interventions.sae is sae and pipeline.sae is sae
 assert interventions.loss_recovered is metrics.loss_recovered
 assert sae.ARCHITECTURES["relu"].encode_forward is sae.encode_relu_forward
 assert sae.train_step_sparse(None, None, None, None) is None
+called = []  # the decoder constraint takes the learner's functions even where training asks for the kernels
+sae.project_decoder_grad, sae.normalise_decoder = (lambda W, dW: called.append("project"),
+                                                   lambda W: called.append("normalise"))
+import numpy as np
+from tinymono.optim import Adam
+p = {"W_dec": np.eye(2)}
+sae.update(p, {"W_dec": np.ones((2, 2))}, Adam(p), fast=True)
+assert called == ["project", "normalise"], called
 try:
     tutor.check("02.1", sae)
 except RuntimeError as e:

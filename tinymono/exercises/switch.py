@@ -8,9 +8,11 @@ lesson, transformer.py (which builds its layer set from tinymono.layers) or feat
 tinymono.sae), gets the learner's module, written functions and copied rest alike. Nothing else changes.
 
 One exception, said here because it is the only one: the SAE's sparse training step (`train_step_sparse`)
-runs the library's numba kernels, not the learner's functions. In exercise mode it always declines (it
-returns None, as it does when too many latents are active), so every training step runs the learner's
-forward and backward: slower at default scale, and no difference at smoke scale. (The toy model's fused
+and the decoder constraint's row kernels (`sae.update(..., fast=True)`) run the library's numba kernels,
+not the learner's functions. In exercise mode the sparse step always declines (it returns None, as it
+does when too many latents are active) and `update` always takes the learner's project_decoder_grad and
+normalise_decoder, so every training step runs the learner's code: slower at default scale, and no
+difference at smoke scale. (The toy model's fused
 kernel in lesson 01 and the transformer's `fast=True` kernels stay the library's; lessons 01 and 04 check
 the learner's code against them.)
 """
@@ -79,4 +81,7 @@ def use_workspace(folder):
         setattr(tinymono, name, module)
         _ACTIVE[name] = path
     if "sae" in _ACTIVE:
-        sys.modules["tinymono.sae"].train_step_sparse = _decline
+        learners = sys.modules["tinymono.sae"]
+        learners.train_step_sparse = _decline
+        update = learners.update
+        learners.update = lambda *args, **kwargs: update(*args, **{**kwargs, "fast": False})
