@@ -210,8 +210,8 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # These SAEs do not depend on each other, so they train in a worker process (tinymono/executors.py),
 # each with its checkpoint in the run's cache, while this process goes on to the transformer below on
 # the other core; their table comes after the frontier. (One worker of one thread per spare core: more
-# processes than cores would only take turns, and each turn costs the other side its caches.) The paper's recipe is lesson 03's main run:
-# its checkpoint is reused when lesson 03 has run.
+# processes than cores would only take turns, and each turn costs the other side its caches.) The
+# paper's recipe is lesson 03's main run: its checkpoint is reused when lesson 03 has run.
 
 # %%
 STEPS = pipeline.GT_VARIANT_STEPS[lesson.scale]
