@@ -206,8 +206,8 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     chain = script_chain(script, classes)
     n_leads = len(chain.leads)
     lead_p = np.stack([np.bincount(chain.lead_of, weights=row, minlength=n_leads) for row in chain.next])
-    after_bits = [entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                     (1 - WORD_END_PROB) * lead_p[c]]) for c in range(classes)]
+    after_bits = np.array([entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                              (1 - WORD_END_PROB) * lead_p[c]]) for c in range(classes)])
     cont_bits = np.array([[entropy_bits(row * (chain.lead_of == k) / lead_p[c, k]) for k in range(n_leads)]
                           for c, row in enumerate(chain.next)])                 # [C + 1, n_leads], bits
     lengths = _word_lengths(n_bytes, rng)
@@ -221,11 +221,12 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
         prev = chain.cls[picks[:, t]]
     in_word = np.arange(picks.shape[1])[None, :] < lengths[:, None]
     letter = picks[in_word]                                                    # [n_letters], word by word
+    word_first = np.cumsum(lengths) - lengths                                  # each word's first letter
     first = np.zeros(len(letter), bool)
-    first[np.cumsum(lengths) - lengths] = True
+    first[word_first] = True
     prev_cls = np.where(first, classes, np.r_[classes, chain.cls[letter[:-1]]])  # C: none (a word's first)
     word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
-    letter_index = np.arange(len(letter)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    letter_index = np.arange(len(letter)) - np.repeat(word_first, lengths)
     pos = np.repeat(word_start, lengths) + 2 * letter_index                   # lead byte of each letter
     code = chain.letters[letter]
     data, detail, sep = _script_bytes(script, code, pos, word_start, lengths, rng)
@@ -233,12 +234,11 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     entropy = np.zeros(n, np.float32)
     state = np.zeros(n, np.int32)
     lead_k = chain.lead_of[letter]
-    after_bits = np.asarray(after_bits)
     entropy[pos] = np.where(first, entropy_bits(lead_p[classes]), after_bits[prev_cls % classes])
     state[pos] = np.where(first, 0, 1 + prev_cls % classes)
     entropy[pos + 1] = cont_bits[prev_cls, lead_k]
     state[pos + 1] = 1 + classes + prev_cls * n_leads + lead_k
-    last_cls = chain.cls[letter[np.cumsum(lengths) - 1]]                      # each word's last letter
+    last_cls = chain.cls[letter[word_first + lengths - 1]]                    # each word's last letter
     entropy[sep], state[sep] = after_bits[last_cls], 1 + last_cls
     ends = pos + 2
     cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])

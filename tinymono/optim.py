@@ -38,7 +38,10 @@ class Adam:
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
         self.t = 0  # number of steps taken; the bias correction uses it
-        self.fused = fused
+        self.fused = None
+        if fused:
+            from tinymono.kernels import optim as fused_kernels  # numba: imported only when asked for
+            self.fused = fused_kernels
 
     def step(self, params, grads, lr=None):
         """One update of every array in `params`, in place. grads has the same keys and shapes."""
@@ -47,10 +50,8 @@ class Adam:
         for k, p in params.items():
             if self.weight_decay and k in self.decay:
                 p *= 1.0 - lr * self.weight_decay
-            update = adam_update
-            if self.fused:
-                from tinymono.kernels import optim as K  # numba: imported only when asked for
-                update = K.adam_update if K.fusable(p, grads[k], self.m[k], self.v[k]) else adam_update
+            fused = self.fused is not None and self.fused.fusable(p, grads[k], self.m[k], self.v[k])
+            update = self.fused.adam_update if fused else adam_update
             update(p, grads[k], self.m[k], self.v[k], self.t, lr, self.beta1, self.beta2, self.eps)
 
     def reset(self, name, index, axis=0):

@@ -260,8 +260,9 @@ def gt_evaluate(params, cfg, data, scale, seed=123):
 
 VARIANT_NAMES = ("relu", "topk", "batchtopk", "jumprelu", "gated", "anthropic2024")
 # How the coefficients were set (no sweep, except Gated's in lesson 03's world): a latent of activation a
-# removes ~a^2 / d_in of mean squared error; the paper's L1 charges l1 a for it. JumpReLU charges a flat lambda per active latent, so lambda ~
-# (a_min)^2 / d_in for the smallest activation worth keeping (0.09 here, 0.25-0.5 on the MLP). The 2024
+# removes ~a^2 / d_in of mean squared error; the paper's L1 charges l1 a for it. JumpReLU charges a flat
+# lambda per active latent, so lambda ~ (a_min)^2 / d_in for the smallest activation worth keeping (0.09
+# here, 0.25-0.5 on the MLP). The 2024
 # recipe scales inputs by s = sqrt(d_in / mean ||x||^2) (12 here, 3.1 on the MLP): both terms grow, the
 # squared error by s^2 and the penalty by s, so lambda = s x the paper's l1 keeps the same trade-off.
 # Gated's penalty reads the gate's pre-activations, whose scale this rule does not know: the paper's l1
