@@ -257,6 +257,10 @@ GENERATOR_SAMPLES = {
         int(np.argmin([lang.end for lang in gen.languages()])), 400_000, rng),
     "lang_low_floor": lambda rng: gen.language_document(
         int(np.argmin([gen.entropy_bits(lang.first) for lang in gen.languages()])), 400_000, rng),
+    # Sibling languages (corpus option script_siblings): the last language in Hebrew letters, the one
+    # before it in Arabic letters (two lead bytes).
+    "lang_hebrew_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 1, 600_000, rng, "hebrew"),
+    "lang_arabic_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 2, 600_000, rng, "arabic"),
     # Many short blobs, half of them wrapped, so the rarer states (padded groups, line breaks) get
     # thousands of samples too.
     "base64": lambda rng: src.concat([gen.b64_random(int(n), rng, width=gen.B64_LINE_WIDTH if k % 2 else None)
@@ -304,6 +308,32 @@ def test_languages_overlap_so_no_byte_names_one():
         assert np.allclose(langs[k].next.sum(axis=1), 1) and np.isclose(langs[k].first.sum(), 1)
 
 
+@pytest.mark.parametrize("siblings", [1, 3])
+def test_sibling_languages_write_whole_letters_of_their_script(siblings):
+    """With script_siblings = S the last 2S languages write the same words as before (the same chain,
+    the same draws), each letter now a letter of Arabic or Hebrew: whole UTF-8 characters of the
+    script, ending after a letter, at most 2 bytes over the length asked for; the others are unchanged."""
+    first = src.N_LANGUAGES - 2 * siblings
+    assert [gen.sibling_script(k, siblings) for k in range(first - 1, src.N_LANGUAGES)] == \
+        [None] + ["arabic", "hebrew"] * siblings
+    for k in (first, src.N_LANGUAGES - 1):
+        script = gen.sibling_script(k, siblings)
+        plain = gen.language_document(k, 3000, np.random.default_rng(k))
+        seg = gen.language_document(k, 3000, np.random.default_rng(k), script)
+        assert 3000 <= len(seg.data) <= 3002 and (seg.context == src.CTX[src.LANGUAGES[k]]).all()
+        text = seg.data.tobytes().decode("utf-8")             # raises if a letter were cut or malformed
+        words = text.split()
+        letters = set(map(ord, "".join(words)))
+        assert letters <= set(gen.SCRIPT_LETTERS[script].tolist()), f"lang{k:02d} wrote letters outside {script}"
+        assert len(letters) <= gen.LANG_LETTERS
+        # the same words: map each script letter back to the lowercase letter it stands for
+        back = dict(zip(gen._sibling_letters(gen.languages()[k].letters, script).tolist(),
+                        gen.languages()[k].letters.tolist()))
+        assert len(back) == gen.LANG_LETTERS, "two letters of the alphabet became one script letter"
+        plain_words = plain.data.tobytes().decode().split()
+        assert [bytes(back[ord(c)] for c in w).decode() for w in words[:-1]] == plain_words[:len(words) - 1]
+
+
 def test_dna_line_breaks_follow_their_probability():
     seg = gen.dna_document(300_000, np.random.default_rng(7))
     mid = seg.state == 7                       # positions where a line may end
@@ -330,10 +360,35 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(doc_bytes={"dna": (500, 100)}), "doc_bytes"),
     (dict(b64_text_fraction=1.5), "b64_text_fraction"),
     (dict(mixture={"hex": 0.5, "dna": 0.5}), "hex digests live inside"),
+    (dict(script_siblings=25), "script_siblings"),
+    (dict(script_classes=-1), "script_classes"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CorpusConfig(**kwargs)
+
+
+def test_corpus_with_siblings_fills_its_splits(tmp_path):
+    cfg = CorpusConfig(n_train_bytes=60_000, n_val_bytes=20_000, script_siblings=2)
+    corpus = build_corpus(cfg, tmp_path / "c", progress=False)   # loading checks the sizes
+    split = corpus.split("train")
+    tokens, context = np.asarray(split.tokens), np.asarray(split.context)
+    for k in range(src.N_LANGUAGES - 5, src.N_LANGUAGES):
+        script = gen.sibling_script(k, 2)
+        data = tokens[context == src.CTX[src.LANGUAGES[k]]]
+        assert len(data) > 0
+        high = (data >= 0x80).mean()
+        assert (high > 0.5) if script else (high == 0), f"lang{k:02d} ({script}): {high:.0%} of its bytes >= 0x80"
+
+
+def test_options_off_keep_the_fingerprint():
+    """The corpus options that are off by default stay out of the config's dict, so adding one does not
+    move every cached corpus; set, they are in it."""
+    plain = CorpusConfig()
+    assert "script_siblings" not in plain.to_dict() and "script_classes" not in plain.to_dict()
+    assert CorpusConfig(script_siblings=0).fingerprint() == plain.fingerprint()
+    assert CorpusConfig(script_siblings=2).fingerprint() != plain.fingerprint()
+    assert CorpusConfig(**CorpusConfig(script_siblings=2).to_dict()) == CorpusConfig(script_siblings=2)
 
 
 def test_interrupted_build_leaves_nothing_loadable(tmp_path, monkeypatch):

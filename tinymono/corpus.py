@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .files import BadFile, read_json
+from .corpus_sources import N_LANGUAGES
 
 # ---------------------------------------------------------------------------------------------------
 # Tokeniser
@@ -127,6 +128,8 @@ class CorpusConfig:
         embedded blobs are short, so they are the larger share of the blobs (about 70% at 0.3).
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
+    script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
+        each (corpus_generated.sibling_script); 0, all of them in lowercase letters.
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -137,6 +140,7 @@ class CorpusConfig:
     b64_embed_fraction: float = 0.3
     embedded_b64_bytes: tuple = (12, 300)
     script_classes: int = 0
+    script_siblings: int = 0
 
     def __post_init__(self):
         def is_int(x):
@@ -167,6 +171,9 @@ class CorpusConfig:
                 raise ValueError(f"{name}: expected integers (min, max) with 1 <= min <= max, got {pair!r}")
         if not is_int(self.script_classes) or not 0 <= self.script_classes <= 16:
             raise ValueError(f"script_classes must be an integer in [0, 16], got {self.script_classes!r}")
+        if not is_int(self.script_siblings) or not 0 <= 2 * self.script_siblings <= N_LANGUAGES:
+            raise ValueError(f"script_siblings must be an integer in [0, {N_LANGUAGES // 2}], "
+                             f"got {self.script_siblings!r}")
         for name in ("b64_text_fraction", "b64_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -188,7 +195,8 @@ class CorpusConfig:
                 "b64_embed_fraction": float(self.b64_embed_fraction),
                 "embedded_b64_bytes": list(self.embedded_b64_bytes),
                 # only when set: a corpus without the option keeps the fingerprint (and cache) it had
-                **({"script_classes": int(self.script_classes)} if self.script_classes else {})}
+                **({"script_classes": int(self.script_classes)} if self.script_classes else {}),
+                **({"script_siblings": int(self.script_siblings)} if self.script_siblings else {})}
 
     def fingerprint(self) -> str:
         """A hash of the config, the Python version (its stdlib is the text) and the file format."""

@@ -296,11 +296,51 @@ def languages() -> tuple:
     return tuple(out)
 
 
-def language_document(k: int, n_bytes: int, rng: np.random.Generator) -> Segment:
-    """Exactly n_bytes of words in language k (cut wherever n_bytes falls).
+# Sibling languages (corpus option script_siblings = S > 0): the last 2S languages of the family are
+# written in the letters of the two scripts, S in Arabic and S in Hebrew, as Persian and Urdu are written
+# in Arabic letters and Yiddish in Hebrew ones. A sibling keeps its chain; each letter of its alphabet
+# becomes a letter of the script (two bytes). With siblings, a lead byte no longer settles what follows
+# it: after 0xD7 the next byte is uniform over the Hebrew letters in Hebrew and follows a chain in a
+# sibling, so a model needs the context at both bytes of a letter, not only after its last one.
+def sibling_script(k: int, siblings: int):
+    """The script language k of the family is written in with `siblings` per script, or None (lowercase)."""
+    first = N_LANGUAGES - 2 * siblings
+    return None if k < first else ("arabic", "hebrew")[(k - first) % 2]
+
+
+def _sibling_letters(lang_letters, script):
+    """The script's code points standing for a language's lowercase letters: spread over the script's
+    alphabet in order, so that the siblings' alphabets overlap as the lowercase ones do."""
+    letters = SCRIPT_LETTERS[script]
+    return letters[(lang_letters.astype(np.int64) - ord("a")) * len(letters) // 26]
+
+
+def _two_byte_entropies(lang, code):
+    """For language `lang` written in code points `code` [L]: (lead_of [L] each letter's lead index,
+    lead_bits [1 + L] the entropy of the byte in state s (0: a word's first letter; 1 + a: after letter a,
+    a separator or a lead byte), cont_bits [1 + L, n_leads] the entropy of the continuation byte after
+    lead byte g in state s)."""
+    _, lead_of = np.unique(0xC0 | (code >> 6), return_inverse=True)
+    n_leads = int(lead_of.max()) + 1
+    rows = np.vstack([lang.first, lang.next])                                 # [1 + L, L] next letter
+    lead_p = np.stack([np.bincount(lead_of, weights=row, minlength=n_leads) for row in rows])
+    sep = lang.end * np.array([1 - LINE_END_PROB, LINE_END_PROB])
+    lead_bits = np.array([entropy_bits(lead_p[0])] + [entropy_bits(np.r_[sep, (1 - lang.end) * p])
+                                                      for p in lead_p[1:]])
+    cont_bits = np.array([[entropy_bits(row * (lead_of == g) / max(lead_p[s, g], 1e-300)) for g in range(n_leads)]
+                          for s, row in enumerate(rows)])
+    return lead_of, lead_bits, cont_bits
+
+
+def language_document(k: int, n_bytes: int, rng: np.random.Generator, script: str | None = None) -> Segment:
+    """Exactly n_bytes of words in language k (cut wherever n_bytes falls). script: written in that
+    script's letters (a sibling language), then cut after the letter that reaches n_bytes (at most 2 bytes
+    over: a document never ends inside a letter).
 
     States (for the tests): 0 a word's first letter (after a space, a newline or the document start);
-    1 + a the byte after letter number a of the alphabet (the word's next letter, or its end).
+    1 + a the byte after letter number a of the alphabet (the word's next letter, or its end). In a
+    script, these are the lead bytes and separators, and 1 + L + s n_leads + g the continuation byte
+    after lead byte g in state s.
     """
     lang = languages()[k]
     n_letters = len(lang.letters)
@@ -318,6 +358,8 @@ def language_document(k: int, n_bytes: int, rng: np.random.Generator) -> Segment
         prev = letters[:, t - 1]
         letters[:, t] = np.minimum((cum_next[prev] < u[:, t, None]).sum(axis=1), n_letters - 1)
     in_word = np.arange(letters.shape[1])[None, :] < lengths[:, None]   # [words, longest]
+    if script is not None:
+        return _sibling_document(k, lang, letters[in_word], lengths, n_bytes, rng, script)
     n = int((lengths + 1).sum())
     ends = np.cumsum(lengths + 1) - 1                                    # byte index of each separator
     is_letter = np.ones(n, bool)
@@ -332,6 +374,32 @@ def language_document(k: int, n_bytes: int, rng: np.random.Generator) -> Segment
     detail = np.where(is_letter, DET["lang_letter"], DET["lang_space"]).astype(np.uint8)
     seg = Segment(data, np.full(n, CTX[LANGUAGES[k]], np.uint8), detail, entropy.astype(np.float32), state)
     return slice_segment(seg, 0, n_bytes)
+
+
+def _sibling_document(k, lang, alpha, lengths, n_bytes, rng, script):
+    """language_document's words (alphabet indices `alpha`, word by word; `lengths` letters per word)
+    written in `script`'s letters, two bytes each."""
+    code = _sibling_letters(lang.letters, script)
+    lead_of, lead_bits, cont_bits = _two_byte_entropies(lang, code)
+    word_first = np.cumsum(lengths) - lengths
+    prev = np.r_[-1, alpha[:-1]]
+    prev[word_first] = -1                                                # state 1 + prev; 0 at a word's start
+    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
+    pos = np.repeat(word_start, lengths) + 2 * (np.arange(len(alpha)) - np.repeat(word_first, lengths))
+    data, _, sep = _script_bytes(script, code[alpha], pos, word_start, lengths, rng)
+    n, L = len(data), len(lang.letters)
+    state = np.zeros(n, np.int32)
+    state[pos] = 1 + prev
+    state[sep] = 1 + alpha[word_first + lengths - 1]                    # after each word's last letter
+    state[pos + 1] = 1 + L + (1 + prev) * cont_bits.shape[1] + lead_of[alpha]
+    entropy = np.where(state <= L, lead_bits[np.minimum(state, L)],
+                       cont_bits.ravel()[np.maximum(state - 1 - L, 0)]).astype(np.float32)
+    detail = np.full(n, DET["lang_space"], np.uint8)
+    detail[pos], detail[pos + 1] = DET["lang_letter"], DET["lang_letter"]
+    ends = pos + 2
+    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
+    seg = Segment(data, np.full(n, CTX[LANGUAGES[k]], np.uint8), detail, entropy, state)
+    return slice_segment(seg, 0, cut)
 
 
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
