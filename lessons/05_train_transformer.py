@@ -30,7 +30,12 @@
 # generated context here is rare (1-2% of the bytes for each named one, 0.42% for each language), there
 # are 53 of them, and the MLP has 128 neurons. A language writes lowercase words over its own 8 of the 26
 # letters; the alphabets overlap, so no single letter gives a language away, and each next letter depends
-# on the language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`).
+# on the language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`). Four
+# languages write the same kind of words in the letters of the scripts, two in Arabic letters and two in
+# Hebrew ones, as Persian is written in Arabic letters and Yiddish in Hebrew ones
+# (`corpus_generated.sibling_script`). Without them, the lead byte of a letter would settle which bytes
+# can follow it, in every context that uses it; with them, only the context does (lesson 08 shows why
+# that matters).
 #
 # This lesson builds the corpus, trains the model of lesson 04 through the shared training loop
 # (tinymono/train.py: progress bar, checkpoints, resume), and measures, per label, how close the model

@@ -106,10 +106,15 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # that continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the
 # features stand for their context: a feature that also fires on plain letters pulls less. The scripts
 # are harder than base64, DNA or hex: a letter is two bytes, and the SAE tends to give the two steps
-# features of their own. A feature that fires after a letter's last byte stands for one state of the
-# two-byte cycle, "a lead byte comes next" (its logit weights promote the lead bytes), and pinned alone
-# it writes lead bytes with too few continuation bytes to make letters. The paper saw such chains of
-# features as small finite-state automata, each feature a state.
+# features of their own, each a state of the two-byte cycle (the paper saw such chains of features as
+# small finite-state automata, each feature a state). Which state gets a feature of the script's own
+# depends on where the model needs to know the script. After a lead byte it needs to, because the
+# script's sibling languages (lesson 05) use the same lead bytes with other letters; after a letter's
+# last byte it hardly does, since a sibling too writes a lead byte or a space there. A script feature of
+# the lead-byte state promotes the continuation bytes, and pinned it writes whole letters: the model's
+# own bookkeeping adds the lead bytes. A feature of the other state, "a lead byte comes next", pinned
+# alone writes lead bytes with too few continuation bytes to make letters; without the siblings
+# (`--set corpus.script_siblings=0`) the scripts have only features of that kind, and pinning fails.
 
 # %% [markdown]
 # ## Feature splitting
@@ -178,8 +183,9 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # splits it by the byte read: features for single bases, and perhaps one that fires on every base;
 # summed, the family tracks the parent. The split follows what the model needs: DNA's next base depends
 # on the base just read (lesson 05's chain), so "DNA, and the last base was C" is worth a direction of
-# its own. Were the bases uniform, the base read would not matter and the family would not split by it. Arabic and Hebrew families split along the two-byte cycle (lead
-# bytes, continuation bytes, the space between words). This is why a single feature of a large
+# its own. Were the bases uniform, the base read would not matter and the family would not split by it.
+# Arabic and Hebrew families split along the two-byte cycle (lead bytes, continuation bytes, the space
+# between words). This is why a single feature of a large
 # dictionary can correlate less with a whole context than a group of its features: a larger dictionary
 # spends its latents on finer distinctions, and a context is then a family, not a feature. Which size is
 # "right" depends on the question; the paper's answer was to study several.

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tinymono import corpus_generated as gen
 from tinymono import corpus_sources as src
-from tinymono.corpus import (DOC_SEP, SEP_MARKER, SOURCES, VOCAB_SIZE, Corpus, CorpusConfig, Split, decode,
+from tinymono.corpus import (DOC_SEP, SCRIPT_SIBLINGS, SEP_MARKER, SOURCES, VOCAB_SIZE, Corpus, CorpusConfig, Split, decode,
                              decode_bytes, encode, load_corpus, ngram_bits_per_byte)
 from tinymono.corpus_build import build_corpus, get_corpus
 
@@ -381,14 +381,15 @@ def test_corpus_with_siblings_fills_its_splits(tmp_path):
         assert (high > 0.5) if script else (high == 0), f"lang{k:02d} ({script}): {high:.0%} of its bytes >= 0x80"
 
 
-def test_options_off_keep_the_fingerprint():
-    """The corpus options that are off by default stay out of the config's dict, so adding one does not
-    move every cached corpus; set, they are in it."""
-    plain = CorpusConfig()
-    assert "script_siblings" not in plain.to_dict() and "script_classes" not in plain.to_dict()
-    assert CorpusConfig(script_siblings=0).fingerprint() == plain.fingerprint()
-    assert CorpusConfig(script_siblings=2).fingerprint() != plain.fingerprint()
-    assert CorpusConfig(**CorpusConfig(script_siblings=2).to_dict()) == CorpusConfig(script_siblings=2)
+def test_config_dict_rebuilds_the_config():
+    """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
+    off by default, stays out of it when off, so that adding it moved no cached corpus."""
+    configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4)]
+    assert "script_classes" not in configs[0].to_dict()
+    assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
+    assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
+    for cfg in configs:
+        assert CorpusConfig(**cfg.to_dict()) == cfg
 
 
 def test_interrupted_build_leaves_nothing_loadable(tmp_path, monkeypatch):

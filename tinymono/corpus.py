@@ -113,6 +113,8 @@ DEFAULT_MIXTURE = {"python": 0.49, "english": 0.235, "base64": 0.015, "dna": 0.0
 DEFAULT_DOC_BYTES = {"python": (1_000, 16_000), "english": (300, 8_000), "base64": (200, 4_000),
                      "dna": (500, 6_000), "arabic": (200, 3_000), "hebrew": (200, 3_000),
                      "family": (200, 1_500)}
+# Two of the family's languages in Arabic letters and two in Hebrew ones (CorpusConfig.script_siblings)
+SCRIPT_SIBLINGS = 2
 MIN_SPLIT_BYTES = 4096
 FORMAT_VERSION = 1
 
@@ -129,7 +131,8 @@ class CorpusConfig:
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
-        each (corpus_generated.sibling_script); 0, all of them in lowercase letters.
+        each (corpus_generated.sibling_script); 0, all of them in lowercase letters. SCRIPT_SIBLINGS
+        by default: docs/experiments.md measures 0, 2 and 4.
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -140,7 +143,7 @@ class CorpusConfig:
     b64_embed_fraction: float = 0.3
     embedded_b64_bytes: tuple = (12, 300)
     script_classes: int = 0
-    script_siblings: int = 0
+    script_siblings: int = SCRIPT_SIBLINGS
 
     def __post_init__(self):
         def is_int(x):
@@ -195,8 +198,8 @@ class CorpusConfig:
                 "b64_embed_fraction": float(self.b64_embed_fraction),
                 "embedded_b64_bytes": list(self.embedded_b64_bytes),
                 # only when set: a corpus without the option keeps the fingerprint (and cache) it had
-                **({"script_classes": int(self.script_classes)} if self.script_classes else {}),
-                **({"script_siblings": int(self.script_siblings)} if self.script_siblings else {})}
+                "script_siblings": int(self.script_siblings),
+                **({"script_classes": int(self.script_classes)} if self.script_classes else {})}
 
     def fingerprint(self) -> str:
         """A hash of the config, the Python version (its stdlib is the text) and the file format."""
