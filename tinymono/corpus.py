@@ -197,8 +197,8 @@ class CorpusConfig:
                 "b64_text_fraction": float(self.b64_text_fraction),
                 "b64_embed_fraction": float(self.b64_embed_fraction),
                 "embedded_b64_bytes": list(self.embedded_b64_bytes),
-                # only when set: a corpus without the option keeps the fingerprint (and cache) it had
                 "script_siblings": int(self.script_siblings),
+                # only when set: a corpus without the option keeps the fingerprint (and cache) it had
                 **({"script_classes": int(self.script_classes)} if self.script_classes else {})}
 
     def fingerprint(self) -> str:
