@@ -197,8 +197,8 @@ lesson.savefig(plots.context_feature_histograms(panels), "feature_histograms.png
 # **What you should see.** A good context feature fires inside its context, often on one kind of byte
 # (a feature per DNA base, or per step of a script's two-byte letters), and its logit weights promote
 # what comes next there: digits and a-f for hex; after a script's letter, its UTF-8 lead bytes (0xD8
-# and 0xD9 for Arabic, 0xD7 for Hebrew) and the space; on a lead byte, the continuation bytes. The histograms show how clean each one is: the grey part is
-# its activation on every other context. Ablating a feature costs most where nothing else makes its
+# and 0xD9 for Arabic, 0xD7 for Hebrew) and the space; on a lead byte, the continuation bytes. The
+# histograms show how clean each one is: the grey part is its activation on every other context. Ablating a feature costs most where nothing else makes its
 # prediction, and little where the rest of the model already knows what comes next (after a DNA base the
 # attention alone can say "another base"). The loss "elsewhere" is exactly 0 by construction, not a
 # finding: in a one-layer model the MLP's output at a position reaches only that position's logits, and

@@ -185,10 +185,10 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # on the base just read (lesson 05's chain), so "DNA, and the last base was C" is worth a direction of
 # its own. Were the bases uniform, the base read would not matter and the family would not split by it.
 # Arabic and Hebrew families split along the two-byte cycle (lead bytes, continuation bytes, the space
-# between words). This is why a single feature of a large
-# dictionary can correlate less with a whole context than a group of its features: a larger dictionary
-# spends its latents on finer distinctions, and a context is then a family, not a feature. Which size is
-# "right" depends on the question; the paper's answer was to study several.
+# between words). This is why a single feature of a large dictionary can correlate less with a whole
+# context than a group of its features: a larger dictionary spends its latents on finer distinctions,
+# and a context is then a family, not a feature. Which size is "right" depends on the question; the
+# paper's answer was to study several.
 #
 # **Try it.** The paper's third test, *universality*, needs a second transformer: run lessons 05-06 with
 # `--seed 1` (their models go to `runs/default-seed1/cache/`), and match each feature of one model to

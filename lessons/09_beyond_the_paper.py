@@ -199,8 +199,8 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # steps on batches of 1,024, reused from its cache), and at 1.1x each variant trains as long; at 2x, where
 # the question is how many latents stay dead, half as long, so that the runs fit the lesson's time budget
 # (eight minutes on two cores at the default scale is the aim, with lessons 03 and 06 already run;
-# docs/experiments.md records what it took). Each variant's settings (pipeline.GT_VARIANTS) come from the scale of the data rather than a
-# sweep (Gated's alone from a short one, as pipeline.py says): TopK's k near the 5 true features per sample,
+# docs/experiments.md records what it took). Each variant's settings (pipeline.GT_VARIANTS) come from
+# the scale of the data rather than a sweep (Gated's alone from a short one, as pipeline.py says): TopK's k near the 5 true features per sample,
 # and each penalty coefficient set so that a latent of typical size costs, relative to the squared error it
 # removes, what it costs under the paper's L1 coefficient (pipeline.py says how). What the runs gave when this
 # lesson was written is in the checks at the end; a variant that misses its bar here may need a longer run or

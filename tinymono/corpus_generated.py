@@ -106,19 +106,34 @@ def _word_lengths(n_bytes, rng):
         n_words *= 2
 
 
-def _script_bytes(script, code, pos, word_start, lengths, rng):
-    """The bytes of words whose letters have code points `code`, each letter's lead byte at `pos`, each word
-    starting at `word_start` with `lengths` letters, then a space or (LINE_END_PROB) a newline drawn from
-    `rng`. -> (data, detail, sep): the bytes, their detail labels, the separators' positions."""
-    n = int(word_start[-1] + 2 * lengths[-1] + 1)
-    data = np.zeros(n, np.uint8)
+def _letter_positions(lengths):
+    """For words of `lengths` two-byte letters, each followed by one separator byte: (word_first [words],
+    the index of each word's first letter; pos [letters], the byte of each letter's lead byte)."""
+    word_first = np.cumsum(lengths) - lengths
+    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
+    pos = np.repeat(word_start, lengths) + 2 * (np.arange(int(lengths.sum())) - np.repeat(word_first, lengths))
+    return word_first, pos
+
+
+def _script_bytes(script, code, pos, word_first, lengths, rng):
+    """The bytes of words whose letters have code points `code`, each letter's lead byte at `pos`
+    (_letter_positions), each word followed by a space or (LINE_END_PROB) a newline drawn from `rng`.
+    -> (data, detail, sep): the bytes, their detail labels, the separators' positions."""
+    sep = pos[word_first + lengths - 1] + 2                              # after each word's last letter
+    data = np.zeros(int(sep[-1]) + 1, np.uint8)
     data[pos] = 0xC0 | (code >> 6)
     data[pos + 1] = 0x80 | (code & 0x3F)
-    sep = word_start + 2 * lengths
     data[sep] = np.where(rng.random(len(lengths)) < LINE_END_PROB, ord("\n"), ord(" "))
-    detail = np.full(n, DET[script + "_space"], np.uint8)
+    detail = np.full(len(data), DET[script + "_space"], np.uint8)
     detail[pos], detail[pos + 1] = DET[script + "_lead"], DET[script + "_cont"]
     return data, detail, sep
+
+
+def _cut_after_letter(seg, pos, n_bytes):
+    """`seg` cut after the first letter (lead byte at `pos`) that reaches n_bytes, or after its last one."""
+    ends = pos + 2                                                       # positions right after a letter
+    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
+    return slice_segment(seg, 0, cut)
 
 
 def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int = 0) -> Segment:
@@ -138,25 +153,18 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes
     after_bits = entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
                                     (1 - WORD_END_PROB) * p_lead])
     lengths = _word_lengths(n_bytes, rng)
-    n_words = len(lengths)
-    n_letters = int(lengths.sum())
-    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
-    letter_word = np.repeat(np.arange(n_words), lengths)
-    letter_index = np.arange(n_letters) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    pos = word_start[letter_word] + 2 * letter_index                    # lead byte of each letter
-    chosen = letters[rng.integers(0, len(letters), size=n_letters)]
+    word_first, pos = _letter_positions(lengths)
+    chosen = letters[rng.integers(0, len(letters), size=len(pos))]
     lead_of = np.searchsorted(leads, 0xC0 | (chosen >> 6))
-    data, detail, sep = _script_bytes(script, chosen, pos, word_start, lengths, rng)
+    data, detail, _ = _script_bytes(script, chosen, pos, word_first, lengths, rng)
     n = len(data)
     entropy = np.full(n, after_bits, np.float32)
     state = np.ones(n, np.int32)
-    entropy[pos[letter_index == 0]], state[pos[letter_index == 0]] = first_bits, 0
+    entropy[pos[word_first]], state[pos[word_first]] = first_bits, 0
     entropy[pos + 1] = np.log2(lead_counts[lead_of])
     state[pos + 1] = 2 + lead_of
-    ends = pos + 2                                                      # positions right after a letter
-    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
     seg = Segment(data, np.full(n, CTX[script], np.uint8), detail, entropy, state)
-    return slice_segment(seg, 0, cut)
+    return _cut_after_letter(seg, pos, n_bytes)
 
 
 # Letters that depend on the letter before (corpus option script_classes = C > 0). With uniform letters
@@ -221,15 +229,12 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
         prev = chain.cls[picks[:, t]]
     in_word = np.arange(picks.shape[1])[None, :] < lengths[:, None]
     letter = picks[in_word]                                                    # [n_letters], word by word
-    word_first = np.cumsum(lengths) - lengths                                  # each word's first letter
+    word_first, pos = _letter_positions(lengths)
     first = np.zeros(len(letter), bool)
     first[word_first] = True
     prev_cls = np.where(first, classes, np.r_[classes, chain.cls[letter[:-1]]])  # C: none (a word's first)
-    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
-    letter_index = np.arange(len(letter)) - np.repeat(word_first, lengths)
-    pos = np.repeat(word_start, lengths) + 2 * letter_index                   # lead byte of each letter
     code = chain.letters[letter]
-    data, detail, sep = _script_bytes(script, code, pos, word_start, lengths, rng)
+    data, detail, sep = _script_bytes(script, code, pos, word_first, lengths, rng)
     n = len(data)
     entropy = np.zeros(n, np.float32)
     state = np.zeros(n, np.int32)
@@ -240,10 +245,8 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     state[pos + 1] = 1 + classes + prev_cls * n_leads + lead_k
     last_cls = chain.cls[letter[word_first + lengths - 1]]                    # each word's last letter
     entropy[sep], state[sep] = after_bits[last_cls], 1 + last_cls
-    ends = pos + 2
-    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
     seg = Segment(data, np.full(n, CTX[script], np.uint8), detail, entropy, state)
-    return slice_segment(seg, 0, cut)
+    return _cut_after_letter(seg, pos, n_bytes)
 
 
 # The family of synthetic languages. Five named contexts are too few to make a model superpose: it
@@ -381,12 +384,10 @@ def _sibling_document(k, lang, alpha, lengths, n_bytes, rng, script):
     written in `script`'s letters, two bytes each."""
     code = _sibling_letters(lang.letters, script)
     lead_of, lead_bits, cont_bits = _two_byte_entropies(lang, code)
-    word_first = np.cumsum(lengths) - lengths
+    word_first, pos = _letter_positions(lengths)
     prev = np.r_[-1, alpha[:-1]]
     prev[word_first] = -1                                                # state 1 + prev; 0 at a word's start
-    word_start = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)
-    pos = np.repeat(word_start, lengths) + 2 * (np.arange(len(alpha)) - np.repeat(word_first, lengths))
-    data, _, sep = _script_bytes(script, code[alpha], pos, word_start, lengths, rng)
+    data, _, sep = _script_bytes(script, code[alpha], pos, word_first, lengths, rng)
     n, L = len(data), len(lang.letters)
     state = np.zeros(n, np.int32)
     state[pos] = 1 + prev
@@ -396,10 +397,8 @@ def _sibling_document(k, lang, alpha, lengths, n_bytes, rng, script):
                        cont_bits.ravel()[np.maximum(state - 1 - L, 0)]).astype(np.float32)
     detail = np.full(n, DET["lang_space"], np.uint8)
     detail[pos], detail[pos + 1] = DET["lang_letter"], DET["lang_letter"]
-    ends = pos + 2
-    cut = int(ends[np.searchsorted(ends, n_bytes)]) if ends[-1] >= n_bytes else int(ends[-1])
     seg = Segment(data, np.full(n, CTX[LANGUAGES[k]], np.uint8), detail, entropy, state)
-    return slice_segment(seg, 0, cut)
+    return _cut_after_letter(seg, pos, n_bytes)
 
 
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
