@@ -105,3 +105,26 @@ def test_correlated_variant_keeps_rates_and_follows_M():
 def test_config_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
         GroundTruthConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kw", [dict(d=16, n_features=32, mean_active=3), dict(d=16, n_features=32, mean_active=0.3),
+                                dict(d=16, n_features=32, mean_active=3, correlated=True)])
+def test_firings_are_the_dense_draws(kw):
+    """The sampler collects the firings in one pass (kernels/sae.py: below_csr) and multiplies only them;
+    its codes must be those of the plain dense recipe from the same Generator (a [B, G] uniform matrix
+    compared with the rates, then one uniform per firing in row order, then a feature for each empty row),
+    and the Generator must be left where that recipe leaves it."""
+    gt = GroundTruth(GroundTruthConfig(**kw))
+    rng, ref = np.random.default_rng(11), np.random.default_rng(11)
+    x, codes = gt.sample(rng, 300, codes=True)
+    prob = gt.fire_probability(ref, 300)  # draws z first in the correlated variant
+    fires = ref.random((300, 32), dtype=np.float32) < prob
+    want = np.zeros((300, 32), dtype=np.float32)
+    want[fires] = ref.random(int(fires.sum()), dtype=np.float32)
+    empty = np.flatnonzero(~fires.any(axis=1))
+    want[empty, ref.integers(0, 32, size=empty.size)] = 1.0
+    if kw["mean_active"] < 1:
+        assert empty.size > 100, "a case with many empty rows"
+    np.testing.assert_array_equal(codes, want)
+    assert rng.random() == ref.random(), "the Generator must end where the dense recipe leaves it"
+    np.testing.assert_allclose(x, want.astype(np.float64) @ gt.directions, rtol=1e-5, atol=1e-6)

@@ -187,3 +187,20 @@ def test_fused_adam_takes_only_arrays_it_can_update_in_place():
     opt.step(params, {"W": np.ones((4, 6), np.float32), "b": np.ones(3)})
     np.testing.assert_allclose(base, 0.9, rtol=1e-6)  # the view's base moved: the update was not lost in a copy
     np.testing.assert_allclose(params["b"], 0.9, rtol=1e-7)  # lr g / (|g| + eps), eps 1e-8
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, st.integers(0, 7), st.integers(1, 40), st.booleans())
+def test_below_kernel_equals_its_numpy_twin(seed, B, G, per_row):
+    """Lesson 03's firings: u < prob, row by row, with prob one broadcast row (independent features) or a
+    row per sample (the correlated variant); values equal to prob do not fire."""
+    rng = np.random.default_rng(seed)
+    u = rng.random((B, G), dtype=np.float32)
+    prob = rng.random((B, G)) * 0.6 if per_row else np.broadcast_to(rng.random(G) * 0.6, (B, G))
+    if B and G:
+        u[0, 0] = np.float32(0.25)
+        prob = np.array(prob)
+        prob[0, 0] = 0.25  # a tie: not below
+    for a, b in zip(K.below_csr(u, prob), K.below_csr_numpy(u, prob)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)

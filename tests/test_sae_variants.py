@@ -370,3 +370,28 @@ def test_k_annealing_sets_each_steps_k(arch):
         assert terms[3] == pytest.approx(12), f"{arch} ({'numba' if buf else 'dense'}): L0 {terms[3]} with k = 12"
     with pytest.raises(ValueError, match="k_start"):
         sae.SAEConfig(d_in=4, d_sae=8, architecture=arch, k=4, k_anneal=0.5, k_start=2)
+
+
+@pytest.mark.parametrize("arch", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_encode_gives_the_forwards_latents(arch, dtype):
+    """sae.encode takes shortcuts (TopK: the numba selection; Gated: no decoder): the same latents as the
+    inference forward, on a case with tied pre-activations too (ties go to the lower latent index)."""
+    rng = np.random.default_rng(3)
+    opts = {"topk": dict(k=3), "batchtopk": dict(k=3)}.get(arch, {})
+    cfg = sae.SAEConfig(d_in=6, d_sae=12, architecture=arch, dtype=dtype, **opts)
+    x = rng.standard_normal((40, 6)).astype(dtype)
+    params = sae.init(cfg, rng, x)
+    for name in ("b_enc", "b_gate", "b_mag", "r_mag", "b_dec"):
+        if name in params:
+            params[name] = (rng.standard_normal(params[name].shape) * 0.3).astype(dtype)
+    if arch == "batchtopk":
+        params["threshold"] = np.asarray(0.2, dtype=dtype)
+    if arch == "topk":  # latent 5 a copy of latent 2: equal pre-activations everywhere
+        params["W_enc"][:, 5] = params["W_enc"][:, 2]
+        params["b_enc"][5] = params["b_enc"][2]
+    want = sae.variant_of(cfg).forward(params, x, cfg)[0].f
+    got = sae.encode(params, x, cfg)
+    assert np.count_nonzero(want) > 40, "a case where latents fire"
+    assert got.dtype == want.dtype and np.array_equal(got != 0, want != 0), f"{arch}: another set of latents fired"
+    assert np.allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-12, atol=0)

@@ -31,8 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from scipy.special import ndtr  # the standard normal CDF, Phi
 
+from tinymono.kernels import sae as K
 from tinymono.validate import check_int, check_number, check_rng
 
 
@@ -118,23 +120,34 @@ class GroundTruth:
         z = rng.standard_normal((batch_size, self.cfg.n_features)) @ self._chol.T  # [B, G], z ~ N(0, M)
         return 2.0 * ndtr(z) * self.p  # E[2 Phi(z_i)] = 1, so the mean rate stays p_i
 
-    def sample_codes(self, rng, batch_size):
-        """codes [B, G] float32: U[0, 1] where a feature fires, 0 elsewhere; empty rows get one 1.0."""
+    def _draw(self, rng, batch_size):
+        """The batch's firings as CSR: (indptr [B + 1], features [nnz], coefficients [nnz] float32); a row
+        where nothing fired gets one feature at 1.0."""
         check_int("batch_size", batch_size, lo=0)
         check_rng("rng", rng)
         prob = self.fire_probability(rng, batch_size)  # [B, G]
-        fires = rng.random((batch_size, self.cfg.n_features), dtype=np.float32) < prob  # float32 draws: faster
-        codes = np.zeros((batch_size, self.cfg.n_features), dtype=np.float32)
-        codes[fires] = rng.random(int(fires.sum()), dtype=np.float32)
-        empty = np.flatnonzero(~fires.any(axis=1))  # rows where nothing fired
-        codes[empty, rng.integers(0, self.cfg.n_features, size=empty.size)] = 1.0
-        return codes
+        u = rng.random((batch_size, self.cfg.n_features), dtype=np.float32)  # float32 draws: faster
+        indptr, cols = K.below_csr(u, prob)  # fired where u < prob
+        vals = rng.random(cols.size, dtype=np.float32)
+        empty = np.flatnonzero(indptr[1:] == indptr[:-1])  # rows where nothing fired
+        if empty.size:
+            at = indptr[empty]  # where each empty row's one entry goes
+            cols = np.insert(cols, at, rng.integers(0, self.cfg.n_features, size=empty.size).astype(np.int32))
+            vals = np.insert(vals, at, np.float32(1.0))
+            indptr = indptr + np.searchsorted(empty, np.arange(batch_size + 1), side="left")
+        return indptr, cols, vals
+
+    def sample_codes(self, rng, batch_size):
+        """codes [B, G] float32: U[0, 1] where a feature fires, 0 elsewhere; empty rows get one 1.0."""
+        indptr, cols, vals = self._draw(rng, batch_size)
+        return csr_matrix((vals, cols, indptr), shape=(batch_size, self.cfg.n_features)).toarray()
 
     def sample(self, rng, batch_size, codes=False):
-        """x [B, d] float32 (and codes [B, G] when codes=True), drawn from `rng`."""
-        c = self.sample_codes(rng, batch_size)
-        x = c @ self.directions  # [B, G] @ [G, d] -> [B, d]
-        return (x, c) if codes else x
+        """x [B, d] float32 (and codes [B, G] when codes=True), drawn from `rng`. x = codes @ directions,
+        computed over the firings only (about k per row of G)."""
+        c = csr_matrix(self._draw(rng, batch_size)[::-1], shape=(batch_size, self.cfg.n_features))
+        x = np.asarray(c @ self.directions, dtype=np.float32)  # [B, d]
+        return (x, c.toarray()) if codes else x
 
     def __call__(self, rng, batch_size):
         """The batch-source protocol of tinymono.sae: source(rng, batch_size) -> x [B, d] float32."""

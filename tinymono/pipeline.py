@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from tinymono import activations, batches, metrics, sae, settings
+from tinymono import activations, batches, interventions, metrics, sae, settings
 from tinymono import transformer as tr
 from tinymono.corpus import CorpusConfig
 from tinymono.corpus_build import get_corpus
 from tinymono.groundtruth import GroundTruth, GroundTruthConfig
+from tinymono.store import ActivationStore
 from tinymono.train import train
 
 # The default world. Lesson 01's premise, that a model superposes when it has more useful, sparse features
@@ -268,12 +270,21 @@ VARIANT_NAMES = ("relu", "topk", "batchtopk", "jumprelu", "gated", "anthropic202
 # Gated's penalty reads the gate's pre-activations, whose scale this rule does not know: the paper's l1
 # (3e-4) left its MMCS at 0.81 in lesson 03's world; a sweep over 1e-4-4e-3 peaked at 1e-3 on two seeds
 # (docs/experiments.md, lesson 09's section).
+#
+# The schedule. Without resampling, a latent that loses the early competition for inputs dies, and the
+# rarest true features (a few hundred firings in a run) are left without one: at full sparsity from the
+# first step, TopK, JumpReLU and Gated each missed 5-16 of the 512 with 50-60 latents dead. So every variant
+# here eases its sparsity in, as the 2024 recipe does with its penalty: over the first 30% of the run the
+# penalty rises from 0 (JumpReLU, Gated) or k falls from 48 (TopK, BatchTopK), and the learning rate decays
+# to 0 over the last 20%. BatchTopK keeps k = 5, the true L0: one batch-wide cutoff lets interference
+# through on busy inputs, and at k = 6 those extra firings bent the directions of the rarer features.
+EASED = dict(lr_decay_start=0.8)
 GT_VARIANTS = {  # architecture -> its settings in lesson 03's world (l1_coefficient: its sparsity coefficient)
     "relu": dict(l1_coefficient=GT_MAIN["l1_coefficient"]),
-    "topk": dict(k=6, aux_coefficient=1 / 32),
-    "batchtopk": dict(k=6, aux_coefficient=1 / 32),
-    "jumprelu": dict(l1_coefficient=3e-5, bandwidth=2e-3, init_threshold=0.05),
-    "gated": dict(l1_coefficient=1e-3),
+    "topk": dict(k=6, aux_coefficient=1 / 32, k_anneal=0.3, k_start=48, **EASED),
+    "batchtopk": dict(k=5, aux_coefficient=1 / 32, k_anneal=0.3, k_start=48, **EASED),
+    "jumprelu": dict(l1_coefficient=3e-5, bandwidth=2e-3, init_threshold=0.05, l1_warmup=0.3, **EASED),
+    "gated": dict(l1_coefficient=1e-3, l1_warmup=0.3, **EASED),
     "anthropic2024": dict(l1_coefficient=4e-3),
 }
 
@@ -328,6 +339,9 @@ FRONTIER = {
 }
 FRONTIER_RUN = {"smoke": dict(steps=40, batch_size=256), "default": dict(steps=600, batch_size=1024),
                 "full": dict(steps=4000, batch_size=4096)}
+# what every frontier SAE is scored on: held-out MLP activations (tokens) and windows of held-out text
+FRONTIER_EVAL = {"smoke": dict(tokens=10_000, windows=8), "default": dict(tokens=200_000, windows=64),
+                 "full": dict(tokens=200_000, windows=256)}
 
 
 def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
@@ -339,3 +353,58 @@ def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     return sae.SAEConfig(**{**{f: getattr(base, f) for f in ("d_in", "d_sae", "l1_coefficient", "lr", "seed",
                                                           "resample_at", "dead_window", "resample_batches")},
                             "architecture": architecture, **opts})
+
+
+class FrontierData(NamedTuple):
+    tparams: dict
+    tcfg: tr.TransformerConfig
+    train_store: ActivationStore
+    held_out: np.ndarray  # [tokens, d_mlp] float32: the validation store's first tokens
+    windows: np.ndarray  # [n, n_ctx + 1] held-out text
+    clean: float  # the model's mean loss on the windows
+    zero: float  # ... with the MLP's output zeroed
+
+
+_frontier_data = {}  # per process, the FrontierData of the last run asked for
+
+
+def frontier_data(scale, cache, seed, windows_seed, progress=False):
+    """The transformer of `cache` (lessons 05-06, run seed `seed`) and what the frontier scores its SAEs on
+    (FRONTIER_EVAL), built once per process (and the transformer and its stores built first if the cache
+    lacks them: call it once in the driver before the workers do)."""
+    key = (scale, str(cache), seed, windows_seed)
+    if key not in _frontier_data:
+        _frontier_data.clear()
+        corpus, tparams, tcfg, _, _ = get_transformer(scale, cache, progress=progress, seed=seed)
+        train_store, val_store = get_stores(scale, cache, corpus, tparams, tcfg, progress=progress)
+        n = FRONTIER_EVAL[scale]
+        held_out = val_store.read(0, min(len(val_store), n["tokens"])).astype(np.float32)
+        windows = corpus.sample_windows("val", n["windows"], tcfg.n_ctx + 1, np.random.default_rng(windows_seed))[0]
+        _frontier_data[key] = FrontierData(tparams, tcfg, train_store, held_out, windows,
+                                           interventions.mean_loss(tparams, tcfg, windows),
+                                           interventions.mean_loss(tparams, tcfg, windows, 0.0))
+    return _frontier_data[key]
+
+
+def frontier_stage(job):
+    """One SAE of lesson 09's frontier, in a worker of a process pool (or here): trained on the MLP
+    activations of lesson 06's store (or resumed from job["checkpoint"]) and scored on held-out tokens.
+    job: scale, cache, seed (the run's), windows_seed, architecture, sparsity ({"l1_coefficient": c} or
+    {"k": k}), checkpoint. -> architecture, setting, l0, recovered (loss recovered against zero-ablation),
+    rare (share of latents firing on < 1e-4 of held-out tokens), unmoved (share whose decoder direction
+    stayed within cosine 0.9 of its start), seconds."""
+    t0 = time.perf_counter()
+    d = frontier_data(job["scale"], job["cache"], job["seed"], job["windows_seed"])
+    cfg = frontier_config(job["scale"], d.tcfg.d_mlp, job["architecture"], seed=job["seed"], **job["sparsity"])
+    task = sae.SAETask(cfg, batches.ShuffledBatches(d.train_store, seed=cfg.seed))
+    start = task.params["W_dec"].copy()
+    train(task, cfg.steps, chunk_steps=50, checkpoint=job["checkpoint"], progress=False)
+    f = np.concatenate([sae.encode(task.params, d.held_out[i:i + 50_000], cfg) for i in range(0, len(d.held_out), 50_000)])
+    density = np.count_nonzero(f, axis=0) / len(f)
+    loss = interventions.mean_loss(d.tparams, d.tcfg, d.windows, interventions.sae_hook(task.params, cfg))
+    unit = lambda W: W / np.linalg.norm(W, axis=1, keepdims=True)  # noqa: E731  (the 2024 recipe's rows are not unit)
+    return {"architecture": job["architecture"], "setting": "-".join(f"{v:g}" for v in job["sparsity"].values()),
+            "l0": float(np.count_nonzero(f) / len(f)), "recovered": metrics.loss_recovered(d.clean, loss, d.zero),
+            "rare": float(np.mean(density < 1e-4)),
+            "unmoved": float(np.mean(np.sum(unit(task.params["W_dec"]) * unit(start), axis=1) > 0.9)),
+            "seconds": time.perf_counter() - t0}

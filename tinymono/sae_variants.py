@@ -284,6 +284,14 @@ def topk_forward_model(params, x, cfg, train=None):
     return _topk_model_forward(params, x, cfg, train, lambda pre: topk_forward(pre, _k(cfg, train)))
 
 
+def topk_encode(params, x, cfg):
+    """TopK's latents alone, f [B, d_sae], with the numba selection (kernels/sae.py: topk_csr, the same
+    choice as topk_forward, ties included) instead of a sort of every row."""
+    pre = (x - params["b_dec"]) @ params["W_enc"]  # [B, d_sae], bias added by the kernel
+    indptr, idx, val = K.topk_csr(pre, params["b_enc"], cfg.k, np.ones(cfg.d_sae, dtype=bool))
+    return K.csr_to_dense(indptr, idx, val, cfg.d_sae)
+
+
 def batchtopk_forward_model(params, x, cfg, train=None):
     """Training: the batch's B k largest activations; inference (train None): the learned threshold."""
     if train is None:
@@ -378,15 +386,22 @@ def gated_init(cfg, rng, sample=None):
                   "b_dec": p["b_dec"]}, cfg)
 
 
-def gated_forward_model(params, x, cfg, train=None):
-    """x [B, d_in] -> (SAEOutput, cache). Penalty: lambda ||ReLU(pi_gate)||_1 (mean over B) plus the
-    reconstruction of x from ReLU(pi_gate) through a frozen copy of W_dec and b_dec."""
-    lam = cfg.l1_coefficient if train is None else train.l1_coefficient
+def _gated_latents(params, x):
+    """f [B, d_sae] and what the backward needs of its making: (affine cache, u, exp(r_mag), pi_gate, the
+    magnitude's ReLU cache)."""
     u, enc_cache = affine_forward(x, params["W_enc"], 0.0, params["b_dec"])  # [B, d_sae]
     scale = np.exp(params["r_mag"])  # [d_sae]: W_mag = W_enc * exp(r_mag), column by column
     pi_gate = u + params["b_gate"]
     mag, mag_cache = relu_forward(u * scale + params["b_mag"])  # ReLU(pi_mag)
     f = np.where(pi_gate > 0, mag, 0)  # the gate decides which latents fire, the magnitude how strongly
+    return f, (enc_cache, u, scale, pi_gate, mag_cache)
+
+
+def gated_forward_model(params, x, cfg, train=None):
+    """x [B, d_in] -> (SAEOutput, cache). Penalty: lambda ||ReLU(pi_gate)||_1 (mean over B) plus the
+    reconstruction of x from ReLU(pi_gate) through a frozen copy of W_dec and b_dec."""
+    lam = cfg.l1_coefficient if train is None else train.l1_coefficient
+    f, (enc_cache, u, scale, pi_gate, mag_cache) = _gated_latents(params, x)
     x_hat, dec_cache = S.decode_forward(f, params["W_dec"], params["b_dec"])
     mse, mse_cache = S.mse_forward(x_hat, x)
     gate, gate_cache = relu_forward(pi_gate)
@@ -711,14 +726,16 @@ class Variant(NamedTuple):
     buffers: tuple = ()
     unit_norm: bool = True
     sparse_buffers: Callable = lambda cfg: None
+    encoder: Callable | None = None  # (params, x, cfg) -> f, when cheaper than the whole forward
 
     def encode(self, params, x, cfg):
-        return self.forward(params, x, cfg)[0].f
+        return self.forward(params, x, cfg)[0].f if self.encoder is None else self.encoder(params, x, cfg)
 
 
 VARIANTS = {
     "topk": Variant(topk_init, topk_forward_model, topk_backward_model, topk_step,
-                    options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers),
+                    options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient"), sparse_buffers=TopKBuffers,
+                    encoder=topk_encode),
     "batchtopk": Variant(batchtopk_init, batchtopk_forward_model, topk_backward_model, batchtopk_step,
                          options=("k", "k_anneal", "k_start", "aux_k", "aux_coefficient", "threshold_decay"),
                          buffers=("threshold",),
@@ -726,7 +743,7 @@ VARIANTS = {
     "jumprelu": Variant(jumprelu_init, jumprelu_forward_model, jumprelu_backward_model, jumprelu_step,
                         options=("bandwidth", "init_threshold", "l1_warmup"), sparse_buffers=S.Buffers),
     "gated": Variant(gated_init, gated_forward_model, gated_backward_model, gated_step, options=("l1_warmup",),
-                     sparse_buffers=PairBuffers),
+                     sparse_buffers=PairBuffers, encoder=lambda params, x, cfg: _gated_latents(params, x)[0]),
     "anthropic2024": Variant(recipe2024_init, recipe2024_forward_model, recipe2024_backward_model, recipe2024_step,
                              options=("l1_warmup",), buffers=("input_scale",), unit_norm=False,
                              sparse_buffers=S.Buffers),

@@ -383,3 +383,38 @@ def topk_csr_numpy(pre, b_enc, k, allowed, floor=0.0):
     idx2 = np.where(keep, order, 0).astype(np.int32)
     val2 = np.take_along_axis(pre + b_enc, idx2, axis=1)
     return _rows_to_csr(counts, idx2, val2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# below_csr: the firings of a batch of lesson 03's ground-truth data (tinymono/groundtruth.py)
+
+
+def _below_rows(u, prob, counts, idx):
+    """Row by row, the columns j with u[b, j] < prob[b, j] into idx (row b's after row b-1's), and
+    counts[b] of them. u [B, G] float32, prob [B, G] (a broadcast row is fine), idx [B G] int32."""
+    n = 0
+    for b in range(u.shape[0]):
+        start = n
+        for j in range(u.shape[1]):
+            if u[b, j] < prob[b, j]:
+                idx[n] = j
+                n += 1
+        counts[b] = n - start
+    return n
+
+
+below_rows = njit(cache=True)(_below_rows)  # one pass, serial: about 0.3 ms for a batch of 1024 x 512
+
+
+def below_csr(u, prob):
+    """(indptr [B + 1] int64, idx [nnz] int32): where u < prob, row by row (one pass instead of a boolean
+    matrix and np.nonzero, which take six times as long at lesson 03's size)."""
+    counts = np.empty(u.shape[0], dtype=np.int64)
+    idx = np.empty(u.size, dtype=np.int32)
+    n = below_rows(u, prob, counts, idx)
+    return pointers(counts), idx[:n]
+
+
+def below_csr_numpy(u, prob):
+    rows, cols = np.nonzero(u < prob)  # row-major
+    return pointers(np.bincount(rows, minlength=u.shape[0])), cols.astype(np.int32)
