@@ -216,10 +216,9 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # %% [markdown]
 # None of these SAEs depends on another, and neither do the frontier's below, so all of them train in
 # worker processes (tinymono/executors.py), one per core with one thread each, each with its checkpoint
-# in the run's cache, while this process waits. (A process per core with one thread beats one process
-# with a thread per core at these sizes: the SAEs are small enough that threads spend much of their time
-# waiting for each other, and more busy threads than cores only take turns.) The paper's recipe is lesson
-# 03's main run: its checkpoint is reused when lesson 03 has run.
+# in the run's cache, while this process waits. (One thread per process: at these sizes two threads on
+# one SAE spend part of their time waiting for each other, and more busy threads than cores only take
+# turns.) The paper's recipe is lesson 03's main run: its checkpoint is reused when lesson 03 has run.
 
 # %%
 STEPS = pipeline.GT_VARIANT_STEPS[lesson.scale]
@@ -245,8 +244,8 @@ pool, pool_what = pool_stack.enter_context(executors.open_executor("process", ex
 # zero-ablation) on held-out text, and its unused latents: the share firing on fewer than 1 in 10,000
 # held-out tokens, and the share whose decoder direction stayed within cosine 0.9 of its random start.
 #
-# The paper's recipe goes first, since TopK's k comes from its L0; the runs in lesson 03's world and the
-# other frontier runs queue behind it, the longest first, and TopK's and BatchTopK's last.
+# The paper's recipe goes first, since TopK's k comes from its L0; the runs in lesson 03's world (the
+# longest) and the other frontier runs queue behind it, and TopK's and BatchTopK's come last.
 
 # %%
 data = pipeline.frontier_data(lesson.scale, lesson.cache, lesson.seed, lesson.seeded(1), progress=None)  # lessons 05-06

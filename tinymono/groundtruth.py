@@ -94,9 +94,8 @@ def correlation_factors(n, rank, rng):
     return A * s[:, None], s
 
 
-def random_correlation_matrix(n, rank, rng):
-    """A random [n, n] positive-definite correlation matrix (unit diagonal): the correlation of A A^T + I."""
-    F, s = correlation_factors(n, rank, rng)
+def correlation_matrix(F, s):
+    """The [n, n] correlation matrix F F^T + diag(s^2) of correlation_factors (unit diagonal, exactly)."""
     M = F @ F.T + np.diag(s ** 2)
     np.fill_diagonal(M, 1.0)  # exactly 1, not 1 +- round-off
     return M
@@ -116,12 +115,8 @@ class GroundTruth:
         rng = np.random.default_rng(cfg.seed)
         self.directions = random_directions(cfg.n_features, cfg.d, rng).astype(np.float32)  # [G, d]
         self.p = cfg.fire_probabilities()  # [G]
-        self.M = None
-        if cfg.correlated:
-            self._factors = correlation_factors(cfg.n_features, cfg.correlation_rank, rng)
-            F, s = self._factors
-            self.M = F @ F.T + np.diag(s ** 2)
-            np.fill_diagonal(self.M, 1.0)
+        self._factors = correlation_factors(cfg.n_features, cfg.correlation_rank, rng) if cfg.correlated else None
+        self.M = None if self._factors is None else correlation_matrix(*self._factors)  # [G, G]
 
     def _fired(self, rng, u):
         """(indptr, features): where each row's features fire, given its uniforms u [B, G]. Independent:
@@ -162,7 +157,8 @@ class GroundTruth:
     def sample(self, rng, batch_size, codes=False):
         """x [B, d] float32 (and codes [B, G] when codes=True), drawn from `rng`. x = codes @ directions,
         computed over the firings only (about k per row of G)."""
-        c = csr_matrix(self._draw(rng, batch_size)[::-1], shape=(batch_size, self.cfg.n_features))
+        indptr, cols, vals = self._draw(rng, batch_size)
+        c = csr_matrix((vals, cols, indptr), shape=(batch_size, self.cfg.n_features))
         x = np.asarray(c @ self.directions, dtype=np.float32)  # [B, d]
         return (x, c.toarray()) if codes else x
 

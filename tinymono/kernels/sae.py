@@ -391,7 +391,7 @@ def topk_csr_numpy(pre, b_enc, k, allowed, floor=0.0):
 
 def _below_rows(u, prob, counts, idx):
     """Row by row, the columns j with u[b, j] < prob[b, j] into idx (row b's after row b-1's), and
-    counts[b] of them. u [B, G] float32, prob [B, G] (a broadcast row is fine), idx [B G] int32."""
+    counts[b] of them. u [B, G] float32, prob [B, G] (a broadcast row is fine), idx [B * G] int32."""
     n = 0
     for b in range(u.shape[0]):
         start = n
