@@ -280,8 +280,7 @@ points = [f.result() for f in relu_futures]
 ks = sorted({max(1, int(round(p["l0"]))) for p in points})
 finished.total = len(gt_jobs) + len(relu_jobs) + len(l1_jobs) + 2 * len(ks)  # fewer if two L0s round alike
 k_futures = submit(pipeline.frontier_stage, [frontier_job(a, k=k) for a in ("topk", "batchtopk") for k in ks])
-main_f = np.concatenate([sae.encode(main_params, data.held_out[i:i + 50_000], main_cfg)
-                         for i in range(0, len(data.held_out), 50_000)])
+main_f = data.latents(main_params, main_cfg)
 main_lr = metrics.loss_recovered(data.clean, interventions.mean_loss(data.tparams, data.tcfg, data.windows,
                                                                      interventions.sae_hook(main_params, main_cfg)), data.zero)
 points += [f.result() for f in k_futures + l1_futures]

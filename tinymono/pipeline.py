@@ -364,6 +364,11 @@ class FrontierData(NamedTuple):
     clean: float  # the model's mean loss on the windows
     zero: float  # ... with the MLP's output zeroed
 
+    def latents(self, params, cfg, block=50_000):
+        """An SAE's latents on the held-out tokens [tokens, d_sae], encoded `block` tokens at a time."""
+        return np.concatenate([sae.encode(params, self.held_out[i:i + block], cfg)
+                               for i in range(0, len(self.held_out), block)])
+
 
 _frontier_data = {}  # per process, the FrontierData of the last run asked for
 
@@ -399,7 +404,7 @@ def frontier_stage(job):
     task = sae.SAETask(cfg, batches.ShuffledBatches(d.train_store, seed=cfg.seed))
     start = task.params["W_dec"].copy()
     train(task, cfg.steps, chunk_steps=50, checkpoint=job["checkpoint"], progress=False)
-    f = np.concatenate([sae.encode(task.params, d.held_out[i:i + 50_000], cfg) for i in range(0, len(d.held_out), 50_000)])
+    f = d.latents(task.params, cfg)
     density = np.count_nonzero(f, axis=0) / len(f)
     loss = interventions.mean_loss(d.tparams, d.tcfg, d.windows, interventions.sae_hook(task.params, cfg))
     unit = lambda W: W / np.linalg.norm(W, axis=1, keepdims=True)  # noqa: E731  (the 2024 recipe's rows are not unit)
