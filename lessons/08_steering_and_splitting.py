@@ -190,11 +190,9 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # and a context is then a family, not a feature. Which size is "right" depends on the question; the
 # paper's answer was to study several.
 #
-# **Try it.** The paper's third test, *universality*, needs a second transformer: run lessons 05-06 with
-# `--seed 1` (their models go to `runs/default-seed1/cache/`), and match each feature of one model to
-# the feature of the other whose activations on the same held-out bytes correlate best (the paper:
-# median 0.72 for features, 0.46 for neurons). It is not run here because it doubles the time of lessons
-# 05-06.
+# **Try it.** The paper's third test, *universality*, needs a second transformer: lesson 10 trains one
+# from another seed and matches each feature of one model to the feature of the other whose activations
+# on the same held-out bytes correlate best (the paper: median 0.72 for features, 0.46 for neurons).
 
 # %% [markdown]
 # ## Checks against ground truth

@@ -116,7 +116,7 @@ def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
     params["b_enc"][:] = rng.standard_normal(d_sae) - 0.5
     x = rng.standard_normal((B, d_in)).astype(dtype)
     with THREADED["threaded" if seed % 2 else "serial"]:
-        loss, mse, l1, l0, grads, fired = sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg))
+        loss, mse, l1, l0, grads, fires = sae.train_step_sparse(params, x, cfg, sae.Buffers(cfg))
     out, cache = sae.forward(params, x, cfg)
     want = sae.backward(params, cache, cfg)
     tol = TOL[dtype]
@@ -124,7 +124,7 @@ def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
                                err_msg="sparse step: loss terms (loss, mse, l1, l0) differ from forward")
     for k in want:
         np.testing.assert_allclose(grads[k], want[k], **tol, err_msg=f"sparse step: gradient of {k} differs from backward")
-    np.testing.assert_array_equal(fired, np.any(out.f > 0, axis=0), err_msg="sparse step: fired latents")
+    np.testing.assert_array_equal(fires, np.count_nonzero(out.f > 0, axis=0), err_msg="sparse step: firings per latent")
 
 
 def test_sparse_step_declines_when_dense():

@@ -108,6 +108,38 @@ def test_dead_means_silent_for_the_whole_window():
                                   err_msg="a latent silent for exactly dead_window_steps steps is dead; one less is not")
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_dead_below_counts_the_windows_firings(backend):
+    """dead_below > 0: at a scheduled resampling, the latents that fired on at most that share of the dead
+    window's inputs are resampled too. The firings are counted here independently, with the forward pass on
+    each batch the task draws, and the rule applied to them by hand."""
+    cfg = small_cfg(steps=40, resample_at=(0.5,), dead_window=0.25, dead_below=0.05, backend=backend)
+    assert cfg.resample_steps == [20] and cfg.dead_window_steps == 10  # window: steps 10..19, 320 inputs
+    limit = 0.05 * 10 * cfg.batch_size  # 16 firings
+    fires, step_now = np.zeros(cfg.d_sae, dtype=np.int64), [0]
+
+    def source(rng, n):
+        x = GT.sample(rng, n)
+        if n == cfg.batch_size and 10 <= step_now[0] < 20:  # the batch of a step in the window (not init's sample)
+            fires[:] += np.count_nonzero(sae.forward(task.params, x.astype(cfg.dtype), cfg)[0].f > 0, axis=0)
+        return x
+
+    task = sae.SAETask(cfg, source)
+    task.params["b_enc"][:8] -= np.linspace(0.2, 3.0, 8)  # latents from rare to silent
+    for step in range(20):
+        step_now[0] = step
+        task.step(step)
+    np.testing.assert_array_equal(task.window_fires, fires, err_msg="firings counted over the dead window")
+    want = (fires <= limit) | (task.since_fired >= cfg.dead_window_steps)
+    assert 0 < want.sum() < cfg.d_sae and np.any(fires[want] > 0), "the test needs rare (not silent) latents"
+    np.testing.assert_array_equal(task.to_resample(), want)
+    assert not np.array_equal(task.dead(), want), "the paper's rule alone would resample fewer latents"
+    step_now[0] = 20
+    task.step(20)
+    assert task.resampled == [(20, int(want.sum()))]
+    assert sae.SAETask(small_cfg(), GT).config_dict().get("dead_below", "absent") == "absent", \
+        "dead_below = 0 (the paper's rule) keeps checkpoints' configs as they were"
+
 def test_a_step_is_backward_projection_adam_then_unit_rows():
     """One step of the task, against the paper's recipe written out: the decoder gradient loses its
     component along each row, Adam at the scheduled rate, then the rows go back to unit norm."""

@@ -127,10 +127,15 @@ def transformer_configs(scale, seed=0, model_seed=None):
 def sae_config(scale, d_in, d_sae=None, seed=0, second=False):
     """The SAE of the paper's recipe on the MLP activations (d_sae = 8 d_mlp at default scale, as A/1; another
     d_sae keeps everything else, as the paper's A/0..A/5 share their L1 coefficient).
-    Resampling: every 5% of the run through its first half, for latents silent over the last 2%
-    (the paper's 25k..100k-of-1M schedule would resample too rarely in a run of a few thousand steps).
+    Resampling, scaled to a run of a few thousand steps (the paper's 25k..100k of 1M would resample too
+    rarely): every 5% of the run through three quarters of it, for the latents that fired on at most 1e-4
+    of the inputs of the last 2% (the paper's rule is "not once"). A latent that learns nothing fades
+    slowly, its density halving about every 1,000 steps here: in the paper's million steps it reaches the
+    ultralow mode, in our 8,000 it is still fading when the run ends, and the paper's rule never catches it
+    (a quarter of the dictionary; docs/experiments.md, "Lesson 06's unused latents").
     second: lesson 10's SAE of a second model (the same recipe, SECOND's number of steps)."""
-    recipe = dict(lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 11)), dead_window=0.02, resample_batches=25)
+    recipe = dict(lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 16)), dead_window=0.02, dead_below=1e-4,
+                  resample_batches=25)
     sizes = {**recipe, **_sizes(scale, second)["sae"], **({} if d_sae is None else {"d_sae": d_sae})}
     return sae.SAEConfig(**sizes, d_in=d_in, seed=seed)
 
@@ -351,7 +356,8 @@ def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     opts = {**sae.sae_variants.RECIPES.get(architecture, {}), **opts, **FRONTIER_RUN[scale], **sparsity}
     base = sae_config(scale, d_in, seed=seed)
     return sae.SAEConfig(**{**{f: getattr(base, f) for f in ("d_in", "d_sae", "l1_coefficient", "lr", "seed",
-                                                          "resample_at", "dead_window", "resample_batches")},
+                                                          "resample_at", "dead_window", "dead_below",
+                                                          "resample_batches")},
                             "architecture": architecture, **opts})
 
 

@@ -66,6 +66,9 @@ class SAEConfig:
     # loss on `resample_batches` fresh batches (paper: 100 batches of 8192 = 819,200 inputs); () disables it
     resample_at: tuple = (0.025, 0.05, 0.075, 0.1)
     dead_window: float = 0.0125
+    # 0: dead means silent for the whole window (the paper's rule). > 0: also the latents that fired on at most
+    # this share of the window's inputs (a rare, weak latent that never learned anything escapes the paper's rule)
+    dead_below: float = 0.0
     resample_batches: int = 100
     resample_encoder_scale: float = 0.2  # new encoder columns get 0.2 x the mean alive column norm
     init_sample: int = 4096  # rows drawn from the source for the geometric-median b_dec
@@ -99,6 +102,8 @@ class SAEConfig:
             raise ValueError(f"resample_at must hold fractions of the run in (0, 1), got {self.resample_at}")
         if not 0 < self.dead_window <= 1:
             raise ValueError(f"dead_window must be a fraction of the run in (0, 1], got {self.dead_window}")
+        if not 0 <= self.dead_below < 1:
+            raise ValueError(f"dead_below must be a share of inputs in [0, 1), got {self.dead_below}")
         if not 0 <= self.lr_decay_start <= 1:
             raise ValueError(f"lr_decay_start must be a fraction of the run in [0, 1], got {self.lr_decay_start}")
         if not self.resample_encoder_scale > 0:
@@ -452,7 +457,7 @@ class Buffers:
 def train_step_sparse(params, x, cfg, buf):
     """The loss terms and gradients of forward/backward, computed over the active latents only.
 
-    Returns (loss, mse, l1, l0, grads, fired [d_sae] bool), or None when more than cfg.sparse_below of
+    Returns (loss, mse, l1, l0, grads, fires [d_sae]: how many inputs each latent fired on), or None when more than cfg.sparse_below of
     the entries are active (then the dense path is faster). grads live in `buf` (overwritten next call)."""
     B = x.shape[0]
     np.subtract(x, params["b_dec"], out=buf.x_bar)  # [B, d_in]
@@ -473,7 +478,7 @@ def train_step_sparse(params, x, cfg, buf):
     np.subtract(buf.dx_hat.sum(axis=0), params["W_enc"] @ g["b_enc"], out=g["b_dec"])  # both uses of b_dec
     mse = float(buf.sq_err.sum() / x.size)
     l1 = float(cfg.l1_coefficient * val.sum(dtype=np.float64) / B)  # l1_forward's penalty: |f| = f where f > 0
-    return mse + l1, mse, l1, nnz / B, g, np.diff(colptr) > 0
+    return mse + l1, mse, l1, nnz / B, g, np.diff(colptr)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -548,6 +553,8 @@ class SAETask:
         self.variant = variant_of(cfg)
         self.opt = self._adam()
         self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired
+        self.window_fires = np.zeros(cfg.d_sae, dtype=np.int64)  # firings since the current dead window began
+        self.window_starts = {r - cfg.dead_window_steps for r in cfg.resample_steps}
         self.items_per_step = cfg.batch_size
         self.buffers = None
         if cfg.backend == "numba":  # the sparse step's work arrays (a dense-only variant has none)
@@ -564,7 +571,8 @@ class SAETask:
         """The config as checkpoints record it: a variant's options only where the architecture reads them
         (so a checkpoint of the paper's SAE reads the same as before the variants existed)."""
         used = self.variant.options if self.variant is not None else ()
-        return {k: v for k, v in asdict(self.cfg).items() if k not in VARIANT_OPTIONS or k in used}
+        return {k: v for k, v in asdict(self.cfg).items() if (k not in VARIANT_OPTIONS or k in used)
+                and not (k == "dead_below" and v == 0)}
 
     def next_batch(self, n=None):
         """Draw [n, d_in] from the source, checked: right shape, finite, cast to cfg.dtype."""
@@ -581,10 +589,18 @@ class SAETask:
         """[d_sae] bool: latents that have not fired for dead_window_steps steps."""
         return self.since_fired >= self.cfg.dead_window_steps
 
+    def to_resample(self):
+        """[d_sae] bool: the dead latents, and with dead_below > 0 those that fired on at most that share of
+        the inputs of the dead window that ends now."""
+        dead = self.dead()
+        if self.cfg.dead_below > 0:
+            dead |= self.window_fires <= self.cfg.dead_below * self.cfg.dead_window_steps * self.cfg.batch_size
+        return dead
+
     def resample(self, step):
         """Resample the dead latents from fresh batches; each starts a new dead window. -> their indices."""
         inputs = np.concatenate([self.next_batch() for _ in range(self.cfg.resample_batches)])
-        idx = resample_dead(self.params, self.opt, self.dead(), inputs, self.cfg, self.rng)
+        idx = resample_dead(self.params, self.opt, self.to_resample(), inputs, self.cfg, self.rng)
         self.since_fired[idx] = 0
         self.resampled.append((step, int(idx.size)))
         return idx
@@ -596,17 +612,20 @@ class SAETask:
             return self.variant_step(step)
         if step in cfg.resample_steps:
             self.resample(step)
+        if step in self.window_starts:
+            self.window_fires[:] = 0
         x = self.next_batch()
         result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" else None
         if result is None:  # the dense reference (also when too many latents are active for sparsity to pay)
             out, cache = _forward(params, x, cfg)
             grads = backward(params, cache, cfg)
-            terms, fired = (out.loss, out.mse, out.l1, out.l0), np.any(out.f > 0, axis=0)
+            terms, fires = (out.loss, out.mse, out.l1, out.l0), np.count_nonzero(out.f > 0, axis=0)
         else:
-            *terms, grads, fired = result
+            *terms, grads, fires = result
         update(params, grads, self.opt, cfg.lr_at(step), fast=cfg.backend == "numba")
         self.since_fired += 1
-        self.since_fired[fired] = 0
+        self.since_fired[fires > 0] = 0
+        self.window_fires += fires
         return terms
 
     def variant_step(self, step):
@@ -633,7 +652,7 @@ class SAETask:
         rng_state = np.array(json.dumps(self.rng.bit_generator.state))  # 128-bit ints: JSON keeps them exact
         source = self.source.state_arrays() if hasattr(self.source, "state_arrays") else {}
         return {**{f"params.{k}": v for k, v in self.params.items()}, **self.opt.state_arrays(),
-                "since_fired": self.since_fired, "rng": rng_state,
+                "since_fired": self.since_fired, "window_fires": self.window_fires, "rng": rng_state,
                 "resampled": np.array(self.resampled, dtype=np.int64).reshape(-1, 2), **source}
 
     def load_state_arrays(self, arrays):
@@ -652,6 +671,8 @@ class SAETask:
         self.opt = self._adam()
         self.opt.load_state_arrays(arrays)
         self.since_fired = np.array(arrays["since_fired"], dtype=np.int64)
+        if "window_fires" in arrays:  # (absent from checkpoints written before dead_below existed)
+            self.window_fires = np.array(arrays["window_fires"], dtype=np.int64)
         # the resampling record (absent from checkpoints written before it was kept)
         self.resampled = [(int(s), int(n)) for s, n in np.asarray(arrays.get("resampled", np.zeros((0, 2))))]
         if hasattr(self.source, "load_state_arrays"):
