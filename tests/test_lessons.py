@@ -27,7 +27,7 @@ LESSONS = {  # name: (figures it must write, number of checks)
                                   "correlated.png"], 3),
     "04_transformer_by_hand": (["causal_attention.png", "memorise_one_batch.png"], 9),
     "05_train_transformer": (["loss_curve.png", "bits_per_label.png", "family_over_floor.png"], 7),
-    "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 5),
+    "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 6),
     "07_interpreting_features": (["features_vs_neurons.png", "all_contexts_scatter.png", "feature_histograms.png",
                                   "feature_browser.html"], 10),
     "08_steering_and_splitting": (["pinned_sampling.png", "dna_family.png"], 8),

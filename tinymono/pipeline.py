@@ -134,8 +134,8 @@ def sae_config(scale, d_in, d_sae=None, seed=0, second=False):
     ultralow mode, in our 8,000 it is still fading when the run ends, and the paper's rule never catches it
     (a quarter of the dictionary; docs/experiments.md, "Lesson 06's unused latents").
     second: lesson 10's SAE of a second model (the same recipe, SECOND's number of steps)."""
-    recipe = dict(lr=1e-3, resample_at=tuple(0.05 * i for i in range(1, 16)), dead_window=0.02, dead_below=1e-4,
-                  resample_batches=25)
+    recipe = dict(lr=1e-3, resample_at=tuple(round(0.05 * i, 2) for i in range(1, 16)), dead_window=0.02,
+                  dead_below=1e-4, resample_batches=25)
     sizes = {**recipe, **_sizes(scale, second)["sae"], **({} if d_sae is None else {"d_sae": d_sae})}
     return sae.SAEConfig(**sizes, d_in=d_in, seed=seed)
 
@@ -355,10 +355,9 @@ def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     opts = {k: v for k, v in FRONTIER[architecture].items() if k != "l1_coefficient"}
     opts = {**sae.sae_variants.RECIPES.get(architecture, {}), **opts, **FRONTIER_RUN[scale], **sparsity}
     base = sae_config(scale, d_in, seed=seed)
-    return sae.SAEConfig(**{**{f: getattr(base, f) for f in ("d_in", "d_sae", "l1_coefficient", "lr", "seed",
-                                                          "resample_at", "dead_window", "dead_below",
-                                                          "resample_batches")},
-                            "architecture": architecture, **opts})
+    shared = ("d_in", "d_sae", "l1_coefficient", "lr", "seed", "dead_window")  # AuxK's dead latents: dead_window
+    shared += ("resample_at", "dead_below", "resample_batches") if architecture == "relu" else ()  # only it resamples
+    return sae.SAEConfig(**{**{f: getattr(base, f) for f in shared}, "architecture": architecture, **opts})
 
 
 class FrontierData(NamedTuple):
