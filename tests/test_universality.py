@@ -129,22 +129,23 @@ def test_promoted_percentile_ranks_among_present_bytes():
     assert universality.promoted_percentile(weights, np.eye(5)[4], present) == 0.0, "only present bytes count"
 
 
-def test_second_model_keeps_the_first_models_names_and_configs():
-    """Model A's cache files keep today's names (old caches still load); model B's carry its seed and
-    SECOND's key, and its configs differ from A's only in the seed and SECOND's sizes."""
+def test_second_model_keeps_the_first_models_names_and_configs(monkeypatch):
+    """Model A's cache files keep today's names (old caches still load); model B is trained as model A, with
+    its own seed, in files named by it; sizes set in SECOND change model B's configs alone and name new files."""
     import dataclasses
 
     from tinymono import settings
 
-    cfg_a, train_a = pipeline.transformer_configs("default", seed=0)
-    cfg_b, train_b = pipeline.transformer_configs("default", seed=0, model_seed=1)
-    assert cfg_a == cfg_b
-    assert train_b == dataclasses.replace(train_a, seed=1, **pipeline.SECOND["default"]["train"])
-    assert pipeline.second_tag(None, "default") == ""
-    key = settings.key(pipeline.SECOND["default"])
-    assert pipeline.second_tag("m1", "default") == f"-m1-{key}" and pipeline.second_tag("m1", "full") == "-m1"
-    s_a = pipeline.sae_config("default", 128)
-    assert pipeline.sae_config("default", 128, seed=1, second=True) == dataclasses.replace(
-        s_a, seed=1, **pipeline.SECOND["default"]["sae"])
-    assert pipeline.transformer_configs("full", model_seed=3)[1] == dataclasses.replace(
-        pipeline.transformer_configs("full")[1], seed=3), "at full scale model B is trained as model A"
+    for scale in ("default", "full"):
+        cfg_a, train_a = pipeline.transformer_configs(scale, seed=0)
+        cfg_b, train_b = pipeline.transformer_configs(scale, seed=0, model_seed=1)
+        assert cfg_a == cfg_b and train_b == dataclasses.replace(train_a, seed=1)
+        assert pipeline.sae_config(scale, 128, seed=1, second=True) == pipeline.sae_config(scale, 128, seed=1)
+        assert pipeline.second_tag(None, scale) == "" and pipeline.second_tag("m1", scale) == "-m1"
+    smaller = {"train": {"steps": 2000}, "sae": {"steps": 3000}}
+    monkeypatch.setitem(pipeline.SECOND, "default", smaller)
+    _, train_a = pipeline.transformer_configs("default", seed=0)
+    assert pipeline.transformer_configs("default", model_seed=1)[1] == dataclasses.replace(train_a, seed=1, steps=2000)
+    assert pipeline.sae_config("default", 128, seed=1, second=True).steps == 3000
+    assert pipeline.sae_config("default", 128, seed=1).steps != 3000, "model A's SAE keeps its sizes"
+    assert pipeline.second_tag("m1", "default") == f"-m1-{settings.key(smaller)}"
