@@ -253,15 +253,16 @@ def assert_same_state(a, b, what):
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{what}: {k} differs")
 
 
-def test_resume_is_bit_identical(tmp_path):
-    cfg = small_cfg()
+@pytest.mark.parametrize("dead_below", [0.0, 0.2])
+def test_resume_is_bit_identical(tmp_path, dead_below):
+    cfg = small_cfg(dead_below=dead_below)
     straight = sae.SAETask(cfg, GT)
-    r1 = train(straight, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "a", progress=False)
+    r1 = train(straight, cfg.steps, chunk_steps=3, checkpoint=tmp_path / "a", progress=False)
     first = sae.SAETask(cfg, GT)
-    train(first, 30, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)  # stop half way
+    train(first, 33, chunk_steps=3, checkpoint=tmp_path / "b", progress=False)  # stop inside the window 30..35
     resumed = sae.SAETask(cfg, GT)
-    r2 = train(resumed, cfg.steps, chunk_steps=10, checkpoint=tmp_path / "b", progress=False)
-    assert r2.resumed_from == 30
+    r2 = train(resumed, cfg.steps, chunk_steps=3, checkpoint=tmp_path / "b", progress=False)
+    assert r2.resumed_from == 33
     # the resampling record survives the checkpoint: the resumed run reports the resampling before step 30
     assert [s for s, _ in straight.resampled] == [15, 36] and resumed.resampled == straight.resampled
     assert_same_state(state_of(straight), state_of(resumed), "resumed run vs uninterrupted run")

@@ -126,7 +126,7 @@ def sae_config(scale, d_in, d_sae=None, seed=0, second=False):
     Resampling, scaled to a run of a few thousand steps (the paper's 25k..100k of 1M would resample too
     rarely): every 5% of the run through three quarters of it, for the latents that fired on at most 1e-4
     of the inputs of the last 2% (the paper's rule is "not once"). A latent that learns nothing fades
-    slowly, its density halving about every 1,000 steps here: in the paper's million steps it reaches the
+    slowly, its density halving about every 1,500 steps here: in the paper's million steps it reaches the
     ultralow mode, in our 8,000 it is still fading when the run ends, and the paper's rule never catches it
     (a quarter of the dictionary; docs/experiments.md, "Lesson 06's unused latents").
     second: lesson 10's SAE of a second model (the same recipe, SECOND's number of steps)."""

@@ -457,8 +457,9 @@ class Buffers:
 def train_step_sparse(params, x, cfg, buf):
     """The loss terms and gradients of forward/backward, computed over the active latents only.
 
-    Returns (loss, mse, l1, l0, grads, fires [d_sae]: how many inputs each latent fired on), or None when more than cfg.sparse_below of
-    the entries are active (then the dense path is faster). grads live in `buf` (overwritten next call)."""
+    Returns (loss, mse, l1, l0, grads, fires [d_sae]: how many inputs each latent fired on), or None when
+    more than cfg.sparse_below of the entries are active (then the dense path is faster). grads live in `buf`
+    (overwritten next call)."""
     B = x.shape[0]
     np.subtract(x, params["b_dec"], out=buf.x_bar)  # [B, d_in]
     np.matmul(buf.x_bar, params["W_enc"], out=buf.pre)  # [B, d_sae]: the one dense matmul
