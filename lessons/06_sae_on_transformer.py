@@ -182,19 +182,20 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # the main mode, and an "ultralow" mode near 1e-7 that it sets apart. What lands there is a latent that
 # learned nothing: its random encoder direction fires on inputs its random decoder direction does not
 # help, so the L1 penalty shrinks it, and it fires ever more rarely and weakly without ever turning to
-# face the data. Its density falls slowly (here it halves about every 1,500 steps). The paper's run has a
+# face the data. Its density falls slowly and steadily. The paper's run has a
 # million steps, time for such a latent to sink to 1e-7; its rule, "resample a latent that did not fire
 # once in the window", is met by the ones that die outright. Our run has 8,000 steps: a fading latent is
 # still firing a few dozen times per window when the run ends, so the paper's rule never catches it, and
-# with that rule a quarter of our dictionary ended the run within cosine 0.9 of its random start
-# (docs/experiments.md, "Lesson 06's unused latents"). So `pipeline.sae_config` scales the rule to the run:
+# with that rule a large share of our dictionary ended the run near its random start (docs/experiments.md,
+# "Lesson 06's unused latents", tracks the fade over a run). So `pipeline.sae_config` scales the rule to the run:
 # a latent is resampled when it fired on at most a share `dead_below` of the window's tokens (1e-4; the
 # paper's rule is 0), and resampling goes on through three quarters of the run, so that the latents that
 # fade late are caught too. The cell prints the rule, how many latents each resampling took, and what is
 # left: the rare latents, and the decoder rows that never left their random start (the SAE's initial
 # parameters are a deterministic function of its seed and data, so we can rebuild them; a resampled
 # latent starts again from an input, so it counts as moved).
-# (Try it: `--set sae.dead_below=0` brings back the paper's rule, and the unused quarter.)
+# (Try it: `python lessons/06_sae_on_transformer.py --set sae.dead_below=0` trains with the paper's rule
+# and prints what it leaves.)
 
 # %%
 window_tokens = sae_cfg.dead_window_steps * sae_cfg.batch_size

@@ -123,8 +123,8 @@ lesson.savefig(plots.best_match_histograms(f_r, n_r), "best_match.png",
 # 06 resamples most of them; those left sit in the lowest density band). And the same feature can be split
 # differently by two dictionaries (lesson 08): a fine feature of A, a byte inside one language of the family or
 # one step of a script's two-byte cycle, may be two features of B, or half of one. How much the second model's
-# training matters is measured in docs/experiments.md: trained on a fifth of the tokens, model B's features
-# matched A's at 0.47 and 0.48 at the median (neurons 0.42 and 0.40).
+# training matters is measured in docs/experiments.md ("Lesson 10's model B"): trained on a fifth of the
+# tokens, model B's features matched A's barely better than its neurons did.
 
 # %% [markdown]
 # ## The named contexts, matched
