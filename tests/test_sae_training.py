@@ -140,6 +140,7 @@ def test_dead_below_counts_the_windows_firings(backend):
     assert sae.SAETask(small_cfg(), GT).config_dict().get("dead_below", "absent") == "absent", \
         "dead_below = 0 (the paper's rule) keeps checkpoints' configs as they were"
 
+
 def test_a_step_is_backward_projection_adam_then_unit_rows():
     """One step of the task, against the paper's recipe written out: the decoder gradient loses its
     component along each row, Adam at the scheduled rate, then the rows go back to unit norm."""
@@ -263,7 +264,7 @@ def test_resume_is_bit_identical(tmp_path, dead_below):
     resumed = sae.SAETask(cfg, GT)
     r2 = train(resumed, cfg.steps, chunk_steps=3, checkpoint=tmp_path / "b", progress=False)
     assert r2.resumed_from == 33
-    # the resampling record survives the checkpoint: the resumed run reports the resampling before step 30
+    # the resampling record survives the checkpoint: the resumed run reports the resampling before its stop
     assert [s for s, _ in straight.resampled] == [15, 36] and resumed.resampled == straight.resampled
     assert_same_state(state_of(straight), state_of(resumed), "resumed run vs uninterrupted run")
     for k in r1.history:

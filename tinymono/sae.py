@@ -599,7 +599,8 @@ class SAETask:
         return dead
 
     def resample(self, step):
-        """Resample the dead latents from fresh batches; each starts a new dead window. -> their indices."""
+        """Resample the latents to_resample() names, from fresh batches; each starts a new dead window.
+        -> their indices."""
         inputs = np.concatenate([self.next_batch() for _ in range(self.cfg.resample_batches)])
         idx = resample_dead(self.params, self.opt, self.to_resample(), inputs, self.cfg, self.rng)
         self.since_fired[idx] = 0
