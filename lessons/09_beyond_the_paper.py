@@ -11,11 +11,13 @@
 #
 # The sparse autoencoder of lessons 02-08 is the paper's: a ReLU encoder, an L1 penalty, unit-norm
 # decoder rows and resampling of dead latents. It works (lesson 06 keeps 95% of the MLP's loss), but
-# it wastes much of its dictionary: in lesson 06, 27% of the 1,024 latents fire on fewer than one
-# held-out token in 10,000, and about as many never moved far from their random start. In lesson 03's
-# world the same recipe with twice as many latents as true features leaves 40% of them dead. Every SAE
-# library a learner meets next (SAELens, dictionary_learning, OpenAI's sparse_autoencoder) has moved
-# on to the variants below, because they attack exactly this. PAPER.md section 4 has each definition;
+# it keeps its dictionary in use only by resampling: lesson 06 had to resample more often, and also the
+# latents that still fired a little, or a quarter of its latents would have faded away unused; in lesson
+# 03's world, twice as many latents as true features leaves a third or more of them dead at every L1
+# of lesson 03's grid (`python -m tinymono sweep sae-gt`). And its L1 penalty shrinks every activation it
+# keeps. Every SAE library a learner meets next (SAELens, dictionary_learning, OpenAI's
+# sparse_autoencoder) has moved on to the variants below, because they attack exactly this. PAPER.md
+# section 4 has each definition;
 # `tinymono/sae_variants.py` has the code, each piece a forward/backward pair as in lesson 02.
 #
 # **What each changes, why it helps, what it costs.**
@@ -193,7 +195,7 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # The same 512 true features in 256 dimensions as lesson 03, and the same scores (MMCS, recovery at cos >=
 # 0.9, dead latents on fresh samples, L0, explained variance). Each variant trains at lesson 03's size (563
 # latents, 1.1x the true features) and TopK and the 2024 recipe also at 2x, where the paper's recipe leaves
-# 40% of its latents dead (lesson 03's full-length runs). The paper's recipe is lesson 03's main run (6,000
+# a third or more of its latents dead (lesson 03's grid). The paper's recipe is lesson 03's main run (6,000
 # steps on batches of 1,024, reused from its cache), and at 1.1x each variant trains as long; at 2x, where
 # the question is how many latents stay dead, half as long, so that the runs fit the lesson's time budget
 # (eight minutes on two cores at the default scale is the aim, with lessons 03 and 06 already run;
@@ -317,6 +319,63 @@ lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recove
                                      bars={"mmcs": 0.99, "recovered": 0.98, "dead": 0.02}),
                "ground_truth.png", "Each architecture in lesson 03's world at 1.1x and 2x the 512 true features: "
                "MMCS, recovery at cos >= 0.9, dead latents, L0 and explained variance (dashed: the checks' bars).")
+
+# %% [markdown]
+# ## Where a 2x dictionary's surplus goes
+#
+# This world has exactly 512 features, so a dictionary of 1,024 has 512 latents more than it needs. What
+# each method does with them tells how it works. TopK hands out k slots per input to the largest
+# pre-activations; once each true feature has one latent, an input's slots go first to the latents of the
+# features it holds (about 5), the rest to whichever small pre-activations come next. A second latent
+# along a feature would take a slot and add nothing the first does not already give, so nothing trains
+# one, and the surplus never fires. It is not frozen: AuxK keeps training it on what the live latents
+# miss, and its pre-activations stay positive on some inputs, but always a little below the input's k-th
+# largest. The 2024 recipe has no slots: its penalty is each activation times its decoder row's norm, so
+# two latents along one direction cost together what one costs for the same output, and nothing stops a
+# feature from being carried by two latents that fire together and share the output. Its surplus lives as
+# duplicates. Below, both 2x runs, loaded from their checkpoints and scored on the same fresh samples as
+# the table.
+
+# %%
+def gt_run(arch, ratio):
+    """(params, cfg, x): a finished run of the table above from its checkpoint, and its evaluation samples."""
+    job = next(j for j in gt_jobs if j["architecture"] == arch and j["ratio"] == ratio)
+    data = pipeline.gt_world(lesson.scale, seed=job["seed"])
+    cfg = pipeline.gt_variant_config(lesson.scale, arch, int(ratio * data.cfg.n_features), job["steps"], seed=job["seed"])
+    task, _ = pipeline.train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
+    x = data(np.random.default_rng(job["eval_seed"]), pipeline.GT[lesson.scale]["eval_rows"])
+    return task.params, task.cfg, x, data.directions
+
+
+p2, cfg2, x2, true_dirs = gt_run("topk", 2)
+pre = V.affine_forward(x2, p2["W_enc"], p2["b_enc"], p2["b_dec"])[0]  # [B, d_sae]
+f2, _ = sae.forward(p2, x2, cfg2)
+silent = ~(f2.f > 0).any(axis=0)
+cutoff = -np.partition(-pre, cfg2.k - 1, axis=1)[:, cfg2.k - 1]  # each sample's k-th largest pre-activation
+shortfall = (cutoff[:, None] - pre[:, silent]).min(axis=0)  # how close each silent latent ever comes to a slot
+print(f"TopK at 2x: {silent.sum()} of {cfg2.d_sae} latents never fire on {len(x2):,} samples; "
+      f"{(pre[:, silent] > 0).any(axis=0).sum()} of them have a positive pre-activation on some sample")
+if silent.any():
+    print(f"  closest each comes to a slot: median {np.median(shortfall):.3f} below the sample's k-th largest "
+          f"pre-activation (whose median is {np.median(cutoff):.3f}); their decoder rows' best cosine with a "
+          f"true feature: median {np.median(metrics.cosine_matrix(true_dirs, p2['W_dec'][silent]).max(axis=0)):.2f}")
+
+p24, cfg24, x24, _ = gt_run("anthropic2024", 2)
+f24, _ = sae.forward(p24, x24, cfg24)
+twins, co_fire, weaker = metrics.duplicate_pairs(true_dirs, p24["W_dec"], f24.f)
+print(f"2024 recipe at 2x: {len(twins)} of {len(true_dirs)} true features have two live latents at cos >= 0.9")
+if len(twins):
+    print(f"  a pair fires together on a median {np.median(co_fire):.0%} of the samples where either fires, and "
+          f"the weaker carries a median {np.nanmedian(weaker):.0%} of the pair's output")
+
+# %% [markdown]
+# **What you should see.** TopK's surplus silent, each silent latent's pre-activation short of a slot by
+# about the size of the cutoff itself, its decoder row near no true feature in particular (AuxK points
+# it at whatever the live latents miss). The 2024 recipe's surplus alive as pairs that fire together and
+# split a feature's output unevenly. Neither is wrong about the 512 features (both find every one); they
+# differ on what to do with spare capacity, and "dead latents" at 2x measures that, not learning. On
+# real activations there is no such surplus: a model has more features than any dictionary has latents,
+# and there a latent TopK leaves dead is a feature missed (the frontier above: TopK's latents stay in use).
 
 # %% [markdown]
 # ## Matched sparsity

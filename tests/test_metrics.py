@@ -81,3 +81,25 @@ def test_explained_variance_and_mse_hand_case():
     with pytest.raises(ValueError, match="does not vary"):
         M.explained_variance(np.ones((3, 2)), np.zeros((3, 2)))
     assert M.reconstruction_mse(x, x_hat) == pytest.approx(2 / 6), "mse is the mean over samples AND elements"
+
+
+def test_duplicate_pairs_hand_case():
+    """Feature 0 has two live latents (one at twice the decoder norm), feature 1 one live latent and one
+    that never fires, feature 2 none near it: only feature 0 is a pair, with co-firing and shares by hand."""
+    true = np.eye(3)
+    W_dec = np.array([[1.0, 0.1, 0], [2.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0.02], [0.5, 0.5, 0.7]])
+    n0 = np.sqrt(1.01)  # latent 0's decoder norm
+    f = np.array([[1.0, 1.0, 1.0, 0, 0],    # both of feature 0: outputs n0 and 2 -> weaker n0 / (n0 + 2)
+                  [3.0, 0.5, 0, 0, 1.0],    # both: outputs 3 n0 and 1 -> weaker 1 / (3 n0 + 1)
+                  [0.0, 2.0, 0, 0, 0],      # only the second
+                  [0.0, 0.0, 0, 0, 1.0]])   # neither (latent 4 is near no true feature at 0.9)
+    features, co_fire, weaker = M.duplicate_pairs(true, W_dec, f)
+    assert features.tolist() == [0], "latent 3 never fires, so feature 1 has one live latent"
+    assert co_fire[0] == pytest.approx(2 / 3), "both fire on 2 of the 3 rows where either does"
+    assert weaker[0] == pytest.approx(np.median([n0 / (n0 + 2), 1 / (3 * n0 + 1)]), rel=1e-12), \
+        "shares along the row norms: f * ||d||"
+    f[3, 3] = 0.2  # now latent 3 fires once, never with latent 2
+    features, co_fire, weaker = M.duplicate_pairs(true, W_dec, f)
+    assert features.tolist() == [0, 1] and co_fire[1] == pytest.approx(0.0) and np.isnan(weaker[1])
+    assert M.duplicate_pairs(true, W_dec, f, threshold=0.999)[0].tolist() == [1], \
+        "latent 0 is at cos 0.995 with feature 0 (latent 3 at 0.9998 with feature 1): at 0.999 feature 0 has one"

@@ -89,6 +89,33 @@ def one_to_one_score(true, learned):
     return float(cos.sum() / len(np.asarray(true)))
 
 
+def duplicate_pairs(true, W_dec, f, threshold=0.9):
+    """True features that a dictionary gives two live latents: for each true feature g, the latents whose
+    decoder row has cosine >= threshold with g and that fire in f [B, n] (W_dec [n, d], rows of any norm).
+    -> (features [m] the g with two or more, co_fire [m], weaker [m]), for each such g's two most frequent
+    latents a and b: co_fire = P(both fire | either fires) over the rows of f; weaker = the median, over the
+    rows where both fire, of the smaller one's share of the pair's output along g, min(c_a, c_b) / (c_a +
+    c_b) with c = f ||d|| (0.5: they split it evenly; NaN when they never fire together)."""
+    cos = cosine_matrix(true, W_dec)  # [G, n]
+    f = check_array("f", f, ("B", cos.shape[1]), kinds=REAL)
+    check_number("threshold", threshold, -1, 1)
+    fires = f > 0
+    counts = fires.sum(axis=0)
+    norms = np.linalg.norm(np.asarray(W_dec, dtype=np.float64), axis=1)
+    features, co_fire, weaker = [], [], []
+    for g in range(cos.shape[0]):
+        live = np.flatnonzero((cos[g] >= threshold) & (counts > 0))
+        if live.size < 2:
+            continue
+        a, b = live[np.argsort(-counts[live], kind="stable")[:2]]
+        both, either = fires[:, a] & fires[:, b], fires[:, a] | fires[:, b]
+        ca, cb = f[both, a] * norms[a], f[both, b] * norms[b]
+        features.append(g)
+        co_fire.append(both.sum() / either.sum())
+        weaker.append(float(np.median(np.minimum(ca, cb) / (ca + cb))) if both.any() else np.nan)
+    return np.array(features, dtype=np.int64), np.array(co_fire), np.array(weaker)
+
+
 def l0(f):
     """Mean over samples of the number of nonzero latents; f [B, n]."""
     f = check_array("f", f, ("B", "n"), kinds=REAL)
