@@ -44,6 +44,22 @@ def test_correlated_and_anticorrelated_pairs():
     assert np.all(np.abs(x.mean(axis=0) - 0.2) < tol), f"each feature keeps its marginal 0.2: {x.mean(axis=0)}"
 
 
+def test_pair_members_values_are_uniform_and_independent():
+    """One draw per (sample, feature) decides presence and value: every present value must still be
+    uniform in [0, 1), and a correlated pair's two values independent of each other."""
+    cfg = toy.ToyConfig(6, 2, feature_probability=0.2, n_correlated_pairs=1, n_anticorrelated_pairs=1,
+                        batch_size=200_000)
+    x = toy.generate_batch(cfg, step=1)[0]
+    for f in range(6):
+        v = x[x[:, f] > 0, f]
+        se = np.sqrt(1 / 12 / v.size)  # the standard error of a uniform's mean
+        assert v.max() < 1 and abs(v.mean() - 0.5) < 5 * se, f"feature {f}: values must be uniform in [0, 1)"
+        assert abs(np.mean(v < 0.25) - 0.25) < 5 * np.sqrt(0.1875 / v.size), f"feature {f}: not uniform below 1/4"
+    both = x[:, 0] > 0
+    r = np.corrcoef(x[both, 0], x[both, 1])[0, 1]
+    assert abs(r) < 5 / np.sqrt(both.sum()), f"a correlated pair shares presence, not values (r = {r:.3f})"
+
+
 def test_same_seed_same_data_and_steps_differ():
     cfg = toy.ToyConfig(5, 2, n_inst=3, batch_size=64, seed=7)
     a, b = toy.generate_batch(cfg, 5), toy.generate_batch(cfg, 5)

@@ -5,8 +5,11 @@ per-call overhead and in generating the data; the work itself is a few hundred f
 kernel here runs everything of a whole chunk of steps (sample a batch, forward, backward, Adam) inside
 one compiled loop, one instance per thread.
 
-Random numbers are *counter-based*: the uniform number for (seed, step, instance, sample, feature, slot)
-is a fixed hash of those integers. The same numbers are then available to the numba kernel, to its
+Random numbers are *counter-based*: the uniform number for (seed, step, instance, sample, feature) is a
+fixed hash of those integers. One number per (sample, feature) decides both whether the feature is present
+and, if it is, its value: u < p fires with probability p, and given that it fired, u / p is uniform in
+[0, 1) (a hash costs more than the rest of a sample's work, so one per entry instead of two makes the
+sampling twice as fast). The same numbers are then available to the numba kernel, to its
 vectorised NumPy twin, and to a resumed run, with no generator state to carry around or keep in step.
 The hash is SplitMix64's output function, which passes the usual statistical test batteries.
 
@@ -60,9 +63,9 @@ def uniform_numpy(seed_key, counter):
     return (_mix(z) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
 
 
-def _counter(step, inst, n_inst, sample, batch, feat, n_feats, slot):
-    """The stream index of one random number: slot 0 decides presence, slot 1 the magnitude."""
-    return ((((step * n_inst + inst) * batch + sample) * n_feats + feat) * np.uint64(2)) + slot
+def _counter(step, inst, n_inst, sample, batch, feat, n_feats):
+    """The stream index of the random number of one (step, instance, sample, feature)."""
+    return ((step * n_inst + inst) * batch + sample) * n_feats + feat
 
 
 counter = njit(cache=True)(_counter)
@@ -72,40 +75,43 @@ def _sample_tile(key, step, inst, n_inst, first, count, batch, prob, kind, u, x)
     """Fill x[:, :count] with samples first .. first + count - 1 of instance `inst` (feature-major, so
     the loops below run along samples and vectorise): feature f is present with probability prob[f]
     (pairs: correlated = both present together; anticorrelated = exactly one of the two, each with its
-    marginal probability), and a present feature's value is uniform in [0, 1). u [feats, >= count] is scratch.
+    marginal probability), and a present feature's value is uniform in [0, 1): u / p, from the draw u < p
+    that made it present (a correlated pair's second member, whose own draw decides nothing, takes its
+    own draw as its value; an anticorrelated pair fires on u < 2 p and its second draw picks the member).
+    u [feats, >= count] is scratch.
     Every loop runs along the samples of the tile, one feature at a time, so the kind of a feature is
     decided once per tile rather than once per sample (`python -m tinymono bench toy` measures the gain)."""
     n = x.shape[0]
     key = np.uint64(key)  # a Python int would be typed int64, and int64 arithmetic shifts and wraps differently
     base = counter(np.uint64(step), np.uint64(inst), np.uint64(n_inst), np.uint64(first), np.uint64(batch),
-                   np.uint64(0), np.uint64(n), np.uint64(0))  # slot (j, f, 0) is base + 2 (n j + f); slot 1 is + 1
-    stride = np.uint64(2 * n)
-    for f in range(n):  # every presence draw first
-        c = base + np.uint64(2 * f)
+                   np.uint64(0), np.uint64(n))  # the number of (j, f) is base + n j + f
+    stride = np.uint64(n)
+    for f in range(n):  # every draw first
+        c = base + np.uint64(f)
         for j in range(count):
             u[f, j] = uniform(key, c + np.uint64(j) * stride)
     for f in range(n):
         k = kind[f]
-        c = base + np.uint64(2 * f + 1)
-        if k == INDEPENDENT:
+        if k == INDEPENDENT or k == CORR_FIRST:
             p = prob[f]
             for j in range(count):
-                x[f, j] = uniform(key, c + np.uint64(j) * stride) if u[f, j] < p else 0.0
-        elif k == CORR_FIRST or k == CORR_SECOND:  # one shared draw and probability: the first member's
-            g = f - (k == CORR_SECOND)
-            p = prob[g]
+                x[f, j] = u[f, j] / p if u[f, j] < p else 0.0
+        elif k == CORR_SECOND:  # present with the first member; its own draw is its value
+            p = prob[f - 1]
             for j in range(count):
-                x[f, j] = uniform(key, c + np.uint64(j) * stride) if u[g, j] < p else 0.0
+                x[f, j] = u[f, j] if u[f - 1, j] < p else 0.0
         else:  # anticorrelated: one of the pair fires with probability 2 p; the second member's draw picks which
             g = f - (k == ANTI_SECOND)
             p2 = 2.0 * prob[g]
             first_member = k == ANTI_FIRST
             for j in range(count):
                 on = u[g, j] < p2 and (u[g + 1, j] < 0.5) == first_member
-                x[f, j] = uniform(key, c + np.uint64(j) * stride) if on else 0.0
+                x[f, j] = u[g, j] / p2 if on else 0.0
 
 
-sample_tile = njit(cache=True)(_sample_tile)
+# error_model="numpy": u / p for a feature of probability 0 is never taken (u < 0 never holds), and
+# without numba's check for a zero divisor the division vectorises
+sample_tile = njit(cache=True, error_model="numpy")(_sample_tile)
 
 
 def sample_batch_numpy(key, step, n_inst, batch, prob, kind):
@@ -117,17 +123,22 @@ def sample_batch_numpy(key, step, n_inst, batch, prob, kind):
     f = np.arange(n, dtype=np.uint64)[None, None, :]
     s, ni, bt, nf = np.uint64(step), np.uint64(n_inst), np.uint64(batch), np.uint64(n)
     with np.errstate(over="ignore"):
-        u = uniform_numpy(key, _counter(s, i, ni, b, bt, f, nf, np.uint64(0)))  # [inst, batch, feats]
-        value = uniform_numpy(key, _counter(s, i, ni, b, bt, f, nf, np.uint64(1)))
+        u = uniform_numpy(key, _counter(s, i, ni, b, bt, f, nf))  # [inst, batch, feats]
     p = prob[:, None, :]
     present = u < p  # independent features, and the shared draw of correlated pairs
+    with np.errstate(divide="ignore", invalid="ignore"):  # p = 0: never present, the quotient unused
+        value = u / p  # uniform in [0, 1) where present
     first_corr = np.flatnonzero(kind == CORR_FIRST)  # the second member copies the first's presence
     present[..., first_corr + 1] = present[..., first_corr]
+    value[..., first_corr + 1] = u[..., first_corr + 1]  # and takes its own draw as its value
     first_anti = np.flatnonzero(kind == ANTI_FIRST)
-    fires = u[..., first_anti] < 2.0 * p[..., first_anti]
+    p2 = 2.0 * p[..., first_anti]
+    fires = u[..., first_anti] < p2
     pick_first = u[..., first_anti + 1] < 0.5
     present[..., first_anti] = fires & pick_first
     present[..., first_anti + 1] = fires & ~pick_first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value[..., first_anti] = value[..., first_anti + 1] = u[..., first_anti] / p2
     return np.where(present, value, 0.0)
 
 
