@@ -338,7 +338,8 @@ lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recove
 
 # %%
 def gt_run(arch, ratio):
-    """(params, cfg, x): a finished run of the table above from its checkpoint, and its evaluation samples."""
+    """(params, cfg, x, true directions): a finished run of the table above, from its checkpoint, and the
+    fresh samples it was scored on."""
     job = next(j for j in gt_jobs if j["architecture"] == arch and j["ratio"] == ratio)
     data = pipeline.gt_world(lesson.scale, seed=job["seed"])
     cfg = pipeline.gt_variant_config(lesson.scale, arch, int(ratio * data.cfg.n_features), job["steps"], seed=job["seed"])
