@@ -251,6 +251,9 @@ GENERATOR_SAMPLES = {
     # letters that depend on the previous letter's class (corpus option script_classes)
     "arabic_classes": lambda rng: gen.script_document("arabic", 300_000, rng, classes=4),
     "hebrew_classes": lambda rng: gen.script_document("hebrew", 200_000, rng, classes=3),
+    # shorter words (corpus option script_word_end): the state after a letter has other odds
+    "hebrew_short_words": lambda rng: gen.script_document("hebrew", 200_000, rng, word_end=0.45),
+    "arabic_classes_short_words": lambda rng: gen.script_document("arabic", 900_000, rng, classes=4, word_end=0.45),
     "hex": lambda rng: src.concat([gen.hex_digest(n, rng) for n in rng.choice(gen.HEX_LENGTHS, 2000)]),
     # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
     "lang_long_words": lambda rng: gen.language_document(
@@ -362,6 +365,7 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(mixture={"hex": 0.5, "dna": 0.5}), "hex digests live inside"),
     (dict(script_siblings=25), "script_siblings"),
     (dict(script_classes=-1), "script_classes"),
+    (dict(script_word_end=1.0), "script_word_end"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -382,10 +386,11 @@ def test_corpus_with_siblings_fills_its_splits(tmp_path):
 
 
 def test_config_dict_rebuilds_the_config():
-    """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
-    off by default, stays out of it when off, so that adding it moved no cached corpus."""
-    configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4)]
-    assert "script_classes" not in configs[0].to_dict()
+    """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes and
+    script_word_end stay out of it at their defaults, so that adding them moved no cached corpus."""
+    configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
+               CorpusConfig(script_word_end=0.45)]
+    assert "script_classes" not in configs[0].to_dict() and "script_word_end" not in configs[0].to_dict()
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
     for cfg in configs:

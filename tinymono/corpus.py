@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .files import BadFile, read_json
+from . import corpus_generated as gen
 from .corpus_sources import N_LANGUAGES
 
 # ---------------------------------------------------------------------------------------------------
@@ -133,6 +134,8 @@ class CorpusConfig:
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
         each (corpus_generated.sibling_script); 0, all of them in lowercase letters. SCRIPT_SIBLINGS
         by default: docs/experiments.md measures 0, 2 and 4.
+    script_word_end: the probability that an Arabic or Hebrew word ends after each letter (the
+        siblings keep their own, 0.15-0.3 like every language of the family).
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -144,6 +147,7 @@ class CorpusConfig:
     embedded_b64_bytes: tuple = (12, 300)
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
+    script_word_end: float = gen.WORD_END_PROB
 
     def __post_init__(self):
         def is_int(x):
@@ -177,6 +181,8 @@ class CorpusConfig:
         if not is_int(self.script_siblings) or not 0 <= 2 * self.script_siblings <= N_LANGUAGES:
             raise ValueError(f"script_siblings must be an integer in [0, {N_LANGUAGES // 2}], "
                              f"got {self.script_siblings!r}")
+        if not 0 < self.script_word_end < 1:
+            raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
         for name in ("b64_text_fraction", "b64_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -199,7 +205,9 @@ class CorpusConfig:
                 "embedded_b64_bytes": list(self.embedded_b64_bytes),
                 "script_siblings": int(self.script_siblings),
                 # only when set: a corpus without the option keeps the fingerprint (and cache) it had
-                **({"script_classes": int(self.script_classes)} if self.script_classes else {})}
+                **({"script_classes": int(self.script_classes)} if self.script_classes else {}),
+                **({"script_word_end": float(self.script_word_end)}
+                   if self.script_word_end != gen.WORD_END_PROB else {})}
 
     def fingerprint(self) -> str:
         """A hash of the config, the Python version (its stdlib is the text) and the file format."""

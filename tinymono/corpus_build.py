@@ -153,7 +153,7 @@ def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) 
                 seg = gen.dna_document(size, rng)
                 seg = src.slice_segment(seg, 0, min(len(seg.data), budget[kind] - total))
             else:               # ends after the letter that reaches `size`: at most 2 bytes over
-                seg = gen.script_document(kind, size, rng, cfg.script_classes)
+                seg = gen.script_document(kind, size, rng, cfg.script_classes, cfg.script_word_end)
             out.append(seg)
             total += len(seg.data)
             progress.update(len(seg.data))

@@ -96,11 +96,12 @@ SCRIPT_LETTERS = {
 }
 
 
-def _word_lengths(n_bytes, rng):
-    """Letters per word (>= 1, geometric) of enough words for n_bytes of two-byte letters and separators."""
-    n_words = max(4, int(1.3 * n_bytes * WORD_END_PROB / 2) + 4)     # ~2/WORD_END_PROB + 1 bytes each
+def _word_lengths(n_bytes, rng, word_end=WORD_END_PROB):
+    """Letters per word (>= 1, geometric: the word ends after each letter with probability word_end) of
+    enough words for n_bytes of two-byte letters and separators."""
+    n_words = max(4, int(1.3 * n_bytes * word_end / 2) + 4)          # ~2/word_end + 1 bytes each
     while True:
-        lengths = rng.geometric(WORD_END_PROB, size=n_words)
+        lengths = rng.geometric(word_end, size=n_words)
         if 2 * lengths.sum() + n_words > n_bytes:
             return lengths
         n_words *= 2
@@ -136,23 +137,25 @@ def _cut_after_letter(seg, pos, n_bytes):
     return slice_segment(seg, 0, cut)
 
 
-def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int = 0) -> Segment:
+def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int = 0,
+                    word_end: float = WORD_END_PROB) -> Segment:
     """Words of `script` letters until at least n_bytes are written, cut after a letter. classes > 0:
     the letters follow script_chain(script, classes) (script_class_document); 0: they are uniform.
+    word_end: the probability that a word ends after each letter (corpus option script_word_end).
 
     States: 0 the lead byte of a word's first letter; 1 the byte after a letter (space, newline or
     the next lead byte); 2 + k a continuation byte after lead byte number k of the script.
     """
     if classes:
-        return script_class_document(script, n_bytes, rng, classes)
+        return script_class_document(script, n_bytes, rng, classes, word_end)
     letters = SCRIPT_LETTERS[script]
     leads_all = 0xC0 | (letters >> 6)
     leads, lead_counts = np.unique(leads_all, return_counts=True)
     p_lead = lead_counts / len(letters)
     first_bits = entropy_bits(p_lead)
-    after_bits = entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                    (1 - WORD_END_PROB) * p_lead])
-    lengths = _word_lengths(n_bytes, rng)
+    after_bits = entropy_bits(np.r_[word_end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                    (1 - word_end) * p_lead])
+    lengths = _word_lengths(n_bytes, rng, word_end)
     word_first, pos = _letter_positions(lengths)
     chosen = letters[rng.integers(0, len(letters), size=len(pos))]
     lead_of = np.searchsorted(leads, 0xC0 | (chosen >> 6))
@@ -205,7 +208,8 @@ def script_chain(script: str, classes: int) -> ScriptChain:
     return ScriptChain(letters, leads, lead_of, cls, nxt)
 
 
-def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int) -> Segment:
+def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, classes: int,
+                          word_end: float = WORD_END_PROB) -> Segment:
     """script_document with letters from script_chain(script, classes).
 
     States: 0 the lead byte of a word's first letter; 1 + c the byte after a letter of class c;
@@ -214,11 +218,11 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     chain = script_chain(script, classes)
     n_leads = len(chain.leads)
     lead_p = np.stack([np.bincount(chain.lead_of, weights=row, minlength=n_leads) for row in chain.next])
-    after_bits = np.array([entropy_bits(np.r_[WORD_END_PROB * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                              (1 - WORD_END_PROB) * lead_p[c]]) for c in range(classes)])
+    after_bits = np.array([entropy_bits(np.r_[word_end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
+                                              (1 - word_end) * lead_p[c]]) for c in range(classes)])
     cont_bits = np.array([[entropy_bits(row * (chain.lead_of == k) / lead_p[c, k]) for k in range(n_leads)]
                           for c, row in enumerate(chain.next)])                 # [C + 1, n_leads], bits
-    lengths = _word_lengths(n_bytes, rng)
+    lengths = _word_lengths(n_bytes, rng, word_end)
     n_words = len(lengths)
     cum = np.cumsum(chain.next, axis=1)
     picks = np.zeros((n_words, lengths.max()), np.int64)                      # [words, longest] letter indices
