@@ -2,7 +2,8 @@
 reference layers, and the same model written in PyTorch (when installed), side by side.
 
 One training step = forward, backward, gradient clipping and an AdamW update, on one fixed batch of
-32 windows of 128 bytes (4096 tokens) at the default config, float32, on the machine's cores.
+32 windows of 128 bytes (4096 tokens) of the model the main job trains (lesson 05 at the default scale:
+d_model 128, d_mlp 128, 4 heads of 32), float32, on the machine's cores.
 The PyTorch model is written the way a PyTorch user would write it for speed (one matmul for queries,
 keys and values, F.layer_norm, F.scaled_dot_product_attention with is_causal=True, F.cross_entropy,
 torch.optim.AdamW) with the same parameters; its first loss is compared with tinymono's to show it is
@@ -20,6 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from tinymono import pipeline
 from tinymono import transformer as tr
 from tinymono.benchmarks import compare, goal_notes, ratio, torch_or_none
 from tinymono.optim import Adam, clip_grad_norm
@@ -130,7 +132,7 @@ def format_profile(prof):
 
 def run(quick=False, busy=False):
     """busy: the run has another process on the second core (the CLI's --busy), where the goal is lower."""
-    cfg = tr.TransformerConfig()
+    cfg, _ = pipeline.transformer_configs("default")
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.d_vocab, size=(BATCH, cfg.n_ctx + 1))
     params = tr.init(cfg, rng)
