@@ -79,9 +79,8 @@ def _sample_tile(key, step, inst, n_inst, first, count, batch, prob, kind, u, x)
     marginal probability), and a present feature's value is uniform in [0, 1): u / p, from the draw u < p
     that made it present (a correlated pair's second member, whose own draw decides nothing, takes its
     own draw as its value; an anticorrelated pair fires on u < 2 p and its second draw picks the member).
-    u / p is computed as u times 1 / p (a division in the loop took as long as the hash it saves), held
-    below 1 where that product rounds up to it.
-    u [feats, >= count] is scratch.
+    u / p is computed as u times 1 / p (a division in the loop gave back most of what the saved hash won:
+    docs/experiments.md), held below 1 where that product rounds up to it. u [feats, >= count] is scratch.
     Every loop runs along the samples of the tile, one feature at a time, so the kind of a feature is
     decided once per tile rather than once per sample (`python -m tinymono bench toy` measures the gain)."""
     n = x.shape[0]
