@@ -13,12 +13,12 @@
 # decoder rows and resampling of dead latents. It works (lesson 06 keeps 95% of the MLP's loss), but
 # it keeps its dictionary in use only by resampling: lesson 06 had to resample more often, and also the
 # latents that still fired a little, or a quarter of its latents would have faded away unused; in lesson
-# 03's world, twice as many latents as true features leaves a third or more of them dead at every L1
-# of lesson 03's grid (`python -m tinymono sweep sae-gt`). And its L1 penalty shrinks every activation it
-# keeps. Every SAE library a learner meets next (SAELens, dictionary_learning, OpenAI's
-# sparse_autoencoder) has moved on to the variants below, because they attack exactly this. PAPER.md
-# section 4 has each definition;
-# `tinymono/sae_variants.py` has the code, each piece a forward/backward pair as in lesson 02.
+# 03's world, twice as many latents as true features leaves a quarter to a half of them dead across the
+# L1 coefficients of lesson 03's grid (`python -m tinymono sweep sae-gt`). And its L1 penalty shrinks
+# every activation it keeps. Every SAE library a learner meets next (SAELens, dictionary_learning,
+# OpenAI's sparse_autoencoder) has moved on to the variants below, because they attack exactly this.
+# PAPER.md section 4 has each definition; `tinymono/sae_variants.py` has the code, each piece a
+# forward/backward pair as in lesson 02.
 #
 # **What each changes, why it helps, what it costs.**
 #
@@ -195,7 +195,7 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # The same 512 true features in 256 dimensions as lesson 03, and the same scores (MMCS, recovery at cos >=
 # 0.9, dead latents on fresh samples, L0, explained variance). Each variant trains at lesson 03's size (563
 # latents, 1.1x the true features) and TopK and the 2024 recipe also at 2x, where the paper's recipe leaves
-# a third or more of its latents dead (lesson 03's grid). The paper's recipe is lesson 03's main run (6,000
+# a quarter to a half of its latents dead (lesson 03's grid). The paper's recipe is lesson 03's main run (6,000
 # steps on batches of 1,024, reused from its cache), and at 1.1x each variant trains as long; at 2x, where
 # the question is how many latents stay dead, half as long, so that the runs fit the lesson's time budget
 # (eight minutes on two cores at the default scale is the aim, with lessons 03 and 06 already run;
