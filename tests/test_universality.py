@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinymono import pipeline, universality
+from tinymono.kernels import moments
 
 
 class Matrix:
@@ -149,3 +150,54 @@ def test_second_model_keeps_the_first_models_names_and_configs(monkeypatch):
     assert pipeline.sae_config("default", 128, seed=1, second=True).steps == 3000
     assert pipeline.sae_config("default", 128, seed=1).steps != 3000, "model A's SAE keeps its sizes"
     assert pipeline.second_tag("m1", "default") == f"-m1-{settings.key(smaller)}"
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 200), ua=st.integers(1, 40), ub=st.integers(1, 40),
+       density=st.sampled_from([0.0, 0.03, 0.3, 1.0]))
+def test_sparse_comoment_kernel_equals_its_twin(seed, n, ua, ub, density):
+    """kernels.moments: packing both blocks and adding the products of their nonzero entries gives SciPy's
+    sparse product (and, through it, the dense one), empty rows and all-zero blocks included; with the
+    buffers of one SparseBlocks reused across blocks of different shapes."""
+    rng = np.random.default_rng(seed)
+    packers = moments.SparseBlocks(1.01), moments.SparseBlocks(1.01)
+    for rows in (n, max(1, n // 3)):  # a second, smaller block through the same buffers
+        xa, xb = sparse_relu(rng, rows, ua, density), sparse_relu(rng, rows, ub, density)
+        pa, pb = packers[0].pack(xa), packers[1].pack(xb)
+        assert pa[0][-1] == np.count_nonzero(xa) and pb[0][-1] == np.count_nonzero(xb)
+        co = np.zeros((ua, ub))
+        moments.sparse_comoment(*pa, *pb, co)
+        want = moments.sparse_comoment_numpy(xa, xb)
+        np.testing.assert_allclose(co, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(co, xa.T.astype(np.float64) @ xb.astype(np.float64), rtol=1e-10, atol=1e-10)
+
+
+def test_sparse_blocks_refuse_blocks_at_or_above_their_share():
+    """pack takes a block with fewer than share * size nonzero entries and refuses one with that many or
+    more (the dense path then runs); share 0 refuses every block, an empty one too."""
+    x = np.zeros((10, 10), np.float32)
+    x.flat[:9] = 1.0  # 9 of 100 entries
+    assert moments.SparseBlocks(0.1).pack(x) is not None
+    x.flat[9] = 1.0  # 10 of 100: not below 0.1
+    assert moments.SparseBlocks(0.1).pack(x) is None
+    assert moments.SparseBlocks(0.0).pack(np.zeros((4, 4), np.float32)) is None
+    indptr, idx, val = moments.SparseBlocks(0.5).pack(np.array([[0, 2, 0], [0, 0, 0], [3, 0, 4]], np.float32))
+    assert indptr.tolist() == [0, 1, 1, 3] and idx.tolist() == [1, 0, 2] and val.tolist() == [2, 3, 4]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 60), u=st.integers(1, 30),
+       density=st.sampled_from([0.0, 0.1, 1.0]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_entry_finders_equal_np_nonzero(seed, n, u, density, dtype):
+    """The nonzero entries, and the entries above a per-column floor (lesson 07's top-k candidates), in
+    np.nonzero's order, through buffers reused by a second, larger block."""
+    rng = np.random.default_rng(seed)
+    scratch = moments.SparseBlocks(2.0)
+    for rows in (n, 2 * n):
+        x = sparse_relu(rng, rows, u, density).astype(dtype)
+        floor = rng.choice([0.0, 0.5, -np.inf], size=u)
+        got, want = scratch.above(x, floor), moments.entries_above_numpy(x, floor)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        r, c, v = moments.nonzero_entries(x, scratch)
+        wr, wc = np.nonzero(x)
+        assert np.array_equal(r, wr) and np.array_equal(c, wc) and np.array_equal(v, x[wr, wc])

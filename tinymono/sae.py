@@ -398,7 +398,11 @@ def encode(params, x, cfg):
         check_finite(f"params[{k!r}]", params[k])
     if variant is not None:
         return variant.encode(params, x, cfg)
-    return ARCHITECTURES[cfg.architecture].encode_forward(x, params["W_enc"], params["b_enc"], params["b_dec"])[0]
+    # encode_relu_forward without what only training needs (x_bar, the mask of active entries): the ReLU in
+    # place, 3-4x faster on lesson 07's and 10's millions of rows. fmax, not maximum: ReLU(NaN) is 0, as there.
+    pre = (x - params["b_dec"]) @ params["W_enc"]
+    pre += params["b_enc"]
+    return np.fmax(pre, 0, out=pre)
 
 
 def decode(params, f):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinymono.kernels import moments
 from tinymono.validate import REAL, check_array, check_int, check_number
 
 PAPER = {  # Bricken et al. 2023, for the tables: best feature per context, and the best neurons
@@ -63,12 +64,12 @@ def _scatter_add(out, key, weights=None):
         flat[uniq] += np.bincount(inv, weights).astype(flat.dtype, copy=False)
 
 
-def _top_k_merge(vals, rows, A, lo):
+def _top_k_merge(vals, rows, A, lo, scratch):
     """Merge the running top-k per column (vals, rows [k, U], descending) with block A [b, U] that starts at
     store row lo. Only entries above a column's current k-th value (and above 0) can enter, so after the
-    first blocks few entries are looked at."""
+    first blocks few entries are looked at. scratch: a moments.SparseBlocks, whose buffers find them."""
     k, U = vals.shape
-    r, c = np.nonzero(A > np.maximum(vals[-1], 0))  # [n] candidates
+    r, c = scratch.above(A, np.maximum(vals[-1], 0))  # [n] candidates
     if len(r) == 0:
         return vals, rows
     cand_v = np.concatenate([vals.ravel(), A[r, c]])
@@ -90,12 +91,12 @@ class LabelStats:
     update(A [b, U] >= 0, {family: label ids [b]}); the pass needs each unit's maximum up front (for the
     half-max threshold and the histogram's bins)."""
 
-    def __init__(self, unit_max, families: dict, bins=64, chunk_elems=1 << 21):
+    def __init__(self, unit_max, families: dict, bins=64):
         self.unit_max = check_array("unit_max", unit_max, ("U",), kinds=REAL, nonempty=False).astype(np.float64)
         self.U, self.bins = len(self.unit_max), check_int("bins", bins, lo=1)
-        self.chunk_elems = check_int("chunk_elems", chunk_elems, lo=1)
         self.scale = np.divide(self.bins, self.unit_max, out=np.zeros(self.U), where=self.unit_max > 0)
         self.n, self.mean, self.m2 = 0, np.zeros(self.U), np.zeros(self.U)  # Chan's running moments of a
+        self._entries = moments.SparseBlocks(share=2.0)  # every block's nonzero entries
         self.fam = {}
         for name, L in families.items():
             check_int(f"families[{name!r}] (its number of labels)", L, lo=1)
@@ -109,20 +110,19 @@ class LabelStats:
         b = len(A)
         if b == 0:
             return
-        # moments of a over the block (in float64 sub-chunks), merged into the running ones
-        step = max(1, self.chunk_elems // self.U)
-        mean_b = A.sum(axis=0, dtype=np.float64) / b
-        m2_b = np.zeros(self.U)
-        for i in range(0, b, step):
-            d = A[i:i + step].astype(np.float64) - mean_b
-            m2_b += np.einsum("ij,ij->j", d, d)
+        # the nonzero entries carry everything: the zeros add only to counts, known from the nonzeros'
+        rows, cols, vals = moments.nonzero_entries(A, self._entries)
+        vals = vals.astype(np.float64)
+        # moments of a over the block, merged into the running ones. The block's sum of squared deviations
+        # from its mean, over the nonzero entries and then (b - nnz) zeros: each deviation is taken before
+        # it is squared, so no digits are lost to cancellation (a sum of squares minus b mean^2 would)
+        mean_b = np.bincount(cols, vals, minlength=self.U) / b
+        zeros = b - np.bincount(cols, minlength=self.U)
+        m2_b = np.bincount(cols, (vals - mean_b[cols])**2, minlength=self.U) + zeros * mean_b**2
         n_new = self.n + b
         delta = mean_b - self.mean
         w = self.n * b / n_new  # Chan et al.: the cross term of merging two sets' moments
         self.m2 += m2_b + delta**2 * w
-        # the nonzero entries carry everything label-specific
-        rows, cols = np.nonzero(A)
-        vals = A[rows, cols].astype(np.float64)
         high = vals >= 0.5 * self.unit_max[cols]
         bin_ = np.minimum((vals * self.scale[cols]).astype(np.int64), self.bins - 1)  # (0, max] -> 0..K-1
         for name, fam in self.fam.items():
@@ -240,6 +240,7 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
     store, U = source.store, source.n_units
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
+    scratch = moments.SparseBlocks(share=2.0)
     for lo, A in source.blocks():
         lowest = A.min() if A.size else 0.0
         if np.isnan(lowest):
@@ -250,7 +251,7 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
         vmax = np.maximum(vmax, A.max(axis=0))
         nnz += np.count_nonzero(A, axis=0)
         total += A.sum(axis=0, dtype=np.float64)
-        top_v, top_r = _top_k_merge(top_v, top_r, A, lo)
+        top_v, top_r = _top_k_merge(top_v, top_r, A, lo, scratch)
     top_r[~np.isfinite(top_v)] = -1  # fewer than top_k positive activations
     top_v[~np.isfinite(top_v)] = 0.0
     stats = LabelStats(vmax, {fam: len(_family_names(store, fam)) for fam in families}, bins=bins)

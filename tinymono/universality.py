@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
+from tinymono.kernels import moments
 from tinymono.progress import bar as progress_bar
 from tinymono.validate import REAL, check_array, check_int
 
@@ -76,20 +76,27 @@ class Correlation:
         return best, self.r[np.arange(len(best)), best]
 
 
-def _block_moments(xa, xb, ma, mb, sparse_below):
-    """The co-moment [A, B] and sums of squared deviations [A], [B] of one block (xa [b, A], xb [b, B], their
-    means ma, mb), in float64. Dense blocks: the centred blocks' float32 matmul. Sparse blocks (both below
-    `sparse_below` of entries nonzero, as SAE latents are): sum a b - b ma mb from a sparse product, exact in
-    float64 and a few hundred times less work; the subtraction loses nothing that matters at these means."""
+def _block_moments(xa, xb, packers, co_buf):
+    """The means [A], [B], co-moment [A, B] and sums of squared deviations [A], [B] of one block (xa [b, A],
+    xb [b, B]), in float64. Dense blocks: the centred blocks' float32 matmul. Sparse blocks (both below
+    `packers`' share of entries nonzero, as SAE latents are): sum a b - b ma mb, from the products of the
+    nonzero entries only (kernels.moments: exact in float64, and hundreds of times less work; the
+    subtraction loses nothing that matters at these means). co_buf [A, B]: where the sparse co-moment goes."""
     b = len(xa)
-    if max(np.count_nonzero(xa) / max(xa.size, 1), np.count_nonzero(xb) / max(xb.size, 1)) < sparse_below:
-        sa, sb = sparse.csr_matrix(xa, dtype=np.float64), sparse.csr_matrix(xb, dtype=np.float64)
-        co = (sa.T @ sb).toarray() - b * np.outer(ma, mb)
-        m2a = np.asarray(sa.multiply(sa).sum(axis=0)).ravel() - b * ma**2
-        m2b = np.asarray(sb.multiply(sb).sum(axis=0)).ravel() - b * mb**2
-        return co, np.maximum(m2a, 0.0), np.maximum(m2b, 0.0)
+    pa = packers[0].pack(xa)
+    pb = None if pa is None else packers[1].pack(xb)
+    if pb is not None:
+        sums = [np.bincount(idx, weights=val, minlength=x.shape[1]) for (_, idx, val), x in ((pa, xa), (pb, xb))]
+        squares = [np.bincount(idx, weights=np.square(val, dtype=np.float64), minlength=x.shape[1])
+                   for (_, idx, val), x in ((pa, xa), (pb, xb))]
+        ma, mb = sums[0] / b, sums[1] / b
+        co_buf[:] = 0.0
+        moments.sparse_comoment(*pa, *pb, co_buf)
+        co_buf -= b * np.outer(ma, mb)
+        return ma, mb, co_buf, np.maximum(squares[0] - b * ma**2, 0.0), np.maximum(squares[1] - b * mb**2, 0.0)
+    ma, mb = xa.mean(axis=0, dtype=np.float64), xb.mean(axis=0, dtype=np.float64)
     ca, cb = xa - ma.astype(np.float32), xb - mb.astype(np.float32)  # [b, A], [b, B] centred, float32
-    return ((ca.T @ cb).astype(np.float64), np.einsum("ij,ij->j", ca, ca, dtype=np.float64),
+    return (ma, mb, (ca.T @ cb).astype(np.float64), np.einsum("ij,ij->j", ca, ca, dtype=np.float64),
             np.einsum("ij,ij->j", cb, cb, dtype=np.float64))
 
 
@@ -106,6 +113,7 @@ def correlate(source_a, source_b, n_rows=None, block_rows=8192, progress=False, 
     block_rows = check_int("block_rows", block_rows, lo=1)
     A, B = source_a.n_units, source_b.n_units
     mean_a, mean_b, m2_a, m2_b, co = np.zeros(A), np.zeros(B), np.zeros(A), np.zeros(B), np.zeros((A, B))
+    packers, co_buf = (moments.SparseBlocks(sparse_below), moments.SparseBlocks(sparse_below)), np.empty((A, B))
     seen, t0 = 0, time.perf_counter()
     bar = progress_bar(total=n, unit="tok", unit_scale=True, desc=desc, disable=not progress)
     for lo in range(0, n, block_rows):
@@ -114,8 +122,7 @@ def correlate(source_a, source_b, n_rows=None, block_rows=8192, progress=False, 
         xb = check_array("activations of source_b", source_b.activations(lo, hi), (hi - lo, B), kinds=REAL)
         xa, xb = xa.astype(np.float32, copy=False), xb.astype(np.float32, copy=False)
         b = hi - lo
-        ma, mb = xa.mean(axis=0, dtype=np.float64), xb.mean(axis=0, dtype=np.float64)  # [A], [B] block means
-        co_b, m2a_b, m2b_b = _block_moments(xa, xb, ma, mb, sparse_below)
+        ma, mb, co_b, m2a_b, m2b_b = _block_moments(xa, xb, packers, co_buf)  # [A], [B] block means, ...
         total = seen + b
         w = seen * b / total  # Chan et al.: the weight of the cross term when two sets' moments merge
         da, db = ma - mean_a, mb - mean_b
