@@ -1,6 +1,8 @@
 """numba kernels, each beside the plain NumPy twin it must equal.
 
-One module per model (toy.py, sae.py, transformer.py). The rules every kernel here follows:
+One module per model (toy.py, sae.py, transformer.py), plus optim.py (Adam's update) and moments.py (the
+nonzero entries of sparse activation blocks, for the lessons' streamed scores). The rules every kernel
+here follows:
 
 - It is first written as a plain Python function `_name`, then bound as `name = njit(...)(_name)`,
   so `_name` can be read, stepped through in a debugger, and run with NUMBA_DISABLE_JIT=1 (the tests
