@@ -113,12 +113,7 @@ class LabelStats:
         # the nonzero entries carry everything: the zeros add only to counts, known from the nonzeros'
         rows, cols, vals = moments.nonzero_entries(A, self._entries)
         vals = vals.astype(np.float64)
-        # moments of a over the block, merged into the running ones. The block's sum of squared deviations
-        # from its mean, over the nonzero entries and then (b - nnz) zeros: each deviation is taken before
-        # it is squared, so no digits are lost to cancellation (a sum of squares minus b mean^2 would)
-        mean_b = np.bincount(cols, vals, minlength=self.U) / b
-        zeros = b - np.bincount(cols, minlength=self.U)
-        m2_b = np.bincount(cols, (vals - mean_b[cols])**2, minlength=self.U) + zeros * mean_b**2
+        mean_b, m2_b = moments.column_moments(cols, vals, b, self.U)  # the block's, merged into the running ones
         n_new = self.n + b
         delta = mean_b - self.mean
         w = self.n * b / n_new  # Chan et al.: the cross term of merging two sets' moments

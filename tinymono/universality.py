@@ -79,21 +79,18 @@ class Correlation:
 def _block_moments(xa, xb, packers, co_buf):
     """The means [A], [B], co-moment [A, B] and sums of squared deviations [A], [B] of one block (xa [b, A],
     xb [b, B]), in float64. Dense blocks: the centred blocks' float32 matmul. Sparse blocks (both below
-    `packers`' share of entries nonzero, as SAE latents are): sum a b - b ma mb, from the products of the
-    nonzero entries only (kernels.moments: exact in float64, and hundreds of times less work; the
-    subtraction loses nothing that matters at these means). co_buf [A, B]: where the sparse co-moment goes."""
+    `packers`' share of entries nonzero, as SAE latents are): from the nonzero entries only (kernels.moments),
+    the co-moment as sum a b - b ma mb (exact in float64, and hundreds of times less work than the matmul;
+    the subtraction loses nothing that matters at these means). co_buf [A, B]: where it goes."""
     b = len(xa)
     pa = packers[0].pack(xa)
     pb = None if pa is None else packers[1].pack(xb)
     if pb is not None:
-        sums = [np.bincount(idx, weights=val, minlength=x.shape[1]) for (_, idx, val), x in ((pa, xa), (pb, xb))]
-        squares = [np.bincount(idx, weights=np.square(val, dtype=np.float64), minlength=x.shape[1])
-                   for (_, idx, val), x in ((pa, xa), (pb, xb))]
-        ma, mb = sums[0] / b, sums[1] / b
+        (ma, m2a), (mb, m2b) = (moments.column_moments(p[1], p[2], b, x.shape[1]) for p, x in ((pa, xa), (pb, xb)))
         co_buf[:] = 0.0
         moments.sparse_comoment(*pa, *pb, co_buf)
         co_buf -= b * np.outer(ma, mb)
-        return ma, mb, co_buf, np.maximum(squares[0] - b * ma**2, 0.0), np.maximum(squares[1] - b * mb**2, 0.0)
+        return ma, mb, co_buf, m2a, m2b
     ma, mb = xa.mean(axis=0, dtype=np.float64), xb.mean(axis=0, dtype=np.float64)
     ca, cb = xa - ma.astype(np.float32), xb - mb.astype(np.float32)  # [b, A], [b, B] centred, float32
     return (ma, mb, (ca.T @ cb).astype(np.float64), np.einsum("ij,ij->j", ca, ca, dtype=np.float64),

@@ -99,6 +99,17 @@ def nonzero_entries(x, packer):
     return np.repeat(np.arange(len(x)), np.diff(indptr)), idx, val
 
 
+def column_moments(cols, vals, b, n):
+    """The mean [n] and the sum of squared deviations from it [n] of each column of a block of b rows and n
+    columns, from its nonzero entries (cols, vals) alone, in float64: the (b - nonzeros) zeros of a column
+    each add mean^2. Every deviation is taken before it is squared, so nothing is lost to cancellation (a
+    sum of squares minus b mean^2 would lose the digits a large mean shares with them)."""
+    vals = vals.astype(np.float64, copy=False)
+    mean = np.bincount(cols, vals, minlength=n) / b
+    zeros = b - np.bincount(cols, minlength=n)
+    return mean, np.bincount(cols, (vals - mean[cols]) ** 2, minlength=n) + zeros * mean**2
+
+
 def _sparse_comoment(pa, ia, va, pb, ib, vb, co):
     """co [A, B] += sum over rows r of the outer product of row r of a and row r of b, both as compressed
     sparse rows (sparse_rows' indptr, idx, val; the same number of rows), in float64."""
