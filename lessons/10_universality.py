@@ -26,8 +26,9 @@
 #
 # **Here.** Model A is lesson 05's transformer with lesson 06's SAE. Model B is a second transformer on
 # the same corpus, with another seed for its initial weights and the order of its batches, trained exactly
-# as model A (the sizes are printed below), with an SAE of lesson 06's recipe on its own activations. The
-# shuffled model is model A with its weights permuted, its SAE trained with the same recipe.
+# as model A (the sizes are printed below; only lesson 05's per-label evaluations are skipped), with an SAE
+# of lesson 06's recipe on its own activations. The shuffled model is model A with its weights permuted,
+# its SAE trained with the same recipe.
 
 # %%
 import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)

@@ -1,6 +1,7 @@
 """The one-layer transformer: whole-model gradients against central differences, the mlp.hook_post
 hook (reading and replacing), causality, the kernels against the reference, sampling, evaluation,
 bad input, and training through the shared loop with a bit-identical resume."""
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -466,6 +467,12 @@ def test_training_learns_and_resume_is_bit_identical(tiny_corpus, tmp_path):
     assert cfg == TINY and meta["step"] == 30 and meta["evals"][-1] == straight.evals[-1]
     for k in params:
         np.testing.assert_array_equal(params[k], straight.params[k])
+
+    quiet = tr.TransformerTask(TINY, dataclasses.replace(tc, eval_every=0), tiny_corpus)  # lesson 10's model B
+    train(quiet, 30, chunk_steps=10, checkpoint=tmp_path / "c", progress=False)
+    assert quiet.evals == [], "eval_every 0 evaluates nothing, not even the whole split at the end"
+    for k in params:
+        np.testing.assert_array_equal(quiet.params[k], straight.params[k], err_msg="evaluating must not change training")
 
 
 def test_a_training_step_clips_then_takes_an_adamw_step_at_the_scheduled_rate(tiny_corpus):

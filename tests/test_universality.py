@@ -132,7 +132,8 @@ def test_promoted_percentile_ranks_among_present_bytes():
 
 def test_second_model_keeps_the_first_models_names_and_configs(monkeypatch):
     """Model A's cache files keep today's names (old caches still load); model B is trained as model A, with
-    its own seed, in files named by it; sizes set in SECOND change model B's configs alone and name new files."""
+    its own seed and without the per-label evaluations, in files named by both; sizes set in SECOND change
+    model B's configs alone and name new files."""
     import dataclasses
 
     from tinymono import settings
@@ -140,9 +141,11 @@ def test_second_model_keeps_the_first_models_names_and_configs(monkeypatch):
     for scale in ("default", "full"):
         cfg_a, train_a = pipeline.transformer_configs(scale, seed=0)
         cfg_b, train_b = pipeline.transformer_configs(scale, seed=0, model_seed=1)
-        assert cfg_a == cfg_b and train_b == dataclasses.replace(train_a, seed=1)
+        assert cfg_a == cfg_b and train_b == dataclasses.replace(train_a, seed=1, eval_every=0)
+        assert train_a.eval_every > 0, "lesson 05 reads model A's evaluations"
         assert pipeline.sae_config(scale, 128, seed=1, second=True) == pipeline.sae_config(scale, 128, seed=1)
-        assert pipeline.second_tag(None, scale) == "" and pipeline.second_tag("m1", scale) == "-m1"
+        key = settings.key(pipeline.SECOND[scale])
+        assert pipeline.second_tag(None, scale) == "" and pipeline.second_tag("m1", scale) == f"-m1-{key}"
     smaller = {"train": {"steps": 2000}, "sae": {"steps": 3000}}
     monkeypatch.setitem(pipeline.SECOND, "default", smaller)
     _, train_a = pipeline.transformer_configs("default", seed=0)

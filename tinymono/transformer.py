@@ -527,8 +527,9 @@ def causality_leaks(params, cfg: TransformerConfig, tokens, *, fast=False):
 class TrainConfig:
     """How the transformer is trained: AdamW, linear warm-up then cosine decay to final_ratio * lr,
     gradient clipping at `clip` (joint L2 norm). eval_every > 0 adds a per-label evaluation on the
-    first eval_tokens validation bytes every that many steps; the whole validation split is always
-    evaluated after the last step."""
+    first eval_tokens validation bytes every that many steps, and one on the whole validation split after
+    the last step (at the default scale about 50 s); 0 evaluates nothing but the small validation loss of
+    the progress line (lesson 10's model B, whose evaluations nobody reads)."""
 
     steps: int = 6000
     batch: int = 32
@@ -598,7 +599,7 @@ class TransformerTask:
             bits.append(loss_nats / math.log(2))
             if tc.eval_every and (step + 1) % tc.eval_every == 0 and step + 1 < tc.steps:
                 self._evaluate(step + 1, tc.eval_tokens)
-        if start_step + n_steps == tc.steps:
+        if tc.eval_every and start_step + n_steps == tc.steps:
             self._evaluate(tc.steps, None)  # the whole validation split, once, at the end
         val = loss(self.params, self.val_tokens, self.cfg, fast=self.fast) / math.log(2)
         return {"bpb": float(np.mean(bits)), "val_bpb": val, "grad_norm": float(np.mean(norms)),
