@@ -227,7 +227,8 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
 
     Memory: one block of activations and its nonzero entries, plus the per-label histograms, L x U x
     bins int64 (context and detail labels, 4096 features, 64 bins: 71 MB). Time: a FeatureSource encodes
-    every row twice; measured at d_sae 1024 on 600k tokens, 25 s on 2 busy cores, 60% of it the encoder."""
+    every row twice, and the encoder's matmul is the largest part; measured in lesson 10 (2M tokens, d_sae
+    1024, 2 cores), about 24 s a call (docs/experiments.md, "The lessons' scoring passes")."""
     bins, top_k = check_int("bins", bins, lo=1), check_int("top_k", top_k, lo=1)
     for fam in families:
         if fam not in ("context", "detail"):
