@@ -78,7 +78,7 @@ print(format_table(errors, budget=1e-7))
 # a few dozen array operations, each with microseconds of overhead, on arrays of only a few numbers per
 # instance, and generating the data dominates. `tinymono/kernels/toy.py` fuses a whole chunk of steps
 # (sample, forward, backward, Adam) into one numba loop, one instance per thread. Its random numbers are
-# *counter-based* (a hash of seed, step, instance, sample and feature), so the kernel and the NumPy code
+# *counter-based* (a hash of seed, step, instance, sample and pair of features), so the kernel and the NumPy code
 # draw exactly the same data. First we check they agree; only then do we time them.
 
 # %%
