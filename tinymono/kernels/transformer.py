@@ -9,7 +9,8 @@ NumPy runs each elementwise pass on one core. The kernels below fuse those passe
 (or (batch, head) pairs) over the cores; the matrix products stay with BLAS. Three more things were
 measured to matter: the softmaxes' exponentials (a polynomial that vectorises, `exp_nonpositive`,
 instead of one C-library call per number), the attention loops' memory traffic (keys and values
-transposed, queries two at a time), and page faults (`keep_freed_memory`).
+transposed; several multiply-adds per load: two queries and four terms per pass, four-by-four blocks of
+dot products), and page faults (`keep_freed_memory`).
 
 Each kernel is written as a plain function `_name` and compiled as `name`; its NumPy twin `name_numpy`
 computes the same thing with layers.py's formulas, and tests check that the two agree on
@@ -135,46 +136,129 @@ def _keys_values_transposed(qkv, b, h, kT, vT):
 keys_values_transposed = njit(cache=True, nogil=True, inline="always")(_keys_values_transposed)
 
 
+# The products below are small (a head's 128 x 128 scores from 32-number queries and keys), too small for
+# a matrix library to pay for its copies and calls. Written as plain loops along positions, each loop would
+# load and store its output row once per multiply-add and be bound by those loads and stores, not by
+# arithmetic. So every product here does several multiply-adds per load: two output rows and four terms per
+# pass (pair_rows), or a four-by-four block of dot products kept in registers (block_dots, lower_rows).
+# Where a size is not a multiple of the block, indices past the end are clamped to the last one: the
+# duplicate computes the same number again and writes it to the same place, so nothing else changes.
+
+
+def _pair_rows(out0, out1, c0, c1, src, n):
+    """out0[:n] = sum_e c0[e] src[e, :n] and out1[:n] = sum_e c1[e] src[e, :n]: two rows at once (each
+    number of src loaded serves both), four terms e per pass. out0 and out1 must be different rows."""
+    E = c0.shape[0]
+    fours = E - E % 4
+    last = min(fours, E - 1)  # the first pass also takes the one term past the last multiple of 4, if any
+    w0 = c0[last] if fours < E else 0.0
+    w1 = c1[last] if fours < E else 0.0
+    for j in range(n):
+        out0[j] = w0 * src[last, j]
+        out1[j] = w1 * src[last, j]
+    for e in range(0, fours, 4):
+        a0, a1, a2, a3 = c0[e], c0[e + 1], c0[e + 2], c0[e + 3]
+        b0, b1, b2, b3 = c1[e], c1[e + 1], c1[e + 2], c1[e + 3]
+        for j in range(n):
+            s0, s1, s2, s3 = src[e, j], src[e + 1, j], src[e + 2, j], src[e + 3, j]
+            out0[j] += (a0 * s0 + a1 * s1) + (a2 * s2 + a3 * s3)
+            out1[j] += (b0 * s0 + b1 * s1) + (b2 * s2 + b3 * s3)
+    for e in range(fours + 1, E):
+        a0, b0 = c0[e], c1[e]
+        for j in range(n):
+            out0[j] += a0 * src[e, j]
+            out1[j] += b0 * src[e, j]
+
+
+pair_rows = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_pair_rows)
+
+
+def _block_dots(rows, i, src, out):
+    """out[i + r, e] = rows[i + r, :n] . src[e, :n] for r, e < 4 (n = i + 4: rows is lower-triangular, zero
+    past its diagonal), for every block of four e: sixteen sums in registers, eight loads per sixteen
+    multiply-adds. rows [T, T], src [E, T], out [T, E]."""
+    T, E = rows.shape[0], src.shape[0]
+    i0, i1, i2, i3 = i, min(i + 1, T - 1), min(i + 2, T - 1), min(i + 3, T - 1)
+    n = i3 + 1
+    for e in range(0, E, 4):
+        e1, e2, e3 = min(e + 1, E - 1), min(e + 2, E - 1), min(e + 3, E - 1)
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = rows.dtype.type(0.0)
+        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = rows.dtype.type(0.0)
+        for j in range(n):
+            s0, s1, s2, s3 = src[e, j], src[e1, j], src[e2, j], src[e3, j]
+            r = rows[i0, j]
+            a00 += r * s0
+            a01 += r * s1
+            a02 += r * s2
+            a03 += r * s3
+            r = rows[i1, j]
+            a10 += r * s0
+            a11 += r * s1
+            a12 += r * s2
+            a13 += r * s3
+            r = rows[i2, j]
+            a20 += r * s0
+            a21 += r * s1
+            a22 += r * s2
+            a23 += r * s3
+            r = rows[i3, j]
+            a30 += r * s0
+            a31 += r * s1
+            a32 += r * s2
+            a33 += r * s3
+        out[i0, e], out[i0, e1], out[i0, e2], out[i0, e3] = a00, a01, a02, a03
+        out[i1, e], out[i1, e1], out[i1, e2], out[i1, e3] = a10, a11, a12, a13
+        out[i2, e], out[i2, e1], out[i2, e2], out[i2, e3] = a20, a21, a22, a23
+        out[i3, e], out[i3, e1], out[i3, e2], out[i3, e3] = a30, a31, a32, a33
+
+
+block_dots = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_block_dots)
+
+
+def _lower_rows(out, coef, src):
+    """out[:T] = sum_i coef[i] src[i, :T] for a lower-triangular src [T, T] (src[i, j] = 0 for j > i):
+    four rows i per pass, a block of rows i..i+3 touching only columns j <= i + 3."""
+    T = src.shape[0]
+    fours = T - T % 4
+    for j in range(T):
+        out[j] = 0.0
+    for i in range(0, fours, 4):
+        w0, w1, w2, w3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
+        for j in range(i + 4):
+            out[j] += (w0 * src[i, j] + w1 * src[i + 1, j]) + (w2 * src[i + 2, j] + w3 * src[i + 3, j])
+    for i in range(fours, T):
+        w = coef[i]
+        for j in range(i + 1):
+            out[j] += w * src[i, j]
+
+
+lower_rows = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_lower_rows)
+
+
 def _attention_heads_forward(qkv, scale, pattern, z, start, stop):
     """qkv [B, T, 3, H, E] (queries, keys, values as one matmul produced them) -> fills pattern[b, h]
     [T, T] (0 above the diagonal) and z[b, :, h] [T, E] for the (batch, head) pairs bh = b * H + h in
     [start, stop). The causal mask is the loop bound: query i scores keys j <= i, never the future.
 
-    Two choices make the inner loops fast. Keys and values are copied transposed, [E, T], so the
-    innermost loops run along key positions j over contiguous memory, which LLVM vectorises. And queries
-    go two at a time (rows i and i + 1, in scratch rows s[0] and s[1]): each key or value number loaded
-    then serves both, halving the memory traffic per multiply-add. When T is odd, the last query is paired
-    with a copy of itself, whose results are dropped."""
+    Keys and values are copied transposed, [E, T], so the innermost loops run along key positions j over
+    contiguous memory, which LLVM vectorises. The scores of queries i and i + 1 come together (pair_rows,
+    straight into the pattern's rows, which the softmax then turns into weights); then z = pattern @ v,
+    four queries by four numbers at a time (block_dots)."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    s = np.empty((2, T), qkv.dtype)  # the scores, then the softmax, of the two queries
-    zh = np.empty((2, E), qkv.dtype)
+    spare = np.empty(T, qkv.dtype)  # the second row of an odd T's last query, computed and dropped
     for bh in range(start, stop):
         b, h = bh // H, bh % H
         keys_values_transposed(qkv, b, h, kT, vT)
+        P = pattern[b, h]
         for i in range(0, T, 2):
             i1 = min(i + 1, T - 1)  # the second query (== i for the last of an odd T)
-            n = i1 + 1  # keys 0..i1; row i's weight on key i + 1 comes out 0
-            for j in range(n):
-                s[0, j] = qkv[b, i, 0, h, 0] * kT[0, j]
-                s[1, j] = qkv[b, i1, 0, h, 0] * kT[0, j]
-            for e in range(1, E):
-                q0, q1 = qkv[b, i, 0, h, e], qkv[b, i1, 0, h, e]
-                for j in range(n):
-                    s[0, j] += q0 * kT[e, j]
-                    s[1, j] += q1 * kT[e, j]
-            softmax_row(s[0], i, scale)
-            softmax_row(s[1], i1, scale)
-            for e in range(E):  # z[i] = sum_j pattern[i, j] v[j]
-                acc0 = s[0, 0] * vT[e, 0]
-                acc1 = s[1, 0] * vT[e, 0]
-                for j in range(1, n):
-                    acc0 += s[0, j] * vT[e, j]
-                    acc1 += s[1, j] * vT[e, j]
-                zh[0, e], zh[1, e] = acc0, acc1
-            for r in range(i1 - i + 1):
-                pattern[b, h, i + r] = s[r]
-                z[b, i + r, h, :] = zh[r]
+            second = P[i1] if i1 > i else spare
+            pair_rows(P[i], second, qkv[b, i, 0, h], qkv[b, i1, 0, h], kT, i1 + 1)  # row i's key i + 1: the softmax zeroes it
+            softmax_row(P[i], i, scale)
+            softmax_row(second, i1, scale)
+        for i in range(0, T, 4):
+            block_dots(P, i, vT, z[b, :, h])
 
 
 attention_heads_forward = njit(cache=True, nogil=True, fastmath=FAST)(_attention_heads_forward)
@@ -183,53 +267,46 @@ attention_heads_forward = njit(cache=True, nogil=True, fastmath=FAST)(_attention
 def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     """The backward of _attention_heads_forward: dz [B, T, H, E] -> fills dqkv[b, :, 0..2, h] (the
     gradients of q, k and v) for the pairs in [start, stop), the forward's lines in reverse:
-        z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] += pattern[i, j] dz[i]
+        z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] = sum_i pattern[i, j] dz[i]
         softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern dpattern)
-        scores[i, j] = scale q[i] . k[j] ->  dq[i] += scale dscores[i, j] k[j],  dk[j] += scale dscores[i, j] q[i]
-    Keys, values and their gradients are kept transposed, [E, T], and queries go two at a time, as in the
-    forward; the second query of an odd T's last pair gets weight 0 (w1 = 0), so it adds nothing."""
+        scores[i, j] = scale q[i] . k[j] ->  dq[i] = scale sum_j dscores[i, j] k[j],  dk[j] = scale sum_i dscores[i, j] q[i]
+    Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
+    diagonal, like the pattern); then dq = DS k (block_dots), and dv and dk, each a sum over the query rows
+    of a lower-triangular matrix, four rows per pass (lower_rows). Keys, values and their gradients are
+    kept transposed, [E, T], as in the forward. dqkv's three parts are written at the end, once."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
     dq, dkT, dvT = np.empty((T, E), qkv.dtype), np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    dp, ds = np.empty((2, T), qkv.dtype), np.empty((2, T), qkv.dtype)  # rows of dpattern and dscores
+    dp = np.empty((2, T), qkv.dtype)  # two rows of dpattern
+    DS = np.empty((T, T), qkv.dtype)  # dscores (the scale included)
+    col = np.empty(T, qkv.dtype)  # one number of every position's dz or query, contiguous
     for bh in range(start, stop):
         b, h = bh // H, bh % H
         keys_values_transposed(qkv, b, h, kT, vT)
-        dkT[:] = 0.0
-        dvT[:] = 0.0
+        P = pattern[b, h]
         for i in range(0, T, 2):
             i1 = min(i + 1, T - 1)
-            w1 = 1.0 if i1 > i else 0.0  # the second query counts only if it is a different one
             n = i1 + 1
-            p0, p1 = pattern[b, h, i], pattern[b, h, i1]
-            for j in range(n):
-                dp[0, j] = dz[b, i, h, 0] * vT[0, j]
-                dp[1, j] = dz[b, i1, h, 0] * vT[0, j]
-            for e in range(1, E):
-                g0, g1 = dz[b, i, h, e], dz[b, i1, h, e]
-                for j in range(n):
-                    dp[0, j] += g0 * vT[e, j]
-                    dp[1, j] += g1 * vT[e, j]
-            for e in range(E):
-                g0, g1 = dz[b, i, h, e], w1 * dz[b, i1, h, e]
-                for j in range(n):
-                    dvT[e, j] += g0 * p0[j] + g1 * p1[j]
-            weighted0, weighted1 = p0[0] * dp[0, 0], p1[0] * dp[1, 0]
+            pair_rows(dp[0], dp[1], dz[b, i, h], dz[b, i1, h], vT, n)
+            weighted0, weighted1 = P[i, 0] * dp[0, 0], P[i1, 0] * dp[1, 0]
             for j in range(1, n):
-                weighted0 += p0[j] * dp[0, j]
-                weighted1 += p1[j] * dp[1, j]
+                weighted0 += P[i, j] * dp[0, j]
+                weighted1 += P[i1, j] * dp[1, j]
             for j in range(n):
-                ds[0, j] = p0[j] * (dp[0, j] - weighted0) * scale
-                ds[1, j] = p1[j] * (dp[1, j] - weighted1) * scale
-            for e in range(E):
-                acc0, acc1 = ds[0, 0] * kT[e, 0], ds[1, 0] * kT[e, 0]
-                for j in range(1, n):
-                    acc0 += ds[0, j] * kT[e, j]
-                    acc1 += ds[1, j] * kT[e, j]
-                dq[i, e], dq[i1, e] = acc0, acc1  # for an odd T's last pair, the same row twice
-                a0, a1 = qkv[b, i, 0, h, e], w1 * qkv[b, i1, 0, h, e]
-                for j in range(n):
-                    dkT[e, j] += a0 * ds[0, j] + a1 * ds[1, j]
+                DS[i, j] = P[i, j] * (dp[0, j] - weighted0) * scale
+                DS[i1, j] = P[i1, j] * (dp[1, j] - weighted1) * scale
+            for j in range(n, T):
+                DS[i, j] = 0.0
+                DS[i1, j] = 0.0
+        for i in range(0, T, 4):
+            block_dots(DS, i, kT, dq)
+        for e in range(E):
+            for i in range(T):
+                col[i] = dz[b, i, h, e]
+            lower_rows(dvT[e], col, P)
+            for i in range(T):
+                col[i] = qkv[b, i, 0, h, e]
+            lower_rows(dkT[e], col, DS)
         for j in range(T):
             for e in range(E):
                 dqkv[b, j, 0, h, e] = dq[j, e]
