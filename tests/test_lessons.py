@@ -213,7 +213,7 @@ def test_lesson_01_at_default_scale(tmp_path):
 
 @pytest.fixture(scope="module")
 def default(tmp_path_factory):
-    """The main job as a learner types it, at default scale (about 45 minutes): (runs folder, process)."""
+    """The main job as a learner types it, at default scale (about 40 minutes): (runs folder, process)."""
     runs = tmp_path_factory.getbasetemp() / "default-runs"
     proc = run(["-m", "tinymono", "reproduce", "--scale", "default", "--out", str(runs)], timeout=3 * 3600)
     print(proc.stdout[-3000:])
