@@ -136,11 +136,12 @@ def _keys_values_transposed(qkv, b, h, kT, vT):
 keys_values_transposed = njit(cache=True, nogil=True, inline="always")(_keys_values_transposed)
 
 
-# The products below are small (a head's 128 x 128 scores from 32-number queries and keys), too small for
-# a matrix library to pay for its copies and calls. Written as plain loops along positions, each loop would
-# load and store its output row once per multiply-add and be bound by those loads and stores, not by
-# arithmetic. So every product here does several multiply-adds per load: two output rows and four terms per
-# pass (pair_rows), or a four-by-four block of dot products kept in registers (block_dots, lower_rows).
+# The products below are small (a head's 128 x 128 scores from 32-number queries and keys): batched BLAS
+# calls, with their copies, were no faster (docs/experiments.md). Written as plain loops along positions,
+# each loop would load and store its output row once per multiply-add and be bound by those loads and
+# stores, not by arithmetic. So every product here does several multiply-adds per load: two output rows
+# and four terms per pass (pair_rows), four rows per pass (lower_rows), or a four-by-four block of dot
+# products kept in registers (block_dots).
 # Where a size is not a multiple of the block, indices past the end are clamped to the last one: the
 # duplicate computes the same number again and writes it to the same place, so nothing else changes.
 
