@@ -159,9 +159,12 @@ time.sleep(30)
 
 def start_fake_stage(tmp_path):
     """run_stage on the fake lesson in a driver process of its own session (like a job in a terminal),
-    returned once the lesson is running."""
+    returned once the lesson is running. The driver first takes Python's own Ctrl-C handler, as a job in a
+    terminal has it: a test run started in the background of a shell (`cmd &`) inherits SIGINT ignored, and
+    Python then leaves it ignored."""
     (tmp_path / "99_fake.py").write_text(FAKE_LESSON)
-    driver = ("from pathlib import Path; from tinymono.reproduce import run_stage; "
+    driver = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from pathlib import Path; from tinymono.reproduce import run_stage; "
               f"run_stage(Path({str(tmp_path / '99_fake.py')!r}), 'smoke', Path({str(tmp_path)!r}), "
               f"Path({str(tmp_path / 'log')!r}))")
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
