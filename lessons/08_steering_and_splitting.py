@@ -83,6 +83,26 @@ lesson.savefig(fig, "pinned_sampling.png", "Share of the bytes the model writes 
                "without (grey; a bar of height 0 is not drawn).")
 
 # %% [markdown]
+# **What a pin can write.** A pinned feature changes the output only through its decoder direction, which
+# W_out and the unembedding turn into logits (lesson 07's logit weights). So for each group, the *lift*:
+# the logit weights of the context's bytes (each weighted by how often the context uses it) minus the
+# median weight over the bytes the corpus holds, times each member's pinned value, summed over the members.
+
+# %%
+train_split = corpus.split("train")
+train_tokens, train_context = np.asarray(train_split.tokens), np.asarray(train_split.context)
+present = np.bincount(train_tokens, minlength=cfg.d_vocab) > 0
+for label in NAMED:
+    uses = np.bincount(train_tokens[train_context == CONTEXT_NAMES.index(label)], minlength=cfg.d_vocab)
+    share = uses / max(uses.sum(), 1)
+    lifts = []
+    for u in steering[label]["units"]:
+        w = features.logit_weights(params, cfg, sae_params["W_dec"][u])
+        lifts.append(report.max[u] * (share @ w - np.median(w[present])))
+    print(f"{label:7s} pinned at {np.round(report.max[steering[label]['units']], 2)}: lift of its own bytes "
+          f"{sum(lifts):+.2f} ({steering[label]['pinned'] - steering[label]['plain']:.0%} more of the written bytes)")
+
+# %% [markdown]
 # **A two-byte cycle.** Arabic and Hebrew letters are two bytes each, a lead byte (0xD8/0xD9, or 0xD7)
 # and a continuation byte, and the SAE has separate features for the two steps. The recogniser counts
 # only the letters the corpus's generator writes (36 Arabic, 27 Hebrew); below, also any character of the
@@ -104,9 +124,15 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # %% [markdown]
 # **What you should see.** Pinned, a context's features pull the text into that context, from prompts
 # that continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the
-# features stand for their context: a feature that also fires on plain letters pulls less. The scripts
-# are harder than base64, DNA or hex: a letter is two bytes, and the SAE tends to give the two steps
-# features of their own, each a state of the two-byte cycle (the paper saw such chains of features as
+# features stand for their context (a feature that also fires on plain letters pulls less) and on how
+# much of the model's prediction of the context runs through them: the lift above. A context the model
+# can predict without its MLP has features that only read. In a DNA record every byte of the window is a
+# base, so attention's average over the window already says "DNA" and the direct path promotes the
+# bases: DNA's features can be specific and still lift little, and then pinned they write little DNA.
+# A hex digest is a few dozen digits inside a line of code or prose, where the window is mostly host text:
+# the MLP must decide that the last bytes are a digest's, so its hex feature fires strongly and lifts the
+# digits, and pinned it writes hex. The scripts are harder still: a letter is two bytes, and the SAE
+# tends to give the two steps features of their own, each a state of the two-byte cycle (the paper saw such chains of features as
 # small finite-state automata, each feature a state). Which state gets a feature of the script's own
 # depends on where the model needs to know the script. After a lead byte it needs to, because the
 # script's sibling languages (lesson 05) use the same lead bytes with other letters; after a letter's

@@ -255,6 +255,9 @@ GENERATOR_SAMPLES = {
     "hebrew_short_words": lambda rng: gen.script_document("hebrew", 200_000, rng, word_end=0.45),
     "arabic_classes_short_words": lambda rng: gen.script_document("arabic", 900_000, rng, classes=4, word_end=0.45),
     "hex": lambda rng: src.concat([gen.hex_digest(n, rng) for n in rng.choice(gen.HEX_LENGTHS, 2000)]),
+    # DNA sequences for insertion into real text (corpus option dna_embed_fraction): short, so that the
+    # first base's state gets thousands of samples too
+    "dna_sequences": lambda rng: src.concat([gen.dna_sequence(int(n), rng) for n in rng.integers(1, 30, 20_000)]),
     # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
     "lang_long_words": lambda rng: gen.language_document(
         int(np.argmin([lang.end for lang in gen.languages()])), 400_000, rng),
@@ -366,6 +369,9 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(script_siblings=25), "script_siblings"),
     (dict(script_classes=-1), "script_classes"),
     (dict(script_word_end=1.0), "script_word_end"),
+    (dict(dna_embed_fraction=-0.1), "dna_embed_fraction"),
+    (dict(embedded_dna_bases=(0, 10)), "embedded_dna_bases"),
+    (dict(mixture={"dna": 0.5, "arabic": 0.5}, dna_embed_fraction=0.5), "embedded DNA"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -385,12 +391,39 @@ def test_corpus_with_siblings_fills_its_splits(tmp_path):
         assert (high > 0.5) if script else (high == 0), f"lang{k:02d} ({script}): {high:.0%} of its bytes >= 0x80"
 
 
+def test_embedded_dna_sits_in_real_text_and_keeps_the_share(tmp_path):
+    """dna_embed_fraction: that share of the DNA bytes sits inside Python and English documents, one line of
+    embedded_dna_bases bases after a host byte, with its exact entropies; the rest are records of their
+    own, and the DNA share of each split is the mixture's."""
+    cfg = CorpusConfig(n_train_bytes=400_000, n_val_bytes=100_000, dna_embed_fraction=0.5)
+    corpus = build_corpus(cfg, tmp_path / "c", progress=False)
+    for split in (corpus.train, corpus.val):
+        tokens, context, detail = (np.asarray(a) for a in split[:3])
+        entropy = np.asarray(split.entropy)
+        dna = context == src.CTX["dna"]
+        assert dna.mean() == pytest.approx(cfg.mixture["dna"], abs=2e-3)
+        host = np.isin(context, [src.CTX["python"], src.CTX["english"]])
+        hosted = np.zeros(len(tokens), bool)
+        starts = np.flatnonzero(dna[1:] & host[:-1]) + 1
+        assert len(starts) > 5
+        for a in starts:
+            b = a + int(np.argmin(dna[a:]))          # the first byte after the sequence
+            assert host[b], "an embedded sequence ends in its host document"
+            assert b - a <= cfg.embedded_dna_bases[1]   # the split's last one may be shorter than the minimum
+            assert set(tokens[a:b].tolist()) <= set(b"ACGT") and (detail[a:b] == src.DET["dna_base"]).all()
+            assert entropy[a] == 2.0 and np.allclose(entropy[a + 1:b], gen.entropy_bits(gen.DNA_STEP))
+            hosted[a:b] = True
+        assert 0.45 <= hosted.sum() / dna.sum() <= 0.55, f"{hosted.sum() / dna.sum():.2f} of the DNA is embedded"
+        assert (detail[dna & ~hosted] == src.DET["dna_header"]).any(), "the rest are records with headers"
+
+
 def test_config_dict_rebuilds_the_config():
-    """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes and
-    script_word_end stay out of it at their defaults, so that adding them moved no cached corpus."""
+    """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
+    script_word_end and dna_embed_fraction stay out of it at their defaults, so that adding them moved no
+    cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
-               CorpusConfig(script_word_end=0.45)]
-    assert "script_classes" not in configs[0].to_dict() and "script_word_end" not in configs[0].to_dict()
+               CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5)]
+    assert not {"script_classes", "script_word_end", "dna_embed_fraction"} & set(configs[0].to_dict())
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
     for cfg in configs:

@@ -129,6 +129,8 @@ class CorpusConfig:
     b64_embed_fraction: share of the base64 bytes placed inside Python strings or English sentences
         (single-line blobs, `embedded_b64_bytes` raw bytes long) rather than in documents of their own;
         embedded blobs are short, so they are the larger share of the blobs (about 70% at 0.3).
+    dna_embed_fraction: share of the DNA bytes placed inside Python statements or English sentences (one
+        line of `embedded_dna_bases` bases, a primer or a probe) rather than in records of their own.
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
@@ -145,6 +147,8 @@ class CorpusConfig:
     b64_text_fraction: float = 0.5
     b64_embed_fraction: float = 0.3
     embedded_b64_bytes: tuple = (12, 300)
+    dna_embed_fraction: float = 0.0
+    embedded_dna_bases: tuple = (20, 80)
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
@@ -173,7 +177,8 @@ class CorpusConfig:
                              f"{tuple(DEFAULT_DOC_BYTES)} (hex has no documents of its own)")
         doc_bytes = {**DEFAULT_DOC_BYTES, **self.doc_bytes}
         pairs = [(f"doc_bytes[{s!r}]", pair) for s, pair in doc_bytes.items()]
-        for name, pair in pairs + [("embedded_b64_bytes", self.embedded_b64_bytes)]:
+        for name, pair in pairs + [("embedded_b64_bytes", self.embedded_b64_bytes),
+                                   ("embedded_dna_bases", self.embedded_dna_bases)]:
             if len(pair) != 2 or not all(is_int(v) for v in pair) or not 1 <= pair[0] <= pair[1]:
                 raise ValueError(f"{name}: expected integers (min, max) with 1 <= min <= max, got {pair!r}")
         if not is_int(self.script_classes) or not 0 <= self.script_classes <= 16:
@@ -183,17 +188,18 @@ class CorpusConfig:
                              f"got {self.script_siblings!r}")
         if not 0 < self.script_word_end < 1:
             raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
-        for name in ("b64_text_fraction", "b64_embed_fraction"):
+        for name in ("b64_text_fraction", "b64_embed_fraction", "dna_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         host_bytes = (mixture["python"] + mixture["english"]) * min(self.n_train_bytes, self.n_val_bytes)
-        if mixture["hex"] > 0 and host_bytes < 1000:
-            raise ValueError("mixture: hex digests live inside python and english documents, so "
-                             "python + english must give each split at least 1000 bytes; got "
+        if (mixture["hex"] > 0 or mixture["dna"] * self.dna_embed_fraction > 0) and host_bytes < 1000:
+            raise ValueError("mixture: hex digests live inside python and english documents (and so does "
+                             "embedded DNA), so python + english must give each split at least 1000 bytes; got "
                              f"{host_bytes:.0f}")
         object.__setattr__(self, "mixture", mixture)
         object.__setattr__(self, "doc_bytes", {s: (int(a), int(b)) for s, (a, b) in doc_bytes.items()})
         object.__setattr__(self, "embedded_b64_bytes", tuple(int(v) for v in self.embedded_b64_bytes))
+        object.__setattr__(self, "embedded_dna_bases", tuple(int(v) for v in self.embedded_dna_bases))
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples as lists); CorpusConfig(**d) rebuilds the config."""
@@ -206,6 +212,8 @@ class CorpusConfig:
                 "script_siblings": int(self.script_siblings),
                 # only when set: a corpus without the option keeps the fingerprint (and cache) it had
                 **({"script_classes": int(self.script_classes)} if self.script_classes else {}),
+                **({"dna_embed_fraction": float(self.dna_embed_fraction),
+                    "embedded_dna_bases": list(self.embedded_dna_bases)} if self.dna_embed_fraction else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}
 

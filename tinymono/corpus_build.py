@@ -160,9 +160,9 @@ def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) 
     return out
 
 
-def _hex_and_base64(cfg: CorpusConfig, split: int, budget: dict, docs: dict, texts: list, progress):
-    """Hex digests (all inside real documents) and base64 blobs (b64_embed_fraction of the bytes
-    inside real documents on one line, the rest as wrapped documents of their own).
+def _insertions_and_blobs(cfg: CorpusConfig, split: int, budget: dict, docs: dict, texts: list, progress):
+    """Hex digests (all inside real documents), base64 blobs (b64_embed_fraction of the bytes inside real
+    documents on one line, the rest as wrapped documents of their own) and the embedded DNA sequences.
     Returns (insertions as {(kind, doc index): [(anchor index, segment), ...]}, base64 documents)."""
     hosts = {kind: [i for i, d in enumerate(docs[kind]) if len(d.anchors)] for kind in docs}
     kinds = [kind for kind in ("python", "english") if hosts[kind]]
@@ -210,7 +210,24 @@ def _hex_and_base64(cfg: CorpusConfig, split: int, budget: dict, docs: dict, tex
                 blobs.append(blob)
             total += len(blob.data)
             progress.update(len(blob.data))
+    n_dna = embedded_dna(cfg, budget)
+    if n_dna and not kinds:
+        raise ValueError("this split has no python or english document to hold DNA sequences; "
+                         "raise the python/english share or the split size, or set dna_embed_fraction 0")
+    rng, total = _rng(cfg, split, 8), 0
+    while total < n_dna:
+        lo, hi = cfg.embedded_dna_bases
+        seq = gen.dna_sequence(min(int(rng.integers(lo, hi + 1)), n_dna - total), rng)
+        place(rng, lambda kind, indent: (gen.python_dna_insertion(seq, indent, rng) if kind == "python"
+                                         else gen.english_dna_insertion(seq, rng)))
+        total += len(seq.data)
+        progress.update(len(seq.data))
     return insertions, blobs
+
+
+def embedded_dna(cfg: CorpusConfig, budget: dict) -> int:
+    """The DNA bytes of a split that go inside real documents (the rest are records of their own)."""
+    return round(cfg.dna_embed_fraction * budget["dna"])
 
 
 def _build_split(cfg: CorpusConfig, split: int, units: list, n: int, progress) -> tuple:
@@ -225,9 +242,10 @@ def _build_split(cfg: CorpusConfig, split: int, units: list, n: int, progress) -
                 for u in units]
         pools[kind] = {"units": sum(1 for b in pool if b), "pool_bytes": sum(pool),
                        "used_bytes": budget[kind], "passes": passes}
-    generated = _generated_documents(cfg, split, budget, progress)
+    generated = _generated_documents(cfg, split, {**budget, "dna": budget["dna"] - embedded_dna(cfg, budget)},
+                                     progress)
     texts = [t.encode() for u in units for t in u.english]
-    insertions, blobs = _hex_and_base64(cfg, split, budget, docs, texts, progress)
+    insertions, blobs = _insertions_and_blobs(cfg, split, budget, docs, texts, progress)
 
     real = [(kind, i) for kind in ("python", "english") for i in range(len(docs[kind]))]
     all_docs = [gen.insert_segments(docs[k][i], insertions[k, i]) if (k, i) in insertions

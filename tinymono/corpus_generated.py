@@ -84,6 +84,20 @@ def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
     return concat(parts)
 
 
+def dna_sequence(n_bases: int, rng: np.random.Generator) -> Segment:
+    """n_bases bases of the same chain on one line, for an insertion into real text (a primer or a probe
+    quoted in code or prose). The first base is uniform (2 bits, state 6); each later one follows base b
+    with H(step) bits (state 11 + b: as a line's first base, no newline can come)."""
+    steps = rng.choice(4, size=n_bases, p=DNA_STEP)
+    steps[0] = rng.integers(4)
+    base = np.cumsum(steps) % 4
+    entropy = np.full(n_bases, _DNA_BASE_BITS, np.float32)
+    state = np.empty(n_bases, np.int32)
+    state[1:] = 11 + base[:-1]
+    entropy[0], state[0] = 2.0, 6
+    return make_segment(np.frombuffer(b"ACGT", np.uint8)[base], "dna", DET["dna_base"], entropy, state)
+
+
 # Words in Arabic or Hebrew letters, UTF-8 encoded: every letter is two bytes, a lead byte (0xD8/0xD9
 # for these Arabic letters, 0xD7 for Hebrew, as in the paper) and a continuation byte. Letters are
 # uniform; after each letter the word ends with probability WORD_END_PROB; a word is followed by a
@@ -476,6 +490,9 @@ _EN_B64 = (" The encoded form is {v}.", " For example, {v} is the base64 encodin
 _EN_HEX = {32: (" Its MD5 digest is {v}.", " The file's md5 checksum is {v}."),
            40: (" This was fixed in commit {v}.", " See revision {v} for details."),
            64: (" The archive's sha256: {v}.", " Check that the SHA-256 checksum is {v}.")}
+_PY_DNA = ('PRIMER = "{v}"\n', "probe = '{v}'\n", "# target: {v}\n", 'ADAPTER_SEQ = "{v}"\n')
+_EN_DNA = (" The forward primer is {v}.", " The probe binds the sequence {v} in the promoter.",
+           ' The reads began with "{v}" before trimming.')
 _FILE_NAMES = ("setup.py", "README.rst", "data.bin", "index.json", "logo.png", "release.tar.gz")
 
 
@@ -535,6 +552,18 @@ def english_hex_insertion(rng: np.random.Generator) -> Segment:
     length = HEX_LENGTHS[rng.integers(3)]
     before, after = _EN_HEX[length][rng.integers(len(_EN_HEX[length]))].split("{v}")
     return _fill([before, hex_digest(length, rng), after], "english", b"")
+
+
+def python_dna_insertion(seq: Segment, indent: bytes, rng: np.random.Generator) -> Segment:
+    """One statement or comment holding a DNA sequence."""
+    before, after = _PY_DNA[rng.integers(len(_PY_DNA))].split("{v}")
+    return _fill([before, seq, after], "python", indent)
+
+
+def english_dna_insertion(seq: Segment, rng: np.random.Generator) -> Segment:
+    """One sentence holding a DNA sequence."""
+    before, after = _EN_DNA[rng.integers(len(_EN_DNA))].split("{v}")
+    return _fill([before, seq, after], "english", b"")
 
 
 def insert_segments(host: HostDoc, insertions: list) -> Segment:
