@@ -372,6 +372,8 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(dna_embed_fraction=-0.1), "dna_embed_fraction"),
     (dict(embedded_dna_bases=(0, 10)), "embedded_dna_bases"),
     (dict(mixture={"dna": 0.5, "arabic": 0.5}, dna_embed_fraction=0.5), "embedded DNA"),
+    (dict(dna_embed_hosts=("fortran",)), "dna_embed_hosts"),
+    (dict(dna_embed_hosts=()), "dna_embed_hosts"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -415,6 +417,17 @@ def test_embedded_dna_sits_in_real_text_and_keeps_the_share(tmp_path):
             hosted[a:b] = True
         assert 0.45 <= hosted.sum() / dna.sum() <= 0.55, f"{hosted.sum() / dna.sum():.2f} of the DNA is embedded"
         assert (detail[dna & ~hosted] == src.DET["dna_header"]).any(), "the rest are records with headers"
+        assert {int(c) for c in context[starts - 1]} == {src.CTX["python"], src.CTX["english"]}
+
+
+def test_embedded_dna_only_in_the_hosts_asked_for(tmp_path):
+    cfg = CorpusConfig(n_train_bytes=200_000, n_val_bytes=60_000, dna_embed_fraction=0.5, dna_embed_hosts=("english",))
+    corpus = build_corpus(cfg, tmp_path / "c", progress=False)
+    context = np.asarray(corpus.train.context)
+    dna = context == src.CTX["dna"]
+    before = context[np.flatnonzero(dna[1:] & ~dna[:-1])]          # the byte before each stretch of DNA
+    assert src.CTX["english"] in before and src.CTX["python"] not in before
+    assert dna.mean() == pytest.approx(cfg.mixture["dna"], abs=2e-3)
 
 
 def test_config_dict_rebuilds_the_config():
@@ -422,7 +435,8 @@ def test_config_dict_rebuilds_the_config():
     script_word_end and dna_embed_fraction stay out of it at their defaults, so that adding them moved no
     cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
-               CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5)]
+               CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
+               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",))]
     assert not {"script_classes", "script_word_end", "dna_embed_fraction"} & set(configs[0].to_dict())
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)

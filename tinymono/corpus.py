@@ -130,7 +130,8 @@ class CorpusConfig:
         (single-line blobs, `embedded_b64_bytes` raw bytes long) rather than in documents of their own;
         embedded blobs are short, so they are the larger share of the blobs (about 70% at 0.3).
     dna_embed_fraction: share of the DNA bytes placed inside Python statements or English sentences (one
-        line of `embedded_dna_bases` bases, a primer or a probe) rather than in records of their own.
+        line of `embedded_dna_bases` bases, a primer or a probe) rather than in records of their own;
+        dna_embed_hosts: which of the two hold them.
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
@@ -149,6 +150,7 @@ class CorpusConfig:
     embedded_b64_bytes: tuple = (12, 300)
     dna_embed_fraction: float = 0.0
     embedded_dna_bases: tuple = (20, 80)
+    dna_embed_hosts: tuple = ("python", "english")
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
@@ -188,6 +190,9 @@ class CorpusConfig:
                              f"got {self.script_siblings!r}")
         if not 0 < self.script_word_end < 1:
             raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
+        hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()
+        if not hosts or len(set(hosts)) < len(hosts) or not set(hosts) <= {"python", "english"}:
+            raise ValueError(f"dna_embed_hosts must name 'python', 'english' or both, got {self.dna_embed_hosts!r}")
         for name in ("b64_text_fraction", "b64_embed_fraction", "dna_embed_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -200,6 +205,7 @@ class CorpusConfig:
         object.__setattr__(self, "doc_bytes", {s: (int(a), int(b)) for s, (a, b) in doc_bytes.items()})
         object.__setattr__(self, "embedded_b64_bytes", tuple(int(v) for v in self.embedded_b64_bytes))
         object.__setattr__(self, "embedded_dna_bases", tuple(int(v) for v in self.embedded_dna_bases))
+        object.__setattr__(self, "dna_embed_hosts", hosts)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples as lists); CorpusConfig(**d) rebuilds the config."""
@@ -213,7 +219,8 @@ class CorpusConfig:
                 # only when set: a corpus without the option keeps the fingerprint (and cache) it had
                 **({"script_classes": int(self.script_classes)} if self.script_classes else {}),
                 **({"dna_embed_fraction": float(self.dna_embed_fraction),
-                    "embedded_dna_bases": list(self.embedded_dna_bases)} if self.dna_embed_fraction else {}),
+                    "embedded_dna_bases": list(self.embedded_dna_bases),
+                    "dna_embed_hosts": list(self.dna_embed_hosts)} if self.dna_embed_fraction else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}
 

@@ -168,9 +168,10 @@ def _insertions_and_blobs(cfg: CorpusConfig, split: int, budget: dict, docs: dic
     kinds = [kind for kind in ("python", "english") if hosts[kind]]
     insertions, blobs = {}, []
 
-    def place(rng, make) -> src.Segment:
-        """Insert make(kind, indent) at a random anchor of a random host document."""
-        kind = kinds[rng.integers(len(kinds))]
+    def place(rng, make, among=None) -> src.Segment:
+        """Insert make(kind, indent) at a random anchor of a random host document (of a kind `among`)."""
+        among = kinds if among is None else among
+        kind = among[rng.integers(len(among))]
         i = hosts[kind][rng.integers(len(hosts[kind]))]
         j = int(rng.integers(len(docs[kind][i].anchors)))
         seg = make(kind, docs[kind][i].indents[j] if kind == "python" else None)
@@ -211,15 +212,16 @@ def _insertions_and_blobs(cfg: CorpusConfig, split: int, budget: dict, docs: dic
             total += len(blob.data)
             progress.update(len(blob.data))
     n_dna = embedded_dna(cfg, budget)
-    if n_dna and not kinds:
-        raise ValueError("this split has no python or english document to hold DNA sequences; "
-                         "raise the python/english share or the split size, or set dna_embed_fraction 0")
+    dna_hosts = [kind for kind in kinds if kind in cfg.dna_embed_hosts]
+    if n_dna and not dna_hosts:
+        raise ValueError(f"this split has no {' or '.join(cfg.dna_embed_hosts)} document to hold DNA sequences; "
+                         "raise that share or the split size, or set dna_embed_fraction 0")
     rng, total = _rng(cfg, split, 8), 0
     while total < n_dna:
         lo, hi = cfg.embedded_dna_bases
         seq = gen.dna_sequence(min(int(rng.integers(lo, hi + 1)), n_dna - total), rng)
         place(rng, lambda kind, indent: (gen.python_dna_insertion(seq, indent, rng) if kind == "python"
-                                         else gen.english_dna_insertion(seq, rng)))
+                                         else gen.english_dna_insertion(seq, rng)), dna_hosts)
         total += len(seq.data)
         progress.update(len(seq.data))
     return insertions, blobs
