@@ -122,25 +122,25 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     print(f"  feature {u} alone ends {bytes(int(t) for t in alone[0][-20:] if t < 256)!r}")
 
 # %% [markdown]
-# **What you should see.** Pinned, a context's features pull the text into that context, from prompts
-# that continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the
-# features stand for their context (a feature that also fires on plain letters pulls less) and on how
-# much of the model's prediction of the context runs through them: the lift above. A context the model
-# can predict without its MLP has features that only read. In a DNA record every byte of the window is a
-# base, so attention's average over the window already says "DNA" and the direct path promotes the
-# bases: DNA's features can be specific and still lift little, and then pinned they write little DNA.
-# A hex digest is a few dozen digits inside a line of code or prose, where the window is mostly host text:
-# the MLP must decide that the last bytes are a digest's, so its hex feature fires strongly and lifts the
-# digits, and pinned it writes hex. The scripts are harder still: a letter is two bytes, and the SAE
-# tends to give the two steps features of their own, each a state of the two-byte cycle (the paper saw such chains of features as
-# small finite-state automata, each feature a state). Which state gets a feature of the script's own
-# depends on where the model needs to know the script. After a lead byte it needs to, because the
-# script's sibling languages (lesson 05) use the same lead bytes with other letters; after a letter's
-# last byte it hardly does, since a sibling too writes a lead byte or a space there. A script feature of
-# the lead-byte state promotes the continuation bytes, and pinned it writes whole letters: the model's
-# own bookkeeping adds the lead bytes. A feature of the other state, "a lead byte comes next", pinned
-# alone writes lead bytes with too few continuation bytes to make letters; without the siblings
-# (`--set corpus.script_siblings=0`) the scripts have only features of that kind, and pinning fails.
+# **What you should see.** Pinned, a context's features pull the text into that context, from prompts that
+# continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the features
+# stand for their context (a feature that also fires on plain letters pulls less) and on how much of the
+# model's prediction of the context runs through them: the lift above. A context the model can predict
+# without its MLP has features that only read. In a DNA record every byte of the window is a base, so
+# attention's average over the window already says "DNA" and the direct path promotes the bases: DNA's
+# features can be specific and still lift little, and then pinned they write little DNA. A hex digest is a
+# few dozen digits inside a line of code or prose, where the window is mostly host text: the MLP must decide
+# that the last bytes are a digest's, so its hex feature fires strongly and lifts the digits, and pinned it
+# writes hex. The scripts are harder still: a letter is two bytes, and the SAE tends to give the two steps
+# features of their own, each a state of the two-byte cycle (the paper saw such chains of features as small
+# finite-state automata, each feature a state). Which state gets a feature of the script's own depends on
+# where the model needs to know the script. After a lead byte it needs to, because the script's sibling
+# languages (lesson 05) use the same lead bytes with other letters; after a letter's last byte it hardly
+# does, since a sibling too writes a lead byte or a space there. A script feature of the lead-byte state
+# promotes the continuation bytes, and pinned it writes whole letters: the model's own bookkeeping adds the
+# lead bytes. A feature of the other state, "a lead byte comes next", pinned alone writes lead bytes with
+# too few continuation bytes to make letters; without the siblings (`--set corpus.script_siblings=0`) the
+# scripts have only features of that kind, and pinning fails.
 
 # %% [markdown]
 # ## Feature splitting
