@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from tinymono import features, interventions, pipeline, plots, scores, text
+from tinymono import corpus_generated, features, interventions, pipeline, plots, scores, text
 from tinymono import transformer as tr
 from tinymono.corpus_sources import CONTEXT_NAMES, NAMED_CONTEXTS
 from tinymono.lesson import Lesson
@@ -196,7 +196,7 @@ for label in NAMED:
               + ", ".join(f"{text.token_text(t)} {mass[t]:.0%}" for t in top))
 
 dna = families["dna"]
-bases = [ord(b) for b in "ACGT"]
+bases = list(corpus_generated.DNA_BASES[corpus.config.dna_lowercase])  # A, C, G, T (or a, c, g, t)
 share = np.array([m[bases] for m in dna["bytes"]])  # [children, 4]
 r_parent = small_report.score("context", "dna", "pearson")[dna["parent"]]
 fig = plots.feature_split_by_base(share, dna["children"], sae_cfg.d_sae, small_cfg.d_sae, r_parent)

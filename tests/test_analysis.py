@@ -422,7 +422,11 @@ def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
     assert text.written_share(np.array([ord("A"), 256, ord("C")] * 8), "dna") == 0  # the separator breaks runs
     assert text.written_share(np.array(list(b"ACGTACGT") + [256]), "dna") == pytest.approx(8 / 9)  # and is a byte
     digest, line = gen.hex_digest(32, rng).data, b"ACGTTGCA" * 3
-    assert text.written_share(list(digest), "base64") == 0 and text.written_share(list(line), "base64") == 0  # look-alikes
+    for look_alike in (digest, line, line.lower()):
+        assert text.written_share(list(look_alike), "base64") == 0
+    lower = np.frombuffer(gen.dna_document(5000, rng, lowercase=True).data, np.uint8)
+    assert bases - 0.02 <= text.written_share(lower, "dna") <= bases + 0.02  # soft-masked DNA counts as DNA
+    assert text.written_share(list(b"ACGTacgtACGTacgt"), "dna") == 0  # but a run keeps its case
     assert text.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
     with pytest.raises(ValueError, match="1-D"):
         text.written_share(np.zeros((2, 8), int), "dna")

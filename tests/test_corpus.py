@@ -374,6 +374,7 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(mixture={"dna": 0.5, "arabic": 0.5}, dna_embed_fraction=0.5), "embedded DNA"),
     (dict(dna_embed_hosts=("fortran",)), "dna_embed_hosts"),
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
+    (dict(dna_lowercase="yes"), "dna_lowercase"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -430,14 +431,31 @@ def test_embedded_dna_only_in_the_hosts_asked_for(tmp_path):
     assert dna.mean() == pytest.approx(cfg.mixture["dna"], abs=2e-3)
 
 
+def test_lowercase_dna_is_the_same_chain_in_other_bytes(tmp_path):
+    """dna_lowercase: the same corpus to the byte except DNA's bases, which read a, c, g, t for A, C, G, T,
+    in records and in embedded sequences, with the same labels and exact entropies."""
+    kwargs = dict(n_train_bytes=200_000, n_val_bytes=60_000, dna_embed_fraction=0.3)
+    upper = build_corpus(CorpusConfig(**kwargs), tmp_path / "upper", progress=False)
+    lower = build_corpus(CorpusConfig(**kwargs, dna_lowercase=True), tmp_path / "lower", progress=False)
+    for a, b in ((upper.train, lower.train), (upper.val, lower.val)):
+        base = np.asarray(a.detail) == src.DET["dna_base"]
+        assert base.sum() > 500
+        for field in ("context", "detail", "entropy"):
+            assert np.array_equal(np.asarray(getattr(a, field)), np.asarray(getattr(b, field)), equal_nan=True), field
+        ta, tb = np.asarray(a.tokens), np.asarray(b.tokens)
+        assert np.array_equal(ta[~base], tb[~base])
+        assert set(ta[base].tolist()) == set(b"ACGT") and np.array_equal(ta[base] + 32, tb[base])
+    assert lower.config.dna_lowercase and upper.config.fingerprint() != lower.config.fingerprint()
+
+
 def test_config_dict_rebuilds_the_config():
     """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
     script_word_end and dna_embed_fraction stay out of it at their defaults, so that adding them moved no
     cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
                CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
-               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",))]
-    assert not {"script_classes", "script_word_end", "dna_embed_fraction"} & set(configs[0].to_dict())
+               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True)]
+    assert not {"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase"} & set(configs[0].to_dict())
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
     for cfg in configs:

@@ -132,6 +132,9 @@ class CorpusConfig:
     dna_embed_fraction: share of the DNA bytes placed inside Python statements or English sentences (one
         line of `embedded_dna_bases` bases, a primer or a probe) rather than in records of their own;
         dna_embed_hosts: which of the two hold them.
+    dna_lowercase: the bases written a, c, g, t (as genome files mark soft-masked repeats) instead of
+        A, C, G, T. Lowercase bases are English's and Python's commonest letters, so the byte just read no
+        longer says "DNA" and the model must combine it with the context to predict the next base.
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
@@ -151,6 +154,7 @@ class CorpusConfig:
     dna_embed_fraction: float = 0.0
     embedded_dna_bases: tuple = (20, 80)
     dna_embed_hosts: tuple = ("python", "english")
+    dna_lowercase: bool = False
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
@@ -190,6 +194,8 @@ class CorpusConfig:
                              f"got {self.script_siblings!r}")
         if not 0 < self.script_word_end < 1:
             raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
+        if not isinstance(self.dna_lowercase, (bool, np.bool_)):
+            raise ValueError(f"dna_lowercase must be true or false, got {self.dna_lowercase!r}")
         hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()
         if not hosts or len(set(hosts)) < len(hosts) or not set(hosts) <= {"python", "english"}:
             raise ValueError(f"dna_embed_hosts must name 'python', 'english' or both, got {self.dna_embed_hosts!r}")
@@ -221,6 +227,7 @@ class CorpusConfig:
                 **({"dna_embed_fraction": float(self.dna_embed_fraction),
                     "embedded_dna_bases": list(self.embedded_dna_bases),
                     "dna_embed_hosts": list(self.dna_embed_hosts)} if self.dna_embed_fraction else {}),
+                **({"dna_lowercase": True} if self.dna_lowercase else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}
 

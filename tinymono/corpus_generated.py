@@ -46,8 +46,12 @@ _HEADER_BITS = np.array([0, 0, 0, 0] + [np.log2(10)] * 6 + [0], np.float32)
 _HEADER_STATE = np.array([0, 1, 2, 3] + [4] * 6 + [5], np.int32)
 
 
-def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
-    """FASTA-like records until at least n_bytes are written (the last record finishes).
+DNA_BASES = {False: b"ACGT", True: b"acgt"}   # lowercase: soft-masked sequence, as genome files mark repeats
+
+
+def dna_document(n_bytes: int, rng: np.random.Generator, lowercase: bool = False) -> Segment:
+    """FASTA-like records until at least n_bytes are written (the last record finishes); lowercase: the
+    bases as a, c, g, t (the same chain and entropies).
 
     States: 0-3 the fixed header bytes '>seq', 4 a header digit, 5 the header newline, 6 a record's
     first base (uniform: 2 bits), 7-10 a later position of a line after base A, C, G, T (newline or
@@ -68,7 +72,7 @@ def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
         steps[0] = rng.integers(4)                                  # the record's first base: uniform
         base = np.cumsum(steps) % 4                                 # index into ACGT of each base
         data = np.full(n, ord("\n"), np.uint8)
-        data[is_base] = np.frombuffer(b"ACGT", np.uint8)[base]
+        data[is_base] = np.frombuffer(DNA_BASES[bool(lowercase)], np.uint8)[base]
         previous = np.zeros(n, np.int64)                            # the last base before each position
         previous[np.flatnonzero(is_base)[1:]] = base[:-1]
         previous[newline] = base[np.cumsum(lengths) - 1]
@@ -84,7 +88,7 @@ def dna_document(n_bytes: int, rng: np.random.Generator) -> Segment:
     return concat(parts)
 
 
-def dna_sequence(n_bases: int, rng: np.random.Generator) -> Segment:
+def dna_sequence(n_bases: int, rng: np.random.Generator, lowercase: bool = False) -> Segment:
     """n_bases bases of the same chain on one line, for an insertion into real text (a primer or a probe
     quoted in code or prose). The first base is uniform (2 bits, state 6); each later one follows base b
     with H(step) bits (state 11 + b: as a line's first base, no newline can come)."""
@@ -95,7 +99,8 @@ def dna_sequence(n_bases: int, rng: np.random.Generator) -> Segment:
     state = np.empty(n_bases, np.int32)
     state[1:] = 11 + base[:-1]
     entropy[0], state[0] = 2.0, 6
-    return make_segment(np.frombuffer(b"ACGT", np.uint8)[base], "dna", DET["dna_base"], entropy, state)
+    return make_segment(np.frombuffer(DNA_BASES[bool(lowercase)], np.uint8)[base], "dna", DET["dna_base"],
+                        entropy, state)
 
 
 # Words in Arabic or Hebrew letters, UTF-8 encoded: every letter is two bytes, a lead byte (0xD8/0xD9

@@ -82,9 +82,10 @@ def written_text(tokens):
 # What counts as a generated context in text the model writes (no labels there): runs too long to be
 # chance in Python or English (base64 and hex blobs, DNA lines), and letters of the two scripts. A run
 # must also hold a byte that tells it from its look-alikes (second pattern): base64 one outside the hex
-# and DNA alphabets, hex a letter (a run of digits is a number). Scripts are matched on decoded text.
-RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[g-zBDEFH-SU-Z+/]")),
-               "dna": (re.compile(rb"[ACGT]{8,}"), None),
+# and DNA alphabets (DNA in either case: `CorpusConfig.dna_lowercase`), hex a letter (a run of digits is
+# a number). Scripts are matched on decoded text.
+RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[h-su-zBDEFH-SU-Z+/]")),
+               "dna": (re.compile(rb"[ACGT]{8,}|[acgt]{8,}"), None),
                "hex": (re.compile(rb"[0-9a-f]{8,}"), re.compile(rb"[a-f]")),
                "arabic": (re.compile("[\u0621-\u064a]+"), None), "hebrew": (re.compile("[\u05d0-\u05ea]+"), None)}
 
