@@ -258,6 +258,10 @@ GENERATOR_SAMPLES = {
     # DNA sequences for insertion into real text (corpus option dna_embed_fraction): short, so that the
     # first base's state gets thousands of samples too
     "dna_sequences": lambda rng: src.concat([gen.dna_sequence(int(n), rng) for n in rng.integers(1, 30, 20_000)]),
+    # DNA whose bases depend on the two before them (corpus option dna_order): 16 chain states
+    "dna_order2": lambda rng: gen.dna_document(600_000, rng, order=2),
+    "dna_sequences_order2": lambda rng: src.concat([gen.dna_sequence(int(n), rng, order=2)
+                                                    for n in rng.integers(1, 30, 20_000)]),
     # Two languages of the family: the one with the shortest words, and the one with the lowest floor.
     "lang_long_words": lambda rng: gen.language_document(
         int(np.argmin([lang.end for lang in gen.languages()])), 400_000, rng),
@@ -356,6 +360,26 @@ def test_dna_line_breaks_follow_their_probability():
     assert np.abs(pairs / pairs.sum(axis=1, keepdims=True) - gen.DNA_NEXT).max() < 0.02, "transitions"
 
 
+def test_dna_of_order_two_repeats_its_steps():
+    """dna_order 2: given the two bases before it, a base is 2 b[-1] - b[-2] (mod 4: the last step again)
+    with probability DNA_PREFERRED, else one of the other three, while given the last base alone it
+    is uniform (what an order-1 model of the bytes learns: nothing); the bases stay uniform."""
+    seg = gen.dna_document(400_000, np.random.default_rng(11), order=2)
+    index = np.full(256, -1)
+    index[list(b"ACGT")] = range(4)
+    b = index[seg.data[seg.detail == src.DET["dna_base"]]]
+    assert np.abs(np.bincount(b, minlength=4) / len(b) - 0.25).max() < 0.01
+    repeated = b[2:] == (2 * b[1:-1] - b[:-2]) % 4
+    assert abs(repeated.mean() - gen.DNA_PREFERRED) < 0.01
+    triples = np.zeros((16, 4))
+    np.add.at(triples, (4 * b[:-2] + b[1:-1], b[2:]), 1)
+    expect = np.array([np.roll(gen.DNA_STEP, (2 * (k % 4) - k // 4) % 4 - 1) for k in range(16)])
+    assert np.abs(triples / triples.sum(axis=1, keepdims=True) - expect).max() < 0.02
+    pairs = np.zeros((4, 4))
+    np.add.at(pairs, (b[:-1], b[1:]), 1)
+    assert np.abs(pairs / pairs.sum(axis=1, keepdims=True) - 0.25).max() < 0.02
+
+
 # --------------------------------------------------------------------------------------- config, disk
 @pytest.mark.parametrize("kwargs,message", [
     (dict(n_train_bytes=-5), "n_train_bytes"),
@@ -375,6 +399,7 @@ def test_dna_line_breaks_follow_their_probability():
     (dict(dna_embed_hosts=("fortran",)), "dna_embed_hosts"),
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
     (dict(dna_lowercase="yes"), "dna_lowercase"),
+    (dict(dna_order=3), "dna_order"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -454,8 +479,9 @@ def test_config_dict_rebuilds_the_config():
     cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
                CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
-               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True)]
-    assert not {"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase"} & set(configs[0].to_dict())
+               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True), CorpusConfig(dna_order=2)]
+    assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order"}
+                & set(configs[0].to_dict()))
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
     for cfg in configs:

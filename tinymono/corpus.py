@@ -135,6 +135,9 @@ class CorpusConfig:
     dna_lowercase: the bases written a, c, g, t (as genome files mark soft-masked repeats) instead of
         A, C, G, T. Lowercase bases are English's and Python's commonest letters, so the byte just read no
         longer says "DNA" and the model must combine it with the context to predict the next base.
+    dna_order: 1, each base depends on the one before it; 2, on the two before it (the step from one base
+        to the next tends to repeat), which the byte just read cannot settle: the model must bring the
+        base before it through attention and combine the two (corpus_generated._dna_chain).
     script_classes: 0, Arabic and Hebrew letters are uniform; C > 0, each letter depends on the class of
         the one before (C classes; corpus_generated.script_chain).
     script_siblings: S > 0, the family's last 2S languages are written in Arabic and Hebrew letters, S
@@ -155,6 +158,7 @@ class CorpusConfig:
     embedded_dna_bases: tuple = (20, 80)
     dna_embed_hosts: tuple = ("python", "english")
     dna_lowercase: bool = False
+    dna_order: int = 1
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
@@ -196,6 +200,8 @@ class CorpusConfig:
             raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
         if not isinstance(self.dna_lowercase, (bool, np.bool_)):
             raise ValueError(f"dna_lowercase must be true or false, got {self.dna_lowercase!r}")
+        if not is_int(self.dna_order) or self.dna_order not in gen.DNA_ORDERS:
+            raise ValueError(f"dna_order must be one of {gen.DNA_ORDERS}, got {self.dna_order!r}")
         hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()
         if not hosts or len(set(hosts)) < len(hosts) or not set(hosts) <= {"python", "english"}:
             raise ValueError(f"dna_embed_hosts must name 'python', 'english' or both, got {self.dna_embed_hosts!r}")
@@ -228,6 +234,7 @@ class CorpusConfig:
                     "embedded_dna_bases": list(self.embedded_dna_bases),
                     "dna_embed_hosts": list(self.dna_embed_hosts)} if self.dna_embed_fraction else {}),
                 **({"dna_lowercase": True} if self.dna_lowercase else {}),
+                **({"dna_order": int(self.dna_order)} if self.dna_order != 1 else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}
 

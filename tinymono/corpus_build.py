@@ -150,7 +150,7 @@ def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) 
         while total < budget[kind]:
             size = min(int(rng.integers(*cfg.doc_bytes[kind])), budget[kind] - total)
             if kind == "dna":   # records run past `size`; cut to the budget (the bytes are ASCII)
-                seg = gen.dna_document(size, rng, cfg.dna_lowercase)
+                seg = gen.dna_document(size, rng, cfg.dna_lowercase, cfg.dna_order)
                 seg = src.slice_segment(seg, 0, min(len(seg.data), budget[kind] - total))
             else:               # ends after the letter that reaches `size`: at most 2 bytes over
                 seg = gen.script_document(kind, size, rng, cfg.script_classes, cfg.script_word_end)
@@ -219,7 +219,8 @@ def _insertions_and_blobs(cfg: CorpusConfig, split: int, budget: dict, docs: dic
     rng, total = _rng(cfg, split, 8), 0
     while total < n_dna:
         lo, hi = cfg.embedded_dna_bases
-        seq = gen.dna_sequence(min(int(rng.integers(lo, hi + 1)), n_dna - total), rng, cfg.dna_lowercase)
+        seq = gen.dna_sequence(min(int(rng.integers(lo, hi + 1)), n_dna - total), rng, cfg.dna_lowercase,
+                               cfg.dna_order)
         place(rng, lambda kind, indent: (gen.python_dna_insertion(seq, indent, rng) if kind == "python"
                                          else gen.english_dna_insertion(seq, rng)), dna_hosts)
         total += len(seq.data)

@@ -47,17 +47,38 @@ _HEADER_STATE = np.array([0, 1, 2, 3] + [4] * 6 + [5], np.int32)
 
 
 DNA_BASES = {False: b"ACGT", True: b"acgt"}   # lowercase: soft-masked sequence, as genome files mark repeats
+DNA_ORDERS = (1, 2)
 
 
-def dna_document(n_bytes: int, rng: np.random.Generator, lowercase: bool = False) -> Segment:
+def _dna_chain(n_bases: int, rng: np.random.Generator, order: int):
+    """(base [n] in 0..3 for ACGT, key [n]: the state each base leaves for the next one). Order 1: the step
+    from one base to the next is drawn from DNA_STEP (preferred +1); key = the base. Order 2: the step
+    repeats the previous step with probability DNA_PREFERRED, else is one of the other three; key = the
+    base and the step into it (4 x 4 states; the record's first step counts as following a step of +1).
+    Either way every state's next base has H(step) bits and the bases are uniform."""
+    steps = rng.choice(4, size=n_bases, p=DNA_STEP)
+    steps[0] = rng.integers(4)                                      # the first base: uniform
+    if order == 2:
+        steps[1:] = (1 + np.cumsum(steps[1:] - 1)) % 4              # each draw moves the step, +1 keeps it
+    base = np.cumsum(steps) % 4
+    if order == 1:
+        return base, base
+    into = steps.copy()
+    into[0] = 1
+    return base, base + 4 * into
+
+
+def dna_document(n_bytes: int, rng: np.random.Generator, lowercase: bool = False, order: int = 1) -> Segment:
     """FASTA-like records until at least n_bytes are written (the last record finishes); lowercase: the
-    bases as a, c, g, t (the same chain and entropies).
+    bases as a, c, g, t (the same chain and entropies); order 2: each base depends on the two before it
+    (`_dna_chain`).
 
     States: 0-3 the fixed header bytes '>seq', 4 a header digit, 5 the header newline, 6 a record's
-    first base (uniform: 2 bits), 7-10 a later position of a line after base A, C, G, T (newline or
-    base: h(p) + (1-p) H(step) bits), 11-14 the first base of a later line, after base A, C, G, T
-    (H(step) bits).
+    first base (uniform: 2 bits), then with K = 4 chain states (order 1: the last base; order 2: 16, the
+    last base and the step into it): 7..6+K a later position of a line (newline or base: h(p) + (1-p)
+    H(step) bits), 7+K..6+2K the first base of a later line (H(step) bits).
     """
+    K = 4 ** order
     parts = []
     total = 0
     while total < n_bytes:
@@ -68,36 +89,32 @@ def dna_document(n_bytes: int, rng: np.random.Generator, lowercase: bool = False
         newline = np.cumsum(lengths + 1) - 1                        # byte index of each '\n'
         is_base = np.ones(n, bool)
         is_base[newline] = False
-        steps = rng.choice(4, size=int(lengths.sum()), p=DNA_STEP)
-        steps[0] = rng.integers(4)                                  # the record's first base: uniform
-        base = np.cumsum(steps) % 4                                 # index into ACGT of each base
+        base, key = _dna_chain(int(lengths.sum()), rng, order)
         data = np.full(n, ord("\n"), np.uint8)
         data[is_base] = np.frombuffer(DNA_BASES[bool(lowercase)], np.uint8)[base]
-        previous = np.zeros(n, np.int64)                            # the last base before each position
-        previous[np.flatnonzero(is_base)[1:]] = base[:-1]
-        previous[newline] = base[np.cumsum(lengths) - 1]
+        previous = np.zeros(n, np.int64)                            # the chain's state before each position
+        previous[np.flatnonzero(is_base)[1:]] = key[:-1]
+        previous[newline] = key[np.cumsum(lengths) - 1]
         detail = np.full(n, DET["dna_base"], np.uint8)
         detail[newline] = DET["dna_newline"]
         entropy = np.full(n, _DNA_MID_BITS, np.float32)
         state = (7 + previous).astype(np.int32)
         line_start = newline[:-1] + 1
-        entropy[line_start], state[line_start] = _DNA_BASE_BITS, 11 + previous[line_start]
+        entropy[line_start], state[line_start] = _DNA_BASE_BITS, 7 + K + previous[line_start]
         entropy[0], state[0] = 2.0, 6
         parts.append(Segment(data, np.full(n, CTX["dna"], np.uint8), detail, entropy, state))
         total += len(header) + n
     return concat(parts)
 
 
-def dna_sequence(n_bases: int, rng: np.random.Generator, lowercase: bool = False) -> Segment:
+def dna_sequence(n_bases: int, rng: np.random.Generator, lowercase: bool = False, order: int = 1) -> Segment:
     """n_bases bases of the same chain on one line, for an insertion into real text (a primer or a probe
-    quoted in code or prose). The first base is uniform (2 bits, state 6); each later one follows base b
-    with H(step) bits (state 11 + b: as a line's first base, no newline can come)."""
-    steps = rng.choice(4, size=n_bases, p=DNA_STEP)
-    steps[0] = rng.integers(4)
-    base = np.cumsum(steps) % 4
+    quoted in code or prose). The first base is uniform (2 bits, state 6); each later one has H(step)
+    bits (state 7 + K + the chain's state, as a line's first base: no newline can come)."""
+    base, key = _dna_chain(n_bases, rng, order)
     entropy = np.full(n_bases, _DNA_BASE_BITS, np.float32)
     state = np.empty(n_bases, np.int32)
-    state[1:] = 11 + base[:-1]
+    state[1:] = 7 + 4 ** order + key[:-1]
     entropy[0], state[0] = 2.0, 6
     return make_segment(np.frombuffer(DNA_BASES[bool(lowercase)], np.uint8)[base], "dna", DET["dna_base"],
                         entropy, state)
