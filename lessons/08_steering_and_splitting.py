@@ -141,6 +141,13 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # lead bytes. A feature of the other state, "a lead byte comes next", pinned alone writes lead bytes with
 # too few continuation bytes to make letters; without the siblings (`--set corpus.script_siblings=0`) the
 # scripts have only features of that kind, and pinning fails.
+#
+# **Try it.** Test the explanation of DNA on a world where it no longer holds: `python -m tinymono
+# reproduce --only 05 06 07 08 --set corpus.dna_lowercase=True` writes the same DNA in a, c, g, t, common
+# English letters, so the byte just read no longer says "DNA" and the MLP must combine it with the
+# context. DNA's lift then rises, and pinned, its features write more DNA. The splitting below pays for
+# it: lowercase bases share their bytes with hex digits and words, and the small dictionary's DNA feature
+# merges with them.
 
 # %% [markdown]
 # ## Feature splitting
