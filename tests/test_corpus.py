@@ -475,11 +475,12 @@ def test_lowercase_dna_is_the_same_chain_in_other_bytes(tmp_path):
 
 def test_config_dict_rebuilds_the_config():
     """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
-    script_word_end and dna_embed_fraction stay out of it at their defaults, so that adding them moved no
+    script_word_end and the DNA options stay out of it at their defaults, so that adding them moved no
     cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
                CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
-               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True), CorpusConfig(dna_order=2)]
+               CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True),
+               CorpusConfig(dna_order=2)]
     assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order"}
                 & set(configs[0].to_dict()))
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0

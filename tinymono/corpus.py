@@ -133,7 +133,7 @@ class CorpusConfig:
         line of `embedded_dna_bases` bases, a primer or a probe) rather than in records of their own;
         dna_embed_hosts: which of the two hold them.
     dna_lowercase: the bases written a, c, g, t (as genome files mark soft-masked repeats) instead of
-        A, C, G, T. Lowercase bases are English's and Python's commonest letters, so the byte just read no
+        A, C, G, T. Lowercase bases are common letters of English and Python, so the byte just read no
         longer says "DNA" and the model must combine it with the context to predict the next base.
     dna_order: 1, each base depends on the one before it; 2, on the two before it (the step from one base
         to the next tends to repeat), which the byte just read cannot settle: the model must bring the
