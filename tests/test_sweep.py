@@ -235,6 +235,23 @@ def test_seeds_table_spread_and_passes():
     assert "| 01_x | c | >= 1 | 0.5 F | 1.25 P | 0.75 | 1/2 |" in table, table
 
 
+def test_seeds_table_joins_a_check_whose_name_holds_its_runs_numbers():
+    def check(name, bar, v, st):
+        return {"name": name, "bar": bar, "value": v, "status": st}
+
+    result = {"0": {"stages": {"07_x": {"checks": [
+        check("dna: group of 0 features (min 0.00)", ">= 0.8", 0.0, "FAIL"),
+        check("topk at 1.1x: MMCS", ">= 0.99", 0.995, "PASS"), check("topk at 2x: MMCS", ">= 0.99", 0.9988, "PASS")]}}},
+        "1": {"stages": {"07_x": {"checks": [
+            check("dna: group of 2 features (min 0.93)", ">= 0.8", 0.958, "PASS"),
+            check("topk at 1.1x: MMCS", ">= 0.99", 0.99, "PASS"), check("topk at 2x: MMCS", ">= 0.99", 0.9, "FAIL")]}}}}
+    table = sweep.seeds_table(dict(scale="smoke", seeds=[0, 1], set=[], executor="serial", seconds=1.0, results=result))
+    rows = [line for line in table.splitlines() if line.startswith("| 07_x")]
+    assert rows == ["| 07_x | dna: group of 0 features (min 0.00) | >= 0.8 | 0 F | 0.958 P | 0.958 | 1/2 |",
+                    "| 07_x | topk at 1.1x: MMCS | >= 0.99 | 0.995 P | 0.99 P | 0.005 | 2/2 |",
+                    "| 07_x | topk at 2x: MMCS | >= 0.99 | 0.9988 P | 0.9 F | 0.0988 | 1/2 |"], table
+
+
 def test_lesson_seeds_are_their_own_at_seed_0():
     assert [derived_seed(k, 0) for k in (0, 1, 123)] == [0, 1, 123]
     assert len({derived_seed(k, s) for k in (0, 1, 999) for s in (0, 1, 2)}) == 9

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import threading
@@ -345,26 +346,44 @@ def _seed_summary(result):
     return f"{len(result['stages'])} lessons, " + ", ".join(f"{v} {k}" for k, v in counts.items())
 
 
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _check_keys(checks):
+    """One key per check of a lesson, the same for the same check in every seed's run: a check's name and
+    bar may carry its run's own numbers ("group of 2 features", "floor 1.701"), so the numbers are masked,
+    and checks that are then alike ("topk at 1.1x: MMCS", "topk at 2x: MMCS") are told apart by their
+    order, which a lesson keeps from run to run."""
+    seen, keys = {}, []
+    for c in checks:
+        base = (_NUMBER.sub("#", c["name"]), _NUMBER.sub("#", c["bar"]))
+        keys.append(base + (seen.get(base, 0),))
+        seen[base] = seen.get(base, 0) + 1
+    return keys
+
+
 def seeds_table(sweep):
     """Markdown: every check of every lesson asked for, its value per seed, its spread (max - min) over the
-    seeds, and in how many seeds it passed."""
+    seeds, and in how many seeds it passed. A check whose name or bar holds numbers of its own run is one
+    row, named as the first seed that ran it names it."""
     seeds = sweep["seeds"]
     per_seed = {s: sweep["results"].get(str(s)) or {} for s in seeds}
-    keys = []  # (lesson, check name, bar) in the order the lessons print them
+    rows = {}  # (lesson, key) -> {"name", "bar", seed: check}, in the order the lessons print them
     for s in seeds:
         for lesson, result in per_seed[s].get("stages", {}).items():
-            keys += [k for k in ((lesson, c["name"], c["bar"]) for c in result["checks"]) if k not in keys]
+            for key, c in zip(_check_keys(result["checks"]), result["checks"]):
+                rows.setdefault((lesson, key), {"name": c["name"], "bar": c["bar"]})[s] = c
     lines = [f"# seeds sweep: scale {sweep['scale']}, seeds {' '.join(map(str, seeds))}"
              + (f", settings {' '.join(sweep['set'])}" if sweep["set"] else ""), "",
              f"Run on {sweep['executor']}; this call's wall time {_duration(sweep['seconds'])}. Each value: the "
-             "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds.", "",
+             "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds. "
+             "Where a check's name holds numbers of its run, the first seed's are shown.", "",
              "| lesson | check | bar | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | PASS |",
              "|---|---|---|" + "---|" * len(seeds) + "---|---|"]
-    for lesson, name, bar in keys:
+    for (lesson, _), row in rows.items():
         cells, values, passes = [], [], 0
         for s in seeds:
-            c = next((c for c in per_seed[s].get("stages", {}).get(lesson, {}).get("checks", [])
-                      if c["name"] == name and c["bar"] == bar), None)
+            c = row.get(s)
             if c is None:
                 cells.append("-")
                 continue
@@ -374,7 +393,8 @@ def seeds_table(sweep):
             passes += c["status"] == "PASS"
             cells.append(f"{v:.4g} {c['status'][0]}" if isinstance(v, float) else f"{v} {c['status'][0]}")
         spread = f"{max(values) - min(values):.3g}" if len(values) > 1 else "-"
-        lines.append(f"| {lesson} | {name} | {bar} | " + " | ".join(cells) + f" | {spread} | {passes}/{len(seeds)} |")
+        lines.append(f"| {lesson} | {row['name']} | {row['bar']} | " + " | ".join(cells)
+                     + f" | {spread} | {passes}/{len(seeds)} |")
     return "\n".join(lines) + "\n"
 
 
