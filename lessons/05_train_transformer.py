@@ -167,9 +167,9 @@ lesson.savefig(plots.transformer_loss_curve(result.history, unigram["overall"], 
 #
 # The whole validation split, each byte past the first 64 scored with at least 65 bytes of context
 # before it. Generated labels should sit just above their floors; real text well below the bigram
-# model. The last lines show the per-label numbers of the evaluation in the middle of training, which
-# scores only the first `eval_tokens` validation bytes (200,000); a context with no bytes there is left
-# out of that line.
+# model. The last lines show the per-label numbers of the evaluations during training (every
+# `eval_every` steps), which score only the first `eval_tokens` validation bytes (200,000); a context with
+# no bytes there is left out of those lines.
 
 # %%
 model_bits = {**final["context"], "b64_random": final["detail"]["b64_random"]}
@@ -206,7 +206,9 @@ if len(task.evals) > 1:
 # For each context, a prompt cut from the validation split (the 16 bytes before a stretch of that context
 # and its first 24 bytes), continued by sampling 100 bytes at temperature 0.8. One layer and 128 bytes of
 # context make for locally plausible text, not sense; and a sample may wander off into another context,
-# as the corpus itself does.
+# as the corpus itself does. In the printed text, ␞ is the document separator (token 256, which has a
+# context label of its own, "separator"), and � a byte that is not whole UTF-8 on its own: a letter of
+# Arabic or Hebrew cut at the window's edge, or a byte the model wrote where no letter can start.
 
 # %%
 val_tokens, val_context = np.asarray(corpus.val.tokens), np.asarray(corpus.val.context)

@@ -26,6 +26,7 @@
 # %%
 import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)
 import dataclasses
+import math
 
 import numpy as np
 
@@ -42,7 +43,7 @@ lesson = Lesson("06_sae_on_transformer")
 # `pipeline.get_transformer` loads the transformer lesson 05 trained (or trains it, if you start here).
 # `harvest` runs it over the corpus and stores, for every byte, the 128 MLP activations at the hook
 # point `mlp.hook_post`, with the byte's token and its context labels beside it. Windows overlap by half
-# so every stored token has at least 64 bytes of context; the store is written in chunks, so memory
+# so every stored token past the first 64 of a split has at least 64 bytes of context; the store is written in chunks, so memory
 # stays flat however many tokens are harvested, and an interrupted harvest resumes.
 
 # %%
@@ -74,7 +75,7 @@ lesson.savefig(plots.sae_training(result.history, sae_cfg.resample_steps), "sae_
 #
 # Written plainly (`sae.forward`, then `sae.backward`), a training step makes five products the size of
 # the encoder's, [B, d_in] x [d_in, d_sae]: the encoder, the decoder, and three in the backward. But on
-# a given token only a few latents fire (the L0 printed above, about 1% of them), and every product
+# a given token only a few latents fire (the L0 printed below, about 1% of them), and every product
 # after the encoder involves only those: decoding sums a few decoder rows, the decoder's gradient
 # touches only their rows, the encoder's gradient only their columns. The encoder itself must be dense,
 # since it is what says which latents fire. So `sae.train_step_sparse` does that one matmul with NumPy
@@ -146,7 +147,7 @@ print(f"one Adam step over {sum(v.size for v in sae_params.values()):,} paramete
 # reconstruction error, the explained variance 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 and L0.
 # Then each latent's density, the fraction of tokens it fires on. With N tokens the smallest density we
 # can see is 1/N, and the paper's "ultralow" threshold of 1e-6 needs more than a million tokens, so
-# densities are counted over the training store's tokens as well as the held-out ones (4M in all at
+# densities are counted over the training store's tokens as well as the held-out ones (10M in all at
 # default; a density describes the dictionary, not how well it generalises).
 
 # %%
@@ -200,14 +201,14 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # %%
 window_tokens = sae_cfg.dead_window_steps * sae_cfg.batch_size
 print(f"resampling window: {sae_cfg.dead_window:.0%} of the run, {window_tokens:,} tokens; a latent is resampled "
-      f"when it fired on at most {sae_cfg.dead_below * window_tokens:.0f} of them (dead_below {sae_cfg.dead_below:g})")
+      f"when it fired on at most {math.floor(sae_cfg.dead_below * window_tokens)} of them (dead_below {sae_cfg.dead_below:g})")
 print("latents resampled, by step: " + ", ".join(f"{s:,}: {k}" for s, k in task.resampled)
       + f" ({sum(k for _, k in task.resampled)} in all)")
 initial = pipeline.sae_task(lesson.scale, train_store, seed=lesson.seed).params
 cos_to_start = np.sum(sae_params["W_dec"] * initial["W_dec"], axis=1)  # rows are unit norm: cosines
-for name, sel in [("density < 1e-4", rare), ("density >= 1e-4", density >= 1e-4)]:
+for name, sel in [("never fired", density == 0), ("0 < density < 1e-4", rare), ("density >= 1e-4", density >= 1e-4)]:
     if sel.any():
-        print(f"{name:>16}: {sel.sum():5d} latents, median cosine of decoder row with its initial row "
+        print(f"{name:>18}: {sel.sum():5d} latents, median cosine of decoder row with its initial row "
               f"{np.median(cos_to_start[sel]):.2f}")
 unmoved = np.mean(cos_to_start > 0.9)
 print(f"{unmoved:.1%} of all latents still point within cosine 0.9 of their random start")

@@ -49,7 +49,8 @@ groups = scores.label_groups(feature_source, report, "context", labels=NAMED)
 # `interventions.clamp_hook` sets features to values v_i at every position and leaves the rest of the MLP's
 # activations alone: post + sum_i (v_i - f_i(post)) d_i, where d_i is feature i's decoder direction
 # (v = 0 is lesson 07's ablation). `transformer.sample` applies the hook at every step. We pin each
-# context's group from lesson 07 (its at most 3 features, each at least 90% specific), each member at
+# context's group from lesson 07 (its at most 3 features, each at least 90% specific; where a context has
+# no such feature, its best feature by correlation instead, and the printout says which), each member at
 # its largest activation on held-out text, and let the model continue prompts of plain Python and
 # English. The same prompts continued with nothing pinned give the baseline (each prompt's random
 # generator is seeded alike, though once the pin changes the probabilities the draws differ).
@@ -70,11 +71,12 @@ print(f"{len(prompts)} prompts of 48 bytes, e.g. {text.written_text(prompts[0])!
 steering = {}
 for label in NAMED:
     units = groups[label]["units"] or [int(np.argmax(report.score("context", label, "pearson")))]
+    what = "group" if groups[label]["units"] else "best feature (no group)"
     pinned = continuations(interventions.clamp_hook(sae_params, sae_cfg, units, report.max[units]), prompts, n_new)
-    steering[label] = {"units": units, "texts": pinned,
+    steering[label] = {"units": units, "what": what, "texts": pinned,
                        "pinned": np.mean([text.written_share(t, label) for t in pinned]),
                        "plain": np.mean([text.written_share(t, label) for t in baseline])}
-    print(f"{label:7s} pin {units}: {steering[label]['pinned']:.0%} of the written bytes are {label} "
+    print(f"{label:7s} pin {what} {units}: {steering[label]['pinned']:.0%} of the written bytes are {label} "
           f"(nothing pinned: {steering[label]['plain']:.0%})\n  {text.written_text(pinned[0])!r}")
 
 fig = plots.pinned_sampling(NAMED, [steering[l]["plain"] for l in NAMED], [steering[l]["pinned"] for l in NAMED])
@@ -100,21 +102,26 @@ for label in NAMED:
         w = features.logit_weights(params, cfg, sae_params["W_dec"][u])
         lifts.append(report.max[u] * (share @ w - np.median(w[present])))
     print(f"{label:7s} pinned at {np.round(report.max[steering[label]['units']], 2)}: lift of its own bytes "
-          f"{sum(lifts):+.2f} ({steering[label]['pinned'] - steering[label]['plain']:.0%} more of the written bytes)")
+          f"{sum(lifts):+.2f} (its share of the written bytes {100 * (steering[label]['pinned'] - steering[label]['plain']):+.0f} "
+          "points)")
 
 # %% [markdown]
 # **A two-byte cycle.** Arabic and Hebrew letters are two bytes each, a lead byte (0xD8/0xD9, or 0xD7)
 # and a continuation byte, and the SAE has separate features for the two steps. The recogniser counts
 # only the letters the corpus's generator writes (36 Arabic, 27 Hebrew); below, also any character of the
 # script's Unicode block, and the share of lead bytes (whole letters would be exactly half). First the
-# group pinned as above, then its first feature (its best correlated) alone:
+# group pinned as above, then its first feature (its best correlated) alone (one line if the pin above
+# was a single feature):
 
 # %%
 BLOCK = {"arabic": re.compile("[\u0600-\u06ff]+"), "hebrew": re.compile("[\u0590-\u05ff]+")}
 for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     u = steering[label]["units"][0]
     alone = continuations(interventions.clamp_hook(sae_params, sae_cfg, u, report.max[u]), prompts, n_new)
-    for name, texts in ((f"group {steering[label]['units']}", steering[label]["texts"]), (f"feature {u} alone", alone)):
+    runs = [(f"{steering[label]['what']} {steering[label]['units']}", steering[label]["texts"])]
+    if len(steering[label]["units"]) > 1:
+        runs.append((f"feature {u} alone", alone))
+    for name, texts in runs:
         block = np.mean([sum(len(m.group().encode()) for m in BLOCK[label].finditer(text.written_text(t))) / len(t)
                          for t in texts])
         print(f"{label} {name}: letters {np.mean([text.written_share(t, label) for t in texts]):.0%}, "
@@ -137,10 +144,12 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # where the model needs to know the script. After a lead byte it needs to, because the script's sibling
 # languages (lesson 05) use the same lead bytes with other letters; after a letter's last byte it hardly
 # does, since a sibling too writes a lead byte or a space there. A script feature of the lead-byte state
-# promotes the continuation bytes, and pinned it writes whole letters: the model's own bookkeeping adds the
-# lead bytes. A feature of the other state, "a lead byte comes next", pinned alone writes lead bytes with
-# too few continuation bytes to make letters; without the siblings (`--set corpus.script_siblings=0`) the
-# scripts have only features of that kind, and pinning fails.
+# promotes the continuation bytes, and pinned it can write whole letters, the model's own bookkeeping
+# adding the lead bytes. A feature of the other state, "a lead byte comes next", pinned alone tends to
+# write lead bytes with too few continuation bytes to make letters; without the siblings (`--set
+# corpus.script_siblings=0`) the scripts have only features of that kind, and pinning fails. These are
+# tendencies, not laws: the printout above says what each pin wrote in this run (lesson 07 prints the
+# bytes each feature reads), and in some runs a feature of the lead-byte state writes no letters at all.
 #
 # **Try it.** Test the explanation of DNA on a world where it no longer holds: `python -m tinymono
 # reproduce --only 05 06 07 08 --set corpus.dna_lowercase=True` writes the same DNA in a, c, g, t, common
@@ -181,6 +190,7 @@ for label in NAMED:
 # %%
 tokens = np.asarray(val_store.tokens[:])
 context = np.asarray(val_store.context[:])
+PARENT_R = 0.3  # a small dictionary's best feature for a context that correlates less is not that context's
 families = {}
 for label in NAMED:
     y = context == CONTEXT_NAMES.index(label)
@@ -191,9 +201,12 @@ for label in NAMED:
     a_children = feature_source.activations(0, len(val_store), children)
     together = np.corrcoef(a_parent, a_children.sum(axis=1))[0, 1] if a_parent.any() else 0.0
     families[label] = {"parent": parent, "children": children, "together": together, "bytes": []}
-    print(f"\n{label}: feature {parent} of {small_cfg.d_sae} "
-          f"(r {small_report.score('context', label, 'pearson')[parent]:.2f}); its family of {sae_cfg.d_sae}; "
+    r_best = small_report.score("context", label, "pearson")[parent]
+    print(f"\n{label}: feature {parent} of {small_cfg.d_sae} (r {r_best:.2f}); its family of {sae_cfg.d_sae}; "
           f"the family's summed activation correlates {together:.2f} with it")
+    if r_best < PARENT_R:
+        print(f"  (below r {PARENT_R}: no {label} feature among the {small_cfg.d_sae}; the rows below are the "
+              f"neighbours of another latent, not a family of {label})")
     for j, c in enumerate(children):
         a = a_children[:, j]
         mass = np.bincount(tokens, weights=a, minlength=cfg.d_vocab) / max(a.sum(), 1e-12)
@@ -214,11 +227,14 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # %% [markdown]
 # **What you should see.** When the small dictionary has a DNA feature, its family in the large one
 # splits it by the byte read: features for single bases, and perhaps one that fires on every base;
-# summed, the family tracks the parent. The split follows what the model needs: DNA's next base depends
+# summed, the family tracks the parent. A small dictionary need not have one: DNA is 1.5% of the bytes,
+# and 64 latents go first to what explains the most variance. Then the "parent" is some other latent,
+# the printout says so, and the checks on the family below fail, since there is nothing to split. The split follows what the model needs: DNA's next base depends
 # on the base just read (lesson 05's chain), so "DNA, and the last base was C" is worth a direction of
 # its own. Were the bases uniform, the base read would not matter and the family would not split by it.
-# Arabic and Hebrew families split along the two-byte cycle (lead bytes, continuation bytes, the space
-# between words). This is why a single feature of a large dictionary can correlate less with a whole
+# Where the small dictionary has a feature for Arabic or Hebrew, its family tends to split along the
+# two-byte cycle (lead bytes, continuation bytes, the space between words), though in some runs its
+# members are near-copies of one state of the cycle. This is why a single feature of a large dictionary can correlate less with a whole
 # context than a group of its features: a larger dictionary spends its latents on finer distinctions,
 # and a context is then a family, not a feature. Which size is "right" depends on the question; the
 # paper's answer was to study several.
@@ -238,8 +254,9 @@ for label in NAMED:
 r_small = float(small_report.score("context", "dna", "pearson")[dna["parent"]])
 lesson.check(f"one feature of {small_cfg.d_sae} covers DNA (correlation)", r_small, r_small >= 0.9, ">= 0.9")
 majority = {b for m in share for b in range(4) if m[b] > 0.5}
+has_parent = r_small >= PARENT_R  # else the "children" are another latent's neighbours (printed above)
 lesson.check("bases that some child of the DNA feature is mostly about (> 50% of its mass)", len(majority),
-             len(majority) == 4, "== 4 (A, C, G, T)")
+             has_parent and len(majority) == 4, f"== 4 (A, C, G, T), the parent a DNA feature (r >= {PARENT_R})")
 lesson.check("the children's summed activation against the DNA parent (correlation)", float(dna["together"]),
-             dna["together"] >= 0.9, ">= 0.9")
+             has_parent and dna["together"] >= 0.9, f">= 0.9, the parent a DNA feature (r >= {PARENT_R})")
 lesson.finish()

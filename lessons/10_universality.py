@@ -19,7 +19,9 @@
 #   learned the same data learned the same features; they did not learn the same neurons.
 # - **A baseline model.** The same SAE on a transformer whose weights were shuffled: every weight value
 #   is kept, their arrangement is not. Its features are far less about the data's contexts, so the
-#   context features come from what the model learned, not from the data or the SAE alone.
+#   context features come from what the model learned, not from the data or the SAE alone. (Below, that
+#   holds for contexts that share their bytes with others; a context whose bytes are its own shows even
+#   through a shuffled model, and the lesson measures both kinds.)
 # - **Feature chains** (the paper's "finite state automata"): features that fire in turn, each one's
 #   logit weights promoting the bytes on which the next one fires, such as the UTF-8 lead byte and
 #   continuation byte of a letter of Arabic or Hebrew, or the base64 loop.
@@ -76,7 +78,7 @@ print(f"model B: seed {model_seed}, {task_b.train_cfg.steps:,} steps; its SAE {s
 # For a unit a of model A and a unit b of model B, Pearson's r of their activations over the same held-out
 # tokens; for each unit of A, its best match is the largest r with any unit of B. The naive way holds
 # both models' activations in memory and calls `np.corrcoef`: at 2M tokens and 1,024 latents a side
-# that is 16 GB in float64. `universality.correlate` streams instead: per block of rows, each side's
+# that is 16 GB in float64 for each model, 33 GB for the two. `universality.correlate` streams instead: per block of rows, each side's
 # block mean and the co-moment of the centred blocks (one matmul), merged into running float64 moments
 # (Chan's update, as lesson 07's label scores use), so memory stays at one block and an A x B matrix.
 # First the two against each other on the first tokens, where the naive way fits:
@@ -183,7 +185,8 @@ sae_s, sae_cfg_s, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, train_s, s
 src_s = features.FeatureSource(val_s, sae_s, sae_cfg_s)
 report_s = scores.analyse_units(src_s, families=("context",))
 tokens = np.asarray(val_a.tokens[:])
-print(f"{'context':>8} | {'A':>4} {'B':>4} {'shuffled':>8} | the shuffled model's best feature reads")
+print(f"{'context':>8} | {'A':>4} {'B':>4} {'shuffled':>8} | the shuffled model's best feature reads "
+      "(share of its firings on each byte)")
 for label in NAMED:
     rs = report_s.score("context", label, "pearson")
     w = int(np.argmax(rs))
@@ -221,6 +224,9 @@ lesson.savefig(plots.real_vs_shuffled(NAMED, [rows[l]["label_r"] for l in NAMED]
 # - **logit-weight evidence**: does the previous feature's decoder direction, through W_out and the
 #   unembedding (lesson 07's logit weights), promote the bytes the next one reads? We rank the bytes by
 #   the previous feature's logit weights and report where the next feature's bytes fall (1: the top).
+#
+# A feature's *reads* here are the share of its firings on each byte (counted, where lesson 08 weighs
+# each firing by its activation).
 #
 # Bytes the corpus never holds are left out of the ranking: the unembedding of a byte never seen was only
 # ever pushed down, as a whole, so its logit weights along any one direction say nothing about what the
@@ -263,7 +269,9 @@ for script in ("arabic", "hebrew"):
 # unembedding, a bigram) that a continuation byte comes next, so the MLP's feature need not say it. The
 # follow share of continuation -> lead is below 1 because the first letter of a word follows a space,
 # not a letter. Two features, each a state of a two-state machine: the paper's "finite state automaton"
-# in its smallest form.
+# in its smallest form. Read each feature's "reads" line before trusting a link: the feature that
+# correlates best with the lead-byte label can be a broad one that fires on many other bytes too, and
+# then few of its firings follow the continuation feature, and that link of the chain fails.
 
 # %% [markdown]
 # ## Checks

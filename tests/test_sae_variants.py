@@ -1,5 +1,5 @@
 """The later SAE variants (sae_variants.py): each piece and each whole model against central differences in
-float64 (JumpReLU's threshold against its pseudo-derivatives and PAPER.md's check values), the numba TopK
+float64 (JumpReLU's threshold against its pseudo-derivatives and an example worked by hand), the numba TopK
 step against the dense one, and training, checkpoints and resume through the one loop."""
 import numpy as np
 import pytest
@@ -97,7 +97,8 @@ def test_auxk_adds_no_decoder_bias_and_only_dead_latents():
 
 
 def test_jumprelu_matches_the_papers_check_values():
-    """PAPER.md section 4: pi = [1.0, 1.4, 1.6, 2.0], theta = 1.5, eps = 0.5."""
+    """Worked by hand (lesson 09): pi = [1.0, 1.4, 1.6, 2.0], theta = 1.5, eps = 0.5; the rectangle kernel is 1
+    only at 1.4 and 1.6, where df/dtheta = -theta / eps = -3 and dH/dtheta = -1 / eps = -2."""
     pi = np.array([[1.0], [1.4], [1.6], [2.0]])  # four inputs of one latent: dtheta sums over them
     theta = np.array([1.5])
     f, cache = V.jumprelu_forward(pi, theta, 0.5)

@@ -2,7 +2,7 @@
 
 The paper's SAE (sae.py) buys sparsity with an L1 penalty, which also shrinks every activation toward 0
 and lets latents die; resampling brings some back. The variants here change the encoder or the penalty
-(PAPER.md section 4 gives each definition):
+(each with its paper):
 
     topk           f = TopK_k(ReLU((x - b_dec) W_enc + b_enc)): exactly k latents (at most) per input, no
                    penalty at all; AuxK: the k_aux dead latents that come closest to firing are asked to

@@ -105,9 +105,10 @@ def over_floor(model_ratio, bigram_ratio, bar):
     """Histograms over the languages of the family: bits per byte over the entropy floor, for the transformer
     and the bigram model, with the check's bar on the median."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    bins = np.linspace(1.0, max(1.6, bigram_ratio.max() if len(bigram_ratio) else 1.6), 40)
-    ax.hist(bigram_ratio, bins, color="#888888", label="bigram")
-    ax.hist(model_ratio, bins, color="C0", label="transformer")
+    both = np.concatenate([np.asarray(model_ratio, float), np.asarray(bigram_ratio, float)])
+    bins = np.linspace(min(1.0, both.min(initial=1.0)), max(1.6, both.max(initial=1.6)), 40)  # every language drawn
+    ax.hist(bigram_ratio, bins, color="#888888", alpha=0.6, label="bigram")
+    ax.hist(model_ratio, bins, color="C0", alpha=0.6, label="transformer")
     ax.axvline(bar, color="k", ls=":", label="the check's bar (median)")
     ax.set(xlabel="validation bits per byte / entropy floor", ylabel="languages",
            title=f"the family's {len(model_ratio)} languages")

@@ -37,6 +37,6 @@ def real_vs_shuffled(labels, real_r, second_r, shuffled_r):
     ax.bar(xs, second_r, 0.27, label="model B (another seed)")
     ax.bar(xs + 0.27, shuffled_r, 0.27, color="0.55", label="model A, weights shuffled")
     ax.set(xticks=xs, xticklabels=labels, ylabel="best feature's correlation\nwith the context", ylim=(0, 1.05),
-           title="context features need a trained model")
+           title="which context features need a trained model?")
     ax.legend(fontsize=8, loc="upper right", ncol=3)
     return fig
