@@ -301,7 +301,7 @@ lesson.check("(a) pentagon: worst neighbour angle's distance from 72 deg", float
 W0 = W_best[0]
 learned = np.flatnonzero(np.linalg.norm(W0, axis=0) > 0.5)
 lesson.check("(b) S=0: number of features with norm > 0.5", int(len(learned)), len(learned) == 2, "== 2")
-off = abs(angle_deg(W0[:, learned[0]], W0[:, learned[1]]) - 90) if len(learned) == 2 else 180.0
+off = abs(angle_deg(W0[:, learned[0]], W0[:, learned[1]]) - 90) if len(learned) == 2 else float("nan")  # no pair
 lesson.check("(b) S=0: the two learned features' angle, distance from 90 deg", float(off), off <= 5, "<= 5 deg")
 
 # (c) sparsity 0.8: four features in two antipodal pairs
@@ -309,12 +309,12 @@ W8 = W_best[1]
 learned = np.flatnonzero(np.linalg.norm(W8, axis=0) > 0.5)
 lesson.check("(c) S=0.8: number of features with norm > 0.5", int(len(learned)), len(learned) == 4, "== 4")
 pair_angles = sorted((max(angle_deg(W8[:, f], W8[:, g]) for g in learned if g != f) for f in learned))
-smallest = float(pair_angles[0]) if len(learned) == 4 else 0.0
+smallest = float(pair_angles[0]) if len(learned) == 4 else float("nan")  # not two pairs
 lesson.check("(c) S=0.8: each learned feature's most opposite partner, min angle", smallest, smallest > 170, "> 170 deg")
 
 # (d) the phase diagram has all three regions, where the theory puts them
 corners = {"dense, feature 2 unimportant": (phases[0, 0], 0), "dense, feature 2 important": (phases[0, -1], 1),
-           "sparse, equal importance": (phases[-1, G // 2], 2)}
+           f"sparse, feature 2 about as important ({imp2[G // 2]:.2g}x)": (phases[-1, G // 2], 2)}
 for where, (got, want) in corners.items():
     lesson.check(f"(d) phase diagram, {where}", PHASES[got], got == want, PHASES[want])
 

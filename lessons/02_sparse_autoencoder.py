@@ -23,9 +23,11 @@
 #     x_bar = x - b_dec
 #     f     = ReLU(x_bar @ W_enc + b_enc)          latents, mostly zero
 #     x_hat = f @ W_dec + b_dec                    reconstruction from a few dictionary rows
-#     loss  = mean over batch and elements of (x - x_hat)^2 + l1 * mean over batch of sum_j |f_j|
+#     loss  = mean over batch of ||x - x_hat||^2 + lambda * mean over batch of sum_j |f_j|
 #
-# with decoder rows held at unit norm and dead latents resampled. In this lesson we build each piece,
+# with decoder rows held at unit norm and dead latents resampled. tinymono averages the squared error
+# over the d_in elements too (`mean over batch and elements of (x - x_hat)^2`), so its `l1_coefficient`
+# is the paper's lambda divided by d_in; the minimiser is the same. In this lesson we build each piece,
 # check its gradient, train it on the toy model's hidden activations, and see it recover the five
 # feature directions, and what goes wrong without resampling.
 
@@ -92,8 +94,9 @@ where(sae.encode_relu_forward, sae.encode_relu_backward)
 # product. The decoder and the two loss terms, then `sae.backward`, which chains the backwards. It does
 # not name the encoder and the penalty directly: it looks them up in `sae.ARCHITECTURES`, a dict from an
 # architecture name (`cfg.architecture`) to that SAE variant's encoder and sparsity penalty, each a
-# forward/backward pair. The only entry is the paper's "relu", so `arch.encode_backward` is
-# `encode_relu_backward` above and `arch.penalty_backward` is `l1_backward`.
+# forward/backward pair. The paper's entry is "relu", for which `arch.encode_backward` is
+# `encode_relu_backward` above and `arch.penalty_backward` is `l1_backward`; the other entries are the
+# later variants of lesson 09.
 
 # %%
 where(sae.decode_forward, sae.decode_backward, sae.mse_forward, sae.mse_backward, sae.l1_forward, sae.l1_backward,
@@ -142,7 +145,11 @@ lesson.savefig(plots.gradcheck_errors(errors, GC_BUDGET), "gradcheck.png",
 # draws a batch from `toy_activations`, runs forward and backward, removes from each decoder row's
 # gradient its component along the row, takes an Adam step, renormalises the decoder rows, and records
 # which latents fired. At the scheduled steps it first resamples the latents that have not fired for a
-# while (Bricken et al. 2023). The decoder constraint and the resampling:
+# while (Bricken et al. 2023). By default (`backend="numba"`) a step whose latents are sparse enough runs
+# `sae.train_step_sparse` instead of `sae.forward` and `sae.backward`: the same gradients from numba
+# kernels that touch only the latents that fired (lesson 06 shows it and checks it against the dense
+# step); `SAEConfig(backend="numpy")` runs the functions of this lesson on every step. The decoder
+# constraint and the resampling:
 
 # %%
 where(sae.project_decoder_grad, sae.normalise_decoder, sae.resample_dead)

@@ -16,7 +16,10 @@
 # - 512 ground-truth features, each a random unit vector in 256 dimensions (twice as many features as
 #   dimensions: they are in superposition, and no basis of the space lines up with them);
 # - each sample mixes a few of them: feature i fires with probability proportional to 0.99^i (a few
-#   common features and a long tail of rare ones), about 5 per sample, with a U[0, 1] coefficient.
+#   common features and a long tail of rare ones), about 5 per sample, with a U[0, 1] coefficient; a
+#   sample where none fired gets one feature at random with coefficient 1 (our choice, so that no input
+#   is the zero vector; with about 5 per sample that is under 1% of the samples, and the printed expected
+#   count includes it).
 #
 # We train an SAE on these samples and ask how many of the 512 true directions appear among its decoder
 # rows, then vary the two knobs a researcher controls, the L1 coefficient and the dictionary size, and
@@ -199,16 +202,19 @@ lesson.savefig(plots.sweep_heatmaps(grid["mmcs"], grid["dead"], vs_larger, RATIO
 #     python -m tinymono sweep sae-gt                         # --executor dask://HOST:PORT for a cluster
 #
 # It writes its table, figure and `sweep.json` into `runs/<scale>/sweep-sae-gt/`; when they are there,
-# this cell draws them. What to look for: for each dictionary size, MMCS against the true features peaks
-# at a middle L1 (too little and codes stay dense and mixed, too much and rare features are dropped);
+# this cell draws them. What to look for: for the dictionaries larger than the truth, MMCS against the
+# true features peaks at a middle L1 (too little and codes stay dense and mixed, too much and rare
+# features are dropped), while a dictionary of exactly 1x has no latent to spare and does best at the
+# smallest L1 of the grid;
 # the dead latents grow with the dictionary (its spare latents have nothing to find), and the MMCS
 # between a dictionary and the next larger one stops rising once the smaller one holds every feature.
 
 # %%
 converged = sweep.load_sae_gt(lesson.out.parent)
 if converged is None:
+    seed_option = f" --seed {lesson.seed}" if lesson.seed else ""
     print(f"no converged sweep in {lesson.out.parent / 'sweep-sae-gt'}: run `python -m tinymono sweep sae-gt "
-          f"--scale {lesson.scale} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
+          f"--scale {lesson.scale}{seed_option} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
 else:
     done = [r for r in converged["points"] if r.get("mmcs") is not None]
     print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "

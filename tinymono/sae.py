@@ -5,6 +5,8 @@
     x_hat = f @ W_dec + b_dec                      [B, d_in]   ...and added back here
     loss  = mean over B and d_in of (x - x_hat)^2 + l1_coefficient * mean over B of sum_j |f_j|
 
+(The paper sums the squared error over d_in; averaging it instead makes l1_coefficient = lambda / d_in.)
+
 Decoder rows are dictionary directions kept at unit norm (otherwise the L1 penalty could be dodged by
 shrinking f and growing W_dec): before Adam, each row's gradient loses its component along the row;
 after Adam, the rows are renormalised. Latents that stop firing are resampled during the early part of
