@@ -219,6 +219,10 @@ else:
     done = [r for r in converged["points"] if r.get("mmcs") is not None]
     print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "
           f"each (the main run: {STEPS})")
+    l1s, ratios, steps = sweep.lesson_grid(lesson.scale)
+    if (converged["l1"], converged["ratio"], converged["steps"]) != (l1s, ratios, steps):
+        print(f"  (another grid than this lesson's: L1 {converged['l1']}, ratios {converged['ratio']}; "
+              f"the lesson's is L1 {l1s}, ratios {ratios}, {steps} steps)")
     for ratio, top in sweep.best_per_size(done).items():
         print(f"  {ratio:g}x: best l1 {top['l1_coefficient']:g}, MMCS {top['mmcs']:.4f}, recovered "
               f"{top['recovered']:.1%}, dead {top['dead']:.1%}")

@@ -78,7 +78,8 @@ def test_each_workspace_holds_its_modules_tests_and_readme(workspaces):
         readme = (folder / "README.md").read_text()
         for e in for_lessons([nn]):
             assert f"| {e.id} | `{e.module}.py` | `{e.function}` |" in readme
-        assert f"TINYMONO_IMPL={folder} python lessons/{LESSONS[nn]}.py --scale smoke" in readme
+        script = ROOT / "lessons" / f"{LESSONS[nn]}.py"
+        assert script.exists() and f"TINYMONO_IMPL={folder.resolve()} python {script} --scale smoke" in readme
 
 
 def test_blank_workspaces_fail_every_exercise_with_its_own_message(workspaces, tmp_path):

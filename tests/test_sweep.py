@@ -227,6 +227,17 @@ def test_seeds_sweep_gives_each_seeds_serial_numbers(tmp_path):
     assert "| 03_ground_truth_recovery | MMCS of the main SAE vs the 64 true features |" in table, table
 
 
+def test_another_grid_keeps_lesson_03s_record(tmp_path):
+    """Once lesson 03's grid is recorded, a smaller grid writes its record beside it, not over it."""
+    assert sweep.sae_gt(out=tmp_path, scale="smoke", executor="serial") == 0
+    base = tmp_path / "smoke" / "sweep-sae-gt"
+    lesson_record = (base / "sweep.json").read_text()
+    assert sweep.sae_gt(out=tmp_path, scale="smoke", executor="serial", l1s=[1e-3], ratios=[1.0], steps=20) == 0
+    assert (base / "sweep.json").read_text() == lesson_record
+    other = json.loads((base / "grid-l1-0.001_ratio-1_steps-20" / "sweep.json").read_text())
+    assert (other["l1"], other["ratio"], other["steps"], len(other["points"])) == ([1e-3], [1.0], 20, 1)
+
+
 def test_seeds_table_spread_and_passes():
     check = lambda v, st: {"name": "c", "bar": ">= 1", "value": v, "status": st}  # noqa: E731
     result = {s: {"stages": {"01_x": {"checks": [check(v, st)]}}}

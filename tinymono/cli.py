@@ -7,7 +7,7 @@
     python -m tinymono sweep seeds --seeds N [N ...] [--only NAME ...] [--scale S] [--set ...] [--out DIR]
                                    [--executor ...] [--workers N]
     python -m tinymono bench NAME [--json] [--quick] [--busy] [--figure PATH]   (NAME: harvest, sae, scaling,
-                                                                                 toy, transformer)
+                                                                                 startup, toy, transformer)
     python -m tinymono exercises [NN] [--out DIR]
     python -m tinymono export-sae CHECKPOINT OUT     (an SAE checkpoint -> SAELens's folder layout)
     python -m tinymono import-sae FOLDER CHECKPOINT  (and back)
@@ -21,6 +21,7 @@ import inspect
 import json
 import pkgutil
 import sys
+from pathlib import Path
 from concurrent.futures import BrokenExecutor
 
 from tinymono.files import DiskFullError
@@ -124,7 +125,7 @@ def _sweep(args):
 
 def _exercises(args):
     from tinymono.exercises import LESSONS, parse_lesson
-    from tinymono.exercises.workspace import write_workspace
+    from tinymono.exercises.workspace import lesson_script, write_workspace
 
     try:
         lessons = [parse_lesson(args.lesson)] if args.lesson is not None else list(LESSONS)
@@ -137,8 +138,8 @@ def _exercises(args):
     print(f"wrote the exercise workspace {out}/ for lesson{'s' if len(lessons) > 1 else ''} {', '.join(lessons)}:")
     for f in files:
         print(f"  {f}")
-    print(f"next: python -m pytest {out} -x   (then, when it passes: TINYMONO_IMPL={out} python "
-          f"lessons/{LESSONS[lessons[0]]}.py --scale smoke; {out}/README.md says more)")
+    print(f"next: python -m pytest {out} -x   (then, when it passes: TINYMONO_IMPL={Path(out).resolve()} python "
+          f"{lesson_script(lessons[0])} --scale smoke; {out}/README.md says more)")
     return 0
 
 
@@ -167,8 +168,12 @@ def main(argv=None):
                         description=importlib.import_module("tinymono.sweep").__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = sw.add_subparsers(dest="sweep", required=True)
-    for name, text in (("sae-gt", "lesson 03's L1 x dictionary-size grid, each point trained as long as its main run"),
-                       ("seeds", "reproduce once per seed; a table of every check per seed and its spread")):
+    for name, text in (("sae-gt", "lesson 03's L1 x dictionary-size grid, each point trained as long as its main run; "
+                                  "writes OUT/<scale>/sweep-sae-gt/ (table.md, tradeoff.png, sweep.json); the default "
+                                  "grid at the default scale takes about 20 minutes on 2 cores"),
+                       ("seeds", "reproduce once per seed (each a whole main job: 40-55 minutes on 2 cores at the "
+                                 "default scale); a table of every check per seed and its spread, in "
+                                 "OUT/<scale>/sweep-seeds/table.md")):
         k = kinds.add_parser(name, help=text, description=text)
         k.add_argument("--out", default="runs", help="runs folder, as reproduce's (default: runs)")
         k.add_argument("--scale", choices=SCALES, default="default", help="(default: default)")
@@ -182,7 +187,7 @@ def main(argv=None):
             k.add_argument("--l1", type=float, nargs="+", help="L1 coefficients (default: 1.5e-4 3e-4 6e-4)")
             k.add_argument("--ratio", type=float, nargs="+",
                            help="dictionary sizes as multiples of the true features (default: 1 1.1 2 4)")
-            k.add_argument("--steps", type=int, help="training steps per point (default: lesson 03's main run, 6000)")
+            k.add_argument("--steps", type=int, help="training steps per point (default: lesson 03's main run, 6000 at the default scale)")
             k.add_argument("--seed", type=int, default=0, help="lesson 03's seed (see lesson.seeded; default: 0)")
         else:
             k.add_argument("--seeds", type=int, nargs="+", required=True, metavar="N", help="the seeds to run")

@@ -108,7 +108,10 @@ class Lesson:
     def __init__(self, name, argv=None):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
         parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"),
-                            help="(or TINYMONO_SCALE in the environment)")
+                            help="smoke: seconds, sizes too small for the bars; default: the checked sizes, "
+                                 "minutes (lesson 10 about a quarter of an hour; a lesson trains what earlier lessons "
+                                 "would have cached, if they have not run); full: hours (default: default, or "
+                                 "TINYMONO_SCALE in the environment)")
         parser.add_argument("--seed", default=os.environ.get("TINYMONO_SEED", "0"),
                             help="reseeds the lesson (lessons 05-08: corpus, transformer, SAEs; 01-04: their own seeds, "
                                  "unchanged at 0) (default: 0, or TINYMONO_SEED)")

@@ -291,7 +291,8 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
                   "describe what the default scale shows; a panel left empty at this scale says why.", ""]
     where = provenance(scale, seed, overrides, wall_seconds, commit_at_start)
     lines += ["## Provenance", ""] + _table(["what", "value"], where) + [""]
-    lines += ["## Stages", ""] + _table(
+    lines += ["## Stages", "", "Wall time: a stage run by this command, its process (start-up included); a stage "
+              "reused from an earlier run, the lesson's own time when it ran (without start-up).", ""] + _table(
         ["stage", "status", "wall time", "PASS", "FAIL", "SKIP", "trained here (throughput)"],
         [[lesson.stem, status, _duration(seconds),
           *(tally([(None, c) for c in results[lesson]["checks"]]).values() if results[lesson] else ("-",) * 3),
@@ -406,7 +407,8 @@ def _run(root, scale, seed, overrides, todo, force):
         print(f"  {status}  {stem:<{widths[1]}}  {name:<{widths[2]}}  {value:>{widths[3]}}   bar: {bar}")
     asked = {l.stem for l in todo}  # the exit code speaks for these; the others are earlier runs' results
     failed |= any(c["status"] == "FAIL" and stem in asked for stem, c in checks) or bool(unfinished)
-    print("\nwall time per stage (a reused stage: the time it took when it ran)")
+    print("\nwall time per stage (a stage run now: its process, start-up included; a reused stage: the lesson's "
+          "own time when it ran, without start-up)")
     width = max(len(l.stem) for l, *_ in stages) if stages else 0
     for l, st, s, _ in stages:
         trained = throughput(_read_result(_result_path(root, run, l)))

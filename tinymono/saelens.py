@@ -49,7 +49,9 @@ def load_tinymono(path):
     arrays, meta = ckpt.load(path)
     config = meta.get("config")
     if not isinstance(config, dict) or "d_sae" not in config or "l1_coefficient" not in config:
-        raise ckpt.CheckpointError(f"{path} is a checkpoint, but not of an SAE (its config: {str(config)[:80]})")
+        keys = ", ".join(sorted(config)[:8]) if isinstance(config, dict) else type(config).__name__
+        raise ckpt.CheckpointError(f"{path} is a checkpoint, but not of an SAE (its config has {keys}); an SAE's "
+                                   "checkpoint is runs/<scale>/cache/sae.npz or sae_<d_sae>.npz")
     known = {f.name for f in fields(sae.SAEConfig)}
     cfg = sae.SAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in known})
     params = {k: arrays[f"params.{k}"] for k in NAMES if f"params.{k}" in arrays}

@@ -206,8 +206,9 @@ def sae_gt_table(sweep):
                      f"{_duration(r['seconds'])} |")
     lines += ["", f"Best L1 per dictionary size (bar: MMCS >= {MMCS_BAR}):", ""]
     for ratio, best in best_per_size(rows).items():
-        lines.append(f"- {ratio:g}x: l1 {best['l1_coefficient']:g}, MMCS {best['mmcs']:.4f} "
-                     f"({'PASS' if best['mmcs'] >= MMCS_BAR else 'FAIL'}), dead {best['dead']:.1%}")
+        verdict = "SKIP: smoke sizes" if sweep["scale"] == "smoke" else "PASS" if best["mmcs"] >= MMCS_BAR else "FAIL"
+        lines.append(f"- {ratio:g}x: l1 {best['l1_coefficient']:g}, MMCS {best['mmcs']:.4f} ({verdict}), "
+                     f"dead {best['dead']:.1%}")
     return "\n".join(lines) + "\n"
 
 
@@ -238,10 +239,29 @@ def _save(base, sweep, make_table):
     return table
 
 
+def lesson_grid(scale):
+    """Lesson 03's grid at a scale: ([L1 ...], [ratio ...], steps)."""
+    from tinymono import pipeline
+
+    return ([float(v) for v in SAE_GT_GRID[scale]["l1"]], [float(v) for v in SAE_GT_GRID[scale]["ratio"]],
+            int(pipeline.GT[scale]["steps"]))
+
+
+def _recorded_grid(base):
+    """The grid of the sweep recorded in `base` (its sweep.json), or None."""
+    try:
+        record = json.loads((base / "sweep.json").read_text())
+        return [float(v) for v in record["l1"]], [float(v) for v in record["ratio"]], int(record["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=0, executor="process",
            workers=None, on_result=None, save_every=SAVE_EVERY):
     """Lesson 03's grid: every L1 in `l1s` with every dictionary size in `ratios` (x the true features),
-    each trained `steps` steps (default: the main run's). Results in OUT/<run>/sweep-sae-gt/. -> exit code."""
+    each trained `steps` steps (default: the main run's). Results in OUT/<run>/sweep-sae-gt/, which lesson 03
+    reads; once lesson 03's own grid is recorded there, another grid's record, table and figure go to a folder
+    of their own inside it, named by the grid (the points are shared: none is trained twice). -> exit code."""
     from tinymono import pipeline
 
     if scale not in SAE_GT_GRID:
@@ -252,6 +272,12 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
         raise ValueError(f"need steps >= 1, L1 >= 0 and ratios > 0, got {steps}, {l1s}, {ratios}")
     base = Path(out) / run_folder(scale, seed) / "sweep-sae-gt"
     folder = base / "points"
+    grid = ([float(v) for v in l1s], [float(v) for v in ratios], int(steps))
+    if grid != lesson_grid(scale) and lesson_grid(scale) == _recorded_grid(base):
+        # another grid must not replace lesson 03's record: it gets a folder of its own (the points are shared)
+        base = base / ("grid-l1-" + "-".join(f"{v:g}" for v in grid[0]) + "_ratio-"
+                       + "-".join(f"{v:g}" for v in grid[1]) + f"_steps-{grid[2]}")
+    base.mkdir(parents=True, exist_ok=True)
     points = [dict(scale=scale, seed=seed, l1_coefficient=float(l1), ratio=float(r), steps=int(steps),
                    folder=str(folder), save_every=save_every) for l1 in l1s for r in ratios]
     n_features = pipeline.GT[scale]["data"]["n_features"]
@@ -420,8 +446,9 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
         pipeline.check_settings(scale)
     base = Path(out) / run_folder(scale, 0, overrides) / "sweep-seeds"
     points = [dict(out=str(out), scale=scale, seed=s, only=list(only or []), overrides=overrides) for s in seed_list]
+    logs = ", ".join(str(Path(out) / run_folder(scale, s, overrides) / "logs" / "sweep.log") for s in seed_list)
     print(f"sweep seeds: {', '.join(names)} at scale {scale}, seeds {' '.join(map(str, seed_list))}; each seed's "
-          f"output in OUT/<run>/logs/sweep.log", flush=True)
+          f"output in {logs}", flush=True)
     results, failures, what, seconds = _run_on(
         executor, workers, points, seeds_stage, finished=_seed_finished, record=lambda p, r: None,
         label=lambda p: f"seed {p['seed']}", summary=_seed_summary)

@@ -43,9 +43,14 @@ def _test_file(lesson, modules, exercises):
     return "\n".join(lines) + "\n"
 
 
+def lesson_script(lesson):
+    """The path of a lesson's script (the repository's lessons/ folder, beside the package)."""
+    return Path(__file__).resolve().parents[2] / "lessons" / f"{LESSONS[lesson]}.py"
+
+
 def _readme(lessons, exercises, out):
     rows = "\n".join(f"| {e.id} | `{e.module}.py` | `{e.function}` | {e.task} |" for e in exercises)
-    runs = "\n".join(f"    TINYMONO_IMPL={out} python lessons/{LESSONS[n]}.py --scale smoke" for n in lessons)
+    runs = "\n".join(f"    TINYMONO_IMPL={Path(out).resolve()} python {lesson_script(n)} --scale smoke" for n in lessons)
     return f"""# tinymono exercises: lesson{'s' if len(lessons) > 1 else ''} {', '.join(lessons)}
 
 Each `.py` file here is a copy of the library module of the same name in `tinymono/`, in which the
@@ -63,9 +68,8 @@ the later functions (a whole backward, resampling) call the earlier ones.
 |---|---|---|---|
 {rows}
 
-When every test passes, run the lesson on your own code, from the folder you wrote this workspace in
-(`TINYMONO_IMPL` loads your files in place of the library's; the lesson's figures and models then go
-under `{out}/runs`):
+When every test passes, run the lesson on your own code (`TINYMONO_IMPL` loads your files in place of
+the library's; the lesson's figures and models then go under `{out}/runs`):
 
 {runs}
 
