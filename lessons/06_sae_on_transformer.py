@@ -41,10 +41,10 @@ lesson = Lesson("06_sae_on_transformer")
 # ## The model and its activations
 #
 # `pipeline.get_transformer` loads the transformer lesson 05 trained (or trains it, if you start here).
-# `harvest` runs it over the corpus and stores, for every byte, the 128 MLP activations at the hook
-# point `mlp.hook_post`, with the byte's token and its context labels beside it. Windows overlap by half
-# so every stored token past the first 64 of a split has at least 64 bytes of context; the store is written in chunks, so memory
-# stays flat however many tokens are harvested, and an interrupted harvest resumes.
+# `harvest` runs it over the corpus and stores, for every byte, the 128 MLP activations at the hook point
+# `mlp.hook_post`, with the byte's token and its context labels beside it. Windows overlap by half so every
+# stored token past the first 64 of a split has at least 64 bytes of context; the store is written in
+# chunks, so memory stays flat however many tokens are harvested, and an interrupted harvest resumes.
 
 # %%
 corpus, params, cfg, _, _ = pipeline.get_transformer(lesson.scale, lesson.cache, seed=lesson.seed)
@@ -201,7 +201,8 @@ lesson.savefig(plots.density_histogram(counts, edges, n_dead, 1 / n_density), "d
 # %%
 window_tokens = sae_cfg.dead_window_steps * sae_cfg.batch_size
 print(f"resampling window: {sae_cfg.dead_window:.0%} of the run, {window_tokens:,} tokens; a latent is resampled "
-      f"when it fired on at most {math.floor(sae_cfg.dead_below * window_tokens)} of them (dead_below {sae_cfg.dead_below:g})")
+      f"when it fired on at most {math.floor(sae_cfg.dead_below * window_tokens)} of them "
+      f"(dead_below {sae_cfg.dead_below:g})")
 print("latents resampled, by step: " + ", ".join(f"{s:,}: {k}" for s, k in task.resampled)
       + f" ({sum(k for _, k in task.resampled)} in all)")
 initial = pipeline.sae_task(lesson.scale, train_store, seed=lesson.seed).params

@@ -145,15 +145,15 @@ print("smallest leads:", ", ".join(f"{generated[i]} {lead[i]:+.2f} (feature {fea
 
 # %% [markdown]
 # **Reading the comparison.** The neurons are polysemantic because they must be: 128 of them serve Python,
-# English and 53 rare contexts, and a neuron dedicated to a context that is half a percent of the text
-# would be a poor use of a dimension. So each neuron carries a share of several contexts, and its
-# correlation with any one of them stays low, with exceptions: in some runs an easy context (hex, a few
-# dozen digits inside host text) or a language of the family still gets a near-dedicated neuron, level
-# with its best feature (the "smallest leads" line above names them). The SAE's dictionary has eight latents per neuron, and its
+# English and 53 rare contexts, and a neuron dedicated to a context that is half a percent of the text would
+# be a poor use of a dimension. So each neuron carries a share of several contexts, and its correlation with
+# any one of them stays low, with exceptions: in some runs an easy context (hex, a few dozen digits inside
+# host text) or a language of the family still gets a near-dedicated neuron, level with its best feature
+# (the "smallest leads" line above names them). The SAE's dictionary has eight latents per neuron, and its
 # sparsity penalty rewards a latent that fires on one context and nothing else: the directions the model
 # packed into its neurons come apart again. A single feature rarely covers a whole context (the SAE may
-# split Arabic into lead and continuation bytes, or a language into a few of its letters), which is why
-# the named contexts are also scored by a group of highly specific features (above).
+# split Arabic into lead and continuation bytes, or a language into a few of its letters), which is why the
+# named contexts are also scored by a group of highly specific features (above).
 #
 # When the contexts are few and common, the picture flips: with five named contexts at 2-3% of the bytes
 # each and 512 neurons, the model gave DNA and hex neurons of their own, and no feature could beat them.
@@ -200,18 +200,18 @@ lesson.savefig(plots.context_feature_histograms(panels), "feature_histograms.png
                "context's own bytes (orange) and all others (grey).")
 
 # %% [markdown]
-# **What you should see.** A good context feature fires inside its context, often on one kind of byte
-# (a feature per DNA base, or per step of a script's two-byte letters), and its logit weights tend to
-# promote what comes next there: digits (and a-f) for hex; after a script's letter, its UTF-8 lead bytes (0xD8
-# and 0xD9 for Arabic, 0xD7 for Hebrew) and the space; on a lead byte, the continuation bytes. The
-# histograms show how clean each one is: the grey part is its activation on every other context. Not
-# every feature writes: a context the model predicts without its MLP (in a DNA record the capital letters
-# already say "DNA", and the direct path from embedding to unembedding promotes the next base) can have a
-# specific feature whose logit weights promote nothing of its own (lesson 08 measures this as a pin's
-# *lift*). Ablating a feature costs most where nothing else makes its prediction, and little where the
-# rest of the model already knows what comes next (there the loss may even fall a little). The loss "elsewhere" is exactly 0 by construction, not a
-# finding: in a one-layer model the MLP's output at a position reaches only that position's logits, and
-# the ablation changes only the positions where the feature fires.
+# **What you should see.** A good context feature fires inside its context, often on one kind of byte (a
+# feature per DNA base, or per step of a script's two-byte letters), and its logit weights tend to promote
+# what comes next there: digits (and a-f) for hex; after a script's letter, its UTF-8 lead bytes (0xD8 and
+# 0xD9 for Arabic, 0xD7 for Hebrew) and the space; on a lead byte, the continuation bytes. The histograms
+# show how clean each one is: the grey part is its activation on every other context. Not every feature
+# writes: a context the model predicts without its MLP (in a DNA record the capital letters already say
+# "DNA", and the direct path from embedding to unembedding promotes the next base) can have a specific
+# feature whose logit weights promote nothing of its own (lesson 08 measures this as a pin's *lift*).
+# Ablating a feature costs most where nothing else makes its prediction, and little where the rest of the
+# model already knows what comes next (there the loss may even fall a little). The loss "elsewhere" is
+# exactly 0 by construction, not a finding: in a one-layer model the MLP's output at a position reaches only
+# that position's logits, and the ablation changes only the positions where the feature fires.
 
 # %% [markdown]
 # ## A feature the labels do not cover

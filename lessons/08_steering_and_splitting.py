@@ -101,9 +101,9 @@ for label in NAMED:
     for u in steering[label]["units"]:
         w = features.logit_weights(params, cfg, sae_params["W_dec"][u])
         lifts.append(report.max[u] * (share @ w - np.median(w[present])))
+    points = 100 * (steering[label]["pinned"] - steering[label]["plain"])
     print(f"{label:7s} pinned at {np.round(report.max[steering[label]['units']], 2)}: lift of its own bytes "
-          f"{sum(lifts):+.2f} (its share of the written bytes {100 * (steering[label]['pinned'] - steering[label]['plain']):+.0f} "
-          "points)")
+          f"{sum(lifts):+.2f} (its share of the written bytes {points:+.0f} points)")
 
 # %% [markdown]
 # **A two-byte cycle.** Arabic and Hebrew letters are two bytes each, a lead byte (0xD8/0xD9, or 0xD7)
@@ -225,19 +225,19 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
                "up to 1 in each row, is on line ends and other bytes).")
 
 # %% [markdown]
-# **What you should see.** When the small dictionary has a DNA feature, its family in the large one
-# splits it by the byte read: features for single bases, and perhaps one that fires on every base;
-# summed, the family tracks the parent. A small dictionary need not have one: DNA is 1.5% of the bytes,
-# and 64 latents go first to what explains the most variance. Then the "parent" is some other latent,
-# the printout says so, and the checks on the family below fail, since there is nothing to split. The split follows what the model needs: DNA's next base depends
-# on the base just read (lesson 05's chain), so "DNA, and the last base was C" is worth a direction of
-# its own. Were the bases uniform, the base read would not matter and the family would not split by it.
-# Where the small dictionary has a feature for Arabic or Hebrew, its family tends to split along the
-# two-byte cycle (lead bytes, continuation bytes, the space between words), though in some runs its
-# members are near-copies of one state of the cycle. This is why a single feature of a large dictionary can correlate less with a whole
-# context than a group of its features: a larger dictionary spends its latents on finer distinctions,
-# and a context is then a family, not a feature. Which size is "right" depends on the question; the
-# paper's answer was to study several.
+# **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits
+# it by the byte read: features for single bases, and perhaps one that fires on every base; summed, the
+# family tracks the parent. A small dictionary need not have one: DNA is 1.5% of the bytes, and 64 latents
+# go first to what explains the most variance. Then the "parent" is some other latent, the printout says so,
+# and the checks on the family below fail, since there is nothing to split. The split follows what the model
+# needs: DNA's next base depends on the base just read (lesson 05's chain), so "DNA, and the last base was
+# C" is worth a direction of its own. Were the bases uniform, the base read would not matter and the family
+# would not split by it. Where the small dictionary has a feature for Arabic or Hebrew, its family tends to
+# split along the two-byte cycle (lead bytes, continuation bytes, the space between words), though in some
+# runs its members are near-copies of one state of the cycle. This is why a single feature of a large
+# dictionary can correlate less with a whole context than a group of its features: a larger dictionary
+# spends its latents on finer distinctions, and a context is then a family, not a feature. Which size is
+# "right" depends on the question; the paper's answer was to study several.
 #
 # **Try it.** The paper's third test, *universality*, needs a second transformer: lesson 10 trains one
 # from another seed and matches each feature of one model to the feature of the other whose activations

@@ -378,11 +378,12 @@ if len(twins):
 # **What you should see.** TopK's surplus silent, each silent latent's pre-activation short of a slot by
 # about the size of the cutoff itself, its decoder row partway toward a true feature that a live latent
 # already covers (the median best cosine printed above, against about 0.2 for a random direction in 256
-# dimensions; AuxK points it at whatever the live latents miss). The 2024 recipe's surplus alive as pairs that fire together and
-# split a feature's output unevenly. Neither is wrong about the 512 features (both find every one); they
-# differ on what to do with spare capacity, and "dead latents" at 2x measures that, not learning. On
-# real activations there is no such surplus: a model has more features than any dictionary has latents,
-# and there a latent TopK leaves dead is a feature missed (the frontier above: TopK's latents stay in use).
+# dimensions; AuxK points it at whatever the live latents miss). The 2024 recipe's surplus alive as pairs
+# that fire together and split a feature's output unevenly. Neither is wrong about the 512 features (both
+# find every one); they differ on what to do with spare capacity, and "dead latents" at 2x measures that,
+# not learning. On real activations there is no such surplus: a model has more features than any dictionary
+# has latents, and there a latent TopK leaves dead is a feature missed (the frontier above: TopK's latents
+# stay in use).
 
 # %% [markdown]
 # ## Matched sparsity

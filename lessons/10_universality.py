@@ -76,12 +76,12 @@ print(f"model B: seed {model_seed}, {task_b.train_cfg.steps:,} steps; its SAE {s
 # ## Every feature of A against every feature of B
 #
 # For a unit a of model A and a unit b of model B, Pearson's r of their activations over the same held-out
-# tokens; for each unit of A, its best match is the largest r with any unit of B. The naive way holds
-# both models' activations in memory and calls `np.corrcoef`: at 2M tokens and 1,024 latents a side
-# that is 16 GB in float64 for each model, 33 GB for the two. `universality.correlate` streams instead: per block of rows, each side's
-# block mean and the co-moment of the centred blocks (one matmul), merged into running float64 moments
-# (Chan's update, as lesson 07's label scores use), so memory stays at one block and an A x B matrix.
-# First the two against each other on the first tokens, where the naive way fits:
+# tokens; for each unit of A, its best match is the largest r with any unit of B. The naive way holds both
+# models' activations in memory and calls `np.corrcoef`: at 2M tokens and 1,024 latents a side that is 16 GB
+# in float64 for each model, 33 GB for the two. `universality.correlate` streams instead: per block of rows,
+# each side's block mean and the co-moment of the centred blocks (one matmul), merged into running float64
+# moments (Chan's update, as lesson 07's label scores use), so memory stays at one block and an A x B
+# matrix. First the two against each other on the first tokens, where the naive way fits:
 
 # %%
 n_small = min(len(val_a), lesson.pick(smoke=2_000, default=20_000))

@@ -50,7 +50,8 @@ def lesson_script(lesson):
 
 def _readme(lessons, exercises, out):
     rows = "\n".join(f"| {e.id} | `{e.module}.py` | `{e.function}` | {e.task} |" for e in exercises)
-    runs = "\n".join(f"    TINYMONO_IMPL={Path(out).resolve()} python {lesson_script(n)} --scale smoke" for n in lessons)
+    runs = "\n".join(f"    TINYMONO_IMPL={Path(out).resolve()} python {lesson_script(n)} --scale smoke"
+                     for n in lessons)
     return f"""# tinymono exercises: lesson{'s' if len(lessons) > 1 else ''} {', '.join(lessons)}
 
 Each `.py` file here is a copy of the library module of the same name in `tinymono/`, in which the
