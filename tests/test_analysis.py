@@ -491,3 +491,46 @@ def test_feature_cards(store, sparse_sae):
     weights = features.logit_weights(tiny_model(), TINY, sparse_sae[0]["W_dec"][0])
     assert [w for _, w in live["logits"]["promoted"]] == pytest.approx(np.sort(weights)[::-1][:8].tolist())
     assert [w for _, w in live["logits"]["suppressed"]] == pytest.approx(np.sort(weights)[:8].tolist())
+
+
+@pytest.mark.parametrize("arch", sorted(sae.ARCHITECTURES))
+def test_a_few_latents_of_any_architecture_are_the_whole_encodings_columns(store, arch):
+    """FeatureSource and clamp_hook encode only the latents asked for where that is exact (the paper's ReLU);
+    for a later variant (TopK's latents compete for slots) they must still give the SAE's own latents."""
+    opts = {"topk": dict(k=3, aux_k=3), "batchtopk": dict(k=3, aux_k=3)}.get(arch, {})
+    cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=16, architecture=arch, **opts)
+    x = store.rows(np.arange(len(store)))
+    params = sae.init(cfg, np.random.default_rng(0), x)
+    units = [3, 11, 0]
+    whole = sae.encode(params, x[:40], cfg)
+    got = features.FeatureSource(store, params, cfg).activations(0, 40, units)
+    np.testing.assert_allclose(got, whole[:, units], rtol=1e-6, atol=1e-7)
+    post = x[:6].reshape(2, 3, -1)
+    rec = []
+    out = interventions.clamp_hook(params, cfg, units, [2.0, 0.0, 1.0], rec)(post)
+    want = x[:6] + (np.array([2.0, 0.0, 1.0]) - whole[:6, units]) @ params["W_dec"][units]
+    np.testing.assert_allclose(out.reshape(6, -1), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec[0].reshape(6, 3), whole[:6, units], rtol=1e-6, atol=1e-7)
+
+
+def test_script_recognisers_take_the_generators_letters_and_no_other_character_of_the_block():
+    from tinymono import corpus_generated as gen
+
+    for script, block in (("arabic", range(0x0600, 0x0700)), ("hebrew", range(0x0590, 0x0600))):
+        written = set(gen.SCRIPT_LETTERS[script].tolist())
+        taken = {c for c in block if text.written_share(list(chr(c).encode()), script) == 1.0}
+        assert taken == written, (script, sorted(map(hex, taken ^ written)))
+
+
+def test_quantile_bands_of_a_unit_that_fired_less_often_than_there_are_bands(store):
+    cfg = sae.SAEConfig(d_in=TINY.d_mlp, d_sae=4)
+    x = store.rows(np.arange(len(store)))
+    params = sae.init(cfg, np.random.default_rng(0), x)
+    pre = (x - params["b_dec"]) @ params["W_enc"]
+    top = np.sort(pre, axis=0)
+    params["b_enc"] = (-(top[-2] + top[-3]) / 2).astype(np.float32)  # each latent fires on its two largest rows
+    src = features.FeatureSource(store, params, cfg)
+    bands = features.quantile_examples(src, [1], n_bands=4, per_band=1)[1]
+    top2 = np.sort(pre[:, 1] + params["b_enc"][1])[-2:]
+    assert [b["band"] for b in bands] == ["0-50%", "50-100%"]
+    np.testing.assert_allclose([b["hi"] for b in bands], top2, rtol=1e-5, atol=1e-6)  # pre is O(1): float32 rounding

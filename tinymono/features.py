@@ -56,15 +56,14 @@ class FeatureSource(NeuronSource):
 
     def __init__(self, store, sae_params, sae_cfg, block_rows=4096, n_rows=None):
         super().__init__(store, block_rows, n_rows)
-        if sae_params["W_enc"].shape != (store.d, sae_cfg.d_sae):
-            raise ValueError(f"sae_params['W_enc'] has shape {sae_params['W_enc'].shape}; the store's rows have "
+        if sae_params["W_dec"].shape != (sae_cfg.d_sae, store.d):
+            raise ValueError(f"sae_params['W_dec'] has shape {sae_params['W_dec'].shape}; the store's rows have "
                              f"d={store.d} and the config d_sae={sae_cfg.d_sae}")
         self.params, self.cfg, self.n_units = sae_params, sae_cfg, sae_cfg.d_sae
 
     def _encode(self, x, units):
-        p = self.params if units is None else {"W_enc": self.params["W_enc"][:, units],
-                                               "b_enc": self.params["b_enc"][units], "b_dec": self.params["b_dec"]}
-        return sae.encode(p, x.astype(self.params["W_enc"].dtype, copy=False), self.cfg)
+        x = x.astype(self.params["W_dec"].dtype, copy=False)
+        return sae.encode(self.params, x, self.cfg) if units is None else sae.encode_units(self.params, x, self.cfg, units)
 
 
 
@@ -112,7 +111,7 @@ def quantile_examples(source, units, n_bands=4, per_band=2, before=32, after=8, 
     sae_vis show): its nonzero activations cut into n_bands bands of equal count (quantiles: the weakest
     quarter, ...), and per_band examples drawn at random (seeded) from each. One pass over the source
     reads the columns of all `units` at once. -> {unit: [{"band": "0-25%", "lo": a, "hi": b, "examples":
-    [...]}]}, bands weakest first; a unit that never fires gets []."""
+    [...]}]}, bands weakest first; a unit that never fires gets [], one that fired m < n_bands times m bands."""
     units = np.array([check_int("unit", u, 0, source.n_units - 1) for u in units], dtype=np.int64)
     n_bands, per_band = check_int("n_bands", n_bands, lo=1), check_int("per_band", per_band, lo=0)
     rows, values = [[] for _ in units], [[] for _ in units]
@@ -128,12 +127,10 @@ def quantile_examples(source, units, n_bands=4, per_band=2, before=32, after=8, 
             continue
         r, v = np.concatenate(rows[k]), np.concatenate(values[k])
         order = np.argsort(v, kind="stable")
-        bands = []
-        for b, chunk in enumerate(np.array_split(order, n_bands)):
-            if chunk.size == 0:
-                continue
+        bands, n = [], min(n_bands, order.size)  # a unit that fired fewer times than n_bands: fewer, wider bands
+        for b, chunk in enumerate(np.array_split(order, n)):
             picked = np.sort(rng.choice(chunk, size=min(per_band, chunk.size), replace=False))
-            bands.append({"band": f"{100 * b // n_bands}-{100 * (b + 1) // n_bands}%", "lo": float(v[chunk[0]]),
+            bands.append({"band": f"{100 * b // n}-{100 * (b + 1) // n}%", "lo": float(v[chunk[0]]),
                           "hi": float(v[chunk[-1]]),
                           "examples": [_example(source, u, int(r[i]), before, after) for i in picked]})
         out[u] = bands

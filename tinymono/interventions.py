@@ -30,7 +30,7 @@ def clamp_hook(sae_params, sae_cfg, units, values, record=None):
     post + sum_i (v_i - f_i(post)) W_dec[i], every f_i read from the activations as they came in. Value 0
     is the paper's ablation; a large value pins the feature on (the paper's pinned sampling). Appends the
     features as they were, [B, T] for one unit or [B, T, k] for k, to `record` when given."""
-    d_sae = sae_params["W_enc"].shape[1]
+    d_sae = sae_params["W_dec"].shape[0]
     idx = np.atleast_1d(check_ids("units", units, d_sae))  # a negative unit would silently be counted from the end
     if idx.ndim != 1 or idx.size == 0:
         raise ValueError(f"units must be one feature index or a non-empty list of them, got {units!r}")
@@ -39,12 +39,11 @@ def clamp_hook(sae_params, sae_cfg, units, values, record=None):
         raise ValueError(f"values must be one number or one per unit ({idx.size}), got shape {values.shape}")
     if record is not None and not hasattr(record, "append"):
         raise InputTypeError(f"record must be a list (or None), got {type(record).__name__}")
-    p = {"W_enc": sae_params["W_enc"][:, idx], "b_enc": sae_params["b_enc"][idx], "b_dec": sae_params["b_dec"]}
     D = sae_params["W_dec"][idx]  # [k, M]
     v = np.broadcast_to(np.asarray(values, dtype=np.float64), idx.shape)
 
     def hook(post):  # [B, T, M]
-        f = sae.encode(p, post.reshape(-1, post.shape[-1]), sae_cfg)  # [B*T, k]
+        f = sae.encode_units(sae_params, post.reshape(-1, post.shape[-1]), sae_cfg, idx)  # [B*T, k]
         if record is not None:
             record.append(f.reshape(*post.shape[:2], *np.shape(units)))
         return post + ((v - f) @ D).reshape(post.shape)

@@ -407,6 +407,17 @@ def encode(params, x, cfg):
     return np.fmax(pre, 0, out=pre)
 
 
+def encode_units(params, x, cfg, units):
+    """x [B, d_in] -> latents f[:, units] [B, len(units)]. The paper's ReLU latent depends on its own encoder
+    column alone, so only those columns are computed; a later variant's may not (TopK's latents compete for
+    their k slots, and some variants name their parameters differently), so it encodes every latent and
+    keeps the columns asked for."""
+    if variant_of(cfg) is not None:
+        return encode(params, x, cfg)[:, units]
+    return encode({"W_enc": params["W_enc"][:, units], "b_enc": params["b_enc"][units], "b_dec": params["b_dec"]},
+                  x, cfg)
+
+
 def decode(params, f):
     """f [B, d_sae] -> x_hat [B, d_in]. (An SAE trained on scaled inputs, the 2024 recipe's, carries its
     `input_scale`: its reconstruction is scaled back.)"""

@@ -87,7 +87,10 @@ def written_text(tokens):
 RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[h-su-zBDEFH-SU-Z+/]")),
                "dna": (re.compile(rb"[ACGT]{8,}|[acgt]{8,}"), None),
                "hex": (re.compile(rb"[0-9a-f]{8,}"), re.compile(rb"[a-f]")),
-               "arabic": (re.compile("[\u0621-\u064a]+"), None), "hebrew": (re.compile("[\u05d0-\u05ea]+"), None)}
+               # the letters corpus_generated.SCRIPT_LETTERS writes: Arabic hamza .. ghain and feh .. yeh (36; not
+               # the five rare letters between them, nor the tatweel), Hebrew alef .. tav (27)
+               "arabic": (re.compile("[\u0621-\u063a\u0641-\u064a]+"), None),
+               "hebrew": (re.compile("[\u05d0-\u05ea]+"), None)}
 
 
 def written_share(tokens, label):

@@ -156,7 +156,9 @@ def follow_counts(fires, prev):
 def follow_share(a_prev, a_next):
     """The link prev -> next of a chain over consecutive rows: (share of next's firings right after a
     firing of prev, share of prev's firings followed right away by one of next, how many times next fired).
-    a_prev, a_next [N]: the two units' activations; firing = above 0. A unit that never fires gives 0."""
+    a_prev, a_next [N]: the two units' activations; firing = above 0. A unit that never fires gives 0. Only
+    firings that can be in a link count: next's on rows 1.. (row 0 has no row before it), prev's on rows
+    ..N-2 (the last row has none after it)."""
     a_prev = check_array("a_prev", a_prev, ("N",), kinds=REAL)
     a_next = check_array("a_next", a_next, (len(a_prev),), kinds=REAL)
     p, q = a_prev[:-1] > 0, a_next[1:] > 0
