@@ -583,3 +583,10 @@ def test_bigram_beats_unigram_on_real_text(corpus):
     assert set(uni) == set(corpus.context_names) | {"overall"}
     with pytest.raises(ValueError, match="order"):
         ngram_bits_per_byte(corpus, 3)
+
+
+def test_dna_record_first_base_has_two_bits():
+    seg = gen.dna_document(50_000, np.random.default_rng(1))
+    first = seg.state == 6
+    assert first.sum() > 10 and np.all(seg.entropy[first] == 2.0)
+    assert np.all(seg.data[np.flatnonzero(first) - 1] == ord("\n"))  # right after each header

@@ -102,3 +102,15 @@ def test_schedules():
     for bad in (dict(warmup=20), dict(decay="step"), dict(decay_start=1.5)):
         with pytest.raises(ValueError):
             Schedule(1.0, 10, **bad)
+
+
+def test_adamw_decays_before_the_adam_step():
+    p = {"W": np.array([[1.0, -2.0]])}
+    g = {"W": np.array([[0.5, -1.0]])}
+    opt = Adam(p, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5)
+    opt.step(p, g)
+    # decoupled AdamW (Loshchilov & Hutter; torch.optim.AdamW): p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps);
+    # step 1: m_hat = g, v_hat = g^2
+    w0 = np.array([[1.0, -2.0]])
+    want = w0 * (1 - 0.1 * 0.5) - 0.1 * g["W"] / (np.abs(g["W"]) + 1e-8)
+    np.testing.assert_allclose(p["W"], want, rtol=1e-12)

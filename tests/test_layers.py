@@ -201,3 +201,9 @@ def test_attention_matches_a_loop():
 def test_bad_input_names_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_gelu_tanh_values():
+    out, _ = L.gelu_forward(np.array([-1.0, 1.0, 2.0]), approximate="tanh")
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), evaluated independently with math.tanh
+    np.testing.assert_allclose(out, [-0.15880800939172324, 0.8411919906082768, 1.954597694087775], rtol=1e-13)

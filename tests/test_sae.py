@@ -185,3 +185,14 @@ def test_learning_rate_schedule():
     cfg = sae.SAEConfig(d_in=4, d_sae=8, steps=100, lr=2.0, lr_decay_start=0.8)
     lrs = [cfg.lr_at(s) for s in (0, 80, 90, 99)]
     assert lrs == pytest.approx([2.0, 2.0, 1.0, 0.1]), f"linear decay to 0 over the last 20%: {lrs}"
+
+
+def test_encode_is_forwards_latents():
+    """sae.encode (the lessons' fast path: no training caches) gives forward's f, b_dec and b_enc included."""
+    rng = np.random.default_rng(0)
+    cfg = sae.SAEConfig(d_in=5, d_sae=9, dtype="float64")
+    x = rng.standard_normal((30, 5))
+    params = sae.init(cfg, rng, x)
+    params["b_dec"] = rng.standard_normal(5)
+    params["b_enc"] = 0.3 * rng.standard_normal(9)
+    np.testing.assert_allclose(sae.encode(params, x, cfg), sae.forward(params, x, cfg)[0].f, rtol=1e-12, atol=1e-12)

@@ -349,3 +349,26 @@ def test_bad_checkpoints_are_refused_and_kept(tmp_path):
     del bad["since_fired"]
     with pytest.raises(ckpt.CheckpointError, match="since_fired"):
         task.load_state_arrays(bad)
+
+
+def test_resampling_draws_distinct_inputs_when_it_can():
+    rng = np.random.default_rng(0)
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, batch_size=16, dtype="float64")
+    params = sae.init(cfg, rng)
+    inputs = np.zeros((40, 6))
+    inputs[:8] = rng.standard_normal((8, 6))  # exactly 8 usable inputs for 8 dead latents
+    dead = np.arange(10) < 8
+    sae.resample_dead(params, Adam(params), dead, inputs, cfg, rng)
+    units = inputs[:8] / np.linalg.norm(inputs[:8], axis=1, keepdims=True)
+    match = np.argmax(params["W_dec"][dead] @ units.T, axis=1)  # which input each new row came from
+    assert sorted(match.tolist()) == list(range(8)), f"inputs drawn more than once: {match}"
+
+
+def test_since_fired_counts_steps_since_the_last_firing():
+    cfg = sae.SAEConfig(d_in=4, d_sae=3, batch_size=8, steps=100, resample_at=(), dtype="float64", backend="numpy")
+    task = sae.SAETask(cfg, lambda rng, n: np.abs(rng.standard_normal((n, 4))))
+    task.params["b_enc"][:] = [1e3, -1e3, -1e3]  # latent 0 fires on every input, 1 and 2 never
+    task.params["W_enc"][:] = 0.0
+    for step in range(3):
+        task.step(step)
+    np.testing.assert_array_equal(task.since_fired[:2], [0, 3])

@@ -396,3 +396,28 @@ def test_encode_gives_the_forwards_latents(arch, dtype):
     assert np.count_nonzero(want) > 40, "a case where latents fire"
     assert got.dtype == want.dtype and np.array_equal(got != 0, want != 0), f"{arch}: another set of latents fired"
     assert np.allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-12, atol=0)
+
+
+def test_batchtopk_threshold_is_the_debiased_running_average():
+    cfg = sae.SAEConfig(d_in=6, d_sae=12, architecture="batchtopk", k=2, threshold_decay=0.5, batch_size=8,
+                        dtype="float64")
+    rng = np.random.default_rng(0)
+    params = sae.init(cfg, rng, rng.standard_normal((8, 6)))
+    variant = sae.variant_of(cfg)
+    train = V.Train(0.0, np.zeros(12, bool))
+    smallest = []
+    for step in range(4):
+        x = rng.standard_normal((8, 6))
+        f = variant.forward(params, x, cfg, train)[0].f
+        smallest.append(f[f != 0].min())
+        V.batchtopk_step(variant, params, x, cfg, train, None, step)
+    b, s = 0.5, np.array(smallest)
+    want = sum((1 - b) * b ** (3 - i) * s[i] for i in range(4)) / (1 - b ** 4)  # debiased EMA
+    assert float(params["threshold"]) == pytest.approx(want, rel=1e-12)
+
+
+def test_recipe2024_input_scale_brings_mean_squared_norm_to_d_in():
+    cfg = sae.SAEConfig(d_in=7, d_sae=16, architecture="anthropic2024", dtype="float64")
+    x = 3.0 * np.random.default_rng(0).standard_normal((500, 7)) + 1.0
+    s = sae.init(cfg, np.random.default_rng(1), x)["input_scale"].item()
+    assert np.mean(np.sum((s * x) ** 2, axis=1)) == pytest.approx(7.0, rel=1e-9)
