@@ -216,23 +216,26 @@ for x_, d_ in zip(inv_density, D_star):
     print(f"1/(1-S) = {x_:7.2f}   D* = {d_:.3f}")
 lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png",
                "Dimensions per feature D* and per-feature dimensionality D_f against 1/(1-S). At the default "
-               "scale (n=50, m=5): D* ~ 1 at the dense end with every D_f below ~0.3 (the dimensions are "
-               "shared, none is owned); D* and D_f at 1/2 (antipodal pairs) for 1/(1-S) ~ 2.5-3.4; D_f "
-               "at 2/5 (pentagons) near 4.6; sparser than that, a continuum of D_f from ~0.3 down to ~0.1.")
+               "scale (n=50, m=5): D* ~ 1 at the dense end with every D_f small (the dimensions are shared, "
+               "none is owned); D* near 1/2 and most learned features at D_f = 1/2 (antipodal pairs) for "
+               "1/(1-S) ~ 2.5-3.4; smaller simple fractions (2/5, 3/8) near 4.6; sparser than that, a "
+               "continuum of D_f from ~0.3 down to ~0.1.")
 
 # %% [markdown]
 # **What you should see** (default scale, n = 50 features in m = 5 dimensions).
 #
-# - Dense end (1/(1-S) = 1 and 1.36): D* = 1.02 and 0.99, yet no feature owns a dimension: every D_f is
-#   between 0 and about 0.3 (at 1.36, two features reach 0.41 and 0.55). With all features equally
+# - Dense end (1/(1-S) = 1 and 1.36): D* near 1, yet no feature owns a dimension: the D_f are small
+#   (mostly below about 0.3; a few features may reach 1/2). With all features equally
 #   important and (almost) always present, the data have the same variance in every direction of the
 #   50-dimensional feature space once their mean is removed (the output bias can absorb the mean), so no
 #   5 directions are better to keep than any others. Training keeps some 5-dimensional subspace, which
 #   gives many features a small share each (norms mostly 0.1-0.5, not 1): D* = 1 says that all 5
 #   dimensions are in use, not that 5 features have one each.
-# - 1/(1-S) = 2.5 and 3.4: D* sticks at 1/2 (0.498, 0.490), and the learned features sit at D_f = 1/2
-#   exactly: ten features of norm 1 in five antipodal pairs, the other forty dropped (norm ~0).
-# - 1/(1-S) = 4.6: D* = 0.400, most learned features at D_f = 2/5 (pentagons), two still at 1/2.
+# - 1/(1-S) = 2.5 and 3.4: D* sticks near 1/2, and the learned features sit at D_f = 1/2: features of norm
+#   1 in antipodal pairs (up to five pairs in five dimensions), the others dropped (norm ~0). A run may
+#   keep a pair fewer, or a feature or two off the pairs, which lifts D* a little above 1/2.
+# - 1/(1-S) = 4.6: D* near 0.4, most learned features at a smaller simple fraction, 2/5 (pentagons) or
+#   3/8 depending on the run, a few still at 1/2.
 # - Sparser than that, the learned features' D_f slide from about 0.3 down to about 0.1 as sparsity
 #   grows (at 6.3 sixteen features share 5 dimensions at ~0.31 each), with no fraction they stick to.
 #   The other fractions marked on the plot (1, 3/4, 2/3, 3/8) do not show at this size; Elhage et al.

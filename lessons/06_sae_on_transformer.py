@@ -68,7 +68,9 @@ print(f"a token's activations: {np.mean(x > 0):.1%} of neurons active, mean squa
 # %%
 sae_params, sae_cfg, task, result = pipeline.get_sae(lesson.scale, lesson.cache, train_store, seed=lesson.seed)
 lesson.savefig(plots.sae_training(result.history, sae_cfg.resample_steps), "sae_training.png",
-               "SAE training: reconstruction error, L0 and dead latents; red lines mark the resampling steps.")
+               "SAE training: reconstruction error, L0 and dead latents (silent through the window); red lines mark "
+               "the resampling steps, which also resample latents that fired on at most 1e-4 of the window's tokens "
+               "(printed below), so a step can resample latents this panel does not count.")
 
 # %% [markdown]
 # ## The sparse step: the same numbers, for less work

@@ -221,8 +221,9 @@ share = np.array([m[bases] for m in dna["bytes"]])  # [children, 4]
 r_parent = small_report.score("context", "dna", "pearson")[dna["parent"]]
 fig = plots.feature_split_by_base(share, dna["children"], sae_cfg.d_sae, small_cfg.d_sae, r_parent)
 lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features nearest the {small_cfg.d_sae}-latent "
-               "SAE's DNA feature: the share of each one's activation mass on each base it reads (the rest, "
-               "up to 1 in each row, is on line ends and other bytes).")
+               "SAE's best feature for DNA (a DNA feature only if it correlates 0.3 or more with DNA; the panel says "
+               "when it does not): the share of each one's activation mass on each base it reads (the rest, up to 1 "
+               "in each row, is on line ends and other bytes).")
 
 # %% [markdown]
 # **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits

@@ -42,7 +42,7 @@ def features_vs_neurons_scatter(neuron_r, feature_r, labels, highlight=()):
 def attention_pieces(mask, scores, pattern):
     """Causal attention as three [T, T] pictures (query rows, key columns): the mask, one head's raw scores
     and its pattern, softmax of the masked scores."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
     panels = [(mask, "causal mask (key <= query)", "Greys"), (scores, "head 0 scores q.k/sqrt(d_head)", "RdBu_r"),
               (pattern, "pattern = softmax(masked scores)", "viridis")]
     for ax, (img, title, cmap) in zip(axes, panels):
@@ -97,6 +97,7 @@ def bits_per_label(labels, unigram, bigram, model, floors):
     ax.bar(xs + 0.3, [floors.get(k, np.nan) for k in labels], 0.2, label="entropy floor", color="C2")
     ax.set_xticks(xs, labels)
     ax.set_ylabel("validation bits per byte")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the legend above the tallest bars
     ax.legend(ncols=4, fontsize=8)
     return fig
 
@@ -109,7 +110,9 @@ def over_floor(model_ratio, bigram_ratio, bar):
     bins = np.linspace(min(1.0, both.min(initial=1.0)), max(1.6, both.max(initial=1.6)), 40)  # every language drawn
     ax.hist(bigram_ratio, bins, color="#888888", alpha=0.6, label="bigram")
     ax.hist(model_ratio, bins, color="C0", alpha=0.6, label="transformer")
-    ax.axvline(bar, color="k", ls=":", label="the check's bar (median)")
+    ax.axvline(bar, color="k", ls=":", label=f"the check: median <= {bar:g}")
+    if len(model_ratio):
+        ax.axvline(np.median(model_ratio), color="C0", lw=1.5, label=f"transformer's median {np.median(model_ratio):.3f}")
     ax.set(xlabel="validation bits per byte / entropy floor", ylabel="languages",
            title=f"the family's {len(model_ratio)} languages")
     ax.legend(fontsize=8)
@@ -142,8 +145,10 @@ def features_vs_neurons_bars(labels, feature_r, group_r, neuron_r, paper_r):
     ax.scatter([xs[i] - 0.27 for i, l in enumerate(labels) if l in paper_r],
                [paper_r[l] for l in labels if l in paper_r], marker="_", s=300, color="k", zorder=3,
                label="paper's best feature")
-    ax.set(xticks=xs, xticklabels=labels, ylabel="correlation with the label", ylim=(0, 1.05),
+    ax.set(xticks=xs, xticklabels=labels, ylabel="correlation with the label", ylim=(0, 1.3),
            title="which units track each context?")
+    for i in np.flatnonzero(np.isnan(np.asarray(group_r, dtype=float))):
+        ax.text(xs[i], 0.02, "no group", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
     ax.legend(fontsize=8, loc="upper right", ncol=2)
     return fig
 
@@ -162,7 +167,7 @@ def context_feature_histograms(panels):
         centers = (edges[:-1] + edges[1:]) / 2
         ax.bar(centers, outside, width=np.diff(edges), color="0.6", label="other contexts")
         ax.bar(centers, inside, width=np.diff(edges), bottom=outside, color="tab:orange", label=label)
-        ax.set(yscale="log", title=f"{label}: feature {u}", xlabel="activation")
+        ax.set(yscale="log", title=f"{label}: feature {u}", xlabel="activation (stacked: bar top = all tokens)")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("tokens (nonzero activations)")
     return fig
@@ -194,7 +199,8 @@ def feature_split_by_base(share, children, d_sae, small_d_sae, r_parent):
     im = ax.imshow(share, cmap="Oranges", vmin=0, vmax=1)
     ax.set(xticks=range(4), xticklabels=list("ACGT"), yticks=range(len(children)),
            yticklabels=[str(c) for c in children], xlabel="byte read",
-           ylabel=f"feature of {d_sae}", title=f"the DNA feature of {small_d_sae}, split")
+           ylabel=f"feature of {d_sae}", title=f"the DNA feature of {small_d_sae}, split" if r_parent >= 0.3
+           else f"no DNA feature of {small_d_sae}: its best's neighbours")
     fig.colorbar(im, ax=ax, label="share of activation mass")
     if r_parent < 0.3:
         empty_panel(ax, f"no DNA feature among the {small_d_sae}\n(best r {r_parent:.2f}): these rows "

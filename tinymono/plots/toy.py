@@ -46,15 +46,17 @@ def gram_and_norms(Ws, titles, superposition, norms):
     k = len(Ws)
     fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 6))
     axes = np.asarray(axes).reshape(2, k)
+    lim = max(1e-9, max(np.abs(W.T @ W).max() for W in Ws))  # one colour scale for the row
     for j, (W, title) in enumerate(zip(Ws, titles)):
         G = W.T @ W
-        lim = max(1e-9, np.abs(G).max())
-        axes[0, j].imshow(G, cmap="RdBu", vmin=-lim, vmax=lim)
-        axes[0, j].set(title=f"W^T W, {title}", xticks=[], yticks=[])
+        im = axes[0, j].imshow(G, cmap="RdBu", vmin=-lim, vmax=lim)
+        ticks = range(0, G.shape[0], max(1, G.shape[0] // 5))
+        axes[0, j].set(title=f"W^T W, {title}", xticks=ticks, yticks=ticks, xlabel="feature")
         sup = np.clip(superposition[j], 0, 1)
         axes[1, j].barh(np.arange(len(norms[j])), norms[j], color=plt.cm.plasma(sup))
         axes[1, j].invert_yaxis()
         axes[1, j].set(xlim=(0, 1.3), xlabel="||W_f||", ylabel="feature (by importance)" if j == 0 else None)
+    fig.colorbar(im, ax=axes[0, :].tolist(), label="W_i . W_j (red: opposite directions)")
     fig.colorbar(plt.cm.ScalarMappable(cmap="plasma"), ax=axes[1, :].tolist(), label="superposition (clipped at 1)")
     return fig
 
@@ -83,9 +85,10 @@ def dimensionality(inv_density, dims_per_feature, feature_dims, d_hidden, n_feat
     xs = np.repeat(inv_density, feature_dims.shape[1])
     b.scatter(xs * np.exp(np.random.default_rng(0).uniform(-0.04, 0.04, xs.size)), feature_dims.ravel(),
               s=6, alpha=0.5, color="tab:blue")
+    nudge = {"2/5": 0.015, "3/8": -0.015}  # close together: their labels apart (the lines stay where they are)
     for label, y in FRACTIONS.items():
         b.axhline(y, color="0.6", ls=":", lw=0.8)
-        b.text(inv_density[-1] * 1.08, y, label, va="center", fontsize=8)
+        b.text(1.01, y + nudge.get(label, 0), label, va="center", fontsize=8, transform=b.get_yaxis_transform())
     b.set(xscale="log", ylim=(-0.05, 1.15), xlabel="1 / (1 - S)", ylabel="feature dimensionality D_f",
           title="per-feature dimensionality D_f (dotted: simple fractions)")
     return fig
@@ -230,7 +233,8 @@ def best_cosines(best, matched, mmcs, recovered):
     axes[1].hist([best, matched], bins=40, range=(min(best.min(), matched.min()), 1),
                  label=["max (MMCS)", "one-to-one"])
     axes[1].set_yscale("log")
-    axes[1].set_title("best cosine per true feature")
+    axes[1].set(title="best (MMCS) and one-to-one matched cosines", xlabel="cosine with a decoder row",
+                ylabel="true features (log scale)")
     axes[1].legend()
     return fig
 
@@ -264,8 +268,9 @@ def sweep_heatmaps(mmcs, dead, vs_larger, ratios, l1s):
         if ax is axes[0]:
             ax.set_ylabel("l1 coefficient")
         for (i, j), v in np.ndenumerate(data):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}" if "MMCS" in title else f"{v:.0f}", ha="center", va="center", color="w")
+            ax.text(j, i, (f"{v:.2f}" if "MMCS" in title else f"{v:.0f}") if np.isfinite(v) else "n/a\n(largest)"
+                    if ax is axes[2] else "n/a", ha="center", va="center", color="w" if np.isfinite(v) else "0.3",
+                    fontsize=None if np.isfinite(v) else 8)
         fig.colorbar(im, ax=ax)
     return fig
 

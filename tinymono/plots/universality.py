@@ -24,6 +24,7 @@ def best_match_histograms(feature_r, neuron_r, paper=(0.72, 0.46)):
     ax.plot([], [], color="0.3", ls="--", label="the paper's medians (0.72, 0.46)")
     ax.set(xlabel="best correlation with any unit of the other model", ylabel="share of units",
            title="how universal are features and neurons? (model A against model B)")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the tallest bins
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
@@ -36,7 +37,7 @@ def real_vs_shuffled(labels, real_r, second_r, shuffled_r):
     ax.bar(xs - 0.27, real_r, 0.27, label="model A (lesson 07)")
     ax.bar(xs, second_r, 0.27, label="model B (another seed)")
     ax.bar(xs + 0.27, shuffled_r, 0.27, color="0.55", label="model A, weights shuffled")
-    ax.set(xticks=xs, xticklabels=labels, ylabel="best feature's correlation\nwith the context", ylim=(0, 1.05),
+    ax.set(xticks=xs, xticklabels=labels, ylabel="best feature's correlation\nwith the context", ylim=(0, 1.25),
            title="which context features need a trained model?")
     ax.legend(fontsize=8, loc="upper right", ncol=3)
     return fig

@@ -12,7 +12,8 @@ VARIANT_COLORS = {"relu": "0.25", "topk": "tab:blue", "batchtopk": "tab:cyan", "
 def variants_scores(rows, metrics, bars=None):
     """Lesson 09's ground-truth table as bars: one panel per metric, one group of bars per dictionary size,
     one bar per architecture. rows: dicts with "architecture", "size" (a label) and each metric; bars:
-    metric -> a dashed line to draw (a check's bar)."""
+    metric -> a dashed line to draw (a check's bar), over every group, or (value, [sizes]) over those only.
+    An architecture not run at a size leaves its slot empty; the legend sits below the panels."""
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     archs = list(dict.fromkeys(r["architecture"] for r in rows))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.4), layout="constrained")
@@ -24,10 +25,13 @@ def variants_scores(rows, metrics, bars=None):
             ax.bar([x + (i - (len(archs) - 1) / 2) * width for x in xs], [got[sizes[x]] for x in xs], width,
                    color=VARIANT_COLORS.get(arch), label=arch)
         if bars and key in bars:
-            ax.axhline(bars[key], color="k", ls="--", lw=0.8)
+            value, where = bars[key] if isinstance(bars[key], tuple) else (bars[key], sizes)
+            for s in (s for s in range(len(sizes)) if sizes[s] in where):
+                ax.hlines(value, s - 0.45, s + 0.45, color="k", ls="--", lw=0.8)
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_title(title, fontsize=9)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.legend(*np.atleast_1d(axes)[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(archs),
+               fontsize=8)
     return fig
 
 
