@@ -26,11 +26,14 @@ def feature_directions(Ws, titles, importance=None, groups=None):
             shade = np.ones((1, n)) if importance is None else np.atleast_2d(importance)
             shade = shade[min(j, len(shade) - 1)]  # one row for every panel, or a row per panel
             colors = plt.cm.viridis(0.85 - 0.7 * (shade - shade.min()) / max(np.ptp(shade), 1e-9))
+        small = [f for f in range(n) if np.linalg.norm(W[:, f]) < 0.3]  # near the origin: one label for them all
         for f in range(n):
             ax.plot([0, W[0, f]], [0, W[1, f]], color=colors[f], lw=2)
             ax.plot(W[0, f], W[1, f], "o", color=colors[f], ms=6)
-            if n <= 10:
+            if n <= 10 and f not in small:
                 ax.annotate(str(f), (W[0, f], W[1, f]), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        if n <= 10 and small:
+            ax.text(0.03, 0.03, f"{', '.join(map(str, small))}: norm < 0.3", transform=ax.transAxes, fontsize=8)
         lim = max(1.3, 1.1 * np.abs(W).max())
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
         ax.axhline(0, color="0.85", lw=0.5, zorder=0)
@@ -51,7 +54,8 @@ def gram_and_norms(Ws, titles, superposition, norms):
         G = W.T @ W
         im = axes[0, j].imshow(G, cmap="RdBu", vmin=-lim, vmax=lim)
         ticks = range(0, G.shape[0], max(1, G.shape[0] // 5))
-        axes[0, j].set(title=f"W^T W, {title}", xticks=ticks, yticks=ticks, xlabel="feature")
+        axes[0, j].set(xticks=ticks, yticks=ticks, xlabel="feature")
+        axes[0, j].set_title(f"W^T W, {title}", fontsize=9)
         sup = np.clip(superposition[j], 0, 1)
         axes[1, j].barh(np.arange(len(norms[j])), norms[j], color=plt.cm.plasma(sup))
         axes[1, j].invert_yaxis()
@@ -61,11 +65,20 @@ def gram_and_norms(Ws, titles, superposition, norms):
     return fig
 
 
+def _log_edges(centres):
+    """Cell edges for points on a logarithmic grid: geometric midpoints, and half a step beyond each end (so
+    that every cell is as wide as its neighbours on log axes)."""
+    logs = np.log(np.asarray(centres, dtype=float))
+    step = np.diff(logs) if len(logs) > 1 else np.array([1.0])
+    return np.exp(np.r_[logs[0] - step[0] / 2, (logs[:-1] + logs[1:]) / 2, logs[-1] + step[-1] / 2])
+
+
 def phase_diagram(classes, importance, density, names):
     """classes [density, importance] ints indexing `names`; axes log-scaled like Elhage et al.'s figure."""
     cmap = matplotlib.colors.ListedColormap(["#bbbbbb", "#4c72b0", "#dd8452", "#c44e52"][: len(names)])
     fig, ax = plt.subplots(figsize=(6, 4.8))
-    ax.pcolormesh(importance, density, classes, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, shading="nearest")
+    ax.pcolormesh(_log_edges(importance), _log_edges(density), classes, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5,
+                  shading="flat")
     ax.set(xscale="log", yscale="log", xlabel="relative importance of feature 2",
            ylabel="feature density 1 - S  (dense at the top)", title="n=2 features in m=1 dimension")
     handles = [matplotlib.patches.Patch(color=cmap(i), label=n) for i, n in enumerate(names)]
