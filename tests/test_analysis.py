@@ -465,7 +465,8 @@ def test_an_identity_sae_recovers_everything(lm, tmp_path):
     out = interventions.loss_recovered_report(params, cfg, windows, identity, sae_cfg, store.mean(), batch=8, fast=False)
     # an identity SAE: x @ I is exact in IEEE arithmetic, but the test need not rely on it
     assert out["sae"] == pytest.approx(out["clean"], rel=1e-12), out
-    assert out["recovered_zero"] == pytest.approx(1.0, abs=1e-9) and out["recovered_mean"] == pytest.approx(1.0, abs=1e-9)
+    assert out["recovered_zero"] == pytest.approx(1.0, abs=1e-9)
+    assert out["recovered_mean"] == pytest.approx(1.0, abs=1e-9)
     half = {**identity, "W_dec": 0.5 * identity["W_dec"]}  # reconstructs half of every activation
     out = interventions.loss_recovered_report(params, cfg, windows, half, sae_cfg, store.mean(), batch=8, fast=False)
     assert out["sae"] == pytest.approx(interventions.mean_loss(params, cfg, windows, lambda post: 0.5 * post, batch=8,

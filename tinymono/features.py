@@ -63,7 +63,9 @@ class FeatureSource(NeuronSource):
 
     def _encode(self, x, units):
         x = x.astype(self.params["W_dec"].dtype, copy=False)
-        return sae.encode(self.params, x, self.cfg) if units is None else sae.encode_units(self.params, x, self.cfg, units)
+        if units is None:
+            return sae.encode(self.params, x, self.cfg)
+        return sae.encode_units(self.params, x, self.cfg, units)
 
 
 

@@ -112,7 +112,8 @@ def over_floor(model_ratio, bigram_ratio, bar):
     ax.hist(model_ratio, bins, color="C0", alpha=0.6, label="transformer")
     ax.axvline(bar, color="k", ls=":", label=f"the check: median <= {bar:g}")
     if len(model_ratio):
-        ax.axvline(np.median(model_ratio), color="C0", lw=1.5, label=f"transformer's median {np.median(model_ratio):.3f}")
+        median = np.median(model_ratio)
+        ax.axvline(median, color="C0", lw=1.5, label=f"transformer's median {median:.3f}")
     ax.set(xlabel="validation bits per byte / entropy floor", ylabel="languages",
            title=f"the family's {len(model_ratio)} languages")
     ax.legend(fontsize=8)
