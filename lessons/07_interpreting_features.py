@@ -253,7 +253,9 @@ units = sorted({u for g in groups.values() for u in g["units"]} | {r["feature"][
 cards = features.feature_cards(feature_source, feat_report, params, cfg, units)
 neuron_cards = features.feature_cards(neuron_source, neuron_report, params, cfg,
                                       sorted({r["neuron"]["unit"] for r in rows}))
+best_units = {(kind, r["label"]): (r[kind]["unit"], r[kind]["pearson"]) for r in rows for kind in ("feature", "neuron")}
 page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
+                     best_units=best_units, n_units={"feature": sae_cfg.d_sae, "neuron": cfg.d_mlp},
                      title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),
                               "features shown": len(cards),

@@ -1,6 +1,7 @@
 """The static feature browser, read back with the standard library's HTML parser: hostile corpus text stays
 text, nothing is fetched from a network, the structure is well formed, and the page holds what it should."""
 import copy
+import html
 import re
 from html.parser import HTMLParser
 
@@ -266,3 +267,20 @@ def test_nearest_by_decoder_matches_the_cosine_matrix():
         others = [o for o in np.argsort(-cos[u]) if o != u][:4]
         assert [o for o, _ in got[u]] == others and u not in [o for o, _ in got[u]]
         np.testing.assert_allclose([c for _, c in got[u]], cos[u, others], rtol=1e-12)
+
+
+def test_the_lessons_best_units_stand_beside_the_cards_and_in_the_label_filter(page, tmp_path):
+    """A card's 'best neuron' is the lesson's best over every neuron (given), not only the best among the cards;
+    a unit is found by the label filter under every label it is the best unit for; the search says how many
+    units the page holds."""
+    _, _, cards = page
+    cards = copy.deepcopy(cards[:4])
+    label = cards[0]["best"]["label"]
+    neuron = {**copy.deepcopy(cards[1]), "kind": "neuron", "unit": 7}
+    path = write_browser(tmp_path / "p.html", cards + [neuron], n_units={"feature": 12, "neuron": 16},
+                         best_units={("neuron", label): (99, 0.42), ("feature", "other label"): (cards[2]["unit"], 0.5)})
+    text = path.read_text(encoding="utf-8")
+    assert f"the best neuron for {html.escape(label)}: neuron 99 (r 0.42)" in text  # not on the page: no link
+    row = re.search(rf'<tr data-label="([^"]*)" data-id="f{cards[2]["unit"]}"', text)
+    assert row and "other label" in html.unescape(row.group(1))
+    assert 'title="4 of 12 features are on this page; 1 of 16 neurons are on this page"' in text

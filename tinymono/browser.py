@@ -51,7 +51,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:70em}
 table{border-collapse:collapse;font-size:90%}th,td{padding:2px 8px;text-align:right}
 th{cursor:pointer;background:#eee;position:sticky;top:0}td.l,th.l{text-align:left}
 tr:nth-child(even){background:#f8f8f8}section{border-top:1px solid #ccc;margin-top:1.5em}
-.ex{font-family:ui-monospace,monospace;white-space:pre;overflow-x:auto;margin:2px 0;font-size:90%;
+.ex{font-family:ui-monospace,monospace;white-space:pre;overflow-x:auto;overflow-y:hidden;margin:2px 0;font-size:90%;
 direction:ltr;unicode-bidi:isolate}.ex span{border-radius:2px;unicode-bidi:isolate}
 .ex .c{outline:2px solid #c00}.v{color:#888;display:inline-block;width:4.5em}
 .ex .sep{border:1px solid #999;color:#555;padding:0 1px}
@@ -65,15 +65,22 @@ function sortBy(th){const t=th.closest('table'),b=t.tBodies[0],i=th.cellIndex,up
 [...t.tHead.rows[0].cells].forEach(c=>c.dataset.up='');th.dataset.up=up?'1':'0';
 const key=r=>{const c=r.cells[i];return c.dataset.v!==undefined?parseFloat(c.dataset.v):c.textContent};
 [...b.rows].sort((x,y)=>{const a=key(x),c=key(y);return (a<c?-1:a>c?1:0)*(up?-1:1)}).forEach(r=>b.appendChild(r));}
-function matches(r,label,q){if(!r.dataset.label.toLowerCase().includes(label))return false;if(!q)return true;
-const id=/^([fn]?)(\\d+)$/.exec(q);if(id)return r.dataset.num===id[2]&&(!id[1]||r.dataset.kind[0]===id[1]);
+function exText(e){return [...e.childNodes].filter(n=>!(n.classList&&n.classList.contains('v')))
+.map(n=>n.textContent).join('').toLowerCase();}
+function matches(r,label,q,id){if(!r.dataset.label.toLowerCase().includes(label))return false;if(!q)return true;
+if(id)return r.dataset.num===id[2]&&(!id[1]||r.dataset.kind[0]===id[1]);
 const s=document.getElementById(r.dataset.id);
-return !!s&&[...s.querySelectorAll('.ex')].some(e=>e.textContent.toLowerCase().includes(q));}
+return !!s&&[...s.querySelectorAll('.ex')].some(e=>exText(e).includes(q));}
 function applyFilters(){const label=document.getElementById('flabel').value.toLowerCase(),
 q=document.getElementById('q').value.trim().toLowerCase();let n=0;
-document.querySelectorAll('#index tbody tr').forEach(r=>{const ok=matches(r,label,q);n+=ok;
+let id=/^([fn]?)(\\d+)$/.exec(q);  // a unit's id if some unit has it (or it says f/n), else text to find
+if(id&&!id[1]&&!document.querySelector('#index tbody tr[data-num="'+id[2]+'"]'))id=null;
+document.querySelectorAll('#index tbody tr').forEach(r=>{const ok=matches(r,label,q,id);n+=ok;
 r.style.display=ok?'':'none';const s=document.getElementById(r.dataset.id);if(s)s.style.display=ok?'':'none';});
-document.getElementById('shown').textContent=n+' shown';}
+const shown=document.getElementById('shown');shown.textContent=n+' shown'+(n===0&&q?' ('+shown.title+')':'');}
+function reveal(){const s=document.getElementById(location.hash.slice(1));
+if(s&&s.tagName==='SECTION'&&s.style.display==='none'){s.style.display='';s.scrollIntoView();}}
+window.addEventListener('hashchange',reveal);window.addEventListener('load',reveal);
 """
 
 
@@ -255,7 +262,7 @@ def _card_html(card, max_examples, colours, on_page, best_of):
                       for o, c in card["nearest"])
     other_kind = "neuron" if str(kind) == "feature" else "feature"
     partner = best_of.get((other_kind, best["label"]))
-    side = (f'<p>the best {other_kind} for {esc(best["label"])} on this page: '
+    side = (f'<p>the best {other_kind} for {esc(best["label"])}: '
             f'{_link(other_kind, partner[0], on_page)} (r {_fmt(partner[1], 2)})</p>' if partner else "")
     colour = colours.get(best["label"], OTHER)
     return (f'<section id="{esc(anchor(kind, u))}"><a class="back" href="#index">back to the index</a>'
@@ -275,13 +282,16 @@ def _card_html(card, max_examples, colours, on_page, best_of):
 
 LEGEND = ("Scores are against the label each unit correlates with best (r: Pearson correlation; "
           "specificity: the share of its activation mass on that label, overall and above half its max; "
-          "'-': it matches no label). In examples, the shade of a piece is the activation there, the piece "
+          "AUROC: the chance that a random byte of the label activates it more than a random other byte, 0.5 "
+          "being chance; '-': it matches no label). Density: the share of held-out tokens it fires on (the "
+          "index gives its log10); max: its largest activation there; the number left of an example is its "
+          "activation at the activating byte. In examples, the shade of a piece is the activation there, the piece "
           f"outlined in red holds the example's activating byte, a boxed {SEPARATOR_SHOWN} is the document "
           "separator (its label is 'separator'), \\xNN is a byte that is not printable on its own, and every "
           "piece stays in byte order, left to right, right-to-left script included.")
 
 
-def _index_html(cards):
+def _index_html(cards, best_for, missing):
     head = "".join(f'<th{cls} onclick="sortBy(this)">{name}</th>' for name, cls in
                    (("unit", ""), ("kind", ' class="l"'), ("log10 density", ""), ("best label", ' class="l"'),
                     ("r", ""), ("specificity", ""), ("spec. high", ""), ("AUROC", ""), ("max", "")))
@@ -296,18 +306,25 @@ def _index_html(cards):
                  f'<td class="l">{esc(b["label"])}</td>']
         cells += [f'<td data-v="{_fmt(b[k], 6)}">{_fmt(b[k], 2)}</td>' for k in SCORES]
         cells.append(f'<td data-v="{_fmt(c["max"], 6)}">{_fmt(c["max"])}</td>')
-        rows.append(f'<tr data-label="{esc(b["label"])}" data-id="{a}" data-num="{esc(c["unit"])}" '
+        labels = " ".join(dict.fromkeys([str(b["label"]), *best_for.get((str(c["kind"]), c["unit"]), [])]))
+        rows.append(f'<tr data-label="{esc(labels)}" data-id="{a}" data-num="{esc(c["unit"])}" '
                     f'data-kind="{esc(c["kind"])}">{"".join(cells)}</tr>')
-    return ('<div class="controls"><input id="q" placeholder="search: 12, f12, n3, or text in the examples" '
+    example = next((f"{str(c['kind'])[0]}{c['unit']}" for c in cards), "f0")
+    return ('<div class="controls"><input id="q" placeholder="search: a unit (' + esc(example) + ') or text in the '
+            'examples" '
             'oninput="applyFilters()"><input id="flabel" placeholder="filter by label" oninput="applyFilters()">'
-            f'<small id="shown">{len(cards)} shown</small></div>'
+            f'<small id="shown" title="{esc(missing)}">{len(cards)} shown</small></div>'
             f'<table id="index"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8):
+def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8, best_units=None,
+                  n_units=None):
     """Write the page for `cards` (features.feature_cards, of features, neurons or both) to `path`;
     summary: {name: value} shown at the top (e.g. the SAE's L0 and loss recovered). At most max_examples
-    top examples per unit. Returns the path."""
+    top examples per unit. best_units: {(kind, label): (unit, r)}, the best unit of each kind for each label
+    over all units (the lesson's table), shown beside a card whose best label it is, linked where it is on
+    the page; without it, the best among the cards. n_units: {kind: how many there are}, to say how many a
+    search can find. Returns the path."""
     cards = [_checked(c, i) for i, c in enumerate(cards)]
     colours = label_colours(cards)
     on_page = {anchor(c["kind"], c["unit"]) for c in cards}
@@ -316,12 +333,19 @@ def write_browser(path, cards, *, title="tinymono feature browser", summary=None
         key, r = (str(c["kind"]), c["best"]["label"]), c["best"]["pearson"]
         if r is not None and math.isfinite(r) and (key not in best_of or r > best_of[key][1]):
             best_of[key] = (c["unit"], r)
+    best_of.update(best_units or {})
+    best_for = {}  # (kind, unit) -> the labels it is the best unit of its kind for
+    for (kind, label), (unit, _) in best_of.items():
+        best_for.setdefault((str(kind), unit), []).append(str(label))
+    shown = {k: sum(str(c["kind"]) == k for c in cards) for k in dict.fromkeys(str(c["kind"]) for c in cards)}
+    missing = "; ".join(f"{n:,} of {(n_units or {}).get(k, n):,} {k}s are on this page" for k, n in shown.items())
     summary_html = "".join(f"<li>{esc(k)}: {esc(_fmt(v, 4) if isinstance(v, float) else v)}</li>"
                            for k, v in (summary or {}).items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<style>{CSS}</style><script>{JS}</script></head><body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
+            f'<style>{CSS}</style><script>{JS}</script></head>'
+            f'<body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
             f'<p>{esc(LEGEND)}</p>{_key_html(colours)}'
-            f'{_index_html(cards)}'
+            f'{_index_html(cards, best_for, missing)}'
             f'{"".join(_card_html(c, max_examples, colours, on_page, best_of) for c in cards)}</body></html>\n')
     data = page.encode("utf-8")  # before any file is opened: whatever fails here leaves no page behind
     path = Path(path)
