@@ -284,3 +284,18 @@ def test_the_lessons_best_units_stand_beside_the_cards_and_in_the_label_filter(p
     row = re.search(rf'<tr data-label="([^"]*)" data-id="f{cards[2]["unit"]}"', text)
     assert row and "other label" in html.unescape(row.group(1))
     assert 'title="4 of 12 features are on this page; 1 of 16 neurons are on this page"' in text
+
+
+def test_a_cards_own_label_never_hides_in_the_shared_grey(page, tmp_path):
+    """Past the palette's colours, labels share one grey; a card whose own best label is among them draws it in
+    a colour of its own."""
+    _, _, cards = page
+    card = copy.deepcopy(next(c for c in cards if c["examples"]))
+    bins = len(card["histogram"]["edges"]) - 1
+    labels = [f"l{i}" for i in range(14)]  # 14 labels: the two rarest get the shared grey
+    card["histogram"] = {**card["histogram"], "labels": labels, "counts": [[20 - i] * bins for i in range(14)]}
+    card["best"] = {**card["best"], "label": "l13"}
+    text = write_browser(tmp_path / "p.html", [card]).read_text(encoding="utf-8")
+    colour = re.search(r'best label <b style="border-bottom:3px solid ([^"]+)">l13</b>', text).group(1)
+    assert colour != "#bab0ac" and f'fill="{colour}" data-label="l13"' in text, "l13 must have a colour of its own"
+    assert 'fill="#bab0ac" data-label="other"' in text, "l12 still shares the grey"

@@ -42,6 +42,7 @@ from tinymono.files import atomic_write
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f", "#76b7b2", "#edc948", "#ff9da7",
            "#17becf", "#8c564b", "#bcbd22")
 OTHER = "#bab0ac"
+OWN = "#222222"  # a card's own best label, where it has no colour of its own on the page
 HIST_W, HIST_H, HIST_BINS = 320, 90, 32
 SHADES = 8  # activation shading levels of the examples' bytes
 SEPARATOR, SEPARATOR_SHOWN = "\u241e", "\u00a7"  # text.token_text's separator, and what the page shows
@@ -248,7 +249,8 @@ def _link(kind, unit, on_page, text=None):
 
 def _card_html(card, max_examples, colours, on_page, best_of):
     u, best, kind = card["unit"], card["best"], card["kind"]
-    svg, under = _histogram_svg(card["histogram"], colours)
+    own = {best["label"]: OWN} if colours.get(best["label"], OTHER) == OTHER else {}  # its label never hides in grey
+    svg, under = _histogram_svg(card["histogram"], {**colours, **own})
     examples = "".join(_example_html(ex, card["max"]) for ex in card["examples"][:max_examples])
     bands = "".join(f'<p class="band"><small>{esc(q["band"])} of its nonzero activations ({_fmt(q["lo"])} to '
                     f'{_fmt(q["hi"])})</small></p>' + "".join(_example_html(ex, card["max"]) for ex in q["examples"])
@@ -264,7 +266,7 @@ def _card_html(card, max_examples, colours, on_page, best_of):
     partner = best_of.get((other_kind, best["label"]))
     side = (f'<p>the best {other_kind} for {esc(best["label"])}: '
             f'{_link(other_kind, partner[0], on_page)} (r {_fmt(partner[1], 2)})</p>' if partner else "")
-    colour = colours.get(best["label"], OTHER)
+    colour = own.get(best["label"], colours.get(best["label"], OTHER))
     return (f'<section id="{esc(anchor(kind, u))}"><a class="back" href="#index">back to the index</a>'
             f'<h2>{esc(kind)} {esc(u)}</h2>'
             f'<p>density {_fmt(card["density"])} &middot; max {_fmt(card["max"])} &middot; best label '
