@@ -254,7 +254,16 @@ cards = features.feature_cards(feature_source, feat_report, params, cfg, units)
 neuron_cards = features.feature_cards(neuron_source, neuron_report, params, cfg,
                                       sorted({r["neuron"]["unit"] for r in rows}))
 best_units = {(kind, r["label"]): (r[kind]["unit"], r[kind]["pearson"]) for r in rows for kind in ("feature", "neuron")}
-page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards,
+best_units.update({("feature", label): b["pearson"] for label, b in best_detail.items()})
+reasons = {}  # why each unit is on the page, on its card: the first reason that holds, in this order
+for (kind, label), (u, _) in best_units.items():
+    reasons.setdefault((kind, u), f"the best {kind} for {label}")
+for label, g in groups.items():
+    for u in g["units"]:
+        reasons.setdefault(("feature", u), f"in the group for {label}")
+reasons.setdefault(("feature", uncovered), "the feature the labels do not cover (above)")
+reasons.update({("feature", u): "drawn at random" for u in units if ("feature", u) not in reasons})
+page = write_browser(lesson.out / "feature_browser.html", cards + neuron_cards, reasons=reasons,
                      best_units=best_units, n_units={"feature": sae_cfg.d_sae, "neuron": cfg.d_mlp},
                      title="tinymono: SAE features of the one-layer transformer",
                      summary={"features": sae_cfg.d_sae, "held-out tokens scored": len(val_store),

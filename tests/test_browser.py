@@ -299,3 +299,13 @@ def test_a_cards_own_label_never_hides_in_the_shared_grey(page, tmp_path):
     colour = re.search(r'best label <b style="border-bottom:3px solid ([^"]+)">l13</b>', text).group(1)
     assert colour != "#bab0ac" and f'fill="{colour}" data-label="l13"' in text, "l13 must have a colour of its own"
     assert 'fill="#bab0ac" data-label="other"' in text, "l12 still shares the grey"
+
+
+def test_a_card_says_why_it_is_on_the_page(page, tmp_path):
+    _, _, cards = page
+    cards = copy.deepcopy(cards[:2])
+    text = write_browser(tmp_path / "p.html", cards, reasons={("feature", cards[1]["unit"]): "drawn <at> random"}
+                         ).read_text(encoding="utf-8")
+    section = re.search(rf'<section id="f{cards[1]["unit"]}".*?</section>', text).group(0)
+    assert "on this page as: drawn &lt;at&gt; random" in section
+    assert "on this page as" not in re.search(rf'<section id="f{cards[0]["unit"]}".*?</section>', text).group(0)

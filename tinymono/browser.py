@@ -247,7 +247,7 @@ def _link(kind, unit, on_page, text=None):
     return f'<a href="#{esc(anchor(kind, unit))}">{text}</a>' if anchor(kind, unit) in on_page else text
 
 
-def _card_html(card, max_examples, colours, on_page, best_of):
+def _card_html(card, max_examples, colours, on_page, best_of, reason):
     u, best, kind = card["unit"], card["best"], card["kind"]
     own = {best["label"]: OWN} if colours.get(best["label"], OTHER) == OTHER else {}  # its label never hides in grey
     svg, under = _histogram_svg(card["histogram"], {**colours, **own})
@@ -269,7 +269,8 @@ def _card_html(card, max_examples, colours, on_page, best_of):
     colour = own.get(best["label"], colours.get(best["label"], OTHER))
     return (f'<section id="{esc(anchor(kind, u))}"><a class="back" href="#index">back to the index</a>'
             f'<h2>{esc(kind)} {esc(u)}</h2>'
-            f'<p>density {_fmt(card["density"])} &middot; max {_fmt(card["max"])} &middot; best label '
+            + (f'<p><small>on this page as: {esc(reason)}</small></p>' if reason else "")
+            + f'<p>density {_fmt(card["density"])} &middot; max {_fmt(card["max"])} &middot; best label '
             f'<b style="border-bottom:3px solid {colour}">{esc(best["label"])}</b>: r {_fmt(best["pearson"], 2)}, '
             f'specificity {_fmt(best["specificity"], 2)} (above half max {_fmt(best["specificity_high"], 2)}), '
             f'AUROC {_fmt(best["auroc"], 3)}</p>{side}'
@@ -320,13 +321,13 @@ def _index_html(cards, best_for, missing):
 
 
 def write_browser(path, cards, *, title="tinymono feature browser", summary=None, max_examples=8, best_units=None,
-                  n_units=None):
+                  n_units=None, reasons=None):
     """Write the page for `cards` (features.feature_cards, of features, neurons or both) to `path`;
     summary: {name: value} shown at the top (e.g. the SAE's L0 and loss recovered). At most max_examples
     top examples per unit. best_units: {(kind, label): (unit, r)}, the best unit of each kind for each label
     over all units (the lesson's table), shown beside a card whose best label it is, linked where it is on
     the page; without it, the best among the cards. n_units: {kind: how many there are}, to say how many a
-    search can find. Returns the path."""
+    search can find. reasons: {(kind, unit): why it is on the page}, shown on its card. Returns the path."""
     cards = [_checked(c, i) for i, c in enumerate(cards)]
     colours = label_colours(cards)
     on_page = {anchor(c["kind"], c["unit"]) for c in cards}
@@ -339,6 +340,7 @@ def write_browser(path, cards, *, title="tinymono feature browser", summary=None
     best_for = {}  # (kind, unit) -> the labels it is the best unit of its kind for
     for (kind, label), (unit, _) in best_of.items():
         best_for.setdefault((str(kind), unit), []).append(str(label))
+    reasons = reasons or {}
     shown = {k: sum(str(c["kind"]) == k for c in cards) for k in dict.fromkeys(str(c["kind"]) for c in cards)}
     missing = "; ".join(f"{n:,} of {(n_units or {}).get(k, n):,} {k}s are on this page" for k, n in shown.items())
     summary_html = "".join(f"<li>{esc(k)}: {esc(_fmt(v, 4) if isinstance(v, float) else v)}</li>"
@@ -348,7 +350,8 @@ def write_browser(path, cards, *, title="tinymono feature browser", summary=None
             f'<body><h1>{esc(title)}</h1><ul>{summary_html}</ul>'
             f'<p>{esc(LEGEND)}</p>{_key_html(colours)}'
             f'{_index_html(cards, best_for, missing)}'
-            f'{"".join(_card_html(c, max_examples, colours, on_page, best_of) for c in cards)}</body></html>\n')
+            + "".join(_card_html(c, max_examples, colours, on_page, best_of, reasons.get((str(c["kind"]), c["unit"])))
+                      for c in cards) + '</body></html>\n')
     data = page.encode("utf-8")  # before any file is opened: whatever fails here leaves no page behind
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
