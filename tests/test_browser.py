@@ -309,3 +309,11 @@ def test_a_card_says_why_it_is_on_the_page(page, tmp_path):
     section = re.search(rf'<section id="f{cards[1]["unit"]}".*?</section>', text).group(0)
     assert "on this page as: drawn &lt;at&gt; random" in section
     assert "on this page as" not in re.search(rf'<section id="f{cards[0]["unit"]}".*?</section>', text).group(0)
+
+
+def test_the_activating_byte_of_a_two_byte_letter_is_named():
+    from tinymono.browser import _example_html
+
+    ex = {"activation": 2.0, "pieces": [("a", 0.5, 0), ("\u05d0", 2.0, 2), ("\\xd8", 1.0, 0)]}  # alef: D7 90
+    page = _example_html(ex, 2.0)
+    assert "the activating byte is byte 2 of 2 (0x90)" in page and page.count("activating byte") == 1

@@ -128,7 +128,7 @@ def _checked(card, i):
 
     def examples(items, where):
         return [{"activation": num(ex["activation"], f"{where} activation"),
-                 "pieces": [(text, num(a, f"{where} piece"), bool(centre)) for text, a, centre in ex["pieces"]]}
+                 "pieces": [(text, num(a, f"{where} piece"), int(centre)) for text, a, centre in ex["pieces"]]}
                 for ex in items]
     try:
         best, hist, logits = card["best"], card["histogram"], card["logits"]
@@ -189,6 +189,9 @@ def _example_html(example, vmax):
         shade = min(SHADES, math.ceil(SHADES * a / vmax)) if vmax > 0 and a > 0 else 0
         classes = ([f"a{shade}"] if shade else []) + (["c"] if centre else [])
         title = f"{a:.2g}" if shade else ""
+        raw = text.encode("utf-8", "surrogatepass")  # one character of several bytes (a letter of a script):
+        if centre and len(text) == 1 and text != SEPARATOR and 1 < len(raw) >= centre:  # say which byte activated
+            title += f"{'; ' if title else ''}the activating byte is byte {centre} of {len(raw)} (0x{raw[centre - 1]:02X})"
         if text == SEPARATOR:
             text, title = SEPARATOR_SHOWN, "document separator" + (f" ({title})" if title else "")
             classes.append("sep")
@@ -289,7 +292,8 @@ LEGEND = ("Scores are against the label each unit correlates with best (r: Pears
           "being chance; '-': it matches no label). Density: the share of held-out tokens it fires on (the "
           "index gives its log10); max: its largest activation there; the number left of an example is its "
           "activation at the activating byte. In examples, the shade of a piece is the activation there, the piece "
-          f"outlined in red holds the example's activating byte, a boxed {SEPARATOR_SHOWN} is the document "
+          f"outlined in red holds the example's activating byte (hover over a letter of two bytes to see which of "
+          f"them), a boxed {SEPARATOR_SHOWN} is the document "
           "separator (its label is 'separator'), \\xNN is a byte that is not printable on its own, and every "
           "piece stays in byte order, left to right, right-to-left script included.")
 

@@ -200,8 +200,8 @@ def feature_cards(source, report, params, cfg, units, family="context", n_exampl
     bands = quantile_examples(source, units, n_bands, per_band, before, after) if per_band else {}
     nearest = nearest_by_decoder(W_dec, units, n_nearest) if source.kind == "feature" and n_nearest else {}
 
-    def shown(ex):
-        pieces = [(text, float(ex["acts"][a:b].max()), a <= ex["centre"] < b)
+    def shown(ex):  # each piece: its text, its largest activation, and which of its bytes activated (1..; 0: none)
+        pieces = [(text, float(ex["acts"][a:b].max()), ex["centre"] - a + 1 if a <= ex["centre"] < b else 0)
                   for text, a, b in byte_pieces(ex["tokens"])]
         return {"row": ex["row"], "activation": ex["activation"], "pieces": pieces}
     cards = []
