@@ -261,6 +261,16 @@ def test_lesson_02_mistakes_are_named():
     assert "rng.choice are proportional to the loss; the recipe weights each input by its loss SQUARED" in msg, msg
     msg = message("02.12", planted(sae, resample_dead=drawn_elsewhere_by_the_loss))
     assert "300 draws" in msg and "as if weighted by the loss;" in msg, msg
+    def encoder_moments_reset_along_rows(params, opt, dead, inputs, cfg, rng):
+        reset = opt.reset
+        opt.reset = lambda name, index, axis=0: reset(name, index, 0 if name == "W_enc" else axis)  # rows, not columns
+        try:
+            return sae.resample_dead(params, opt, dead, inputs, cfg, rng)
+        finally:
+            opt.reset = reset
+
+    msg = message("02.12", planted(sae, resample_dead=encoder_moments_reset_along_rows))
+    assert "Adam's moments of the resampled entries of W_enc are not reset" in msg, msg
     msg = message("02.12", planted(sae, resample_dead=zero_inputs_kept))
     assert "a latent was given the all-zero input, which has no direction: give such inputs weight 0" in msg, msg
 
@@ -289,6 +299,22 @@ def test_lesson_04_mistakes_are_named(tmp_path, workspaces):
     assert "occur more than once" in msg and "np.add.at" in msg, msg
     msg = message("04.4", planted(layers, cross_entropy_backward=cross_entropy_editing_its_cache))
     assert "changed its argument `cache` in place" in msg, msg
+
+    def layernorm_means_over_the_batch(dout, cache):
+        xhat, inv_std, w = cache
+        g, D = dout * w, xhat.shape[-1]
+        dx = inv_std * (g - g.mean(axis=0, keepdims=True) - xhat * (g * xhat).mean(axis=0, keepdims=True))
+        return dx, (dout * xhat).reshape(-1, D).sum(axis=0), dout.reshape(-1, D).sum(axis=0)
+
+    def cross_entropy_over_the_batch(dloss, cache):
+        d = cache.probs.copy()
+        d[np.arange(cache.targets.size), cache.targets] -= 1.0
+        return (d * dloss / cache.logits_shape[0]).reshape(cache.logits_shape), None  # / B, not / (B x T)
+
+    msg = message("04.2", planted(layers, layernorm_backward=layernorm_means_over_the_batch))
+    assert "takes its means over the first axis" in msg and "axis=-1" in msg, msg
+    msg = message("04.4", planted(layers, cross_entropy_backward=cross_entropy_over_the_batch))
+    assert "T, the sequence length" in msg and "not over the batch alone" in msg, msg
     # the same mistake typed into a workspace file, as pytest shows it to the learner
     ws = solved(workspaces["04"], tmp_path / "ws")
     src = (ws / "layers.py").read_text()

@@ -48,6 +48,9 @@ def layernorm_backward(t):
     def mean(a):
         return a.mean(axis=-1, keepdims=True)
 
+    def mean_over(a, axis):
+        return a.mean(axis=axis, keepdims=True)
+
     formula = "dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))"
     t.expect("dx", got[0], dx, [
         Wrong(inv_std * g, f"misses both mean terms: {formula}. The forward subtracts the mean and divides by the std, "
@@ -58,7 +61,11 @@ def layernorm_backward(t):
                                        f"depends on x too): {formula}"),
         Wrong(inv_std * (dout - mean(dout) - xhat * mean(dout * xhat)),
               "uses dout where g = dout * w belongs: the gain w scales the gradient on its way to xhat"),
-        Wrong(g - mean(g) - xhat * mean(g * xhat), "misses the factor inv_std in front")], axes="3, 4, D")
+        Wrong(g - mean(g) - xhat * mean(g * xhat), "misses the factor inv_std in front"),
+        *[Wrong(inv_std * (g - mean_over(g, axis) - xhat * mean_over(g * xhat, axis)),
+                f"takes its means over {where}: they run over the last axis (D), one per position: "
+                "mean(..., axis=-1, keepdims=True)") for axis, where in ((0, "the first axis"), (None, "every axis"))]],
+        axes="3, 4, D")
     sums = _rows("sum over every leading axis")
     t.expect("dw", got[1], dw, [Wrong(db, "is db's formula: out = xhat * w + b, so dw = sum of dout * xhat")],
              [sums], axes="D")
@@ -105,7 +112,9 @@ def cross_entropy_backward(t):
                                     "onehot(target)"),
         Wrong(dloss * (onehot - probs) / ROWS, "has the wrong sign: d loss / d logits = softmax - onehot(target)")],
         [Factor(1 / dloss, "1 / dloss", "multiply by dloss, the gradient arriving from above (the chain rule)"),
-         Factor(ROWS, "n, the number of tokens", "the loss is the mean over the tokens, so divide by n once")],
+         Factor(ROWS, "n, the number of tokens", "the loss is the mean over the tokens, so divide by n once"),
+         Factor(LEAD[1], "T, the sequence length", "the loss is the mean over all B x T tokens, not over the batch "
+                                                   "alone: divide by n = B x T")],
         axes="3, 4, V: the logits' shape")
     if got[1] is not None:
         t.problems.append("the second value must be None: targets are integers, they have no gradient")
@@ -166,3 +175,6 @@ def attention_backward(t):
                  axes="the shape of " + name)
     t.gradcheck(lambda: {k: v for k, v in check_layer(ref.attention_forward, t.function(), args, NAMES,
                                                       rng=np.random.default_rng(0)).items() if k != "b_K"}, BUDGET)
+    if t.table and t.table.startswith("your gradients"):
+        t.table += ("\n(b_K is not in the table: its gradient is exactly 0, since the softmax ignores a shift of a "
+                    "query's every score; db_K is compared with 0 above)")

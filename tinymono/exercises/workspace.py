@@ -62,8 +62,8 @@ formula) and raises `NotImplementedError` until you write it. Work down the list
 
 Each test checks one function against the library's on small random inputs and says what is wrong: a
 shape (a transposed matrix?), a sign, a factor such as the batch size, a missing term, and for a
-backward, the gradient-check table (your gradient against central differences). Keep to the order:
-the later functions (a whole backward, resampling) call the earlier ones.
+backward, the gradient-check table (your gradient against central differences). Keep to the order: a
+later function may call an earlier one (in lesson 02, the whole backward and the resampling do).
 
 | exercise | file | function | what |
 |---|---|---|---|
