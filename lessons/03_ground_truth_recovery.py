@@ -220,7 +220,7 @@ else:
     print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "
           f"each (the main run: {STEPS})")
     l1s, ratios, steps = sweep.lesson_grid(lesson.scale)
-    if (converged["l1"], converged["ratio"], converged["steps"]) != (l1s, ratios, steps):
+    if sweep.sweep_grid(converged) != (l1s, ratios, steps):
         print(f"  (another grid than this lesson's: L1 {converged['l1']}, ratios {converged['ratio']}; "
               f"the lesson's is L1 {l1s}, ratios {ratios}, {steps} steps)")
     for ratio, top in sweep.best_per_size(done).items():

@@ -189,9 +189,11 @@ def _example_html(example, vmax):
         shade = min(SHADES, math.ceil(SHADES * a / vmax)) if vmax > 0 and a > 0 else 0
         classes = ([f"a{shade}"] if shade else []) + (["c"] if centre else [])
         title = f"{a:.2g}" if shade else ""
-        raw = text.encode("utf-8", "surrogatepass")  # one character of several bytes (a letter of a script):
-        if centre and len(text) == 1 and text != SEPARATOR and 1 < len(raw) >= centre:  # say which byte activated
-            title += f"{'; ' if title else ''}the activating byte is byte {centre} of {len(raw)} (0x{raw[centre - 1]:02X})"
+        if centre and len(text) == 1 and text != SEPARATOR:  # one character of several bytes (a script's letter):
+            raw = text.encode("utf-8", "surrogatepass")     # say which of its bytes activated
+            if 1 < len(raw) >= centre:
+                title += (f"{'; ' if title else ''}the activating byte is byte {centre} of {len(raw)} "
+                          f"(0x{raw[centre - 1]:02X})")
         if text == SEPARATOR:
             text, title = SEPARATOR_SHOWN, "document separator" + (f" ({title})" if title else "")
             classes.append("sep")

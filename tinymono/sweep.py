@@ -239,21 +239,17 @@ def _save(base, sweep, make_table):
     return table
 
 
+def sweep_grid(record):
+    """([L1 ...], [ratio ...], steps) of a sae-gt grid ({"l1", "ratio", "steps"}, as sweep.json holds it), in
+    a form two grids can be compared in."""
+    return [float(v) for v in record["l1"]], [float(v) for v in record["ratio"]], int(record["steps"])
+
+
 def lesson_grid(scale):
-    """Lesson 03's grid at a scale: ([L1 ...], [ratio ...], steps)."""
+    """Lesson 03's grid at a scale, as sweep_grid gives it."""
     from tinymono import pipeline
 
-    return ([float(v) for v in SAE_GT_GRID[scale]["l1"]], [float(v) for v in SAE_GT_GRID[scale]["ratio"]],
-            int(pipeline.GT[scale]["steps"]))
-
-
-def _recorded_grid(base):
-    """The grid of the sweep recorded in `base` (its sweep.json), or None."""
-    try:
-        record = json.loads((base / "sweep.json").read_text())
-        return [float(v) for v in record["l1"]], [float(v) for v in record["ratio"]], int(record["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return sweep_grid({**SAE_GT_GRID[scale], "steps": pipeline.GT[scale]["steps"]})
 
 
 def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=0, executor="process",
@@ -266,14 +262,14 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
 
     if scale not in SAE_GT_GRID:
         raise ValueError(f"scale must be one of {sorted(SAE_GT_GRID)}, got {scale!r}")
-    l1s, ratios = l1s or SAE_GT_GRID[scale]["l1"], ratios or SAE_GT_GRID[scale]["ratio"]
-    steps = pipeline.GT[scale]["steps"] if steps is None else steps
+    lesson = lesson_grid(scale)
+    l1s, ratios, steps = l1s or lesson[0], ratios or lesson[1], lesson[2] if steps is None else steps
     if steps < 1 or min(l1s) < 0 or min(ratios) <= 0:
         raise ValueError(f"need steps >= 1, L1 >= 0 and ratios > 0, got {steps}, {l1s}, {ratios}")
     base = Path(out) / run_folder(scale, seed) / "sweep-sae-gt"
     folder = base / "points"
-    grid = ([float(v) for v in l1s], [float(v) for v in ratios], int(steps))
-    if grid != lesson_grid(scale) and lesson_grid(scale) == _recorded_grid(base):
+    grid, recorded = sweep_grid(dict(l1=l1s, ratio=ratios, steps=steps)), load_sae_gt(base.parent)
+    if grid != lesson and recorded is not None and sweep_grid(recorded) == lesson:
         # another grid must not replace lesson 03's record: it gets a folder of its own (the points are shared)
         base = base / ("grid-l1-" + "-".join(f"{v:g}" for v in grid[0]) + "_ratio-"
                        + "-".join(f"{v:g}" for v in grid[1]) + f"_steps-{grid[2]}")
@@ -282,7 +278,7 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
                    folder=str(folder), save_every=save_every) for l1 in l1s for r in ratios]
     n_features = pipeline.GT[scale]["data"]["n_features"]
     print(f"sweep sae-gt: {len(l1s)} L1 x {len(ratios)} dictionary sizes, {steps} steps each (lesson 03's main run: "
-          f"{pipeline.GT[scale]['steps']}), in {base}", flush=True)
+          f"{lesson[2]}), in {base}", flush=True)
     results, failures, what, seconds = _run_on(
         executor, workers, points, sae_gt_stage, finished=lambda p: _read_point(folder, p),
         record=lambda p, r: _write_point(folder, p, r), on_result=on_result,

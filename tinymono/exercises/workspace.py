@@ -44,8 +44,10 @@ def _test_file(lesson, modules, exercises):
 
 
 def lesson_script(lesson):
-    """The path of a lesson's script (the repository's lessons/ folder, beside the package)."""
-    return Path(__file__).resolve().parents[2] / "lessons" / f"{LESSONS[lesson]}.py"
+    """The path of a lesson's script (reproduce's LESSONS_DIR, the lessons/ folder beside the package)."""
+    from tinymono.reproduce import LESSONS_DIR
+
+    return LESSONS_DIR / f"{LESSONS[lesson]}.py"
 
 
 def _readme(lessons, exercises, out):
