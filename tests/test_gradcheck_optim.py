@@ -80,6 +80,18 @@ def test_adam_rejects_bad_settings():
         Adam({"w": np.zeros(1)}, lr=-1)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_adam_rejects_a_gradient_of_the_wrong_shape(fused):
+    """A gradient [8] for W [4, 8] (a backward that forgot to keep a batch axis, or summed the wrong one)
+    would broadcast into every row; Adam refuses it before touching anything."""
+    W = np.ones((4, 8))
+    opt = Adam({"W": W}, fused=fused)
+    for grads in ({"W": np.full(8, 0.5)}, {"V": np.ones((4, 8))}):
+        with pytest.raises(ValueError, match="needs a gradient of the same shape"):
+            opt.step({"W": W}, grads)
+    assert np.all(W == 1.0) and opt.t == 0, "a refused step must change nothing"
+
+
 def test_clip_grad_norm():
     g = {"a": np.array([3.0]), "b": np.array([4.0])}
     assert clip_grad_norm(g, 1.0) == pytest.approx(5.0)

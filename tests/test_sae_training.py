@@ -132,13 +132,31 @@ def test_dead_below_counts_the_windows_firings(backend):
     np.testing.assert_array_equal(task.window_fires, fires, err_msg="firings counted over the dead window")
     want = (fires <= limit) | (task.since_fired >= cfg.dead_window_steps)
     assert 0 < want.sum() < cfg.d_sae and np.any(fires[want] > 0), "the test needs rare (not silent) latents"
-    np.testing.assert_array_equal(task.to_resample(), want)
+    np.testing.assert_array_equal(task.to_resample(20), want)
     assert not np.array_equal(task.dead(), want), "the paper's rule alone would resample fewer latents"
     step_now[0] = 20
     task.step(20)
     assert task.resampled == [(20, int(want.sum()))]
     assert sae.SAETask(small_cfg(), GT).config_dict().get("dead_below", "absent") == "absent", \
         "dead_below = 0 (the paper's rule) keeps checkpoints' configs as they were"
+
+
+def test_dead_below_threshold_covers_the_steps_counted():
+    """Windows longer than the gap between resamplings overlap: the later window's start zeroes the counts
+    inside the earlier window, and the run's first window may begin before step 0. The share dead_below is
+    then of the inputs actually counted, not of a whole window's."""
+    cfg = small_cfg(steps=40, resample_at=(0.25, 0.5), dead_window=0.375, dead_below=0.05)
+    assert cfg.resample_steps == [10, 20] and cfg.dead_window_steps == 15
+    task = sae.SAETask(cfg, GT)
+    assert sorted(task.window_starts) == [-5, 5]  # the window of step 20 begins at 5, inside that of step 10
+    assert [task.window_steps(10), task.window_steps(20)] == [5, 15], \
+        "counts zeroed at step 5 cover steps 5..9 when step 10 reads them, and 5..19 at step 20"
+    task.since_fired[:] = 0  # nothing dead by the paper's rule: only dead_below decides
+    task.window_fires[:] = np.arange(cfg.d_sae)
+    limit = 0.05 * 5 * cfg.batch_size  # 8 firings in the 5 steps counted (a whole window's would be 24)
+    np.testing.assert_array_equal(task.to_resample(10), np.arange(cfg.d_sae) <= limit)
+    no_overlap = sae.SAETask(small_cfg(steps=40, resample_at=(0.5,), dead_window=0.25), GT)
+    assert no_overlap.window_steps(20) == no_overlap.cfg.dead_window_steps == 10
 
 
 def test_a_step_is_backward_projection_adam_then_unit_rows():

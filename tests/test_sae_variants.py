@@ -264,10 +264,11 @@ def test_topk_kernel_equals_its_numpy_twin(seed, B, d_sae, k, allowed_share, shi
     pre[:, ::3] = pre[:, :1]  # ties, which both must break toward the lower latent
     b_enc = (rng.standard_normal(d_sae) * 0.1 + shift).astype(np.float32)
     allowed = rng.random(d_sae) < allowed_share
-    for floor in (0.0, -np.inf):  # the ReLU's TopK and AuxK's
-        for a, b in zip(K.topk_csr(pre, b_enc, k, allowed, floor), K.topk_csr_numpy(pre, b_enc, k, allowed, floor)):
-            assert a.dtype == b.dtype
-            np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
+    for a, b in zip(K.topk_csr(pre, b_enc, k, allowed), K.topk_csr_numpy(pre, b_enc, k, allowed)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
+    with pytest.raises(ValueError, match="k must be"):  # the kernel would read an empty list's last slot
+        K.topk_csr(pre, b_enc, 0, allowed)
 
 
 @pytest.mark.parametrize("k", [1, 3, 20])
@@ -350,6 +351,8 @@ def test_warmup_and_options_are_validated():
         sae.SAEConfig(d_in=4, d_sae=8, k=2)
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, d_sae=8\]"):
         sae.SAEConfig(d_in=4, d_sae=8, architecture="topk", k=9)
+    with pytest.raises(ValueError, match=r"aux_k must be an integer >= 1"):
+        sae.SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, aux_k=0)
     relu = sae.SAETask(sae.SAEConfig(d_in=4, d_sae=8), lambda rng, n: rng.standard_normal((n, 4)))
     assert not set(sae.VARIANT_OPTIONS) & set(relu.config_dict()), "the paper's checkpoints must read as before"
     assert sae.SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2).resample_steps == [], "variants do not resample"

@@ -171,6 +171,9 @@ def test_metrics_on_known_geometries():
     np.testing.assert_allclose(toy.frobenius_sq(pentagon), [5.0])
     dropped = np.array([[[1.0, 0.0], [0.0, 0.0]]])
     np.testing.assert_allclose(toy.feature_dimensionality(dropped), [[1.0, 0.0]])
+    for metric in (toy.feature_norms, toy.superposition, toy.feature_dimensionality):  # one model's W alone
+        np.testing.assert_allclose(metric(pentagon[0]), metric(pentagon)[0], rtol=1e-12,
+                                   err_msg=f"{metric.__name__} of W [hidden, feats]")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,6 +192,9 @@ def test_metrics_on_known_geometries():
     (dict(n_anticorrelated_pairs=1, feature_probability=[0.1, 0.4, 0.2, 0.2, 0.2]), "same feature_probability"),
     (dict(n_correlated_pairs=1, feature_probability=[0.1, 0.4, 0.2, 0.2, 0.2]), "same feature_probability"),
     (dict(lr_decay="exp"), "decay"),
+    (dict(n_correlated_pairs=1.5), "non-negative integer"),
+    (dict(betas=(0.9,)), "betas"),
+    (dict(betas=(0.9, 1.0)), "betas"),
 ])
 def test_bad_config(kwargs, match):
     args = dict(n_features=5, d_hidden=2)

@@ -227,6 +227,21 @@ def test_hook_bad_replacement():
         tr.forward(params, tokens, cfg, hook_post=np.zeros((2, 5, cfg.d_mlp + 1)))
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_hook_cannot_edit_in_place(fast):
+    """A hook that writes into the activations would change the model behind the backward's back (the
+    ReLU's mask, cache.hook_post): it gets a read-only view, and the error says to return the edit."""
+    cfg, params, tokens, _ = hook_setup()
+
+    def edit(post):
+        post[..., 3] = 5.0
+
+    with pytest.raises(ValueError, match="must return its edit"):
+        tr.forward(params, tokens, cfg, hook_post=edit, fast=fast)
+    _, cache = tr.forward(params, tokens, cfg, fast=fast)
+    assert not np.any(cache.hook_post[..., 3] == 5.0)
+
+
 # ----------------------------------------------------------------------------------------------------
 # causality, input checks, config
 
@@ -504,6 +519,9 @@ def test_train_config_errors():
         tr.TrainConfig(steps=10, warmup=11)
     with pytest.raises(ValueError, match="lr"):
         tr.TrainConfig(lr=0.0)
+    for betas in ((0.9,), (0.9, 1.5)):
+        with pytest.raises(ValueError, match="betas"):
+            tr.TrainConfig(betas=betas)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -218,3 +218,35 @@ def test_exp_nonpositive_matches_numpy(xs):
     assert err.max() <= 4e-16, f"exp polynomial off by {err.max():.1e} relative at x = {x[np.argmax(err)]!r}: " \
                                "check the Taylor coefficients and the two-part ln 2 reduction"
     assert np.isnan(K.exp_nonpositive(np.nan)), "a NaN must stay NaN for the non-finite guard"
+
+
+def _bad_calls(rng):
+    """(what, the fast layer's call, the reference layer's call), each given arguments the reference rejects."""
+    x, w = rng.standard_normal((2, 7)), np.ones(3)
+    q = rng.standard_normal((2, 4, 3))  # W_Q [H, D, E] for x [B, T, 3]: D = 4 does not match
+    attn = (rng.standard_normal((1, 2, 3)), q, np.zeros((2, 3)), q, np.zeros((2, 3)), q, np.zeros((2, 3)),
+            rng.standard_normal((2, 3, 4)), np.zeros(4))
+    logits, targets = rng.standard_normal((4, 5, 7)), np.zeros((4, 3), dtype=np.int64)
+    W_E = rng.standard_normal((5, 3))
+    return [
+        ("layernorm", lambda: K.layernorm_forward(x, w, w), lambda: L.layernorm_forward(x, w, w)),
+        ("linear", lambda: K.linear_forward(x, w[:, None], w[:1]), lambda: L.linear_forward(x, w[:, None], w[:1])),
+        ("linear+relu", lambda: K.linear_relu_forward(x, w[:, None], w[:1]), lambda: L.linear_forward(x, w[:, None], w[:1])),
+        ("cross-entropy", lambda: K.softmax_cross_entropy(logits, targets), lambda: L.softmax_cross_entropy(logits, targets)),
+        ("cross-entropy ids", lambda: K.softmax_cross_entropy(logits, targets[:, :1] + 9 + np.zeros((4, 5), int)),
+         lambda: L.softmax_cross_entropy(logits, targets[:, :1] + 9 + np.zeros((4, 5), int))),
+        ("embedding", lambda: K.embed_forward(np.array([[0, -1]]), W_E, W_E), lambda: L.embedding_forward(np.array([[0, -1]]), W_E)),
+        ("attention", lambda: K.attention_forward(*attn), lambda: L.attention_forward(*attn)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_fast_layers_reject_what_the_reference_rejects(case):
+    """The kernels index arrays without bounds checks (a target past a row crashed the process): the fast
+    layers run the reference layers' argument checks, and fail with the same message."""
+    what, fast, reference = _bad_calls(np.random.default_rng(case))[case]
+    with pytest.raises(ValueError) as ref_error:
+        reference()
+    with pytest.raises(ValueError) as fast_error:
+        fast()
+    assert str(fast_error.value) == str(ref_error.value), f"{what}: the fast layer must say what the reference says"

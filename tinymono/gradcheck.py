@@ -16,11 +16,11 @@ tie) any difference quotient straddles the kink and disagrees legitimately, so t
 more than 2h = 0.002 away from kinks.
 
 The relative error of an entry is |a - n| / max(|a|, |n|, floor), where the floor is the larger of
-1e-3 times the largest numeric entry of that tensor and `atol` (1e-6): entries a thousand times smaller
-than the tensor's largest, or gradients that are exactly zero in theory (a key bias in attention, whose
-shift every softmax row ignores), are judged against the floor, since their own size is within the
-round-off of the difference quotient. Tests use inputs and outputs of order 1, where this floor sits
-far above round-off and far below any real mistake.
+1e-3 times the largest numeric entry among those checked (all of a small tensor, a random subset of a
+large one) and `atol` (1e-6): entries a thousand times smaller than the largest, or gradients that are
+exactly zero in theory (a key bias in attention, whose shift every softmax row ignores), are judged
+against the floor, since their own size is within the round-off of the difference quotient. Tests use
+inputs and outputs of order 1, where this floor sits far above round-off and far below any real mistake.
 """
 from __future__ import annotations
 
@@ -106,8 +106,8 @@ def check_layer(forward, backward, args, names=None, *, rng=None, eps=1e-3, max_
     """Check a layer written as `out, cache = forward(*args, **kwargs)` and
     `grads = backward(dout, cache)` (one gradient per arg, None for non-float args such as ids).
 
-    Draws a random dout, runs the backward once, and compares every float64 argument's gradient with
-    central differences. Returns {name: max relative error}; names default to arg0, arg1, ..."""
+    Draws a random dout, runs the backward once, and compares every argument's gradient (None: not
+    checked; an argument with a gradient must be float64) with central differences. Returns {name: max relative error}; names default to arg0, arg1, ..."""
     rng = np.random.default_rng(0) if rng is None else rng
     names = names or [f"arg{i}" for i in range(len(args))]
     out, cache = forward(*args, **kwargs)

@@ -27,7 +27,9 @@ from scipy.special import erf
 from tinymono.validate import check_floats, check_ids, check_int, check_number
 
 # Every forward checks its arguments' dtypes and shapes (O(1): layers run at every training step, so
-# their values are not scanned; a NaN shows in the loss, which the training loop watches).
+# their values are not scanned; a NaN in the transformer reaches the loss through the residual stream,
+# which the training loop watches). One exception to "NaN in, NaN out": relu_forward maps NaN to 0
+# (NaN > 0 is False), as the SAE's sparse kernels do on purpose (a NaN pre-activation stays inactive).
 
 
 def _require(ok, message):
@@ -47,11 +49,16 @@ class LinearCache(NamedTuple):
     W: np.ndarray  # [I, O] the weight, needed for dx
 
 
-def linear_forward(x, W, b):
-    """x [N..., I], W [I, O], b [O] -> out [N..., O]."""
+def check_linear_args(x, W, b):
+    """linear_forward's argument checks (the fast layers of kernels/transformer.py run them too)."""
     check_floats(x=x, W=W, b=b)
     _require(W.ndim == 2 and x.shape[-1:] == W.shape[:1] and b.shape == W.shape[1:],
              f"linear expects x [..., I], W [I, O], b [O]; got x {x.shape}, W {W.shape}, b {b.shape}")
+
+
+def linear_forward(x, W, b):
+    """x [N..., I], W [I, O], b [O] -> out [N..., O]."""
+    check_linear_args(x, W, b)
     x2 = x.reshape(-1, W.shape[0])  # [n, I]: one 2-d matmul (a batched 3-d one runs ~3x slower in OpenBLAS)
     out = (x2 @ W + b).reshape(*x.shape[:-1], W.shape[1])  # [N..., O]
     return out, LinearCache(x, W)
@@ -77,7 +84,7 @@ class ReluCache(NamedTuple):
 
 
 def relu_forward(x):
-    """x [N...] -> out [N...]."""
+    """x [N...] -> out [N...]: x where x > 0, else 0 (NaN included)."""
     check_floats(x=x)
     active = x > 0
     out = np.where(active, x, 0).astype(x.dtype, copy=False)
@@ -141,13 +148,18 @@ class LayerNormCache(NamedTuple):
     w: np.ndarray  # [D]
 
 
-def layernorm_forward(x, w, b, eps=1e-5):
-    """x [N..., D], w [D], b [D] -> out [N..., D]. A constant row has var 0 and normalises to 0 (eps keeps
-    the division finite)."""
+def check_layernorm_args(x, w, b, eps):
+    """layernorm_forward's argument checks (the fast layers run them too)."""
     check_floats(x=x, w=w, b=b)
     check_number("eps", eps, gt=0)
     _require(w.shape == b.shape == x.shape[-1:],
              f"layernorm expects x [..., D], w [D], b [D]; got x {x.shape}, w {w.shape}, b {b.shape}")
+
+
+def layernorm_forward(x, w, b, eps=1e-5):
+    """x [N..., D], w [D], b [D] -> out [N..., D]. A constant row has var 0 and normalises to 0 (eps keeps
+    the division finite)."""
+    check_layernorm_args(x, w, b, eps)
     mean = x.mean(axis=-1, keepdims=True)  # [N..., 1]
     xc = x - mean  # [N..., D]
     var = (xc * xc).mean(axis=-1, keepdims=True)  # [N..., 1]
@@ -160,10 +172,12 @@ def layernorm_forward(x, w, b, eps=1e-5):
 def layernorm_backward(dout, cache):
     """dout [N..., D] -> (dx [N..., D], dw [D], db [D]).
 
-    With g = dout * w, the gradient through the normalisation is
-        dx = inv_std * (g - mean(g) - xhat * mean(g * xhat)),
-    the two means undoing the gradient components along the directions that subtracting the mean and
-    dividing by the std remove."""
+    With s = inv_std, xhat = (x - mean) s and g = dout * w (the gradient w.r.t. xhat): x_i moves xhat_j
+    through x - mean (s (delta_ij - 1/D)) and through s (ds/dx_i = -s^3 (x_i - mean) / D = -s^2 xhat_i / D,
+    which moves xhat_j by -s xhat_i xhat_j / D). Summing g_j times both over j:
+        dx = s * (g - mean(g) - xhat * mean(g * xhat)),   exactly, for any eps,
+    the two means removing the components of g along the directions that subtracting the mean (all ones)
+    and dividing by the std (xhat itself) take away."""
     xhat, inv_std, w = cache
     D = xhat.shape[-1]
     db = dout.reshape(-1, D).sum(axis=0)  # [D]
@@ -182,11 +196,16 @@ class EmbeddingCache(NamedTuple):
     vocab_shape: tuple  # W_E.shape
 
 
-def embedding_forward(ids, W_E):
-    """ids [N...] ints in [0, V), W_E [V, D] -> out [N..., D] (a gather)."""
+def check_embedding_args(ids, W_E):
+    """embedding_forward's argument checks (the fast layers run them too) -> ids as an integer array."""
     check_floats(W_E=W_E)
     _require(W_E.ndim == 2, f"embedding expects W_E [V, D], got shape {W_E.shape}")
-    ids = check_ids("ids", ids, W_E.shape[0])
+    return check_ids("ids", ids, W_E.shape[0])
+
+
+def embedding_forward(ids, W_E):
+    """ids [N...] ints in [0, V), W_E [V, D] -> out [N..., D] (a gather)."""
+    ids = check_embedding_args(ids, W_E)
     return W_E[ids], EmbeddingCache(ids, W_E.shape)
 
 
@@ -218,18 +237,23 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def cross_entropy_forward(logits, targets):
-    """logits [N..., V], targets [N...] ints -> (loss: float, mean over tokens; cache).
-
-    The cache also makes the per-token losses available: `per_token_loss(cache)`."""
+def check_cross_entropy_args(logits, targets):
+    """cross_entropy_forward's argument checks (the fast layers run them too) -> targets as an integer array."""
     check_floats(logits=logits)
     _require(logits.ndim >= 1 and np.shape(targets) == logits.shape[:-1],
              f"cross-entropy expects logits [..., V] and targets [...]; got logits {logits.shape}, "
              f"targets {np.shape(targets)}")
     _require(np.size(targets) > 0, f"targets is empty (shape {np.shape(targets)}): the mean loss over no tokens "
              "is undefined")
+    return check_ids("targets", targets, logits.shape[-1])
+
+
+def cross_entropy_forward(logits, targets):
+    """logits [N..., V], targets [N...] ints -> (loss: float, mean over tokens; cache).
+
+    The cache also makes the per-token losses available: `per_token_loss(cache)`."""
+    targets = check_cross_entropy_args(logits, targets)
     V = logits.shape[-1]
-    targets = check_ids("targets", targets, V)
     logp = log_softmax(logits).reshape(-1, V)  # [n, V]
     t = targets.reshape(-1)  # [n]
     token_logp = logp[np.arange(t.size), t]  # [n]
@@ -285,13 +309,25 @@ def causal_mask(T):
     return np.tril(np.ones((T, T), dtype=bool))
 
 
-def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
-    """Causal multi-head self-attention.
+def causal_softmax(scores):
+    """scores [..., T, T] (query rows, key columns) -> pattern [..., T, T]: each row's softmax over the keys
+    up to its query; the future gets probability exactly 0."""
+    scores = np.where(causal_mask(scores.shape[-1]), scores, -np.inf)
+    scores = scores - scores.max(axis=-1, keepdims=True)  # the diagonal is never masked, so max is finite
+    pattern = np.exp(scores)
+    pattern /= pattern.sum(axis=-1, keepdims=True)
+    return pattern
 
-    x [B, T, D]; W_Q, W_K, W_V [H, D, E]; b_Q, b_K, b_V [H, E]; W_O [H, E, D]; b_O [D] -> out [B, T, D].
-    Position t attends only to positions <= t; scores are scaled by 1 / sqrt(E).
-    Cached: the input, q, k, v, the attention pattern and z (all needed by the backward; recomputing
-    the pattern would cost a second softmax)."""
+
+def causal_softmax_backward(dpattern, pattern):
+    """dpattern [..., T, T] -> dscores [..., T, T]. Row by row, d pattern_j / d scores_k = pattern_j (delta_jk -
+    pattern_k), so dscores_k = pattern_k (dpattern_k - sum_j pattern_j dpattern_j); masked entries have
+    pattern 0, so they get gradient 0."""
+    return pattern * (dpattern - (dpattern * pattern).sum(axis=-1, keepdims=True))
+
+
+def check_attention_args(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
+    """attention_forward's argument checks (the fast layers run them too)."""
     check_floats(x=x, W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K, W_V=W_V, b_V=b_V, W_O=W_O, b_O=b_O)
     _require(x.ndim == 3 and W_Q.ndim == 3 and W_Q.shape[1] == x.shape[2],
              f"attention expects x [B, T, D] and W_Q [H, D, E]; got x {x.shape}, W_Q {W_Q.shape}")
@@ -300,15 +336,22 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
                            ("b_Q", b_Q, (H, E)), ("b_K", b_K, (H, E)), ("b_V", b_V, (H, E)), ("b_O", b_O, (D,))):
         _require(a.shape == shape, f"attention: {name} should have shape {shape} (H={H}, D={D}, E={E}), got {a.shape}")
     _require(x.shape[1] >= 1, f"attention needs at least one position: x has shape {x.shape}")
-    T = x.shape[1]
+
+
+def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
+    """Causal multi-head self-attention.
+
+    x [B, T, D]; W_Q, W_K, W_V [H, D, E]; b_Q, b_K, b_V [H, E]; W_O [H, E, D]; b_O [D] -> out [B, T, D].
+    Position t attends only to positions <= t; scores are scaled by 1 / sqrt(E).
+    Cached: the input, q, k, v, the attention pattern and z (all needed by the backward; recomputing
+    the pattern would cost a second softmax)."""
+    check_attention_args(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)
+    H, D, E = W_Q.shape
     q = _project_heads(x, W_Q, b_Q)  # [B, H, T, E]
     k = _project_heads(x, W_K, b_K)  # [B, H, T, E]
     v = _project_heads(x, W_V, b_V)  # [B, H, T, E]
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(E)  # [B, H, T, T] query rows, key columns
-    scores = np.where(causal_mask(T), scores, -np.inf)  # the future gets probability exactly 0
-    scores = scores - scores.max(axis=-1, keepdims=True)  # the diagonal is never masked, so max is finite
-    pattern = np.exp(scores)
-    pattern /= pattern.sum(axis=-1, keepdims=True)  # [B, H, T, T]
+    pattern = causal_softmax(scores)  # [B, H, T, T]
     z = pattern @ v  # [B, H, T, E]
     out = np.einsum("bhte,hed->btd", z, W_O, optimize=True) + b_O  # [B, T, D]
     return out, AttentionCache(x, q, k, v, pattern, z, W_Q, W_K, W_V, W_O)
@@ -325,8 +368,8 @@ def attention_backward(dout, cache):
     # z = pattern @ v
     dpattern = dz @ v.transpose(0, 1, 3, 2)  # [B, H, T, T]
     dv = pattern.transpose(0, 1, 3, 2) @ dz  # [B, H, T, E]
-    # pattern = softmax(scores) row by row; masked entries have pattern 0, so they get gradient 0
-    dscores = pattern * (dpattern - (dpattern * pattern).sum(axis=-1, keepdims=True))  # [B, H, T, T]
+    # pattern = causal_softmax(scores)
+    dscores = causal_softmax_backward(dpattern, pattern)  # [B, H, T, T]
     dscores /= math.sqrt(E)
     # scores = q @ k^T (the 1/sqrt(E) is already folded into dscores)
     dq = dscores @ k  # [B, H, T, E]

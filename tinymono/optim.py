@@ -4,9 +4,10 @@ Adam keeps two running averages per parameter entry: m, of the gradient, and v, 
 update is  p -= lr * m_hat / (sqrt(v_hat) + eps)  with the bias-corrected  m_hat = m / (1 - beta1^t),
 v_hat = v / (1 - beta2^t). AdamW adds decoupled weight decay:  p -= lr * weight_decay * p.
 
-The state is plain arrays you can print (`opt.m["W_dec"]`) and reset row by row: the sparse
-autoencoder's dead-latent resampling rewrites a few rows of the encoder and decoder and must forget
-their moments, or Adam would keep pushing the new rows with the old rows' history.
+The state is plain arrays you can print (`opt.m["W_dec"]`) and reset along any axis: the sparse
+autoencoder's dead-latent resampling rewrites a few latents (columns of W_enc, entries of b_enc, rows of
+W_dec) and must forget their moments (`opt.reset(name, index, axis)`), or Adam would keep pushing the new
+latents with the old ones' history.
 """
 from __future__ import annotations
 
@@ -38,20 +39,26 @@ class Adam:
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
         self.t = 0  # number of steps taken; the bias correction uses it
-        self.fused = None
+        self.kernels = None  # the fused update's numba kernels, when asked for
         if fused:
             from tinymono.kernels import optim as fused_kernels  # numba: imported only when asked for
-            self.fused = fused_kernels
+            self.kernels = fused_kernels
 
     def step(self, params, grads, lr=None):
-        """One update of every array in `params`, in place. grads has the same keys and shapes."""
+        """One update of every array in `params` (those this Adam was made for, or some of them), in place.
+        grads holds a gradient of the same shape for each."""
+        for k, p in params.items():  # a wrong shape would broadcast into every row without a word
+            if k not in self.m or k not in grads or np.shape(grads[k]) != p.shape or self.m[k].shape != p.shape:
+                raise ValueError(f"Adam.step: parameter {k!r} {p.shape} needs a gradient of the same shape and "
+                                 f"Adam state for it; got gradient {np.shape(grads[k]) if k in grads else 'none'}"
+                                 f" (did the backward forget to sum over the batch?)")
         lr = self.lr if lr is None else lr
         self.t += 1
         for k, p in params.items():
             if self.weight_decay and k in self.decay:
                 p *= 1.0 - lr * self.weight_decay
-            fused = self.fused is not None and self.fused.fusable(p, grads[k], self.m[k], self.v[k])
-            update = self.fused.adam_update if fused else adam_update
+            fused = self.kernels is not None and self.kernels.fusable(p, grads[k], self.m[k], self.v[k])
+            update = self.kernels.adam_update if fused else adam_update
             update(p, grads[k], self.m[k], self.v[k], self.t, lr, self.beta1, self.beta2, self.eps)
 
     def reset(self, name, index, axis=0):
@@ -106,7 +113,8 @@ def clip_grad_norm(grads, max_norm):
 
 @dataclass(frozen=True)
 class Schedule:
-    """Learning rate as a function of the step: linear warm-up from 0 over `warmup` steps, then constant
+    """Learning rate as a function of the step: a linear warm-up, step s < warmup getting
+    base_lr * (s + 1) / warmup (step 0 already moves; step warmup - 1 reaches base_lr), then constant
     until `decay_start` (a fraction of total_steps), then "linear" or "cosine" decay to
     `final_ratio * base_lr` at total_steps ("constant": no decay)."""
 

@@ -13,11 +13,14 @@ after Adam, the rows are renormalised. Latents that stop firing are resampled du
 training (`resample_dead`).
 
 Each piece is a forward/backward pair in the style of layers.py, composed by `forward` and `backward`.
-The encoder, its sparsity penalty and their backwards are looked up by `cfg.architecture` in
-ARCHITECTURES, the one place where an SAE variant is chosen; decoder, reconstruction loss, decoder
-constraint, resampling and training are shared. The paper's "relu" is defined here; the later variants
-(topk, batchtopk, jumprelu, gated, anthropic2024) in sae_variants.py, which builds on the pieces here and
-adds its `Variant`s to ARCHITECTURES when this module is imported (the import at the end of this file).
+`cfg.architecture` names an entry of ARCHITECTURES, the one place where an SAE variant is chosen. The
+paper's "relu" is an `Architecture`: its encoder, L1 penalty and their backwards (the hooks exercise 02.9
+uses), which `forward` and `backward` compose with the shared decoder and reconstruction loss. The later
+variants (topk, batchtopk, jumprelu, gated, anthropic2024) are whole `Variant`s, each with its own init,
+forward, backward and training step built from the pieces here; sae_variants.py defines them and adds them
+to ARCHITECTURES when this module is imported (the import at the end of this file), and `variant_of(cfg)`
+tells the two kinds apart. Resampling belongs to the paper's SAE; the Adam update and SAETask's
+bookkeeping serve every variant.
 
 Training speed: `train_step_sparse` computes the same gradients with numba kernels that touch only the
 active latents (kernels/sae.py); `SAETask` uses it when the measured active fraction is below
@@ -119,16 +122,19 @@ class SAEConfig:
         self._check_options()
 
     def _check_options(self):
-        """A variant's option set on an architecture that does not read it is a mistake, not a no-op."""
+        """A variant's option (VARIANT_OPTIONS) set on an architecture that does not read it is a mistake, not
+        a no-op. The shared fields are not checked so: TopK and BatchTopK ignore l1_coefficient, and every
+        variant but the paper's ignores the resampling fields, so that one recipe can configure them all."""
         used = getattr(ARCHITECTURES[self.architecture], "options", ())
         for f in fields(self):
             if f.name in VARIANT_OPTIONS and f.name not in used and getattr(self, f.name) != f.default:
                 raise ValueError(f"{f.name} is not an option of architecture {self.architecture!r} (its options: "
                                  f"{list(used) or 'none'})")
-        for name, top in (("k", self.d_sae if "k" in used else self.k), ("aux_k", self.aux_k)):
-            v = getattr(self, name)  # (aux_k above d_sae means every dead latent)
-            if not isinstance(v, (int, np.integer)) or not 1 <= v <= top:
-                raise ValueError(f"{name} must be an integer in [1, d_sae={self.d_sae}], got {v!r}")
+        for name, top, bound in (("k", self.d_sae if "k" in used else self.k, f"in [1, d_sae={self.d_sae}]"),
+                                 ("aux_k", self.aux_k, ">= 1 (above d_sae: every dead latent)")):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 1 <= v <= top:
+                raise ValueError(f"{name} must be an integer {bound}, got {v!r}")
             object.__setattr__(self, name, int(v))
         if not 0 <= self.k_anneal < 1 or (self.k_anneal > 0 and not (isinstance(self.k_start, (int, np.integer))
                                                                         and self.k <= self.k_start <= self.d_sae)):
@@ -143,8 +149,9 @@ class SAEConfig:
 
     @property
     def resample_steps(self):
-        """The steps (0-based) before which dead latents are resampled (none for the later variants: they
-        keep their latents alive by other means, or, as the 2024 recipe, do without)."""
+        """The steps (0-based) before which dead latents are resampled: none for the later variants. TopK and
+        BatchTopK keep latents alive with AuxK, the 2024 recipe does without, and JumpReLU and Gated have
+        no revival here (Gated's paper resampled; this implementation does not)."""
         if not self.steps or self.architecture != "relu":
             return []
         return sorted({max(1, round(f * self.steps)) for f in self.resample_at})
@@ -203,7 +210,9 @@ def geometric_median(X, iters=1000, tol=1e-9, eps=1e-12):
 
 
 def kaiming_uniform(rng, shape, fan_in):
-    """U(-b, b) with b = sqrt(6 / fan_in): keeps the variance of ReLU pre-activations ~ that of the input."""
+    """U(-b, b) with b = sqrt(6 / fan_in): weight variance 2 / fan_in, so a pre-activation's variance is about
+    twice the input's mean square, and after the ReLU (which zeroes half of it) the mean square is about the
+    input's again (He et al. 2015)."""
     bound = np.sqrt(6.0 / fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
@@ -432,18 +441,21 @@ def decode(params, f):
 
 def project_decoder_grad(W_dec, dW_dec):
     """In place: remove from each row of dW_dec its component along the same row of W_dec (unit rows), so a
-    small step moves each row along the unit sphere instead of lengthening it."""
+    plain gradient step would move each row along the unit sphere instead of lengthening it. Adam rescales
+    each coordinate, so its step is not tangent to the sphere: normalise_decoder after the step is what
+    enforces unit norm; the projection removes the radial part of the gradient, which the renormalisation
+    would undo anyway, so it does not feed Adam's moments."""
     dW_dec -= np.sum(dW_dec * W_dec, axis=1, keepdims=True) * W_dec  # [d_sae, d_in]
 
 
 def normalise_decoder(W_dec):
-    """In place: rescale each row of W_dec to unit norm (the projected step still leaves it a hair off)."""
+    """In place: rescale each row of W_dec to unit norm (Adam's step leaves the rows off unit norm)."""
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
 
 
 def update(params, grads, opt, lr=None, unit_norm=True, fast=False):
-    """What a training step does with the gradients, in place: project the decoder's gradient onto the
-    sphere, one Adam step (`opt`), rescale the decoder's rows to unit norm (the first and last only with
+    """What a training step does with the gradients, in place: project each decoder row's gradient onto
+    the plane tangent to its unit sphere, one Adam step (`opt`), rescale the decoder's rows to unit norm (the first and last only with
     `unit_norm`). fast: the decoder constraint by numba kernels (kernels/sae.py, the same numbers up to
     rounding); Adam is fused when `opt` was made with fused=True."""
     project, normalise = (K.project_rows, K.normalise_rows) if fast else (project_decoder_grad, normalise_decoder)
@@ -607,19 +619,26 @@ class SAETask:
         """[d_sae] bool: latents that have not fired for dead_window_steps steps."""
         return self.since_fired >= self.cfg.dead_window_steps
 
-    def to_resample(self):
+    def window_steps(self, step):
+        """How many steps the firing counts cover when the resampling of `step` reads them: since the last
+        dead window began. That is dead_window_steps, unless the run's first window would begin before step
+        0 or two resamplings are closer together than a window (then the later window's start, which zeroes
+        the counts, falls inside the earlier window)."""
+        return step - max((s for s in self.window_starts if 0 <= s < step), default=0)
+
+    def to_resample(self, step):
         """[d_sae] bool: the dead latents, and with dead_below > 0 those that fired on at most that share of
-        the inputs of the dead window that ends now."""
+        the inputs of the dead window that ends before `step`."""
         dead = self.dead()
         if self.cfg.dead_below > 0:
-            dead |= self.window_fires <= self.cfg.dead_below * self.cfg.dead_window_steps * self.cfg.batch_size
+            dead |= self.window_fires <= self.cfg.dead_below * self.window_steps(step) * self.cfg.batch_size
         return dead
 
     def resample(self, step):
         """Resample the latents to_resample() names, from fresh batches; each starts a new dead window.
         -> their indices."""
         inputs = np.concatenate([self.next_batch() for _ in range(self.cfg.resample_batches)])
-        idx = resample_dead(self.params, self.opt, self.to_resample(), inputs, self.cfg, self.rng)
+        idx = resample_dead(self.params, self.opt, self.to_resample(step), inputs, self.cfg, self.rng)
         self.since_fired[idx] = 0
         self.resampled.append((step, int(idx.size)))
         return idx

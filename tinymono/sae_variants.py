@@ -17,15 +17,20 @@ and lets latents die; resampling brings some back. The variants here change the 
                    frozen copy of the decoder) is decided apart from how strongly (a magnitude path sharing
                    the gate's matrix up to a per-latent scale exp(r_mag))
     anthropic2024  the paper's ReLU without b_dec subtracted first, L1 weighted by each decoder row's norm
-                   instead of a unit-norm constraint, inputs scaled to mean squared norm d_in, the L1
-                   coefficient warmed up over the first 5% of steps, the learning rate decayed to 0 over
-                   the last 20%, no resampling
+                   instead of a unit-norm constraint, inputs scaled to mean squared norm d_in, no
+                   resampling; trained as published, the L1 coefficient warmed up over the first 5% of
+                   steps and the learning rate decayed to 0 over the last 20% (training settings, not part
+                   of the variant: RECIPES["anthropic2024"], which pipeline.variant_options applies; a bare
+                   SAEConfig gets neither). The recipe's clipping of the gradient norm at 1 is not
+                   implemented here.
 
 Each variant is a `Variant` in sae.ARCHITECTURES (this module registers them): init, forward, backward
 and a training step. The pieces are forward/backward pairs as in layers.py and sae.py, verified by
 central differences in float64 (tests/test_sae_variants.py); the decoder, the reconstruction loss and the
-L1 penalty are sae.py's. TopK and BatchTopK are sparse by construction: with cfg.backend "numba" their
-step runs the encoder matmul in NumPy and everything else over the kept entries only (kernels/sae.py).
+L1 penalty are sae.py's. With cfg.backend "numba" each step runs the encoder matmul in NumPy and
+everything else over the active entries only (kernels/sae.py): TopK and BatchTopK are sparse by
+construction; JumpReLU, Gated and the 2024 recipe fall back to the dense step while more than
+cfg.sparse_below of their latents fire.
 
 Params follow SAELens: W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]; JumpReLU adds
 log_threshold [d_sae] (theta = exp(log_threshold) stays positive); Gated names its gate bias b_gate and
@@ -40,7 +45,8 @@ reconstruction; a latent is dead for AuxK as for resampling (no fire in the last
 BatchTopK's threshold starts at the first batch's smallest kept activation (a debiased average); top-k
 ties are broken toward the lower latent index; JumpReLU's threshold starts at init_threshold (1e-3) and
 its matrices as Gated's and TopK's do, W_dec = W_enc^T with unit rows; the 2024 recipe's decoder rows
-start at norm 0.1, W_enc = W_dec^T.
+start at norm 0.1, W_enc = W_dec^T. Only the paper's SAE is resampled (sae.SAEConfig.resample_steps):
+JumpReLU and Gated have nothing here that revives a dead latent (Gated's paper resampled).
 """
 from __future__ import annotations
 
@@ -80,13 +86,13 @@ class MaskCache(NamedTuple):
     keep: np.ndarray  # [B, d_sae] bool: the entries that passed; the gradient flows through these only
 
 
-def topk_forward(pre, k, floor=0.0):
-    """pre [B, d_sae] -> f [B, d_sae]: in each row the k largest entries, kept where above `floor` (0: the
-    ReLU; -inf: any finite value, for AuxK), every other entry 0. Ties go to the lower latent index."""
+def topk_forward(pre, k):
+    """pre [B, d_sae] -> f [B, d_sae]: in each row the k largest entries, kept where positive (the ReLU),
+    every other entry 0. Ties go to the lower latent index."""
     order = np.argsort(-pre, axis=1, kind="stable")[:, :k]  # [B, k]
     keep = np.zeros(pre.shape, dtype=bool)
     np.put_along_axis(keep, order, True, axis=1)
-    keep &= pre > floor
+    keep &= pre > 0
     return np.where(keep, pre, 0), MaskCache(keep)
 
 
@@ -96,7 +102,7 @@ def mask_backward(df, cache):
 
 
 def batch_cutoff(pre, n):
-    """The largest value c >= 0 such that at most n entries of pre exceed it: 0 when fewer than n are
+    """The smallest value c >= 0 such that at most n entries of pre exceed it: 0 when at most n are
     positive, else the (n + 1)-th largest entry (so exactly n exceed it unless values tie)."""
     flat = pre.reshape(-1)
     if n >= flat.size:
@@ -748,6 +754,6 @@ VARIANTS = {
                              options=("l1_warmup",), buffers=("input_scale",), unit_norm=False,
                              sparse_buffers=S.Buffers),
 }
-# the recipe each variant was published with, beyond its definition (pipeline.variant_config applies it)
+# the recipe each variant was published with, beyond its definition (pipeline.variant_options applies it)
 RECIPES = {"anthropic2024": dict(l1_warmup=0.05, lr_decay_start=0.8)}
 S.ARCHITECTURES.update(VARIANTS)

@@ -43,7 +43,8 @@ def _per_instance_feature(value, n_inst, n_features, name, lo=None, hi=None):
         raise ValueError(f"{name} must be a number, or have shape [n_features={n_features}], [n_inst={n_inst}] "
                          f"or [n_inst, n_features]; got shape {a.shape}")
     if not np.all(np.isfinite(a)) or (lo is not None and a.min() < lo) or (hi is not None and a.max() > hi):
-        raise ValueError(f"{name} must lie in [{lo}, {hi}]; got values from {a.min()} to {a.max()}")
+        where = f"lie in [{lo}, {hi}]" if hi is not None else f"be >= {lo}" if lo is not None else "be finite"
+        raise ValueError(f"{name} must {where}; got values from {a.min()} to {a.max()}")
     return np.array(a)
 
 
@@ -75,8 +76,7 @@ class ToyConfig:
 
     def __post_init__(self):
         check_config_ints(self, ("n_features", "d_hidden", "n_inst", "batch_size", "steps"))
-        if self.n_correlated_pairs < 0 or self.n_anticorrelated_pairs < 0:
-            raise ValueError("n_correlated_pairs and n_anticorrelated_pairs must be >= 0")
+        check_config_ints(self, ("n_correlated_pairs", "n_anticorrelated_pairs"), lo=0)
         if 2 * (self.n_correlated_pairs + self.n_anticorrelated_pairs) > self.n_features:
             raise ValueError(f"{self.n_correlated_pairs} correlated + {self.n_anticorrelated_pairs} anticorrelated "
                              f"pairs need more than n_features={self.n_features} features")
@@ -84,6 +84,8 @@ class ToyConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         Schedule(self.lr, self.steps, decay=self.lr_decay)  # validates lr_decay
         prob = _per_instance_feature(self.feature_probability, self.n_inst, self.n_features,
                                      "feature_probability", 0.0, 1.0)
@@ -296,8 +298,8 @@ def superposition(W):
     W = _check_W(W)
     norms = feature_norms(W)
     W_hat = W / np.maximum(norms[..., None, :], 1e-12)
-    overlap = np.einsum("ihf,ihg->ifg", W_hat, W) ** 2  # [inst, feats, feats]
-    return overlap.sum(axis=-1) - np.einsum("iff->if", overlap)
+    overlap = np.einsum("...hf,...hg->...fg", W_hat, W) ** 2  # [inst, feats, feats]
+    return overlap.sum(axis=-1) - np.diagonal(overlap, axis1=-2, axis2=-1)
 
 
 def frobenius_sq(W):
@@ -317,5 +319,5 @@ def feature_dimensionality(W):
     W = _check_W(W)
     norms = feature_norms(W)
     W_hat = W / np.maximum(norms[..., None, :], 1e-12)
-    denom = (np.einsum("ihf,ihg->ifg", W_hat, W) ** 2).sum(axis=-1)
+    denom = (np.einsum("...hf,...hg->...fg", W_hat, W) ** 2).sum(axis=-1)
     return norms**2 / np.maximum(denom, 1e-12)

@@ -53,7 +53,7 @@ class TransformerConfig:
     n_heads: int = 4
     d_head: int = 32
     n_ctx: int = 128
-    act_fn: str = "relu"  # "relu" (the paper) or "gelu" (tanh approximation)
+    act_fn: str = "relu"  # "relu" (the paper) or "gelu": GPT-2's tanh approximation (TransformerLens's "gelu_new")
     layernorm: bool = True
     ln_eps: float = 1e-5
     init_range: float = 0.02
@@ -117,8 +117,8 @@ def check_tokens(tokens, cfg: TransformerConfig, max_len=None):
     if not isinstance(tokens, np.ndarray):
         raise InputTypeError(f"tokens must be a NumPy integer array [B, T], got {type(tokens).__name__}")
     if not np.issubdtype(tokens.dtype, np.integer):
-        raise InputTypeError(f"tokens must have an integer dtype, got {tokens.dtype} (token ids are byte values "
-                         "0..255 and the separator 256)")
+        raise InputTypeError(f"tokens must have an integer dtype, got {tokens.dtype} (token ids are integers in "
+                             f"0..{cfg.d_vocab - 1})")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [B, T], got shape {tokens.shape} (for one sequence use tokens[None])")
     if tokens.shape[0] == 0:
@@ -152,7 +152,9 @@ def check_params(params, cfg: TransformerConfig):
 
 
 class Layers(NamedTuple):
-    """The layer functions the model is built from; each pair has tinymono.layers' contract."""
+    """The layer functions the model is built from; each pair has tinymono.layers' contract, forward ->
+    (out, cache) and backward(dout, cache) -> gradients, except that the embedding's backward returns only
+    its two weights' gradients (the token ids have none)."""
     embed_forward: Callable  # (tokens, W_E, W_pos) -> (resid, cache)
     embed_backward: Callable  # (dresid, cache) -> (dW_E, dW_pos)
     layernorm_forward: Callable
@@ -167,7 +169,7 @@ class Layers(NamedTuple):
 
 
 class EmbedCache(NamedTuple):
-    ids: L.EmbeddingCache
+    gather: L.EmbeddingCache  # the token ids, for the scatter-add of dW_E
     T: int  # sequence length: W_pos rows T.. get gradient 0
     n_ctx: int
 
@@ -180,24 +182,28 @@ def _embed_forward(tokens, W_E, W_pos):
 
 def _embed_backward(dresid, cache):
     """dresid [B, T, D] -> (dW_E [V, D], dW_pos [n_ctx, D])."""
-    _, dW_E = L.embedding_backward(dresid, cache.ids)
+    _, dW_E = L.embedding_backward(dresid, cache.gather)
     dW_pos = np.zeros((cache.n_ctx, dresid.shape[-1]), dtype=dresid.dtype)
     dW_pos[: cache.T] = dresid.sum(axis=0)  # every sequence in the batch used the same position rows
     return dW_E, dW_pos
+
+
+class MlpInCache(NamedTuple):
+    linear: L.LinearCache  # x and W_in, for dW_in and dx
+    act: object  # L.ReluCache or L.GeluCache, for dpre
 
 
 def _mlp_in_forward(x, W_in, b_in, act_fn):
     """x [B, T, D] -> post [B, T, M] = act(x @ W_in + b_in)."""
     pre, lin_cache = L.linear_forward(x, W_in, b_in)  # [B, T, M]
     post, act_cache = L.relu_forward(pre) if act_fn == "relu" else L.gelu_forward(pre)
-    return post, (lin_cache, act_cache)
+    return post, MlpInCache(lin_cache, act_cache)
 
 
 def _mlp_in_backward(dpost, cache):
-    lin_cache, act_cache = cache
-    act_backward = L.relu_backward if isinstance(act_cache, L.ReluCache) else L.gelu_backward
-    (dpre,) = act_backward(dpost, act_cache)
-    return L.linear_backward(dpre, lin_cache)
+    act_backward = L.relu_backward if isinstance(cache.act, L.ReluCache) else L.gelu_backward
+    (dpre,) = act_backward(dpost, cache.act)
+    return L.linear_backward(dpre, cache.linear)
 
 
 REFERENCE = Layers(_embed_forward, _embed_backward, L.layernorm_forward, L.layernorm_backward,
@@ -282,7 +288,18 @@ def _replacement(post, hook_post):
     """What the rest of the model sees at mlp.hook_post: (array [B, T, M], replaced?)."""
     if hook_post is None:
         return post, False
-    new = hook_post(post) if callable(hook_post) else hook_post
+    if callable(hook_post):
+        view = post.view()  # read-only: the backward reads the ReLU's mask from post, and the cache keeps it
+        view.flags.writeable = False
+        try:
+            new = hook_post(view)
+        except ValueError as e:
+            if "read-only" not in str(e):
+                raise
+            raise ValueError(f"a {HOOK_POST} hook must return its edit (new = post.copy(); new[..., j] = 5.0; "
+                             "return new), not write into post") from e
+    else:
+        new = hook_post
     if new is None:  # a function that only read the activations
         return post, False
     new = check_array(f"the replacement for {HOOK_POST}", new, kinds=REAL).astype(post.dtype, copy=False)
@@ -296,12 +313,13 @@ def _replacement(post, hook_post):
 def forward(params, tokens, cfg: TransformerConfig, *, hook_post=None, fast=False):
     """tokens [B, T] ints in [0, d_vocab), T <= n_ctx -> (logits [B, T, V], cache).
 
-    hook_post, the hook point mlp.hook_post (the MLP activations after the ReLU, [B, T, M]):
+    hook_post, the hook point mlp.hook_post (the MLP activations after the activation function, [B, T, M]):
         None               run the model as it is (the activations are in cache.hook_post either way);
         an array           use it instead of the activations for the rest of the forward: [B, T, M],
                            or anything that broadcasts to it (0.0 for zero-ablation, a [M] mean);
-        a function f(post) called with the activations; if it returns an array, that replaces them
-                           (an SAE's reconstruction), if it returns None nothing changes (a reader).
+        a function f(post) called with the activations (a read-only view: an edit is returned, not
+                           written into post); if it returns an array, that replaces them (an SAE's
+                           reconstruction), if it returns None nothing changes (a reader).
     A replacement is a constant to the backward, like PyTorch's `.detach()`: the gradient stops there,
     so W_in, b_in and ln2 get gradient 0 and the residual stream gets none through the MLP.
     fast: use the numba kernels (tinymono.kernels.transformer) instead of the NumPy reference layers
@@ -416,7 +434,7 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
         top_k = check_int("top_k", top_k, 1, cfg.d_vocab)
     tokens = _prompt_tokens(prompt)
     if tokens.size == 0:
-        raise ValueError("the prompt needs at least one token (e.g. the document separator, 256)")
+        raise ValueError("the prompt needs at least one token (e.g. the byte corpus's document separator, corpus.DOC_SEP)")
     check_tokens(tokens[None], cfg, max_len=len(tokens))  # ids in range; a long prompt is fine (it slides)
     out = list(tokens)
     for _ in range(n_new):
@@ -553,6 +571,8 @@ class TrainConfig:
         if not (self.lr > 0 and self.clip > 0 and self.weight_decay >= 0 and 0 <= self.final_ratio <= 1):
             raise ValueError(f"need lr > 0, clip > 0, weight_decay >= 0, final_ratio in [0, 1]; got {self.lr}, "
                              f"{self.clip}, {self.weight_decay}, {self.final_ratio}")
+        if len(self.betas) != 2 or not all(0 <= float(b) < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
 

@@ -109,7 +109,7 @@ def relu_csr_numpy(pre, b_enc, counts=None):
 
 
 def csr_to_dense(indptr, idx, val, n_cols):
-    """The dense [B, n_cols] matrix the triples describe (for tests and the dense twins)."""
+    """The dense [B, n_cols] matrix the triples describe (for tests, the dense twins and TopK's inference)."""
     out = np.zeros((len(indptr) - 1, n_cols), dtype=val.dtype)
     out[entry_rows(indptr), idx] = val
     return out
@@ -126,7 +126,8 @@ def _dot(a, b):
     return s
 
 
-# fastmath lets the reduction vectorise (reassociation); inputs are checked finite before they get here
+# fastmath lets the reduction vectorise (reassociation); the batches are checked finite (SAETask.next_batch),
+# and a non-finite weight shows in the loss, which the training loop's guard watches
 dot = njit(fastmath=True, cache=True)(_dot)
 
 
@@ -314,8 +315,8 @@ normalise_rows = njit(cache=True, error_model="numpy")(_normalise_rows)
 # topk_csr: the k largest positive entries of each row (TopK SAEs, and AuxK among the dead latents)
 
 
-def _topk_rows(pre, b_enc, k, allowed, floor, counts, idx, val):
-    """Per row b: the (at most) k largest v = pre[b, j] + b_enc[j] > floor over the latents j with
+def _topk_rows(pre, b_enc, k, allowed, counts, idx, val):
+    """Per row b: the (at most) k largest v = pre[b, j] + b_enc[j] > 0 over the latents j with
     allowed[j], ties to the lower j, written ascending by j into idx[b, :counts[b]], val[b, :counts[b]].
     A running list sorted by value: most entries lose to its smallest and cost one comparison."""
     for b in prange(pre.shape[0]):
@@ -324,7 +325,7 @@ def _topk_rows(pre, b_enc, k, allowed, floor, counts, idx, val):
         n = 0
         for j in range(pre.shape[1]):
             v = pre[b, j] + b_enc[j]
-            if not v > floor or not allowed[j] or (n == k and v <= top_v[k - 1]):  # `not >`: NaN stays out
+            if not v > 0 or not allowed[j] or (n == k and v <= top_v[k - 1]):  # `not >`: NaN stays out
                 continue
             p = n if n < k else k - 1  # where v goes: a free slot, or over the current smallest
             while p > 0 and top_v[p - 1] < v:  # strict: an equal value met earlier (lower j) stays ahead
@@ -354,16 +355,18 @@ topk_rows_parallel = njit(parallel=True)(_topk_rows)
 topk_rows_serial = njit(cache=True)(_topk_rows)
 
 
-def topk_csr(pre, b_enc, k, allowed, floor=0.0):
+def topk_csr(pre, b_enc, k, allowed):
     """pre [B, d_sae] (bias not yet added), b_enc [d_sae], allowed [d_sae] bool -> (indptr, idx, val) as
-    relu_csr: row b's (at most k) largest pre + b_enc above `floor` (0: the ReLU) among the allowed
-    latents, ascending by latent."""
+    relu_csr: row b's (at most k) largest positive pre + b_enc among the allowed latents, ascending by
+    latent."""
+    if not (isinstance(k, (int, np.integer)) and k >= 1):  # the kernel reads its list's k-th slot unchecked
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
     B = pre.shape[0]
     counts = np.empty(B, dtype=np.int64)
     idx2 = np.empty((B, k), dtype=np.int32)
     val2 = np.empty((B, k), dtype=pre.dtype)
     kernel = topk_rows_parallel if use_threads(*pre.shape) else topk_rows_serial
-    kernel(pre, b_enc, k, allowed, pre.dtype.type(floor), counts, idx2, val2)
+    kernel(pre, b_enc, k, allowed, counts, idx2, val2)
     return _rows_to_csr(counts, idx2, val2)
 
 
@@ -373,12 +376,12 @@ def _rows_to_csr(counts, idx2, val2):
     return pointers(counts), idx2[used], val2[used]
 
 
-def topk_csr_numpy(pre, b_enc, k, allowed, floor=0.0):
+def topk_csr_numpy(pre, b_enc, k, allowed):
     v = np.where(allowed, pre + b_enc, -np.inf)  # [B, d_sae]
     order = np.argsort(-v, axis=1, kind="stable")[:, :k]  # [B, k] largest first, ties to the lower latent
     top = np.take_along_axis(v, order, axis=1)
-    counts = np.count_nonzero(top > floor, axis=1)
-    order = np.sort(np.where(top > floor, order, pre.shape[1]), axis=1)  # kept ones ascending, the rest last
+    counts = np.count_nonzero(top > 0, axis=1)
+    order = np.sort(np.where(top > 0, order, pre.shape[1]), axis=1)  # kept ones ascending, the rest last
     keep = np.arange(order.shape[1]) < counts[:, None]
     idx2 = np.where(keep, order, 0).astype(np.int32)
     val2 = np.take_along_axis(pre + b_enc, idx2, axis=1)

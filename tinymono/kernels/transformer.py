@@ -12,8 +12,11 @@ instead of one C-library call per number), the attention loops' memory traffic (
 transposed; several multiply-adds per load: two queries and four terms per pass, four-by-four blocks of
 dot products), and page faults (`keep_freed_memory`).
 
-Each kernel is written as a plain function `_name` and compiled as `name`; its NumPy twin `name_numpy`
-computes the same thing with layers.py's formulas, and tests check that the two agree on
+Each kernel is written as a plain function `_name` and compiled as `name`; its NumPy twin computes the
+same thing with layers.py's formulas (attention_heads_forward / _backward: attention_core_forward_numpy /
+_backward_numpy; bias_relu_rows and relu_backward_chunks: bias_relu_numpy and relu_backward_numpy;
+cross_entropy_rows: cross_entropy_rows_numpy; embed_backward_kernel: embed_backward_numpy; the layer-norm
+kernels: layers.layernorm_forward / _backward themselves), and tests check that the two agree on
 hypothesis-drawn inputs (also with NUMBA_DISABLE_JIT=1). The layer-shaped wrappers at the end
 (`attention_forward`, `layernorm_forward`, ...) take and return what tinymono.layers' functions do, so
 transformer.py can swap one set of layers for the other.
@@ -45,7 +48,6 @@ from numba import njit
 
 from tinymono import layers as L
 from tinymono.kernels import in_parallel
-from tinymono.validate import check_ids
 
 FAST = {"reassoc", "contract", "arcp"}  # no "nnan"/"ninf": NaN must still propagate
 N_CHUNKS = 16  # rows are split into this many chunks for column sums; independent of the thread count
@@ -269,7 +271,7 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     """The backward of _attention_heads_forward: dz [B, T, H, E] -> fills dqkv[b, :, 0..2, h] (the
     gradients of q, k and v) for the pairs in [start, stop), the forward's lines in reverse:
         z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] = sum_i pattern[i, j] dz[i]
-        softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern dpattern)
+        softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern[i, j'] dpattern[i, j'])
         scores[i, j] = scale q[i] . k[j] ->  dq[i] = scale sum_j dscores[i, j] k[j],  dk[j] = scale sum_i dscores[i, j] q[i]
     Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
     diagonal, like the pattern); then dq = DS k (block_dots), and dv and dk, each a sum over the query rows
@@ -321,10 +323,7 @@ attention_heads_backward = njit(cache=True, nogil=True, fastmath=FAST)(_attentio
 def attention_core_forward_numpy(qkv, scale):
     """The twin: qkv [B, T, 3, H, E] -> (pattern [B, H, T, T], z [B, T, H, E]), as layers.py computes it."""
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # each [B, H, T, E]
-    scores = q @ k.transpose(0, 1, 3, 2) * scale  # [B, H, T, T]
-    scores = np.where(L.causal_mask(qkv.shape[1]), scores, -np.inf)
-    pattern = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    pattern /= pattern.sum(axis=-1, keepdims=True)
+    pattern = L.causal_softmax(q @ k.transpose(0, 1, 3, 2) * scale)  # [B, H, T, T]
     return pattern, (pattern @ v).transpose(0, 2, 1, 3)  # z [B, T, H, E]
 
 
@@ -334,7 +333,7 @@ def attention_core_backward_numpy(qkv, pattern, dz, scale):
     dz = dz.transpose(0, 2, 1, 3)  # [B, H, T, E]
     dpattern = dz @ v.transpose(0, 1, 3, 2)  # [B, H, T, T]
     dv = pattern.transpose(0, 1, 3, 2) @ dz
-    dscores = pattern * (dpattern - (dpattern * pattern).sum(axis=-1, keepdims=True)) * scale
+    dscores = L.causal_softmax_backward(dpattern, pattern) * scale
     dq, dk = dscores @ k, dscores.transpose(0, 1, 3, 2) @ q
     return np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4)  # [B, H, 3, T, E] -> [B, T, 3, H, E]
 
@@ -402,6 +401,7 @@ class LayerNormCache(NamedTuple):
 
 def layernorm_forward(x, w, b, eps=1e-5):
     """As layers.layernorm_forward: x [N..., D], w, b [D] -> (out [N..., D], cache)."""
+    L.check_layernorm_args(x, w, b, eps)
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, D]
     out, xhat = np.empty_like(x2), np.empty_like(x2)
     inv_std = np.empty(x2.shape[0], dtype=x.dtype)
@@ -500,7 +500,7 @@ def cross_entropy_rows_numpy(logits, targets):
 def softmax_cross_entropy(logits, targets):
     """As layers.softmax_cross_entropy: logits [N..., V], targets [N...] -> (mean loss, dlogits)."""
     V = logits.shape[-1]
-    targets = check_ids("targets", targets, V)  # the kernel would index outside the row
+    targets = L.check_cross_entropy_args(logits, targets)  # the kernel would index outside the arrays
     logits2 = np.ascontiguousarray(logits.reshape(-1, V))
     losses, dlogits = np.empty(logits2.shape[0], logits.dtype), np.empty_like(logits2)
     targets2 = targets.reshape(-1).astype(np.int64)
@@ -556,6 +556,7 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
     """As layers.attention_forward. The three projections run as one matmul with W_Q, W_K, W_V side by
     side, the core per (batch, head) in numba, the output projection as one matmul over all heads.
     x [B, T, D] -> (out [B, T, D], cache); the pattern is in cache.pattern as in layers.py."""
+    L.check_attention_args(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)
     B, T, D = x.shape
     H, _, E = W_Q.shape
     x2 = np.ascontiguousarray(x.reshape(B * T, D))  # [n, D]
@@ -597,6 +598,7 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, W, b):
     """As layers.linear_forward, with the leading axes folded into one matmul: x [N..., I] -> out [N..., O]."""
+    L.check_linear_args(x, W, b)
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, I]
     out = x2 @ W  # [n, O]
     out += b
@@ -619,6 +621,7 @@ class LinearReluCache(NamedTuple):
 def linear_relu_forward(x, W, b):
     """relu(x @ W + b), the matmul in BLAS and the bias and ReLU in one fused pass over its result.
     x [N..., I] -> (out [N..., O], cache)."""
+    L.check_linear_args(x, W, b)
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # [n, I]
     post = x2 @ W  # [n, O]
     in_parallel(bias_relu_rows, post.shape[0], post, b)
@@ -641,6 +644,10 @@ class EmbedCache(NamedTuple):
 
 def embed_forward(tokens, W_E, W_pos):
     """tokens [B, T] -> resid [B, T, D] = W_E[tokens] + W_pos[:T]."""
+    tokens = L.check_embedding_args(tokens, W_E)  # the backward's scatter-add would write outside dW_E
+    if tokens.ndim != 2 or W_pos.ndim != 2 or W_pos.shape[1] != W_E.shape[1] or tokens.shape[1] > W_pos.shape[0]:
+        raise ValueError(f"embed expects tokens [B, T], W_E [V, D], W_pos [n_ctx, D] with T <= n_ctx; got tokens "
+                         f"{tokens.shape}, W_E {W_E.shape}, W_pos {W_pos.shape}")
     resid = W_E[tokens]  # [B, T, D]
     resid += W_pos[: tokens.shape[1]]
     return resid, EmbedCache(tokens.astype(np.int64, copy=False), W_E.shape[0], W_pos.shape[0])
