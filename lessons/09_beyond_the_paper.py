@@ -260,9 +260,9 @@ main_params, main_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, data.
 
 
 def frontier_job(arch, **sparsity):
-    key = "-".join(f"{v:g}" for v in sparsity.values())
     return dict(scale=lesson.scale, cache=str(lesson.cache), seed=lesson.seed, windows_seed=lesson.seeded(1),
-                architecture=arch, sparsity=sparsity, checkpoint=str(lesson.cache / f"09_frontier_{arch}_{key}.npz"))
+                architecture=arch, sparsity=sparsity, settings=settings.ACTIVE,
+                checkpoint=pipeline.frontier_checkpoint(lesson.cache, arch, sparsity))
 
 
 relu_jobs = [frontier_job("relu", l1_coefficient=c) for c in pipeline.FRONTIER["relu"]["l1_coefficient"]]

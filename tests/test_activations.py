@@ -17,6 +17,7 @@ from tinymono.corpus_sources import CONTEXT_NAMES
 from tinymono import sae
 from tinymono import transformer as tr
 from tinymono.batches import ShuffledBatches
+from tinymono.checkpoint import CheckpointError
 from tinymono.store import ActivationStore, LABEL_FIELDS
 from tinymono.train import train
 
@@ -156,6 +157,35 @@ def test_chunks_and_a_crash_give_the_same_store(tmp_path, monkeypatch):
             np.testing.assert_array_equal(arrays[k], ref_arrays[k], err_msg=f"{name}: {k} differs from the "
                                           "uninterrupted harvest: does a resume restart at a group boundary?")
     assert len(whole) == 1500
+
+
+def test_ctrl_c_keeps_the_groups_harvested_so_far(tmp_path, monkeypatch):
+    """With progress records far apart (save_every), a Ctrl-C still records every group written whole, and
+    the harvest resumed after it gives the uninterrupted store."""
+    corpus, params = synthetic_corpus(1500), tiny_model()
+    kw = dict(batch=5, fast=False, save_every=3600.0)
+    calls, real_forward = [], tr.forward
+
+    def interrupted_forward(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_forward(*a, **k)
+
+    monkeypatch.setattr(tr, "forward", interrupted_forward)
+    with pytest.raises(KeyboardInterrupt):
+        act.harvest(params, TINY, corpus, tmp_path / "cut", **kw)
+    partial = ActivationStore(tmp_path / "cut", partial=True)
+    assert partial.meta["groups_done"] == 3 and len(partial) == partial.meta["rows_done"] > 0, \
+        "the three groups written before the interrupt must be recorded"
+    monkeypatch.setattr(tr, "forward", real_forward)
+    act.harvest(params, TINY, corpus, tmp_path / "cut", **kw)
+    whole = act.harvest(params, TINY, corpus, tmp_path / "whole", **kw)
+    cut_arrays, cut_meta = read_store_files(tmp_path / "cut")
+    ref_arrays, ref_meta = read_store_files(tmp_path / "whole")
+    assert cut_meta == ref_meta and len(whole) == 1500
+    for k in ref_arrays:
+        np.testing.assert_array_equal(cut_arrays[k], ref_arrays[k], err_msg=k)
 
 
 def test_a_store_refuses_a_different_harvest(tmp_path):
@@ -301,6 +331,18 @@ def test_state_round_trip_resumes_the_same_sequence(store_2k):
     assert b.epoch == a.epoch >= 1
     with pytest.raises(ValueError, match="block_rows"):
         ShuffledBatches(store_2k, block_rows=32, buffer_blocks=3).load_state_arrays(state)
+
+
+def test_saved_batches_belong_to_the_activations_they_were_drawn_from(store_2k, tmp_path):
+    """A store harvested again from another model (same shape, same rows) must not resume an SAE trained on
+    the old one: the batch state names the model and corpus its rows came from."""
+    state = ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3).state_arrays()
+    other_model = act.harvest(tiny_model(TINY, seed=7), TINY, synthetic_corpus(2000, run=200), tmp_path / "s", fast=False)
+    assert len(other_model) == len(store_2k)
+    with pytest.raises(CheckpointError, match="another model or corpus"):
+        ShuffledBatches(other_model, block_rows=64, buffer_blocks=3).load_state_arrays(state)
+    del state["batches.source"]  # a checkpoint written before the source was recorded still loads
+    ShuffledBatches(other_model, block_rows=64, buffer_blocks=3).load_state_arrays(state)
 
 
 def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):

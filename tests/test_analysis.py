@@ -428,6 +428,11 @@ def test_written_share_accepts_what_each_generator_writes_and_not_plain_text():
     assert bases - 0.02 <= text.written_share(lower, "dna") <= bases + 0.02  # soft-masked DNA counts as DNA
     assert text.written_share(list(b"ACGTacgtACGTacgt"), "dna") == 0  # but a run keeps its case
     assert text.written_share(list(b"x = 12345678901"), "hex") == 0  # a number, not a digest
+    assert text.written_share(list(b"acgtacgtacgtacgt"), "hex") == 0  # soft-masked DNA, not a digest
+    assert text.written_share(list(b"raise NotImplementedError"), "base64") == 0  # a name, not a blob
+    for k in range(len(gen.languages())):  # the family's words: runs of small letters, no blob
+        doc = gen.language_document(k, 2000, rng)
+        assert text.written_share(np.frombuffer(doc.data, np.uint8), "base64") == 0, k
     with pytest.raises(ValueError, match="1-D"):
         text.written_share(np.zeros((2, 8), int), "dna")
     with pytest.raises(ValueError, match="no recogniser"):

@@ -400,6 +400,10 @@ def test_dna_of_order_two_repeats_its_steps():
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
     (dict(dna_lowercase="yes"), "dna_lowercase"),
     (dict(dna_order=3), "dna_order"),
+    (dict(mixture={"python": "0.49", "english": 0.51}), "with numbers"),
+    (dict(mixture={"python": None, "english": 1.0}), "with numbers"),
+    (dict(doc_bytes={"python": 5000}), r"doc_bytes\['python'\]"),
+    (dict(doc_bytes=[(1, 2)]), "doc_bytes"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

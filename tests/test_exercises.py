@@ -423,3 +423,16 @@ def test_a_lesson_runs_on_the_learners_code(workspaces, tmp_path):
     assert (done / "runs" / "smoke" / "02_sparse_autoencoder" / "gradcheck.png").exists(), "runs go to the workspace"
     worst = re.search(r"gradient check: worst relative error of any SAE piece +(\S+)", proc.stdout)
     assert worst and float(worst.group(1)) < 1e-7, proc.stdout[-3000:]
+
+
+def test_exercise_mode_keeps_the_main_jobs_models_in_the_workspace(monkeypatch, tmp_path):
+    """`python -m tinymono reproduce` (or sweep) with TINYMONO_IMPL set and no --out trains with the learner's
+    code: its models go under WORKSPACE/runs, never into the library's own runs/ cache."""
+    from tinymono import cli
+    from tinymono.exercises import switch
+
+    assert cli._runs_folder(None) == "runs" and cli._runs_folder("elsewhere") == "elsewhere"
+    monkeypatch.setenv("TINYMONO_IMPL", str(tmp_path))
+    monkeypatch.setattr(switch, "_ACTIVE", {"sae": str(tmp_path / "sae.py")})
+    assert cli._runs_folder(None) == str(tmp_path / "runs")
+    assert cli._runs_folder("elsewhere") == "elsewhere", "an explicit --out still wins"

@@ -121,6 +121,7 @@ def test_reproduce_report_and_reuse(smoke):
 def test_reproduce_rejects_bad_arguments(tmp_path):
     nothing = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(tmp_path), "--only", "zzz"], 60)
     assert nothing.returncode == 2 and "matches no lesson" in nothing.stderr, nothing.stderr
+    assert not any(tmp_path.iterdir()), "arguments that are refused must leave nothing behind"
     (tmp_path / "afile").write_text("")
     bad_out = run(["-m", "tinymono", "reproduce", "--scale", "smoke", "--out", str(tmp_path / "afile")], 60)
     assert bad_out.returncode == 2 and "cannot write into --out" in bad_out.stderr, bad_out.stderr

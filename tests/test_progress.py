@@ -48,6 +48,9 @@ def test_records_round_trip_and_describe_rate_and_eta():
     assert line == "sae: 1,000/4,000 step (25%), 50 step/s, ETA 60 s, loss 0.0123", line
     reused = progress.describe({"desc": "sae", "n": 40, "total": 40, "initial": 40, "elapsed": 0.0, "done": True})
     assert "finished earlier" in reused
+    assert records[-1]["stopped"], "a loop closed at 50 of 100 (interrupted, or failed) must not read as done"
+    line = progress.describe(records[-1])
+    assert "stopped after" in line and "done in" not in line, line
 
 
 def test_display_without_a_terminal_prints_lines_now_and_then():

@@ -35,6 +35,8 @@ def test_parse_reads_values_with_each_fields_type():
     ("sae.d_in=3", "d_mlp"),
     ("sae.d_sae", "section.field=value"),
     ("d_sae=8", "section.field=value"),
+    ("sae.lr=1e999", "must be a finite number"),
+    ("train.lr=nan", "takes a value of type float"),
 ])
 def test_parse_rejects_with_the_reason(item, says):
     with pytest.raises(ValueError) as e:
@@ -42,9 +44,11 @@ def test_parse_rejects_with_the_reason(item, says):
     assert says in str(e.value), str(e.value)
 
 
-def test_values_the_config_refuses_are_refused_before_anything_runs():
-    settings.ACTIVE = settings.parse(["sae.d_sae=0"])
-    with pytest.raises(ValueError, match="d_sae must be a positive integer"):
+@pytest.mark.parametrize("item, says", [("sae.d_sae=0", "d_sae must be a positive integer"),
+                                        ("harvest.train=-5", "harvest.train must be a positive number")])
+def test_values_the_config_refuses_are_refused_before_anything_runs(item, says):
+    settings.ACTIVE = settings.parse([item])
+    with pytest.raises(ValueError, match=says):
         pipeline.check_settings("smoke")
 
 
@@ -55,6 +59,13 @@ def test_settings_reach_the_configs_and_only_theirs():
     model, train = pipeline.transformer_configs("default")
     assert model == plain_model[0] and train == dataclasses.replace(plain_model[1], batch=16)
     assert pipeline.sae_config("default", 128, seed=2).seed == 2, "the seed comes from --seed, never a setting"
+
+
+def test_doc_bytes_set_for_one_source_keeps_the_scales_others():
+    settings.ACTIVE = settings.parse(['corpus.doc_bytes={"python": (1000, 4000)}'])
+    docs = pipeline.corpus_config("default").doc_bytes
+    assert docs["python"] == (1000, 4000)
+    assert {s: docs[s] for s in pipeline.SHORT_DOCS} == pipeline.SHORT_DOCS, "the default scale's short documents stay"
 
 
 def test_the_cache_key_names_what_a_setting_changes():
@@ -89,3 +100,30 @@ def test_a_lesson_reads_settings_from_the_environment_in_a_notebook(tmp_path, mo
     monkeypatch.setenv("TINYMONO_SET", "sae.d_sae=32; sae.steps=7")
     lesson = Lesson("x", argv=["--scale", "smoke", "--runs", str(tmp_path)])
     assert lesson.settings == {"sae": {"d_sae": 32, "steps": 7}}
+
+
+def test_a_frontier_worker_takes_the_drivers_settings(monkeypatch, tmp_path):
+    """Lesson 09's frontier SAEs train in spawned workers, which start with no settings: each job carries the
+    driver's, so a `--set` run measures its own transformer, and its SAEs get checkpoints of their own."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args):
+        seen.append(settings.canonical(settings.ACTIVE))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "frontier_data", spy)
+    driver = settings.parse(["train.steps=30"])
+    job = dict(scale="smoke", cache=str(tmp_path), seed=0, windows_seed=1, architecture="relu",
+               sparsity={"l1_coefficient": 1e-3}, settings=driver, checkpoint=str(tmp_path / "x.npz"))
+    settings.ACTIVE = {}  # a fresh worker
+    with pytest.raises(Stop):
+        pipeline.frontier_stage(job)
+    assert seen == [settings.canonical(driver)], "the worker must load the transformer of the driver's settings"
+    settings.ACTIVE = {}
+    plain = pipeline.frontier_checkpoint(tmp_path, "relu", {"l1_coefficient": 1e-3})
+    settings.ACTIVE = driver
+    assert pipeline.frontier_checkpoint(tmp_path, "relu", {"l1_coefficient": 1e-3}) != plain, \
+        "a --set run's frontier SAE must not resume the plain run's checkpoint"

@@ -292,3 +292,39 @@ def test_a_script_without_a_main_guard_can_use_a_process_pool(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[42, 4]", out.stdout
     assert log.read_text() == "script ran\n", f"the script's top level ran {log.read_text().count('ran')} times"
+
+
+SCRIPT_POOL_ACROSS_CELLS = """
+import sys
+from contextlib import ExitStack
+from tinymono import executors, lesson
+
+sys.excepthook = lesson._interrupt_hook(sys.excepthook, "demo", "nowhere")
+stack = ExitStack()  # lesson 09 enters its pool in one cell and leaves it in a later one
+pool, _ = stack.enter_context(executors.open_executor("process", workers=1))
+marks = sys.argv[1]
+jobs = [f"(open({marks!r} + '{i}', 'w').close(), __import__('time').sleep(4))" for i in range(4)]
+futures = executors.submit_all(pool, eval, jobs)
+print("submitted", flush=True)
+futures[-1].result()
+stack.close()
+"""
+
+
+def test_ctrl_c_stops_a_pool_that_outlives_its_cell(tmp_path):
+    """An interrupt that reaches the top of a lesson past its open pool (no `with` around the cells that use
+    it) stops the pool: the queued points never start, where the interpreter's exit would otherwise run
+    every one of them before it ends."""
+    script = tmp_path / "lesson_like.py"
+    script.write_text(SCRIPT_POOL_ACROSS_CELLS)
+    marks = str(tmp_path / "started-")
+    proc = subprocess.Popen([sys.executable, str(script), marks], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    t_end = time.monotonic() + 60
+    while not list(tmp_path.glob("started-*")) and time.monotonic() < t_end:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    started = sorted(p.name for p in tmp_path.glob("started-*"))
+    assert started == ["started-0"], f"queued points ran after the interrupt: {started}\n{err[-2000:]}"
+    assert "interrupted" in err and "Traceback" not in err, err[-2000:]

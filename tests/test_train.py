@@ -15,15 +15,15 @@ CFG = toy.ToyConfig(5, 2, n_inst=3, feature_probability=[1.0, 0.1, 0.03], import
 
 
 class InterruptAt(toy.ToyTask):
-    """A toy task that presses Ctrl-C (sends itself SIGINT) while running the chunk that starts at `at`."""
+    """A toy task that presses Ctrl-C (sends itself SIGINT, or `signum`) while running the chunk that starts at `at`."""
 
-    def __init__(self, cfg, at):
+    def __init__(self, cfg, at, signum=signal.SIGINT):
         super().__init__(cfg)
-        self.at = at
+        self.at, self.signum = at, signum
 
     def run_chunk(self, start_step, n_steps):
         if start_step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
         return super().run_chunk(start_step, n_steps)
 
 
@@ -58,6 +58,20 @@ def test_resume_after_ctrl_c_is_bit_identical(tmp_path):
             f"{k} differs after resume: the checkpoint must hold every array the run's future depends on"
     for k in full.history:
         np.testing.assert_array_equal(result.history[k], full.history[k], err_msg=f"history {k}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_kill_saves_like_ctrl_c_and_exits_as_killed(tmp_path, signum):
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP) mid-run: the chunk is finished and saved as for Ctrl-C,
+    then the loop exits as a process killed by that signal does (128 + its number), and the signal's own
+    handler is back afterwards."""
+    before = signal.getsignal(signum)
+    path = tmp_path / "toy.npz"
+    with pytest.raises(SystemExit) as stopped:
+        train(InterruptAt(CFG, at=30, signum=signum), CFG.steps, chunk_steps=10, checkpoint=path, progress=False)
+    assert stopped.value.code == 128 + signum
+    assert ckpt.load(path)[1]["step"] == 40
+    assert signal.getsignal(signum) is before
 
 
 def test_resume_with_other_chunking_gives_the_same_numbers(tmp_path):

@@ -210,6 +210,12 @@ def harvest(params, cfg, corpus, path, *, split="train", n_tokens=None, dtype="f
                 commit()
                 last_commit = time.perf_counter()
         commit()
+    except KeyboardInterrupt:  # keep every group written whole so far (a resumed harvest starts after them)
+        done = min(meta["groups_done"], len(meta["checksums"]))  # the interrupt may fall between two updates
+        meta["groups_done"], meta["rows_done"], meta["complete"] = done, int(bounds[done]), done == n_groups
+        del meta["checksums"][done:]
+        commit()
+        raise
     finally:
         bar.close()
         for fh in handles.values():  # commit() flushed what counts; after a failure, what is left is redone

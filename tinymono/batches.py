@@ -105,7 +105,15 @@ class ShuffledBatches:
                 "batches.next_block": np.array(self._next_block, np.int64), "batches.blocks": self._blocks,
                 "batches.perm": self._perm, "batches.pos": np.array(self._pos, np.int64),
                 "batches.rng": np.array(json.dumps(self._rng.bit_generator.state)),
-                "batches.layout": np.array([len(self.store), self.block_rows, self.buffer_blocks], np.int64)}
+                "batches.layout": np.array([len(self.store), self.block_rows, self.buffer_blocks], np.int64),
+                "batches.source": np.array(self._source())}
+
+    def _source(self):
+        """What the store's rows are: the model and corpus fingerprints and the split (JSON), so that a
+        checkpoint of an SAE trained on one model's activations is not resumed on another's."""
+        meta = getattr(self.store, "meta", {})
+        return json.dumps([meta.get("model", {}).get("fingerprint"), meta.get("corpus", {}).get("fingerprint"),
+                           meta.get("corpus", {}).get("split")])
 
     def load_state_arrays(self, arrays):
         """The reverse of state_arrays; a state that no iterator over this store could be in is a
@@ -114,6 +122,10 @@ class ShuffledBatches:
         missing = [f"batches.{k}" for k in keys if f"batches.{k}" not in arrays]
         if missing:
             raise ckpt.CheckpointError(f"saved batch state lacks {missing}")
+        if "batches.source" in arrays and str(arrays["batches.source"]) != self._source():  # (older checkpoints lack it)
+            raise ckpt.CheckpointError(
+                f"saved batch state is for the activations of another model or corpus ({arrays['batches.source']}; "
+                f"this store: {self._source()}): the checkpoint belongs to an earlier harvest: delete it to train afresh")
         layout = [int(v) for v in arrays["batches.layout"]]
         if layout != [len(self.store), self.block_rows, self.buffer_blocks]:
             raise ckpt.CheckpointError(

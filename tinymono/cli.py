@@ -85,13 +85,24 @@ def _export(args):
     return 0
 
 
+def _runs_folder(out):
+    """--out, or its default: runs, and in exercise mode WORKSPACE/runs (so that nothing trained by a learner's
+    code mixes with the library's cache, as a lesson run on its own keeps it apart too)."""
+    from tinymono.exercises import switch
+
+    if out is not None:
+        return out
+    return str(switch.workspace_from_env() / "runs") if switch.active() else "runs"
+
+
 def _reproduce(args):
     from tinymono import settings
     from tinymono.reproduce import Stopped, reproduce
 
     try:
         overrides = settings.parse(args.set)
-        return reproduce(args.out, args.scale, force=args.force, only=args.only, seed=args.seed, overrides=overrides)
+        return reproduce(_runs_folder(args.out), args.scale, force=args.force, only=args.only, seed=args.seed,
+                         overrides=overrides)
     except ValueError as e:
         return _error(e, 2)
     except DiskFullError as e:  # not even the report could be written
@@ -105,7 +116,7 @@ def _reproduce(args):
 def _sweep(args):
     from tinymono import settings, sweep
 
-    common = dict(out=args.out, scale=args.scale, executor=args.executor, workers=args.workers)
+    common = dict(out=_runs_folder(args.out), scale=args.scale, executor=args.executor, workers=args.workers)
     try:
         if args.sweep == "sae-gt":
             return sweep.sae_gt(l1s=args.l1, ratios=args.ratio, steps=args.steps, seed=args.seed, **common)
@@ -148,7 +159,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run every lesson (the whole pipeline) and write report.md")
-    rep.add_argument("--out", default="runs", help="folder for models, figures and the report (default: runs)")
+    rep.add_argument("--out", help="folder for models, figures and the report (default: runs; in exercise mode "
+                                   "WORKSPACE/runs)")
     rep.add_argument("--scale", choices=SCALES, default="default",
                      help="smoke: about a minute, too small for the bars (checks print SKIP); default: "
                           "the checked reproduction, 38-42 minutes on 2 cores (lesson 09 about 6-7, lesson 10 "
@@ -175,7 +187,7 @@ def main(argv=None):
                                  "default scale); a table of every check per seed and its spread, in "
                                  "OUT/<scale>/sweep-seeds/table.md")):
         k = kinds.add_parser(name, help=text, description=text)
-        k.add_argument("--out", default="runs", help="runs folder, as reproduce's (default: runs)")
+        k.add_argument("--out", help="runs folder, as reproduce's (default: runs; in exercise mode WORKSPACE/runs)")
         k.add_argument("--scale", choices=SCALES, default="default", help="(default: default)")
         k.add_argument("--executor", default="process",
                        help="process: a pool of worker processes on this machine (default); dask://HOST:PORT: the "

@@ -207,13 +207,14 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes
 
 
 # Letters that depend on the letter before (corpus option script_classes = C > 0). With uniform letters
-# the lead byte alone fixes what follows it, so a model needs the script only at the byte after a
-# letter, and its features for "Arabic" or "Hebrew" cover half of each letter (docs/experiments.md). Here
-# each script's letters fall into C classes (a fixed shuffle, dealt round-robin) and, inside a word,
-# the letter after one of class c is drawn from class c + 1 (mod C) with probability SCRIPT_PREFERRED,
-# else from all letters; a word's first letter is uniform. To predict a continuation byte a model must
-# then know the class of the previous letter, three and four bytes back: a fact of the script, needed
-# at the lead byte too. Every byte's entropy given (previous letter's class, lead byte) is exact.
+# (and no sibling languages) the lead byte alone fixes what follows it, so a model needs the script only
+# at the byte after a letter, and its features for "Arabic" or "Hebrew" cover half of each letter
+# (docs/experiments.md). Here each script's letters fall into C classes (a fixed shuffle, dealt
+# round-robin) and, inside a word, the letter after one of class c is drawn from class c + 1 (mod C) with
+# probability SCRIPT_PREFERRED, else from all letters; a word's first letter is uniform. To predict a
+# continuation byte a model must then know the class of the previous letter, two and three bytes before
+# it: a fact of the script, needed at the lead byte too. Every byte's entropy given (previous letter's
+# class, lead byte) is exact.
 SCRIPT_PREFERRED = 0.8
 SCRIPT_CLASS_SEED = 2024
 

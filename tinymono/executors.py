@@ -130,6 +130,31 @@ def interrupt_workers():
             pass
 
 
+_OPEN_POOLS = []  # the process pools of this process whose block has not been left yet
+
+
+def _stop_after_interrupt(pool):
+    """Ctrl-C for a pool: pass it on to the workers, drop the queued points and wait for the running ones to
+    save their checkpoints (a second Ctrl-C is passed on too: the points stop at once)."""
+    print("interrupted: the running points save their checkpoints, then stop (Ctrl-C again: stop now)",
+          file=sys.stderr, flush=True)
+    while True:
+        interrupt_workers()
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def stop_open_pools():
+    """Ctrl-C for the pools still open when an interrupt reached the top of the program: a lesson may enter
+    its pool in one cell and leave it in a later one, so the interrupt never passes through the block, and
+    without this the interpreter's exit would wait for every queued point to run."""
+    while _OPEN_POOLS:
+        _stop_after_interrupt(_OPEN_POOLS.pop())
+
+
 @contextmanager
 def process_pool(workers, threads):
     """A ProcessPoolExecutor of `workers` spawned workers with `threads` threads each. Leaving the block by
@@ -137,22 +162,18 @@ def process_pool(workers, threads):
     passes that on too: the points stop at once)."""
     pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_init_worker, initargs=(thread_env(threads), os.getpid()))
+    _OPEN_POOLS.append(pool)
     try:
         yield pool
     except KeyboardInterrupt:
-        print("interrupted: the running points save their checkpoints, then stop (Ctrl-C again: stop now)",
-              file=sys.stderr, flush=True)
-        while True:
-            interrupt_workers()
-            try:
-                pool.shutdown(wait=True, cancel_futures=True)
-                break
-            except KeyboardInterrupt:
-                continue
+        _stop_after_interrupt(pool)
         raise
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        if pool in _OPEN_POOLS:
+            _OPEN_POOLS.remove(pool)
     pool.shutdown(wait=True)
 
 

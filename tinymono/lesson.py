@@ -22,7 +22,8 @@ seed N > 0 lives in DIR/<scale>-seed<N>/ instead of DIR/<scale>/ (`run_folder`);
 seeds` runs several seeds and tabulates every check across them. --set changes a setting of the pipeline
 (tinymono/settings.py); such a run writes into DIR/<scale>-set-<key>/ and its settings.json.
 
-Figures go to DIR/<run>/<lesson>/ and models that later lessons reuse to DIR/<run>/cache/. Each
+Figures go to DIR/<run>/<lesson>/ and models that later lessons reuse to DIR/<scale>[-seed<N>]/cache/
+(shared by every --set run, whose files are named by its settings' key). Each
 check prints one line, PASS/FAIL/SKIP with the measured number and the bar, and `finish()` exits
 non-zero if any check failed. `finish()` also writes DIR/<run>/<lesson>/result.json (the checks, the
 figures with their captions, the wall time): the reproduction report is assembled from these.
@@ -37,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinymono import settings, train
+from tinymono import executors, settings, train
 from tinymono.exercises import switch
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
@@ -95,6 +96,7 @@ def _interrupt_hook(previous, name, cache):
     own message, which names the file and the fix."""
     def hook(kind, value, tb):
         if issubclass(kind, KeyboardInterrupt):
+            executors.stop_open_pools()  # a pool entered in one cell and left in another (lesson 09's)
             print(f"\ninterrupted; finished training and checkpoints are kept in {cache}: run the same command "
                   "again to resume", file=sys.stderr)
         elif issubclass(kind, (DiskFullError, BadFile)):
@@ -137,7 +139,7 @@ class Lesson:
             fail(f"scale must be one of {SCALES}, got {args.scale!r} (from --scale or TINYMONO_SCALE)")
         if not args.runs.strip():
             fail("--runs (or TINYMONO_RUNS) is empty: give the folder for figures and models, e.g. --runs runs")
-        if not str(args.seed).isdigit():
+        if not (str(args.seed).isascii() and str(args.seed).isdigit()):  # (isdigit alone takes '²', which int() refuses)
             fail(f"--seed (or TINYMONO_SEED) must be a non-negative integer, got {args.seed!r}")
         try:
             overrides = settings.parse(args.set)
@@ -217,7 +219,7 @@ class Lesson:
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures],
-                  "training": list(train.RUNS)}  # what this stage trained (not what it loaded from the cache)
+                  "training": list(train.RUNS)}  # what this process trained (not what it loaded from the cache, nor a pool worker)
         atomic_write(self.out / "result.json", lambda fh: fh.write(json.dumps(record, indent=1).encode()))
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and not in_notebook():

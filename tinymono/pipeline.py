@@ -77,10 +77,20 @@ def _sizes(scale, second=False):
     lesson 10's second models (`second`) SECOND[scale] on top of those."""
     if scale not in SIZES:
         raise ValueError(f"scale must be one of {sorted(SIZES)}, got {scale!r}")
-    sizes = {section: {**values, **settings.ACTIVE.get(section, {})} for section, values in SIZES[scale].items()}
+    sizes = {section: _overlay(values, settings.ACTIVE.get(section, {})) for section, values in SIZES[scale].items()}
     if second:
         sizes = {section: {**values, **SECOND[scale].get(section, {})} for section, values in sizes.items()}
     return sizes
+
+
+def _overlay(values, overrides):
+    """A section's sizes with the settings on top. doc_bytes is merged one level deep, as CorpusConfig merges
+    it with DEFAULT_DOC_BYTES: `--set corpus.doc_bytes={"python": (1000, 4000)}` changes Python's documents
+    and keeps the scale's short ones of the others."""
+    out = {**values, **overrides}
+    if isinstance(values.get("doc_bytes"), dict) and isinstance(overrides.get("doc_bytes"), dict):
+        out["doc_bytes"] = {**values["doc_bytes"], **overrides["doc_bytes"]}
+    return out
 
 
 def second_tag(model, scale):
@@ -106,6 +116,10 @@ def check_settings(scale):
         corpus_config(scale)
         cfg, _ = transformer_configs(scale)
         sae_config(scale, cfg.d_mlp)
+        for split in settings.HARVEST_FIELDS:  # tokens of each split to harvest (harvest checks the bound later)
+            n = _sizes(scale)["harvest"][split]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"harvest.{split} must be a positive number of tokens, got {n!r}")
     except (ValueError, TypeError) as e:
         raise ValueError(f"--set {' '.join(settings.describe(settings.ACTIVE))}: {e}") from e
 
@@ -347,6 +361,14 @@ FRONTIER_EVAL = {"smoke": dict(tokens=10_000, windows=8), "default": dict(tokens
                  "full": dict(tokens=200_000, windows=256)}
 
 
+def frontier_checkpoint(cache, architecture, sparsity):
+    """Where the frontier's SAE of `architecture` at `sparsity` ({"l1_coefficient": c} or {"k": k}) is kept:
+    named by the settings its store and recipe depend on, as get_sae names lesson 06's."""
+    key = "-".join(f"{v:g}" for v in sparsity.values())
+    tag = settings_tag("corpus", "model", "train", "harvest", "sae")
+    return str(Path(cache) / f"09_frontier_{architecture}_{key}{tag}.npz")
+
+
 def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     """The frontier's SAE of `architecture` on the MLP activations: lesson 06's recipe (sae_config) with the
     frontier's budget and the architecture's options, and `sparsity` (its l1_coefficient or k) on top."""
@@ -377,10 +399,10 @@ _frontier_data = {}  # per process, the FrontierData of the last run asked for
 
 
 def frontier_data(scale, cache, seed, windows_seed, progress=False):
-    """The transformer of `cache` (lessons 05-06, run seed `seed`) and what the frontier scores its SAEs on
-    (FRONTIER_EVAL), built once per process (and the transformer and its stores built first if the cache
-    lacks them: call it once in the driver before the workers do)."""
-    key = (scale, str(cache), seed, windows_seed)
+    """The transformer of `cache` (lessons 05-06, run seed `seed`, the settings in force) and what the
+    frontier scores its SAEs on (FRONTIER_EVAL), built once per process (and the transformer and its stores
+    built first if the cache lacks them: call it once in the driver before the workers do)."""
+    key = (scale, str(cache), seed, windows_seed, settings.canonical(settings.ACTIVE))
     if key not in _frontier_data:
         _frontier_data.clear()
         corpus, tparams, tcfg, _, _ = get_transformer(scale, cache, progress=progress, seed=seed)
@@ -398,10 +420,12 @@ def frontier_stage(job):
     """One SAE of lesson 09's frontier, in a worker of a process pool (or here): trained on the MLP
     activations of lesson 06's store (or resumed from job["checkpoint"]) and scored on held-out tokens.
     job: scale, cache, seed (the run's), windows_seed, architecture, sparsity ({"l1_coefficient": c} or
-    {"k": k}), checkpoint. -> architecture, setting, l0, recovered (loss recovered against zero-ablation),
-    rare (share of latents firing on < 1e-4 of held-out tokens), unmoved (share whose decoder direction
-    stayed within cosine 0.9 of its start), seconds."""
+    {"k": k}), checkpoint, settings (the driver's settings.ACTIVE: a spawned worker starts with none).
+    -> architecture, setting, l0, recovered (loss recovered against zero-ablation), rare (share of latents
+    firing on < 1e-4 of held-out tokens), unmoved (share whose decoder direction stayed within cosine 0.9
+    of its start), seconds."""
     t0 = time.perf_counter()
+    settings.ACTIVE = job.get("settings", {})
     d = frontier_data(job["scale"], job["cache"], job["seed"], job["windows_seed"])
     cfg = frontier_config(job["scale"], d.tcfg.d_mlp, job["architecture"], seed=job["seed"], **job["sparsity"])
     task = sae.SAETask(cfg, batches.ShuffledBatches(d.train_store, seed=cfg.seed))

@@ -49,7 +49,8 @@ class Records:
         record = {"desc": str(self.desc), "n": int(self.n), "total": int(self.total or 0), "initial": int(self.initial),
                   "unit": str(self.unit),
                   "unit_scale": self.unit_scale, "elapsed": round(time.perf_counter() - self.t0, 3),
-                  "postfix": self.postfix, "done": done}
+                  "postfix": self.postfix, "done": done,
+                  "stopped": bool(done and self.total and self.n < self.total)}  # closed short of its total
         print(PREFIX + json.dumps(record), file=self.out or sys.stdout, flush=True)
         self.last = time.perf_counter()
 
@@ -85,9 +86,14 @@ def parse(line):
     return record if isinstance(record, dict) and {"desc", "n", "total"} <= set(record) else None
 
 
-def _duration(seconds):
+def duration(seconds):
+    """'45 s', '12 min 05 s' or '3 h 07 min': a wall time as the progress lines, reports and sweeps print it."""
     seconds = int(round(seconds))
-    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 def describe(record):
@@ -101,9 +107,11 @@ def describe(record):
     if rate:
         parts.append((f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}") + f" {unit}/s")
         if total and not record.get("done"):
-            parts.append(f"ETA {_duration((total - n) / rate)}")
-    if record.get("done"):
-        parts.append(f"done in {_duration(elapsed)}")
+            parts.append(f"ETA {duration((total - n) / rate)}")
+    if record.get("stopped"):
+        parts.append(f"stopped after {duration(elapsed)}")
+    elif record.get("done"):
+        parts.append(f"done in {duration(elapsed)}")
     parts += [f"{k} {v}" for k, v in record.get("postfix", {}).items()]
     return f"{record['desc']}: " + ", ".join(parts)
 

@@ -3,10 +3,11 @@
 The stages are the lessons, in order: toy superposition, the SAE on toy data, recovery of known
 features, the transformer by hand, training it on the labelled corpus, the SAE on its MLP, the
 interpretation of the features against the labels, and steering with features and their splitting
-across dictionary sizes. Each lesson caches what it trains under
-DIR/<run>/cache/ (training resumes from its last checkpoint if it was interrupted) and records its
-checks and figures in DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a
-seed other than 0, `-set-<key>` for settings changed with --set: tinymono/settings.py). A stage whose
+across dictionary sizes. Each lesson caches what it trains under DIR/<scale>[-seed<N>]/cache/ (training
+resumes from its last checkpoint if it was interrupted; a --set run shares that cache, its files named by
+the settings' key: tinymono/settings.py) and records its checks and figures in
+DIR/<run>/<lesson>/result.json, where <run> is the scale (and `-seed<N>` for a seed other than 0,
+`-set-<key>` for settings changed with --set). A stage whose
 result.json exists is finished and is not run again (use --force to rerun); the report is assembled from
 the result files: DIR/<run>/report.md opens with the tally of PASS/FAIL/SKIP and where the numbers come
 from (versions, commit, date, settings, wall time per stage), embeds every figure and lists every check
@@ -201,11 +202,6 @@ def _failure(tail):
     return lines[-1] if lines else "it printed nothing"
 
 
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
-
-
 def _version(module):
     try:
         return __import__(module).__version__
@@ -241,7 +237,7 @@ def provenance(scale, seed, overrides, wall_seconds, commit_at_start=None):
             ("Python", f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"),
             ("NumPy", _version("numpy")), ("numba", _version("numba")), ("SciPy", _version("scipy")),
             ("machine", f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"),
-            ("wall time of this command", _duration(wall_seconds))]
+            ("wall time of this command", progress.duration(wall_seconds))]
 
 
 def tally(checks):
@@ -293,8 +289,8 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
     lines += ["## Provenance", ""] + _table(["what", "value"], where) + [""]
     lines += ["## Stages", "", "Wall time: a stage run by this command, its process (start-up included); a stage "
               "reused from an earlier run, the lesson's own time when it ran (without start-up).", ""] + _table(
-        ["stage", "status", "wall time", "PASS", "FAIL", "SKIP", "trained here (throughput)"],
-        [[lesson.stem, status, _duration(seconds),
+        ["stage", "status", "wall time", "PASS", "FAIL", "SKIP", "trained by the stage's process (throughput)"],
+        [[lesson.stem, status, progress.duration(seconds),
           *(tally([(None, c) for c in results[lesson]["checks"]]).values() if results[lesson] else ("-",) * 3),
           throughput(results[lesson]) or "-"]
          for lesson, status, seconds, _ in stages]) + [""]
@@ -342,7 +338,14 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
 
         settings.ACTIVE = overrides
         pipeline.check_settings(scale)
-    root, run = Path(root), run_folder(scale, seed, overrides)
+    try:
+        todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    if not todo:
+        raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
+                         + ", ".join(p.stem for p in lessons()))
+    root, run = Path(root), run_folder(scale, seed, overrides)  # nothing is written before the arguments pass
     reserve = root / run / ".report-reserve"
     try:
         (root / run / "logs").mkdir(parents=True, exist_ok=True)
@@ -354,11 +357,7 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
         if reserve.is_file():
             reserve.unlink()
         raise ValueError(f"cannot write into --out {root}: {e.strerror or e}") from e
-    todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
     try:
-        if not todo:
-            raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
-                             + ", ".join(p.stem for p in lessons()))
         return _run(root, scale, seed, overrides, todo, force)
     finally:
         reserve.unlink(missing_ok=True)
@@ -386,7 +385,7 @@ def _run(root, scale, seed, overrides, todo, force):
         status = "ok" if code == 0 else f"failed{': disk full' if 'disk full' in note else ''} (exit {code})"
         failed |= code != 0
         ran[lesson] = (status, seconds, note)
-        print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {_duration(seconds)}", flush=True)
+        print(f"[{i}/{len(todo)}] {lesson.stem}: {status} in {progress.duration(seconds)}", flush=True)
     stages, checks, unfinished = [], [], []  # stages: every one run now or finished earlier
     for lesson in lessons():
         result = _read_result(_result_path(root, run, lesson))
@@ -412,7 +411,7 @@ def _run(root, scale, seed, overrides, todo, force):
     width = max(len(l.stem) for l, *_ in stages) if stages else 0
     for l, st, s, _ in stages:
         trained = throughput(_read_result(_result_path(root, run, l)))
-        print(f"  {l.stem:<{width}}  {_duration(s):>12}  {st}" + (f"  ({trained})" if trained else ""))
+        print(f"  {l.stem:<{width}}  {progress.duration(s):>12}  {st}" + (f"  ({trained})" if trained else ""))
     counts = tally(checks)
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           + (" (SKIP: smoke scale is too small for those bars)" if counts["SKIP"] else ""))

@@ -24,6 +24,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import math
 
 # the settings in force in this process: {section: {field: value}} (set once, by Lesson or reproduce)
 ACTIVE: dict = {}
@@ -64,6 +65,8 @@ def _typed(text, kind, where):
     if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
         raise ValueError(f"--set {where}={text}: {where} takes a value of type {kind}, "
                          f"got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # (a child process would read 'inf' back as a word)
+        raise ValueError(f"--set {where}={text}: {where} must be a finite number")
     return value
 
 

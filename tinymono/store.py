@@ -57,8 +57,7 @@ def group_rows(starts, W, batch):
 
 
 def repair_advice(path):
-    return (f"delete {path} and harvest again (or call harvest() with the same model: it checks the store and "
-            "redoes the damaged rows)")
+    return f"delete {path} and harvest again (the lessons do, when it is missing)"
 
 
 def read_meta(path, whole=True):

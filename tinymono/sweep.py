@@ -30,7 +30,7 @@ import time
 from concurrent.futures import BrokenExecutor, as_completed
 from pathlib import Path
 
-from tinymono import executors
+from tinymono import executors, progress
 from tinymono.files import BadFile, atomic_write, read_json
 from tinymono.lesson import derived_seed, run_folder
 
@@ -41,15 +41,6 @@ SAE_GT_GRID = {"smoke": dict(l1=[3e-4, 1e-3], ratio=[1.0, 2.0]),
 SAE_GT_GRID["full"] = SAE_GT_GRID["default"]
 SAVE_EVERY = 30.0  # seconds between a point's checkpoints: what a killed worker can lose
 MMCS_BAR = 0.95  # the issue's bar for the converged sweep: at the best L1 of each dictionary size
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 @contextlib.contextmanager
@@ -102,9 +93,9 @@ def run(points, stage, executor, *, finished, record, label, summary, on_result=
             record(points[i], result)
             results[i] = result
             elapsed = time.perf_counter() - t0
-            eta = f"; ETA {_duration(elapsed / n * (len(todo) - n))}" if n < len(todo) else ""
+            eta = f"; ETA {progress.duration(elapsed / n * (len(todo) - n))}" if n < len(todo) else ""
             print(f"[{len(results) + len(failures)}/{len(points)}] {label(points[i])}: {summary(result)} "
-                  f"({_duration(result.get('seconds', 0))}){eta}", flush=True)
+                  f"({progress.duration(result.get('seconds', 0))}){eta}", flush=True)
             if on_result is not None:
                 on_result(points[i], result)
     except BaseException:
@@ -194,8 +185,8 @@ def sae_gt_table(sweep):
     lines = [f"# sae-gt sweep: lesson 03's L1 x dictionary size, {sweep['steps']} steps per point "
              f"(scale {sweep['scale']}, seed {sweep['seed']})", "",
              f"{len(rows)} of {len(sweep['points'])} points finished; run on {sweep['executor']}; this call's wall "
-             f"time {_duration(sweep['seconds'])}; points' own times summed "
-             f"{_duration(sum(r['seconds'] for r in rows))}.",
+             f"time {progress.duration(sweep['seconds'])}; points' own times summed "
+             f"{progress.duration(sum(r['seconds'] for r in rows))}.",
              "", "| L1 | dictionary | latents | MMCS | recovered (cos >= 0.9) | one-to-one | dead | L0 | explained "
              "variance | MMCS vs next larger | time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -203,7 +194,7 @@ def sae_gt_table(sweep):
         lines.append(f"| {r['l1_coefficient']:g} | {r['ratio']:g}x | {r['d_sae']} | {r['mmcs']:.4f} | "
                      f"{r['recovered']:.1%} | {r['one_to_one']:.4f} | {r['dead']:.1%} | {r['l0']:.2f} | "
                      f"{r['explained_variance']:.4f} | {'-' if larger is None else f'{larger:.3f}'} | "
-                     f"{_duration(r['seconds'])} |")
+                     f"{progress.duration(r['seconds'])} |")
     lines += ["", f"Best L1 per dictionary size (bar: MMCS >= {MMCS_BAR}):", ""]
     for ratio, best in best_per_size(rows).items():
         verdict = "SKIP: smoke sizes" if sweep["scale"] == "smoke" else "PASS" if best["mmcs"] >= MMCS_BAR else "FAIL"
@@ -294,7 +285,7 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
     table = _save(base, sweep, sae_gt_table)
     _tradeoff_figure(sweep, base / "tradeoff.png")
     print(f"\n{table}\ntable: {base / 'table.md'}\nfigure: {base / 'tradeoff.png'}\n"
-          f"wall time {_duration(sweep['seconds'])}")
+          f"wall time {progress.duration(sweep['seconds'])}")
     return 1 if failures else 0
 
 
@@ -397,7 +388,7 @@ def seeds_table(sweep):
                 rows.setdefault((lesson, key), {"name": c["name"], "bar": c["bar"]})[s] = c
     lines = [f"# seeds sweep: scale {sweep['scale']}, seeds {' '.join(map(str, seeds))}"
              + (f", settings {' '.join(sweep['set'])}" if sweep["set"] else ""), "",
-             f"Run on {sweep['executor']}; this call's wall time {_duration(sweep['seconds'])}. Each value: the "
+             f"Run on {sweep['executor']}; this call's wall time {progress.duration(sweep['seconds'])}. Each value: the "
              "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds. "
              "Where a check's name holds numbers of its run, the first seed's are shown.", "",
              "| lesson | check | bar | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | PASS |",
@@ -454,7 +445,7 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
                  failures={str(points[i]["seed"]): e for i, e in failures.items()})
     base.mkdir(parents=True, exist_ok=True)
     table = _save(base, sweep, seeds_table)
-    print(f"\n{table}\ntable: {base / 'table.md'}\nwall time {_duration(sweep['seconds'])}")
+    print(f"\n{table}\ntable: {base / 'table.md'}\nwall time {progress.duration(sweep['seconds'])}")
     unfinished = [s for s in seed_list if str(s) not in sweep["results"]
                   or set(sweep["results"][str(s)]["stages"]) != set(names)]
     failed = any(c["status"] == "FAIL" for r in sweep["results"].values() for st in r["stages"].values()

@@ -81,23 +81,29 @@ def written_text(tokens):
 
 # What counts as a generated context in text the model writes (no labels there): runs too long to be
 # chance in Python or English (base64 and hex blobs, DNA lines), and letters of the two scripts. A run
-# must also hold a byte that tells it from its look-alikes (second pattern): base64 one outside the hex
-# and DNA alphabets (DNA in either case: `CorpusConfig.dna_lowercase`), hex a letter (a run of digits is
-# a number). Scripts are matched on decoded text.
-RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[h-su-zBDEFH-SU-Z+/]")),
-               "dna": (re.compile(rb"[ACGT]{8,}|[acgt]{8,}"), None),
-               "hex": (re.compile(rb"[0-9a-f]{8,}"), re.compile(rb"[a-f]")),
+# must also hold a byte of each of the classes that tell it from its look-alikes (the patterns after the
+# first): base64 a capital, a small letter and a digit, + or / (a hex digest has no capital, a DNA line no
+# small letter or none of the rest, a family language's word and a Python name such as
+# NotImplementedError no digit); hex a letter and a digit (a run of digits is a number; soft-masked DNA,
+# a c g t, has no digit). A random base64 line of 76 characters lacks a digit, + and / with probability
+# (52/64)^76, about 1e-7. DNA runs keep their case (`CorpusConfig.dna_lowercase`). Scripts are matched on
+# decoded text; their recognisers cannot tell a script from its sibling languages, which write a subset
+# of its letters (corpus_generated.sibling_script).
+RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[A-Z]"), re.compile(rb"[a-z]"),
+                          re.compile(rb"[0-9+/]")),
+               "dna": (re.compile(rb"[ACGT]{8,}|[acgt]{8,}"),),
+               "hex": (re.compile(rb"[0-9a-f]{8,}"), re.compile(rb"[a-f]"), re.compile(rb"[0-9]")),
                # the letters corpus_generated.SCRIPT_LETTERS writes: Arabic hamza .. ghain and feh .. yeh (36; not
                # the five rare letters between them, nor the tatweel), Hebrew alef .. tav (27)
-               "arabic": (re.compile("[\u0621-\u063a\u0641-\u064a]+"), None),
-               "hebrew": (re.compile("[\u05d0-\u05ea]+"), None)}
+               "arabic": (re.compile("[\u0621-\u063a\u0641-\u064a]+"),),
+               "hebrew": (re.compile("[\u05d0-\u05ea]+"),)}
 
 
 def written_share(tokens, label):
     """The share of the bytes of `tokens` (token ids; the separator counts as a byte of no context) that
-    RECOGNISERS[label] attributes to the label: bytes in its runs that also hold a telling byte, or in the
-    script's letters, which must be whole UTF-8 characters (a lead byte without its continuation byte is
-    not Arabic)."""
+    RECOGNISERS[label] attributes to the label: bytes in its runs that also hold a byte of each telling
+    class, or in the script's letters, which must be whole UTF-8 characters (a lead byte without its
+    continuation byte is not Arabic)."""
     if label not in RECOGNISERS:
         raise ValueError(f"no recogniser for {label!r}; there is one for {sorted(RECOGNISERS)}")
     tokens = check_ids("tokens", tokens, DOC_SEP + 1)  # bytes and the separator
@@ -106,9 +112,9 @@ def written_share(tokens, label):
     if tokens.size == 0:
         return 0.0
     data = bytes(np.where(tokens < 256, tokens, 0).astype(np.uint8))  # the separator: a NUL breaks any run
-    runs, telling = RECOGNISERS[label]
+    runs, *telling = RECOGNISERS[label]
     if label in ("arabic", "hebrew"):  # whole characters only: decode, find, and count their bytes
         found = sum(len(m.group().encode()) for m in runs.finditer(data.decode("utf-8", errors="replace")))
     else:
-        found = sum(m.end() - m.start() for m in runs.finditer(data) if telling is None or telling.search(m.group()))
+        found = sum(m.end() - m.start() for m in runs.finditer(data) if all(t.search(m.group()) for t in telling))
     return found / len(data)

@@ -54,28 +54,39 @@ class TrainResult:
     seconds: float = 0.0  # wall time of this call
 
 
+# Ctrl-C, `kill` and a closed terminal: each asks the loop to save and stop (SIGHUP is not on Windows)
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _InterruptFlag:
-    """Turns the first Ctrl-C into a flag the loop checks between chunks; the second one aborts."""
+    """Turns the first Ctrl-C (or SIGTERM, SIGHUP) into a flag the loop checks between chunks; the second
+    one aborts. `stop()` is what the loop raises once it has saved: KeyboardInterrupt for Ctrl-C, else the
+    exit a killed process reports (128 + the signal's number)."""
 
     def __init__(self):
         self.raised = False
-        self._old = None
+        self.signum = None
+        self._old = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in _STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.raised:
             raise KeyboardInterrupt
-        self.raised = True
-        print("\nCtrl-C: finishing this chunk and saving a checkpoint (press again to abort now)",
+        self.raised, self.signum = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: finishing this chunk and saving a checkpoint (Ctrl-C again to abort now)",
               file=sys.stderr, flush=True)
 
+    def stop(self):
+        return KeyboardInterrupt() if self.signum in (None, signal.SIGINT) else SystemExit(128 + self.signum)
+
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
         return False
 
 
@@ -190,7 +201,7 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
                     bar.close()
                     where = f"checkpoint saved to {path}; run again to resume" if path else "no checkpoint path given"
                     print(f"{desc}: interrupted at step {step} ({where})", file=sys.stderr, flush=True)
-                    raise KeyboardInterrupt
+                    raise interrupt.stop()
                 if path is not None and time.perf_counter() - last_save >= save_every:
                     save()
                     last_save = time.perf_counter()
