@@ -18,10 +18,11 @@
 #
 # **Here, with ground truth.** Text the model writes has no labels, so a *recogniser* scores it: runs of
 # 16 or more base64 characters, 8 or more DNA bases or hex digits (chance runs that long are rare in
-# Python and English; a base64 run must hold a character that is neither hex nor DNA, a hex run a letter),
-# and whole letters of the Arabic and Hebrew alphabets the corpus uses. Splitting is scored with the
-# labels and with the bytes themselves: which context, and which byte of it, each feature of a family
-# fires on.
+# Python and English; a base64 run must hold a capital, a small letter and a digit, + or /, which words and
+# names lack, and a hex run a letter and a digit), and whole letters of the Arabic and Hebrew alphabets the
+# corpus uses (a sibling language's words count too: they are written in the same letters). Splitting is
+# scored with the labels and with the bytes themselves: which context, and which byte of it, each feature
+# of a family fires on.
 
 # %%
 import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)

@@ -337,7 +337,8 @@ def test_saved_batches_belong_to_the_activations_they_were_drawn_from(store_2k, 
     """A store harvested again from another model (same shape, same rows) must not resume an SAE trained on
     the old one: the batch state names the model and corpus its rows came from."""
     state = ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3).state_arrays()
-    other_model = act.harvest(tiny_model(TINY, seed=7), TINY, synthetic_corpus(2000, run=200), tmp_path / "s", fast=False)
+    other_model = act.harvest(tiny_model(TINY, seed=7), TINY, synthetic_corpus(2000, run=200), tmp_path / "s",
+                              fast=False)
     assert len(other_model) == len(store_2k)
     with pytest.raises(CheckpointError, match="another model or corpus"):
         ShuffledBatches(other_model, block_rows=64, buffer_blocks=3).load_state_arrays(state)

@@ -231,11 +231,14 @@ def _bad_calls(rng):
     return [
         ("layernorm", lambda: K.layernorm_forward(x, w, w), lambda: L.layernorm_forward(x, w, w)),
         ("linear", lambda: K.linear_forward(x, w[:, None], w[:1]), lambda: L.linear_forward(x, w[:, None], w[:1])),
-        ("linear+relu", lambda: K.linear_relu_forward(x, w[:, None], w[:1]), lambda: L.linear_forward(x, w[:, None], w[:1])),
-        ("cross-entropy", lambda: K.softmax_cross_entropy(logits, targets), lambda: L.softmax_cross_entropy(logits, targets)),
+        ("linear+relu", lambda: K.linear_relu_forward(x, w[:, None], w[:1]),
+         lambda: L.linear_forward(x, w[:, None], w[:1])),
+        ("cross-entropy", lambda: K.softmax_cross_entropy(logits, targets),
+         lambda: L.softmax_cross_entropy(logits, targets)),
         ("cross-entropy ids", lambda: K.softmax_cross_entropy(logits, targets[:, :1] + 9 + np.zeros((4, 5), int)),
          lambda: L.softmax_cross_entropy(logits, targets[:, :1] + 9 + np.zeros((4, 5), int))),
-        ("embedding", lambda: K.embed_forward(np.array([[0, -1]]), W_E, W_E), lambda: L.embedding_forward(np.array([[0, -1]]), W_E)),
+        ("embedding", lambda: K.embed_forward(np.array([[0, -1]]), W_E, W_E),
+         lambda: L.embedding_forward(np.array([[0, -1]]), W_E)),
         ("attention", lambda: K.attention_forward(*attn), lambda: L.attention_forward(*attn)),
     ]
 

@@ -122,10 +122,11 @@ class ShuffledBatches:
         missing = [f"batches.{k}" for k in keys if f"batches.{k}" not in arrays]
         if missing:
             raise ckpt.CheckpointError(f"saved batch state lacks {missing}")
-        if "batches.source" in arrays and str(arrays["batches.source"]) != self._source():  # (older checkpoints lack it)
+        if "batches.source" in arrays and str(arrays["batches.source"]) != self._source():  # (older: absent)
             raise ckpt.CheckpointError(
-                f"saved batch state is for the activations of another model or corpus ({arrays['batches.source']}; "
-                f"this store: {self._source()}): the checkpoint belongs to an earlier harvest: delete it to train afresh")
+                f"saved batch state is for the activations of another model or corpus "
+                f"({arrays['batches.source']}; this store: {self._source()}): the checkpoint belongs to an "
+                "earlier harvest: delete it to train afresh")
         layout = [int(v) for v in arrays["batches.layout"]]
         if layout != [len(self.store), self.block_rows, self.buffer_blocks]:
             raise ckpt.CheckpointError(

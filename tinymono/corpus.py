@@ -175,13 +175,13 @@ class CorpusConfig:
             value = getattr(self, name)
             if not is_int(value) or value < MIN_SPLIT_BYTES:
                 raise ValueError(f"{name} must be an integer >= {MIN_SPLIT_BYTES}, got {value!r}")
-        unknown = set(self.mixture) - set(SOURCES)
-        if unknown:
-            raise ValueError(f"mixture: unknown source(s) {sorted(unknown)}; known sources: {SOURCES}")
         if not isinstance(self.mixture, dict) or not all(
                 isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
                 for v in self.mixture.values()):
             raise ValueError(f"mixture: expected {{source: fraction}} with numbers, got {self.mixture!r}")
+        unknown = set(self.mixture) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"mixture: unknown source(s) {sorted(unknown)}; known sources: {SOURCES}")
         mixture = {s: float(self.mixture.get(s, 0.0)) for s in SOURCES}
         bad = {s: f for s, f in mixture.items() if not (math.isfinite(f) and f >= 0)}
         if bad:

@@ -25,6 +25,12 @@ def entropy_bits(probs) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def _after_letter_bits(end, p) -> float:
+    """Entropy in bits of the byte after a letter of a word: with probability `end` the word ends (a space,
+    or a line end with LINE_END_PROB), else the next letter's first byte, distributed as `p`."""
+    return entropy_bits(np.r_[end * np.array([1 - LINE_END_PROB, LINE_END_PROB]), (1 - end) * p])
+
+
 # DNA. A record is a header line ">seq" + 6 random digits, then lines of bases. The bases follow an
 # order-1 Markov chain, as real genomes do (where, e.g., G rarely follows C): each base is followed by
 # the next one of the cycle A -> C -> G -> T -> A with probability DNA_PREFERRED, and by each of the other
@@ -189,8 +195,7 @@ def script_document(script: str, n_bytes: int, rng: np.random.Generator, classes
     leads, lead_counts = np.unique(leads_all, return_counts=True)
     p_lead = lead_counts / len(letters)
     first_bits = entropy_bits(p_lead)
-    after_bits = entropy_bits(np.r_[word_end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                    (1 - word_end) * p_lead])
+    after_bits = _after_letter_bits(word_end, p_lead)
     lengths = _word_lengths(n_bytes, rng, word_end)
     word_first, pos = _letter_positions(lengths)
     chosen = letters[rng.integers(0, len(letters), size=len(pos))]
@@ -255,8 +260,7 @@ def script_class_document(script: str, n_bytes: int, rng: np.random.Generator, c
     chain = script_chain(script, classes)
     n_leads = len(chain.leads)
     lead_p = np.stack([np.bincount(chain.lead_of, weights=row, minlength=n_leads) for row in chain.next])
-    after_bits = np.array([entropy_bits(np.r_[word_end * np.array([1 - LINE_END_PROB, LINE_END_PROB]),
-                                              (1 - word_end) * lead_p[c]]) for c in range(classes)])
+    after_bits = np.array([_after_letter_bits(word_end, lead_p[c]) for c in range(classes)])
     cont_bits = np.array([[entropy_bits(row * (chain.lead_of == k) / lead_p[c, k]) for k in range(n_leads)]
                           for c, row in enumerate(chain.next)])                 # [C + 1, n_leads], bits
     lengths = _word_lengths(n_bytes, rng, word_end)
@@ -334,8 +338,7 @@ def languages() -> tuple:
         nxt = taste[None, :] * shared[np.ix_(idx, idx)]                  # [L, L]
         nxt /= nxt.sum(axis=1, keepdims=True)
         end = float(rng.uniform(0.15, 0.3))
-        after = [entropy_bits(np.r_[end * np.array([1 - LINE_END_PROB, LINE_END_PROB]), (1 - end) * row])
-                 for row in nxt]
+        after = [_after_letter_bits(end, row) for row in nxt]
         out.append(Language(_LOWER[idx], taste, nxt, end, entropy_bits(taste), np.array(after, np.float32)))
     return tuple(out)
 
@@ -368,9 +371,7 @@ def _two_byte_entropies(lang, code):
     n_leads = int(lead_of.max()) + 1
     rows = np.vstack([lang.first, lang.next])                                 # [1 + L, L] next letter
     lead_p = np.stack([np.bincount(lead_of, weights=row, minlength=n_leads) for row in rows])
-    sep = lang.end * np.array([1 - LINE_END_PROB, LINE_END_PROB])
-    lead_bits = np.array([entropy_bits(lead_p[0])] + [entropy_bits(np.r_[sep, (1 - lang.end) * p])
-                                                      for p in lead_p[1:]])
+    lead_bits = np.array([entropy_bits(lead_p[0])] + [_after_letter_bits(lang.end, p) for p in lead_p[1:]])
     cont_bits = np.array([[entropy_bits(row * (lead_of == g) / max(lead_p[s, g], 1e-300)) for g in range(n_leads)]
                           for s, row in enumerate(rows)])
     return lead_of, lead_bits, cont_bits

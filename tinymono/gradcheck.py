@@ -107,7 +107,8 @@ def check_layer(forward, backward, args, names=None, *, rng=None, eps=1e-3, max_
     `grads = backward(dout, cache)` (one gradient per arg, None for non-float args such as ids).
 
     Draws a random dout, runs the backward once, and compares every argument's gradient (None: not
-    checked; an argument with a gradient must be float64) with central differences. Returns {name: max relative error}; names default to arg0, arg1, ..."""
+    checked; an argument with a gradient must be float64) with central differences. Returns {name: max
+    relative error}; names default to arg0, arg1, ..."""
     rng = np.random.default_rng(0) if rng is None else rng
     names = names or [f"arg{i}" for i in range(len(args))]
     out, cache = forward(*args, **kwargs)

@@ -139,7 +139,7 @@ class Lesson:
             fail(f"scale must be one of {SCALES}, got {args.scale!r} (from --scale or TINYMONO_SCALE)")
         if not args.runs.strip():
             fail("--runs (or TINYMONO_RUNS) is empty: give the folder for figures and models, e.g. --runs runs")
-        if not (str(args.seed).isascii() and str(args.seed).isdigit()):  # (isdigit alone takes '²', which int() refuses)
+        if not (str(args.seed).isascii() and str(args.seed).isdigit()):  # isdigit alone takes '²' (int() does not)
             fail(f"--seed (or TINYMONO_SEED) must be a non-negative integer, got {args.seed!r}")
         try:
             overrides = settings.parse(args.set)
@@ -219,7 +219,7 @@ class Lesson:
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures],
-                  "training": list(train.RUNS)}  # what this process trained (not what it loaded from the cache, nor a pool worker)
+                  "training": list(train.RUNS)}  # what this process trained (not loaded from the cache; not a worker's)
         atomic_write(self.out / "result.json", lambda fh: fh.write(json.dumps(record, indent=1).encode()))
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and not in_notebook():

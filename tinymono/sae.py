@@ -455,9 +455,9 @@ def normalise_decoder(W_dec):
 
 def update(params, grads, opt, lr=None, unit_norm=True, fast=False):
     """What a training step does with the gradients, in place: project each decoder row's gradient onto
-    the plane tangent to its unit sphere, one Adam step (`opt`), rescale the decoder's rows to unit norm (the first and last only with
-    `unit_norm`). fast: the decoder constraint by numba kernels (kernels/sae.py, the same numbers up to
-    rounding); Adam is fused when `opt` was made with fused=True."""
+    the plane tangent to its unit sphere, one Adam step (`opt`), rescale the decoder's rows to unit norm
+    (the first and last only with `unit_norm`). fast: the decoder constraint by numba kernels
+    (kernels/sae.py, the same numbers up to rounding); Adam is fused when `opt` was made with fused=True."""
     project, normalise = (K.project_rows, K.normalise_rows) if fast else (project_decoder_grad, normalise_decoder)
     if unit_norm:
         project(params["W_dec"], grads["W_dec"])

@@ -388,7 +388,8 @@ def seeds_table(sweep):
                 rows.setdefault((lesson, key), {"name": c["name"], "bar": c["bar"]})[s] = c
     lines = [f"# seeds sweep: scale {sweep['scale']}, seeds {' '.join(map(str, seeds))}"
              + (f", settings {' '.join(sweep['set'])}" if sweep["set"] else ""), "",
-             f"Run on {sweep['executor']}; this call's wall time {progress.duration(sweep['seconds'])}. Each value: the "
+             f"Run on {sweep['executor']}; this call's wall time {progress.duration(sweep['seconds'])}. "
+             "Each value: the "
              "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds. "
              "Where a check's name holds numbers of its run, the first seed's are shown.", "",
              "| lesson | check | bar | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | PASS |",

@@ -434,7 +434,7 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
         top_k = check_int("top_k", top_k, 1, cfg.d_vocab)
     tokens = _prompt_tokens(prompt)
     if tokens.size == 0:
-        raise ValueError("the prompt needs at least one token (e.g. the byte corpus's document separator, corpus.DOC_SEP)")
+        raise ValueError("the prompt needs at least one token (e.g. the byte corpus's separator, corpus.DOC_SEP)")
     check_tokens(tokens[None], cfg, max_len=len(tokens))  # ids in range; a long prompt is fine (it slides)
     out = list(tokens)
     for _ in range(n_new):

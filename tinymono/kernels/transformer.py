@@ -271,7 +271,8 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     """The backward of _attention_heads_forward: dz [B, T, H, E] -> fills dqkv[b, :, 0..2, h] (the
     gradients of q, k and v) for the pairs in [start, stop), the forward's lines in reverse:
         z[i] = sum_j pattern[i, j] v[j]  ->  dpattern[i, j] = dz[i] . v[j],  dv[j] = sum_i pattern[i, j] dz[i]
-        softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j] - sum_j' pattern[i, j'] dpattern[i, j'])
+        softmax of row i                 ->  dscores[i, j] = pattern[i, j] (dpattern[i, j]
+                                                                 - sum_j' pattern[i, j'] dpattern[i, j'])
         scores[i, j] = scale q[i] . k[j] ->  dq[i] = scale sum_j dscores[i, j] k[j],  dk[j] = scale sum_i dscores[i, j] q[i]
     Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
     diagonal, like the pattern); then dq = DS k (block_dots), and dv and dk, each a sum over the query rows
