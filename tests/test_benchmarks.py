@@ -24,7 +24,9 @@ def test_sae_flops_count_the_products():
 def test_transformer_flops_per_token_by_hand():
     cfg = tr.TransformerConfig(d_model=6, n_heads=2, d_head=3, d_mlp=5, n_ctx=7)
     weights = 4 * 6 * 2 * 3 + 2 * 6 * 5 + 6 * cfg.d_vocab  # W_Q, W_K, W_V, W_O; W_in, W_out; W_U
-    assert scaling.transformer_flops_per_token(cfg) == pytest.approx(3 * (2 * weights + 4 * 7 * 2 * 3))
+    assert scaling.transformer_flops_per_token(cfg, causal=False) == pytest.approx(3 * (2 * weights + 4 * 7 * 2 * 3))
+    # causal: query i reads keys 0..i, (1 + 2 + ... + 7) / 7 = 4 keys per query on average
+    assert scaling.transformer_flops_per_token(cfg) == pytest.approx(3 * (2 * weights + 4 * 4 * 2 * 3))
 
 
 def fake_rows():
@@ -112,6 +114,22 @@ def test_goal_notes_say_met_missed_or_not_measured():
     from tinymono.benchmarks import goal_notes
     notes = goal_notes({"a": 7.5, "b": 6.99, "c": None}, {"a": (7, "x"), "b": (7, "y"), "c": (1.3, "z")})
     assert notes == ["goal a >= 7 (x): 7.50 met", "goal b >= 7 (y): 6.99 MISSED", "goal c >= 1.3 (z): not measured"]
+    spans = goal_notes({"a": 7.5, "b": 7.2, "c": 6.5}, {k: (7, "x") for k in "abc"},
+                       {"a": (7.1, 7.9), "b": (6.8, 7.4), "c": (6.2, 6.9)})
+    assert [n.rsplit(" ", 1)[-1] for n in spans] == ["met", "noise", "MISSED"], spans
+    assert "(rounds 6.80-7.40) within noise" in spans[1], "a median over the bar with a round under it is not met"
+
+
+def test_compare_rotates_the_order_and_pairs_the_rounds():
+    """Each round starts one implementation further along, and ratio_range pairs the two rows' rounds."""
+    from tinymono.benchmarks import compare, ratio_range
+    order = []
+    res = compare({"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": lambda: order.append("c")},
+                  1, rounds=3, min_seconds=0.0, warmup=0)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    res["a"].update(per_second=2.0, seconds_per_call=0.5, rounds=[0.5, 0.4, 1.0])
+    res["b"].update(per_second=1.0, seconds_per_call=1.0, rounds=[1.0, 1.2, 1.0])
+    assert ratio_range(res, "a", "b") == pytest.approx((1.0, 3.0))  # rounds: 2, 3, 1
 
 
 def test_tinymono_after_numpy_warns_about_openblas():

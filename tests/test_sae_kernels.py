@@ -59,11 +59,11 @@ def test_decode_rows_matches_twin(problem):
     B, d_in = x.shape
     scale, l1_term = dtype(2.0 / max(x.size, 1)), dtype(0.01)
     outs = {}
-    for name, fn in (("threaded", K.decode_rows_parallel), ("serial", K.decode_rows_serial),
-                     ("twin", K.decode_rows_numpy)):
+    for name, fn in (("threaded", K.decode_rows), ("serial", K.decode_rows), ("twin", K.decode_rows_numpy)):
         bufs = [np.full((B, d_in), np.nan, dtype), np.full((B, d_in), np.nan, dtype),
                 np.full(len(val), np.nan, dtype), np.full(B, np.nan)]
-        fn(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, *bufs)
+        with THREADED.get(name, mock.patch.object(K, "PARALLEL_MIN_WORK", K.PARALLEL_MIN_WORK)):
+            fn(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, *bufs)
         outs[name] = bufs
     for binding in ("threaded", "serial"):
         for what, g, w in zip(("x_hat", "dx_hat", "dval", "sq_err"), outs[binding], outs["twin"]):
@@ -95,10 +95,10 @@ def test_latent_grads_matches_twin(problem):
     dx_hat = rng.standard_normal(x.shape).astype(dtype)
     colptr, rows, perm = K.csr_to_csc_numpy(indptr, idx, d_sae)
     outs = {}
-    for name, fn in (("threaded", K.latent_grads_parallel), ("serial", K.latent_grads_serial),
-                     ("twin", K.latent_grads_numpy)):
+    for name, fn in (("threaded", K.latent_grads), ("serial", K.latent_grads), ("twin", K.latent_grads_numpy)):
         bufs = [np.full((d_in, d_sae), np.nan, dtype), np.full(d_sae, np.nan, dtype), np.full((d_sae, d_in), np.nan, dtype)]
-        fn(colptr, rows, perm, val, dval, x_bar, dx_hat, *bufs)
+        with THREADED.get(name, mock.patch.object(K, "PARALLEL_MIN_WORK", K.PARALLEL_MIN_WORK)):
+            fn(colptr, rows, perm, val, dval, x_bar, dx_hat, *bufs)
         outs[name] = bufs
     for binding in ("threaded", "serial"):
         for what, g, w in zip(("dW_enc", "db_enc", "dW_dec"), outs[binding], outs["twin"]):

@@ -1,6 +1,8 @@
 """The later SAE variants (sae_variants.py): each piece and each whole model against central differences in
 float64 (JumpReLU's threshold against its pseudo-derivatives and an example worked by hand), the numba TopK
 step against the dense one, and training, checkpoints and resume through the one loop."""
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -264,9 +266,12 @@ def test_topk_kernel_equals_its_numpy_twin(seed, B, d_sae, k, allowed_share, shi
     pre[:, ::3] = pre[:, :1]  # ties, which both must break toward the lower latent
     b_enc = (rng.standard_normal(d_sae) * 0.1 + shift).astype(np.float32)
     allowed = rng.random(d_sae) < allowed_share
-    for a, b in zip(K.topk_csr(pre, b_enc, k, allowed), K.topk_csr_numpy(pre, b_enc, k, allowed)):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
+    for threads in (0, 2**62):  # PARALLEL_MIN_WORK: rows spread over threads, or all in one call
+        with mock.patch.object(K, "PARALLEL_MIN_WORK", threads):
+            got = K.topk_csr(pre, b_enc, k, allowed)
+        for a, b in zip(got, K.topk_csr_numpy(pre, b_enc, k, allowed)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
     with pytest.raises(ValueError, match="k must be"):  # the kernel would read an empty list's last slot
         K.topk_csr(pre, b_enc, 0, allowed)
 

@@ -123,7 +123,7 @@ def check_layer(forward, backward, args, names=None, *, rng=None, eps=1e-3, max_
     )
 
 
-def format_table(errors: Mapping[str, float], budget=1e-6, title="gradient check"):
+def format_table(errors: Mapping[str, float], budget=1e-7, title="gradient check"):
     """A readable table of {name: relative error}, each marked ok or FAIL against the budget."""
     width = max([len(n) for n in errors] + [9])
     lines = [f"{title} (central differences, float64; budget {budget:.0e})",

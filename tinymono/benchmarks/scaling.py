@@ -5,17 +5,21 @@ ideal line (cost proportional to the FLOPs, through the reference point, the def
     sae d_sae=N        the sparse (numba) step at d_in 512, batch 1024, 1.5% active, d_sae 1k .. 32k
     sae active=P       the sparse step and the dense NumPy twin at d_sae 4096, 0.5% .. 20% active:
                        where the sparse step stops paying is where its time reaches the dense one's
-    transformer B=..   tokens/s of a training step (the numba layers) against batch and n_ctx
+    transformer B=..   tokens/s of a training step (the numba layers) against batch and n_ctx, for the
+                       transformer lessons 05-10 train (d_model 128, d_mlp 128)
 
 A point below its ideal line (time) or above it (tokens/s) is cheaper than its FLOPs predict: fixed costs
-spread over more work. The figure is written beside the table (`figure` in the result, --figure PATH).
+spread over more work. In the d_sae series one bend is the threads: at batch 1024 the sparse kernels run
+on one thread below d_sae 4096 and on all cores from there (kernels/sae.py: PARALLEL_MIN_WORK). The figure is written beside the table (`figure` in the result, --figure PATH).
 Sizes above what a machine holds are not guarded: 32k latents need about 0.8 GB.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from tinymono import sae
+from tinymono import pipeline, sae
 from tinymono import transformer as tr
 from tinymono.benchmarks import compare
 from tinymono.benchmarks.sae import make_state, numba_step, numpy_step
@@ -32,21 +36,23 @@ REFERENCE = {"d_sae": 4096, "active": ACTIVE, "batch": 32, "n_ctx": 128}
 
 def sae_step_flops(batch, d_in, d_sae, active, sparse=True):
     """Multiply-adds x 2 of one training step: the sparse step does the encoder matmul densely and four
-    products over the active entries (decode, the decoder gradient, the gradient into the encoder's input,
-    the encoder gradient); the dense twin does five full products. Adam and the decoder's renormalisation
+    products over the active entries (decode, the decoder gradient, the gradient with respect to the
+    latents, the encoder gradient); the dense twin does five full products. Adam and the decoder's renormalisation
     are elementwise, O(d_in d_sae): not counted (they show as the distance from the ideal line)."""
     mm = 2.0 * batch * d_in * d_sae
     return mm + 4 * 2.0 * active * batch * d_sae * d_in if sparse else 5 * mm
 
 
-def transformer_flops_per_token(cfg):
+def transformer_flops_per_token(cfg, causal=True):
     """FLOPs of one training step per token: 3 x the forward (the backward costs twice the forward).
     Forward per token: 2 x each weight matrix's size (attention's four, the MLP's two, the unembedding),
-    plus the attention scores and the weighted sum, 2 x 2 x n_ctx x (n_heads d_head) (the full T x T
-    square, which the layers compute before the causal mask)."""
+    plus the attention scores and the weighted sum, 2 x 2 x (keys per query) x (n_heads d_head): with
+    `causal`, as the numba layers compute them, query i reads keys 0..i, (n_ctx + 1) / 2 on average; else
+    the full T x T square, which the NumPy reference layers compute before the mask."""
     attn_w = 4 * cfg.d_model * cfg.n_heads * cfg.d_head
     weights = attn_w + 2 * cfg.d_model * cfg.d_mlp + cfg.d_model * cfg.d_vocab
-    return 3 * (2.0 * weights + 4.0 * cfg.n_ctx * cfg.n_heads * cfg.d_head)
+    keys = (cfg.n_ctx + 1) / 2 if causal else cfg.n_ctx
+    return 3 * (2.0 * weights + 4.0 * keys * cfg.n_heads * cfg.d_head)
 
 
 def _sae_state(d_in, d_sae, batch, active, seed=0):
@@ -82,7 +88,7 @@ def _sae_points(quick, rounds, min_seconds, progress):
 
 
 def _transformer_points(quick, rounds, min_seconds, progress):
-    base = tr.TransformerConfig()
+    base = pipeline.transformer_configs("default")[0]  # the transformer of lessons 05-10 (and bench transformer)
     batches = BATCHES[:2] if quick else BATCHES
     contexts = CONTEXTS[:2] if quick else CONTEXTS
     ref_batch = REFERENCE["batch"] if not quick else batches[-1]
@@ -91,7 +97,7 @@ def _transformer_points(quick, rounds, min_seconds, progress):
     points += [("transformer_n_ctx", f"transformer n_ctx={T} (B {ref_batch})", ref_batch, T, T) for T in contexts]
     for series, name, batch, n_ctx, x in points:  # the reference shape is in both series: timed in each
         progress(name)
-        cfg = tr.TransformerConfig(n_ctx=n_ctx)
+        cfg = dataclasses.replace(base, n_ctx=n_ctx)
         rng = np.random.default_rng(0)
         tokens = rng.integers(0, cfg.d_vocab, size=(batch, n_ctx + 1))
         step = _numpy_step(tr.init(cfg, rng), tokens, cfg, fast=True)
@@ -145,7 +151,7 @@ def run(quick=False, figure=None, progress=print):
              f"{max(SHARES if not quick else SHARES[::2]):.0%})" if crossover is None else f"{crossover:.1%} active"),
              "vs_ideal: measured throughput over the ideal line's (FLOPs-proportional through the reference point)"]
     result = {"benchmark": "scaling", "unit": "items/s",
-              "config": {**sae_config, "transformer": "default config, batch and n_ctx varied",
+              "config": {**sae_config, "transformer": "lessons 05-10's (d_mlp 128), batch and n_ctx varied",
                          "reference": REFERENCE},
               "results": rows, "ratios": {}, "notes": notes, "sparse_stops_paying": crossover}
     if figure:

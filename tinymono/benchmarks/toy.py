@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinymono import toy
-from tinymono.benchmarks import compare, goal_notes, ratio, torch_or_none
+from tinymono.benchmarks import compare, goal_notes, ratio, ratio_range, torch_adam, torch_or_none
 
 CASES = [  # (n_features, d_hidden, n_inst), batch 1024: the settings the lessons train
     (5, 2, 1000),
@@ -26,12 +26,12 @@ def _torch_step_fn(torch, cfg):
     b = torch.nn.Parameter(torch.zeros(cfg.n_inst, cfg.n_features, dtype=torch.float64))
     prob = torch.tensor(cfg.probabilities())[:, None, :]
     imp = torch.tensor(cfg.importances())[:, None, :]
-    opt = torch.optim.Adam([W, b], lr=cfg.lr)
+    opt = torch_adam(torch, [W, b], lr=cfg.lr)
     shape = (cfg.n_inst, cfg.batch_size, cfg.n_features)
 
     def step():
-        present = torch.rand(shape, generator=gen, dtype=torch.float64) < prob
-        x = torch.where(present, torch.rand(shape, generator=gen, dtype=torch.float64), 0.0)
+        u = torch.rand(shape, generator=gen, dtype=torch.float64)  # one number per entry, as tinymono draws:
+        x = torch.where(u < prob, u / prob, 0.0)  # present when u < p, its value u / p uniform on [0, 1)
         h = torch.einsum("ihf,ibf->ibh", W, x)
         out = torch.relu(torch.einsum("ihf,ibh->ibf", W, h) + b[:, None, :])
         loss = (imp * (x - out) ** 2).sum(-1).mean(-1).sum()
@@ -43,7 +43,7 @@ def _torch_step_fn(torch, cfg):
 
 
 def run(quick=False):
-    results_all, ratios_all, notes = {}, {}, []
+    results_all, ratios_all, ranges_all, notes = {}, {}, {}, []
     torch = torch_or_none()
     if torch is None:
         notes.append("torch is not installed: the PyTorch column is skipped (pip install -e '.[torch]')")
@@ -72,11 +72,12 @@ def run(quick=False):
         res = compare(impls, items, rounds=rounds, min_seconds=min_s)
         for name, r in res.items():
             results_all[f"{case}/{name}"] = r
-        ratios_all[f"{case}/numba_vs_numpy"] = ratio(res, "numba", "numpy")
-        ratios_all[f"{case}/numba_vs_torch"] = ratio(res, "numba", "torch")
+        for other in ("numpy", "torch"):
+            ratios_all[f"{case}/numba_vs_{other}"] = ratio(res, "numba", other)
+            ranges_all[f"{case}/numba_vs_{other}"] = ratio_range(res, "numba", other)
     cases = [f"n{n}_m{m}_inst{i}" for n, m, i in CASES]
     notes += goal_notes(ratios_all, {f"{case}/numba_vs_{other}": (least, f"numba over {other}")
-                                     for case in cases for other, least in (("numpy", 5), ("torch", 15))})
+                                     for case in cases for other, least in (("numpy", 5), ("torch", 15))}, ranges_all)
     notes.append("data generation is included in every timing")
     return {"benchmark": "toy", "unit": "inst-steps/s",
             "config": {"batch": BATCH, "cases": [f"n={n},m={m},inst={i}" for n, m, i in CASES], "dtype": "float64"},

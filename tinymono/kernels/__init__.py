@@ -14,18 +14,15 @@ here follows:
   reason is written down and never where NaN or inf is tested; no jitted function is ever built inside
   a loop or per call (compiling costs seconds).
 
-Two ways to use both cores, each where it pays (neither kernel's results depend on the thread count):
-
-- `prange` (sae.py): numba's own parallel loop, `njit(parallel=True)`. Simple to write, but a
-  parallel function cannot be cached on disk (so a new process compiles it again, seconds), and starting
-  and joining its threads costs tens of microseconds idle, milliseconds on a busy machine. Use it for
-  few, long calls: the SAE's sparse kernels, each bound a second time without prange (`name_serial`) for
-  the sizes where threads do not pay.
-- A thread pool over `nogil=True` kernels (`in_parallel`, below): each kernel takes a range
-  [start, stop) of rows, and a few Python threads run it on one range each. Every kernel stays
-  `cache=True`, so a process starts in a fraction of a second. Use it for many short calls, as the
-  transformer's step makes (a dozen fused layers per step, each a few milliseconds), and for kernels a
-  new process should not wait seconds to compile (the toy model's chunk of steps).
+How the kernels use both cores (no kernel's results depend on the thread count): a thread pool over
+`nogil=True` kernels (`in_parallel`, below). Each kernel takes a range [start, stop) of rows (or blocks,
+or chunks), and a few Python threads run it on one range each. Every kernel stays `cache=True`, so a
+process starts in a fraction of a second: the transformer's step (a dozen fused layers, each a few
+milliseconds), the toy model's chunk of steps, and the SAE's sparse kernels, which call it only from
+the sizes where threads pay (kernels/sae.py: over_rows). numba's own parallel loop (`prange`,
+`njit(parallel=True)`) is simpler to write, but its functions cannot be cached on disk: the SAE's
+kernels were written with it until `python -m tinymono bench startup` measured 4-6 s of compiling in
+every process that trained an SAE at lesson 06's size.
 """
 from concurrent.futures import ThreadPoolExecutor
 

@@ -18,25 +18,31 @@ Each is written as a plain function `_name` and bound with njit; each has a NumP
 output entry is written by exactly one thread in a fixed order: the results do not depend on the thread
 count or timing, so a resumed run stays bit-identical.
 
-Each loop with a `prange` is bound twice, `name_parallel` and `name_serial` (prange is a plain range
-there), and `name` picks one by the size of the problem: starting and joining the threads of a
-parallel region costs tens of microseconds on an idle machine and milliseconds on a busy one, more
-than the whole kernel takes at the lessons' sizes. The serial twins can also be cached on disk.
+The kernels that loop over rows (or blocks of latents) take a range [start, stop) and release the GIL;
+`over_rows` runs one on all rows here, or, from PARALLEL_MIN_WORK on, hands one contiguous range to each
+of a few threads (kernels.in_parallel): handing work to threads costs tens of microseconds on an idle
+machine and milliseconds on a busy one, more than the whole kernel takes at the smaller sizes. Every
+kernel is cached on disk, so a new process does not compile them again (numba cannot cache its own
+parallel loops, `prange`, which these kernels used until `bench startup` measured their compile: 4-6 s
+in every process that trained an SAE at lesson 06's size).
 
 Axis vocabulary: B batch, d_in input width, d_sae latents, nnz active entries.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from tinymono.kernels import in_parallel
 
 # ----------------------------------------------------------------------------------------------------
 # relu_csr: the active entries of ReLU(pre + b_enc), row by row
 
 
-def _count_active(pre, b_enc, counts):
-    """counts[b] = number of j with pre[b, j] + b_enc[j] > 0. pre [B, d_sae], b_enc [d_sae], counts [B]."""
-    for b in prange(pre.shape[0]):
+def _count_active(pre, b_enc, counts, start, stop):
+    """counts[b] = number of j with pre[b, j] + b_enc[j] > 0 for rows b in [start, stop). pre [B, d_sae],
+    b_enc [d_sae], counts [B]."""
+    for b in range(start, stop):
         n = 0
         for j in range(pre.shape[1]):
             if pre[b, j] + b_enc[j] > 0:
@@ -44,9 +50,10 @@ def _count_active(pre, b_enc, counts):
         counts[b] = n
 
 
-def _fill_active(pre, b_enc, indptr, idx, val):
-    """Write row b's active latents (ascending) and their values into idx/val[indptr[b]:indptr[b + 1]]."""
-    for b in prange(pre.shape[0]):
+def _fill_active(pre, b_enc, indptr, idx, val, start, stop):
+    """For rows b in [start, stop): row b's active latents (ascending) and their values into
+    idx/val[indptr[b]:indptr[b + 1]]."""
+    for b in range(start, stop):
         k = indptr[b]
         for j in range(pre.shape[1]):
             v = pre[b, j] + b_enc[j]
@@ -63,18 +70,24 @@ def use_threads(B, d_sae):
     return B * d_sae >= PARALLEL_MIN_WORK
 
 
-# parallel over rows (each row writes only its own slice); no cache with parallel; no fastmath (a NaN
-# pre-activation must stay inactive exactly as in NumPy's `> 0`)
-count_active_parallel = njit(parallel=True)(_count_active)
-fill_active_parallel = njit(parallel=True)(_fill_active)
-count_active_serial = njit(cache=True)(_count_active)
-fill_active_serial = njit(cache=True)(_fill_active)
+def over_rows(kernel, n, threads, *args):
+    """kernel(*args, start, stop) over [0, n): here in one call, or over the cores when `threads`."""
+    if threads:
+        in_parallel(kernel, n, *args)
+    else:
+        kernel(*args, 0, n)
+
+
+# each row writes only its own slice; cached; nogil (threads); no fastmath (a NaN pre-activation must stay
+# inactive exactly as in NumPy's `> 0`)
+count_active = njit(cache=True, nogil=True)(_count_active)
+fill_active = njit(cache=True, nogil=True)(_fill_active)
 
 
 def active_counts(pre, b_enc):
     """[B] int64: the number of active latents in each row of ReLU(pre + b_enc)."""
     counts = np.empty(pre.shape[0], dtype=np.int64)
-    (count_active_parallel if use_threads(*pre.shape) else count_active_serial)(pre, b_enc, counts)
+    over_rows(count_active, pre.shape[0], use_threads(*pre.shape), pre, b_enc, counts)
     return counts
 
 
@@ -98,7 +111,7 @@ def relu_csr(pre, b_enc, counts=None):
     indptr = pointers(active_counts(pre, b_enc) if counts is None else counts)
     idx = np.empty(indptr[-1], dtype=np.int32)
     val = np.empty(indptr[-1], dtype=pre.dtype)
-    (fill_active_parallel if use_threads(*pre.shape) else fill_active_serial)(pre, b_enc, indptr, idx, val)
+    over_rows(fill_active, pre.shape[0], use_threads(*pre.shape), pre, b_enc, indptr, idx, val)
     return indptr, idx, val
 
 
@@ -153,28 +166,27 @@ def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dv
     return sq
 
 
-# fastmath: as for dot; compiled on its own and called from the prange body (an inline loop there ran
+# fastmath: as for dot; compiled on its own and called from the row loop (an inline loop in a prange body ran
 # several times slower, DESIGN.md)
 decode_one_row = njit(fastmath=True, cache=True)(_decode_one_row)
 
 
-def _decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
-    for b in prange(x.shape[0]):
+def _decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err, start, stop):
+    for b in range(start, stop):
         lo, hi = indptr[b], indptr[b + 1]
         sq_err[b] = decode_one_row(idx[lo:hi], val[lo:hi], W_dec, b_dec, x[b], scale, l1_term,
                                     x_hat[b], dx_hat[b], dval[lo:hi])
 
 
-decode_rows_parallel = njit(parallel=True)(_decode_rows)  # parallel over rows; no cache with parallel
-decode_rows_serial = njit(cache=True)(_decode_rows)
+decode_rows_kernel = njit(cache=True, nogil=True)(_decode_rows)  # each row writes its own outputs; threads
 
 
 def decode_rows(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
     """Per row b, with the active entries of row b: x_hat[b] = b_dec + sum f W_dec[j]; sq_err[b] =
     ||x_hat[b] - x[b]||^2; dx_hat[b] = scale (x_hat[b] - x[b]); dval = dx_hat[b] . W_dec[j] + l1_term.
     Outputs are written into x_hat, dx_hat [B, d_in], dval [nnz] and sq_err [B] (float64)."""
-    kernel = decode_rows_parallel if use_threads(x.shape[0], W_dec.shape[0]) else decode_rows_serial
-    kernel(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err)
+    over_rows(decode_rows_kernel, x.shape[0], use_threads(x.shape[0], W_dec.shape[0]),
+              indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err)
 
 
 def decode_rows_numpy(indptr, idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval, sq_err):
@@ -251,25 +263,25 @@ def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT,
 latent_block = njit(fastmath=True, cache=True)(_latent_block)  # fastmath: vectorise the multiply-adds
 
 
-def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
+def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec, start, stop):
+    """The blocks of _BLOCK latents numbered [start, stop)."""
     n_latents, d_in = dW_dec.shape
-    n_blocks = (n_latents + _BLOCK - 1) // _BLOCK
-    for blk in prange(n_blocks):
-        scratch = np.empty((_BLOCK, d_in), dtype=dW_dec.dtype)  # this block's dW_enc columns, as rows
+    scratch = np.empty((_BLOCK, d_in), dtype=dW_dec.dtype)  # a block's dW_enc columns, as rows
+    for blk in range(start, stop):
         j0 = blk * _BLOCK
         latent_block(j0, min(j0 + _BLOCK, n_latents), colptr, rows, perm, val, dval, x_bar, dx_hat,
                       scratch, db_enc, dW_dec, dW_enc)
 
 
-latent_grads_parallel = njit(parallel=True)(_latent_grads)  # parallel over latent blocks; no cache with parallel
-latent_grads_serial = njit(cache=True)(_latent_grads)
+latent_grads_kernel = njit(cache=True, nogil=True)(_latent_grads)  # each block writes its own latents; threads
 
 
 def latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
     """Per latent j, over the rows where it fired: dW_dec[j] = sum f dx_hat[b], dW_enc[:, j] = sum df x_bar[b],
     db_enc[j] = sum df. Every entry of dW_enc [d_in, d_sae], db_enc [d_sae], dW_dec [d_sae, d_in] is written."""
-    kernel = latent_grads_parallel if use_threads(x_bar.shape[0], dW_dec.shape[0]) else latent_grads_serial
-    kernel(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec)
+    n_blocks = (dW_dec.shape[0] + _BLOCK - 1) // _BLOCK
+    over_rows(latent_grads_kernel, n_blocks, use_threads(x_bar.shape[0], dW_dec.shape[0]),
+              colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec)
 
 
 def latent_grads_numpy(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec):
@@ -315,11 +327,12 @@ normalise_rows = njit(cache=True, error_model="numpy")(_normalise_rows)
 # topk_csr: the k largest positive entries of each row (TopK SAEs, and AuxK among the dead latents)
 
 
-def _topk_rows(pre, b_enc, k, allowed, counts, idx, val):
+def _topk_rows(pre, b_enc, k, allowed, counts, idx, val, start, stop):
     """Per row b: the (at most) k largest v = pre[b, j] + b_enc[j] > 0 over the latents j with
     allowed[j], ties to the lower j, written ascending by j into idx[b, :counts[b]], val[b, :counts[b]].
-    A running list sorted by value: most entries lose to its smallest and cost one comparison."""
-    for b in prange(pre.shape[0]):
+    A running list sorted by value: most entries lose to its smallest and cost one comparison. Rows in
+    [start, stop)."""
+    for b in range(start, stop):
         top_v = np.empty(k, dtype=val.dtype)
         top_j = np.empty(k, dtype=np.int32)
         n = 0
@@ -350,9 +363,8 @@ def _topk_rows(pre, b_enc, k, allowed, counts, idx, val):
             val[b, a] = top_v[a]
 
 
-# parallel over rows (each writes its own row); no cache with parallel; no fastmath (NaN stays inactive)
-topk_rows_parallel = njit(parallel=True)(_topk_rows)
-topk_rows_serial = njit(cache=True)(_topk_rows)
+# each row writes its own row; cached; nogil (threads); no fastmath (NaN stays inactive)
+topk_rows = njit(cache=True, nogil=True)(_topk_rows)
 
 
 def topk_csr(pre, b_enc, k, allowed):
@@ -365,8 +377,7 @@ def topk_csr(pre, b_enc, k, allowed):
     counts = np.empty(B, dtype=np.int64)
     idx2 = np.empty((B, k), dtype=np.int32)
     val2 = np.empty((B, k), dtype=pre.dtype)
-    kernel = topk_rows_parallel if use_threads(*pre.shape) else topk_rows_serial
-    kernel(pre, b_enc, k, allowed, counts, idx2, val2)
+    over_rows(topk_rows, B, use_threads(*pre.shape), pre, b_enc, k, allowed, counts, idx2, val2)
     return _rows_to_csr(counts, idx2, val2)
 
 
