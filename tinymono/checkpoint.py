@@ -29,14 +29,15 @@ class CheckpointError(BadFile):
     """A checkpoint that is missing, truncated, corrupt, or does not match what it should hold."""
 
 
-def _npz_path(path):
+def npz_path(path):
+    """`path` as the file save() writes: with .npz added when it lacks it."""
     path = Path(path)
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def save(path, arrays: dict, meta: dict):
     """Write arrays (name -> ndarray) and meta (JSON-serialisable dict) to `path` (.npz added if absent)."""
-    path = _npz_path(path)
+    path = npz_path(path)
     if META_KEY in arrays:
         raise ValueError(f"{META_KEY!r} is reserved for the metadata")
     for k, a in arrays.items():
@@ -65,7 +66,7 @@ def _check_members(path, fix):
 def load(path):
     """Read a checkpoint -> (arrays: dict name -> ndarray, meta: dict). Raises CheckpointError with the
     reason for a missing, truncated or corrupt file, and the fix."""
-    path = _npz_path(path)
+    path = npz_path(path)
     for p in (path, path.with_suffix(".json")):
         remove_stale_temps(p)
     if not path.exists():

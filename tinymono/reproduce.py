@@ -211,7 +211,7 @@ def _version(module):
 
 def _commit():
     """The source checkout's commit (with '+ local changes' when its files differ from it), or why not."""
-    root = Path(__file__).resolve().parents[1]
+    root = SOURCE_ROOT
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

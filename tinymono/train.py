@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tinymono import checkpoint as ckpt
@@ -141,9 +140,7 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
     config = _normalise(task.config_dict())
     history: dict[str, list] = {}
     step, resumed_from = 0, None
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+    path = ckpt.npz_path(checkpoint) if checkpoint is not None else None
 
     if path is not None and resume and path.exists():
         arrays, meta = ckpt.load(path)
