@@ -116,8 +116,9 @@ def check_settings(scale):
         corpus_config(scale)
         cfg, _ = transformer_configs(scale)
         sae_config(scale, cfg.d_mlp)
+        harvest = _sizes(scale)["harvest"]
         for split in settings.HARVEST_FIELDS:  # tokens of each split to harvest (harvest checks the bound later)
-            n = _sizes(scale)["harvest"][split]
+            n = harvest[split]
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"harvest.{split} must be a positive number of tokens, got {n!r}")
     except (ValueError, TypeError) as e:

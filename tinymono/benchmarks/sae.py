@@ -107,11 +107,10 @@ def torch_topk_loss(torch, cfg, dead):
     return loss
 
 
-def entries_per_row(params, x, k, allowed):
-    """The mean number of the k largest pre-activations per row that are positive, among `allowed` latents:
-    what a TopK pass (or AuxK's, over the dead latents) works on."""
-    pre = np.where(allowed, (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"], -np.inf)
-    top = -np.sort(-pre, axis=1)[:, :k]
+def entries_per_row(pre, k, allowed):
+    """The mean number of the k largest of pre [B, d_sae] (bias added) per row that are positive, among
+    `allowed` latents: what a TopK pass (or AuxK's, over the dead latents) works on."""
+    top = -np.partition(-np.where(allowed, pre, -np.inf), k - 1, axis=1)[:, :k]
     return float(np.count_nonzero(top > 0, axis=1).mean())
 
 
@@ -151,8 +150,9 @@ def run(quick=False):
                                                + copies["numba"]["b_enc"], 0)) / (B * d_sae))
     mm = 2.0 * B * d_in * d_sae  # flops of one dense [B, d_in] x [d_in, d_sae] product
     nnz = active * B * d_sae
-    tk_main = entries_per_row(tk["topk"], x, tk_cfg.k, np.ones(d_sae, bool))
-    tk_aux = entries_per_row(tk["topk"], x, tk_cfg.aux_k, dead)
+    tk_pre = (x - tk["topk"]["b_dec"]) @ tk["topk"]["W_enc"] + tk["topk"]["b_enc"]  # [B, d_sae], once for both
+    tk_main = entries_per_row(tk_pre, tk_cfg.k, np.ones(d_sae, bool))
+    tk_aux = entries_per_row(tk_pre, tk_cfg.aux_k, dead)
     flops = {"matmul": mm, "numpy": 5 * mm, "torch": 5 * mm, "numba": mm + 4 * 2.0 * nnz * d_in,
              "topk": mm + 4 * 2.0 * B * (tk_main + tk_aux) * d_in, "topk_numpy": 8 * mm,
              "topk_torch": 8 * mm}  # TopK's dense step: AuxK's 3 more

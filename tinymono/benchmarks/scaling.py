@@ -10,7 +10,8 @@ ideal line (cost proportional to the FLOPs, through the reference point, the def
 
 A point below its ideal line (time) or above it (tokens/s) is cheaper than its FLOPs predict: fixed costs
 spread over more work. In the d_sae series one bend is the threads: at batch 1024 the sparse kernels run
-on one thread below d_sae 4096 and on all cores from there (kernels/sae.py: PARALLEL_MIN_WORK). The figure is written beside the table (`figure` in the result, --figure PATH).
+on one thread below d_sae 4096 and on all cores from there (kernels/sae.py: PARALLEL_MIN_WORK). The figure
+is written beside the table (`figure` in the result, --figure PATH).
 Sizes above what a machine holds are not guarded: 32k latents need about 0.8 GB.
 """
 from __future__ import annotations
