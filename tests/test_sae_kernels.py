@@ -107,6 +107,39 @@ def test_latent_grads_matches_twin(problem):
 
 
 @SETTINGS
+@given(st.tuples(seeds, st.integers(0, 12), st.integers(1, 9), st.integers(1, 20), st.floats(0.0, 1.0), dtypes))
+def test_four_terms_per_pass_round_as_one_term_per_pass(problem):
+    """add_rows and latent_grads take four terms per pass in a chain of fused multiply-adds: bit for bit the
+    numbers of one axpy per term, in the same order (a reassociated chain, or a term taken out of order,
+    changes the last bits, which this equality sees)."""
+    rng, pre, b_enc, W_dec, b_dec, x, x_bar = sparse_problem(*problem)
+    dtype = problem[-1]
+    d_sae, d_in = W_dec.shape
+    indptr, idx, val = K.relu_csr_numpy(pre, b_enc)
+    for b in range(x.shape[0]):
+        lo, hi = indptr[b], indptr[b + 1]
+        got, want = b_dec.copy(), b_dec.copy()
+        K.add_rows(idx[lo:hi], val[lo:hi], W_dec, got)
+        for k in range(lo, hi):
+            K.axpy(val[k], W_dec[idx[k]], want)
+        np.testing.assert_array_equal(got, want, err_msg=f"add_rows, row {b} ({hi - lo} terms)")
+    dval = rng.standard_normal(len(val)).astype(dtype)
+    dx_hat = rng.standard_normal(x.shape).astype(dtype)
+    colptr, rows, perm = K.csr_to_csc_numpy(indptr, idx, d_sae)
+    dW_enc, db_enc, dW_dec = np.empty((d_in, d_sae), dtype), np.empty(d_sae, dtype), np.empty((d_sae, d_in), dtype)
+    K.latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec)
+    for j in range(d_sae):
+        want_dec, want_enc, want_b = np.zeros(d_in, dtype), np.zeros(d_in, dtype), dtype(0)
+        for c in range(colptr[j], colptr[j + 1]):
+            K.axpy(val[perm[c]], dx_hat[rows[c]], want_dec)
+            K.axpy(dval[perm[c]], x_bar[rows[c]], want_enc)
+            want_b = dtype(want_b + dval[perm[c]])
+        np.testing.assert_array_equal(dW_dec[j], want_dec, err_msg=f"latent_grads: dW_dec row {j}")
+        np.testing.assert_array_equal(dW_enc[:, j], want_enc, err_msg=f"latent_grads: dW_enc column {j}")
+        assert db_enc[j] == want_b, f"latent_grads: db_enc[{j}] {db_enc[j]!r} != {want_b!r} summed in order"
+
+
+@SETTINGS
 @given(seeds, st.integers(1, 6), st.integers(1, 8), st.integers(1, 20), dtypes)
 def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
     rng = np.random.default_rng(seed)

@@ -17,7 +17,9 @@ The practical ceiling is NumPy's float32 matmul at the encoder's shape, [B, d_in
 timed in the same run. Each path's GFLOP/s counts the multiply-adds it actually performs (dense: the
 five matmuls of the step; numba: the encoder matmul plus four products over the active entries), and
 `ceiling_share` is that rate over the ceiling's. The numba path cannot avoid the encoder matmul, so
-its share is about (encoder matmul time) / (step time): the goal is 80%.
+its share is about (encoder matmul time) / (step time): the goal is 80%. For the same reason no step that
+computes the encoder can beat PyTorch's by more than PyTorch's step time over one encoder matmul: the
+ratios `bound_vs_torch` and `bound_vs_topk_torch` measure that bound in the same run.
 """
 from __future__ import annotations
 
@@ -169,7 +171,15 @@ def run(quick=False):
     notes.append("the 'matmul' row is the ceiling, not a step: its per_second is activations encoded per second")
     ratios = {"numba_vs_numpy": ratio(results, "numba", "numpy"), "numba_vs_torch": ratio(results, "numba", "torch"),
               "numpy_vs_torch": ratio(results, "numpy", "torch"), "topk_vs_topk_numpy": ratio(results, "topk", "topk_numpy"),
-              "topk_vs_topk_torch": ratio(results, "topk", "topk_torch")}
+              "topk_vs_topk_torch": ratio(results, "topk", "topk_torch"),
+              # the most any step that computes the encoder matmul can gain on PyTorch's: PyTorch's step over that
+              # one matmul (a step of exactly one matmul and nothing else would reach it)
+              "bound_vs_torch": ratio(results, "matmul", "torch"), "bound_vs_topk_torch": ratio(results, "matmul", "topk_torch")}
+    for bound, goal, what in (("bound_vs_torch", 7, "PyTorch's step"), ("bound_vs_topk_torch", 5, "PyTorch's TopK step")):
+        if ratios[bound] is not None:
+            notes.append(f"bound: a step that runs the encoder matmul and nothing else would be {ratios[bound]:.1f}x "
+                         f"{what} (its time over one matmul's); a goal of {goal}x is "
+                         + ("within that bound" if ratios[bound] >= goal else "beyond it, for any step that computes the encoder"))
     ranges = {"numba_vs_torch": ratio_range(results, "numba", "torch"),
               "topk_vs_topk_torch": ratio_range(results, "topk", "topk_torch"),
               "numba_encoder_matmul_share": ratio_range(results, "numba", "matmul")}  # B per call: matmul / step time

@@ -152,16 +152,70 @@ def _axpy(alpha, x, y):
 axpy = njit(fastmath=True, cache=True)(_axpy)  # fastmath: vectorise the multiply-add (no reduction: same result)
 
 
+# Four terms per pass. The row loops below add many scaled rows into one output row (x_hat, a row of dW_dec or
+# dW_enc); one term per pass loads and stores the whole output row for each multiply-add, and those loads and
+# stores, not the arithmetic, set the speed. Four terms per pass load and store it once per four. The four are
+# added in a chain, ((y + a0 x0) + a1 x1) + ..., each a fused multiply-add, which rounds exactly as four axpy
+# calls in turn: the results are bit for bit those of one term per pass (tests/test_sae_kernels.py), so a
+# training run gives the same numbers as before the change. Only fused multiply-adds are allowed ("contract"),
+# not reassociation, which could turn the chain into a tree and round differently.
+
+
+def _axpy4(a0, a1, a2, a3, x0, x1, x2, x3, y):
+    for i in range(y.shape[0]):
+        y[i] = (((y[i] + a0 * x0[i]) + a1 * x1[i]) + a2 * x2[i]) + a3 * x3[i]
+
+
+# pasted by numba into its callers (inline="always"), where LLVM sees the rows and vectorises the loop; pasted
+# code takes the caller's fastmath flags, so every caller allows fused multiply-adds only ("contract")
+axpy4 = njit(fastmath={"contract"}, cache=True, inline="always")(_axpy4)
+
+
+def _add_rows(idx, val, W, out):
+    """out += sum_k val[k] W[idx[k]], the terms in order k = 0, 1, ... (four per pass, each rounded as by axpy)."""
+    n = idx.shape[0]
+    fours = n - n % 4
+    for k in range(0, fours, 4):
+        axpy4(val[k], val[k + 1], val[k + 2], val[k + 3], W[idx[k]], W[idx[k + 1]], W[idx[k + 2]], W[idx[k + 3]], out)
+    for k in range(fours, n):
+        axpy(val[k], W[idx[k]], out)
+
+
+add_rows = njit(fastmath={"contract"}, cache=True)(_add_rows)  # as axpy4: fused multiply-adds only
+
+
+def _dot4(x, w0, w1, w2, w3):
+    """The four dot products x . w0, ..., x . w3, each summed as `dot` sums it, with x loaded once for all four."""
+    s0 = s1 = s2 = s3 = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        s0 += x[i] * w0[i]
+        s1 += x[i] * w1[i]
+        s2 += x[i] * w2[i]
+        s3 += x[i] * w3[i]
+    return s0, s1, s2, s3
+
+
+dot4 = njit(fastmath=True, cache=True, inline="always")(_dot4)  # fastmath: as for dot
+
+
 def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dval):
+    n = idx.shape[0]
+    fours = n - n % 4
     x_hat[:] = b_dec
-    for k in range(idx.shape[0]):  # x_hat = b_dec + sum over active j of f_j W_dec[j]
-        axpy(val[k], W_dec[idx[k]], x_hat)
+    if fours:  # x_hat = b_dec + sum over active j of f_j W_dec[j]
+        add_rows(idx, val, W_dec, x_hat)
+    else:  # fewer than four terms: spare the call
+        for k in range(n):
+            axpy(val[k], W_dec[idx[k]], x_hat)
     sq = 0.0
     for i in range(x.shape[0]):
         e = x_hat[i] - x[i]
         sq += e * e
         dx_hat[i] = scale * e  # d mse / d x_hat = 2 (x_hat - x) / (B d_in)
-    for k in range(idx.shape[0]):  # df_j = dx_hat . W_dec[j] + l1 / B, only where f_j > 0
+    for k in range(0, fours, 4):  # df_j = dx_hat . W_dec[j] + l1 / B, only where f_j > 0
+        d0, d1, d2, d3 = dot4(dx_hat, W_dec[idx[k]], W_dec[idx[k + 1]], W_dec[idx[k + 2]], W_dec[idx[k + 3]])
+        dval[k], dval[k + 1], dval[k + 2], dval[k + 3] = d0 + l1_term, d1 + l1_term, d2 + l1_term, d3 + l1_term
+    for k in range(fours, n):
         dval[k] = dot(dx_hat, W_dec[idx[k]]) + l1_term
     return sq
 
@@ -246,13 +300,24 @@ _BLOCK = 16  # latents per task: 16 float32 = one 64-byte cache line of a dW_enc
 
 def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT, db_enc, dW_dec, dW_enc):
     for j in range(j0, j1):
-        dW_dec[j] = 0
-        dW_encT[j - j0] = 0
+        out, outT = dW_dec[j], dW_encT[j - j0]
+        out[:] = 0
+        outT[:] = 0
         s = dval.dtype.type(0)
-        for c in range(colptr[j], colptr[j + 1]):
+        lo, hi = colptr[j], colptr[j + 1]
+        fours = hi - (hi - lo) % 4
+        for c in range(lo, fours, 4):  # four of the latent's rows per pass
+            b0, b1, b2, b3 = rows[c], rows[c + 1], rows[c + 2], rows[c + 3]
+            k0, k1, k2, k3 = perm[c], perm[c + 1], perm[c + 2], perm[c + 3]
+            axpy4(val[k0], val[k1], val[k2], val[k3],  # dW_dec[j] += f[b, j] dx_hat[b]
+                  dx_hat[b0], dx_hat[b1], dx_hat[b2], dx_hat[b3], out)
+            axpy4(dval[k0], dval[k1], dval[k2], dval[k3],  # dW_enc[:, j] += df[b, j] x_bar[b]
+                  x_bar[b0], x_bar[b1], x_bar[b2], x_bar[b3], outT)
+            s = (((s + dval[k0]) + dval[k1]) + dval[k2]) + dval[k3]
+        for c in range(fours, hi):
             b, k = rows[c], perm[c]
-            axpy(val[k], dx_hat[b], dW_dec[j])  # dW_dec[j] += f[b, j] dx_hat[b]
-            axpy(dval[k], x_bar[b], dW_encT[j - j0])  # dW_enc[:, j] += df[b, j] x_bar[b]
+            axpy(val[k], dx_hat[b], out)
+            axpy(dval[k], x_bar[b], outT)
             s += dval[k]
         db_enc[j] = s
     for i in range(dW_enc.shape[0]):  # write the block's columns of dW_enc: a contiguous run per row i
@@ -260,7 +325,8 @@ def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT,
             dW_enc[i, j] = dW_encT[j - j0, i]
 
 
-latent_block = njit(fastmath=True, cache=True)(_latent_block)  # fastmath: vectorise the multiply-adds
+# fused multiply-adds only: db_enc's sum keeps its order (axpy and axpy4 bring their own flags)
+latent_block = njit(fastmath={"contract"}, cache=True)(_latent_block)
 
 
 def _latent_grads(colptr, rows, perm, val, dval, x_bar, dx_hat, dW_enc, db_enc, dW_dec, start, stop):
