@@ -549,6 +549,34 @@ def test_benchmark_profile_adds_up_and_torch_model_is_the_same():
         "the PyTorch model must compute the same loss from the same parameters"
 
 
+def test_benchmark_products_are_the_models_linear_maps():
+    """bench transformer times the step's matrix products on their own: one product [n, i] x [i, o] per linear
+    map, n = batch * n_ctx rows, and the maps' weights are every weight of the model but the embeddings."""
+    from tinymono.benchmarks import transformer as bench
+
+    cfg = tr.TransformerConfig(d_model=16, d_mlp=24, n_heads=2, d_head=8, n_ctx=8)
+    shapes = bench.step_products(cfg, batch=3)
+    assert all(n == 3 * cfg.n_ctx for n, _, _ in shapes)
+    weights = {k: v for k, v in tr.init(cfg, np.random.default_rng(0)).items() if k.startswith("W_") and k not in ("W_E", "W_pos")}
+    assert sum(i * o for _, i, o in shapes) == sum(v.size for v in weights.values()), sorted(weights)
+    assert sorted((i, o) for _, i, o in shapes) == sorted([(cfg.d_model, 3 * cfg.n_heads * cfg.d_head),
+                                                         (cfg.n_heads * cfg.d_head, cfg.d_model),
+                                                         (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
+                                                         (cfg.d_model, cfg.d_vocab)])
+
+
+def test_benchmark_quick_run_reports_the_race_and_the_products():
+    from tinymono.benchmarks import torch_or_none
+    from tinymono.benchmarks import transformer as bench
+
+    result = bench.run(quick=True)
+    assert {"tinymono", "numpy_reference"} <= set(result["results"])
+    assert result["ratios"]["tinymono_vs_numpy_reference"] > 0
+    if torch_or_none() is not None:
+        assert set(result["products_seconds"]) == {"numpy", "torch"} and min(result["products_seconds"].values()) > 0
+        assert any("matrix products alone" in n for n in result["notes"]), result["notes"]
+
+
 def test_fast_steps_reuse_freed_memory():
     """After the first steps, a training step should find its ~40 MB of arrays in memory the process already
     holds (kernels.keep_freed_memory) instead of page-faulting fresh pages in every step (~10,000 faults)."""

@@ -132,6 +132,29 @@ def format_profile(prof):
     return "\n".join(lines)
 
 
+def step_products(cfg, batch):
+    """The matrix products of one training step: (n, i, o) for each linear map of the model (queries, keys and
+    values as one; the heads' output; the MLP's two; the unembedding), n = batch * n_ctx rows. Each map
+    makes three products: x @ W [n, i] x [i, o] forward, dout @ W.T and x.T @ dout backward."""
+    n, HE = batch * cfg.n_ctx, cfg.n_heads * cfg.d_head
+    maps = [(cfg.d_model, 3 * HE), (HE, cfg.d_model), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
+            (cfg.d_model, cfg.d_vocab)]
+    return [(n, i, o) for i, o in maps]
+
+
+def _products_call(lib, shapes, rng):
+    """A zero-argument callable running the step's products in `lib` (numpy, or torch: tensors from the same
+    arrays), float32, on fixed random operands."""
+    arrays = [tuple(rng.standard_normal(s).astype(np.float32) for s in ((n, i), (i, o), (n, o))) for n, i, o in shapes]
+    if lib is not np:
+        arrays = [tuple(lib.from_numpy(a) for a in trio) for trio in arrays]
+
+    def call():
+        for x, W, dout in arrays:
+            x @ W, dout @ W.T, x.T @ dout
+    return call
+
+
 def run(quick=False, busy=False):
     """busy: the run has another process on the second core (the CLI's --busy), where the goal is lower."""
     cfg, _ = pipeline.transformer_configs("default")
@@ -154,6 +177,17 @@ def run(quick=False, busy=False):
                      f"{torch.__version__} on {torch.get_num_threads()} threads")
         impls["torch"] = lambda: torch_step(t_tokens)
     results = compare(impls, n_tokens, rounds=3 if quick else 7, min_seconds=0.3 if quick else 1.0)
+    mm = {}
+    if torch is not None:  # how much of each step is its matrix products, which each library leaves to its BLAS
+        shapes = step_products(cfg, BATCH)
+        products = compare({"numpy": _products_call(np, shapes, rng), "torch": _products_call(torch, shapes, rng)},
+                           n_tokens, rounds=3 if quick else 7, min_seconds=0.1 if quick else 0.3)
+        mm = {k: v["seconds_per_call"] for k, v in products.items()}
+        notes.append(f"the step's {3 * len(shapes)} matrix products alone, at the same shapes: NumPy's OpenBLAS "
+                     f"{1e3 * mm['numpy']:.1f} ms, PyTorch {1e3 * mm['torch']:.1f} ms; the rest of the step: tinymono "
+                     f"{1e3 * (results['tinymono']['seconds_per_call'] - mm['numpy']):.1f} ms, PyTorch "
+                     f"{1e3 * (results['torch']['seconds_per_call'] - mm['torch']):.1f} ms")
+
     prof = profile({k: v.copy() for k, v in params.items()}, tokens, cfg, n_steps=5 if quick else 30)
     print(format_profile(prof))
     ratios = {"tinymono_vs_torch": ratio(results, "tinymono", "torch"),
@@ -170,4 +204,5 @@ def run(quick=False, busy=False):
             "results": results,
             "ratios": ratios,
             "profile": {k: v for k, v in prof.items()},
+            "products_seconds": mm,
             "notes": notes}

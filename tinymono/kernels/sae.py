@@ -156,9 +156,10 @@ axpy = njit(fastmath=True, cache=True)(_axpy)  # fastmath: vectorise the multipl
 # dW_enc); one term per pass loads and stores the whole output row for each multiply-add, and those loads and
 # stores, not the arithmetic, set the speed. Four terms per pass load and store it once per four. The four are
 # added in a chain, ((y + a0 x0) + a1 x1) + ..., each a fused multiply-add, which rounds exactly as four axpy
-# calls in turn: the results are bit for bit those of one term per pass (tests/test_sae_kernels.py), so a
-# training run gives the same numbers as before the change. Only fused multiply-adds are allowed ("contract"),
-# not reassociation, which could turn the chain into a tree and round differently.
+# calls in turn: the results are bit for bit those of one term per pass (tests/test_sae_kernels.py). With the
+# four dot products of dot4 (below), lesson 06's SAE trained to the same bits as before the change
+# (docs/experiments.md). Only fused multiply-adds are allowed ("contract"), not reassociation, which could turn
+# the chain into a tree and round differently.
 
 
 def _axpy4(a0, a1, a2, a3, x0, x1, x2, x3, y):
@@ -185,7 +186,9 @@ add_rows = njit(fastmath={"contract"}, cache=True)(_add_rows)  # as axpy4: fused
 
 
 def _dot4(x, w0, w1, w2, w3):
-    """The four dot products x . w0, ..., x . w3, each summed as `dot` sums it, with x loaded once for all four."""
+    """The four dot products x . w0, ..., x . w3, with x loaded once for all four. Each is a sum like `dot`'s;
+    with reassociation allowed, the compiler may order four sums otherwise than one (on the machines measured
+    it did not: the same bits), so the tests hold decode_rows to its twin within float tolerance."""
     s0 = s1 = s2 = s3 = x.dtype.type(0)
     for i in range(x.shape[0]):
         s0 += x[i] * w0[i]
@@ -325,7 +328,8 @@ def _latent_block(j0, j1, colptr, rows, perm, val, dval, x_bar, dx_hat, dW_encT,
             dW_enc[i, j] = dW_encT[j - j0, i]
 
 
-# fused multiply-adds only: db_enc's sum keeps its order (axpy and axpy4 bring their own flags)
+# fused multiply-adds only, for the pasted axpy4 chains and db_enc's sum, which keep their order (axpy, compiled
+# on its own, keeps its own flags)
 latent_block = njit(fastmath={"contract"}, cache=True)(_latent_block)
 
 
