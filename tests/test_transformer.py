@@ -575,6 +575,8 @@ def test_benchmark_quick_run_reports_the_race_and_the_products():
     if torch_or_none() is not None:
         assert set(result["products_seconds"]) == {"numpy", "torch"} and min(result["products_seconds"].values()) > 0
         assert any("matrix products alone" in n for n in result["notes"]), result["notes"]
+        want = result["results"]["torch"]["seconds_per_call"] / result["products_seconds"]["numpy"]
+        assert abs(result["ratios"]["bound_vs_torch"] - want) <= 1e-9 * want
 
 
 def test_fast_steps_reuse_freed_memory():
