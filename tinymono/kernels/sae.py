@@ -14,7 +14,8 @@ done over the active entries only:
                      db_enc[j] = sum_b df[b, j]
 
 Each is written as a plain function `_name` and bound with njit; each has a NumPy twin `name_numpy`
-(dense, obviously right) that the tests check it against. Parallel kernels split the work so that every
+(dense, obviously right) that the tests check it against. Their helpers over rows (axpy, axpy4, add_rows,
+dot, dot4) are checked through them, and axpy4 and add_rows also against axpy, bit for bit. Parallel kernels split the work so that every
 output entry is written by exactly one thread in a fixed order: the results do not depend on the thread
 count or timing, so a resumed run stays bit-identical.
 
