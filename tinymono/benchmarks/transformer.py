@@ -214,7 +214,9 @@ def run(quick=False, busy=False):
             f"within the bound {ratios['bound_vs_torch']:.2f}x (rounds {low:.2f}-{high:.2f}): it leaves {1e3 * left:.1f} "
             f"ms for the rest of the step, where PyTorch spends {1e3 * torch_rest:.1f}" if left > 0 else
             f"beyond the bound {ratios['bound_vs_torch']:.2f}x (rounds {low:.2f}-{high:.2f}): NumPy's products alone "
-            "take longer than the goal allows the whole step"))
+            "take longer than the goal allows the whole step")
+            + (" (the step measured above the bound: the timings are noise; rerun on a quiet machine)"
+               if ratios["tinymono_vs_torch"] > ratios["bound_vs_torch"] else ""))
     if busy:
         notes.append("under --busy each library keeps its own idle-thread default: tinymono shortens OpenBLAS's "
                      "spinning (OPENBLAS_THREAD_TIMEOUT), PyTorch's OpenMP threads spin as they do by default")
