@@ -224,8 +224,8 @@ def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dv
     return sq
 
 
-# fastmath: as for dot; compiled on its own and called from the row loop (an inline loop in a prange body ran
-# several times slower, DESIGN.md)
+# fastmath: as for dot; compiled on its own and called from the row loop (when that loop was numba's prange,
+# the same code pasted into its body ran several times slower, DESIGN.md)
 decode_one_row = njit(fastmath=True, cache=True)(_decode_one_row)
 
 
