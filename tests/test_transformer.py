@@ -557,7 +557,8 @@ def test_benchmark_products_are_the_models_linear_maps():
     cfg = tr.TransformerConfig(d_model=16, d_mlp=24, n_heads=2, d_head=8, n_ctx=8)
     shapes = bench.step_products(cfg, batch=3)
     assert all(n == 3 * cfg.n_ctx for n, _, _ in shapes)
-    weights = {k: v for k, v in tr.init(cfg, np.random.default_rng(0)).items() if k.startswith("W_") and k not in ("W_E", "W_pos")}
+    weights = {k: v for k, v in tr.init(cfg, np.random.default_rng(0)).items()
+               if k.startswith("W_") and k not in ("W_E", "W_pos")}
     assert sum(i * o for _, i, o in shapes) == sum(v.size for v in weights.values()), sorted(weights)
     assert sorted((i, o) for _, i, o in shapes) == sorted([(cfg.d_model, 3 * cfg.n_heads * cfg.d_head),
                                                          (cfg.n_heads * cfg.d_head, cfg.d_model),

@@ -186,14 +186,16 @@ def run(quick=False, busy=False):
         impls["products_numpy"] = _products_call(np, shapes, rng)
         impls["products_torch"] = _products_call(torch, shapes, rng)
     results = compare(impls, n_tokens, rounds=3 if quick else 7, min_seconds=0.3 if quick else 1.0)
-    mm = {}
+    mm, rest = {}, {}
     if torch is not None:
         mm = {k: results[f"products_{k}"]["seconds_per_call"] for k in ("numpy", "torch")}
-        notes.append(f"the products of the step's linear maps ({3 * len(shapes)}; attention's own are not among them) "
-                     f"alone, at the same shapes: NumPy's BLAS {1e3 * mm['numpy']:.1f} ms, PyTorch {1e3 * mm['torch']:.1f} "
-                     f"ms; the rest of the step: tinymono {1e3 * (results['tinymono']['seconds_per_call'] - mm['numpy']):.1f}"
-                     f" ms, PyTorch {1e3 * (results['torch']['seconds_per_call'] - mm['torch']):.1f} ms; a step of NumPy's "
-                     "products and nothing else would reach bound_vs_torch")
+        rest = {"tinymono": results["tinymono"]["seconds_per_call"] - mm["numpy"],  # each step outside its products
+                "torch": results["torch"]["seconds_per_call"] - mm["torch"]}
+        notes.append(f"the products of the step's linear maps ({3 * len(shapes)}; attention's own are not among "
+                     f"them) alone, at the same shapes: NumPy's BLAS {1e3 * mm['numpy']:.1f} ms, PyTorch "
+                     f"{1e3 * mm['torch']:.1f} ms; the rest of the step: tinymono {1e3 * rest['tinymono']:.1f} ms, "
+                     f"PyTorch {1e3 * rest['torch']:.1f} ms; a step of NumPy's products and nothing else would reach "
+                     "bound_vs_torch")
 
     prof = profile({k: v.copy() for k, v in params.items()}, tokens, cfg, n_steps=5 if quick else 30)
     print(format_profile(prof))
@@ -208,10 +210,9 @@ def run(quick=False, busy=False):
     if mm:
         low, high = ratio_range(results, "products_numpy", "torch")
         left = results["torch"]["seconds_per_call"] / goal - mm["numpy"]
-        torch_rest = results["torch"]["seconds_per_call"] - mm["torch"]
         notes.append(f"the goal of {goal}x is " + (
-            f"within the bound {ratios['bound_vs_torch']:.2f}x (rounds {low:.2f}-{high:.2f}): it leaves {1e3 * left:.1f} "
-            f"ms for the rest of the step, where PyTorch spends {1e3 * torch_rest:.1f}" if left > 0 else
+            f"within the bound {ratios['bound_vs_torch']:.2f}x (rounds {low:.2f}-{high:.2f}): it leaves "
+            f"{1e3 * left:.1f} ms for the rest of the step, where PyTorch spends {1e3 * rest['torch']:.1f}" if left > 0 else
             f"beyond the bound {ratios['bound_vs_torch']:.2f}x (rounds {low:.2f}-{high:.2f}): NumPy's products alone "
             "take longer than the goal allows the whole step")
             + (" (the step measured above the bound: the timings are noise; rerun on a quiet machine)"

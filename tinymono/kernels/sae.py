@@ -15,9 +15,9 @@ done over the active entries only:
 
 Each is written as a plain function `_name` and bound with njit; each has a NumPy twin `name_numpy`
 (dense, obviously right) that the tests check it against. Their helpers over rows (axpy, axpy4, add_rows,
-dot, dot4) are checked through them, and axpy4 and add_rows also against axpy, bit for bit. Parallel kernels split the work so that every
-output entry is written by exactly one thread in a fixed order: the results do not depend on the thread
-count or timing, so a resumed run stays bit-identical.
+dot, dot4) are checked through them, and axpy4 and add_rows also against axpy, bit for bit. Parallel
+kernels split the work so that every output entry is written by exactly one thread in a fixed order: the
+results do not depend on the thread count or timing, so a resumed run stays bit-identical.
 
 The kernels that loop over rows (or blocks of latents) take a range [start, stop) and release the GIL;
 `over_rows` runs one on all rows here, or, from PARALLEL_MIN_WORK on, hands one contiguous range to each
@@ -206,11 +206,7 @@ def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dv
     n = idx.shape[0]
     fours = n - n % 4
     x_hat[:] = b_dec
-    if fours:  # x_hat = b_dec + sum over active j of f_j W_dec[j]
-        add_rows(idx, val, W_dec, x_hat)
-    else:  # fewer than four terms: spare the call
-        for k in range(n):
-            axpy(val[k], W_dec[idx[k]], x_hat)
+    add_rows(idx, val, W_dec, x_hat)  # x_hat = b_dec + sum over active j of f_j W_dec[j]
     sq = 0.0
     for i in range(x.shape[0]):
         e = x_hat[i] - x[i]
