@@ -200,7 +200,8 @@ for label in NAMED:
     children = np.argsort(-cos, kind="stable")[:6]
     a_parent = small.activations(0, len(val_store), [parent])[:, 0]
     a_children = feature_source.activations(0, len(val_store), children)
-    together = np.corrcoef(a_parent, a_children.sum(axis=1))[0, 1] if a_parent.any() else 0.0
+    summed = a_children.sum(axis=1)  # a constant side (no firing at all) would give NaN: 0 instead
+    together = np.corrcoef(a_parent, summed)[0, 1] if np.ptp(a_parent) > 0 and np.ptp(summed) > 0 else 0.0
     families[label] = {"parent": parent, "children": children, "together": together, "bytes": []}
     r_best = small_report.score("context", label, "pearson")[parent]
     print(f"\n{label}: feature {parent} of {small_cfg.d_sae} (r {r_best:.2f}); its family of {sae_cfg.d_sae}; "

@@ -518,8 +518,12 @@ def test_a_few_latents_of_any_architecture_are_the_whole_encodings_columns(store
     post = x[:6].reshape(2, 3, -1)
     rec = []
     out = interventions.clamp_hook(params, cfg, units, [2.0, 0.0, 1.0], rec)(post)
-    want = x[:6] + (np.array([2.0, 0.0, 1.0]) - whole[:6, units]) @ params["W_dec"][units]
-    np.testing.assert_allclose(out.reshape(6, -1), want, rtol=1e-5, atol=1e-6)
+    pinned = whole[:6].copy()
+    pinned[:, units] = [2.0, 0.0, 1.0]
+    want = sae.decode(params, pinned) + (x[:6] - sae.decode(params, whole[:6]))  # pinned reconstruction + the SAE's error
+    if arch == "anthropic2024":
+        assert abs(params["input_scale"].item() - 1.0) > 0.1, "an input_scale near 1 would not test the scaling back"
+    np.testing.assert_allclose(out.reshape(6, -1), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rec[0].reshape(6, 3), whole[:6, units], rtol=1e-6, atol=1e-7)
 
 

@@ -63,6 +63,20 @@ def test_constant_columns_correlate_zero_and_are_not_alive():
     assert got.best_match()[0][0] in (0, 1), "a dead unit of B must never be anyone's best match over a live one"
 
 
+def test_a_dead_unit_of_b_is_no_match_even_when_every_live_correlation_is_negative():
+    """r is 0 where a unit of B never varies; a unit of A anticorrelated with every live unit of B must get its
+    least negative live match, not the dead unit's 0."""
+    rng = np.random.default_rng(2)
+    a = rng.random(300).astype(np.float32)
+    XB = np.stack([1.0 - a, np.zeros_like(a), 2.0 - 3.0 * a], axis=1)  # B's unit 1 is dead
+    got = universality.correlate(Matrix(a[:, None]), Matrix(XB), block_rows=64)
+    best, r = got.best_match()
+    assert got.alive_b.tolist() == [True, False, True]
+    assert best[0] in (0, 2) and r[0] == pytest.approx(-1.0, abs=1e-5), (best, r)
+    none = universality.correlate(Matrix(a[:, None]), Matrix(np.zeros((300, 2), np.float32)), block_rows=64)
+    assert none.best_match()[1].tolist() == [0.0], "with no live unit of B, every match is 0"
+
+
 def test_best_match_finds_the_planted_copy_among_shuffled_units():
     rng = np.random.default_rng(1)
     XA = sparse_relu(rng, 4000, 8, 0.05)

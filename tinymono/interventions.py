@@ -27,7 +27,8 @@ from tinymono.validate import INT, REAL, InputTypeError, check_array, check_ids,
 def clamp_hook(sae_params, sae_cfg, units, values, record=None):
     """A mlp.hook_post function that sets feature `units` (one index, or several) to `values` at every
     position and leaves the rest of the true activations (not the SAE's reconstruction) as they are:
-    post + sum_i (v_i - f_i(post)) W_dec[i], every f_i read from the activations as they came in. Value 0
+    post + sum_i (v_i - f_i(post)) W_dec[i] (divided by the SAE's `input_scale` where it has one, as
+    sae.decode scales its reconstruction back), every f_i read from the activations as they came in. Value 0
     is the paper's ablation; a large value pins the feature on (the paper's pinned sampling). Appends the
     features as they were, [B, T] for one unit or [B, T, k] for k, to `record` when given."""
     d_sae = sae_params["W_dec"].shape[0]
@@ -39,7 +40,7 @@ def clamp_hook(sae_params, sae_cfg, units, values, record=None):
         raise ValueError(f"values must be one number or one per unit ({idx.size}), got shape {values.shape}")
     if record is not None and not hasattr(record, "append"):
         raise InputTypeError(f"record must be a list (or None), got {type(record).__name__}")
-    D = sae_params["W_dec"][idx]  # [k, M]
+    D = sae_params["W_dec"][idx] / sae_params.get("input_scale", 1.0)  # [k, M], in the activations' units
     v = np.broadcast_to(np.asarray(values, dtype=np.float64), idx.shape)
 
     def hook(post):  # [B, T, M]

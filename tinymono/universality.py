@@ -70,10 +70,14 @@ class Correlation:
     seconds: float
 
     def best_match(self):
-        """(unit of B [A], its correlation [A]): for each unit of A, the unit of B it correlates with most
-        (a unit of A that is not alive gets correlation 0 with unit 0)."""
-        best = np.argmax(self.r, axis=1)
-        return best, self.r[np.arange(len(best)), best]
+        """(unit of B [A], its correlation [A]): for each unit of A, the alive unit of B it correlates with
+        most (a unit of A that is not alive, or a B with no alive unit, gets correlation 0 with unit 0). A
+        unit of B that never varies is no match, even for a unit of A whose every correlation is negative."""
+        if not self.alive_b.any():
+            return np.zeros(len(self.r), np.int64), np.zeros(len(self.r))
+        best = np.argmax(np.where(self.alive_b, self.r, -np.inf), axis=1)
+        r = np.where(self.alive_a, self.r[np.arange(len(best)), best], 0.0)
+        return np.where(self.alive_a, best, 0), r
 
 
 def _block_moments(xa, xb, packers, co_buf):
