@@ -9,6 +9,7 @@ handful of functions and checks each outcome against the function's stated contr
 When a case fails, the likely mistake is a missing check at the top of the function (the error then comes
 from deep inside NumPy, or there is no error and the result is silently wrong), or a message that does
 not say which argument is wrong."""
+import copy
 import re
 from types import SimpleNamespace
 
@@ -78,6 +79,12 @@ def small_report():
 
 
 SOURCE, REPORT = small_report()
+
+
+def no_rows(source):
+    empty = copy.copy(source)
+    empty.n_rows = 0
+    return empty
 
 # (what is wrong, the call, the error class, the argument its message must name)
 BAD = [
@@ -269,6 +276,10 @@ BAD = [
     ("LabelStats: A of another width", lambda: scores.LabelStats(np.ones(3), {"c": 2}).update(np.ones((2, 4)),
                                                                                           {"c": [0, 1]}),
      ValueError, "A"),
+    ("LabelStats: no labels for the block", lambda: scores.LabelStats(np.ones(3), {"c": 2}).update(np.ones((2, 3)),
+                                                                                                {"c": []}),
+     ValueError, "c labels must be"),
+    ("analyse_units: a source of no rows", lambda: scores.analyse_units(no_rows(SOURCE)), ValueError, "no rows"),
     ("NeuronSource: block_rows 0", lambda: features.NeuronSource(SimpleNamespace(d=3), block_rows=0),
      ValueError, "block_rows"),
     # optimiser and gradient checks

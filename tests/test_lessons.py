@@ -29,14 +29,14 @@ LESSONS = {  # name: (figures it must write, number of checks)
     "05_train_transformer": (["loss_curve.png", "bits_per_label.png", "family_over_floor.png"], 7),
     "06_sae_on_transformer": (["sae_training.png", "density_histogram.png"], 6),
     "07_interpreting_features": (["features_vs_neurons.png", "all_contexts_scatter.png", "feature_histograms.png",
-                                  "feature_browser.html"], 10),
+                                  "feature_browser.html"], 11),
     "08_steering_and_splitting": (["pinned_sampling.png", "dna_family.png"], 8),
     "09_beyond_the_paper": (["ground_truth.png", "frontier.png"], 19),
     "10_universality": (["best_match.png", "real_vs_shuffled.png"], 9),
 }
 # checks that do not depend on scale (scale_free=True), which PASS at smoke scale too
 SCALE_FREE = {"02_sparse_autoencoder": 1, "04_transformer_by_hand": 8, "05_train_transformer": 1,
-              "06_sae_on_transformer": 2, "09_beyond_the_paper": 3, "10_universality": 1}
+              "06_sae_on_transformer": 2, "07_interpreting_features": 1, "09_beyond_the_paper": 3, "10_universality": 1}
 
 
 def run(args, timeout):

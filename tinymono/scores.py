@@ -123,9 +123,9 @@ class LabelStats:
         for name, fam in self.fam.items():
             ids = np.asarray(labels[name], dtype=np.int64)
             L = len(fam["count"])
-            if ids.shape != (b,) or ids.min() < 0 or ids.max() >= L:
-                raise ValueError(f"{name} labels must be [{b}] ids in 0..{L - 1}, got {ids.shape} "
-                                 f"{ids.min()}..{ids.max()}")
+            if ids.shape != (b,) or ids.min() < 0 or ids.max() >= L:  # (b >= 1 here; the labels may be empty)
+                raise ValueError(f"{name} labels must be [{b}] ids in 0..{L - 1}, got {ids.shape}"
+                                 + (f" {ids.min()}..{ids.max()}" if ids.size else ""))
             count_b = np.bincount(ids, minlength=L)
             key = ids[rows] * self.U + cols  # [nnz] (label, unit)
             sums_b = np.zeros((L, self.U))
@@ -234,6 +234,8 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
         if fam not in ("context", "detail"):
             raise ValueError(f"families must be 'context' and/or 'detail', got {fam!r}")
     store, U = source.store, source.n_units
+    if source.n_rows == 0:
+        raise ValueError(f"the {source.kind} source has no rows to score")
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
     scratch = moments.SparseBlocks(share=2.0)
