@@ -320,6 +320,22 @@ def test_a_stage_imports_the_tinymono_that_runs_it(tmp_path, monkeypatch):
     assert imported == [str(SOURCE_ROOT / "tinymono" / "__init__.py")], tail
 
 
+def test_a_stage_takes_its_settings_from_its_command_line_not_the_environment(tmp_path, monkeypatch):
+    """TINYMONO_SET (and the other settings a notebook reads from the environment) in the shell that runs
+    `reproduce` must not reach a stage: --set would add its settings to the stage's own, and the stage would
+    write its results into another run's folder than the one the report reads."""
+    from tinymono.reproduce import run_stage
+
+    monkeypatch.setenv("TINYMONO_SET", "sae.l1_coefficient=4e-4")
+    monkeypatch.setenv("TINYMONO_SEED", "3")
+    lesson = tmp_path / "99_where.py"
+    lesson.write_text("import tinymono\nfrom tinymono.lesson import Lesson\nprint('out', Lesson('99_where').out)\n")
+    code, _, tail = run_stage(lesson, "smoke", tmp_path, tmp_path / "log", seed=1)
+    assert code == 0, tail
+    assert [line.split("out ", 1)[1].strip() for line in tail if line.startswith("out ")] == \
+        [str(tmp_path / "smoke-seed1" / "99_where")], tail
+
+
 @pytest.mark.parametrize("name", sorted(LESSONS))
 def test_lesson_imports_tinymono_before_numpy(name):
     """OpenBLAS reads its idle-thread timeout once, when NumPy loads it; tinymono sets it, so a lesson that

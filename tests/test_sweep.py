@@ -238,6 +238,26 @@ def test_another_grid_keeps_lesson_03s_record(tmp_path):
     assert (other["l1"], other["ratio"], other["steps"], len(other["points"])) == ([1e-3], [1.0], 20, 1)
 
 
+def test_a_point_given_twice_is_trained_once_and_close_values_get_their_own_folders(tmp_path):
+    assert sweep.sae_gt(out=tmp_path, scale="smoke", executor="serial", l1s=[1e-3, 1e-3], ratios=[1.0, 1.0],
+                        steps=20) == 0
+    record = json.loads(next((tmp_path / "smoke" / "sweep-sae-gt").rglob("sweep.json")).read_text())
+    assert (record["l1"], record["ratio"], len(record["points"])) == ([1e-3], [1.0], 1)
+    names = {sweep.point_name(dict(l1_coefficient=1e-3, ratio=r, steps=20)) for r in (1.0, 1.0000001)}
+    assert len(names) == 2 and "l1=0.001,ratio=1,steps=20" in names, names  # and the usual names as they were
+    with pytest.raises(ValueError, match="finite"):
+        sweep.sae_gt(out=tmp_path, scale="smoke", executor="serial", l1s=[1e-3], ratios=[float("inf")], steps=20)
+
+
+def test_sweep_into_a_file_says_so(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "tinymono", "sweep", "sae-gt", "--scale", "smoke", "--out", str(afile),
+                           "--steps", "5"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "cannot write into --out" in proc.stderr and "Traceback" not in proc.stderr, \
+        proc.stderr[-2000:]
+
+
 def test_seeds_table_spread_and_passes():
     check = lambda v, st: {"name": "c", "bar": ">= 1", "value": v, "status": st}  # noqa: E731
     result = {s: {"stages": {"01_x": {"checks": [check(v, st)]}}}
@@ -256,11 +276,14 @@ def test_seeds_table_joins_a_check_whose_name_holds_its_runs_numbers():
         "1": {"stages": {"07_x": {"checks": [
             check("dna: group of 2 features (min 0.93)", ">= 0.8", 0.958, "PASS"),
             check("topk at 1.1x: MMCS", ">= 0.99", 0.99, "PASS"), check("topk at 2x: MMCS", ">= 0.99", 0.9, "FAIL")]}}}}
+    result["0"]["stages"]["07_x"]["checks"].append(check("best variant (gated) minus the paper's", "> 0", 0.01, "PASS"))
+    result["1"]["stages"]["07_x"]["checks"].append(check("best variant (topk) minus the paper's", "> 0", 0.02, "PASS"))
     table = sweep.seeds_table(dict(scale="smoke", seeds=[0, 1], set=[], executor="serial", seconds=1.0, results=result))
     rows = [line for line in table.splitlines() if line.startswith("| 07_x")]
     assert rows == ["| 07_x | dna: group of 0 features (min 0.00) | >= 0.8 | 0 F | 0.958 P | 0.958 | 1/2 |",
                     "| 07_x | topk at 1.1x: MMCS | >= 0.99 | 0.995 P | 0.99 P | 0.005 | 2/2 |",
-                    "| 07_x | topk at 2x: MMCS | >= 0.99 | 0.9988 P | 0.9 F | 0.0988 | 1/2 |"], table
+                    "| 07_x | topk at 2x: MMCS | >= 0.99 | 0.9988 P | 0.9 F | 0.0988 | 1/2 |",
+                    "| 07_x | best variant (gated) minus the paper's | > 0 | 0.01 P | 0.02 P | 0.01 | 2/2 |"], table
 
 
 def test_lesson_seeds_are_their_own_at_seed_0():

@@ -125,6 +125,8 @@ def _sweep(args):
         return _error(e, 2)
     except DiskFullError as e:
         return _error(e, 1)
+    except OSError as e:  # --out is a file, or cannot be written
+        return _error(f"cannot write into --out {common['out']}: {e.strerror or e} ({e.filename or common['out']})", 2)
     except KeyboardInterrupt:
         print("interrupted; finished points are kept and running ones saved their checkpoints: run the same "
               "command again to resume", file=sys.stderr)

@@ -124,6 +124,9 @@ def child_path():
 
 
 LOG_PROGRESS_EVERY = 10.0  # seconds between a loop's progress lines in the log (and its first and last)
+# a lesson's settings from the environment (for notebooks: lesson.py), which a stage must not inherit: the
+# stage's command line gives its scale, seed and runs folder, and TINYMONO_SET would add to its --set
+LESSON_ENV = ("TINYMONO_SCALE", "TINYMONO_SEED", "TINYMONO_RUNS", "TINYMONO_SET")
 
 
 def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
@@ -139,8 +142,9 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root),
            *settings.as_arguments(overrides or {})]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path(),
-           "OPENBLAS_THREAD_TIMEOUT": os.environ["OPENBLAS_THREAD_TIMEOUT"]}  # set by tinymono/__init__.py
+    env = {k: v for k, v in os.environ.items() if k not in LESSON_ENV}  # the flags above say it all
+    env.update({"PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path(),
+                "OPENBLAS_THREAD_TIMEOUT": os.environ["OPENBLAS_THREAD_TIMEOUT"]})  # set by tinymono/__init__.py
     tail = collections.deque(maxlen=TAIL_LINES)
     display = display or progress.Display(lesson.stem[:2])
     logged = {}  # a loop's description -> when its last progress line went to the log

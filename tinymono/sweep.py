@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -113,8 +114,15 @@ def _where():
 # sae-gt: lesson 03's L1 x dictionary-size grid
 
 
+def _exact(v):
+    """A number as its shortest %g text when that reads back as the same float, else its repr (two points
+    whose %g texts agree, 1 and 1.0000001, must not share a folder)."""
+    text = f"{v:g}"
+    return text if float(text) == v else repr(float(v))
+
+
 def point_name(point):
-    return f"l1={point['l1_coefficient']:g},ratio={point['ratio']:g},steps={point['steps']}"
+    return f"l1={_exact(point['l1_coefficient'])},ratio={_exact(point['ratio'])},steps={point['steps']}"
 
 
 def sae_gt_stage(point):
@@ -255,8 +263,9 @@ def sae_gt(out="runs", scale="default", l1s=None, ratios=None, steps=None, seed=
         raise ValueError(f"scale must be one of {sorted(SAE_GT_GRID)}, got {scale!r}")
     lesson = lesson_grid(scale)
     l1s, ratios, steps = l1s or lesson[0], ratios or lesson[1], lesson[2] if steps is None else steps
-    if steps < 1 or min(l1s) < 0 or min(ratios) <= 0:
-        raise ValueError(f"need steps >= 1, L1 >= 0 and ratios > 0, got {steps}, {l1s}, {ratios}")
+    l1s, ratios = list(dict.fromkeys(l1s)), list(dict.fromkeys(ratios))  # a point given twice is trained once
+    if steps < 1 or min(l1s) < 0 or min(ratios) <= 0 or not all(map(math.isfinite, [*l1s, *ratios])):
+        raise ValueError(f"need steps >= 1, finite L1 >= 0 and finite ratios > 0, got {steps}, {l1s}, {ratios}")
     base = Path(out) / run_folder(scale, seed) / "sweep-sae-gt"
     folder = base / "points"
     grid, recorded = sweep_grid(dict(l1=l1s, ratio=ratios, steps=steps)), load_sae_gt(base.parent)
@@ -360,16 +369,21 @@ def _seed_summary(result):
 
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_ASIDE = re.compile(r"\([^()]*\)")  # a check name's words in brackets say what its run found: "(gated)"
+
+
+def _mask(text):
+    return _NUMBER.sub("#", _ASIDE.sub("(.)", text))
 
 
 def _check_keys(checks):
     """One key per check of a lesson, the same for the same check in every seed's run: a check's name and
-    bar may carry its run's own numbers ("group of 2 features", "floor 1.701"), so the numbers are masked,
-    and checks that are then alike ("topk at 1.1x: MMCS", "topk at 2x: MMCS") are told apart by their
-    order, which a lesson keeps from run to run."""
+    bar may carry its run's own numbers ("group of 2 features", "floor 1.701") and findings in brackets
+    ("best variant (gated)"), so those are masked, and checks that are then alike ("topk at 1.1x: MMCS",
+    "topk at 2x: MMCS") are told apart by their order, which a lesson keeps from run to run."""
     seen, keys = {}, []
     for c in checks:
-        base = (_NUMBER.sub("#", c["name"]), _NUMBER.sub("#", c["bar"]))
+        base = (_mask(c["name"]), _NUMBER.sub("#", c["bar"]))
         keys.append(base + (seen.get(base, 0),))
         seen[base] = seen.get(base, 0) + 1
     return keys
