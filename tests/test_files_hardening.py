@@ -488,6 +488,17 @@ def test_reproduce_writes_its_report_when_the_disk_fills(tmp_path, monkeypatch, 
     assert not (out / "smoke" / ".report-reserve").exists(), "the reserve is freed at the end"
 
 
+def test_a_stage_that_exits_0_without_a_result_is_not_called_ok(tmp_path, monkeypatch):
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    (lessons / "01_quiet.py").write_text("print('nothing to check')\n")
+    monkeypatch.setattr(reproduce, "LESSONS_DIR", lessons)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    assert reproduce.reproduce(tmp_path / "runs", "smoke") == 1
+    report = (tmp_path / "runs" / "smoke" / "report.md").read_text()
+    assert "| 01_quiet | ended without a result" in report and "| 01_quiet | ok" not in report, report
+
+
 def test_reproduce_reruns_a_stage_whose_result_is_damaged(tmp_path, monkeypatch, capsys):
     lessons = tmp_path / "lessons"
     lessons.mkdir()

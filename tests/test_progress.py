@@ -149,8 +149,33 @@ def test_the_report_says_when_the_code_changed_during_the_run(monkeypatch):
     """The commit is read when reproduce starts and again when it writes the report; a checkout that moved
     in between (a merge while a long run was going) must show, since the stages may then mix two versions."""
     from tinymono import reproduce
-    monkeypatch.setattr(reproduce, "_commit", lambda: "bbbbbbbbbbbb")
+    monkeypatch.setattr(reproduce, "source_commit", lambda: "bbbbbbbbbbbb")
     rows = dict(reproduce.provenance("smoke", 0, {}, 1.0, commit_at_start="aaaaaaaaaaaa"))
     assert rows["commit"] == "aaaaaaaaaaaa at the start, bbbbbbbbbbbb at the end: the code changed during the run", rows
     rows = dict(reproduce.provenance("smoke", 0, {}, 1.0, commit_at_start="bbbbbbbbbbbb"))
     assert rows["commit"] == "bbbbbbbbbbbb", "an unchanged checkout names its commit once"
+
+
+def test_the_report_names_the_stages_made_at_another_commit(tmp_path, monkeypatch):
+    """A stage reused from an earlier run was made by the code of then: the report must not credit its numbers
+    to the checkout of now. Each lesson records its commit in result.json."""
+    from tinymono import reproduce
+    monkeypatch.setattr(reproduce, "source_commit", lambda: "bbbbbbbbbbbb")
+    stages = []
+    for name, commit in (("01_now", "bbbbbbbbbbbb"), ("02_then", "aaaaaaaaaaaa"), ("03_older", None)):
+        (tmp_path / "smoke" / name).mkdir(parents=True)
+        record = {"seconds": 1.0, "figures": [], "checks": [], **({"commit": commit} if commit else {})}
+        (tmp_path / "smoke" / name / "result.json").write_text(__import__("json").dumps(record))
+        stages.append((tmp_path / "lessons" / f"{name}.py", "reused", 1.0, None))
+    line = next(x for x in write_report(tmp_path, "smoke", stages).read_text().splitlines() if x.startswith("| commit"))
+    assert "bbbbbbbbbbbb; made at other commits: 02_then (aaaaaaaaaaaa), 03_older (not recorded)" in line, line
+    assert "01_now" not in line
+
+
+def test_a_lesson_records_the_commit_that_made_it(tmp_path):
+    from tinymono.lesson import Lesson, source_commit
+    lesson = Lesson("99_commit", ["--scale", "smoke", "--runs", str(tmp_path)])
+    lesson.check("a check", 1.0, True, "any", scale_free=True)
+    lesson.finish()  # every check passed: no SystemExit
+    record = __import__("json").loads((tmp_path / "smoke" / "99_commit" / "result.json").read_text())
+    assert record["commit"] == source_commit() and record["commit"]

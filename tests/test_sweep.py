@@ -258,6 +258,16 @@ def test_sweep_into_a_file_says_so(tmp_path):
         proc.stderr[-2000:]
 
 
+def test_a_seed_whose_lesson_did_not_finish_keeps_its_other_lessons(tmp_path):
+    """A killed lesson must not take the seed's finished lessons out of the table (it is run again next time)."""
+    (tmp_path / "smoke-seed2" / "01_superposition").mkdir(parents=True)
+    (tmp_path / "smoke-seed2" / "01_superposition" / "result.json").write_text(
+        json.dumps({"seconds": 1.0, "figures": [], "checks": [{"status": "PASS", "name": "c", "value": 1, "bar": "b"}]}))
+    point = dict(out=str(tmp_path), scale="smoke", seed=2, overrides={}, only=["01", "03"])
+    assert list(sweep._seed_results(point, partial=True)) == ["01_superposition"]
+    assert sweep._seed_results(point) is None, "not finished: the sweep must still run this seed"
+
+
 def test_seeds_table_spread_and_passes():
     check = lambda v, st: {"name": "c", "bar": ">= 1", "value": v, "status": st}  # noqa: E731
     result = {s: {"stages": {"01_x": {"checks": [check(v, st)]}}}

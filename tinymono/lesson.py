@@ -34,6 +34,7 @@ import argparse
 import inspect
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,19 @@ def derived_seed(k, seed):
     if not isinstance(k, int) or not 0 <= k < 1000:
         raise ValueError(f"a lesson's own seed must be an integer in [0, 1000), got {k!r}")
     return k + 1000 * seed
+
+
+def source_commit():
+    """The source checkout's commit (with '+ local changes' when its files differ from it), or why not."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({type(e).__name__})"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip()[:12] + (" + local changes" if dirty.stdout.strip() else "")
 
 
 def write_settings(folder, overrides):
@@ -219,7 +233,8 @@ class Lesson:
                   "checks": [{"status": st, "name": n, "value": v if isinstance(v, (int, float, str)) else str(v),
                               "bar": b} for st, n, v, b in self.results],
                   "figures": [{"file": f, "caption": c} for f, c in self.figures],
-                  "training": list(train.RUNS)}  # what this process trained (not loaded from the cache; not a worker's)
+                  "training": list(train.RUNS),  # what this process trained (not loaded from the cache; not a worker's)
+                  "commit": source_commit()}
         atomic_write(self.out / "result.json", lambda fh: fh.write(json.dumps(record, indent=1).encode()))
         print(f"lesson {self.name}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
         if failed and not in_notebook():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tinymono import progress, settings
 from tinymono.files import BadFile, DiskFullError, atomic_write, read_json, writing
-from tinymono.lesson import run_folder, write_settings
+from tinymono.lesson import run_folder, source_commit, write_settings
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding this tinymono package and its lessons
 LESSONS_DIR = SOURCE_ROOT / "lessons"
@@ -213,27 +213,19 @@ def _version(module):
         return "not installed"
 
 
-def _commit():
-    """The source checkout's commit (with '+ local changes' when its files differ from it), or why not."""
-    root = SOURCE_ROOT
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"unknown ({type(e).__name__})"
-    if head.returncode != 0:
-        return "unknown (not a git checkout)"
-    return head.stdout.strip()[:12] + (" + local changes" if dirty.stdout.strip() else "")
-
-
-def provenance(scale, seed, overrides, wall_seconds, commit_at_start=None):
+def provenance(scale, seed, overrides, wall_seconds, commit_at_start=None, stage_commits=None):
     """[(field, value)]: where the report's numbers come from. The corpus's real text is the running
-    Python's standard library, so its version is part of every number. commit_at_start: _commit() when
-    the command began; if the checkout changed while it ran, the report says so (stages may then mix code)."""
-    commit = _commit()
+    Python's standard library, so its version is part of every number. commit_at_start: source_commit() when
+    the command began; if the checkout changed while it ran, the report says so (stages may then mix code).
+    stage_commits: {stage name: the commit its result.json records (None: a result written before results
+    recorded it)}; the stages made at another commit than this one are named."""
+    commit = now = source_commit()
     if commit_at_start is not None and commit_at_start != commit:
         commit = f"{commit_at_start} at the start, {commit} at the end: the code changed during the run"
+    other = {name: c for name, c in (stage_commits or {}).items() if c != now}
+    if other:
+        commit += "; made at other commits: " + ", ".join(
+            f"{name} ({c or 'not recorded'})" for name, c in sorted(other.items()))
     return [("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
             ("scale", scale), ("seed", str(seed)),
             ("settings", ", ".join(settings.describe(overrides)) or "none (pipeline.SIZES as written)"),
@@ -289,7 +281,8 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
                   "bars, so only the pipeline is exercised. The checks that do not depend on scale (gradients, "
                   "causality, kernels against their reference) PASS or FAIL as at every scale. Figures and captions "
                   "describe what the default scale shows; a panel left empty at this scale says why.", ""]
-    where = provenance(scale, seed, overrides, wall_seconds, commit_at_start)
+    where = provenance(scale, seed, overrides, wall_seconds, commit_at_start,
+                       {lesson.stem: r.get("commit") for lesson, r in results.items() if r is not None})
     lines += ["## Provenance", ""] + _table(["what", "value"], where) + [""]
     lines += ["## Stages", "", "Wall time: a stage run by this command, its process (start-up included); a stage "
               "reused from an earlier run, the lesson's own time when it ran (without start-up).", ""] + _table(
@@ -369,7 +362,7 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
 
 def _run(root, scale, seed, overrides, todo, force):
     """reproduce() once its arguments are checked: the stages in `todo`, then the report."""
-    run, t_start, commit_at_start = run_folder(scale, seed, overrides), time.perf_counter(), _commit()
+    run, t_start, commit_at_start = run_folder(scale, seed, overrides), time.perf_counter(), source_commit()
     ran, failed = {}, False
     for i, lesson in enumerate(todo, 1):
         result = _result_path(root, run, lesson)
@@ -394,7 +387,10 @@ def _run(root, scale, seed, overrides, todo, force):
     for lesson in lessons():
         result = _read_result(_result_path(root, run, lesson))
         if lesson in ran:
-            stages.append((lesson, *ran[lesson]))
+            status, seconds, note = ran[lesson]
+            if status == "ok" and result is None:  # exit 0 without a result: it never reached lesson.finish()
+                status, note = "ended without a result", note or "exit 0, but no result.json"
+            stages.append((lesson, status, seconds, note))
         elif result is not None:
             stages.append((lesson, "reused" if lesson in todo else "earlier run, not asked for", result["seconds"],
                            None))

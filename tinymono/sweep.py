@@ -335,13 +335,13 @@ def seeds_stage(point):
     with open(log, "w", buffering=1) as fh, contextlib.redirect_stdout(fh):
         code = reproduce.reproduce(point["out"], point["scale"], only=point["only"], seed=point["seed"],
                                    overrides=point["overrides"])
-    stages = _seed_results(point)
-    return {"code": code, "stages": stages or {}, "log": str(log), "seconds": time.perf_counter() - t0, **_where()}
+    stages = _seed_results(point, partial=True)  # a lesson that did not finish is missing; the others count
+    return {"code": code, "stages": stages, "log": str(log), "seconds": time.perf_counter() - t0, **_where()}
 
 
-def _seed_results(point):
+def _seed_results(point, partial=False):
     """{lesson: its result.json} for every lesson asked for in this seed's run folder, or None if one is
-    missing."""
+    missing (with `partial`: the lessons that have one)."""
     from tinymono import reproduce
 
     run = run_folder(point["scale"], point["seed"], point["overrides"])
@@ -351,6 +351,8 @@ def _seed_results(point):
             continue
         result = reproduce._read_result(reproduce._result_path(point["out"], run, lesson))
         if result is None:
+            if partial:
+                continue
             return None
         stages[lesson.stem] = result
     return stages
