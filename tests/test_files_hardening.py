@@ -83,6 +83,9 @@ CHECKPOINT_DAMAGE = {
     "a member declares 10^13 elements": with_member((10 ** 13,), 8),  # 80 TB: must not be allocated
     "a member holds more bytes than it declares": with_member((1,), 64),
     "a member holds fewer bytes than it declares": with_member((100,), 64),
+    "a member's header brace flipped": lambda p, a, m: (write_npz(p, {**a, "big": np.zeros(2048),
+                                                                  ckpt.META_KEY: np.array(json.dumps(m))}),
+                                                        flip_header_brace(p, after=b"big.npy")),
     "a member is pickled": lambda p, a, m: write_npz(p, {**a, "o": np.array([{}], dtype=object),
                                                           ckpt.META_KEY: np.array(json.dumps(m))}),
     "empty file": lambda p, a, m: p.write_bytes(b""),
@@ -181,7 +184,17 @@ STORE_DAMAGE = {
     "the last rows overwritten": lambda p: overwrite_rows(p, 690, 700),
     "the last rows' labels overwritten": lambda p: np.lib.format.open_memmap(p / "context.npy", mode="r+").__setitem__(
         slice(695, 700), 0),
+    "acts.npy header's brace flipped": lambda p: flip_header_brace(p / "acts.npy"),  # NumPy's parser: TokenError
 }
+
+
+def flip_header_brace(path, after=b""):
+    """Damage: the first '{' of a .npy header (the first after the bytes `after`, e.g. a zip member's name)
+    becomes 'z'."""
+    data = bytearray(path.read_bytes())
+    i = data.index(b"{", data.index(after) if after else 0)
+    data[i:i + 1] = b"z"
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("damage", list(STORE_DAMAGE))
@@ -284,6 +297,16 @@ def test_a_damaged_corpus_is_one_clear_error(built_corpus, tmp_path, damage):
 
 def enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an open file through /proc (Linux)")
+def test_atomic_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """The rename reaches the disk only when the folder holding it is synced; a power cut could undo it."""
+    synced, real = [], os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    files.atomic_write(tmp_path / "a.txt", lambda fh: fh.write(b"x"))
+    assert len(synced) == 2 and synced[1] == str(tmp_path), synced
+    assert (tmp_path / "a.txt").read_bytes() == b"x"
 
 
 def test_write_npy_lets_the_disk_say_it_is_full():

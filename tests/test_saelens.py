@@ -78,13 +78,28 @@ def test_import_reads_a_folder_without_tinymonos_own_config(trained, tmp_path):
 
 @pytest.mark.parametrize("change, says", [({"architecture": "topk"}, "topk SAE"),
                                           ({"normalize_activations": "expected_average_only_in"}, "normalisation"),
-                                          ({"apply_b_dec_to_input": False}, "apply_b_dec_to_input")])
+                                          ({"apply_b_dec_to_input": False}, "apply_b_dec_to_input"),
+                                          ({"finetuning_scaling_factor": True}, "finetuning_scaling_factor")])
 def test_import_refuses_an_sae_that_computes_other_features(trained, tmp_path, change, says):
     out = saelens.export(trained[0], tmp_path / "exported")
     cfg = json.loads((out / "cfg.json").read_text())
     (out / "cfg.json").write_text(json.dumps({**cfg, **change}))
     with pytest.raises(ValueError, match=says):
         saelens.read(out)
+
+
+@pytest.mark.parametrize("arch", sorted(set(sae.ARCHITECTURES) - {"relu"}))
+def test_export_refuses_a_variant_that_saelens_would_read_as_a_relu_sae(tmp_path, arch):
+    """A TopK SAE has exactly the standard tensors: written as 'standard', SAELens would compute ReLU latents
+    from them (measured: 19 active latents where TopK keeps 4). The later variants are refused, each by name."""
+    opts = {"topk": dict(k=3, aux_k=3), "batchtopk": dict(k=3, aux_k=3)}.get(arch, {})
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, steps=2, batch_size=8, l1_coefficient=1e-3, architecture=arch,
+                        init_sample=8, **opts)
+    task = sae.SAETask(cfg, lambda rng, n: rng.standard_normal((n, 6)).astype(np.float32) ** 2)
+    train(task, cfg.steps, checkpoint=tmp_path / "v.npz", progress=False)
+    with pytest.raises(ValueError, match=f"is a {arch} SAE"):
+        saelens.export(tmp_path / "v.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_export_and_its_errors(trained, tmp_path):

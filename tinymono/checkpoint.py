@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -78,7 +79,8 @@ def load(path):
             arrays = {k: npz[k] for k in npz.files}  # reading each member checks its CRC
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, NotImplementedError,
+            tokenize.TokenError) as e:  # a damaged zip entry or .npy header can raise the last two
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}); "
                               f"{fix}") from e
     if META_KEY not in arrays:

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+import tokenize
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -127,9 +128,25 @@ def atomic_write(path, write):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never a mix
+            _sync_folder(path.parent)  # and the rename itself reaches the disk (a power cut could undo it)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _sync_folder(folder):
+    """fsync a folder, so that a rename inside it is on disk; where folders cannot be opened (not POSIX), a
+    no-op."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: the rename is as safe as they make it
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_npy(path, array):
@@ -158,7 +175,7 @@ def npy_layout(path, error, fix, whole=True):
         with open(path, "rb") as fh:
             shape, fortran, dtype = npy_header(fh)
             offset = fh.tell()
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, tokenize.TokenError) as e:  # NumPy's header parser raises the last
         raise error(f"{path} cannot be read ({type(e).__name__}: {e}); {fix}") from e
     if fortran or dtype.hasobject:
         raise error(f"{path} holds a {'Fortran-ordered' if fortran else 'object'} array, which tinymono never "

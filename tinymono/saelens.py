@@ -13,7 +13,10 @@ normalisation (tinymono trains on the raw activations). A tinymono checkpoint al
 state and the training history; the export keeps only the parameters, and `tinymono.json` beside them
 keeps tinymono's own config, so `import-sae` gives back a checkpoint that `sae.load` reads (its Adam
 state starts at zero). An SAELens folder from elsewhere imports too, if it is a standard ReLU SAE
-without input normalisation (anything else would compute other features than tinymono's `encode`).
+without input normalisation or a fine-tuning scale (anything else would compute other features than
+tinymono's `encode`). Only the paper's ReLU SAE is exported: the later variants (TopK, JumpReLU, Gated, the
+2024 recipe) compute their latents otherwise, and the export refuses them rather than write weights that
+SAELens would read as a ReLU SAE.
 
 The safetensors package (`pip install -e '.[saelens]'`) writes and reads the tensors through its NumPy
 API; PyTorch is not needed.
@@ -54,6 +57,9 @@ def load_tinymono(path):
                                    "checkpoint is runs/<scale>/cache/sae.npz or sae_<d_sae>.npz")
     known = {f.name for f in fields(sae.SAEConfig)}
     cfg = sae.SAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in known})
+    if cfg.architecture != "relu":  # SAELens's standard SAE would compute other latents from its weights
+        raise ValueError(f"{path} is a {cfg.architecture} SAE; the export writes the paper's ReLU SAE (architecture "
+                         "'relu'), the one SAELens's standard layout computes")
     params = {k: arrays[f"params.{k}"] for k in NAMES if f"params.{k}" in arrays}
     ckpt.validate_shapes(params, sae.param_shapes(cfg), where=f"checkpoint {path}")
     return params, cfg
@@ -97,6 +103,9 @@ def read(folder):
     arch = cfg_dict.get("architecture", "standard")
     act = cfg_dict.get("activation_fn_str", cfg_dict.get("activation_fn", "relu"))
     norm = cfg_dict.get("normalize_activations") or "none"
+    if cfg_dict.get("finetuning_scaling_factor"):
+        raise ValueError(f"{folder}: its latents are scaled by a finetuning_scaling_factor before decoding, which "
+                         "tinymono's SAE does not do")
     if arch != "standard" or act != "relu" or norm != "none" or cfg_dict.get("apply_b_dec_to_input", True) is not True:
         raise ValueError(f"{folder}: a {arch} SAE with activation {act!r}, normalisation {norm!r} and "
                          f"apply_b_dec_to_input {cfg_dict.get('apply_b_dec_to_input')!r}; tinymono's SAE is the "
@@ -108,6 +117,7 @@ def read(folder):
     ours = json.loads((folder / OURS).read_text())["config"] if (folder / OURS).is_file() else {}
     known = {f.name for f in fields(sae.SAEConfig)}
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in ours.items() if k in known}
+    config["architecture"] = "relu"  # what the standard layout computes, whatever tinymono.json says
     dtype = str(tensors["W_enc"].dtype) if str(tensors["W_enc"].dtype) in ("float32", "float64") else "float32"
     config.update(d_in=int(cfg_dict["d_in"]), d_sae=int(cfg_dict["d_sae"]), dtype=config.get("dtype", dtype))
     cfg = sae.SAEConfig(**config)
