@@ -142,10 +142,14 @@ lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), t
 
 # %% [markdown]
 # **What you should see.** Dense features (S = 0): the model behaves like PCA, giving the two most
-# important features a dimension each, at right angles, and dropping the rest. At S = 0.8 four features
-# fit, as two *antipodal pairs*: W_1 = -W_2 costs little, because the ReLU (with a slightly negative bias)
-# removes the negative interference when only one of the pair is active. At S = 0.9 all five fit, at
-# the corners of a pentagon. With uniform importance the pentagon is regular.
+# important features a dimension each, at right angles, and shrinking the rest toward zero (small norms
+# remain after a finite run). At S = 0.8 four features fit, as two *antipodal pairs* (one feature's
+# direction the negative of another's): that costs little, because the ReLU (with a slightly negative bias)
+# removes the negative interference when only one of the pair is active. The four kept are usually the four
+# most important; the last two differ in importance by only a tenth (0.73 and 0.66), and a start can settle
+# with the less important of the two instead, a local minimum the printed norms show when it happens
+# (a 0 in fourth place). At S = 0.9 all five fit, at the corners of a pentagon. With uniform importance
+# the pentagon is regular.
 
 # %% [markdown]
 # ## Experiment 2: the phase diagram of two features in one dimension
@@ -155,6 +159,13 @@ lesson.savefig(plots.gram_and_norms(W_best, titles, toy.superposition(W_best), t
 # compete: feature 2 is not learned (W = [1, 0]); it takes the dimension alone (W = [0, 1]); or both
 # share it as an antipodal pair (W = [1, -1]). Each grid point trains several models and keeps the one
 # with the lowest loss: the others sit in local minima.
+#
+# **What to expect.** With dense features (density 1, the top row) there is no superposition: one
+# dimension, two features always present, so the dimension goes to the more important one, feature 2
+# exactly where its importance passes feature 1's (1). The sparser the features, the less the two
+# interfere (they are rarely active together), so sharing the dimension as an antipodal pair wins over a
+# wider and wider band of importances, until at the sparse end it wins everywhere the grid reaches
+# (Elhage et al.'s figure of this experiment has the same three regions).
 
 # %%
 PHASES = ["feature 2 not learned", "feature 2 alone (dedicated)", "antipodal superposition", "other"]
@@ -194,7 +205,8 @@ lesson.savefig(plots.phase_diagram(phases, imp2, density, PHASES), "phase_diagra
 # With many features of equal importance, Elhage et al. measured *dimensions per feature*
 # D* = m / ||W||_F^2 (||W||_F^2 is roughly the number of features learned) as sparsity grows. Instead of
 # falling smoothly, it *sticks* at 1 and at 1/2. Per feature, the dimensionality
-# D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 is the fraction of a dimension that feature f gets; in their
+# D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2 (W_f_hat = W_f / ||W_f||, the unit vector along feature f; the
+# sum runs over every feature g, f included) is the fraction of a dimension that feature f gets; in their
 # run it clusters at simple fractions: 1 (a dimension of its own), 3/4 (tetrahedron), 2/3 (triangle),
 # 1/2 (antipodal pair), 2/5 (pentagon), 3/8 (square antiprism). The paper used n = 400, m = 30 (our
 # `full` scale); the default scale uses n = 50, m = 5 so it runs in seconds, and shows only part of that
@@ -218,7 +230,7 @@ lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "
                "Dimensions per feature D* and per-feature dimensionality D_f against 1/(1-S). At the default "
                "scale (n=50, m=5): D* ~ 1 at the dense end with every D_f small (the dimensions are shared, "
                "none is owned); D* near 1/2 and most learned features at D_f = 1/2 (antipodal pairs) for "
-               "1/(1-S) ~ 2.5-3.4; smaller simple fractions (2/5, 3/8) near 4.6; sparser than that, a "
+               "1/(1-S) ~ 2.5-3.4; a smaller simple fraction (2/5) near 4.6; sparser than that, a "
                "continuum of D_f from ~0.3 down to ~0.1.")
 
 # %% [markdown]
@@ -234,8 +246,8 @@ lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "
 # - 1/(1-S) = 2.5 and 3.4: D* sticks near 1/2, and the learned features sit at D_f = 1/2: features of norm
 #   1 in antipodal pairs (up to five pairs in five dimensions), the others dropped (norm ~0). A run may
 #   keep a pair fewer, or a feature or two off the pairs, which lifts D* a little above 1/2.
-# - 1/(1-S) = 4.6: D* near 0.4, most learned features at a smaller simple fraction, 2/5 (pentagons) or
-#   3/8 depending on the run, a few still at 1/2.
+# - 1/(1-S) = 4.6: D* near 0.4, most learned features at a smaller simple fraction, 2/5 (pentagons), a
+#   few still at 1/2.
 # - Sparser than that, the learned features' D_f slide from about 0.3 down to about 0.1 as sparsity
 #   grows (at 6.3 sixteen features share 5 dimensions at ~0.31 each), with no fraction they stick to.
 #   The other fractions marked on the plot (1, 3/4, 2/3, 3/8) do not show at this size; Elhage et al.
@@ -288,8 +300,17 @@ lesson.savefig(plots.feature_directions(np.stack(list(pair_W.values())), [f"{k} 
 
 # %% [markdown]
 # ## Checks against the ground truth of the geometry
+#
+# First the code itself (the same bars at every scale): the hand-written gradient against central
+# differences, and the fused kernel against the NumPy step it replaces; then the geometry.
 
 # %%
+gc_worst = float(max(errors.values()))
+lesson.check("gradient check: worst relative error of the toy model's backward", gc_worst, gc_worst < 1e-7,
+             "< 1e-07", scale_free=True)
+lesson.check("the numba kernel against the NumPy step after 5 steps (largest weight difference)", float(gap),
+             gap <= 1e-10, "<= 1e-10", scale_free=True)
+
 # (a) uniform importance, density 0.05: a regular pentagon
 W_pent = W_best[3]
 norms = np.linalg.norm(W_pent, axis=0)

@@ -17,9 +17,9 @@
 #   dimensions: they are in superposition, and no basis of the space lines up with them);
 # - each sample mixes a few of them: feature i fires with probability proportional to 0.99^i (a few
 #   common features and a long tail of rare ones), about 5 per sample, with a U[0, 1] coefficient; a
-#   sample where none fired gets one feature at random with coefficient 1 (our choice, so that no input
-#   is the zero vector; with about 5 per sample that is under 1% of the samples, and the printed expected
-#   count includes it).
+#   sample where none fired gets one feature at random with coefficient 1 (so that no input is the zero
+#   vector; with about 5 per sample that is under 1% of the samples, and the printed expected count
+#   includes it).
 #
 # We train an SAE on these samples and ask how many of the 512 true directions appear among its decoder
 # rows, then vary the two knobs a researcher controls, the L1 coefficient and the dictionary size, and

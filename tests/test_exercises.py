@@ -381,7 +381,7 @@ assert transformer.REFERENCE.layernorm_backward is layers.layernorm_backward and
 assert features.sae is sae and interventions.sae is sae and pipeline.sae is sae
 assert interventions.loss_recovered is metrics.loss_recovered
 assert sae.ARCHITECTURES["relu"].encode_forward is sae.encode_relu_forward
-assert sae.train_step_sparse(None, None, None, None) is None
+assert sae.SPARSE_STEP is False  # training takes the learner's forward/backward at every step
 called = []  # the decoder constraint takes the learner's functions even where training asks for the kernels
 sae.project_decoder_grad, sae.normalise_decoder = (lambda W, dW: called.append("project"),
                                                    lambda W: called.append("normalise"))
@@ -423,6 +423,25 @@ def test_a_lesson_runs_on_the_learners_code(workspaces, tmp_path):
     assert (done / "runs" / "smoke" / "02_sparse_autoencoder" / "gradcheck.png").exists(), "runs go to the workspace"
     worst = re.search(r"gradient check: worst relative error of any SAE piece +(\S+)", proc.stdout)
     assert worst and float(worst.group(1)) < 1e-7, proc.stdout[-3000:]
+
+
+def test_lesson_06_runs_on_a_workspace_that_holds_sae_py_and_a_code_change_trains_afresh(workspaces, tmp_path):
+    """Lesson 06 calls the sparse step itself (checked against the learner's dense step): exercise mode must turn
+    the sparse step off for training only. And its models are cached by the code that trained them: after a
+    change to the learner's sae.py, the lesson trains a new SAE instead of reusing the old one."""
+    done = solved(workspaces["02"], tmp_path / "done")  # holds sae.py (lesson 02's exercises)
+    lesson = str(ROOT / "lessons" / "06_sae_on_transformer.py")
+    run = lambda: subprocess.run([sys.executable, lesson, "--scale", "smoke"], capture_output=True, text=True,  # noqa: E731
+                                 cwd=tmp_path, env=env(TINYMONO_IMPL=str(done)), timeout=900)
+    first = run()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    caches = sorted(p.name for p in (done / "runs" / "smoke").glob("cache-*"))
+    assert len(caches) == 1 and (done / "runs" / "smoke" / caches[0] / "sae.npz").exists(), caches
+    with open(done / "sae.py", "a") as fh:
+        fh.write("\n# a learner's edit\n")
+    second = run()
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert len(list((done / "runs" / "smoke").glob("cache-*"))) == 2, "the edited code must get a cache of its own"
 
 
 def test_exercise_mode_keeps_the_main_jobs_models_in_the_workspace(monkeypatch, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = {  # name: (figures it must write, number of checks)
     "01_superposition": (["feature_directions.png", "gram_and_norms.png", "phase_diagram.png", "dimensionality.png",
-                          "correlated_pairs.png"], 11),
+                          "correlated_pairs.png"], 13),
     "02_sparse_autoencoder": (["toy_features.png", "gradcheck.png", "sae_training.png", "learned_directions.png",
                                "latent_responses.png"], 2),
     "03_ground_truth_recovery": (["training.png", "recovery.png", "density.png", "sweep_heatmap.png",
@@ -35,7 +35,7 @@ LESSONS = {  # name: (figures it must write, number of checks)
     "10_universality": (["best_match.png", "real_vs_shuffled.png"], 9),
 }
 # checks that do not depend on scale (scale_free=True), which PASS at smoke scale too
-SCALE_FREE = {"02_sparse_autoencoder": 1, "04_transformer_by_hand": 8, "05_train_transformer": 1,
+SCALE_FREE = {"01_superposition": 2, "02_sparse_autoencoder": 1, "04_transformer_by_hand": 8, "05_train_transformer": 1,
               "06_sae_on_transformer": 2, "07_interpreting_features": 1, "09_beyond_the_paper": 3, "10_universality": 1}
 
 

@@ -12,7 +12,8 @@ TINYMONO_SET, settings separated by `;`, in the environment instead of flags; fi
 
 In exercise mode (TINYMONO_IMPL=WORKSPACE, see tinymono/exercises) the lesson says which of its modules
 are the learner's, and its figures and models go under WORKSPACE/runs unless --runs says otherwise, so
-that nothing trained by the learner's code mixes with the library's cache.
+that nothing trained by the learner's code mixes with the library's cache; the models go to a cache folder
+named by a hash of the learner's modules (cache-<hash>), so that no model outlives the code that trained it.
 
 --seed N (default 0) reseeds every lesson, so that a result can be checked with a second seed: lessons 05-08
 pass it to the corpus, the transformer and the SAEs (tinymono/pipeline.py); lessons 01-04 were written with
@@ -167,7 +168,9 @@ class Lesson:
         self.name, self.scale, self.seed, self.settings = name, args.scale, int(args.seed), overrides
         self.out = Path(args.runs) / run_folder(self.scale, self.seed, overrides) / name
         # one cache for every setting: pipeline.py names each cached file by the settings it depends on
-        self.cache = Path(args.runs) / run_folder(self.scale, self.seed) / "cache"
+        # (in exercise mode, one cache per version of the learner's code: a model trained by a buggy function
+        # must not outlive the fix)
+        self.cache = Path(args.runs) / run_folder(self.scale, self.seed) / f"cache{switch.cache_suffix()}"
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self.cache.mkdir(parents=True, exist_ok=True)

@@ -470,6 +470,10 @@ def update(params, grads, opt, lr=None, unit_norm=True, fast=False):
 # the sparse training step (numba kernels over the active latents; the same numbers as forward/backward)
 
 
+SPARSE_STEP = True  # SAETask trains through train_step_sparse where it can; exercise mode turns it off (every step
+#                     then runs forward/backward, a learner's own: tinymono/exercises/switch.py)
+
+
 class Buffers:
     """Preallocated [B, ...] work arrays for train_step_sparse (fresh 32 MB arrays every step page-fault)."""
 
@@ -653,7 +657,7 @@ class SAETask:
         if step in self.window_starts:
             self.window_fires[:] = 0
         x = self.next_batch()
-        result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" else None
+        result = train_step_sparse(params, x, cfg, self.buffers) if cfg.backend == "numba" and SPARSE_STEP else None
         if result is None:  # the dense reference (also when too many latents are active for sparsity to pay)
             out, cache = _forward(params, x, cfg)
             grads = backward(params, cache, cfg)

@@ -9,14 +9,15 @@ tinymono.sae), gets the learner's module, written functions and copied rest alik
 
 One exception, said here because it is the only one: the SAE's sparse training step (`train_step_sparse`)
 and the decoder constraint's row kernels (`sae.update(..., fast=True)`) run the library's numba kernels,
-not the learner's functions. In exercise mode the sparse step always declines (it returns None, as it
-does when too many latents are active) and `update` always takes the learner's project_decoder_grad and
-normalise_decoder, so every training step runs the learner's code: slower at default scale, and no
-difference at smoke scale. (The toy model's fused kernel in lesson 01 and the transformer's `fast=True`
+not the learner's functions. In exercise mode SAETask never takes the sparse step (`sae.SPARSE_STEP` is
+off) and `update` always takes the learner's project_decoder_grad and normalise_decoder, so every
+training step runs the learner's code: slower at default scale, and no difference at smoke scale. The
+sparse step itself still works when called (lesson 06 checks it against the learner's forward/backward). (The toy model's fused kernel in lesson 01 and the transformer's `fast=True`
 kernels stay the library's; lessons 01 and 04 check the learner's code against them.)
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -40,15 +41,22 @@ def describe():
             f"{', '.join(e.function for e in EXERCISES if e.module == name)})" for name, path in _ACTIVE.items()]
 
 
+def cache_suffix():
+    """'' when exercise mode is off; else '-' and a hash of the replaced modules' files, which a lesson adds to
+    its cache folder's name, so that models trained by one version of the learner's code are never reused
+    by another (the learner fixes a function and runs the lesson again: it trains afresh)."""
+    if not _ACTIVE:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(_ACTIVE):
+        h.update(name.encode() + b"\0" + Path(_ACTIVE[name]).read_bytes())
+    return "-" + h.hexdigest()[:10]
+
+
 def workspace_from_env():
     """The workspace folder TINYMONO_IMPL names, or None."""
     value = os.environ.get("TINYMONO_IMPL", "").strip()
     return Path(value) if value else None
-
-
-def _decline(*args, **kwargs):
-    """train_step_sparse in exercise mode: always "use the dense step" (see the module docstring)."""
-    return None
 
 
 def use_workspace(folder):
@@ -81,6 +89,6 @@ def use_workspace(folder):
         _ACTIVE[name] = path
     if "sae" in _ACTIVE:
         learners = sys.modules["tinymono.sae"]
-        learners.train_step_sparse = _decline
+        learners.SPARSE_STEP = False
         update = learners.update
         learners.update = lambda *args, **kwargs: update(*args, **{**kwargs, "fast": False})
