@@ -121,7 +121,8 @@ lesson.savefig(plots.best_match_histograms(f_r, n_r), "best_match.png",
 # each of its many features over several neurons, and which mixture each neuron ends up holding depends on the
 # random start: a neuron of A is one mixture, and B's neurons are other mixtures of the same features, so the
 # best any one of them does is a partial match. What two models of the same data must share is what the data
-# asks for, and the features show it: their best matches sit well above the neurons'. Two things pull a
+# asks for, and the features show it: their best matches sit above the neurons' (by how much, the medians
+# printed above say; the paper's gap was 0.26). Two things pull a
 # feature's match down, and the bands below show both. A latent that learned nothing matches nothing (lesson
 # 06 resamples most of them; those left sit in the lowest density band). And the same feature can be split
 # differently by two dictionaries (lesson 08): a fine feature of A, a byte inside one language of the family or
@@ -203,9 +204,11 @@ lesson.savefig(plots.real_vs_shuffled(NAMED, [rows[l]["label_r"] for l in NAMED]
 # %% [markdown]
 # **What stays true.** The shuffled model predicts nothing (its loss, printed above, is worse than a
 # uniform guess), yet its MLP still sees the bytes of the window, mixed by an attention layer that now
-# attends at random. A context whose bytes occur nowhere else (runs of four DNA letters, the scripts'
-# lead and continuation bytes) is then visible even to this random mixture, and an SAE finds features
-# for it: the data alone carries those contexts. Where contexts share their bytes (base64 and hex are
+# attends at random. A context whose windows look like no other's (a FASTA record: a window of four
+# capital letters and nothing else; the scripts: lead and continuation bytes that no other context writes)
+# is then visible even to this random mixture, and an SAE finds features for it: the data alone carries
+# those contexts. Such a feature fires weakly on much else (its "reads", counted per firing, can be
+# mostly other letters) and strongly on its context, which is what its correlation with the label sees. Where contexts share their bytes (base64 and hex are
 # both made of letters and digits, and so is much of Python), only a trained model tells them apart, and
 # only its SAE has features for them. The comparison is fair to the shuffled model: its SAE had the same
 # recipe and budget as model A's and model B's.
@@ -270,8 +273,10 @@ for script in ("arabic", "hebrew"):
 # follow share of continuation -> lead is below 1 because the first letter of a word follows a space,
 # not a letter. Two features, each a state of a two-state machine: the paper's "finite state automaton"
 # in its smallest form. Read each feature's "reads" line before trusting a link: the feature that
-# correlates best with the lead-byte label can be a broad one that fires on many other bytes too, and
-# then few of its firings follow the continuation feature, and that link of the chain fails.
+# correlates best with the lead-byte or the continuation-byte label can be a broad one, firing on many
+# other bytes too (Latin letters, or the other script's bytes), and then few of its firings are in the
+# chain, and a link fails. Whether the SAE has a narrow feature for each state of a script is the run's
+# call, as in lesson 07.
 
 # %% [markdown]
 # ## Checks
