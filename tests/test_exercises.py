@@ -274,6 +274,18 @@ def test_lesson_02_mistakes_are_named():
     msg = message("02.12", planted(sae, resample_dead=zero_inputs_kept))
     assert "a latent was given the all-zero input, which has no direction: give such inputs weight 0" in msg, msg
 
+    def with_replacement(params, opt, dead, inputs, cfg, rng):
+        class Always:  # every draw with replacement: two latents can restart on one input
+            def choice(self, n, size, replace, p):
+                return rng.choice(n, size=size, replace=True, p=p)
+        return sae.resample_dead(params, opt, dead, inputs, cfg, Always())
+
+    msg = message("02.12", planted(sae, resample_dead=with_replacement))
+    assert "one input twice; draw without replacement" in msg, msg
+    msg = message("02.8", planted(sae, l1_backward=lambda dloss, cache: (np.full_like(cache.f, dloss * cache.l1_coefficient
+                                                                                      / len(cache.f)), None)))
+    assert "is nonzero where f = 0" in msg and "at f > 0 only" in msg, msg
+
 
 def test_lesson_04_mistakes_are_named(tmp_path, workspaces):
     def layernorm_without_means(dout, cache):

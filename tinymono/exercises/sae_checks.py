@@ -184,7 +184,8 @@ def l1_backward(t):
         t.problems.append("the second value must be None: l1_coefficient is a setting, not a parameter")
     positive = f + 0.05 * (f == 0)  # central differences need |f| away from 0
     t.gradcheck(lambda: check_layer(ref.l1_forward, t.function(), [positive, L1], ["f", "l1_coefficient"],
-                                    rng=np.random.default_rng(0)))
+                                    rng=np.random.default_rng(0)), where=" (at f > 0 only: |f| has no derivative at 0, "
+                "so this table cannot see what you do there)")
 
 
 @exercise("02.9")
@@ -368,8 +369,26 @@ def _resample_draws(t):
                       f"squared they would be near {np.round(np.array([1, 4, 16]) / 21, 2)}")
 
 
+def _resample_distinct(t):
+    """Part 3: as many dead latents as usable inputs: each input is drawn once (without replacement), so no two
+    latents restart on the same direction."""
+    cfg = ref.SAEConfig(d_in=5, d_sae=6, l1_coefficient=0.0, dtype="float64", batch_size=8)
+    params = ref.init(cfg, np.random.default_rng(5))
+    inputs = np.eye(5) * np.arange(1.0, 6.0)[:, None]  # five orthogonal inputs of different losses
+    dead = np.ones(6, dtype=bool)
+    dead[0] = False
+    t.call(params, Adam(params), dead, inputs, cfg, np.random.default_rng(6), in_place=True)
+    picked = np.argmax(np.abs(params["W_dec"][dead]), axis=1)  # which input each new row is
+    if len(set(picked.tolist())) < 5:
+        t.problems.append(f"5 dead latents and 5 inputs: the new decoder rows are inputs {sorted(picked.tolist())}, "
+                          "one input twice; draw without replacement while there are enough usable inputs "
+                          "(rng.choice(..., replace=False))")
+
+
 @exercise("02.12")
 def resample_dead(t):
     _resample_recipe(t)
     if not t.problems:
         _resample_draws(t)
+    if not t.problems:
+        _resample_distinct(t)

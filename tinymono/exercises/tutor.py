@@ -247,9 +247,10 @@ class Tutor:
             elif isinstance(w, (int, float)) and not close(g, w):
                 self.problems.append(f"the cache's {name} is {g!r}, expected {w!r}")
 
-    def gradcheck(self, errors, budget=1e-7):
+    def gradcheck(self, errors, budget=1e-7, where=""):
         """When a problem was found, attach the gradient-check table: errors() -> {name: max relative error} of
-        the learner's gradients against central differences (tinymono.gradcheck)."""
+        the learner's gradients against central differences (tinymono.gradcheck). where: what the inputs of
+        the check leave out, said in the table's heading (an 'ok' there says nothing about those)."""
         if not self.problems:
             return
         try:
@@ -257,7 +258,7 @@ class Tutor:
         except Exception as e:  # a wrong shape stops the check itself; the problems above say why
             self.table = f"(no gradient check: it stopped on {type(e).__name__}: {e})"
         else:
-            self.table = "your gradients against central differences:\n" + table
+            self.table = f"your gradients against central differences{where}:\n" + table
 
     def expect_affine_backward(self, forward, backward, args, names, dout, sums, axes, budget=1e-7):
         """The check of a backward whose forward is affine, x W + b (the linear layer, the SAE's decoder): the
