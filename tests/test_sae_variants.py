@@ -424,6 +424,22 @@ def test_batchtopk_threshold_is_the_debiased_running_average():
     assert float(params["threshold"]) == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_batchtopk_batch_that_keeps_nothing_leaves_the_threshold(fast):
+    """The threshold averages the smallest KEPT activation; a batch with none (every pre-activation negative)
+    has nothing to average, and must not pull the threshold toward 0."""
+    cfg = sae.SAEConfig(d_in=6, d_sae=12, architecture="batchtopk", k=2, threshold_decay=0.999, batch_size=8,
+                        dtype="float64")
+    rng = np.random.default_rng(0)
+    params = sae.init(cfg, rng, rng.standard_normal((8, 6)))
+    params["threshold"][...] = 0.5
+    params["b_enc"][:] = -100.0
+    variant = sae.variant_of(cfg)
+    buf = sae.SAETask(cfg, lambda r, n: rng.standard_normal((n, 6))).buffers if fast else None
+    V.batchtopk_step(variant, params, rng.standard_normal((8, 6)), cfg, V.Train(0.0, np.zeros(12, bool)), buf, 10)
+    assert float(params["threshold"]) == 0.5
+
+
 def test_recipe2024_input_scale_brings_mean_squared_norm_to_d_in():
     cfg = sae.SAEConfig(d_in=7, d_sae=16, architecture="anthropic2024", dtype="float64")
     x = 3.0 * np.random.default_rng(0).standard_normal((500, 7)) + 1.0

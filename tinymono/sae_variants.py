@@ -43,7 +43,7 @@ What this implementation chose where the sources are silent: every reconstructio
 mean over B and d_in (sae.py), so AuxK is 1/32 of the mean squared error of the residual's
 reconstruction; a latent is dead for AuxK as for resampling (no fire in the last dead_window of the run);
 BatchTopK's threshold starts at the first batch's smallest kept activation (a debiased average); top-k
-ties are broken toward the lower latent index; JumpReLU's threshold starts at init_threshold (1e-3) and
+ties are broken toward the lower latent index (BatchTopK drops every value tied at its batch cutoff); JumpReLU's threshold starts at init_threshold (1e-3) and
 its matrices as Gated's and TopK's do, W_dec = W_enc^T with unit rows; the 2024 recipe's decoder rows
 start at norm 0.1, W_enc = W_dec^T. Only the paper's SAE is resampled (sae.SAEConfig.resample_steps):
 JumpReLU and Gated have nothing here that revives a dead latent (Gated's paper resampled).
@@ -566,25 +566,27 @@ def topk_step(variant, params, x, cfg, train, buf, step):
 
 def batchtopk_step(variant, params, x, cfg, train, buf, step):
     """A BatchTopK step, then the inference threshold moves toward this batch's smallest kept activation:
-    a running average with weight 1 - threshold_decay, debiased (the first step takes the value itself)."""
+    a running average with weight 1 - threshold_decay, debiased (the first step takes the value itself). A
+    batch that kept nothing has no smallest kept activation, and leaves the threshold where it was."""
     if buf is None:
         out, cache = variant.forward(params, x, cfg, train)
         terms, grads, fired = (out.loss, out.mse, out.l1, out.l0), variant.backward(params, cache, cfg), out.f != 0
-        smallest = out.f[fired].min() if fired.any() else 0.0
+        smallest = out.f[fired].min() if fired.any() else None
         fired = fired.any(axis=0)
     else:
         kept = {}
 
         def select(pre):
             indptr, idx, val, _ = batch_csr(pre, params["b_enc"], _k(cfg, train), buf)
-            kept["min"] = val.min() if len(val) else 0.0
+            kept["min"] = val.min() if len(val) else None
             return indptr, idx, val
 
         terms, grads, fired = _sparse_topk_step(params, x, cfg, train, buf, select)
         smallest = kept["min"]
-    beta = cfg.threshold_decay
-    w = (1 - beta) / (1 - beta ** (step + 1))
-    params["threshold"] += w * (smallest - params["threshold"])
+    if smallest is not None:
+        beta = cfg.threshold_decay
+        w = (1 - beta) / (1 - beta ** (step + 1))
+        params["threshold"] += w * (smallest - params["threshold"])
     return terms, grads, fired
 
 
