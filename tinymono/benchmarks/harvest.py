@@ -93,16 +93,13 @@ def run(quick=False):
                 shutil.rmtree(path)
             return call
 
-        impls = {"numba": harvester(n_call, fast=True), "numpy": harvester(n_call, fast=False),
-                 "numba_no_overlap": harvester(n_call, fast=True, stride=cfg.n_ctx)}
-        results = compare(impls, n_call, rounds=2 if quick else 5, min_seconds=0.2 if quick else 1.0)
-        for r in results.values():
-            r["tokens_per_call"] = n_call
-
+        # memory first, from the process as it is before any harvest: a harvest's numba kernels make malloc
+        # keep freed blocks for reuse (kernels/transformer.keep_freed_memory), so after the speed race below a
+        # harvest would reuse that heap and its growth would read ~0 whatever its working set
         memory = []
+        gc.collect()
+        base = _status_kb()
         for n in sizes:
-            gc.collect()
-            base = _status_kb()
             path = root / f"mem{n}"
             with _PeakSampler() as sampler:
                 act.harvest(params, cfg, corpus, path, n_tokens=n, progress=False, save_every=60.0, fast=True)
@@ -112,6 +109,12 @@ def run(quick=False):
                            "vm_rss_growth_mb": round((sampler.peak["VmRSS"] - base["VmRSS"]) / 1024, 1)})
             if n != sizes[-1]:
                 shutil.rmtree(path)
+        impls = {"numba": harvester(n_call, fast=True), "numpy": harvester(n_call, fast=False),
+                 "numba_no_overlap": harvester(n_call, fast=True, stride=cfg.n_ctx)}
+        results = compare(impls, n_call, rounds=2 if quick else 5, min_seconds=0.2 if quick else 1.0)
+        for r in results.values():
+            r["tokens_per_call"] = n_call
+
         store = ActivationStore(root / f"mem{sizes[-1]}")
         batches = ShuffledBatches(store, block_rows=1024, buffer_blocks=2, seed=0)  # 2 x 1024 x 2 KB = 4 MB
         results["batches_read"] = compare({"batches_read": lambda: batches.next(4096)}, 4096,
@@ -121,7 +124,8 @@ def run(quick=False):
 
     for m in memory:
         notes.append(f"harvest of {m['tokens']:>9,} tokens ({m['store_mb']:6.1f} MB store): peak RssAnon "
-                     f"+{m['rss_anon_growth_mb']:.1f} MB, VmRSS +{m['vm_rss_growth_mb']:.1f} MB")
+                     f"+{m['rss_anon_growth_mb']:.1f} MB, VmRSS +{m['vm_rss_growth_mb']:.1f} MB over the process "
+                     "before its first harvest")
     notes.append(f"each call harvests {n_call:,} tokens into a new store: its fixed costs (the model's fingerprint, "
                  "six files created, their fsync, meta.json) and the disk's writes are in every row's time")
     notes.append("batches_read: rows/s of ShuffledBatches.next(4096) over the largest store (a 4 MB buffer)")

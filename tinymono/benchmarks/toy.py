@@ -79,6 +79,8 @@ def run(quick=False):
     notes += goal_notes(ratios_all, {f"{case}/numba_vs_{other}": (least, f"numba over {other}")
                                      for case in cases for other, least in (("numpy", 5), ("torch", 15))}, ranges_all)
     notes.append("data generation is included in every timing")
+    notes.append("numba runs its instances on every core (one range of instances per thread); the NumPy twin's "
+                 "small einsums run on one: up to the core count of numba_vs_numpy is the second core")
     return {"benchmark": "toy", "unit": "inst-steps/s",
             "config": {"batch": BATCH, "cases": [f"n={n},m={m},inst={i}" for n, m, i in CASES], "dtype": "float64"},
             "results": results_all, "ratios": ratios_all, "notes": notes}
