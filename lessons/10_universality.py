@@ -81,20 +81,22 @@ print(f"model B: seed {model_seed}, {task_b.train_cfg.steps:,} steps; its SAE {s
 # in float64 for each model, 33 GB for the two. `universality.correlate` streams instead: per block of rows,
 # each side's block mean and the co-moment of the centred blocks (one matmul), merged into running float64
 # moments (Chan's update, as lesson 07's label scores use), so memory stays at one block and an A x B
-# matrix. First the two against each other on the first tokens, where the naive way fits:
+# matrix. First the two against each other on the first tokens and (for a large dictionary) its first units,
+# where the naive way fits:
 
 # %%
 n_small = min(len(val_a), lesson.pick(smoke=2_000, default=20_000))
 src_a = features.FeatureSource(val_a, sae_a, sae_cfg_a)
 src_b = features.FeatureSource(val_b, sae_b, sae_cfg_b)
 small = universality.correlate(src_a, src_b, n_rows=n_small, block_rows=3_000)
-xa, xb = src_a.activations(0, n_small), src_b.activations(0, n_small)
+k = min(1_024, sae_cfg_a.d_sae, sae_cfg_b.d_sae)  # the first k units a side: larger ones make np.corrcoef's matrix GBs
+xa, xb = src_a.activations(0, n_small, np.arange(k)), src_b.activations(0, n_small, np.arange(k))
 with np.errstate(invalid="ignore", divide="ignore"):  # a constant column gives NaN: the reason for `alive`
-    naive = np.corrcoef(xa.T.astype(np.float64), xb.T.astype(np.float64))[:sae_cfg_a.d_sae, sae_cfg_a.d_sae:]
-both = small.alive_a[:, None] & small.alive_b[None, :]
-gap = float(np.max(np.abs(naive[both] - small.r[both]))) if both.any() else 0.0
-dead_zero = bool(np.all(small.r[~both] == 0))
-print(f"first {n_small:,} tokens: streamed against np.corrcoef, largest gap {gap:.1e}; "
+    naive = np.corrcoef(xa.T.astype(np.float64), xb.T.astype(np.float64))[:k, k:]
+both = small.alive_a[:k, None] & small.alive_b[None, :k]
+gap = float(np.max(np.abs(naive[both] - small.r[:k, :k][both]))) if both.any() else 0.0
+dead_zero = bool(np.all(small.r[~(small.alive_a[:, None] & small.alive_b[None, :])] == 0))
+print(f"first {n_small:,} tokens, {k} x {k} units: streamed against np.corrcoef, largest gap {gap:.1e}; "
       f"{(~small.alive_a).sum()} features of A and {(~small.alive_b).sum()} of B never vary there "
       f"(np.corrcoef: NaN; streamed: 0 {'everywhere' if dead_zero else 'NOT everywhere'})")
 
