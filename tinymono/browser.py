@@ -64,7 +64,8 @@ direction:ltr;unicode-bidi:isolate}.ex span{border-radius:2px;unicode-bidi:isola
 JS = """
 function sortBy(th){const t=th.closest('table'),b=t.tBodies[0],i=th.cellIndex,up=th.dataset.up!=='1';
 [...t.tHead.rows[0].cells].forEach(c=>c.dataset.up='');th.dataset.up=up?'1':'0';
-const key=r=>{const c=r.cells[i];return c.dataset.v!==undefined?parseFloat(c.dataset.v):c.textContent};
+const key=r=>{const c=r.cells[i];if(c.dataset.v===undefined)return c.textContent;const v=parseFloat(c.dataset.v);
+return isNaN(v)?-Infinity:v};
 [...b.rows].sort((x,y)=>{const a=key(x),c=key(y);return (a<c?-1:a>c?1:0)*(up?-1:1)}).forEach(r=>b.appendChild(r));}
 function exText(e){return [...e.childNodes].filter(n=>!(n.classList&&n.classList.contains('v')))
 .map(n=>n.textContent).join('').toLowerCase();}
