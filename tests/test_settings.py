@@ -61,6 +61,19 @@ def test_settings_reach_the_configs_and_only_theirs():
     assert pipeline.sae_config("default", 128, seed=2).seed == 2, "the seed comes from --seed, never a setting"
 
 
+def test_the_frontiers_saes_take_the_sae_settings_they_do_not_set_themselves():
+    """Lesson 09's frontier trains each variant at its own sparsity and budget; every other field of lesson 06's
+    recipe, --set included, must reach it (a frontier ReLU SAE kept resample_encoder_scale 0.2 under a --set of
+    0.5, while the main SAE plotted beside it used 0.5)."""
+    settings.ACTIVE = settings.parse(["sae.resample_encoder_scale=0.5", "sae.adam_eps=1e-6", "sae.steps=123"])
+    relu = pipeline.frontier_config("default", 128, "relu", l1_coefficient=1.2e-3)
+    topk = pipeline.frontier_config("default", 128, "topk", k=31)
+    assert (relu.resample_encoder_scale, relu.adam_eps, topk.adam_eps) == (0.5, 1e-6, 1e-6)
+    assert relu.steps == topk.steps == pipeline.FRONTIER_RUN["default"]["steps"], "the frontier's own budget stays"
+    assert topk.resample_steps == [] and relu.resample_steps, "only the paper's SAE resamples"
+    assert (relu.l1_coefficient, topk.k) == (1.2e-3, 31)
+
+
 def test_doc_bytes_set_for_one_source_keeps_the_scales_others():
     settings.ACTIVE = settings.parse(['corpus.doc_bytes={"python": (1000, 4000)}'])
     docs = pipeline.corpus_config("default").doc_bytes

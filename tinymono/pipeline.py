@@ -15,6 +15,7 @@ the sweep with the main run's settings is the main run.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -375,10 +376,12 @@ def frontier_config(scale, d_in, architecture, seed=0, **sparsity):
     frontier's budget and the architecture's options, and `sparsity` (its l1_coefficient or k) on top."""
     opts = {k: v for k, v in FRONTIER[architecture].items() if k != "l1_coefficient"}
     opts = {**sae.sae_variants.RECIPES.get(architecture, {}), **opts, **FRONTIER_RUN[scale], **sparsity}
-    base = sae_config(scale, d_in, seed=seed)
-    shared = ("d_in", "d_sae", "l1_coefficient", "lr", "seed", "dead_window")  # AuxK's dead latents: dead_window
-    shared += ("resample_at", "dead_below", "resample_batches") if architecture == "relu" else ()  # only it resamples
-    return sae.SAEConfig(**{**{f: getattr(base, f) for f in shared}, "architecture": architecture, **opts})
+    base = sae_config(scale, d_in, seed=seed)  # with the settings in force (--set sae.*): every field it does not set
+    inherited = {f.name: getattr(base, f.name) for f in fields(sae.SAEConfig)}
+    if architecture != "relu":  # only the paper's SAE resamples
+        plain = sae.SAEConfig(d_in=d_in, d_sae=base.d_sae)
+        inherited.update({f: getattr(plain, f) for f in ("resample_at", "dead_below", "resample_batches")})
+    return sae.SAEConfig(**{**inherited, "architecture": architecture, **opts})
 
 
 class FrontierData(NamedTuple):
