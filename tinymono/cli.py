@@ -198,8 +198,8 @@ def main(argv=None):
         k.add_argument("--workers", type=int, help="worker processes for process and dask-local (default: one per "
                                                    "core); each gets cores // workers BLAS and numba threads")
         if name == "sae-gt":
-            k.add_argument("--l1", type=float, nargs="+", help="L1 coefficients (default: lesson 03's grid, at the default "
-                                                                  "scale 1.5e-4 3e-4 6e-4)")
+            k.add_argument("--l1", type=float, nargs="+",
+                           help="L1 coefficients (default: lesson 03's grid, at the default scale 1.5e-4 3e-4 6e-4)")
             k.add_argument("--ratio", type=float, nargs="+",
                            help="dictionary sizes as multiples of the true features (default: lesson 03's grid, at the "
                                 "default scale 1 1.1 2 4)")

@@ -470,8 +470,9 @@ def update(params, grads, opt, lr=None, unit_norm=True, fast=False):
 # the sparse training step (numba kernels over the active latents; the same numbers as forward/backward)
 
 
-SPARSE_STEP = True  # SAETask trains through train_step_sparse where it can; exercise mode turns it off (every step
-#                     then runs forward/backward, a learner's own: tinymono/exercises/switch.py)
+# SAETask trains through train_step_sparse where it can; exercise mode turns this off, so that every step runs
+# forward/backward, the learner's own (tinymono/exercises/switch.py)
+SPARSE_STEP = True
 
 
 class Buffers:

@@ -43,8 +43,9 @@ What this implementation chose where the sources are silent: every reconstructio
 mean over B and d_in (sae.py), so AuxK is 1/32 of the mean squared error of the residual's
 reconstruction; a latent is dead for AuxK as for resampling (no fire in the last dead_window of the run);
 BatchTopK's threshold starts at the first batch's smallest kept activation (a debiased average); top-k
-ties are broken toward the lower latent index (BatchTopK drops every value tied at its batch cutoff); JumpReLU's threshold starts at init_threshold (1e-3) and
-its matrices as Gated's and TopK's do, W_dec = W_enc^T with unit rows; the 2024 recipe's decoder rows
+ties are broken toward the lower latent index (BatchTopK drops every value tied at its batch cutoff);
+JumpReLU's threshold starts at init_threshold (1e-3) and its matrices as Gated's and TopK's do,
+W_dec = W_enc^T with unit rows; the 2024 recipe's decoder rows
 start at norm 0.1, W_enc = W_dec^T. Only the paper's SAE is resampled (sae.SAEConfig.resample_steps):
 JumpReLU and Gated have nothing here that revives a dead latent (Gated's paper resampled).
 """

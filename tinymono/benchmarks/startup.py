@@ -1,7 +1,7 @@
 """What a new process pays before the numba paths run at speed: the import, then each hot path's first call
 minus its second (numba loads its cached machine code from disk, or compiles it on a first run), for the
-transformer's training step, the SAE's sparse step and the toy model's
-fused kernel, at small shapes (the SAE's at lesson 06's, from which its kernels run on threads).
+transformer's training step, the SAE's sparse step and the toy model's fused kernel, at small shapes (the
+SAE's at lesson 06's, from which its kernels run on threads).
 
 Each measurement is a fresh `python -c` process, run twice: the first run may fill numba's on-disk cache
 (its cost is what a fresh checkout pays once); the second is what every later process pays. The goal

@@ -184,8 +184,8 @@ def l1_backward(t):
         t.problems.append("the second value must be None: l1_coefficient is a setting, not a parameter")
     positive = f + 0.05 * (f == 0)  # central differences need |f| away from 0
     t.gradcheck(lambda: check_layer(ref.l1_forward, t.function(), [positive, L1], ["f", "l1_coefficient"],
-                                    rng=np.random.default_rng(0)), where=" (at f > 0 only: |f| has no derivative at 0, "
-                "so this table cannot see what you do there)")
+                                    rng=np.random.default_rng(0)),
+                where=" (at f > 0 only: |f| has no derivative at 0, so this table cannot see what you do there)")
 
 
 @exercise("02.9")

@@ -12,8 +12,9 @@ and the decoder constraint's row kernels (`sae.update(..., fast=True)`) run the 
 not the learner's functions. In exercise mode SAETask never takes the sparse step (`sae.SPARSE_STEP` is
 off) and `update` always takes the learner's project_decoder_grad and normalise_decoder, so every
 training step runs the learner's code: slower at default scale, and no difference at smoke scale. The
-sparse step itself still works when called (lesson 06 checks it against the learner's forward/backward). (The toy model's fused kernel in lesson 01 and the transformer's `fast=True`
-kernels stay the library's; lessons 01 and 04 check the learner's code against them.)
+sparse step itself still works when called (lesson 06 checks it against the learner's forward/backward).
+(The toy model's fused kernel in lesson 01 and the transformer's `fast=True` kernels stay the library's;
+lessons 01 and 04 check the learner's code against them.)
 """
 from __future__ import annotations
 
