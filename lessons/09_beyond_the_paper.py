@@ -264,7 +264,8 @@ main_params, main_cfg, _, _ = pipeline.get_sae(lesson.scale, lesson.cache, data.
 def frontier_job(arch, **sparsity):
     return dict(scale=lesson.scale, cache=str(lesson.cache), seed=lesson.seed, windows_seed=lesson.seeded(1),
                 architecture=arch, sparsity=sparsity, settings=settings.ACTIVE,
-                checkpoint=pipeline.frontier_checkpoint(lesson.cache, arch, sparsity))
+                checkpoint=pipeline.frontier_checkpoint(lesson.cache, lesson.scale, data.tcfg.d_mlp, lesson.seed, arch,
+                                                        sparsity))
 
 
 relu_jobs = [frontier_job("relu", l1_coefficient=c) for c in pipeline.FRONTIER["relu"]["l1_coefficient"]]

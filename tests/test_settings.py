@@ -136,7 +136,24 @@ def test_a_frontier_worker_takes_the_drivers_settings(monkeypatch, tmp_path):
         pipeline.frontier_stage(job)
     assert seen == [settings.canonical(driver)], "the worker must load the transformer of the driver's settings"
     settings.ACTIVE = {}
-    plain = pipeline.frontier_checkpoint(tmp_path, "relu", {"l1_coefficient": 1e-3})
+    where = lambda: pipeline.frontier_checkpoint(tmp_path, "smoke", 16, 0, "relu", {"l1_coefficient": 1e-3})  # noqa: E731
+    plain = where()
     settings.ACTIVE = driver
-    assert pipeline.frontier_checkpoint(tmp_path, "relu", {"l1_coefficient": 1e-3}) != plain, \
-        "a --set run's frontier SAE must not resume the plain run's checkpoint"
+    assert where() != plain, "a --set run's frontier SAE must not resume the plain run's checkpoint"
+
+
+def test_an_saes_file_is_named_by_what_it_trains():
+    """A setting that leaves an SAE's config as it was reuses its file; one that changes it never does: the
+    frontier sets its own L1 coefficient, lesson 08's dictionary its own size, and a value equal to the
+    default changes nothing."""
+    frontier = lambda: pipeline.frontier_checkpoint("c", "default", 128, 0, "relu", {"l1_coefficient": 1.2e-3})  # noqa: E731
+    small = lambda: pipeline.recipe_tag(lambda: pipeline.sae_config("default", 128, d_sae=64))  # noqa: E731
+    main = lambda: pipeline.recipe_tag(lambda: pipeline.sae_config("default", 128))  # noqa: E731
+    plain = frontier()
+    assert plain.endswith("09_frontier_relu_0.0012.npz") and small() == "" == main(), "the plain run's names"
+    settings.ACTIVE = settings.parse(["sae.l1_coefficient=4e-4"])
+    assert frontier() == plain and small() != "" and main() != ""  # (sae_64 and sae: the same change, two files)
+    settings.ACTIVE = settings.parse(["sae.d_sae=8192"])
+    assert small() == "" and main() != "" and frontier() != plain
+    settings.ACTIVE = settings.parse(["sae.l1_coefficient=2.4e-3"])  # the default scale's own value
+    assert main() == "" and frontier() == plain

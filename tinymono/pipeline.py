@@ -14,6 +14,7 @@ the sweep with the main run's settings is the main run.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -110,6 +111,22 @@ def settings_tag(*sections):
     return f"-{key}" if key else ""
 
 
+def recipe_tag(make):
+    """'' when the SAE config that `make()` builds with the settings in force is the plain run's, else '-'
+    and 8 hex digits of the fields that differ. An SAE's file is named by what it trains, not by the --set
+    text: a setting that leaves an SAE as it was (lesson 08's dictionary keeps its 64 latents under --set
+    sae.d_sae; the frontier sets its own L1 coefficients; a value equal to the default) reuses it, and one
+    that changes it never does."""
+    cfg = make()
+    active, settings.ACTIVE = settings.ACTIVE, {}
+    try:
+        plain = make()
+    finally:
+        settings.ACTIVE = active
+    diff = sorted((f.name, getattr(cfg, f.name)) for f in fields(cfg) if getattr(cfg, f.name) != getattr(plain, f.name))
+    return "-" + hashlib.sha256(repr(diff).encode()).hexdigest()[:8] if diff else ""
+
+
 def check_settings(scale):
     """Build every config of the pipeline with the settings in force, so that a bad value (sae.d_sae=0)
     stops the command before anything runs; ValueError says which setting and why."""
@@ -196,7 +213,8 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0, model=
     model: the SAE of a second model of lesson 10 (its stores: get_stores(..., model=model))."""
     task = sae_task(scale, train_store, d_sae, seed, second=model is not None)
     main = d_sae in (None, _sizes(scale)["sae"]["d_sae"])
-    tag = second_tag(model, scale) + settings_tag("corpus", "model", "train", "harvest", "sae")
+    tag = (second_tag(model, scale) + settings_tag("corpus", "model", "train", "harvest")  # its store's
+           + recipe_tag(lambda: sae_config(scale, train_store.acts.shape[1], d_sae, seed, second=model is not None)))
     name = f"sae{tag}.npz" if main else f"sae_{d_sae}{tag}.npz"
     desc = ("sae" if main else f"sae {d_sae}") + ("" if model is None else f" {model}")
     result = train(task, task.cfg.steps, chunk_steps=25, checkpoint=Path(cache) / name, progress=progress, desc=desc)
@@ -363,11 +381,13 @@ FRONTIER_EVAL = {"smoke": dict(tokens=10_000, windows=8), "default": dict(tokens
                  "full": dict(tokens=200_000, windows=256)}
 
 
-def frontier_checkpoint(cache, architecture, sparsity):
+def frontier_checkpoint(cache, scale, d_in, seed, architecture, sparsity):
     """Where the frontier's SAE of `architecture` at `sparsity` ({"l1_coefficient": c} or {"k": k}) is kept:
-    named by the settings its store and recipe depend on, as get_sae names lesson 06's."""
+    named by the settings its store depends on and by its own config (recipe_tag), as get_sae names lesson
+    06's."""
     key = "-".join(f"{v:g}" for v in sparsity.values())
-    tag = settings_tag("corpus", "model", "train", "harvest", "sae")
+    tag = settings_tag("corpus", "model", "train", "harvest") + recipe_tag(
+        lambda: frontier_config(scale, d_in, architecture, seed=seed, **sparsity))
     return str(Path(cache) / f"09_frontier_{architecture}_{key}{tag}.npz")
 
 
