@@ -123,12 +123,12 @@ print(f"forward + backward: dense {1e3 * t_dense:.1f} ms, sparse {1e3 * t_sparse
       "`python -m tinymono bench scaling` shows how the gap grows with d_sae and where sparsity stops paying")
 
 # %% [markdown]
-# The gradients then go to `sae.update`: project each decoder row's gradient onto the plane tangent to
-# the unit sphere at that row, take an Adam step, rescale the decoder's rows. With the products sparse, Adam becomes a visible share of the step,
-# and it is pure memory traffic: NumPy's `optim.adam_update` walks each of the SAE's arrays about ten
-# times (the moments, the square, the square root, the division, each a pass of its own), where
-# `kernels/optim.py` reads and writes each entry once, in the same arithmetic. The same check, then the
-# same race:
+# The gradients then go to `sae.update`: project each decoder row's gradient onto the plane tangent to the
+# unit sphere at that row, take an Adam step, rescale the decoder's rows. With the products sparse, Adam
+# becomes a visible share of the step, and it is pure memory traffic: NumPy's `optim.adam_update` walks each
+# of the SAE's arrays about ten times (the moments, the square, the square root, the division, each a pass of
+# its own), where `kernels/optim.py` reads and writes each entry once, in the same arithmetic. The same check,
+# then the same race:
 
 # %%
 adam_params = {name: {k: v.copy() for k, v in sae_params.items()} for name in ("numpy", "fused")}

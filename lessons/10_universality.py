@@ -204,14 +204,14 @@ lesson.savefig(plots.real_vs_shuffled(NAMED, [rows[l]["label_r"] for l in NAMED]
                "and model A with its weights shuffled (an SAE with the same recipe).")
 
 # %% [markdown]
-# **What stays true.** The shuffled model predicts nothing (its loss, printed above, is worse than a
-# uniform guess), yet its MLP still sees the bytes of the window, mixed by an attention layer that now
-# attends at random. A context whose windows look like no other's (a FASTA record: a window of four
-# capital letters and nothing else; the scripts: lead and continuation bytes that no other context writes)
-# is then visible even to this random mixture, and an SAE finds features for it: the data alone carries
-# those contexts. Such a feature fires weakly on much else (its "reads", counted per firing, can be
-# mostly other letters) and strongly on its context, which is what its correlation with the label sees. Where contexts share their bytes (base64 and hex are
-# both made of letters and digits, and so is much of Python), only a trained model tells them apart, and
+# **What stays true.** The shuffled model predicts nothing (its loss, printed above, is worse than a uniform
+# guess), yet its MLP still sees the bytes of the window, mixed by an attention layer that now attends at
+# random. A context whose windows look like no other's (a FASTA record: a window of four capital letters and
+# nothing else; the scripts: lead and continuation bytes that no other context writes) is then visible even to
+# this random mixture, and an SAE finds features for it: the data alone carries those contexts. Such a feature
+# fires weakly on much else (its "reads", counted per firing, can be mostly other letters) and strongly on its
+# context, which is what its correlation with the label sees. Where contexts share their bytes (base64 and hex
+# are both made of letters and digits, and so is much of Python), only a trained model tells them apart, and
 # only its SAE has features for them. The comparison is fair to the shuffled model: its SAE had the same
 # recipe and budget as model A's and model B's.
 
