@@ -127,3 +127,12 @@ def test_firings_are_the_dense_draws(kw):
     np.testing.assert_array_equal(codes, want)
     assert rng.random() == ref.random(), "the Generator must end where the dense recipe leaves it"
     np.testing.assert_allclose(x, want.astype(np.float64) @ gt.directions, rtol=1e-5, atol=1e-6)
+
+
+def test_expected_active_counts_the_feature_forced_into_an_empty_sample():
+    """At a low mean the forced feature matters (about 0.6 here; at the lessons' 5, e^-5 is lost in the noise)."""
+    cfg = GroundTruthConfig(d=4, n_features=8, mean_active=0.5, decay=0.9)
+    p = cfg.fire_probabilities()
+    assert cfg.expected_active() == pytest.approx(0.5 + np.prod(1 - p), rel=1e-12)
+    codes = GroundTruth(cfg).sample_codes(np.random.default_rng(0), 200_000)
+    assert (codes != 0).sum(axis=1).mean() == pytest.approx(cfg.expected_active(), abs=0.01)

@@ -277,7 +277,9 @@ def test_set_changes_a_setting_for_one_run_and_reuses_what_it_does_not_touch(smo
     assert json.loads((folder / "settings.json").read_text())["set"] == [f"sae.l1_coefficient={l1!r}"]
     from tinymono import checkpoint
 
-    assert checkpoint.load(runs / "smoke" / "cache" / f"sae-{key}.npz")[1]["config"]["l1_coefficient"] == l1
+    trained = [p for p in (runs / "smoke" / "cache").glob("sae-*.npz")
+               if checkpoint.load(p)[1]["config"]["l1_coefficient"] == l1]
+    assert len(trained) == 1, "one SAE of its own, beside the plain run's sae.npz"
     log = (folder / "logs" / "06_sae_on_transformer.log").read_text()
     assert "transformer: " in log and "finished earlier" in log and "transformer: 0/" not in log, \
         "an SAE setting must reuse the transformer"

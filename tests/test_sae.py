@@ -196,3 +196,10 @@ def test_encode_is_forwards_latents():
     params["b_dec"] = rng.standard_normal(5)
     params["b_enc"] = 0.3 * rng.standard_normal(9)
     np.testing.assert_allclose(sae.encode(params, x, cfg), sae.forward(params, x, cfg)[0].f, rtol=1e-12, atol=1e-12)
+
+
+def test_geometric_median_that_is_a_data_point():
+    """The origin is the median (the four unit pulls cancel and the outlier's pull, 1, is no more than the
+    origin's own weight); Weiszfeld's iteration alone creeps toward it, and the nearest data point must win."""
+    X = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [3, 3.0]])
+    np.testing.assert_allclose(sae.geometric_median(X), [0, 0], atol=1e-9)

@@ -265,6 +265,7 @@ def test_topk_kernel_equals_its_numpy_twin(seed, B, d_sae, k, allowed_share, shi
     pre = rng.standard_normal((B, d_sae)).astype(np.float32)
     pre[:, ::3] = pre[:, :1]  # ties, which both must break toward the lower latent
     b_enc = (rng.standard_normal(d_sae) * 0.1 + shift).astype(np.float32)
+    b_enc[::3] = b_enc[0]  # (ties of pre + b_enc, the numbers the selection ranks)
     allowed = rng.random(d_sae) < allowed_share
     for threads in (0, 2**62):  # PARALLEL_MIN_WORK: rows spread over threads, or all in one call
         with mock.patch.object(K, "PARALLEL_MIN_WORK", threads):
@@ -274,6 +275,8 @@ def test_topk_kernel_equals_its_numpy_twin(seed, B, d_sae, k, allowed_share, shi
             np.testing.assert_array_equal(a, b)  # the same selection, the same float32 sums
     with pytest.raises(ValueError, match="k must be"):  # the kernel would read an empty list's last slot
         K.topk_csr(pre, b_enc, 0, allowed)
+    tied = K.topk_csr(np.array([[1, 2, 1, 1]], np.float32), np.zeros(4, np.float32), 2, np.ones(4, bool))
+    np.testing.assert_array_equal(tied[1], [0, 1])  # 2, then the lowest of the three tied 1s
 
 
 @pytest.mark.parametrize("k", [1, 3, 20])
