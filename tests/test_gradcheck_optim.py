@@ -126,3 +126,12 @@ def test_adamw_decays_before_the_adam_step():
     w0 = np.array([[1.0, -2.0]])
     want = w0 * (1 - 0.1 * 0.5) - 0.1 * g["W"] / (np.abs(g["W"]) + 1e-8)
     np.testing.assert_allclose(p["W"], want, rtol=1e-12)
+
+
+def test_adamw_decays_by_the_learning_rate_of_the_step():
+    """Decoupled weight decay shrinks W by lr * weight_decay with the step's learning rate (the schedule's), not
+    the rate Adam was built with; with zero gradients that shrink is all that happens."""
+    W = np.full((2, 3), 2.0)
+    opt = Adam({"W": W}, lr=0.1, weight_decay=0.5)
+    opt.step({"W": W}, {"W": np.zeros_like(W)}, lr=0.01)
+    np.testing.assert_allclose(W, 2.0 * (1 - 0.01 * 0.5), rtol=1e-15)

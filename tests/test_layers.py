@@ -207,3 +207,11 @@ def test_gelu_tanh_values():
     out, _ = L.gelu_forward(np.array([-1.0, 1.0, 2.0]), approximate="tanh")
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), evaluated independently with math.tanh
     np.testing.assert_allclose(out, [-0.15880800939172324, 0.8411919906082768, 1.954597694087775], rtol=1e-13)
+
+
+def test_causal_softmax_of_huge_scores_stays_finite():
+    """Scores of a thousand overflow exp unless each row's maximum is subtracted first (inf / inf = NaN)."""
+    scores = 1e3 * np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    pattern = L.causal_softmax(scores)
+    assert np.isfinite(pattern).all()
+    np.testing.assert_allclose(pattern.sum(axis=-1), 1.0, rtol=1e-12)

@@ -620,3 +620,26 @@ def test_transformer_task_reports_bits_per_byte():
     assert out["bpb"] == pytest.approx(nats / math.log(2), rel=1e-5)
     assert out["val_bpb"] == pytest.approx(tr.per_token_loss(task.params, task.val_tokens, cfg).mean() / math.log(2),
                                            rel=1e-5)
+
+
+def test_the_model_takes_its_layer_norm_eps_and_scores_in_float64():
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=5, ln_eps=0.5, init_range=0.7)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    tokens = np.random.default_rng(1).integers(0, 7, (2, 5))
+    _, cache = tr.forward(params, tokens, cfg)
+    np.testing.assert_allclose(cache.ln1.inv_std, 1 / np.sqrt(cache.resid_pre.var(-1, keepdims=True) + 0.5), rtol=1e-12)
+    params32 = tr.init(dataclasses.replace(cfg, ln_eps=1e-5), np.random.default_rng(0))  # float32, as training uses
+    loss = tr.per_token_loss(params32, np.random.default_rng(1).integers(0, 7, (2, 6)), cfg)
+    assert loss.dtype == np.float64, "per-token losses are summed over millions of tokens"
+
+
+def test_causality_check_finds_a_leak(monkeypatch):
+    """The check itself must be able to fail: with a mask that lets each query see one key ahead, it counts leaks."""
+    from tinymono import layers as L
+
+    cfg = tr.TransformerConfig(d_vocab=7, d_model=6, d_mlp=5, n_heads=2, d_head=3, n_ctx=5)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    tokens = np.random.default_rng(1).integers(0, 7, (2, 5))
+    assert tr.causality_leaks(params, cfg, tokens) == 0
+    monkeypatch.setattr(L, "causal_mask", lambda T: np.tril(np.ones((T, T), dtype=bool), k=1))
+    assert tr.causality_leaks(params, cfg, tokens) > 0

@@ -253,3 +253,21 @@ def test_fast_layers_reject_what_the_reference_rejects(case):
     with pytest.raises(ValueError) as fast_error:
         fast()
     assert str(fast_error.value) == str(ref_error.value), f"{what}: the fast layer must say what the reference says"
+
+
+def test_attention_kernel_with_scores_past_float32s_exp_range():
+    """In float32, exp overflows past 88: scores near a thousand must still give the reference's pattern."""
+    qkv = (30 * np.random.default_rng(0).standard_normal((1, 6, 3, 2, 4))).astype(np.float32)
+    scale = np.float32(0.5)
+    pattern, z = np.empty((1, 2, 6, 6), np.float32), np.empty((1, 6, 2, 4), np.float32)
+    K.in_parallel(K.attention_heads_forward, 2, qkv, scale, pattern, z)
+    want, _ = K.attention_core_forward_numpy(qkv, scale)
+    assert np.isfinite(pattern).all() and np.isfinite(z).all()
+    np.testing.assert_allclose(pattern, want, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+def test_layernorm_kernel_takes_its_eps(eps):
+    rng = np.random.default_rng(0)
+    x, w, b = 0.1 * rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal(6)
+    np.testing.assert_allclose(K.layernorm_forward(x, w, b, eps)[0], L.layernorm_forward(x, w, b, eps)[0], rtol=1e-11)
