@@ -556,3 +556,20 @@ def test_histogram_auroc_error_bound_is_tight():
     stats.update(a, {"c": np.array([0, 1])})
     s = stats.scores("c")
     assert s["auroc"][1, 0] == 0.5 and s["auroc_err"][1, 0] == 0.5  # exact AUROC is 1.0: the bound is attained
+
+
+def test_ablation_effects_summary_means_are_over_the_right_positions(lm):
+    params, cfg, windows, sae_params, sae_cfg = lm
+    unit = int(np.argmax(sae_params["b_enc"]))
+    out = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, unit, windows, batch=8, fast=False)
+    assert out["n_on"] > 0
+    assert out["mean_on"] == pytest.approx(out["delta"][out["fires"]].mean())
+    assert out["mean_off"] == pytest.approx(out["delta"][~out["fires"]].mean() if out["n_off"] else 0.0)
+
+
+def test_mean_loss_is_per_token(lm):
+    """Loss recovered is a ratio, blind to a loss scaled by the window length; mean_loss itself must be nats
+    per token."""
+    params, cfg, windows, *_ = lm
+    want = tr.per_token_loss(params, windows.astype(np.int64), cfg, fast=False).mean()
+    assert interventions.mean_loss(params, cfg, windows, batch=7, fast=False) == pytest.approx(want, rel=1e-6)

@@ -643,3 +643,12 @@ def test_causality_check_finds_a_leak(monkeypatch):
     assert tr.causality_leaks(params, cfg, tokens) == 0
     monkeypatch.setattr(L, "causal_mask", lambda T: np.tril(np.ones((T, T), dtype=bool), k=1))
     assert tr.causality_leaks(params, cfg, tokens) > 0
+
+
+@pytest.mark.parametrize("n, n_ctx", [(100, 5), (100, 7), (100, 8), (3, 7)])
+def test_window_plan_strides_half_a_window_rounded_down(n, n_ctx):
+    """The default stride gives each kept token at least n_ctx - n_ctx // 2 + 1 tokens of context; a test of
+    the context against the stride the plan returns cannot see a wrong default."""
+    starts, _, W, stride = tr.window_plan(n, n_ctx)
+    assert stride == max(1, W // 2)
+    assert np.all(np.diff(starts)[:-1] == stride)

@@ -218,3 +218,20 @@ def test_entry_finders_equal_np_nonzero(seed, n, u, density, dtype):
         r, c, v = moments.nonzero_entries(x, scratch)
         wr, wc = np.nonzero(x)
         assert np.array_equal(r, wr) and np.array_equal(c, wc) and np.array_equal(v, x[wr, wc])
+
+
+def test_promoted_percentile_splits_ties_in_half():
+    """A byte tied with others counts each of them as half below it; with every weight equal there is no
+    preference (0.5)."""
+    present = np.ones(5, bool)
+    weights = np.array([1.0, 2.0, 2.0, 2.0, 3.0])  # byte 1: one byte below, two tied -> (1 + 2 * 0.5) / 4
+    assert universality.promoted_percentile(weights, np.eye(5)[1], present) == pytest.approx(0.5)
+    assert universality.promoted_percentile(np.ones(5), np.eye(5)[0], present) == pytest.approx(0.5)
+
+
+def test_shuffle_weights_does_not_depend_on_the_order_of_the_dict():
+    rng = np.random.default_rng(0)
+    params = {"b": rng.normal(size=50), "a": rng.normal(size=(5, 10)), "W": rng.normal(size=30)}
+    reordered = {k: params[k] for k in ("W", "a", "b")}
+    one, two = universality.shuffle_weights(params, seed=3), universality.shuffle_weights(reordered, seed=3)
+    assert all(np.array_equal(one[k], two[k]) for k in params), "the same seed must shuffle the same model alike"
