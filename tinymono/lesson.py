@@ -45,6 +45,8 @@ from tinymono.exercises import switch
 from tinymono.files import BadFile, DiskFullError, atomic_write, writing
 
 SCALES = ("smoke", "default", "full")
+# the settings a lesson reads from the environment when its command line does not give them (a notebook's way)
+LESSON_ENV = ("TINYMONO_SCALE", "TINYMONO_SEED", "TINYMONO_RUNS", "TINYMONO_SET")
 ROOT = Path(__file__).resolve().parents[1]  # the folder holding tinymono/
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tinymono import progress, settings
 from tinymono.files import BadFile, DiskFullError, atomic_write, read_json, writing
-from tinymono.lesson import run_folder, source_commit, write_settings
+from tinymono.lesson import LESSON_ENV, run_folder, source_commit, write_settings
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding this tinymono package and its lessons
 LESSONS_DIR = SOURCE_ROOT / "lessons"
@@ -124,9 +124,6 @@ def child_path():
 
 
 LOG_PROGRESS_EVERY = 10.0  # seconds between a loop's progress lines in the log (and its first and last)
-# a lesson's settings from the environment (for notebooks: lesson.py), which a stage must not inherit: the
-# stage's command line gives its scale, seed and runs folder, and TINYMONO_SET would add to its --set
-LESSON_ENV = ("TINYMONO_SCALE", "TINYMONO_SEED", "TINYMONO_RUNS", "TINYMONO_SET")
 
 
 def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
@@ -142,7 +139,8 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     t0 = time.perf_counter()
     cmd = [sys.executable, str(lesson), "--scale", scale, "--seed", str(seed), "--runs", str(root),
            *settings.as_arguments(overrides or {})]
-    env = {k: v for k, v in os.environ.items() if k not in LESSON_ENV}  # the flags above say it all
+    env = {k: v for k, v in os.environ.items() if k not in LESSON_ENV}  # the flags above say it all (and an
+    # inherited TINYMONO_SET would add to the stage's --set)
     env.update({"PYTHONUNBUFFERED": "1", progress.ENV: "records", "PYTHONPATH": child_path(),
                 "OPENBLAS_THREAD_TIMEOUT": os.environ["OPENBLAS_THREAD_TIMEOUT"]})  # set by tinymono/__init__.py
     tail = collections.deque(maxlen=TAIL_LINES)
