@@ -224,8 +224,8 @@ lesson.savefig(plots.decoder_rows_vs_true(true_dirs, {name: task.params["W_dec"]
               "seeds); with resampling every feature gets a latent of its own.")
 
 lesson.savefig(plots.latent_responses({name: s["response"] for name, s in summary.items()}), "latent_responses.png",
-              "Each latent's activation when one true feature is present alone: polysemantic latents respond "
-              "to two features, a dead one to none.")
+               "Each latent's activation when one true feature is present alone: a polysemantic latent (on "
+               "some seeds) responds to two features, a dead one to none.")
 
 # %% [markdown]
 # ## Checks

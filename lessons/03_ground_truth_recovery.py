@@ -214,7 +214,8 @@ converged = sweep.load_sae_gt(lesson.out.parent)
 if converged is None:
     seed_option = f" --seed {lesson.seed}" if lesson.seed else ""
     print(f"no converged sweep in {lesson.out.parent / 'sweep-sae-gt'}: run `python -m tinymono sweep sae-gt "
-          f"--scale {lesson.scale}{seed_option} --out {lesson.out.parents[1]}`, then this lesson again, to see it here")
+          f"--scale {lesson.scale}{seed_option} --out {lesson.out.parents[1]}`, then this lesson again (`python -m "
+          f"tinymono reproduce --only 03 --force` with the same options, when the main job ran it), to see it here")
 else:
     done = [r for r in converged["points"] if r.get("mmcs") is not None]
     print(f"converged sweep: {len(done)} of {len(converged['points'])} points finished, {converged['steps']} steps "
@@ -246,13 +247,16 @@ else:
 
 # %%
 gt_corr = pipeline.gt_world(lesson.scale, correlated=True, seed=lesson.seeded(0))
-t_corr, _ = train_sae(gt_corr, int(MAIN_RATIO * G), L1_MAIN, steps=lesson.pick(100, 3000, 6000), name="correlated")
+CORR_STEPS = lesson.pick(100, 3000, 6000)
+t_corr, _ = train_sae(gt_corr, int(MAIN_RATIO * G), L1_MAIN, steps=CORR_STEPS, name="correlated")
 corr = evaluate(t_corr.params, t_corr.cfg, gt_corr)
 print(f"correlated: MMCS {corr['mmcs']:.4f}, recovered {corr['recovered']:.1%}, dead {corr['dead']:.1%} "
       f"(uncorrelated: MMCS {main['mmcs']:.4f}, recovered {main['recovered']:.1%})")
 best_corr = metrics.max_cosines(gt_corr.directions, t_corr.params["W_dec"])
-lesson.savefig(plots.best_cosines_compared({"independent": best, "correlated": best_corr}), "correlated.png",
-              "Best cosine per true feature with independent and with correlated feature firing.")
+lesson.savefig(plots.best_cosines_compared({f"independent ({STEPS:,} steps)": best,
+                                            f"correlated ({CORR_STEPS:,} steps)": best_corr}), "correlated.png",
+               "Best cosine per true feature with independent and with correlated feature firing (the SAEs trained "
+               f"{STEPS:,} and {CORR_STEPS:,} steps: part of a gap may be the shorter run).")
 
 # %% [markdown]
 # ## Checks

@@ -69,9 +69,11 @@ print(f"scored {sae_cfg.d_sae} features and {cfg.d_mlp} neurons on {len(val_stor
 # Those scores come from two streaming passes over blocks of the store (running sums, and per-unit
 # histograms for AUROC: `scores.LabelStats`). The definitions are three short functions on arrays in
 # memory, `metrics.pearson`, `metrics.specificity` and `metrics.auroc` (the ones exercise mode asks you
-# to write). On the first held-out tokens the two must agree for each named context's best feature: the
-# correlation and the specificity to float32 round-off (the streaming pass encodes every feature at once,
-# the definitions get one feature's column, encoded alone), the AUROC within the error its histogram reports.
+# to write). On the first held-out tokens the two must agree, for each named context those tokens hold, on
+# its best feature there (not always the best over the whole split, and a context whose documents come
+# later is left out: the printout says which): the correlation and the specificity to float32 round-off
+# (the streaming pass encodes every feature at once, the definitions get one feature's column, encoded
+# alone), the AUROC within the error its histogram reports.
 
 # %%
 n_first = min(len(val_store), lesson.pick(smoke=5_000, default=50_000))
@@ -200,7 +202,7 @@ for label in NAMED:
     print(f"\n=== {label}: feature {u} (r = {by_label[label]['feature']['pearson']:.2f}, "
           f"density {feat_report.density[u]:.2%})")
     for ex in features.top_examples(feature_source, feat_report, u, k=3, before=24, after=4):
-        print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['centre'])!r}")
+        print(f"  {ex['activation']:6.2f}  “{text.format_example(ex['tokens'], ex['centre'])}”")
     promoted, suppressed = features.top_logits(features.logit_weights(params, cfg, sae_params["W_dec"][u]), 6)
     print("  promotes:", " ".join(t for t, _ in promoted), "   suppresses:", " ".join(t for t, _ in suppressed))
     effect = interventions.ablation_effect(params, cfg, sae_params, sae_cfg, u, windows)
@@ -240,7 +242,7 @@ candidates = np.flatnonzero((ctx_r < 0.3) & (feat_report.density > 1e-3))
 uncovered = int(candidates[np.argmax(feat_report.max[candidates])]) if candidates.size else int(np.argmin(ctx_r))
 print(f"feature {uncovered}: density {feat_report.density[uncovered]:.2%}, best |r| with any context {ctx_r[uncovered]:.2f}")
 for ex in features.top_examples(feature_source, feat_report, uncovered, k=6, before=24, after=4):
-    print(f"  {ex['activation']:6.2f}  {text.format_example(ex['tokens'], ex['centre'])!r}")
+    print(f"  {ex['activation']:6.2f}  “{text.format_example(ex['tokens'], ex['centre'])}”")
 centres_bytes = [int(ex["tokens"][ex["centre"]])
                  for ex in features.top_examples(feature_source, feat_report, uncovered, k=16)]
 common = max(set(centres_bytes), key=centres_bytes.count) if centres_bytes else None

@@ -161,7 +161,8 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # English letters, so the byte just read no longer says "DNA" and the MLP must combine it with the
 # context. DNA's lift then rises, and pinned, its features write more DNA. The splitting below pays for
 # it: lowercase bases share their bytes with hex digits and words, and the small dictionary's DNA feature
-# merges with them.
+# merges with them. (A new corpus means a new transformer and SAEs: about 35 minutes at the default scale
+# on 2 cores, a minute with `--scale smoke`, where the checks print SKIP.)
 
 # %% [markdown]
 # ## Feature splitting
@@ -206,7 +207,8 @@ for label in NAMED:
     a_children = feature_source.activations(0, len(val_store), children)
     summed = a_children.sum(axis=1)  # a constant side (no firing at all) would give NaN: 0 instead
     together = np.corrcoef(a_parent, summed)[0, 1] if np.ptp(a_parent) > 0 and np.ptp(summed) > 0 else 0.0
-    families[label] = {"parent": parent, "children": children, "together": together, "bytes": []}
+    families[label] = {"parent": parent, "children": children, "together": together, "bytes": [],
+                       "cos": cos[children], "on_label": []}
     r_best = small_report.score("context", label, "pearson")[parent]
     print(f"\n{label}: feature {parent} of {small_cfg.d_sae} (r {r_best:.2f}); its family of {sae_cfg.d_sae}; "
           f"the family's summed activation correlates {together:.2f} with it")
@@ -218,18 +220,21 @@ for label in NAMED:
         mass = np.bincount(tokens, weights=a, minlength=cfg.d_vocab) / max(a.sum(), 1e-12)
         top = np.argsort(-mass, kind="stable")[:3]
         families[label]["bytes"].append(mass)
-        print(f"  {c:5d}  cos {cos[c]:.2f}  {a[y].sum() / max(a.sum(), 1e-12):4.0%} on {label}   reads "
+        families[label]["on_label"].append(a[y].sum() / max(a.sum(), 1e-12))
+        print(f"  {c:5d}  cos {cos[c]:.2f}  {families[label]['on_label'][-1]:4.0%} on {label}   reads "
               + ", ".join(f"{text.token_text(t)} {mass[t]:.0%}" for t in top))
 
 dna = families["dna"]
 bases = list(corpus_generated.DNA_BASES[corpus.config.dna_lowercase])  # A, C, G, T (or a, c, g, t)
 share = np.array([m[bases] for m in dna["bytes"]])  # [children, 4]
 r_parent = small_report.score("context", "dna", "pearson")[dna["parent"]]
-fig = plots.feature_split_by_base(share, dna["children"], sae_cfg.d_sae, small_cfg.d_sae, r_parent)
+fig = plots.feature_split_by_base(share, dna["children"], sae_cfg.d_sae, small_cfg.d_sae, r_parent,
+                                  cos=dna["cos"], on_dna=dna["on_label"])
 lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features nearest the {small_cfg.d_sae}-latent "
                "SAE's best feature for DNA (a DNA feature only if it correlates 0.3 or more with DNA; the panel says "
-               "when it does not): the share of each one's activation mass on each base it reads (the rest, up to 1 "
-               "in each row, is on line ends and other bytes).")
+               "when it does not), each labelled with its decoder cosine to it and its share of activation mass on "
+               "DNA's bytes: the share of each one's mass on each base it reads (the rest, up to 1 in each row, is "
+               "on other bytes: line ends, or another context's, for a neighbour that is no DNA feature).")
 
 # %% [markdown]
 # **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits it

@@ -301,7 +301,10 @@ print(f"frontier: {len(points)} SAEs, {sum(p['seconds'] for p in points):.0f} s 
 print(f"{'architecture':>13} {'setting':>8} {'L0':>7} {'loss rec.':>9} {'dens<1e-4':>9} {'unmoved':>8}")
 for p in points:
     print(f"{p['architecture']:>13} {p['setting']:>8} {p['l0']:7.2f} {p['recovered']:9.1%} {p['rare']:9.1%} {p['unmoved']:8.1%}")
-lesson.savefig(plots.variants_frontier(points, (np.count_nonzero(main_f) / len(main_f), main_lr, "lesson 06 (full length)")),
+main_l0 = np.count_nonzero(main_f) / len(main_f)
+main_rare = float(np.mean(np.count_nonzero(main_f, axis=0) / len(main_f) < 1e-4))
+print(f"{'lesson 06':>13} {'full':>8} {main_l0:7.2f} {main_lr:9.1%} {main_rare:9.1%} {'-':>8}")
+lesson.savefig(plots.variants_frontier(points, (main_l0, main_lr, "lesson 06 (full length)", main_rare)),
                "frontier.png", "On the transformer's MLP activations: L0 against loss recovered for each architecture at "
                "three sparsity settings (same budget each; dashed: the paper's recipe; star: lesson 06's full-length "
                "SAE), and each SAE's share of latents firing on fewer than 1e-4 of held-out tokens.")
@@ -319,16 +322,20 @@ for job, future in zip(gt_jobs, gt_futures):
 pool_stack.close()
 rows.sort(key=lambda r: (r["size"] != "1.1x", ARCHS.index(r["architecture"])))
 for r in rows:
-    print(f"{r['architecture']:>13} {r['size']:>4} ({r['steps']} steps, {r['seconds']:.0f} s): MMCS {r['mmcs']:.4f}  "
+    took = "trained earlier" if r["reused"] else f"{r['seconds']:.0f} s"
+    print(f"{r['architecture']:>13} {r['size']:>4} ({r['steps']} steps, {took}): MMCS {r['mmcs']:.4f}  "
           f"recovered {r['recovered']:.1%}  dead {r['dead']:.1%}  L0 {r['l0']:.2f}  EV {r['explained_variance']:.4f}")
+steps_by_size = "; ".join(f"{size}: " + ", ".join(sorted({f"{r['steps']:,}" for r in rows if r["size"] == size}))
+                          + " steps" for size in dict.fromkeys(r["size"] for r in rows))
 lesson.savefig(plots.variants_scores(rows, {"mmcs": "MMCS", "recovered": "recovered at cos >= 0.9",
                                             "dead": "dead latents (fraction)", "l0": "L0",
                                             "explained_variance": "explained variance"},
-                                     bars={"mmcs": 0.99, "recovered": (0.98, ["1.1x"]), "dead": (0.02, ["2x"])}),
+                                     bars={"mmcs": 0.99, "recovered": (0.98, ["1.1x"]), "dead": (0.02, ["2x"])},
+                                     zoom=("mmcs", "recovered", "explained_variance")),
                "ground_truth.png", "The architectures in lesson 03's world: every one at 1.1x the 512 true features, "
-               f"TopK and the 2024 recipe also at 2x ({', '.join(sorted({str(r['steps']) for r in rows}))} steps); "
-               "MMCS, recovery at cos >= 0.9, dead latents, L0 and explained variance (dashed: the checks' bars, "
-               "over the sizes they check).")
+               f"TopK and the 2024 recipe also at 2x ({steps_by_size}); MMCS, recovery at cos >= 0.9, dead latents, "
+               "L0 and explained variance (dashed: the checks' bars, over the sizes they check; the panels near 1 "
+               "zoomed so that their differences show).")
 
 # %% [markdown]
 # ## Where a 2x dictionary's surplus goes

@@ -80,7 +80,8 @@ print(f"model B: seed {model_seed}, {task_b.train_cfg.steps:,} steps; its SAE {s
 # models' activations in memory and calls `np.corrcoef`: at 2M tokens and 1,024 latents a side that is 16 GB
 # in float64 for each model, 33 GB for the two. `universality.correlate` streams instead: per block of rows,
 # each side's block mean and the co-moment of the centred blocks (one matmul), merged into running float64
-# moments (Chan's update, as lesson 07's label scores use), so memory stays at one block and an A x B
+# moments (Chan et al.'s rule for merging two blocks' means and co-moments exactly, which lesson 07's label
+# scores use for their running sums too), so memory stays at one block and an A x B
 # matrix. First the two against each other on the first tokens and (for a large dictionary) its first units,
 # where the naive way fits:
 

@@ -450,10 +450,29 @@ def test_lesson_06_runs_on_a_workspace_that_holds_sae_py_and_a_code_change_train
     caches = sorted(p.name for p in (done / "runs" / "smoke").glob("cache-*"))
     assert len(caches) == 1 and (done / "runs" / "smoke" / caches[0] / "sae.npz").exists(), caches
     with open(done / "sae.py", "a") as fh:
-        fh.write("\n# a learner's edit\n")
+        fh.write("\n# a learner's comment: the code is the same, so are the models\n")
+    assert switch_suffix(done) == caches[0].removeprefix("cache"), "a comment must not retrain the models"
+    with open(done / "sae.py", "a") as fh:
+        fh.write("\nLEARNERS_CONSTANT = 1\n")
     second = run()
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert len(list((done / "runs" / "smoke").glob("cache-*"))) == 2, "the edited code must get a cache of its own"
+
+
+def switch_suffix(workspace):
+    """The cache suffix exercise mode gives `workspace`, computed in a fresh process."""
+    code = "from tinymono.exercises import switch; print(switch.cache_suffix())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env(TINYMONO_IMPL=str(workspace)), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_a_workspace_that_holds_only_metrics_py_keeps_the_librarys_cache_name(workspaces, tmp_path):
+    """Exercises 06 and 07 replace metrics.py, which only scores trained models: editing it must not retrain a
+    transformer (a default-scale lesson 06 would train for half an hour)."""
+    assert switch_suffix(workspaces["07"]) == ""
+    assert switch_suffix(workspaces["02"]).startswith("-")
 
 
 def test_exercise_mode_keeps_the_main_jobs_models_in_the_workspace(monkeypatch, tmp_path):

@@ -257,6 +257,7 @@ def test_seed_changes_every_seed_of_the_pipeline_and_the_run_folder(tmp_path):
     lesson = Lesson("x", argv=["--seed", "1", "--runs", str(tmp_path)])
     assert lesson.seed == 1 and lesson.cache == tmp_path / "default-seed1" / "cache"
     assert Lesson("x", argv=["--runs", str(tmp_path)]).cache == tmp_path / "default" / "cache"
+    assert Lesson("x", argv=["--out", str(tmp_path)]).cache == tmp_path / "default" / "cache", "reproduce's name too"
     with pytest.raises(SystemExit):
         Lesson("x", argv=["--seed", "-1", "--runs", str(tmp_path)])
 

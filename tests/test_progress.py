@@ -53,6 +53,31 @@ def test_records_round_trip_and_describe_rate_and_eta():
     assert "stopped after" in line and "done in" not in line, line
 
 
+def test_records_from_two_threads_stay_one_per_line():
+    """Lesson 09 counts finished SAEs on a pool's callback thread while its main thread closes the bar: each
+    record must reach the parent whole (print writes the text and the newline apart, and two threads' writes
+    interleaved into one unparseable line, so the parent lost the closing record)."""
+    import threading
+    import time
+
+    class SlowOut(io.StringIO):  # a pipe whose writes let another thread in between
+        def write(self, text):
+            time.sleep(0.0005)
+            return super().write(text)
+
+    out = SlowOut()
+    bar = progress.Records(total=400, desc="pool", out=out, every=0)
+    workers = [threading.Thread(target=lambda: [bar.update(1) for _ in range(100)]) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert all(progress.parse(line) is not None for line in lines), [ln for ln in lines if progress.parse(ln) is None][:2]
+    assert len(lines) == 1 + 400 + 1 and progress.parse(lines[-1])["done"]
+
+
 def test_display_without_a_terminal_prints_lines_now_and_then():
     out = io.StringIO()
     shown = progress.Display("[6/8]", live=False, every=3600, first=3600, out=out)
@@ -154,6 +179,17 @@ def test_the_report_says_when_the_code_changed_during_the_run(monkeypatch):
     assert rows["commit"] == "aaaaaaaaaaaa at the start, bbbbbbbbbbbb at the end: the code changed during the run", rows
     rows = dict(reproduce.provenance("smoke", 0, {}, 1.0, commit_at_start="bbbbbbbbbbbb"))
     assert rows["commit"] == "bbbbbbbbbbbb", "an unchanged checkout names its commit once"
+
+
+def test_the_report_says_when_other_work_shared_the_machine(monkeypatch):
+    """Stage times read against README's are only comparable on a quiet machine: the provenance gives the load."""
+    from tinymono import reproduce
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(reproduce.os, "getloadavg", lambda: (4.9, 5.2, 3.0))
+    row = dict(reproduce.provenance("smoke", 0, {}, 1.0))["load average at the end"]
+    assert row.startswith("4.90, 5.20, 3.00") and "other work shared the machine" in row, row
+    monkeypatch.setattr(reproduce.os, "getloadavg", lambda: (1.9, 2.0, 1.2))
+    assert dict(reproduce.provenance("smoke", 0, {}, 1.0))["load average at the end"] == "1.90, 2.00, 1.20 over 1, 5, 15 min"
 
 
 def test_the_report_names_the_stages_made_at_another_commit(tmp_path, monkeypatch):

@@ -67,6 +67,15 @@ def test_round_trip_gives_the_same_sae(trained, tmp_path):
     assert np.array_equal(resumed.params["W_dec"], task.params["W_dec"])
 
 
+def test_import_into_a_folder_is_refused_rather_than_written_beside_it(trained, tmp_path):
+    path, _ = trained
+    out = saelens.export(path, tmp_path / "exported")
+    (tmp_path / "imported").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        saelens.import_(out, tmp_path / "imported")
+    assert not list(tmp_path.glob("imported.*")), "nothing written beside the folder"
+
+
 def test_import_reads_a_folder_without_tinymonos_own_config(trained, tmp_path):
     path, task = trained
     out = saelens.export(path, tmp_path / "exported")

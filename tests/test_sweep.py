@@ -274,6 +274,20 @@ def test_seeds_table_spread_and_passes():
               for s, v, st in (("0", 0.5, "FAIL"), ("3", 1.25, "PASS"))}
     table = sweep.seeds_table(dict(scale="smoke", seeds=[0, 3], set=[], executor="serial", seconds=1.0, results=result))
     assert "| 01_x | c | >= 1 | 0.5 F | 1.25 P | 0.75 | 1/2 |" in table, table
+    for values in ((111.0, float("nan")), (float("nan"), 111.0)):  # the seeds do not agree, in either order
+        result = {s: {"stages": {"01_x": {"checks": [check(v, "FAIL")]}}} for s, v in zip(("0", "1"), values)}
+        table = sweep.seeds_table(dict(scale="smoke", seeds=[0, 1], set=[], executor="serial", seconds=1.0,
+                                       results=result))
+        assert [ln.split(" | ")[-2] for ln in table.splitlines() if ln.startswith("| 01_x")] == ["nan"], table
+
+
+def test_only_takes_a_number_as_a_lessons_number_and_text_as_part_of_its_name():
+    from tinymono.reproduce import selects
+
+    assert selects("1", "01_superposition") and selects("01", "01_superposition")
+    assert not selects("1", "10_universality") and selects("10", "10_universality")
+    assert selects("sparse", "02_sparse_autoencoder") and selects("06_sae", "06_sae_on_transformer")
+    assert selects("7", "07_interpreting_features") and not selects("sae", "02_sparse_autoencoder")
 
 
 def test_seeds_table_joins_a_check_whose_name_holds_its_runs_numbers():

@@ -171,7 +171,8 @@ def main(argv=None):
                      help="reseeds every lesson (05-08: the corpus, the transformer and the SAEs; 01-04: their own "
                           "seeds, which seed 0 keeps); a run with seed N > 0 lives in OUT/<scale>-seed<N> (default: 0)")
     rep.add_argument("--force", action="store_true", help="rerun stages that finished earlier")
-    rep.add_argument("--only", nargs="+", metavar="NAME", help="run only lessons whose name contains NAME")
+    rep.add_argument("--only", nargs="+", metavar="NAME",
+                     help="run only these lessons: a number is a lesson's (7 or 07), other text a part of its name")
     rep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="change one setting of pipeline.SIZES for this run, e.g. --set sae.l1_coefficient=4e-4 "
                           "--set sae.d_sae=8192 (sections: corpus, model, train, harvest, sae; fields: those of "
@@ -208,7 +209,8 @@ def main(argv=None):
             k.add_argument("--seed", type=int, default=0, help="lesson 03's seed (see lesson.seeded; default: 0)")
         else:
             k.add_argument("--seeds", type=int, nargs="+", required=True, metavar="N", help="the seeds to run")
-            k.add_argument("--only", nargs="+", metavar="NAME", help="only lessons whose name contains NAME")
+            k.add_argument("--only", nargs="+", metavar="NAME",
+                           help="only these lessons: a number is a lesson's (7 or 07), other text a part of its name")
             k.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                            help="as reproduce's --set, for every seed")
     sw.set_defaults(func=_sweep)

@@ -135,9 +135,9 @@ class Lesson:
                             help="reseeds the lesson (lessons 05-08: corpus, transformer, SAEs; 01-04: their own seeds, "
                                  "unchanged at 0) (default: 0, or TINYMONO_SEED)")
         exercise_runs = str(switch.workspace_from_env() / "runs") if switch.active() else None
-        parser.add_argument("--runs", default=os.environ.get("TINYMONO_RUNS", exercise_runs or "runs"),
-                            help="root folder for figures and cached models (default: ./runs, or TINYMONO_RUNS; in "
-                                 "exercise mode WORKSPACE/runs)")
+        parser.add_argument("--runs", "--out", dest="runs", default=os.environ.get("TINYMONO_RUNS", exercise_runs or "runs"),
+                            help="root folder for figures and cached models, as reproduce's --out (default: ./runs, or "
+                                 "TINYMONO_RUNS; in exercise mode WORKSPACE/runs)")
         parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                             default=[s for s in os.environ.get("TINYMONO_SET", "").split(";") if s.strip()],
                             help="change one setting of the pipeline, e.g. --set sae.l1_coefficient=4e-4 (repeat "

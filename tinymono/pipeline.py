@@ -357,9 +357,10 @@ def gt_variant_stage(job):
     data = gt_world(scale, seed=job["seed"])
     d_sae = int(job["ratio"] * data.cfg.n_features)
     cfg = gt_variant_config(scale, job["architecture"], d_sae, job["steps"], seed=job["seed"])
-    task, _ = train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
+    task, result = train_gt_sae(cfg, data, checkpoint=job["checkpoint"], progress=False)
     scores = gt_evaluate(task.params, task.cfg, data, scale, seed=job["eval_seed"])
-    return {**scores, "steps": cfg.steps, "seconds": time.perf_counter() - t0}
+    return {**scores, "steps": cfg.steps, "seconds": time.perf_counter() - t0,
+            "reused": result.resumed_from == cfg.steps}  # finished by an earlier run: its seconds are scoring only
 
 
 # On the MLP activations (lesson 06's stores): each architecture's sparsity settings for the frontier, and

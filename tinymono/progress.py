@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 
 from tqdm.auto import tqdm
@@ -34,6 +35,9 @@ def bar(*, total, desc, unit="it", initial=0, disable=False, unit_scale=False, *
                 **kwargs)
 
 
+_WRITE_LOCK = threading.Lock()  # a pool's callback thread and the main thread may both report
+
+
 class Records:
     """tqdm's update / set_postfix / close, written as `@progress {...}` lines for a parent process."""
 
@@ -51,7 +55,10 @@ class Records:
                   "unit_scale": self.unit_scale, "elapsed": round(time.perf_counter() - self.t0, 3),
                   "postfix": self.postfix, "done": done,
                   "stopped": bool(done and self.total and self.n < self.total)}  # closed short of its total
-        print(PREFIX + json.dumps(record), file=self.out or sys.stdout, flush=True)
+        out = self.out or sys.stdout
+        with _WRITE_LOCK:  # one write per record: print's text and newline, from two threads, can interleave
+            out.write(PREFIX + json.dumps(record) + "\n")
+            out.flush()
         self.last = time.perf_counter()
 
     def update(self, n=1):

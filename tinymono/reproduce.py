@@ -231,7 +231,21 @@ def provenance(scale, seed, overrides, wall_seconds, commit_at_start=None, stage
             ("Python", f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"),
             ("NumPy", _version("numpy")), ("numba", _version("numba")), ("SciPy", _version("scipy")),
             ("machine", f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"),
+            ("load average at the end", _load()),
             ("wall time of this command", progress.duration(wall_seconds))]
+
+
+def _load():
+    """The system's load averages, with what they say about the times: a load above the number of cores means
+    other work shared the machine, and the stages' times are longer than on a quiet one."""
+    try:
+        loads = os.getloadavg()
+    except (AttributeError, OSError):  # not on every platform
+        return "not available here"
+    busy = max(loads) > (os.cpu_count() or 1) + 0.5
+    return (", ".join(f"{x:.2f}" for x in loads) + " over 1, 5, 15 min"
+            + (" (more than the cores: other work shared the machine, so the times are longer than on a quiet one)"
+               if busy else ""))
 
 
 def tally(checks):
@@ -316,8 +330,17 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
     return report
 
 
+def selects(name, stem):
+    """Whether --only's `name` picks the lesson `stem`: a number is a lesson's number (1 and 01 are lesson 01,
+    never lesson 10), any other text a part of its name (`sae`, `07_interp`)."""
+    name = name.strip()
+    if name.isdigit():
+        return stem[:2].isdigit() and int(stem[:2]) == int(name)
+    return name in stem
+
+
 def reproduce(root="runs", scale="default", force=False, only=None, seed=0, overrides=None):
-    """Run every stage (or those whose names contain one of `only`), write the report, print the
+    """Run every stage (or those `only` selects: see `selects`), write the report, print the
     verification table. The report and the table cover every stage with a result, including those
     finished by earlier calls. Returns the exit code: 0 only if every stage run here finished and no
     check failed in the stages asked for (all, or those of `only`). Raises ValueError for an --out that
@@ -334,7 +357,7 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
         settings.ACTIVE = overrides
         pipeline.check_settings(scale)
     try:
-        todo = [p for p in lessons() if not only or any(o in p.stem for o in only)]
+        todo = [p for p in lessons() if not only or any(selects(o, p.stem) for o in only)]
     except FileNotFoundError as e:
         raise ValueError(str(e)) from e
     if not todo:

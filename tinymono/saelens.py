@@ -128,7 +128,11 @@ def read(folder):
 
 def import_(folder, checkpoint_path):
     """An SAELens folder as a tinymono SAE checkpoint, at the end of its run (cfg.steps: the training loop
-    reads it as finished), with the parameters and a fresh optimiser state; returns its path."""
+    reads it as finished), with the parameters and a fresh optimiser state; returns its path. A folder as
+    `checkpoint_path` is refused (the checkpoint is a file, sae.npz and its .json beside it)."""
+    if Path(checkpoint_path).is_dir():
+        raise ValueError(f"{checkpoint_path} is a folder; give the checkpoint's file name, e.g. "
+                         f"{Path(checkpoint_path) / 'sae.npz'}")
     params, cfg = read(folder)
     task = sae.SAETask(cfg, lambda rng, n: np.zeros((n, cfg.d_in), dtype=cfg.dtype), params=params)
     meta = {"config": task.config_dict(), "step": cfg.steps, "total_steps": cfg.steps, "imported_from": str(folder)}

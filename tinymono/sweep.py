@@ -347,7 +347,7 @@ def _seed_results(point, partial=False):
     run = run_folder(point["scale"], point["seed"], point["overrides"])
     stages = {}
     for lesson in reproduce.lessons():
-        if point["only"] and not any(o in lesson.stem for o in point["only"]):
+        if point["only"] and not any(reproduce.selects(o, lesson.stem) for o in point["only"]):
             continue
         result = reproduce._read_result(reproduce._result_path(point["out"], run, lesson))
         if result is None:
@@ -406,7 +406,8 @@ def seeds_table(sweep):
              + (f", settings {' '.join(sweep['set'])}" if sweep["set"] else ""), "",
              f"Run on {sweep['executor']}; this call's wall time {progress.duration(sweep['seconds'])}. "
              "Each value: the "
-             "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds. "
+             "check's number in that seed's run (P = PASS, F = FAIL, S = SKIP); spread: max - min over the seeds (nan "
+             "when a seed's number is). "
              "Where a check's name holds numbers of its run, the first seed's are shown.", "",
              "| lesson | check | bar | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | PASS |",
              "|---|---|---|" + "---|" * len(seeds) + "---|---|"]
@@ -422,7 +423,8 @@ def seeds_table(sweep):
                 values.append(float(v))
             passes += c["status"] == "PASS"
             cells.append(f"{v:.4g} {c['status'][0]}" if isinstance(v, float) else f"{v} {c['status'][0]}")
-        spread = f"{max(values) - min(values):.3g}" if len(values) > 1 else "-"
+        finite = [v for v in values if math.isfinite(v)]  # max/min of a list holding NaN depend on its order
+        spread = ("nan" if len(finite) < len(values) else f"{max(finite) - min(finite):.3g}") if len(values) > 1 else "-"
         lines.append(f"| {lesson} | {row['name']} | {row['bar']} | " + " | ".join(cells)
                      + f" | {spread} | {passes}/{len(seeds)} |")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ lessons 01 and 04 check the learner's code against them.)
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -42,15 +43,23 @@ def describe():
             f"{', '.join(e.function for e in EXERCISES if e.module == name)})" for name, path in _ACTIVE.items()]
 
 
+SCORING_ONLY = ("metrics",)  # replaced modules no trained model depends on: their functions only score
+
+
 def cache_suffix():
-    """'' when exercise mode is off; else '-' and a hash of the replaced modules' files, which a lesson adds to
-    its cache folder's name, so that models trained by one version of the learner's code are never reused
-    by another (the learner fixes a function and runs the lesson again: it trains afresh)."""
-    if not _ACTIVE:
+    """'' when exercise mode replaces no module that training uses; else '-' and a hash of those modules'
+    code, which a lesson adds to its cache folder's name, so that models trained by one version of the
+    learner's code are never reused by another (the learner fixes a function and runs the lesson again: it
+    trains afresh). The hash is of each module's syntax tree, so an edited comment or blank line keeps the
+    models; the modules of SCORING_ONLY (metrics.py: the scores lessons compute from trained models, never
+    cached) do not count, so exercises 06 and 07 never retrain a transformer."""
+    trains = sorted(name for name in _ACTIVE if name not in SCORING_ONLY)
+    if not trains:
         return ""
     h = hashlib.sha256()
-    for name in sorted(_ACTIVE):
-        h.update(name.encode() + b"\0" + Path(_ACTIVE[name]).read_bytes())
+    for name in trains:
+        tree = ast.parse(Path(_ACTIVE[name]).read_text(encoding="utf-8"))
+        h.update(name.encode() + b"\0" + ast.dump(tree).encode())
     return "-" + h.hexdigest()[:10]
 
 

@@ -29,10 +29,15 @@ def features_vs_neurons_scatter(neuron_r, feature_r, labels, highlight=()):
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", zorder=0, label="feature = neuron")
     ax.scatter(np.asarray(neuron_r)[~named], np.asarray(feature_r)[~named], s=18, color="0.55",
                label=f"{int((~named).sum())} languages of the family")
+    named_seen = 0
     for x, y, label in zip(neuron_r, feature_r, labels):
         if label in highlight:
             ax.scatter([x], [y], s=40, zorder=3)
-            ax.annotate(label, (x, y), xytext=(4, -10), textcoords="offset points", fontsize=8)
+            # labels alternately below right and above left of their dots, so that two close dots keep both
+            above = named_seen % 2 == 1
+            ax.annotate(label, (x, y), xytext=(-5, 6) if above else (5, -11), textcoords="offset points", fontsize=8,
+                        ha="right" if above else "left")
+            named_seen += 1
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), aspect="equal", xlabel="best single MLP neuron: correlation",
            ylabel="best single SAE feature: correlation", title="every generated context")
     ax.legend(fontsize=8, loc="lower right")
@@ -43,10 +48,12 @@ def attention_pieces(mask, scores, pattern):
     """Causal attention as three [T, T] pictures (query rows, key columns): the mask, one head's raw scores
     and its pattern, softmax of the masked scores."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
-    panels = [(mask, "causal mask (key <= query)", "Greys"), (scores, "head 0 scores q.k/sqrt(d_head)", "RdBu_r"),
-              (pattern, "pattern = softmax(masked scores)", "viridis")]
-    for ax, (img, title, cmap) in zip(axes, panels):
-        im = ax.imshow(img, cmap=cmap)
+    reach = float(np.abs(scores).max()) or 1.0  # white at a score of 0: red positive, blue negative
+    panels = [(mask, "causal mask (key <= query)", "Greys", {}),
+              (scores, "head 0 scores q.k/sqrt(d_head)", "RdBu_r", {"vmin": -reach, "vmax": reach}),
+              (pattern, "pattern = softmax(masked scores)", "viridis", {})]
+    for ax, (img, title, cmap, limits) in zip(axes, panels):
+        im = ax.imshow(img, cmap=cmap, **limits)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("key position")
         ax.set_ylabel("query position")
@@ -62,7 +69,8 @@ def memorising(bits, pattern):
     ax1.set_xlabel("step")
     ax1.set_ylabel("bits per byte")
     ax1.set_title("memorising one batch")
-    ax2.imshow(pattern, cmap="viridis")
+    im = ax2.imshow(pattern, cmap="viridis", vmin=0)
+    fig.colorbar(im, ax=ax2, shrink=0.85, label="attention weight")
     ax2.set_title("the trained model's attention (mean of heads), one window", fontsize=9)
     ax2.set_xlabel("key position")
     ax2.set_ylabel("query position")
@@ -120,17 +128,25 @@ def over_floor(model_ratio, bigram_ratio, bar):
     return fig
 
 
-def sae_training(history, resample_steps=()):
+def sae_training(history, resample_steps=(), resampled=()):
     """The SAE on the transformer in training: reconstruction MSE, L0 (log scales) and dead latents against
-    the step, the resampling steps in red."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    for ax, key, label in zip(axes, ("mse", "l0", "dead"), ("reconstruction MSE", "L0 (latents per token)",
-                                                            "dead latents (silent for the last 2% of steps)")):
-        ax.plot(history["step"], history[key])
-        ax.set(xlabel="step", title=label, yscale="log" if key != "dead" else "linear")
+    the step, the resampling steps in red; `resampled` ((step, number of latents) per resampling) adds, on
+    the third panel, how many latents each resampling took, which counts the rare latents as well."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
+    panels = (("mse", "reconstruction MSE", "squared error per element", "log"),
+              ("l0", "L0 (latents per token)", "active latents", "log"),
+              ("dead", "dead latents (silent for the last 2% of steps)", "latents", "linear"))
+    for ax, (key, title, ylabel, scale) in zip(axes, panels):
+        ax.plot(history["step"], history[key], label="dead at the step" if key == "dead" else None)
+        ax.set(xlabel="step", title=title, ylabel=ylabel, yscale=scale)
     for ax in axes:
         for s in resample_steps:
             ax.axvline(s, color="tab:red", lw=0.5, alpha=0.4)
+    if len(resampled):
+        steps, counts = np.asarray(resampled).reshape(-1, 2).T
+        axes[2].plot(steps, counts, "v", color="tab:red", ms=6, label="resampled at the red line")
+        axes[2].set_ylim(bottom=0)
+        axes[2].legend(fontsize=8, loc="upper left")
     return fig
 
 
@@ -156,21 +172,23 @@ def features_vs_neurons_bars(labels, feature_r, group_r, neuron_r, paper_r):
 
 def context_feature_histograms(panels):
     """One panel per context ({label: (unit, edges [K + 1], inside [K], outside [K]), or None when the context
-    has no held-out bytes}): the feature's nonzero activations on the context's own bytes (orange) stacked
-    on those on all other bytes (grey), log counts."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True)
+    has no held-out bytes}): the feature's nonzero activations on the context's own bytes (orange) and on all
+    other bytes (grey), two outlines on one log axis, not stacked (a stack on a log axis draws neither count
+    at its size)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True, layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (label, panel) in zip(axes, panels.items()):
         if panel is None:  # possible at smoke scale: too little held-out text
             empty_panel(ax, f"no {label} bytes in the\nheld-out text at this scale:\nno feature to show")
             continue
         u, edges, inside, outside = panel
-        centers = (edges[:-1] + edges[1:]) / 2
-        ax.bar(centers, outside, width=np.diff(edges), color="0.6", label="other contexts")
-        ax.bar(centers, inside, width=np.diff(edges), bottom=outside, color="tab:orange", label=label)
-        ax.set(yscale="log", title=f"{label}: feature {u}", xlabel="activation (stacked: bar top = all tokens)")
+        ax.stairs(inside, edges, fill=True, color="tab:orange", alpha=0.45, label=label)
+        ax.stairs(inside, edges, color="tab:orange", lw=1.5)
+        ax.stairs(outside, edges, color="0.25", lw=1.5, label="other contexts")
+        ax.set(yscale="log", title=f"{label}: feature {u}")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("tokens (nonzero activations)")
+    fig.supxlabel("activation", fontsize=10)
     return fig
 
 
@@ -192,15 +210,20 @@ def pinned_sampling(labels, plain, pinned):
     return fig
 
 
-def feature_split_by_base(share, children, d_sae, small_d_sae, r_parent):
+def feature_split_by_base(share, children, d_sae, small_d_sae, r_parent, cos=None, on_dna=None):
     """The DNA feature of the small dictionary split in the large one: for each of its nearest features
-    (children, rows) the share of its activation mass on each base read (share [children, 4], A C G T).
-    A parent correlating below 0.3 with DNA is no DNA feature, and the panel says so."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    (children, rows) the share of its activation mass on each base read (share [children, 4], A C G T). Each
+    row is labelled with its decoder cosine to the parent and its share of mass on DNA's bytes (cos, on_dna
+    [children], when given), so that a neighbour that is no DNA feature reads as one. A parent correlating
+    below 0.3 with DNA is no DNA feature, and the panel says so."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), layout="constrained")
     im = ax.imshow(share, cmap="Oranges", vmin=0, vmax=1)
+    notes = [", ".join(([f"cos {cos[i]:.2f}"] if cos is not None else [])
+                       + ([f"{on_dna[i]:.0%} DNA"] if on_dna is not None else [])) for i in range(len(children))]
     ax.set(xticks=range(4), xticklabels=list("ACGT"), yticks=range(len(children)),
-           yticklabels=[str(c) for c in children], xlabel="byte read",
-           ylabel=f"feature of {d_sae}", title=f"the DNA feature of {small_d_sae}, split" if r_parent >= 0.3
+           yticklabels=[f"{c} ({note})" if note else str(c) for c, note in zip(children, notes)],
+           xlabel="byte read", ylabel=f"feature of {d_sae}",
+           title=f"DNA's feature of {small_d_sae}: its nearest {d_sae}" if r_parent >= 0.3
            else f"no DNA feature of {small_d_sae}: its best's neighbours")
     fig.colorbar(im, ax=ax, label="share of activation mass")
     if r_parent < 0.3:

@@ -203,13 +203,14 @@ def decoder_rows_vs_true(true_dirs, decoders, dead):
 def latent_responses(responses):
     """One heat map per SAE ({name: [latents, feats]}): each latent's activation when one true feature is
     present alone."""
-    fig, axes = plt.subplots(1, len(responses), figsize=(4.5 * len(responses), 3.2))
+    fig, axes = plt.subplots(1, len(responses), figsize=(3.4 * len(responses), 3.4), layout="constrained")
     for ax, (name, response) in zip(np.atleast_1d(axes), responses.items()):
         im = ax.imshow(response, cmap="viridis")
         ax.set_xlabel("true feature")
         ax.set_ylabel("latent")
-        ax.set_title(f"{name}: latent response to each feature")
+        ax.set_title(name, fontsize=10)
         fig.colorbar(im, ax=ax)
+    fig.suptitle("each latent's response to each true feature alone", fontsize=11)
     return fig
 
 
@@ -236,19 +237,22 @@ def gt_training(history, expected_active, resample_steps=()):
 
 def best_cosines(best, matched, mmcs, recovered):
     """Each true feature's best cosine with a decoder row (best [G], by frequency rank) with the 0.9 line, and
-    the histograms of best (MMCS) and of the one-to-one matching's cosines (matched)."""
+    the histograms of best (MMCS) and of the one-to-one matching's cosines (matched), as 1 - cosine on a log
+    axis: nearly all of them sit above 0.99, where linear bins would put them in one or two bars."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
     axes[0].plot(best, ".", ms=3)
     axes[0].axhline(0.9, color="gray", ls="--")
     axes[0].set_xlabel("true feature (0 = most frequent)")
     axes[0].set_ylabel("best cosine with a decoder row")
     axes[0].set_title(f"MMCS {mmcs:.3f}, {recovered:.1%} at cos >= 0.9")
-    axes[1].hist([best, matched], bins=40, range=(min(best.min(), matched.min()), 1),
-                 label=["max (MMCS)", "one-to-one"])
-    axes[1].set_yscale("log")
-    axes[1].set(title="best (MMCS) and one-to-one matched cosines", xlabel="cosine with a decoder row",
-                ylabel="true features (log scale)")
-    axes[1].legend()
+    floor = 1e-5  # a cosine of exactly 1 (up to rounding) is drawn in the first bin
+    gaps = [np.clip(1 - np.asarray(c, float), floor, 2) for c in (best, matched)]
+    top = max(1.0, max(g.max() for g in gaps))
+    axes[1].hist(gaps, bins=np.geomspace(floor, top, 41), label=["max (MMCS)", "one-to-one"])
+    axes[1].axvline(0.1, color="gray", ls="--", label="cos 0.9")
+    axes[1].set(xscale="log", yscale="log", title="best (MMCS) and one-to-one matched cosines",
+                xlabel="1 - cosine with a decoder row (log; left: closer)", ylabel="true features (log scale)")
+    axes[1].legend(fontsize=8)
     return fig
 
 
@@ -260,6 +264,7 @@ def density_vs_true(counts, edges, n_dead, true_p):
     true_counts, _ = np.histogram(np.log10(true_p), bins=edges)
     ax.stairs(true_counts, edges, color="k", label="true features")
     ax.set_xlabel("log10 firing density")
+    ax.set_ylabel("latents / true features")
     ax.set_title(f"feature density ({n_dead} latents never fired)")
     ax.legend()
     return fig
@@ -281,9 +286,10 @@ def sweep_heatmaps(mmcs, dead, vs_larger, ratios, l1s):
         if ax is axes[0]:
             ax.set_ylabel("l1 coefficient")
         for (i, j), v in np.ndenumerate(data):
+            bright = np.isfinite(v) and (v - lims[0]) / (lims[1] - lims[0]) > 0.6  # viridis turns yellow
             ax.text(j, i, (f"{v:.2f}" if "MMCS" in title else f"{v:.0f}") if np.isfinite(v) else "n/a\n(largest)"
-                    if ax is axes[2] else "n/a", ha="center", va="center", color="w" if np.isfinite(v) else "0.3",
-                    fontsize=None if np.isfinite(v) else 8)
+                    if ax is axes[2] else "n/a", ha="center", va="center",
+                    color=("k" if bright else "w") if np.isfinite(v) else "0.3", fontsize=None if np.isfinite(v) else 8)
         fig.colorbar(im, ax=ax)
     return fig
 
@@ -294,5 +300,6 @@ def best_cosines_compared(runs):
     ax.hist(list(runs.values()), bins=40, label=list(runs))
     ax.set_yscale("log")
     ax.set_xlabel("best cosine per true feature")
+    ax.set_ylabel("true features (log scale)")
     ax.legend()
     return fig
