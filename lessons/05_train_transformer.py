@@ -134,8 +134,9 @@ print(f"{'languages':<12}" + "".join(f"{np.median(fam[k]):9.3f}" for k in ("unig
 # dimensions (the weight matrices, the embeddings W_E and W_pos, and also the attention biases b_Q, b_K,
 # b_V, which are [n_heads, d_head]; not the other biases or the layer norms), gradients clipped to norm
 # 1, the learning rate warmed up linearly and then decayed along a cosine to a tenth. The peak rate, 2e-3,
-# was chosen by measurement (docs/experiments.md: on an earlier corpus, 2e-3 and 4e-3 ended within 0.03
-# bits per byte of each other on every label, and 1e-3 lagged). The numba kernels
+# was chosen by measurement (docs/experiments.md, "Lesson 05: the transformer's peak learning rate": on an
+# earlier corpus, 2e-3 and 4e-3 ended within 0.03 bits per byte of each other on every label, and 1e-3
+# lagged). The numba kernels
 # of lesson 04 (`fast=True`) do the work. The loop checkpoints every minute: interrupt it (Ctrl-C) and
 # run the lesson again, and it resumes where it stopped, with the same batches it would have drawn.
 # After the last step, the whole validation split is scored once, per label.
