@@ -423,3 +423,25 @@ def test_harvest_benchmark_runs():
     assert all(r["per_second"] > 0 for r in result["results"].values())
     assert [m["tokens"] for m in result["memory"]] == result["config"]["sizes"]
     assert "numba_vs_numpy" in format_table(result) and json.loads(json.dumps(result)) == result
+
+
+# From a mutation review of batches.py: each test kills a small bug the tests above let live.
+
+
+def test_each_epoch_draws_a_new_block_order(store_2k):
+    it = ShuffledBatches(store_2k, block_rows=50, buffer_blocks=4, seed=0)
+    n = len(store_2k)
+    first, second = it.next(n)[1], it.next(n)[1]
+    assert set(first[:200] // 50) != set(second[:200] // 50), "epoch 2 reads the blocks of epoch 1 in the same order"
+
+
+def test_saved_batches_name_the_split(store_2k, tmp_path):
+    state = ShuffledBatches(store_2k, block_rows=64, buffer_blocks=3).state_arrays()
+    val = act.harvest(tiny_model(), TINY, synthetic_corpus(2000, run=200), tmp_path / "v", split="val", fast=False)
+    with pytest.raises(CheckpointError, match="another model or corpus"):
+        ShuffledBatches(val, block_rows=64, buffer_blocks=3).load_state_arrays(state)
+
+
+def test_batches_are_float32_whatever_the_store_holds():
+    it = ShuffledBatches(ArrayStore(np.arange(40, dtype=np.float16).reshape(20, 2)), block_rows=4, buffer_blocks=2)
+    assert it.next(7)[0].dtype == np.float32 and it(None, 3).dtype == np.float32

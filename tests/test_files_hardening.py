@@ -28,7 +28,7 @@ from tinymono import corpus_build
 from tinymono import files, reproduce, sae, toy
 from tinymono.batches import ShuffledBatches
 from tinymono.files import DiskFullError
-from tinymono.store import ActivationStore, StoreError
+from tinymono.store import LABEL_FIELDS, ActivationStore, StoreError
 from tinymono.train import train
 from test_activations import TINY, read_store_files, synthetic_corpus, tiny_model
 from test_sae_training import GT, small_cfg
@@ -537,3 +537,97 @@ def test_reproduce_reruns_a_stage_whose_result_is_damaged(tmp_path, monkeypatch,
         assert "01_ok at scale smoke" in printed.out and str(result) in printed.err, \
             "a damaged result.json must be said and the stage run again"
         assert json.loads(result.read_text())["checks"][0]["name"] == "one"
+
+
+# From a mutation review of store.py, activations.py, checkpoint.py and files.py: each test kills a small
+# bug the tests above let live.
+
+
+def test_a_partial_store_shows_only_the_rows_done(tmp_path):
+    s = act.harvest(tiny_model(), TINY, synthetic_corpus(400), tmp_path / "s", fast=False, max_rows=50)
+    n = len(s)
+    assert 0 < n < 400
+    assert len(s.acts) == len(s.tokens) == len(s.index) == n, "the memory maps must end at rows_done"
+    with pytest.raises(IndexError):
+        s.read(n - 1, n + 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an open file through /proc (Linux)")
+def test_a_progress_record_follows_its_data_to_disk(tmp_path, monkeypatch):
+    synced, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name), real(fd))[1])
+    act.harvest(tiny_model(), TINY, synthetic_corpus(200), tmp_path / "s", fast=False)
+    last_meta = max(i for i, name in enumerate(synced) if name.startswith("meta.json.tmp"))
+    for col in ("acts", *LABEL_FIELDS):
+        assert f"{col}.npy" in synced[:last_meta], f"{col}.npy not synced before the last progress record"
+
+
+def test_progress_records_are_replaced_never_rewritten_in_place(tmp_path):
+    corpus, params, path = synthetic_corpus(400), tiny_model(), tmp_path / "s"
+    act.harvest(params, TINY, corpus, path, fast=False, max_rows=50)
+    os.link(path / "meta.json", tmp_path / "old_meta.json")  # a reader holding the old record
+    before = (tmp_path / "old_meta.json").read_bytes()
+    act.harvest(params, TINY, corpus, path, fast=False)
+    assert (tmp_path / "old_meta.json").read_bytes() == before, "meta.json was rewritten in place, not replaced"
+
+
+def test_max_rows_stops_at_the_first_group_that_reaches_it(tmp_path):
+    corpus, params = synthetic_corpus(400), tiny_model()
+    one = act.harvest(params, TINY, corpus, tmp_path / "a", fast=False, batch=2, max_rows=1)
+    assert one.meta["groups_done"] == 1
+    again = act.harvest(params, TINY, corpus, tmp_path / "b", fast=False, batch=2, max_rows=len(one))
+    assert again.meta["groups_done"] == 1 and len(again) == len(one)
+
+
+def test_a_complete_store_damaged_early_and_late_is_repaired_whole(tmp_path):
+    corpus, params, path = synthetic_corpus(700), tiny_model(), tmp_path / "s"
+    act.harvest(params, TINY, corpus, path, batch=4, fast=False)
+    good = (path / "acts.npy").read_bytes()
+    overwrite_rows(path, 3, 5)
+    overwrite_rows(path, 690, 700)
+    act.harvest(params, TINY, corpus, path, batch=4, fast=False)
+    assert (path / "acts.npy").read_bytes() == good, "the early damaged rows were not redone"
+
+
+def test_the_metadata_key_is_reserved(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        ckpt.save(tmp_path / "z", {ckpt.META_KEY: np.zeros(1)}, {})
+
+
+def test_npy_layout_counts_the_header(tmp_path):
+    p = tmp_path / "a.npy"
+    np.save(p, np.arange(10, dtype=np.int64))
+    os.truncate(p, p.stat().st_size - 1)
+    with pytest.raises(files.BadFile, match="truncated"):
+        files.npy_layout(p, files.BadFile, "fix")
+
+
+def test_npy_layout_refuses_fortran_order(tmp_path):
+    p = tmp_path / "f.npy"
+    np.save(p, np.asfortranarray(np.arange(6.0).reshape(2, 3)))
+    with pytest.raises(files.BadFile, match="Fortran"):
+        files.npy_layout(p, files.BadFile, "fix")
+
+
+def test_another_users_live_writer_keeps_its_temporary_file(tmp_path, monkeypatch):
+    def kill(pid, sig):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "kill", kill)
+    tmp = tmp_path / "x.npz.tmp4242"
+    tmp.write_bytes(b"being written")
+    assert files.remove_stale_temps(tmp_path / "x.npz") == [] and tmp.exists()
+
+
+def test_a_full_quota_is_a_full_disk(tmp_path):
+    with pytest.raises(DiskFullError, match="disk full"):
+        with files.writing(tmp_path / "x"):
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+
+@pytest.mark.parametrize("suffix", ["0", "99999999999999999999"])
+def test_a_temporary_file_no_writer_can_own_is_removed_without_an_error(tmp_path, suffix):
+    """pid 0 is no process (os.kill(0, 0) would ask this process's own group), and a number past any pid made
+    os.kill raise OverflowError out of checkpoint.load."""
+    tmp = tmp_path / f"x.npz.tmp{suffix}"
+    tmp.write_bytes(b"left by nobody")
+    assert files.remove_stale_temps(tmp_path / "x.npz") == [tmp] and not tmp.exists()

@@ -157,3 +157,11 @@ def test_an_saes_file_is_named_by_what_it_trains():
     assert small() == "" and main() != "" and frontier() != plain
     settings.ACTIVE = settings.parse(["sae.l1_coefficient=2.4e-3"])  # the default scale's own value
     assert main() == "" and frontier() == plain
+
+
+@pytest.mark.parametrize("item, says", [("sae.lr=True", "takes a value of type float"),  # a bool is no float
+                                        ("sae.backend=", "section.field=value"),  # nor an empty value
+                                        ("sae.backend= ", "section.field=value")])
+def test_parse_refuses_a_bool_for_a_float_and_an_empty_value(item, says):
+    with pytest.raises(ValueError, match=says):
+        settings.parse([item])

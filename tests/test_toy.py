@@ -148,7 +148,7 @@ def test_kernels_run_with_numba_switched_off():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                         "-k", "twin and not switched_off", "--hypothesis-seed=0"],
                        env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]  # the twins, two sizes each
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,3 +214,46 @@ def test_numpy_integers_in_configs_go_into_json():
     for cfg in cfgs:
         d = json.loads(json.dumps(dataclasses.asdict(cfg)))
         assert all(type(v) is int for k, v in d.items() if k in ("n_features", "d_hidden", "steps", "d_in", "d_sae", "d_mlp"))
+
+
+# From a mutation review of toy.py and its kernel: each test kills a small bug the tests above let live.
+
+
+def test_init_is_xavier_normal():
+    cfg = toy.ToyConfig(20, 5, n_inst=50)
+    W = toy.init(cfg, np.random.default_rng(0))["W"]  # 5000 draws: the std within 5% (se ~1%)
+    assert abs(W.std() / np.sqrt(2 / (20 + 5)) - 1) < 0.05 and abs(W.mean()) < 0.02
+
+
+def test_the_seed_reaches_the_initial_weights():
+    a, b = (toy.ToyTask(toy.ToyConfig(5, 2, seed=s)).params["W"] for s in (1, 2))
+    assert not np.array_equal(a, b), "two seeds must start from two different W"
+
+
+def test_evaluate_draws_data_the_training_never_saw(monkeypatch):
+    cfg = toy.ToyConfig(5, 2, n_inst=2, batch_size=64, seed=3)
+    seen, real = [], toy.forward
+    monkeypatch.setattr(toy, "forward", lambda p, x, c: (seen.append(x), real(p, x, c))[1])
+    toy.evaluate(cfg, toy.init(cfg, np.random.default_rng(0)), batch_size=1000)
+    evaluated = {r.tobytes() for r in seen[0].reshape(-1, 5) if r.any()}
+    trained = {r.tobytes() for s in range(5) for r in toy.generate_batch(cfg, s).reshape(-1, 5) if r.any()}
+    assert not evaluated & trained, f"{len(evaluated & trained)} evaluation rows are training rows"
+
+
+def test_interference_metrics_with_unequal_norms():
+    W = np.array([[[1.0, 0.5], [0.0, 0.5]]])  # f0 = (1, 0), f1 = (0.5, 0.5): overlaps are not symmetric
+    np.testing.assert_allclose(toy.superposition(W), [[0.25, 0.5]])  # (f0^.f1)^2, (f1^.f0)^2
+    np.testing.assert_allclose(toy.feature_dimensionality(W), [[1 / 1.25, 0.5 / 1.0]])
+
+
+@pytest.mark.parametrize("batch", [K.TILE + 1, 2 * K.TILE + 37])
+def test_train_kernel_twin_across_tiles(batch):
+    """Batches of more than one tile: the loss and the gradient scale divide by the batch, not the tile."""
+    cfg = toy.ToyConfig(6, 3, n_inst=2, feature_probability=0.4, importance=0.8 ** np.arange(6),
+                        batch_size=batch, steps=20, lr=0.01, seed=4)
+    fast, slow = toy.ToyTask(cfg, "numba"), toy.ToyTask(cfg, "numpy")
+    for start in (0, 3):
+        a, b = fast.run_chunk(start, 3), slow.run_chunk(start, 3)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+    for k in fast.params:
+        np.testing.assert_allclose(fast.params[k], slow.params[k], rtol=1e-8, atol=1e-10, err_msg=k)

@@ -158,3 +158,23 @@ def test_each_run_that_steps_records_its_steps_items_and_time(tmp_path, monkeypa
     shown = throughput({"training": runs})
     assert shown.startswith("toy: 20 steps, ") and "inst-step/s; toy: 40 steps" in shown
     assert throughput({"training": [{"desc": "x"}]}) == "" and throughput(None) == "", "damaged or absent: nothing"
+
+
+class TwiceAt(toy.ToyTask):
+    def run_chunk(self, start_step, n_steps):
+        if start_step == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().run_chunk(start_step, n_steps)
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    path = tmp_path / "toy.npz"
+    with pytest.raises(KeyboardInterrupt):
+        train(TwiceAt(CFG), CFG.steps, chunk_steps=10, checkpoint=path, save_every=0, progress=False)
+    assert ckpt.load(path)[1]["step"] == 20, "the second Ctrl-C must abort before the chunk finishes and saves"
+
+
+def test_chunks_of_no_steps_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="chunk_steps >= 1"):
+        train(toy.ToyTask(CFG), CFG.steps, chunk_steps=0, progress=False)

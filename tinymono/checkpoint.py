@@ -97,8 +97,9 @@ def load(path):
 
 
 def validate_shapes(arrays: dict, expected: dict, where="checkpoint", counters=()):
-    """Check that `arrays` holds exactly the keys of `expected` (name -> shape) with those shapes, and that
-    the `counters` among them hold non-negative integers."""
+    """Check that `arrays` holds every key of `expected` (name -> shape) with that shape (other keys, such as
+    the optional state a task adds, are the caller's to read or ignore), and that the `counters` among them
+    hold non-negative integers."""
     missing = sorted(set(expected) - set(arrays))
     if missing:
         raise CheckpointError(f"{where} is missing {missing}")

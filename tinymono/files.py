@@ -77,9 +77,11 @@ def _temp_name(path):
 
 
 def _pid_runs(pid):
+    if pid <= 0:  # os.kill(0, ...) signals this process's group: no writer has pid 0
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; a number no pid can be
         return False
     except PermissionError:  # it runs, as another user
         return True

@@ -134,7 +134,7 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
     (a checkpoint that is corrupt or was written for another config is an error, and is left untouched).
     save_every: seconds between checkpoints (one is always written at the end). progress: show a bar
     (None: only when stderr is a terminal or a notebook). Returns a TrainResult."""
-    chunk_steps = chunk_steps or getattr(task, "chunk_steps", 100)
+    chunk_steps = getattr(task, "chunk_steps", 100) if chunk_steps is None else chunk_steps
     if total_steps < 0 or chunk_steps < 1:
         raise ValueError(f"need total_steps >= 0 and chunk_steps >= 1, got {total_steps}, {chunk_steps}")
     config = _normalise(task.config_dict())
