@@ -377,4 +377,9 @@ def format_comparison(rows):
                      f"{pct(nu['specificity'])} {pct(nu['auroc'])} | {gtext}")
     err = max((r[who].get("auroc_err", 0.0) for r in rows for who in ("feature", "neuron")), default=0.0)
     lines.append(f"(auc: from per-label histograms, each within {err:.4f} of the exact AUROC)")
+    lines.append("columns: the label's best feature and best neuron by r, Pearson's correlation of the unit's activation "
+                 "with the label; spec, the share of the unit's activation mass on the label's bytes; hi, the same "
+                 "counting only activations above half the unit's maximum (the paper's: above 5); auc, the AUROC of "
+                 "the activation as a detector of the label; [paper] and [p], the paper's value where it gives one; "
+                 "group, the best sum of up to 3 features each >= 0.9 specific: its r and its units")
     return "\n".join(lines)
