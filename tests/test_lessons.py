@@ -176,8 +176,8 @@ def start_fake_stage(tmp_path):
 
 @pytest.mark.parametrize("to", ["reproduce alone", "the terminal's process group"])
 def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path, to):
-    """A Ctrl-C must reach the lesson exactly once, whether the SIGINT goes to `reproduce` alone (`kill -INT`,
-    `timeout -s INT`) or to the whole foreground group (a terminal's Ctrl-C): the lesson saves its checkpoint,
+    """A Ctrl-C must reach the lesson exactly once, whether the SIGINT goes to `reproduce` alone (`kill -INT`)
+    or to the whole foreground group (a terminal's Ctrl-C; `timeout -s INT` sends both): the lesson saves its checkpoint,
     and reproduce relays the lesson's output until it has exited."""
     proc = start_fake_stage(tmp_path)
     if to == "reproduce alone":

@@ -375,3 +375,58 @@ def test_ctrl_c_stops_a_pool_that_outlives_its_cell(tmp_path):
     started = sorted(p.name for p in tmp_path.glob("started-*"))
     assert started == ["started-0"], f"queued points ran after the interrupt: {started}\n{err[-2000:]}"
     assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+
+
+class _Pool:
+    """A pool whose first shutdown is cut short by an interrupt arriving `after` seconds into it."""
+
+    def __init__(self, after):
+        self.after, self.calls = after, 0
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.after)
+            raise KeyboardInterrupt
+
+
+def test_a_stop_delivered_twice_at_once_reaches_the_workers_once(monkeypatch):
+    """`timeout -s INT` signals the driver and then its process group: the same stop, twice, 0.4 ms apart.
+    Passed on twice, each worker took the second as "Ctrl-C again" and stopped without saving. A second
+    Ctrl-C that comes later is still passed on (the points stop at once)."""
+    passed_on = []
+    monkeypatch.setattr(executors, "interrupt_workers", lambda: passed_on.append(time.monotonic()))
+    executors._stop_after_interrupt(_Pool(after=0.0))
+    assert len(passed_on) == 1
+    passed_on.clear()
+    executors._stop_after_interrupt(_Pool(after=executors.REPEAT_WINDOW + 0.1))
+    assert len(passed_on) == 2
+
+
+def test_a_lesson_stops_on_sigterm_as_on_ctrl_c(tmp_path):
+    """`kill`, `timeout` or reproduce passing on its own SIGTERM: lesson 09's driver, with its SAEs training in a
+    pool and no training loop of its own, died at once and its workers lost their unsaved steps."""
+    code = ("import sys, time\nfrom tinymono.lesson import Lesson\n"
+            "Lesson('x', argv=['--scale', 'smoke', '--runs', sys.argv[1]])\nprint('ready', flush=True)\n"
+            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    print('stopped as by Ctrl-C', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    while proc.stdout.readline().strip() != "ready":  # after the lesson's own first line
+        assert proc.poll() is None, "the lesson ended before it was ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert "stopped as by Ctrl-C" in out and proc.returncode == 0, (out, proc.returncode)
+
+
+def test_two_reproduce_runs_in_one_run_folder_are_refused(tmp_path):
+    """Two runs on one --out trained every stage twice, interleaved their logs, and one crashed on the other's
+    half-built corpus folder: the second must be refused while the first holds the folder."""
+    import fcntl
+
+    from tinymono import reproduce
+
+    (tmp_path / "smoke").mkdir()
+    with open(tmp_path / "smoke" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the first run
+        with pytest.raises(ValueError, match="another `reproduce` is running"):
+            reproduce.reproduce(tmp_path, "smoke", only=["01"])
+    assert not (tmp_path / "smoke" / "01_superposition").exists(), "the refused run must write nothing"

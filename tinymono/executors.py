@@ -43,10 +43,15 @@ def thread_env(threads):
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
-def _watch_parent(parent):
+def _watch_parent(parent, grace=30.0):
     while os.getppid() == parent:
         time.sleep(1.0)
-    os._exit(1)  # the driver is gone: nobody will collect this worker's result
+    # the driver is gone (killed, or its terminal closed): nobody will collect this worker's result, but its
+    # running point can still keep its work: stop it as a Ctrl-C would (the training loop saves at the end of
+    # its chunk), then leave
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(grace)
+    os._exit(1)
 
 
 _worker = {"pool": False, "interrupted": False}  # this process is a pool worker; a SIGINT has reached it
@@ -133,16 +138,33 @@ def interrupt_workers():
 _OPEN_POOLS = []  # the process pools of this process whose block has not been left yet
 
 
+REPEAT_WINDOW = 0.5  # seconds: `timeout -s INT` signals the process and then its group, one stop sent twice
+
+
 def _stop_after_interrupt(pool):
     """Ctrl-C for a pool: pass it on to the workers, drop the queued points and wait for the running ones to
-    save their checkpoints (a second Ctrl-C is passed on too: the points stop at once)."""
+    save their checkpoints (a second Ctrl-C is passed on too: the points stop at once). An interrupt within
+    REPEAT_WINDOW of the last one passed on is the same stop delivered twice (a signal to the process and to
+    its group), not a second Ctrl-C: passing it on would make the workers stop without saving. The wait is
+    on the worker processes themselves: a pool's own shutdown, cut short by such an interrupt, returned at
+    once the second time, while its workers were still saving, and this process then left without them."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
     print("interrupted: the running points save their checkpoints, then stop (Ctrl-C again: stop now)",
           file=sys.stderr, flush=True)
+    passed_on, asked = None, False
     while True:
-        interrupt_workers()
         try:
-            pool.shutdown(wait=True, cancel_futures=True)
-            return
+            if passed_on is None or time.monotonic() - passed_on > REPEAT_WINDOW:
+                passed_on = time.monotonic()
+                interrupt_workers()
+            if not asked:
+                pool.shutdown(wait=False, cancel_futures=True)  # no new point starts; the workers end after theirs
+                asked = True
+            for worker in workers:
+                worker.join(timeout=0.2)
+            if not any(worker.is_alive() for worker in workers):
+                pool.shutdown(wait=True)
+                return
         except KeyboardInterrupt:
             continue
 

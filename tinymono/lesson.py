@@ -35,8 +35,10 @@ import argparse
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +125,24 @@ def _interrupt_hook(previous, name, cache):
     return hook
 
 
+def _as_ctrl_c(signum, frame):
+    """SIGTERM or SIGHUP, handled as the SIGINT handler in force would handle a Ctrl-C."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def stops_as_ctrl_c():
+    """From now on SIGTERM (`kill`, `timeout`, reproduce passing its own on) and SIGHUP (a closed terminal) stop
+    this process as Ctrl-C does: a training loop saves its checkpoint, a pool's workers save theirs. Left at
+    their defaults, the process died at once and the work since the last periodic save was lost."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _as_ctrl_c)
+
+
 class Lesson:
     def __init__(self, name, argv=None):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
@@ -183,6 +203,7 @@ class Lesson:
         self.results = []  # (status, name, value, bar)
         self.figures = []  # (filename, caption)
         self._t0 = time.perf_counter()
+        stops_as_ctrl_c()
         if not notebook:
             sys.excepthook = _interrupt_hook(sys.excepthook, name, self.cache)
         seed = f", seed {self.seed}" if self.seed else ""

@@ -367,6 +367,34 @@ def reproduce(root="runs", scale="default", force=False, only=None, seed=0, over
     reserve = root / run / ".report-reserve"
     try:
         (root / run / "logs").mkdir(parents=True, exist_ok=True)
+        lock = _lock(root / run)
+    except OSError as e:
+        raise ValueError(f"cannot write into --out {root}: {e.strerror or e}") from e
+    try:
+        return _reserved(root, run, reserve, scale, seed, overrides, todo, force)
+    finally:
+        lock.close()  # and with it the lock
+
+
+def _lock(folder):
+    """An exclusive lock on `folder`/.lock, held while the returned file is open: two runs in one run folder
+    would train every stage twice, write one log file each into the same files, and one could find the
+    other's half-built corpus folder and fail. ValueError when another process holds it."""
+    import fcntl
+
+    fh = open(folder / ".lock", "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ValueError(f"another `reproduce` is running in {folder} (it holds {folder / '.lock'}): wait for it "
+                         "to finish, or give another --out") from None
+    return fh
+
+
+def _reserved(root, run, reserve, scale, seed, overrides, todo, force):
+    """reproduce() with its run folder locked: the disk reserve for the report, the settings, the stages."""
+    try:
         with writing(reserve):
             reserve.write_bytes(bytes(RESERVE_BYTES))
         if overrides:

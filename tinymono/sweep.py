@@ -224,7 +224,8 @@ def _run_on(executor, workers, points, stage, **how):
     """`run` on an executor opened for the points (Ctrl-C and SIGTERM stop it as interrupts) ->
     (results, failures, what the executor is, wall seconds)."""
     t0 = time.perf_counter()
-    with executors.open_executor(executor, workers, len(points)) as (ex, what), _stops_as_interrupts():
+    # the signal handlers outlive the pool: a SIGTERM while the workers save must not kill the driver
+    with _stops_as_interrupts(), executors.open_executor(executor, workers, len(points)) as (ex, what):
         print(f"executor: {what}", flush=True)
         results, failures = run(points, stage, ex, **how)
     return results, failures, what, time.perf_counter() - t0
