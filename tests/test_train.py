@@ -178,3 +178,19 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path):
 def test_chunks_of_no_steps_are_refused(tmp_path):
     with pytest.raises(ValueError, match="chunk_steps >= 1"):
         train(toy.ToyTask(CFG), CFG.steps, chunk_steps=0, progress=False)
+
+
+def test_a_ctrl_c_during_the_last_save_lets_it_finish(tmp_path, monkeypatch):
+    """The final checkpoint was written after the loop's handler was gone: a Ctrl-C then cut it short, and the
+    run kept only its last periodic checkpoint. Now the save finishes, and the run stops as asked."""
+    path, real = tmp_path / "toy.npz", ckpt.save
+
+    def save(target, arrays, meta):
+        if meta["step"] == CFG.steps:
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, while the last checkpoint is written
+        return real(target, arrays, meta)
+
+    monkeypatch.setattr(ckpt, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy.ToyTask(CFG), CFG.steps, chunk_steps=10, checkpoint=path, save_every=3600, progress=False)
+    assert ckpt.load(path)[1]["step"] == CFG.steps

@@ -202,8 +202,10 @@ def train(task, total_steps, *, chunk_steps=None, checkpoint=None, resume=True, 
                 if path is not None and time.perf_counter() - last_save >= save_every:
                     save()
                     last_save = time.perf_counter()
-        if step != saved_step:  # a finished run loaded from its checkpoint is not written again
-            save()
+            if step != saved_step:  # a finished run loaded from its checkpoint is not written again
+                save()  # still under the flag: a Ctrl-C now waits for the save, then stops as asked
+            if interrupt.raised:
+                raise interrupt.stop()
     finally:
         bar.close()
         if step > first_step:
