@@ -17,7 +17,8 @@ NUMBA_NUM_THREADS=1 in their environment).
 Signals. A pool worker runs in a session of its own, so a terminal's Ctrl-C reaches only the driver, which
 passes exactly one SIGINT to each worker (`interrupt_workers`): the training loop then saves its checkpoint
 and stops (a second one stops it at once, as in `reproduce`), and the worker starts no further point. A
-worker whose driver died exits within a second (`_watch_parent`), so no worker outlives its sweep.
+worker whose driver died stops its point as by Ctrl-C and exits half a minute later (`_watch_parent`), so
+no worker outlives its sweep for long.
 """
 from __future__ import annotations
 
