@@ -594,3 +594,13 @@ def test_dna_record_first_base_has_two_bits():
     first = seg.state == 6
     assert first.sum() > 10 and np.all(seg.entropy[first] == 2.0)
     assert np.all(seg.data[np.flatnonzero(first) - 1] == ord("\n"))  # right after each header
+
+
+def test_every_floor_detail_has_its_floor(corpus):
+    """Lesson 05 reads floors["detail"]["b64_random"]: each of FLOOR_DETAILS must be there, the mean exact entropy
+    of its bytes in the validation split."""
+    floors, s = corpus.floors["detail"], corpus.val
+    assert set(floors) == set(src.FLOOR_DETAILS)
+    entropy, detail = np.asarray(s.entropy, np.float64), np.asarray(s.detail)
+    for name in src.FLOOR_DETAILS:
+        assert floors[name] == pytest.approx(entropy[detail == src.DET[name]].mean(), abs=1e-9), name

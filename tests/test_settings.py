@@ -8,14 +8,6 @@ from tinymono import pipeline, settings
 from tinymono.lesson import Lesson, run_folder
 
 
-@pytest.fixture(autouse=True)
-def no_settings():
-    """Each test starts, and leaves, with no settings in force (settings.ACTIVE is process-wide)."""
-    settings.ACTIVE = {}
-    yield
-    settings.ACTIVE = {}
-
-
 def test_parse_reads_values_with_each_fields_type():
     got = settings.parse(["sae.l1_coefficient=4e-4", "sae.d_sae=8192", "sae.backend=numpy", "sae.lr=1",
                           "sae.resample_at=[0.1, 0.2]", "harvest.train=5000", "model.layernorm=False"])

@@ -212,7 +212,8 @@ def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0, model=
     dictionary of another size on the same recipe and data (lesson 08), cached beside the main one.
     model: the SAE of a second model of lesson 10 (its stores: get_stores(..., model=model))."""
     task = sae_task(scale, train_store, d_sae, seed, second=model is not None)
-    main = d_sae in (None, _sizes(scale)["sae"]["d_sae"])
+    main = d_sae in (None, SIZES[scale]["sae"]["d_sae"])  # the plain size: under --set sae.d_sae=64, lesson 08's
+    # 64 latents are still lesson 08's dictionary, not the main SAE's file
     tag = (second_tag(model, scale) + settings_tag("corpus", "model", "train", "harvest")  # its store's
            + recipe_tag(lambda: sae_config(scale, train_store.acts.shape[1], d_sae, seed, second=model is not None)))
     name = f"sae{tag}.npz" if main else f"sae_{d_sae}{tag}.npz"

@@ -334,7 +334,7 @@ def selects(name, stem):
     """Whether --only's `name` picks the lesson `stem`: a number is a lesson's number (1 and 01 are lesson 01,
     never lesson 10), any other text a part of its name (`sae`, `07_interp`)."""
     name = name.strip()
-    if name.isdigit():
+    if name.isascii() and name.isdigit():  # not "²", which isdigit() takes and int() refuses
         return stem[:2].isdigit() and int(stem[:2]) == int(name)
     return name in stem
 

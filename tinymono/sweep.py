@@ -442,7 +442,7 @@ def seeds(out="runs", scale="default", seed_list=(0, 1), only=None, overrides=No
     seed_list = list(dict.fromkeys(seed_list))
     if not seed_list or any(not isinstance(s, int) or s < 0 for s in seed_list):
         raise ValueError(f"--seeds takes non-negative integers, got {seed_list}")
-    names = [p.stem for p in reproduce.lessons() if not only or any(o in p.stem for o in only)]
+    names = [p.stem for p in reproduce.lessons() if not only or any(reproduce.selects(o, p.stem) for o in only)]
     if not names:
         raise ValueError(f"--only {' '.join(only)} matches no lesson; the lessons are "
                          + ", ".join(p.stem for p in reproduce.lessons()))
