@@ -36,7 +36,7 @@ from tinymono.gradcheck import check_gradients, format_table
 from tinymono.lesson import Lesson
 from tinymono.train import train
 
-lesson = Lesson("01_superposition")
+lesson = Lesson("01_superposition", reads_settings=False)  # --set changes nothing here
 rng = np.random.default_rng(lesson.seeded(0))  # seed 0 keeps the lesson's own seeds (--seed N: lesson.py)
 
 # %% [markdown]

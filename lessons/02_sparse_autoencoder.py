@@ -42,7 +42,7 @@ from tinymono.gradcheck import check_gradients, check_layer, format_table
 from tinymono.lesson import Lesson, where
 from tinymono.train import train
 
-lesson = Lesson("02_sparse_autoencoder")
+lesson = Lesson("02_sparse_autoencoder", reads_settings=False)  # --set changes nothing here
 t_lesson = time.perf_counter()
 
 # %% [markdown]

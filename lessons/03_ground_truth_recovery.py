@@ -35,7 +35,7 @@ import numpy as np
 from tinymono import metrics, pipeline, plots, sweep
 from tinymono.lesson import Lesson
 
-lesson = Lesson("03_ground_truth_recovery")
+lesson = Lesson("03_ground_truth_recovery", reads_settings=False)  # --set changes nothing here
 t_lesson = time.perf_counter()
 
 # %% [markdown]

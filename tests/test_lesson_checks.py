@@ -47,3 +47,12 @@ def test_a_figure_saved_twice_is_listed_once(tmp_path):
     assert lesson.finish()
     record = json.loads((tmp_path / "smoke" / "99_fig" / "result.json").read_text())
     assert record["figures"] == [{"file": "a.png", "caption": "second"}]
+
+
+def test_a_lesson_that_reads_no_settings_says_so_under_set(tmp_path, capsys):
+    """Lessons 01-03 read none of pipeline.SIZES: under --set their run folder is new, their numbers are not."""
+    argv = ["--scale", "smoke", "--runs", str(tmp_path), "--set", "sae.d_sae=64"]
+    Lesson("01_x", argv, reads_settings=False)
+    assert "reads none of pipeline.SIZES' settings" in capsys.readouterr().out
+    Lesson("06_x", argv)
+    assert "reads none" not in capsys.readouterr().out

@@ -144,7 +144,7 @@ def stops_as_ctrl_c():
 
 
 class Lesson:
-    def __init__(self, name, argv=None):
+    def __init__(self, name, argv=None, reads_settings=True):
         parser = argparse.ArgumentParser(description=f"tinymono lesson {name}")
         parser.add_argument("--scale", choices=SCALES, default=os.environ.get("TINYMONO_SCALE", "default"),
                             help="smoke: seconds, sizes too small for the bars; default: the checked sizes, "
@@ -209,6 +209,9 @@ class Lesson:
         seed = f", seed {self.seed}" if self.seed else ""
         changed = f", settings {' '.join(settings.describe(overrides))}" if overrides else ""
         print(f"lesson {name} at scale {self.scale!r}{seed}{changed}; figures in {self.out}")
+        if overrides and not reads_settings:
+            print("  (this lesson reads none of pipeline.SIZES' settings: its numbers are the plain run's, written "
+                  "here beside the other lessons of this run)")
         for line in switch.describe():
             print(line)
 
