@@ -56,3 +56,19 @@ def test_a_lesson_that_reads_no_settings_says_so_under_set(tmp_path, capsys):
     assert "reads none of pipeline.SIZES' settings" in capsys.readouterr().out
     Lesson("06_x", argv)
     assert "reads none" not in capsys.readouterr().out
+
+
+def test_sigterm_is_ignored_where_ctrl_c_is(monkeypatch):
+    """Where SIGINT is ignored (a notebook kernel between cells), a SIGTERM turned into a Ctrl-C must not raise
+    a stray KeyboardInterrupt either."""
+    import signal
+
+    from tinymono.lesson import _as_ctrl_c
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _as_ctrl_c(signal.SIGTERM, None)  # nothing happens
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt):
+        _as_ctrl_c(signal.SIGTERM, None)  # pytest's own SIGINT handler: as a Ctrl-C

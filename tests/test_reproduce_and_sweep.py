@@ -212,3 +212,16 @@ def test_seeds_only_takes_a_number_as_reproduce_does(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "LESSONS_DIR", tmp_path / "lessons")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     assert sweep.seeds(out=tmp_path / "runs", scale="smoke", seed_list=[0], only=["1"], executor="serial") == 0
+
+
+def test_a_run_folder_on_a_file_system_without_locks_still_runs(tmp_path, monkeypatch, capsys):
+    """Some NFS and FUSE mounts answer flock with ENOLCK or EOPNOTSUPP: the run goes on, unlocked, and says so."""
+    import errno
+    import fcntl
+
+    def no_locks(fh, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    reproduce._lock(tmp_path).close()
+    assert "cannot be locked here" in capsys.readouterr().err

@@ -149,15 +149,17 @@ def _stop_after_interrupt(pool):
     its group), not a second Ctrl-C: passing it on would make the workers stop without saving. The wait is
     on the worker processes themselves: a pool's own shutdown, cut short by such an interrupt, returned at
     once the second time, while its workers were still saving, and this process then left without them."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())
-    print("interrupted: the running points save their checkpoints, then stop (Ctrl-C again: stop now)",
-          file=sys.stderr, flush=True)
-    passed_on, asked = None, False
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown forgets them
+    passed_on, asked, told = None, False, False
     while True:
         try:
             if passed_on is None or time.monotonic() - passed_on > REPEAT_WINDOW:
                 passed_on = time.monotonic()
                 interrupt_workers()
+            if not told:
+                told = True
+                print("interrupted: the running points save their checkpoints, then stop (Ctrl-C again, a moment "
+                      "later: stop now)", file=sys.stderr, flush=True)
             if not asked:
                 pool.shutdown(wait=False, cancel_futures=True)  # no new point starts; the workers end after theirs
                 asked = True

@@ -126,11 +126,11 @@ def _interrupt_hook(previous, name, cache):
 
 
 def _as_ctrl_c(signum, frame):
-    """SIGTERM or SIGHUP, handled as the SIGINT handler in force would handle a Ctrl-C."""
+    """SIGTERM or SIGHUP, handled as the SIGINT handler in force would handle a Ctrl-C (ignored if it is)."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    else:
+    elif handler != signal.SIG_IGN:
         raise KeyboardInterrupt
 
 
@@ -203,8 +203,8 @@ class Lesson:
         self.results = []  # (status, name, value, bar)
         self.figures = []  # (filename, caption)
         self._t0 = time.perf_counter()
-        stops_as_ctrl_c()
-        if not notebook:
+        if not notebook:  # a kernel has its own ways to stop (and ignores SIGINT between cells)
+            stops_as_ctrl_c()
             sys.excepthook = _interrupt_hook(sys.excepthook, name, self.cache)
         seed = f", seed {self.seed}" if self.seed else ""
         changed = f", settings {' '.join(settings.describe(overrides))}" if overrides else ""

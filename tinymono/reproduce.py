@@ -380,15 +380,17 @@ def _lock(folder):
     """An exclusive lock on `folder`/.lock, held while the returned file is open: two runs in one run folder
     would train every stage twice, write one log file each into the same files, and one could find the
     other's half-built corpus folder and fail. ValueError when another process holds it."""
-    import fcntl
-
     fh = open(folder / ".lock", "a")
     try:
+        import fcntl
+
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
         raise ValueError(f"another `reproduce` is running in {folder} (it holds {folder / '.lock'}): wait for it "
                          "to finish, or give another --out") from None
+    except (ImportError, OSError) as e:  # no fcntl (Windows), or a file system without locks (some NFS, FUSE)
+        print(f"note: {folder} cannot be locked here ({e}); do not start a second run in it", file=sys.stderr)
     return fh
 
 
