@@ -42,3 +42,32 @@ def test_an_interrupted_point_outside_a_pool_does_not_stop_the_next(monkeypatch)
     except KeyboardInterrupt:  # caught here: escaping, it would stop the whole test session
         pytest.fail("after one interrupted point, every later point in this process is refused")
     assert again == 42
+
+
+def test_a_worker_whose_driver_died_lets_its_point_save_then_leaves(tmp_path):
+    """A worker notices its driver is gone: it stops its point as a Ctrl-C would, waits for the point to end
+    (the training loop saves at the end of its chunk), and exits; it neither dies mid-save nor lingers."""
+    import subprocess
+    import sys
+    import textwrap
+
+    saved = tmp_path / "saved"
+    code = textwrap.dedent(f"""
+        import threading, time
+        from tinymono import executors
+
+        def point(_):
+            # a parent pid that is not ours: the watcher sees a dead driver at once, while this point runs
+            try:
+                threading.Thread(target=executors._watch_parent, args=(-1,), daemon=True).start()
+                time.sleep(60)
+            except KeyboardInterrupt:  # the watcher's Ctrl-C: finish the chunk and save, which takes a while
+                time.sleep(1.0)
+                open({str(saved)!r}, "w").write("saved")
+                raise
+
+        executors.call(point, None)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert saved.exists(), proc.stderr[-2000:]
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])

@@ -17,8 +17,8 @@ NUMBA_NUM_THREADS=1 in their environment).
 Signals. A pool worker runs in a session of its own, so a terminal's Ctrl-C reaches only the driver, which
 passes exactly one SIGINT to each worker (`interrupt_workers`): the training loop then saves its checkpoint
 and stops (a second one stops it at once, as in `reproduce`), and the worker starts no further point. A
-worker whose driver died stops its point as by Ctrl-C and exits half a minute later (`_watch_parent`), so
-no worker outlives its sweep for long.
+worker whose driver died stops its point as by Ctrl-C and exits once the point has saved (`_watch_parent`),
+so no worker outlives its sweep for long.
 """
 from __future__ import annotations
 
@@ -44,18 +44,20 @@ def thread_env(threads):
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
-def _watch_parent(parent, grace=30.0):
+def _watch_parent(parent, grace=600.0):
     while os.getppid() == parent:
         time.sleep(1.0)
     # the driver is gone (killed, or its terminal closed): nobody will collect this worker's result, but its
     # running point can still keep its work: stop it as a Ctrl-C would (the training loop saves at the end of
-    # its chunk), then leave
+    # its chunk), wait until the point has ended (at most `grace` seconds), then leave
     os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(grace)
+    _IDLE.wait(grace)
     os._exit(1)
 
 
 _worker = {"pool": False, "interrupted": False}  # this process is a pool worker; a SIGINT has reached it
+_IDLE = threading.Event()  # set while this worker runs no point
+_IDLE.set()
 
 
 def _interrupted(signum, frame):
@@ -81,6 +83,7 @@ def call(stage, point):
     if _worker["interrupted"]:
         raise KeyboardInterrupt("the sweep was interrupted before this point started")
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    _IDLE.clear()
     try:
         return stage(point)
     except KeyboardInterrupt:
@@ -88,6 +91,7 @@ def call(stage, point):
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
+        _IDLE.set()
 
 
 @contextmanager
