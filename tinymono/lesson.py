@@ -126,11 +126,12 @@ def _interrupt_hook(previous, name, cache):
 
 
 def _as_ctrl_c(signum, frame):
-    """SIGTERM or SIGHUP, handled as the SIGINT handler in force would handle a Ctrl-C (ignored if it is)."""
+    """SIGTERM or SIGHUP, handled as the SIGINT handler in force would handle a Ctrl-C; where SIGINT is ignored
+    (a job started in the background of a shell), as Python's default Ctrl-C: a `kill` must still stop it."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    elif handler != signal.SIG_IGN:
+    else:
         raise KeyboardInterrupt
 
 
