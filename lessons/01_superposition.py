@@ -253,7 +253,8 @@ lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "
 #   in some runs, nearer 3/8 in others (the seed decides which arrangement training finds), a few still
 #   at 1/2.
 # - Sparser than that, the learned features' D_f slide from about 0.3 down to about 0.1 as sparsity
-#   grows (at 6.3 sixteen features share 5 dimensions at ~0.31 each), with no fraction they stick to.
+#   grows (at 6.3 some fifteen or sixteen features share 5 dimensions at about 0.3 each), with no fraction
+#   they stick to.
 #   The other fractions marked on the plot (1, 3/4, 2/3, 3/8) do not show at this size; Elhage et al.
 #   saw them with n = 400, m = 30, the sizes `--scale full` uses.
 

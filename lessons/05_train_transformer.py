@@ -32,8 +32,8 @@
 # not one feature: to predict a language's next letter the model must know the language *and* the letter
 # it just read (8 letters each, so 48 x 8 such states in the languages alone), a script's letter is two
 # bytes, each a state of its own, and Python and English need far more. Those features outnumber 128
-# neurons many times over, and rarity keeps each from earning a neuron of its own (lesson 07 measures
-# the neurons). A language writes lowercase words over its own 8 of the 26
+# neurons many times over, and rarity keeps most of them from earning a neuron of its own (lesson 07
+# measures the neurons, and names the few that get one in a run). A language writes lowercase words over its own 8 of the 26
 # letters; the alphabets overlap, so no single letter gives a language away, and each next letter depends
 # on the language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`). Four
 # languages write the same kind of words in the letters of the scripts, two in Arabic letters and two in

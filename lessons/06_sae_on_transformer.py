@@ -57,9 +57,9 @@ print(f"a token's activations: {np.mean(x > 0):.1%} of neurons active, mean squa
 # %% [markdown]
 # ## Training the SAE
 #
-# The paper's recipe, as in lesson 03: b_dec starts at the geometric median of a sample (the point with the
-# least summed distance to the sample's points, `sae.geometric_median`: a centre that a few large activations
-# pull less than they pull the mean; lessons 02-03 start there too, without saying so), decoder rows
+# The paper's recipe, as in lessons 02-03: b_dec starts at the geometric median of a sample (the point with
+# the least summed distance to the sample's points, `sae.geometric_median`: a centre that a few large
+# activations pull less than they pull the mean), decoder rows
 # stay at unit norm, Adam, L1 penalty on the latents, and dead latents are resampled from inputs the SAE
 # reconstructs badly. Batches come from `ShuffledBatches`, which reads random blocks of the store into
 # a buffer and shuffles rows there, so each batch mixes contexts and every row is used once per epoch.

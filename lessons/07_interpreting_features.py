@@ -112,12 +112,12 @@ print(f"on the first {n_first:,} held-out tokens, the definitions and the stream
 # score is printed x 100 (r 71 is a correlation of 0.71); the paper's numbers are in brackets.
 #
 # Only features at least 90% specific may join a group, so a group can correlate *less* than the best
-# single feature, when that feature also fires elsewhere. For Arabic and Hebrew that is the rule, not the
-# exception: a letter's two bytes are two states, and the state after a letter (another lead byte or a
-# space comes next) is shared by the script and its two sibling languages (lesson 05), so the features of
-# that state are not 90% the script's, and a group of the script's own features covers about half of its
-# bytes (r near 0.7, below the bar of 0.8). Whether the SAE gives a script features of its own for both
-# states is the run's call; docs/experiments.md records the runs.
+# single feature, when that feature also fires elsewhere. For Arabic and Hebrew this happens often: a
+# letter's two bytes are two states of a small machine, each state is also reached in the script's two
+# sibling languages (lesson 05), and a feature of either state may fire on those as well. Then no feature of
+# that state is 90% the script's, and the group covers part of the script's bytes, or no group forms at all
+# ("group of 0 features"). Whether the SAE gives a script features of its own for either state is the run's
+# call: the table shows this run's, and docs/experiments.md records other seeds'.
 
 # %%
 groups = scores.label_groups(feature_source, feat_report, "context", labels=NAMED)
@@ -165,7 +165,7 @@ print("smallest leads:", ", ".join(f"{generated[i]} {lead[i]:+.2f} (feature {fea
 # host text) or a language of the family still gets a near-dedicated neuron, level with its best feature
 # (the "smallest leads" line above names them). The SAE's dictionary has eight latents per neuron, and its
 # sparsity penalty rewards a latent that fires on one context and nothing else: the directions the model
-# packed into its neurons come apart again. A single feature rarely covers a whole context (the SAE may
+# packed into its neurons come apart again. A single feature need not cover a whole context (the SAE may
 # split Arabic into lead and continuation bytes, or a language into a few of its letters), which is why the
 # named contexts are also scored by a group of highly specific features (above).
 #

@@ -129,8 +129,9 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
     print(f"  feature {u} alone ends {bytes(int(t) for t in alone[0][-20:] if t < 256)!r}")
 
 # %% [markdown]
-# **What you should see.** Pinned, a context's features pull the text into that context, from prompts that
-# continue as ordinary Python or English when nothing is pinned. How far depends on how cleanly the features
+# **What you should see.** Pinned, a context's features can pull the text into that context, from prompts
+# that mostly continue as Python or English when nothing is pinned; whether they do, and how far, differs by
+# context and by run (the shares above). How far depends on how cleanly the features
 # stand for their context (a feature that also fires on plain letters pulls less) and on how much of the
 # model's prediction of the context runs through them: the lift above. A context the model can predict without
 # its MLP has features that only read. In a DNA record every byte of the window is a base, so attention's
@@ -140,15 +141,16 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # bytes are a digest's, so its hex feature fires strongly and lifts the digits, and pinned it writes hex. The
 # scripts are harder still: a letter is two bytes, and the SAE tends to give the two steps features of their
 # own, each a state of the two-byte cycle (the paper saw such chains of features as small finite-state
-# automata, each feature a state). Which state gets a feature of the script's own depends on where the model
-# needs to know the script. After a lead byte it needs to, because the script's sibling languages (lesson 05)
-# use the same lead bytes with other letters; after a letter's last byte it hardly does, since a sibling too
-# writes a lead byte or a space there. A script feature of the lead-byte state promotes the continuation
+# automata, each feature a state). After a lead byte the model needs to know the script, because the
+# script's sibling languages (lesson 05) use the same lead bytes with other letters; after a letter's last
+# byte it need not, since a sibling too writes a lead byte or a space there, yet the SAE may still give that
+# state a feature of the script's own. A script feature of the lead-byte state promotes the continuation
 # bytes, and pinned it can write whole letters, the model's own bookkeeping adding the lead bytes; but the
 # continuation bytes (0x80-0xBF) are the same for both scripts, and from a prompt with no script in it the
 # model may add the *other* script's lead bytes, so a pinned Hebrew feature can write Arabic letters (the
 # recogniser counts only the pinned script's). A feature of the other state, "a lead byte comes next", pinned
-# alone tends to write lead bytes with too few continuation bytes to make letters; without the siblings
+# alone may write lead bytes without enough continuation bytes to make letters, write whole letters, or write
+# nothing of the script (the "alone" lines above say which); without the siblings
 # (`--set corpus.script_siblings=0`) the scripts have only features of that kind, and pinning fails. These are
 # tendencies, not laws: the printout above says what each pin wrote in this run (lesson 07 prints the bytes
 # each feature reads), and in some runs a feature of the lead-byte state writes no letters at all. Base64 can
@@ -239,7 +241,7 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # %% [markdown]
 # **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits it
 # by the byte read: features for single bases, and perhaps one that fires on every base; summed, the family
-# tracks the parent. A small dictionary need not have one: DNA is 1.5% of the bytes, and 64 latents go first
+# tracks the parent. A small dictionary often has none: DNA is 1.5% of the bytes, and 64 latents go first
 # to what explains the most variance. Then the "parent" is some other latent, the printout says so, and the
 # checks on the family below fail, since there is nothing to split. And when there is a parent, its nearest
 # features in the large dictionary need not be its children: a neighbour by decoder direction can belong to
@@ -248,10 +250,9 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
 # follows what the model needs: DNA's next base depends on the base just read (lesson 05's chain), so "DNA,
 # and the last base was C" is worth a direction of its own. Were the bases uniform, the base read would not
 # matter and the family would not split by it. Where the small dictionary has a feature for Arabic or Hebrew,
-# its family tends to split along the two-byte cycle (lead bytes, continuation bytes, the space between
-# words), though in some runs its members are near-copies of one state of the cycle, and where its best
-# feature is not the script's own (r below 0.3), its neighbours are another context's, even the other
-# script's. This is why a single feature of a large dictionary can correlate less with a whole context than a
+# its family may split the script's bytes (continuation bytes, the space between words), may be near-copies
+# of one state of the two-byte cycle, or, when the parent is weak, may belong mostly to another context, even
+# the other script (each row above says how much of it is on the script). This is why a single feature of a large dictionary can correlate less with a whole context than a
 # group of its features: a larger dictionary spends its latents on finer distinctions, and a context is then a
 # family, not a feature. Which size is "right" depends on the question; the paper's answer was to study
 # several.

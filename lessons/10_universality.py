@@ -270,11 +270,11 @@ for script in ("arabic", "hebrew"):
 # %% [markdown]
 # **What you should see.** The continuation-byte feature promotes the lead bytes and the space: after a
 # letter comes another letter or the end of a word, and its logit weights say so. The lead-byte feature
-# fires on the lead byte and its successor reads the continuation byte, but its logit weights are weaker
-# evidence: the model already knows from the lead byte's own embedding (the direct path, embedding to
+# fires on the lead byte and its successor reads the continuation byte, but its logit weights are often
+# weaker evidence: the model already knows from the lead byte's own embedding (the direct path, embedding to
 # unembedding, a bigram) that a continuation byte comes next, so the MLP's feature need not say it. The
-# follow share of continuation -> lead is below 1 because the first letter of a word follows a space,
-# not a letter. Two features, each a state of a two-state machine: the paper's "finite state automaton"
+# follow share of continuation -> lead is below 1, partly because the first letter of a word follows a
+# space, not a letter, and partly because a broad lead-byte feature fires off the chain (below). Two features, each a state of a two-state machine: the paper's "finite state automaton"
 # in its smallest form. Read each feature's "reads" line before trusting a link: the feature that
 # correlates best with the lead-byte or the continuation-byte label can be a broad one, firing on many
 # other bytes too (Latin letters, or the other script's bytes), and then few of its firings are in the

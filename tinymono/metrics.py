@@ -10,9 +10,9 @@ Signed, not absolute, cosine. SAE latents are non-negative, so decoder row j onl
 a row pointing at -T_g cannot express feature g (it would need a negative activation). A sign-flipped
 direction is therefore not a recovery, and these metrics use cos, not |cos|.
 
-Without ground truth (section 3): L0, the firing density of each latent (dead = never fires; "ultralow"
-= fires on fewer than 1e-6 of tokens; the log10-density histogram), and reconstruction quality (MSE,
-explained variance).
+Without ground truth, as the paper measured its transformer's dictionaries: L0, the firing density of
+each latent (dead = never fires; "ultralow" = fires on fewer than 1e-6 of tokens; the log10-density
+histogram), and reconstruction quality (MSE, explained variance).
 
 Against the corpus labels (Bricken et al. 2023), for a unit's activations a over N tokens and a label
 indicator y (1 on the bytes of, say, the `dna` context), the definitions on arrays in memory (the

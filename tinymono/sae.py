@@ -30,9 +30,9 @@ Axis vocabulary: B batch, d_in input width, d_sae latents (dictionary size).
 
 What this implementation chose where the paper is silent: an optional linear learning-rate decay at the
 end of the run (`lr_decay_start`; off by default, as in the paper; short runs end sharper with it);
-Kaiming-uniform init (bound sqrt(6 / fan_in))
-for both matrices; resampling samples inputs without replacement when it can (so two dead latents do
-not get the same direction), normalises the raw input x (as the paper words it), and uses each input's
+W_enc Kaiming-uniform (bound sqrt(6 / fan_in)) and W_dec's rows random directions (a Kaiming draw,
+normalised); resampling samples inputs without replacement when it can (so two dead latents do not get
+the same direction), normalises the raw input x (as the paper words it), and uses each input's
 total loss (its reconstruction error, averaged over d_in, plus its L1 penalty); a batch source that
 returns float64 for a float32 SAE is cast.
 """
@@ -78,10 +78,10 @@ class SAEConfig:
     resample_encoder_scale: float = 0.2  # new encoder columns get 0.2 x the mean alive column norm
     init_sample: int = 4096  # rows drawn from the source for the geometric-median b_dec
     backend: str = "numba"  # "numba": sparse kernels when the active fraction < sparse_below; "numpy": dense
-    sparse_below: float = 0.1  # measured here: sparsity stops paying at ~10% of latents active
+    sparse_below: float = 0.1  # bench scaling: sparsity stops paying between 10% and 20% active; 10% keeps a margin
     dtype: str = "float32"
     seed: int = 0
-    # the later variants' options (sae_variants.py; each variant reads only its own, see Variant.options)
+    # the later variants' options, to skip on a first reading (sae_variants.py; each variant reads only its own)
     k: int = 32  # topk, batchtopk: active latents per input (batchtopk: on average over the batch)
     k_anneal: float = 0.0  # topk, batchtopk: k falls linearly from k_start to k over this fraction of the run
     k_start: int = 64  # topk, batchtopk: k at step 0 when k_anneal > 0
@@ -219,8 +219,10 @@ def kaiming_uniform(rng, shape, fan_in):
 
 def init(cfg, rng, sample=None):
     """Parameters {W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]} in cfg.dtype.
-    sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0). A later variant's own init
-    (sae_variants.py) may add parameters."""
+    sample [n, d_in]: data for b_dec's geometric median (None: b_dec = 0). The paper starts b_dec there: the
+    point with the least summed distance to the data, a centre that a few outlying activations cannot pull
+    far (a mean can be), so from the first step the encoder reads each input relative to a typical one.
+    A later variant's own init (sae_variants.py) may add parameters."""
     check_rng("rng", rng)
     if sample is not None and np.shape(sample)[1:] != (cfg.d_in,):
         raise ValueError(f"the sample for b_dec must be [n, d_in={cfg.d_in}], got shape {np.shape(sample)}")
@@ -583,8 +585,8 @@ class SAETask:
     def __init__(self, cfg: SAEConfig, source, params=None):
         self.cfg, self.source = cfg, source
         self.rng = np.random.default_rng([cfg.seed, 1])  # the data stream (and resampling draws)
-        self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),
-                                                             self.next_batch(cfg.init_sample))
+        self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),  # b_dec at the
+                                                             self.next_batch(cfg.init_sample))  # geometric median
         self.variant = variant_of(cfg)
         self.opt = self._adam()
         self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired

@@ -35,7 +35,7 @@ cfg.sparse_below of their latents fire.
 Params follow SAELens: W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]; JumpReLU adds
 log_threshold [d_sae] (theta = exp(log_threshold) stays positive); Gated names its gate bias b_gate and
 adds r_mag and b_mag [d_sae]. Two entries are not trained by gradient ("buffers"): BatchTopK's inference
-`threshold` (0-d) and the 2024 recipe's `input_scale` (one number, shape [1] once sae.init has cast it).
+`threshold` (0-d) and the 2024 recipe's `input_scale` (one number, shape [1] once recipe2024_init has cast it).
 
 Axis vocabulary: B batch, d_in input width, d_sae latents.
 

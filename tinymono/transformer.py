@@ -289,7 +289,7 @@ def _replacement(post, hook_post):
     if hook_post is None:
         return post, False
     if callable(hook_post):
-        view = post.view()  # read-only: the backward reads the ReLU's mask from post, and the cache keeps it
+        view = post.view()  # read-only: the cache keeps post (the fast layers' backward reads the ReLU's mask from it)
         view.flags.writeable = False
         try:
             new = hook_post(view)

@@ -23,9 +23,10 @@ The kernels that loop over rows (or blocks of latents) take a range [start, stop
 `over_rows` runs one on all rows here, or, from PARALLEL_MIN_WORK on, hands one contiguous range to each
 of a few threads (kernels.in_parallel): handing work to threads costs tens of microseconds on an idle
 machine and milliseconds on a busy one, more than the whole kernel takes at the smaller sizes. Every
-kernel is cached on disk, so a new process does not compile them again (numba cannot cache its own
-parallel loops, `prange`, which these kernels used until `bench startup` measured their compile: 4-6 s
-in every process that trained an SAE at lesson 06's size).
+kernel is cached on disk, so a new process does not compile them again (these kernels used numba's own
+parallel loops, `prange`, uncached, until `bench startup` measured their compile: 4-6 s in every process
+that trained an SAE at lesson 06's size; kernels/__init__.py says why they did not become cached prange
+loops).
 
 Axis vocabulary: B batch, d_in input width, d_sae latents, nnz active entries.
 """
@@ -221,7 +222,7 @@ def _decode_one_row(idx, val, W_dec, b_dec, x, scale, l1_term, x_hat, dx_hat, dv
 
 
 # fastmath: as for dot; compiled on its own and called from the row loop (when that loop was numba's prange,
-# the same code pasted into its body ran several times slower, DESIGN.md)
+# the same code pasted into its body ran several times slower)
 decode_one_row = njit(fastmath=True, cache=True)(_decode_one_row)
 
 

@@ -310,7 +310,7 @@ def _train_range(W, b, mW, vW, mb, vb, prob, imp, kind, key, start_step, lrs, ba
 
 
 # cache=True, nogil=True: run over ranges of instances by in_parallel's threads, so it is cached on disk
-# like every serial kernel (a prange version had to compile for ~4 s in every new process).
+# like every serial kernel (a prange version, uncached, compiled for ~4 s in every new process).
 train_range = njit(cache=True, nogil=True)(_train_range)
 
 

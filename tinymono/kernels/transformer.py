@@ -24,9 +24,9 @@ transformer.py can swap one set of layers for the other.
 How the work is spread over cores. A kernel works on a range [start, stop) of rows (or (batch, head)
 pairs, or chunks) and writes only the outputs of that range; `in_parallel` hands one contiguous range
 to each of a few Python threads. The kernels release the GIL (`nogil=True`), so the threads run them
-truly in parallel. Compared with numba's `prange` this lets every kernel be cached on disk
-(`cache=True`; numba cannot cache parallel=True functions), so a new process starts in a fraction of
-a second instead of recompiling for several seconds. Since no output depends on how the ranges were
+truly in parallel. Unlike numba's `prange` (kernels/__init__.py says why), every kernel loads from its
+disk cache (`cache=True`) in milliseconds, so a new process starts in a fraction of a second instead of
+compiling for several seconds. Since no output depends on how the ranges were
 cut, results are bit-identical for any thread count, and a resumed training run stays identical.
 
 Flags: `cache=True, nogil=True` everywhere. `fastmath=FAST` where a loop sums (reassociating lets LLVM
