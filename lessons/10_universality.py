@@ -131,7 +131,10 @@ lesson.savefig(plots.best_match_histograms(f_r, n_r), "best_match.png",
 # differently by two dictionaries (lesson 08): a fine feature of A, a byte inside one language of the family or
 # one step of a script's two-byte cycle, may be two features of B, or half of one. How much the second model's
 # training matters is measured in docs/experiments.md ("Lesson 10's model B"): trained on a fifth of the
-# tokens, model B's features matched A's barely better than its neurons did.
+# tokens, model B's features matched A's barely better than its neurons did. And how much of the gap is
+# the method's own noise: a second SAE of the same recipe, another seed, on model A itself matched A's
+# features far better than model B's SAE did, the named contexts' included (docs/experiments.md, "Lesson
+# 10's mismatches"), so what two models fail to share here is mostly the models' doing, not the SAE's.
 
 # %% [markdown]
 # ## The named contexts, matched
