@@ -26,11 +26,11 @@
 #     loss  = mean over batch of ||x - x_hat||^2 + lambda * mean over batch of sum_j |f_j|
 #
 # with decoder rows held at unit norm, dead latents resampled, and b_dec starting at the geometric median of
-# a sample of the data (the point with the least summed distance to it: lesson 06 says why). tinymono averages the squared error
-# over the d_in elements too (`mean over batch and elements of (x - x_hat)^2`), so its `l1_coefficient`
-# is the paper's lambda divided by d_in; the minimiser is the same. In this lesson we build each piece,
-# check its gradient, train it on the toy model's hidden activations, and see it recover the five
-# feature directions, and what goes wrong without resampling.
+# a sample of the data (the point with the least summed distance to it: lesson 06 says why). tinymono
+# averages the squared error over the d_in elements too (`mean over batch and elements of (x - x_hat)^2`),
+# so its `l1_coefficient` is the paper's lambda divided by d_in; the minimiser is the same. In this lesson
+# we build each piece, check its gradient, train it on the toy model's hidden activations, and see it
+# recover the five feature directions, and what goes wrong without resampling.
 
 # %%
 import tinymono  # noqa: F401, I001  (first: it tells OpenBLAS how long to spin before NumPy loads it)

@@ -25,22 +25,21 @@
 # models instead (bits per byte with no context, and with one byte of context).
 #
 # Why 48 languages? The paper's model read the Pile, where thousands of kinds of text share 512 neurons,
-# each kind rare. A corpus with a handful of common contexts lets a model give each a neuron of its own,
-# and then there is no superposition for an SAE to undo (lesson 07 shows what that looks like). So every
-# generated context here is rare (1-2% of the bytes for each named one, 0.42% for each language), there
-# are 53 of them, and the MLP has 128 neurons, not the paper's 512. 53 is fewer than 128, but a context is
-# not one feature: to predict a language's next letter the model must know the language *and* the letter
-# it just read (8 letters each, so 48 x 8 such states in the languages alone), a script's letter is two
-# bytes, each a state of its own, and Python and English need far more. Those features outnumber 128
-# neurons many times over, and rarity keeps most of them from earning a neuron of its own (lesson 07
-# measures the neurons, and names the few that get one in a run). A language writes lowercase words over its own 8 of the 26
-# letters; the alphabets overlap, so no single letter gives a language away, and each next letter depends
-# on the language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`). Four
-# languages write the same kind of words in the letters of the scripts, two in Arabic letters and two in
-# Hebrew ones, as Persian is written in Arabic letters and Yiddish in Hebrew ones
-# (`corpus_generated.sibling_script`). Without them, the lead byte of a letter would settle which bytes
-# can follow it, in every context that uses it; with them, only the context does (lesson 08 shows why
-# that matters).
+# each kind rare. A corpus with a handful of common contexts lets a model give each a neuron of its own, and
+# then there is no superposition for an SAE to undo (lesson 07 shows what that looks like). So every
+# generated context here is rare (1-2% of the bytes for each named one, 0.42% for each language), there are
+# 53 of them, and the MLP has 128 neurons, not the paper's 512. 53 is fewer than 128, but a context is not
+# one feature: to predict a language's next letter the model must know the language *and* the letter it just
+# read (8 letters each, so 48 x 8 such states in the languages alone), a script's letter is two bytes, each
+# a state of its own, and Python and English need far more. Those features outnumber 128 neurons many times
+# over, and rarity keeps most of them from earning a neuron of its own (lesson 07 measures the neurons, and
+# names the few that get one in a run). A language writes lowercase words over its own 8 of the 26 letters;
+# the alphabets overlap, so no single letter gives a language away, and each next letter depends on the
+# language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`). Four languages
+# write the same kind of words in the letters of the scripts, two in Arabic letters and two in Hebrew ones,
+# as Persian is written in Arabic letters and Yiddish in Hebrew ones (`corpus_generated.sibling_script`).
+# Without them, the lead byte of a letter would settle which bytes can follow it, in every context that uses
+# it; with them, only the context does (lesson 08 shows why that matters).
 #
 # This lesson builds the corpus, trains the model of lesson 04 through the shared training loop
 # (tinymono/train.py: progress bar, checkpoints, resume), and measures, per label, how close the model

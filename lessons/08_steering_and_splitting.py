@@ -131,32 +131,32 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # %% [markdown]
 # **What you should see.** Pinned, a context's features can pull the text into that context, from prompts
 # that mostly continue as Python or English when nothing is pinned; whether they do, and how far, differs by
-# context and by run (the shares above). How far depends on how cleanly the features
-# stand for their context (a feature that also fires on plain letters pulls less) and on how much of the
-# model's prediction of the context runs through them: the lift above. A context the model can predict without
-# its MLP has features that only read. In a DNA record every byte of the window is a base, so attention's
-# average over the window already says "DNA" and the direct path promotes the bases: DNA's features can be
-# specific and still lift little, and then pinned they write little DNA. A hex digest is a few dozen digits
-# inside a line of code or prose, where the window is mostly host text: the MLP must decide that the last
-# bytes are a digest's, so its hex feature fires strongly and lifts the digits, and pinned it writes hex. The
-# scripts are harder still: a letter is two bytes, and the SAE tends to give the two steps features of their
-# own, each a state of the two-byte cycle (the paper saw such chains of features as small finite-state
-# automata, each feature a state). After a lead byte the model needs to know the script, because the
-# script's sibling languages (lesson 05) use the same lead bytes with other letters; after a letter's last
-# byte it need not, since a sibling too writes a lead byte or a space there, yet the SAE may still give that
-# state a feature of the script's own. A script feature of the lead-byte state promotes the continuation
-# bytes, and pinned it can write whole letters, the model's own bookkeeping adding the lead bytes; but the
-# continuation bytes (0x80-0xBF) are the same for both scripts, and from a prompt with no script in it the
-# model may add the *other* script's lead bytes, so a pinned Hebrew feature can write Arabic letters (the
-# recogniser counts only the pinned script's). A feature of the other state, "a lead byte comes next", pinned
-# alone may write lead bytes without enough continuation bytes to make letters, write whole letters, or write
-# nothing of the script (the "alone" lines above say which); without the siblings
-# (`--set corpus.script_siblings=0`) the scripts have only features of that kind, and pinning fails. These are
-# tendencies, not laws: the printout above says what each pin wrote in this run (lesson 07 prints the bytes
-# each feature reads), and in some runs a feature of the lead-byte state writes no letters at all. Base64 can
-# fail for DNA's reason: a blob is a long run of its alphabet, where the window says "base64" without the MLP,
-# and where its features lift their bytes little (the lift above), a pin writes little base64. README ("Where
-# the reproduction stands") says which pins held over the recorded seeds.
+# context and by run (the shares above). How far depends on how cleanly the features stand for their context
+# (a feature that also fires on plain letters pulls less) and on how much of the model's prediction of the
+# context runs through them: the lift above. A context the model can predict without its MLP has features
+# that only read. In a DNA record every byte of the window is a base, so attention's average over the window
+# already says "DNA" and the direct path promotes the bases: DNA's features can be specific and still lift
+# little, and then pinned they write little DNA. A hex digest is a few dozen digits inside a line of code or
+# prose, where the window is mostly host text: the MLP must decide that the last bytes are a digest's, so
+# its hex feature fires strongly and lifts the digits, and pinned it writes hex. The scripts are harder
+# still: a letter is two bytes, and the SAE tends to give the two steps features of their own, each a state
+# of the two-byte cycle (the paper saw such chains of features as small finite-state automata, each feature
+# a state). After a lead byte the model needs to know the script, because the script's sibling languages
+# (lesson 05) use the same lead bytes with other letters; after a letter's last byte it need not, since a
+# sibling too writes a lead byte or a space there, yet the SAE may still give that state a feature of the
+# script's own. A script feature of the lead-byte state promotes the continuation bytes, and pinned it can
+# write whole letters, the model's own bookkeeping adding the lead bytes; but the continuation bytes
+# (0x80-0xBF) are the same for both scripts, and from a prompt with no script in it the model may add the
+# *other* script's lead bytes, so a pinned Hebrew feature can write Arabic letters (the recogniser counts
+# only the pinned script's). A feature of the other state, "a lead byte comes next", pinned alone may write
+# lead bytes without enough continuation bytes to make letters, write whole letters, or write nothing of the
+# script (the "alone" lines above say which); without the siblings (`--set corpus.script_siblings=0`) the
+# scripts have only features of that kind, and pinning fails. These are tendencies, not laws: the printout
+# above says what each pin wrote in this run (lesson 07 prints the bytes each feature reads), and in some
+# runs a feature of the lead-byte state writes no letters at all. Base64 can fail for DNA's reason: a blob
+# is a long run of its alphabet, where the window says "base64" without the MLP, and where its features lift
+# their bytes little (the lift above), a pin writes little base64. README ("Where the reproduction stands")
+# says which pins held over the recorded seeds.
 #
 # **Try it.** Test the explanation of DNA on a world where it no longer holds: `python -m tinymono
 # reproduce --only 05 06 07 08 --set corpus.dna_lowercase=True` writes the same DNA in a, c, g, t, common
@@ -239,21 +239,22 @@ lesson.savefig(fig, "dna_family.png", f"The {sae_cfg.d_sae}-latent features near
                "on other bytes: line ends, or another context's, for a neighbour that is no DNA feature).")
 
 # %% [markdown]
-# **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits it
-# by the byte read: features for single bases, and perhaps one that fires on every base; summed, the family
-# tracks the parent. A small dictionary often has none: DNA is 1.5% of the bytes, and 64 latents go first
-# to what explains the most variance. Then the "parent" is some other latent, the printout says so, and the
-# checks on the family below fail, since there is nothing to split. And when there is a parent, its nearest
-# features in the large dictionary need not be its children: a neighbour by decoder direction can belong to
-# another context (its row above says how much of it is on DNA), and the large dictionary may give a base to a
-# feature shared with the same letter elsewhere, so fewer than four bases get a child of their own. The split
-# follows what the model needs: DNA's next base depends on the base just read (lesson 05's chain), so "DNA,
-# and the last base was C" is worth a direction of its own. Were the bases uniform, the base read would not
-# matter and the family would not split by it. Where the small dictionary has a feature for Arabic or Hebrew,
-# its family may split the script's bytes (continuation bytes, the space between words), may be near-copies
-# of one state of the two-byte cycle, or, when the parent is weak, may belong mostly to another context, even
-# the other script (each row above says how much of it is on the script). This is why a single feature of a large dictionary can correlate less with a whole context than a
-# group of its features: a larger dictionary spends its latents on finer distinctions, and a context is then a
+# **What you should see.** When the small dictionary has a DNA feature, its family in the large one splits
+# it by the byte read: features for single bases, and perhaps one that fires on every base; summed, the
+# family tracks the parent. A small dictionary often has none: DNA is 1.5% of the bytes, and 64 latents go
+# first to what explains the most variance. Then the "parent" is some other latent, the printout says so,
+# and the checks on the family below fail, since there is nothing to split. And when there is a parent, its
+# nearest features in the large dictionary need not be its children: a neighbour by decoder direction can
+# belong to another context (its row above says how much of it is on DNA), and the large dictionary may give
+# a base to a feature shared with the same letter elsewhere, so fewer than four bases get a child of their
+# own. The split follows what the model needs: DNA's next base depends on the base just read (lesson 05's
+# chain), so "DNA, and the last base was C" is worth a direction of its own. Were the bases uniform, the
+# base read would not matter and the family would not split by it. Where the small dictionary has a feature
+# for Arabic or Hebrew, its family may split the script's bytes (continuation bytes, the space between
+# words), may be near-copies of one state of the two-byte cycle, or, when the parent is weak, may belong
+# mostly to another context, even the other script (each row above says how much of it is on the script).
+# This is why a single feature of a large dictionary can correlate less with a whole context than a group of
+# its features: a larger dictionary spends its latents on finer distinctions, and a context is then a
 # family, not a feature. Which size is "right" depends on the question; the paper's answer was to study
 # several.
 #

@@ -207,19 +207,18 @@ print("timings: python -m tinymono bench sae (its topk rows); never asserted her
 # typical size costs, relative to the squared error it removes, what it costs under the paper's L1.
 #
 # **Easing sparsity in.** The rarest true features fire on about 3 samples in 10,000, less than once a
-# batch. The paper's
-# recipe rescues the latents that lose the early scramble for inputs by resampling them; the variants
-# have no resampling, and at full sparsity from the first step TopK, JumpReLU and Gated each ended with
-# 50-60 dead latents and 5 to 16 of the rarest features unrecovered (MMCS 0.97-0.99). The cure for the
-# unrecovered features is the one the 2024 recipe builds in: let every latent find a direction before
-# sparsity bites. (TopK, BatchTopK, JumpReLU and Gated keep about as many dead latents as the 51 the 1.1x
-# dictionary has beyond the 512 features, and the 2024 recipe, whose penalty does not mind a feature split
-# in two, next to none: the table below prints them; at 1.1x no bar is set on them.) So each variant
+# batch. The paper's recipe rescues the latents that lose the early scramble for inputs by resampling them;
+# the variants have no resampling, and at full sparsity from the first step TopK, JumpReLU and Gated each
+# ended with 50-60 dead latents and 5 to 16 of the rarest features unrecovered (MMCS 0.97-0.99). The cure
+# for the unrecovered features is the one the 2024 recipe builds in: let every latent find a direction
+# before sparsity bites. (TopK, BatchTopK, JumpReLU and Gated keep about as many dead latents as the 51 the
+# 1.1x dictionary has beyond the 512 features, and the 2024 recipe, whose penalty does not mind a feature
+# split in two, next to none: the table below prints them; at 1.1x no bar is set on them.) So each variant
 # here eases its sparsity in over the first 30% of the run (the L0 or L1 penalty rises from 0; TopK's and
-# BatchTopK's k falls from 48 to its final value) and decays the learning rate to 0 over the last 20%,
-# which settles the directions it has found. BatchTopK's k is 5, the data's true L0: at k = 6 the rarer
-# features' directions came out bent (recovered at 0.9: 93-97%), probably because its one cutoff for the
-# whole batch lets more weak activations through on busy inputs than TopK's cut per input does.
+# BatchTopK's k falls from 48 to its final value) and decays the learning rate to 0 over the last 20%, which
+# settles the directions it has found. BatchTopK's k is 5, the data's true L0: at k = 6 the rarer features'
+# directions came out bent (recovered at 0.9: 93-97%), probably because its one cutoff for the whole batch
+# lets more weak activations through on busy inputs than TopK's cut per input does.
 
 # %% [markdown]
 # None of these SAEs depends on another, and neither do the frontier's below, so all of them train in

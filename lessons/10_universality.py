@@ -277,12 +277,12 @@ for script in ("arabic", "hebrew"):
 # weaker evidence: the model already knows from the lead byte's own embedding (the direct path, embedding to
 # unembedding, a bigram) that a continuation byte comes next, so the MLP's feature need not say it. The
 # follow share of continuation -> lead is below 1, partly because the first letter of a word follows a
-# space, not a letter, and partly because a broad lead-byte feature fires off the chain (below). Two features, each a state of a two-state machine: the paper's "finite state automaton"
-# in its smallest form. Read each feature's "reads" line before trusting a link: the feature that
-# correlates best with the lead-byte or the continuation-byte label can be a broad one, firing on many
-# other bytes too (Latin letters, or the other script's bytes), and then few of its firings are in the
-# chain, and a link fails. Whether the SAE has a narrow feature for each state of a script is the run's
-# call, as in lesson 07.
+# space, not a letter, and partly because a broad lead-byte feature fires off the chain (below). Two
+# features, each a state of a two-state machine: the paper's "finite state automaton" in its smallest form.
+# Read each feature's "reads" line before trusting a link: the feature that correlates best with the
+# lead-byte or the continuation-byte label can be a broad one, firing on many other bytes too (Latin
+# letters, or the other script's bytes), and then few of its firings are in the chain, and a link fails.
+# Whether the SAE has a narrow feature for each state of a script is the run's call, as in lesson 07.
 
 # %% [markdown]
 # ## Checks

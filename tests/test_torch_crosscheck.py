@@ -10,7 +10,8 @@ defined and the two sides could legitimately differ.
 
 Covered: the toy model (toy.py), the paper's SAE with its dense and numba training steps (sae.py), each
 later SAE variant, dense and numba (sae_variants.py), and the one-layer transformer with the NumPy and the
-numba layers (transformer.py). PyTorch is optional (the test extra installs it): without it this module is skipped.
+numba layers (transformer.py). PyTorch is optional (the test extra installs it): without it this module is
+skipped.
 """
 import numpy as np
 import pytest

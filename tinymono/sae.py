@@ -585,8 +585,9 @@ class SAETask:
     def __init__(self, cfg: SAEConfig, source, params=None):
         self.cfg, self.source = cfg, source
         self.rng = np.random.default_rng([cfg.seed, 1])  # the data stream (and resampling draws)
-        self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),  # b_dec at the
-                                                             self.next_batch(cfg.init_sample))  # geometric median
+        # b_dec starts at the geometric median of cfg.init_sample rows of the data (init says why)
+        self.params = params if params is not None else init(cfg, np.random.default_rng(cfg.seed),
+                                                             self.next_batch(cfg.init_sample))
         self.variant = variant_of(cfg)
         self.opt = self._adam()
         self.since_fired = np.zeros(cfg.d_sae, dtype=np.int64)  # steps since each latent last fired

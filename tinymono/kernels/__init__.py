@@ -9,9 +9,9 @@ here follows:
   pass that way too, with readable tracebacks for a learner who edits a kernel).
 - Its twin, `name_numpy`, computes the same thing with vectorised NumPy; a test checks the two agree
   on hypothesis-drawn inputs.
-- Flags are stated beside each decorator: `cache=True` and no `parallel=True` (below); no mutable globals; `fastmath` only where a
-  reason is written down and never where NaN or inf is tested; no jitted function is ever built inside
-  a loop or per call (compiling costs seconds).
+- Flags are stated beside each decorator: `cache=True` and no `parallel=True` (below); no mutable
+  globals; `fastmath` only where a reason is written down and never where NaN or inf is tested; no
+  jitted function is ever built inside a loop or per call (compiling costs seconds).
 
 How the kernels use both cores (no kernel's results depend on the thread count): a thread pool over
 `nogil=True` kernels (`in_parallel`, below). Each kernel takes a range [start, stop) of rows (or blocks,
