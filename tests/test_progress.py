@@ -143,6 +143,19 @@ def test_a_stage_shows_a_live_bar_when_stdout_is_a_terminal(tmp_path):
     assert "  | PASS  a check" in text, "the lesson's own lines must still be shown beside the bar"
 
 
+def test_report_points_a_failing_run_at_the_record_of_failures(tmp_path):
+    lesson = tmp_path / "lessons" / "07_x.py"
+    texts = {}
+    for scale, status in (("default", "FAIL"), ("default", "PASS"), ("smoke", "FAIL")):
+        (tmp_path / scale / "07_x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / scale / "07_x" / "result.json").write_text(
+            '{"seconds": 1.0, "figures": [], "checks": [{"status": "%s", "name": "c", "value": 1.0, "bar": "b"}]}' % status)
+        texts[scale, status] = write_report(tmp_path, scale, [(lesson, "ok", 1.0, None)]).read_text().splitlines()
+    pointer = [line for line in texts["default", "FAIL"] if "Where the reproduction stands" in line]
+    assert len(pointer) == 1 and texts["default", "FAIL"].index(pointer[0]) == 4, texts["default", "FAIL"][:6]
+    assert not any("Where the reproduction stands" in line for line in texts["default", "PASS"] + texts["smoke", "FAIL"])
+
+
 def test_report_tables_line_up_and_the_tally_comes_first(tmp_path):
     lesson = tmp_path / "lessons" / "01_long.py"
     checks = [{"status": "PASS", "name": "a short check", "value": 1.0, "bar": "b"},

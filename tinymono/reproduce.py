@@ -288,6 +288,10 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
     lines = [f"# tinymono reproduction report (scale: {scale}, seed: {seed})", "",
              f"**{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP** over {len(checks)} checks "
              f"in {sum(r is not None for r in results.values())} of {len(stages)} stages.", ""]
+    if counts["FAIL"] and scale != "smoke":
+        lines += ["A FAIL is a bar this run missed, reported as measured (the verification table at the end lists "
+                  "every check). README, \"Where the reproduction stands\", says which checks have failed with which "
+                  "recorded seeds, and why; docs/experiments.md holds those runs.", ""]
     if scale == "smoke":
         lines += ["At smoke scale the checks that need trained sizes read SKIP: the sizes are too small for their "
                   "bars, so only the pipeline is exercised. The checks that do not depend on scale (gradients, "
