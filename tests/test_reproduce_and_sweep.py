@@ -225,3 +225,15 @@ def test_a_run_folder_on_a_file_system_without_locks_still_runs(tmp_path, monkey
     monkeypatch.setattr(fcntl, "flock", no_locks)
     reproduce._lock(tmp_path).close()
     assert "cannot be locked here" in capsys.readouterr().err
+
+
+def test_a_run_with_a_failed_check_says_where_failures_are_explained(tmp_path, monkeypatch, capsys):
+    """Beside the tally, a FAIL outside smoke scale points at README's account of the recorded failures; a run
+    that failed nothing, or a smoke run (where a FAIL is a bug, not a missed bar), does not."""
+    failing = OK_LESSON.replace("01_ok", "01_fail").replace('lesson.check("one", 1.0, True, ">= 1"',
+                                                            'lesson.check("one", 0.5, False, ">= 1", scale_free=True')
+    fake_lessons(tmp_path, monkeypatch, **{"01_fail": failing})
+    assert reproduce.reproduce(tmp_path / "runs", "default") == 1
+    assert reproduce.FAILURES_EXPLAINED in capsys.readouterr().out
+    assert reproduce.reproduce(tmp_path / "runs", "smoke") == 1
+    assert reproduce.FAILURES_EXPLAINED not in capsys.readouterr().out

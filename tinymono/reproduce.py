@@ -276,6 +276,10 @@ def throughput(result):
     return "; ".join(parts)
 
 
+FAILURES_EXPLAINED = ('README, "Where the reproduction stands", says which checks have failed with which recorded '
+                      "seeds, and why; docs/experiments.md holds those runs.")
+
+
 def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, commit_at_start=None):
     """report.md from the stages' result.json files. stages: [(lesson path, status, seconds, note)], note:
     what a stage that did not finish said last (or None); commit_at_start: see provenance."""
@@ -290,8 +294,7 @@ def write_report(root, scale, stages, seed=0, overrides=None, wall_seconds=0.0, 
              f"in {sum(r is not None for r in results.values())} of {len(stages)} stages.", ""]
     if counts["FAIL"] and scale != "smoke":
         lines += ["A FAIL is a bar this run missed, reported as measured (the verification table at the end lists "
-                  "every check). README, \"Where the reproduction stands\", says which checks have failed with which "
-                  "recorded seeds, and why; docs/experiments.md holds those runs.", ""]
+                  f"every check). {FAILURES_EXPLAINED}", ""]
     if scale == "smoke":
         lines += ["At smoke scale the checks that need trained sizes read SKIP: the sizes are too small for their "
                   "bars, so only the pipeline is exercised. The checks that do not depend on scale (gradients, "
@@ -470,6 +473,8 @@ def _run(root, scale, seed, overrides, todo, force):
     counts = tally(checks)
     print(f"report: {report}\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           + (" (SKIP: smoke scale is too small for those bars)" if counts["SKIP"] else ""))
+    if counts["FAIL"] and scale != "smoke":
+        print(FAILURES_EXPLAINED)
     if unfinished:
         print(f"did not finish: {', '.join(unfinished)} (logs in {root / run / 'logs'})")
     return 1 if failed else 0
