@@ -232,9 +232,9 @@ for x_, d_ in zip(inv_density, D_star):
 lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "dimensionality.png",
                "Dimensions per feature D* and per-feature dimensionality D_f against 1/(1-S). At the default "
                "scale (n=50, m=5): D* ~ 1 at the dense end with the D_f mostly small (the dimensions are "
-               "shared, none is owned; a few may reach 1/2); D* near 1/2 and most learned features at D_f = 1/2 "
+               "shared, none is owned; a few may reach 1/2 or a little above); D* near 1/2 and most learned features at D_f = 1/2 "
                "(antipodal pairs) for 1/(1-S) ~ 2.5-3.4; a smaller fraction near 4.6, about 0.4 (2/5 in some "
-               "runs, nearer 3/8 in others); sparser than that, a continuum of D_f from ~0.3 down to ~0.1.")
+               "runs, nearer 3/8 in others); sparser than that, a continuum of D_f from ~0.3-0.4 down to ~0.1.")
 
 # %% [markdown]
 # **What you should see** (default scale, n = 50 features in m = 5 dimensions).
@@ -252,9 +252,9 @@ lesson.savefig(plots.dimensionality(inv_density, D_star, D_f, m_many, n_many), "
 # - 1/(1-S) = 4.6: D* near 0.4, most learned features at a smaller fraction, about 0.4: 2/5 (pentagons)
 #   in some runs, nearer 3/8 in others (the seed decides which arrangement training finds), a few still
 #   at 1/2.
-# - Sparser than that, the learned features' D_f slide from about 0.3 down to about 0.1 as sparsity
-#   grows (at 6.3 some fifteen or sixteen features share 5 dimensions at about 0.3 each), with no fraction
-#   they stick to.
+# - Sparser than that, the learned features' D_f slide from about 0.3-0.4 down to about 0.1 as sparsity
+#   grows (at 6.3 some fourteen to sixteen features share 5 dimensions at 0.31-0.39 each), with no
+#   fraction they stick to.
 #   The other fractions marked on the plot (1, 3/4, 2/3, 3/8) do not show at this size; Elhage et al.
 #   saw them with n = 400, m = 30, the sizes `--scale full` uses.
 

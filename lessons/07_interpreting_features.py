@@ -127,11 +127,11 @@ by_label = {r["label"]: r for r in rows}
 
 labels = ["python", "english"] + NAMED
 fig = plots.features_vs_neurons_bars(labels, [by_label[l]["feature"]["pearson"] for l in labels],
-                                     [by_label[l].get("group", {}).get("pearson", np.nan) for l in labels],
+                                     [scores.group_pearson(by_label[l]) for l in labels],
                                      [by_label[l]["neuron"]["pearson"] for l in labels], scores.PAPER["pearson"])
 lesson.savefig(fig, "features_vs_neurons.png", "Correlation with each context label: the best SAE feature, "
-               "the best group of up to 3 features, and the best single MLP neuron (bars); the paper's "
-               "best features (black ticks).")
+               "the best group of up to 3 features (\"no group\": no feature is 90% specific to the context, or "
+               "none was asked for), and the best single MLP neuron (bars); the paper's best features (black ticks).")
 
 # %% [markdown]
 # ## All 53 generated contexts: one dot each

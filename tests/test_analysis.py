@@ -234,6 +234,19 @@ def test_groups_find_a_sibling_behind_many_near_copies():
     assert g["pearson"] > max(g["singles"]) + 0.1, g
 
 
+def test_a_context_with_no_specific_feature_has_no_group_to_draw():
+    """python's only feature (2) fires on Arabic too: no unit is 90% python's, the group is empty, and the
+    figure must get NaN ("no group"), not the bar of height 0 that label_groups' 0.0 would draw."""
+    src, _ = planted()
+    report = scores.analyse_units(src, families=("context",))
+    groups = scores.label_groups(src, report, "context", k=3)
+    rows = {r["label"]: r for r in scores.comparison_table(report, report, groups)}
+    assert groups["python"]["units"] == [] and groups["python"]["pearson"] == 0.0, groups["python"]
+    assert np.isnan(scores.group_pearson(rows["python"]))
+    assert scores.group_pearson(rows["arabic"]) == pytest.approx(groups["arabic"]["pearson"])
+    assert np.isnan(scores.group_pearson({"label": "x"})), "a row without a group (none asked for) draws none"
+
+
 def test_best_units_need_coverage_for_specificity():
     src, context = planted()
     A = np.concatenate([src.A, np.zeros((len(src.A), 1), np.float32)], axis=1)

@@ -359,6 +359,13 @@ def comparison_table(features, neurons, groups=None, family="context", labels=No
     return rows
 
 
+def group_pearson(row):
+    """A comparison_table row's group correlation for a figure: NaN where no group formed (no feature specific
+    enough to join one, or groups not asked for), which a bar of height 0 would hide."""
+    group = row.get("group") or {}
+    return float(group["pearson"]) if group.get("units") else float("nan")
+
+
 def format_comparison(rows):
     """comparison_table's rows as a text table (scores in %, the paper's in brackets)."""
     def pct(x):
