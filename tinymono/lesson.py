@@ -138,10 +138,11 @@ def _as_ctrl_c(signum, frame):
 def stops_as_ctrl_c():
     """From now on SIGTERM (`kill`, `timeout`, reproduce passing its own on) and SIGHUP (a closed terminal) stop
     this process as Ctrl-C does: a training loop saves its checkpoint, a pool's workers save theirs. Left at
-    their defaults, the process died at once and the work since the last periodic save was lost."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _as_ctrl_c)
+    their defaults, the process died at once and the work since the last periodic save was lost. Returns the
+    handlers replaced ({signal: handler}; none off the main thread, where Python cannot set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _as_ctrl_c) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
 
 class Lesson:

@@ -26,14 +26,13 @@ import platform
 import re
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import BrokenExecutor, as_completed
 from pathlib import Path
 
 from tinymono import executors, progress
 from tinymono.files import BadFile, atomic_write, read_json
-from tinymono.lesson import derived_seed, run_folder
+from tinymono.lesson import derived_seed, run_folder, stops_as_ctrl_c
 
 # lesson 03's grid, every point trained as long as its main run (pipeline.GT[scale]["steps"]); the main run
 # (l1 3e-4, 1.1x) is one of the points. Sizes from 1x up: a smaller dictionary cannot hold the 512 features.
@@ -46,12 +45,9 @@ MMCS_BAR = 0.95  # the issue's bar for the converged sweep: at the best L1 of ea
 
 @contextlib.contextmanager
 def _stops_as_interrupts():
-    """SIGTERM and SIGHUP end the driver the way Ctrl-C does (the workers save their checkpoints first)."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    """SIGTERM and SIGHUP end the driver the way Ctrl-C does (the workers save their checkpoints first), for the
+    time of the block (lesson.stops_as_ctrl_c, then the handlers before it)."""
+    previous = stops_as_ctrl_c()
     try:
         yield
     finally:
