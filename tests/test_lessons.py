@@ -7,12 +7,15 @@ a second call reuses the finished stages. Lesson 01 also runs at default scale h
 (`python -m pytest -m slow`) the whole reproduction runs at default scale and every check must pass.
 """
 import collections
+import ctypes
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,9 +193,27 @@ def test_reproduce_passes_ctrl_c_to_the_stage_and_waits_for_it(tmp_path, to):
     assert "KeyboardInterrupt" in err, "reproduce re-raises once the stage has exited"
 
 
-def test_reproduce_passes_sigterm_to_the_stage(tmp_path):
+def send_to_another_thread(pid, sig):
+    """Deliver `sig` to a thread of process `pid` other than its main thread (tgkill), as Linux may deliver a
+    process's signal; the main thread, blocked reading a pipe, is not woken by it."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("tgkill's system call number is x86-64 Linux's")
+    time.sleep(0.5)  # time for the driver's main thread to block in its wait for the lesson's next line
+    others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert others, "the driver has no thread but its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(234, pid, others[0], sig) == 0, os.strerror(ctypes.get_errno())  # 234: tgkill
+
+
+@pytest.mark.parametrize("to", ["the process", "a thread but the main one"])
+def test_reproduce_passes_sigterm_to_the_stage(tmp_path, to):
+    """The lesson sleeps 30 s without a word after its first line: a driver that ran its handler only when the
+    lesson printed again would time out here."""
     proc = start_fake_stage(tmp_path)
-    proc.send_signal(signal.SIGTERM)
+    if to == "the process":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        send_to_another_thread(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert "terminated" in out, "the lesson must get the SIGTERM too, not be left running"
     assert "Stopped" in err, err

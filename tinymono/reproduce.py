@@ -28,6 +28,7 @@ import collections
 import datetime
 import os
 import platform
+import queue
 import signal
 import subprocess
 import sys
@@ -149,9 +150,12 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     fh = _open_log(log)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
                           start_new_session=True) as proc:
+        lines = queue.SimpleQueue()  # the child's output, read by a thread of its own: see _lines
+        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+
         def relay():
             nonlocal fh
-            for line in proc.stdout:
+            for line in _lines(lines):
                 record = progress.parse(line)
                 if record is None:
                     display.write(f"  | {line}")
@@ -192,6 +196,33 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
             display.close()
             _close_log(fh)
     return code, time.perf_counter() - t0, list(tail)
+
+
+def _read_lines(stream, lines):
+    """Put each line of `stream` into the queue `lines`, then None at its end."""
+    try:
+        for line in stream:
+            lines.put(line)
+    except (OSError, ValueError):  # the stream closed under it: run_stage is leaving on an error of its own
+        pass
+    lines.put(None)
+
+
+def _lines(lines, every=0.2):
+    """The lines of the queue `lines` up to its None (left in it), waiting at most `every` seconds at a time.
+    A main thread blocked reading the child's pipe runs no signal handler until the read returns: a SIGTERM
+    that came between its last check and the read's start (seen once in CI), or that another of its threads
+    took, waited for the lesson's next line (minutes, in some lessons) before reproduce passed it on. The
+    short waits run the handler within `every` seconds."""
+    while True:
+        try:
+            line = lines.get(timeout=every)
+        except queue.Empty:
+            continue
+        if line is None:
+            lines.put(None)  # for the next reader: relay runs again after an interrupt
+            return
+        yield line
 
 
 def _fmt_value(v):
