@@ -344,6 +344,21 @@ def test_a_stage_imports_the_tinymono_that_runs_it(tmp_path, monkeypatch):
     assert imported == [str(SOURCE_ROOT / "tinymono" / "__init__.py")], tail
 
 
+def test_a_stage_whose_output_is_not_utf8_is_relayed_to_its_end(tmp_path):
+    """A byte that is not UTF-8 in a lesson's output (a sampled byte printed raw) must not end the relay: its
+    reader would stop, and a lesson that prints more than a pipe holds would then block for ever (so the
+    driver runs in a process of its own, with a timeout)."""
+    lesson = tmp_path / "99_bytes.py"
+    lesson.write_text("import sys\nsys.stdout.buffer.write(b'sampled \\xd7\\n')\n"
+                      "for i in range(20000):\n    print('line', i, 'x' * 40)\n")  # about 1 MB: 16 pipes' worth
+    driver = ("from pathlib import Path; from tinymono.reproduce import run_stage; "
+              f"code, _, tail = run_stage(Path({str(lesson)!r}), 'smoke', Path({str(tmp_path)!r}), "
+              f"Path({str(tmp_path / 'log')!r})); print('result', code, tail[-1], end='')")
+    proc = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.endswith("result 0 line 19999 " + "x" * 40 + "\n"), proc.stdout[-300:] + proc.stderr[-2000:]
+    assert "sampled \ufffd\n" in (tmp_path / "log").read_text()
+
+
 def test_a_stage_takes_its_settings_from_its_command_line_not_the_environment(tmp_path, monkeypatch):
     """TINYMONO_SET (and the other settings a notebook reads from the environment) in the shell that runs
     `reproduce` must not reach a stage: --set would add its settings to the stage's own, and the stage would

@@ -148,8 +148,9 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     display = display or progress.Display(lesson.stem[:2])
     logged = {}  # a loop's description -> when its last progress line went to the log
     fh = _open_log(log)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
-                          start_new_session=True) as proc:
+    # errors="replace": a byte that is not UTF-8 must not end the relay (the lesson would block on a full pipe)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          env=env, bufsize=1, start_new_session=True) as proc:
         lines = queue.SimpleQueue()  # the child's output, read by a thread of its own: see _lines
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
 
