@@ -206,7 +206,8 @@ def _read_lines(stream, lines):
             lines.put(line)
     except (OSError, ValueError):  # the stream closed under it: run_stage is leaving on an error of its own
         pass
-    lines.put(None)
+    finally:  # whatever stopped it, the relay must see the end
+        lines.put(None)
 
 
 def _lines(lines, every=0.2):
