@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 
@@ -6,6 +7,10 @@ import tinymono  # noqa: F401  (before NumPy: it sets OpenBLAS's idle-thread tim
 from tinymono import settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# A test run started in the background of a shell (`cmd &`) inherits SIGINT ignored, and every process it
+# starts would keep it ignored: the tests that send a Ctrl-C to a child would find it deaf. A handler here is
+# reset to the default in each child, which then takes Ctrl-C as a terminal's job does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

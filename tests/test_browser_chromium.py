@@ -33,7 +33,11 @@ def chromium():
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
                     ["apt-get", "install", "-y", "-q", "chromium"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=1200)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                                      timeout=1200)
+            except subprocess.TimeoutExpired:  # a mirror that does not answer is the network's failure, not ours
+                pytest.skip(f"{' '.join(cmd)} took over 20 minutes")
             if cmd[1] == "install" and done.returncode == 0:
                 break
         path = _find_chromium()
