@@ -78,7 +78,7 @@ def serial(tmp_path_factory):
 def test_executors_module_leaves_numpy_unloaded():
     """A worker imports tinymono.executors before its thread counts are set: it must not load NumPy."""
     code = "import sys, tinymono.executors; print('numpy' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
 
 
