@@ -161,12 +161,22 @@ time.sleep(30)
 '''
 
 
-def start_fake_stage(tmp_path):
-    """run_stage on the fake lesson in a driver process of its own session (like a job in a terminal),
+STUBBORN_LESSON = '''
+import os, pathlib, signal, sys, time
+(pathlib.Path(sys.argv[sys.argv.index("--runs") + 1]) / "pid").write_text(str(os.getpid()))
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to both, as a lesson stuck in a long C call is for a while
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("training", flush=True)
+time.sleep(30)
+'''
+
+
+def start_fake_stage(tmp_path, lesson=FAKE_LESSON):
+    """run_stage on a fake lesson in a driver process of its own session (like a job in a terminal),
     returned once the lesson is running. The driver first takes Python's own Ctrl-C handler, as a job in a
     terminal has it: a test run started in the background of a shell (`cmd &`) inherits SIGINT ignored, and
     Python then leaves it ignored."""
-    (tmp_path / "99_fake.py").write_text(FAKE_LESSON)
+    (tmp_path / "99_fake.py").write_text(lesson)
     driver = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
               "from pathlib import Path; from tinymono.reproduce import run_stage; "
               f"run_stage(Path({str(tmp_path / '99_fake.py')!r}), 'smoke', Path({str(tmp_path)!r}), "
@@ -175,6 +185,40 @@ def start_fake_stage(tmp_path):
                             start_new_session=True)
     assert "training" in proc.stdout.readline()  # relayed: the lesson has its handlers and is running
     return proc
+
+
+def test_the_relay_ends_with_its_reader_even_without_the_end_mark():
+    """An interrupt raised just after the relay took the end-of-output mark loses the mark (the reader has put
+    it once and ended); the relay run again after that interrupt must still end, with the lines left."""
+    import queue
+    import threading
+
+    from tinymono.reproduce import _lines
+
+    reader = threading.Thread(target=lambda: None)
+    reader.start()
+    reader.join()
+    lines = queue.SimpleQueue()
+    lines.put("last\n")
+    got = []
+    relay = threading.Thread(target=lambda: got.extend(_lines(lines, reader, every=0.01)), daemon=True)
+    relay.start()
+    relay.join(5)
+    assert not relay.is_alive() and got == ["last\n"]
+
+
+def test_a_ctrl_c_after_a_sigterm_leaves_a_stage_that_does_not_stop(tmp_path):
+    """reproduce waits for a stage it has passed a SIGTERM on to; a Ctrl-C then gives up the wait at once. (The
+    pipe's reader thread, blocked in its read, once held that Ctrl-C until the stage ended.)"""
+    proc = start_fake_stage(tmp_path, STUBBORN_LESSON)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)  # the lesson sleeps 30 s
+        assert "KeyboardInterrupt" in err, err[-2000:]
+    finally:
+        os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("to", ["reproduce alone", "the terminal's process group"])

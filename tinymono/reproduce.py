@@ -152,11 +152,12 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                           env=env, bufsize=1, start_new_session=True) as proc:
         lines = queue.SimpleQueue()  # the child's output, read by a thread of its own: see _lines
-        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+        reader.start()
 
         def relay():
             nonlocal fh
-            for line in _lines(lines):
+            for line in _lines(lines, reader):
                 record = progress.parse(line)
                 if record is None:
                     display.write(f"  | {line}")
@@ -196,6 +197,10 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
                 signal.signal(sig, handler)
             display.close()
             _close_log(fh)
+            # leaving on an error while the child runs: Popen's exit must not close the pipe under the reader
+            # (the close would wait for the reader's read, deaf to Ctrl-C)
+            if reader.is_alive():
+                proc.stdout = None
     return code, time.perf_counter() - t0, list(tail)
 
 
@@ -204,22 +209,23 @@ def _read_lines(stream, lines):
     try:
         for line in stream:
             lines.put(line)
-    except (OSError, ValueError):  # the stream closed under it: run_stage is leaving on an error of its own
-        pass
-    finally:  # whatever stopped it, the relay must see the end
+    finally:  # whatever stopped it (an error is printed by the thread), the relay must see the end
         lines.put(None)
 
 
-def _lines(lines, every=0.2):
-    """The lines of the queue `lines` up to its None (left in it), waiting at most `every` seconds at a time.
-    A main thread blocked reading the child's pipe runs no signal handler until the read returns: a SIGTERM
-    that came between its last check and the read's start (seen once in CI), or that another of its threads
-    took, waited for the lesson's next line (minutes, in some lessons) before reproduce passed it on. The
-    short waits run the handler within `every` seconds."""
+def _lines(lines, reader, every=0.2):
+    """The lines of the queue `lines` up to its None (left in it), or up to the end of the thread `reader`
+    that fills it (an interrupt raised just after the None was taken would lose it), waiting at most `every`
+    seconds at a time. A main thread blocked reading the child's pipe runs no signal handler until the read
+    returns: a SIGTERM that came between its last check and the read's start (seen once in CI), or that
+    another of its threads took, waited for the lesson's next line (minutes, in some lessons) before
+    reproduce passed it on. The short waits run the handler within `every` seconds."""
     while True:
         try:
             line = lines.get(timeout=every)
         except queue.Empty:
+            if not reader.is_alive() and lines.empty():
+                return
             continue
         if line is None:
             lines.put(None)  # for the next reader: relay runs again after an interrupt
