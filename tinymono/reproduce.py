@@ -198,7 +198,8 @@ def run_stage(lesson, scale, root, log, seed=0, overrides=None, display=None):
             display.close()
             _close_log(fh)
             # leaving on an error while the child runs: Popen's exit must not close the pipe under the reader
-            # (the close would wait for the reader's read, deaf to Ctrl-C)
+            # (the close would wait for the reader's read, deaf to Ctrl-C); at the end, the reader is ending
+            reader.join(timeout=0.1)
             if reader.is_alive():
                 proc.stdout = None
     return code, time.perf_counter() - t0, list(tail)
