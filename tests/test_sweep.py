@@ -72,7 +72,7 @@ def wait_for_partial_checkpoint(out, timeout=60):
 def serial(tmp_path_factory):
     """The reference: the grid run point after point, in a process with the threads each worker of the pools
     below gets (two workers share the cores). The thread count is part of the computation: on some CPUs
-    (a 2-core AMD EPYC) OpenBLAS splits a product differently with one thread than with two, and a point's
+    (a 2-core AMD EPYC) one BLAS and numba thread gives other float32 rounding than two, and a point's
     MMCS after 1,500 steps moves by 2e-5 to 3e-4 relative, more than a resume may."""
     out = tmp_path_factory.mktemp("serial")
     env = {**os.environ, **executors.thread_env(WORKER_THREADS)}
