@@ -271,6 +271,9 @@ GENERATOR_SAMPLES = {
     # before it in Arabic letters (two lead bytes).
     "lang_hebrew_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 1, 600_000, rng, "hebrew"),
     "lang_arabic_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 2, 600_000, rng, "arabic"),
+    # ... and with letters of their own (corpus option sibling_own_letters: more lead bytes after a letter)
+    "lang_hebrew_own_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 1, 600_000, rng, "hebrew", True),
+    "lang_arabic_own_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 2, 4_000_000, rng, "arabic", True),
     # Many short blobs, half of them wrapped, so the rarer states (padded groups, line breaks) get
     # thousands of samples too.
     "base64": lambda rng: src.concat([gen.b64_random(int(n), rng, width=gen.B64_LINE_WIDTH if k % 2 else None)
@@ -318,26 +321,32 @@ def test_languages_overlap_so_no_byte_names_one():
         assert np.allclose(langs[k].next.sum(axis=1), 1) and np.isclose(langs[k].first.sum(), 1)
 
 
-@pytest.mark.parametrize("siblings", [1, 3])
-def test_sibling_languages_write_whole_letters_of_their_script(siblings):
+@pytest.mark.parametrize("siblings, own_letters", [(1, False), (3, False), (2, True)])
+def test_sibling_languages_write_whole_letters_of_their_script(siblings, own_letters):
     """With script_siblings = S the last 2S languages write the same words as before (the same chain,
     the same draws), each letter now a letter of Arabic or Hebrew: whole UTF-8 characters of the
-    script, ending after a letter, at most 2 bytes over the length asked for; the others are unchanged."""
+    script, ending after a letter, at most 2 bytes over the length asked for; the others are unchanged.
+    With sibling_own_letters two of each sibling's letters are letters its script's own language never
+    writes, under lead bytes that language never writes."""
     first = src.N_LANGUAGES - 2 * siblings
     assert [gen.sibling_script(k, siblings) for k in range(first - 1, src.N_LANGUAGES)] == \
         [None] + ["arabic", "hebrew"] * siblings
     for k in (first, src.N_LANGUAGES - 1):
         script = gen.sibling_script(k, siblings)
         plain = gen.language_document(k, 3000, np.random.default_rng(k))
-        seg = gen.language_document(k, 3000, np.random.default_rng(k), script)
+        seg = gen.language_document(k, 3000, np.random.default_rng(k), script, own_letters)
         assert 3000 <= len(seg.data) <= 3002 and (seg.context == src.CTX[src.LANGUAGES[k]]).all()
         text = seg.data.tobytes().decode("utf-8")             # raises if a letter were cut or malformed
         words = text.split()
         letters = set(map(ord, "".join(words)))
-        assert letters <= set(gen.SCRIPT_LETTERS[script].tolist()), f"lang{k:02d} wrote letters outside {script}"
-        assert len(letters) <= gen.LANG_LETTERS
+        own = letters & set(gen.SIBLING_OWN_LETTERS[script].tolist())
+        assert letters - own <= set(gen.SCRIPT_LETTERS[script].tolist()), f"lang{k:02d} wrote letters outside {script}"
+        assert len(own) == (2 if own_letters else 0) and len(letters) <= gen.LANG_LETTERS
+        own_leads = {0xC0 | (c >> 6) for c in own}
+        assert not own_leads & {0xC0 | (int(c) >> 6) for c in gen.SCRIPT_LETTERS[script]}, \
+            f"lang{k:02d}: its own letters share a lead byte with {script}'s"
         # the same words: map each script letter back to the lowercase letter it stands for
-        back = dict(zip(gen._sibling_letters(gen.languages()[k].letters, script).tolist(),
+        back = dict(zip(gen._sibling_letters(gen.languages()[k].letters, script, own_letters).tolist(),
                         gen.languages()[k].letters.tolist()))
         assert len(back) == gen.LANG_LETTERS, "two letters of the alphabet became one script letter"
         plain_words = plain.data.tobytes().decode().split()
@@ -399,6 +408,7 @@ def test_dna_of_order_two_repeats_its_steps():
     (dict(dna_embed_hosts=("fortran",)), "dna_embed_hosts"),
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
     (dict(dna_lowercase="yes"), "dna_lowercase"),
+    (dict(sibling_own_letters=1), "sibling_own_letters"),
     (dict(dna_order=3), "dna_order"),
     (dict(mixture={"python": "0.49", "english": 0.51}), "with numbers"),
     (dict(mixture={"python": None, "english": 1.0}), "with numbers"),
@@ -410,8 +420,12 @@ def test_bad_config_is_a_clear_error(kwargs, message):
         CorpusConfig(**kwargs)
 
 
-def test_corpus_with_siblings_fills_its_splits(tmp_path):
-    cfg = CorpusConfig(n_train_bytes=60_000, n_val_bytes=20_000, script_siblings=2)
+OWN_LEADS = [0xD6, 0xDA, 0xDB]  # the lead bytes of corpus_generated.SIBLING_OWN_LETTERS
+
+
+@pytest.mark.parametrize("own_letters", [False, True])
+def test_corpus_with_siblings_fills_its_splits(tmp_path, own_letters):
+    cfg = CorpusConfig(n_train_bytes=60_000, n_val_bytes=20_000, script_siblings=2, sibling_own_letters=own_letters)
     corpus = build_corpus(cfg, tmp_path / "c", progress=False)   # loading checks the sizes
     split = corpus.split("train")
     tokens, context = np.asarray(split.tokens), np.asarray(split.context)
@@ -421,6 +435,10 @@ def test_corpus_with_siblings_fills_its_splits(tmp_path):
         assert len(data) > 0
         high = (data >= 0x80).mean()
         assert (high > 0.5) if script else (high == 0), f"lang{k:02d} ({script}): {high:.0%} of its bytes >= 0x80"
+        own_leads = np.isin(data, OWN_LEADS).any()
+        assert own_leads == bool(script and own_letters), f"lang{k:02d} ({script}): own lead bytes {own_leads}"
+    for script in ("arabic", "hebrew"):  # the scripts' own documents never write them
+        assert not np.isin(tokens[context == src.CTX[script]], OWN_LEADS).any()
 
 
 def test_embedded_dna_sits_in_real_text_and_keeps_the_share(tmp_path):
@@ -479,13 +497,14 @@ def test_lowercase_dna_is_the_same_chain_in_other_bytes(tmp_path):
 
 def test_config_dict_rebuilds_the_config():
     """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
-    script_word_end and the DNA options stay out of it at their defaults, so that adding them moved no
+    script_word_end, sibling_own_letters and the DNA options stay out of it at their defaults, so that adding them moved no
     cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
                CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
                CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True),
-               CorpusConfig(dna_order=2)]
-    assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order"}
+               CorpusConfig(dna_order=2), CorpusConfig(sibling_own_letters=True)]
+    assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order",
+                 "sibling_own_letters"}
                 & set(configs[0].to_dict()))
     assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)

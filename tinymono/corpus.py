@@ -148,6 +148,10 @@ class CorpusConfig:
         by default: docs/experiments.md measures 0, 2 and 4.
     script_word_end: the probability that an Arabic or Hebrew word ends after each letter (the
         siblings keep their own, 0.15-0.3 like every language of the family).
+    sibling_own_letters: each sibling language also writes two letters under lead bytes its script's own
+        language never writes (Hebrew's vowel points, 0xD6; Persian and Urdu letters, 0xDA and 0xDB), so
+        that the byte after a letter, too, depends on which language is written
+        (corpus_generated.SIBLING_OWN_LETTERS).
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -165,6 +169,7 @@ class CorpusConfig:
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
+    sibling_own_letters: bool = False
 
     def __post_init__(self):
         def is_int(x):
@@ -208,8 +213,9 @@ class CorpusConfig:
                              f"got {self.script_siblings!r}")
         if not 0 < self.script_word_end < 1:
             raise ValueError(f"script_word_end must lie in (0, 1), got {self.script_word_end!r}")
-        if not isinstance(self.dna_lowercase, (bool, np.bool_)):
-            raise ValueError(f"dna_lowercase must be true or false, got {self.dna_lowercase!r}")
+        for name in ("dna_lowercase", "sibling_own_letters"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not is_int(self.dna_order) or self.dna_order not in gen.DNA_ORDERS:
             raise ValueError(f"dna_order must be one of {gen.DNA_ORDERS}, got {self.dna_order!r}")
         hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()
@@ -244,6 +250,7 @@ class CorpusConfig:
                     "embedded_dna_bases": list(self.embedded_dna_bases),
                     "dna_embed_hosts": list(self.dna_embed_hosts)} if self.dna_embed_fraction else {}),
                 **({"dna_lowercase": True} if self.dna_lowercase else {}),
+                **({"sibling_own_letters": True} if self.sibling_own_letters else {}),
                 **({"dna_order": int(self.dna_order)} if self.dna_order != 1 else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}

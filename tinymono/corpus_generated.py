@@ -355,11 +355,31 @@ def sibling_script(k: int, siblings: int):
     return None if k < first else ("arabic", "hebrew")[(k - first) % 2]
 
 
-def _sibling_letters(lang_letters, script):
+# With the corpus option sibling_own_letters, a sibling also writes two letters that its script's own
+# language never does, under lead bytes that language never writes: Hebrew's vowel points (U+05B0..U+05B7,
+# lead byte 0xD6; Yiddish writes some vowels with them, here they stand for letters of their own) and
+# letters that Persian and Urdu add to the Arabic alphabet (lead bytes 0xDA and 0xDB). Without them the
+# byte after a letter is the same choice in a script and in its siblings (a lead byte of the script or a
+# separator), so the model needs the context only at the lead byte; with them, after a letter a sibling
+# may write a lead byte that the script never writes, and the model needs the context at both bytes.
+SIBLING_OWN_LETTERS = {
+    "arabic": np.array([0x0686, 0x0698, 0x06A9, 0x06AF, 0x06BA, 0x06BE, 0x06CC, 0x06D2]),
+    "hebrew": np.r_[0x05B0:0x05B8],
+}
+
+
+def _sibling_letters(lang_letters, script, own_letters=False):
     """The script's code points standing for a language's lowercase letters: spread over the script's
-    alphabet in order, so that the siblings' alphabets overlap as the lowercase ones do."""
+    alphabet in order, so that the siblings' alphabets overlap as the lowercase ones do. own_letters:
+    the third and sixth letters of the (sorted) alphabet become two consecutive letters of
+    SIBLING_OWN_LETTERS[script] instead, starting where the third letter falls."""
+    lower = lang_letters.astype(np.int64) - ord("a")
     letters = SCRIPT_LETTERS[script]
-    return letters[(lang_letters.astype(np.int64) - ord("a")) * len(letters) // 26]
+    code = letters[lower * len(letters) // 26]
+    if own_letters:
+        own = SIBLING_OWN_LETTERS[script]
+        code[[2, 5]] = own[(lower[2] + np.arange(2)) % len(own)]
+    return code
 
 
 def _two_byte_entropies(lang, code):
@@ -377,10 +397,12 @@ def _two_byte_entropies(lang, code):
     return lead_of, lead_bits, cont_bits
 
 
-def language_document(k: int, n_bytes: int, rng: np.random.Generator, script: str | None = None) -> Segment:
+def language_document(k: int, n_bytes: int, rng: np.random.Generator, script: str | None = None,
+                      own_letters: bool = False) -> Segment:
     """Exactly n_bytes of words in language k (cut wherever n_bytes falls). script: written in that
     script's letters (a sibling language), then cut after the letter that reaches n_bytes (at most 2 bytes
-    over: a document never ends inside a letter).
+    over: a document never ends inside a letter); own_letters: two of them letters the script's own
+    language never writes (_sibling_letters).
 
     States (for the tests): 0 a word's first letter (after a space, a newline or the document start);
     1 + a the byte after letter number a of the alphabet (the word's next letter, or its end). In a
@@ -404,7 +426,7 @@ def language_document(k: int, n_bytes: int, rng: np.random.Generator, script: st
         letters[:, t] = np.minimum((cum_next[prev] < u[:, t, None]).sum(axis=1), n_letters - 1)
     in_word = np.arange(letters.shape[1])[None, :] < lengths[:, None]   # [words, longest]
     if script is not None:
-        return _sibling_document(k, lang, letters[in_word], lengths, n_bytes, rng, script)
+        return _sibling_document(k, lang, letters[in_word], lengths, n_bytes, rng, script, own_letters)
     n = int((lengths + 1).sum())
     ends = np.cumsum(lengths + 1) - 1                                    # byte index of each separator
     is_letter = np.ones(n, bool)
@@ -421,10 +443,10 @@ def language_document(k: int, n_bytes: int, rng: np.random.Generator, script: st
     return slice_segment(seg, 0, n_bytes)
 
 
-def _sibling_document(k, lang, alpha, lengths, n_bytes, rng, script):
+def _sibling_document(k, lang, alpha, lengths, n_bytes, rng, script, own_letters):
     """language_document's words (alphabet indices `alpha`, word by word; `lengths` letters per word)
     written in `script`'s letters, two bytes each."""
-    code = _sibling_letters(lang.letters, script)
+    code = _sibling_letters(lang.letters, script, own_letters)
     lead_of, lead_bits, cont_bits = _two_byte_entropies(lang, code)
     word_first, pos = _letter_positions(lengths)
     prev = np.r_[-1, alpha[:-1]]
