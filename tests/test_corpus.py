@@ -409,6 +409,7 @@ def test_dna_of_order_two_repeats_its_steps():
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
     (dict(dna_lowercase="yes"), "dna_lowercase"),
     (dict(sibling_own_letters=1), "sibling_own_letters"),
+    (dict(sibling_own_letters=True, script_siblings=0), "needs script_siblings"),
     (dict(dna_order=3), "dna_order"),
     (dict(mixture={"python": "0.49", "english": 0.51}), "with numbers"),
     (dict(mixture={"python": None, "english": 1.0}), "with numbers"),

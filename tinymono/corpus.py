@@ -216,6 +216,9 @@ class CorpusConfig:
         for name in ("dna_lowercase", "sibling_own_letters"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.sibling_own_letters and not self.script_siblings:
+            raise ValueError("sibling_own_letters gives the sibling languages letters of their own: it needs "
+                             "script_siblings > 0")
         if not is_int(self.dna_order) or self.dna_order not in gen.DNA_ORDERS:
             raise ValueError(f"dna_order must be one of {gen.DNA_ORDERS}, got {self.dna_order!r}")
         hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()

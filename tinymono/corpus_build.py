@@ -146,7 +146,7 @@ def _generated_documents(cfg: CorpusConfig, split: int, budget: dict, progress) 
         while total < need:
             size = min(int(rng.integers(*cfg.doc_bytes["family"])), need - total)
             out.append(gen.language_document(k, size, rng, gen.sibling_script(k, cfg.script_siblings),
-                                                  cfg.sibling_own_letters))
+                                             cfg.sibling_own_letters))
             total += len(out[-1].data)   # a sibling's document ends after a letter: at most 2 bytes over
             progress.update(len(out[-1].data))
     for k, kind in enumerate(("dna", "arabic", "hebrew"), start=2):
