@@ -357,8 +357,9 @@ def sibling_script(k: int, siblings: int):
 
 # With the corpus option sibling_own_letters, a sibling also writes two letters that its script's own
 # language never does, under lead bytes that language never writes: Hebrew's vowel points (U+05B0..U+05B7,
-# lead byte 0xD6; Yiddish writes some vowels with them, here they stand for letters of their own) and
-# letters that Persian and Urdu add to the Arabic alphabet (lead bytes 0xDA and 0xDB). Without them the
+# lead byte 0xD6; Yiddish writes some vowels with them, here they stand for letters of their own, so a word
+# may even begin with one) and letters that Persian and Urdu add to the Arabic alphabet (lead bytes 0xDA and
+# 0xDB; with the default two siblings per script both Arabic ones draw U+06CC and U+06D2, under 0xDB). Without them the
 # byte after a letter is the same choice in a script and in its siblings (a lead byte of the script or a
 # separator), so the model needs the context only at the lead byte; with them, after a letter a sibling
 # may write a lead byte that the script never writes, and the model needs the context at both bytes.
@@ -372,7 +373,7 @@ def _sibling_letters(lang_letters, script, own_letters=False):
     """The script's code points standing for a language's lowercase letters: spread over the script's
     alphabet in order, so that the siblings' alphabets overlap as the lowercase ones do. own_letters:
     the third and sixth letters of the (sorted) alphabet become two consecutive letters of
-    SIBLING_OWN_LETTERS[script] instead, starting where the third letter falls."""
+    SIBLING_OWN_LETTERS[script] instead, from the index of the third letter's place in a-z (mod 8) on."""
     lower = lang_letters.astype(np.int64) - ord("a")
     letters = SCRIPT_LETTERS[script]
     code = letters[lower * len(letters) // 26]
