@@ -272,8 +272,8 @@ GENERATOR_SAMPLES = {
     "lang_hebrew_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 1, 600_000, rng, "hebrew"),
     "lang_arabic_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 2, 600_000, rng, "arabic"),
     # ... and with letters of their own (corpus option sibling_own_letters: more lead bytes after a letter;
-    # the Arabic sibling's three lead bytes make rare continuation states, which need the larger sample to be estimated
-    # within the tolerance)
+    # the Arabic sibling's three lead bytes make rare continuation states, which need the larger sample to
+    # be estimated within the tolerance)
     "lang_hebrew_own_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 1, 600_000, rng, "hebrew", True),
     "lang_arabic_own_letters": lambda rng: gen.language_document(src.N_LANGUAGES - 2, 4_000_000, rng, "arabic", True),
     # Many short blobs, half of them wrapped, so the rarer states (padded groups, line breaks) get
