@@ -359,10 +359,11 @@ def sibling_script(k: int, siblings: int):
 # language never does, under lead bytes that language never writes: Hebrew's vowel points (U+05B0..U+05B7,
 # lead byte 0xD6; Yiddish writes some vowels with them, here they stand for letters of their own, so a word
 # may even begin with one) and letters that Persian and Urdu add to the Arabic alphabet (lead bytes 0xDA and
-# 0xDB; with the default two siblings per script both Arabic ones draw U+06CC and U+06D2, under 0xDB). Without them the
-# byte after a letter is the same choice in a script and in its siblings (a lead byte of the script or a
-# separator), so the model needs the context only at the lead byte; with them, after a letter a sibling
-# may write a lead byte that the script never writes, and the model needs the context at both bytes.
+# 0xDB; with the default two siblings per script both Arabic ones draw U+06CC and U+06D2, under 0xDB).
+# Without them the byte after a letter is the same choice in a script and in its siblings (a lead byte of
+# the script or a separator), so the model needs the context only at the lead byte; with them, after a
+# letter a sibling may write a lead byte that the script never writes, and the model needs the context at
+# both bytes.
 SIBLING_OWN_LETTERS = {
     "arabic": np.array([0x0686, 0x0698, 0x06A9, 0x06AF, 0x06BA, 0x06BE, 0x06CC, 0x06D2]),
     "hebrew": np.r_[0x05B0:0x05B8],
