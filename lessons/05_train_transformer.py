@@ -37,12 +37,9 @@
 # the alphabets overlap, so no single letter gives a language away, and each next letter depends on the
 # language and the letter before it (an order-1 Markov chain: `corpus_generated.languages`). Four languages
 # write the same kind of words in the letters of the scripts, two in Arabic letters and two in Hebrew ones,
-# as Persian is written in Arabic letters and Yiddish in Hebrew ones (`corpus_generated.sibling_script`),
-# and each sibling also writes two letters its script's own language never writes, as Persian and Urdu add
-# letters to Arabic's and Yiddish writes Hebrew's vowel points (`corpus_generated.SIBLING_OWN_LETTERS`).
-# Without the siblings, the lead byte of a letter would settle which bytes can follow it, in every context
-# that uses it; with them, only the context does, and after a letter the next lead byte depends on the
-# language too (lesson 08 shows why that matters).
+# as Persian is written in Arabic letters and Yiddish in Hebrew ones (`corpus_generated.sibling_script`).
+# Without them, the lead byte of a letter would settle which bytes can follow it, in every context that uses
+# it; with them, only the context does (lesson 08 shows why that matters).
 #
 # This lesson builds the corpus, trains the model of lesson 04 through the shared training loop
 # (tinymono/train.py: progress bar, checkpoints, resume), and measures, per label, how close the model

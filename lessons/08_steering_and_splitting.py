@@ -142,22 +142,21 @@ for label, lead in (("arabic", [0xD8, 0xD9]), ("hebrew", [0xD7])):
 # still: a letter is two bytes, and the SAE tends to give the two steps features of their own, each a state
 # of the two-byte cycle (the paper saw such chains of features as small finite-state automata, each feature
 # a state). After a lead byte the model needs to know the script, because the script's sibling languages
-# (lesson 05) use the same lead bytes with other letters; after a letter's last byte it needs the language
-# as well, since a sibling may write there a lead byte of its own letters, which the script never writes.
-# Either state may get a feature of the script's own, or one it shares with the siblings. A script feature
-# of the lead-byte state promotes the continuation bytes, and pinned it can write whole letters, the model's
-# own bookkeeping adding the lead bytes; but the continuation bytes (0x80-0xBF) are the same for both
-# scripts, and from a prompt with no script in it the model may add the *other* script's lead bytes, so a
-# pinned Hebrew feature can write Arabic letters (the recogniser counts only the pinned script's). A feature
-# of the other state, "a lead byte comes next", pinned alone may write lead bytes without enough continuation
-# bytes to make letters, write whole letters, or write nothing of the script (the "alone" lines above say
-# which); without the siblings (`--set corpus.script_siblings=0`) the scripts have only features of that
-# kind, and pinning fails. These are tendencies, not laws: the printout above says what each pin wrote in
-# this run (lesson 07 prints the bytes each feature reads), and in some runs a feature of the lead-byte state
-# writes no letters at all. Base64 can fail for DNA's reason: a blob is a long run of its alphabet, where the
-# window says "base64" without the MLP, and where its features lift their bytes little (the lift above), a
-# pin writes little base64. README ("Where the reproduction stands") says which pins held over the recorded
-# seeds.
+# (lesson 05) use the same lead bytes with other letters; after a letter's last byte it need not, since a
+# sibling too writes a lead byte or a space there, yet the SAE may still give that state a feature of the
+# script's own. A script feature of the lead-byte state promotes the continuation bytes, and pinned it can
+# write whole letters, the model's own bookkeeping adding the lead bytes; but the continuation bytes
+# (0x80-0xBF) are the same for both scripts, and from a prompt with no script in it the model may add the
+# *other* script's lead bytes, so a pinned Hebrew feature can write Arabic letters (the recogniser counts
+# only the pinned script's). A feature of the other state, "a lead byte comes next", pinned alone may write
+# lead bytes without enough continuation bytes to make letters, write whole letters, or write nothing of the
+# script (the "alone" lines above say which); without the siblings (`--set corpus.script_siblings=0`) the
+# scripts have only features of that kind, and pinning fails. These are tendencies, not laws: the printout
+# above says what each pin wrote in this run (lesson 07 prints the bytes each feature reads), and in some
+# runs a feature of the lead-byte state writes no letters at all. Base64 can fail for DNA's reason: a blob
+# is a long run of its alphabet, where the window says "base64" without the MLP, and where its features lift
+# their bytes little (the lift above), a pin writes little base64. README ("Where the reproduction stands")
+# says which pins held over the recorded seeds.
 #
 # **Try it.** Test the explanation of DNA on a world where it no longer holds: `python -m tinymono
 # reproduce --only 05 06 07 08 --set corpus.dna_lowercase=True` writes the same DNA in a, c, g, t, common

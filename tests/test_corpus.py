@@ -411,6 +411,7 @@ def test_dna_of_order_two_repeats_its_steps():
     (dict(dna_embed_hosts=()), "dna_embed_hosts"),
     (dict(dna_lowercase="yes"), "dna_lowercase"),
     (dict(sibling_own_letters=1), "sibling_own_letters"),
+    (dict(sibling_own_letters=True, script_siblings=0), "needs script_siblings"),
     (dict(dna_order=3), "dna_order"),
     (dict(mixture={"python": "0.49", "english": 0.51}), "with numbers"),
     (dict(mixture={"python": None, "english": 1.0}), "with numbers"),
@@ -499,20 +500,16 @@ def test_lowercase_dna_is_the_same_chain_in_other_bytes(tmp_path):
 
 def test_config_dict_rebuilds_the_config():
     """The config's dict (what meta.json holds) rebuilds it exactly, options included; script_classes,
-    script_word_end and the DNA options stay out of it at their defaults, so that adding them moved no
-    cached corpus. sibling_own_letters, on by default, is in it whenever the corpus has siblings (a corpus
-    whose siblings have no letters of their own, the earlier default, must not be taken for today's)."""
+    script_word_end, sibling_own_letters and the DNA options stay out of it at their defaults, so that
+    adding them moved no cached corpus."""
     configs = [CorpusConfig(), CorpusConfig(script_siblings=0), CorpusConfig(script_classes=4),
                CorpusConfig(script_word_end=0.45), CorpusConfig(dna_embed_fraction=0.5),
                CorpusConfig(dna_embed_fraction=0.5, dna_embed_hosts=("english",)), CorpusConfig(dna_lowercase=True),
-               CorpusConfig(dna_order=2), CorpusConfig(sibling_own_letters=False)]
-    assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order"}
+               CorpusConfig(dna_order=2), CorpusConfig(sibling_own_letters=True)]
+    assert not ({"script_classes", "script_word_end", "dna_embed_fraction", "dna_lowercase", "dna_order",
+                 "sibling_own_letters"}
                 & set(configs[0].to_dict()))
-    assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0 and configs[0].to_dict()["sibling_own_letters"] is True
-    assert configs[-1].to_dict()["sibling_own_letters"] is False
-    # Without siblings there is no one to give letters to: the option is off, and the config says nothing of it.
-    assert not configs[1].sibling_own_letters and "sibling_own_letters" not in configs[1].to_dict()
-    assert CorpusConfig(script_siblings=0, sibling_own_letters=False) == configs[1]
+    assert configs[0].script_siblings == SCRIPT_SIBLINGS > 0
     assert len({cfg.fingerprint() for cfg in configs}) == len(configs)
     for cfg in configs:
         assert CorpusConfig(**cfg.to_dict()) == cfg

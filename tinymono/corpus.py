@@ -151,8 +151,7 @@ class CorpusConfig:
     sibling_own_letters: each sibling language also writes two letters under lead bytes its script's own
         language never writes (Hebrew's vowel points, 0xD6; Persian and Urdu letters, 0xDA and 0xDB), so
         that the byte after a letter, too, depends on which language is written
-        (corpus_generated.SIBLING_OWN_LETTERS). On by default (docs/experiments.md, "Siblings with letters
-        of their own"); without siblings (script_siblings 0) it is off, as there is no one to give them to.
+        (corpus_generated.SIBLING_OWN_LETTERS).
     """
     seed: int = 0
     n_train_bytes: int = 19_000_000
@@ -170,7 +169,7 @@ class CorpusConfig:
     script_classes: int = 0
     script_siblings: int = SCRIPT_SIBLINGS
     script_word_end: float = gen.WORD_END_PROB
-    sibling_own_letters: bool = True
+    sibling_own_letters: bool = False
 
     def __post_init__(self):
         def is_int(x):
@@ -217,6 +216,9 @@ class CorpusConfig:
         for name in ("dna_lowercase", "sibling_own_letters"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.sibling_own_letters and not self.script_siblings:
+            raise ValueError("sibling_own_letters gives the sibling languages letters of their own: it needs "
+                             "script_siblings > 0")
         if not is_int(self.dna_order) or self.dna_order not in gen.DNA_ORDERS:
             raise ValueError(f"dna_order must be one of {gen.DNA_ORDERS}, got {self.dna_order!r}")
         hosts = tuple(self.dna_embed_hosts) if isinstance(self.dna_embed_hosts, (tuple, list)) else ()
@@ -235,7 +237,6 @@ class CorpusConfig:
         object.__setattr__(self, "embedded_b64_bytes", tuple(int(v) for v in self.embedded_b64_bytes))
         object.__setattr__(self, "embedded_dna_bases", tuple(int(v) for v in self.embedded_dna_bases))
         object.__setattr__(self, "dna_embed_hosts", hosts)
-        object.__setattr__(self, "sibling_own_letters", bool(self.sibling_own_letters and self.script_siblings))
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples as lists); CorpusConfig(**d) rebuilds the config."""
@@ -252,8 +253,7 @@ class CorpusConfig:
                     "embedded_dna_bases": list(self.embedded_dna_bases),
                     "dna_embed_hosts": list(self.dna_embed_hosts)} if self.dna_embed_fraction else {}),
                 **({"dna_lowercase": True} if self.dna_lowercase else {}),
-                # siblings without letters of their own were the default before: such a corpus says so
-                **({"sibling_own_letters": bool(self.sibling_own_letters)} if self.script_siblings else {}),
+                **({"sibling_own_letters": True} if self.sibling_own_letters else {}),
                 **({"dna_order": int(self.dna_order)} if self.dna_order != 1 else {}),
                 **({"script_word_end": float(self.script_word_end)}
                    if self.script_word_end != gen.WORD_END_PROB else {})}

@@ -87,9 +87,9 @@ def written_text(tokens):
 # NotImplementedError no digit); hex a letter and a digit (a run of digits is a number; soft-masked DNA,
 # a c g t, has no digit). A random base64 line of 76 characters lacks a digit, + and / with probability
 # (52/64)^76, about 1e-7. DNA runs keep their case (`CorpusConfig.dna_lowercase`). Scripts are matched on
-# decoded text; their recognisers cannot tell a script from its sibling languages where those write the
-# script's letters (corpus_generated.sibling_script), and do not count the letters only the siblings write
-# (corpus_generated.SIBLING_OWN_LETTERS: not the script's).
+# decoded text; their recognisers cannot tell a script from its sibling languages, which write a subset
+# of its letters (corpus_generated.sibling_script), and do not count the letters that siblings write only
+# with the corpus option sibling_own_letters (corpus_generated.SIBLING_OWN_LETTERS).
 RECOGNISERS = {"base64": (re.compile(rb"[A-Za-z0-9+/]{16,}"), re.compile(rb"[A-Z]"), re.compile(rb"[a-z]"),
                           re.compile(rb"[0-9+/]")),
                "dna": (re.compile(rb"[ACGT]{8,}|[acgt]{8,}"),),
