@@ -220,6 +220,21 @@ def test_exp_nonpositive_matches_numpy(xs):
     assert np.isnan(K.exp_nonpositive(np.nan)), "a NaN must stay NaN for the non-finite guard"
 
 
+@SETTINGS
+@given(st.lists(st.floats(-100.0, 0.0, width=32), min_size=1, max_size=50))
+def test_exp_nonpositive32_matches_numpy(xs):
+    x = np.array(xs + [0.0, -1e-30, -np.log(2) / 2, -86.9], np.float32)
+    got = np.array([K.exp_nonpositive32(v) for v in x], np.float64)  # numba hands a float32 back as a float
+    assert np.all(got.astype(np.float32) == got), "float32 in, float32 out (float64 arithmetic would halve " \
+                                                  "the vector width)"
+    ref = np.exp(np.maximum(x.astype(np.float64), -87.0))
+    err = np.abs(got - ref) / ref
+    assert err.max() <= 2.5e-7, f"float32 exp polynomial off by {err.max():.1e} relative (2 ulp is 2.4e-7) at " \
+                                f"x = {x[np.argmax(err)]!r}: check the Taylor coefficients and the two-part ln 2"
+    assert K.exp_nonpositive32(np.float32(0.0)) == 1.0, "exp(0) must be exactly 1 (the softmax's largest weight)"
+    assert np.isnan(K.exp_nonpositive32(np.float32(np.nan))), "a NaN must stay NaN for the non-finite guard"
+
+
 def _bad_calls(rng):
     """(what, the fast layer's call, the reference layer's call), each given arguments the reference rejects."""
     x, w = rng.standard_normal((2, 7)), np.ones(3)

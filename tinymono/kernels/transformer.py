@@ -7,8 +7,8 @@ batched matmuls and elementwise passes over the [B, H, T, T] scores), the layer 
 ReLU passes over the [B*T, M] MLP activations, the loss's softmax and the embedding's scatter-add.
 NumPy runs each elementwise pass on one core. The kernels below fuse those passes and split the rows
 (or (batch, head) pairs) over the cores; the matrix products stay with BLAS. Three more things were
-measured to matter: the softmaxes' exponentials (a polynomial that vectorises, `exp_nonpositive`,
-instead of one C-library call per number), the attention loops' memory traffic (keys and values
+measured to matter: the softmaxes' exponentials (a polynomial that vectorises, `exp_nonpositive`, and
+in float32 for float32 arrays, instead of one C-library call per number), the attention loops' memory traffic (keys and values
 transposed; several multiply-adds per load: two queries and four terms per pass, four-by-four blocks of
 dot products), and page faults (`keep_freed_memory`).
 
@@ -77,6 +77,9 @@ def keep_freed_memory(limit=1 << 30):
 LOG2E = 1.4426950408889634
 LN2_HI = 0.6931471803691238  # ln 2 rounded to 32 significant bits, so k * LN2_HI is exact for |k| < 2^21
 LN2_LO = 1.9082149292705877e-10  # ln 2 - LN2_HI
+F32 = np.float32
+LN2_HI32 = F32(0.693359375)  # ln 2 to 9 significant bits: k * LN2_HI32 is exact in float32 for |k| < 2^15
+LN2_LO32 = F32(-2.1219444005469057e-4)  # ln 2 - LN2_HI32, rounded to float32
 
 
 def _exp_nonpositive(x):
@@ -86,21 +89,60 @@ def _exp_nonpositive(x):
     profile the softmaxes' exponentials cost more than their score products. Here exp(x) = 2^k exp(r)
     with k = round(x / ln 2) and |r| <= ln(2) / 2: exp(r) is a degree-12 Taylor polynomial (its error,
     r^13 / 13!, is below 2e-16), and 2^k is written straight into a float64's exponent bits. Every step
-    is plain arithmetic, so a loop of these runs 8 numbers per instruction. Below -700 (exp < 1e-304) x
-    is clamped: the result stays finite and tiny. A NaN comes out NaN."""
-    if x != x:  # NaN: there is no exponent to build; hand it on
-        return float(x)
-    x = max(float(x), -700.0)
-    k = math.floor(x * LOG2E + 0.5)
-    r = (x - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
+    is plain arithmetic, so LLVM vectorises a loop of these; two things would stop it, and are avoided:
+    math.floor (a call per number: k comes from truncating x / ln 2 - 1/2 toward zero instead, which for
+    x <= 0 is the nearest integer) and an early return (a NaN is handed on by the last line's select
+    instead). Below -700 (exp < 1e-304) x is clamped: the result stays finite and tiny."""
+    xc = float(x) if x > -700.0 else -700.0  # a NaN fails the test too: -700, so k below is an integer
+    k = np.int32(xc * LOG2E - 0.5)  # round(x / ln 2): truncation toward zero of a number below 0
+    r = (xc - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
     p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
         1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
-    return p * np.int64((np.int64(k) + 1023) << 52).view(np.float64)  # 2^k: exponent field k + 1023
+    y = p * np.int64(np.int64(k + 1023) << 52).view(np.float64)  # 2^k: exponent field k + 1023
+    return y if x == x else float(x)  # NaN in, NaN out (for the training loop's non-finite guard)
 
 
-# inlined into the loops that call it, so LLVM sees one loop body to vectorise; fastmath: contracts the
+def _exp_nonpositive32(x):
+    """The same for a float32 x, in float32 arithmetic, to within ~2 ulp of float32: a degree-7 Taylor
+    polynomial (its error, r^8 / 8!, is below 6e-9), 2^k written into a float32's exponent bits, and twice
+    the numbers per vector instruction of float64. Below -87 (exp < 2e-38, float32's smallest normal
+    number is 1.2e-38) x is clamped, so no result is subnormal: a softmax's weights that small, and the
+    twin's zeros, are the same to any tolerance."""
+    xc = x if x > F32(-87.0) else F32(-87.0)
+    k = np.int32(xc * F32(LOG2E) - F32(0.5))
+    kf = F32(k)
+    r = (xc - kf * LN2_HI32) - kf * LN2_LO32
+    p = F32(1.0) + r * (F32(1.0) + r * (F32(1 / 2) + r * (F32(1 / 6) + r * (F32(1 / 24) + r * (
+        F32(1 / 120) + r * (F32(1 / 720) + r * F32(1 / 5040)))))))
+    y = p * np.int32((k + 127) << 23).view(np.float32)  # 2^k: exponent field k + 127
+    return y if x == x else x
+
+
+# inlined into the loops that call them, so LLVM sees one loop body to vectorise; fastmath: contracts the
 # polynomial into fused multiply-adds (reassociation changes no result here: Horner's order is explicit)
 exp_nonpositive = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_exp_nonpositive)
+exp_nonpositive32 = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_exp_nonpositive32)
+
+
+def _exp_sum(dst, src, n, scale, shift):
+    """dst[j] = exp(scale * src[j] - shift) for j < n, shift the largest scale * src[j] (so every exponent
+    is <= 0); returns their sum. float32 arrays take exp_nonpositive32, float64 ones exp_nonpositive (the
+    branch is on a constant of the array's type, so each compiled version keeps one loop)."""
+    total = dst.dtype.type(0.0)
+    if dst.itemsize == 4:
+        for j in range(n):
+            v = exp_nonpositive32(src[j] * scale - shift)
+            dst[j] = v
+            total += v
+    else:
+        for j in range(n):
+            v = exp_nonpositive(src[j] * scale - shift)
+            dst[j] = v
+            total += v
+    return total
+
+
+exp_sum = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_exp_sum)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,16 +152,11 @@ exp_nonpositive = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_
 def _softmax_row(row, i, scale):
     """row[:i + 1] <- softmax(scale * row[:i + 1]) (query i sees keys 0..i); row[i + 1:] <- 0."""
     top = row[0] * scale
-    for j in range(i + 1):
-        row[j] *= scale
-        top = max(top, row[j])
-    for j in range(i + 1):
-        row[j] = exp_nonpositive(row[j] - top)  # in (0, 1]; the largest is exp(0) = 1, so the sum is >= 1
-    total = row[0]
     for j in range(1, i + 1):
-        total += row[j]
+        top = max(top, row[j] * scale)
+    inv = row.dtype.type(1.0) / exp_sum(row, row, i + 1, scale, top)  # the largest is exp(0) = 1: the sum is >= 1
     for j in range(i + 1):
-        row[j] /= total
+        row[j] *= inv
     for j in range(i + 1, row.shape[0]):
         row[j] = 0.0
 
@@ -477,14 +514,11 @@ def _cross_entropy_rows(logits, targets, losses, dlogits, start, stop):
         top = logits[r, 0]
         for c in range(1, V):
             top = max(top, logits[r, c])
-        for c in range(V):
-            dlogits[r, c] = exp_nonpositive(logits[r, c] - top)  # unnormalised softmax, in (0, 1]
-        total = dlogits[r, 0]
-        for c in range(1, V):
-            total += dlogits[r, c]
+        total = exp_sum(dlogits[r], logits[r], V, logits.dtype.type(1.0), top)  # unnormalised softmax, in (0, 1]
         losses[r] = math.log(total) + top - logits[r, targets[r]]  # -log softmax at the target
+        inv = dlogits.dtype.type(1.0) / (total * n)
         for c in range(V):
-            dlogits[r, c] /= total * n
+            dlogits[r, c] *= inv
         dlogits[r, targets[r]] -= 1.0 / n
 
 
