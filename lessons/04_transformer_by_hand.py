@@ -205,18 +205,19 @@ print("gradient of W_in with the activations replaced:", float(np.abs(g_zero["W_
 # %% [markdown]
 # ## From naive to fast
 #
-# The reference layers above are the specification. Training the real model in lesson 05 takes 9,000
-# steps at the default scale (60,000 at `--scale full`), and profiling the NumPy step
-# (`python -m tinymono bench transformer`) showed where its time goes besides the matrix products: the
-# attention core (scores, causal softmax, the product with v, and their backward as many small matrix
-# products and elementwise passes), the layer norms, the bias and ReLU passes over the [B*T, d_mlp]
-# activations, the loss's softmax and the embedding's scatter-add. NumPy runs each elementwise pass on a
-# single core. `tinymono/kernels/transformer.py` fuses those passes into numba kernels that split rows
-# (or (batch, head) pairs) over the cores; the matrix products stay with BLAS. Its docstrings tell what
-# else the profile pointed at: the exponentials (a polynomial that the compiler can vectorise beats a
-# library call per number), memory traffic in the attention loops, and page faults. `fast=True` swaps in
-# those kernels; the model code is the same. First we check that both agree, then we time one forward
-# and backward of lesson 05's model at batch 32 x 128 tokens.
+# The reference layers above are the specification. Training the real model in lesson 05 takes 9,000 steps
+# at the default scale (60,000 at `--scale full`), and profiling the NumPy step (`python -m tinymono bench
+# transformer`) showed where its time goes besides the matrix products: the attention core (scores, causal
+# softmax, the product with v, and their backward as many small matrix products and elementwise passes),
+# the layer norms, the bias and ReLU passes over the [B*T, d_mlp] activations, the loss's softmax and the
+# embedding's scatter-add. NumPy runs each elementwise pass on a single core.
+# `tinymono/kernels/transformer.py` fuses those passes into numba kernels that split rows (or (batch,
+# head) pairs) over the cores; the matrix products stay with BLAS. Its docstrings tell what else the
+# profile pointed at: the exponentials (a polynomial that the compiler can vectorise beats a library call
+# per number, but only if no step of it is a call: one `math.floor` kept the whole polynomial to one
+# number at a time until a benchmark of the exponentials alone showed it), memory traffic in the attention
+# loops, and page faults. `fast=True` swaps in those kernels; the model code is the same. First we check
+# that both agree, then we time one forward and backward of lesson 05's model at batch 32 x 128 tokens.
 
 # %%
 fast_logits, _ = tr.forward(params64, tokens, small, fast=True)
