@@ -214,10 +214,11 @@ print("gradient of W_in with the activations replaced:", float(np.abs(g_zero["W_
 # `tinymono/kernels/transformer.py` fuses those passes into numba kernels that split rows (or (batch,
 # head) pairs) over the cores; the matrix products stay with BLAS. Its docstrings tell what else the
 # profile pointed at: the exponentials (a polynomial that the compiler can vectorise beats a library call
-# per number, but only if no step of it is a call: one `math.floor` kept the whole polynomial to one
-# number at a time until a benchmark of the exponentials alone showed it), memory traffic in the attention
-# loops, and page faults. `fast=True` swaps in those kernels; the model code is the same. First we check
-# that both agree, then we time one forward and backward of lesson 05's model at batch 32 x 128 tokens.
+# per number, but only if every step of it has a vector instruction: a `math.floor`, a library call, and a
+# conversion to 64-bit integers kept it to one number at a time until a benchmark of the exponentials
+# alone showed it), memory traffic in the attention loops, and page faults. `fast=True` swaps in those
+# kernels; the model code is the same. First we check that both agree, then we time one forward and
+# backward of lesson 05's model at batch 32 x 128 tokens.
 
 # %%
 fast_logits, _ = tr.forward(params64, tokens, small, fast=True)

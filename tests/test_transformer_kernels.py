@@ -228,9 +228,10 @@ def test_exp_nonpositive32_matches_numpy(xs):
     assert np.all(got.astype(np.float32) == got), "float32 in, float32 out (float64 arithmetic would halve " \
                                                   "the vector width)"
     ref = np.exp(np.maximum(x.astype(np.float64), -87.0))
-    err = np.abs(got - ref) / ref
-    assert err.max() <= 2.5e-7, f"float32 exp polynomial off by {err.max():.1e} relative (2 ulp is 2.4e-7) at " \
-                                f"x = {x[np.argmax(err)]!r}: check the Taylor coefficients and the two-part ln 2"
+    ulps = np.abs(got - ref) / np.spacing(ref.astype(np.float32))  # in units of float32's spacing at the result
+    assert ulps.max() <= 1.5, f"float32 exp polynomial off by {ulps.max():.2f} ulp at x = {x[np.argmax(ulps)]!r} " \
+                              "(measured: 0.93 with fused multiply-adds, 1.2 without): check the Taylor " \
+                              "coefficients (degree 7) and the two-part ln 2"
     assert K.exp_nonpositive32(np.float32(0.0)) == 1.0, "exp(0) must be exactly 1 (the softmax's largest weight)"
     assert np.isnan(K.exp_nonpositive32(np.float32(np.nan))), "a NaN must stay NaN for the non-finite guard"
 

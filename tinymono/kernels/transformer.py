@@ -7,10 +7,10 @@ batched matmuls and elementwise passes over the [B, H, T, T] scores), the layer 
 ReLU passes over the [B*T, M] MLP activations, the loss's softmax and the embedding's scatter-add.
 NumPy runs each elementwise pass on one core. The kernels below fuse those passes and split the rows
 (or (batch, head) pairs) over the cores; the matrix products stay with BLAS. Three more things were
-measured to matter: the softmaxes' exponentials (a polynomial that vectorises, `exp_nonpositive`, and
-in float32 for float32 arrays, instead of one C-library call per number), the attention loops' memory traffic (keys and values
-transposed; several multiply-adds per load: two queries and four terms per pass, four-by-four blocks of
-dot products), and page faults (`keep_freed_memory`).
+measured to matter: the softmaxes' exponentials (a polynomial that vectorises, `exp_nonpositive`, in
+float32 for float32 arrays, instead of one C-library call per number), the attention loops' memory
+traffic (keys and values transposed; several multiply-adds per load: two queries and four terms per
+pass, four-by-four blocks of dot products), and page faults (`keep_freed_memory`).
 
 Each kernel is written as a plain function `_name` and compiled as `name`; its NumPy twin computes the
 same thing with layers.py's formulas (attention_heads_forward / _backward: attention_core_forward_numpy /
@@ -89,10 +89,12 @@ def _exp_nonpositive(x):
     profile the softmaxes' exponentials cost more than their score products. Here exp(x) = 2^k exp(r)
     with k = round(x / ln 2) and |r| <= ln(2) / 2: exp(r) is a degree-12 Taylor polynomial (its error,
     r^13 / 13!, is below 2e-16), and 2^k is written straight into a float64's exponent bits. Every step
-    is plain arithmetic, so LLVM vectorises a loop of these; two things would stop it, and are avoided:
-    math.floor (a call per number: k comes from truncating x / ln 2 - 1/2 toward zero instead, which for
-    x <= 0 is the nearest integer) and an early return (a NaN is handed on by the last line's select
-    instead). Below -700 (exp < 1e-304) x is clamped: the result stays finite and tiny."""
+    is plain arithmetic with a vector instruction, so LLVM vectorises a loop of these. Three things would
+    stop it, and are avoided: math.floor (a call per number: k comes from truncating x / ln 2 - 1/2 toward
+    zero instead, which for x <= 0 is the nearest integer), k as an int64 (converting floats to 64-bit
+    integers has no vector instruction short of AVX-512; k fits an int32) and an early return (a NaN is
+    handed on by the last line's select instead). Below -700 (exp < 1e-304) x is clamped: the result stays
+    finite and tiny. A slightly positive x (a fused multiply-add's rounding) takes k = 0: exp(x), correct."""
     xc = float(x) if x > -700.0 else -700.0  # a NaN fails the test too: -700, so k below is an integer
     k = np.int32(xc * LOG2E - 0.5)  # round(x / ln 2): truncation toward zero of a number below 0
     r = (xc - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
@@ -126,8 +128,9 @@ exp_nonpositive32 = njit(cache=True, nogil=True, inline="always", fastmath=FAST)
 
 def _exp_sum(dst, src, n, scale, shift):
     """dst[j] = exp(scale * src[j] - shift) for j < n, shift the largest scale * src[j] (so every exponent
-    is <= 0); returns their sum. float32 arrays take exp_nonpositive32, float64 ones exp_nonpositive (the
-    branch is on a constant of the array's type, so each compiled version keeps one loop)."""
+    is <= 0, up to a fraction of an ulp where a fused multiply-add rounds differently from the maximum's
+    product); returns their sum. float32 arrays take exp_nonpositive32, float64 ones exp_nonpositive: one
+    test of the item size per call, outside the loops."""
     total = dst.dtype.type(0.0)
     if dst.itemsize == 4:
         for j in range(n):
@@ -154,7 +157,7 @@ def _softmax_row(row, i, scale):
     top = row[0] * scale
     for j in range(1, i + 1):
         top = max(top, row[j] * scale)
-    inv = row.dtype.type(1.0) / exp_sum(row, row, i + 1, scale, top)  # the largest is exp(0) = 1: the sum is >= 1
+    inv = row.dtype.type(1.0) / exp_sum(row, row, i + 1, scale, top)  # the largest is 1 (to an ulp): sum >= 1
     for j in range(i + 1):
         row[j] *= inv
     for j in range(i + 1, row.shape[0]):
