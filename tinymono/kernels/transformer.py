@@ -315,12 +315,12 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                                                                  - sum_j' pattern[i, j'] dpattern[i, j'])
         scores[i, j] = scale q[i] . k[j] ->  dq[i] = scale sum_j dscores[i, j] k[j],  dk[j] = scale sum_i dscores[i, j] q[i]
     Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
-    diagonal, like the pattern); then dq = DS k (block_dots), and dv and dk, each a sum over the query rows
-    of a lower-triangular matrix, four rows per pass (lower_rows). Keys, values and their gradients are
-    kept transposed, [E, T], as in the forward. dqkv's three parts are written at the end, once."""
+    diagonal, like the pattern); then dq = DS k (block_dots, straight into dqkv), and dv and dk, each a sum
+    over the query rows of a lower-triangular matrix, four rows per pass (lower_rows). Keys, values and their
+    gradients are kept transposed, [E, T], as in the forward; dk and dv are written into dqkv at the end."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    dq, dkT, dvT = np.empty((T, E), qkv.dtype), np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
+    dkT, dvT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
     dp = np.empty((2, T), qkv.dtype)  # two rows of dpattern
     DS = np.empty((T, T), qkv.dtype)  # dscores (the scale included)
     col = np.empty(T, qkv.dtype)  # one number of every position's dz or query, contiguous
@@ -343,7 +343,7 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                 DS[i, j] = 0.0
                 DS[i1, j] = 0.0
         for i in range(0, T, 4):
-            block_dots(DS, i, kT, dq)
+            block_dots(DS, i, kT, dqkv[b, :, 0, h])
         for e in range(E):
             for i in range(T):
                 col[i] = dz[b, i, h, e]
@@ -353,7 +353,6 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
             lower_rows(dkT[e], col, DS)
         for j in range(T):
             for e in range(E):
-                dqkv[b, j, 0, h, e] = dq[j, e]
                 dqkv[b, j, 1, h, e] = dkT[e, j]
                 dqkv[b, j, 2, h, e] = dvT[e, j]
 
