@@ -107,9 +107,9 @@ def _exp_nonpositive(x):
 def _exp_nonpositive32(x):
     """The same for a float32 x, in float32 arithmetic, to within 1.5 ulp of float32 (measured: 0.93 with
     fused multiply-adds, 1.2 without): a degree-7 Taylor polynomial (its error, r^8 / 8!, is below 6e-9),
-    2^k written into a float32's exponent bits, and twice the numbers per vector instruction of float64. Below -87 (exp < 2e-38, float32's smallest normal
-    number is 1.2e-38) x is clamped, so no result is subnormal: a softmax's weights that small, and the
-    twin's zeros, are the same to any tolerance."""
+    2^k written into a float32's exponent bits, and twice the numbers per vector instruction of float64.
+    Below -87 (exp < 2e-38, float32's smallest normal number is 1.2e-38) x is clamped, so no result is
+    subnormal: a softmax's weights that small, and the twin's zeros, are the same to any tolerance."""
     xc = x if x > F32(-87.0) else F32(-87.0)
     k = np.int32(xc * F32(LOG2E) - F32(0.5))
     kf = F32(k)
