@@ -91,10 +91,11 @@ def _exp_nonpositive(x):
     r^13 / 13!, is below 2e-16), and 2^k is written straight into a float64's exponent bits. Every step
     is plain arithmetic with a vector instruction, so LLVM vectorises a loop of these. What kept it scalar,
     and is avoided: math.floor (a call per number: k comes from truncating x / ln 2 - 1/2 toward zero
-    instead, which for x <= 0 is the nearest integer) and k as an int64 (that conversion stayed scalar,
-    measured on a CPU with AVX-512; k fits an int32, whose conversion vectorises); an early return is
-    avoided too (a NaN is handed on by the last line's select). Below -700 (exp < 1e-304) x is clamped: the
-    result stays finite and tiny. A slightly positive x (a fused multiply-add's rounding) takes k = 0."""
+    instead, which for x <= 0 is the nearest integer) and k as an int64 (x86 has no vector instruction to
+    convert floats to 64-bit integers before AVX-512, which the AMD EPYC measured lacks; k fits an int32,
+    whose conversion AVX2 has); an early return is avoided too (a NaN is handed on by the last line's
+    select). Below -700 (exp < 1e-304) x is clamped: the result stays finite and tiny. A slightly positive
+    x (a fused multiply-add's rounding) takes k = 0."""
     xc = float(x) if x > -700.0 else -700.0  # a NaN fails the test too: -700, so k below is an integer
     k = np.int32(xc * LOG2E - 0.5)  # round(x / ln 2): truncation toward zero of a number below 0
     r = (xc - k * LN2_HI) - k * LN2_LO  # x - k ln 2, in two parts so no digits of r are lost
