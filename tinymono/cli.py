@@ -165,8 +165,8 @@ def main(argv=None):
                                    "WORKSPACE/runs)")
     rep.add_argument("--scale", choices=SCALES, default="default",
                      help="smoke: about a minute, too small for the bars (checks print SKIP); default: "
-                          "the checked reproduction, 38-51 minutes on the 2-core machines measured (lesson 09 about "
-                          "6-9, lesson 10 15-19); full: larger sizes, several hours (default: default)")
+                          "the checked reproduction, 38-59 minutes on the 2-core machines measured (lesson 09 about "
+                          "6-9, lesson 10 15-24); full: larger sizes, several hours (default: default)")
     rep.add_argument("--seed", type=int, default=0,
                      help="reseeds every lesson (05-08: the corpus, the transformer and the SAEs; 01-04: their own "
                           "seeds, which seed 0 keeps); a run with seed N > 0 lives in OUT/<scale>-seed<N> (default: 0)")
