@@ -9,9 +9,10 @@ Random numbers are *counter-based*: the 64 random bits for (seed, step, instance
 features) are a fixed hash of those integers, and their high and low halves are the uniform numbers of the
 pair's two features (each on a grid of 2**-32). One number per (sample, feature) decides both whether the
 feature is present and, if it is, its value: u < p fires with probability p, and given that it fired,
-u / p is uniform in [0, 1). The hash costs more than the rest of a sample's work: one number per entry
-instead of two made the sampling 1.8x faster, and one hash per two entries 1.6x faster again
-(docs/experiments.md). The same numbers are then available to the numba kernel, to its vectorised NumPy
+u / p is uniform in [0, 1). The draws once cost more than the rest of a sample's work: one number per
+entry instead of two made the sampling 1.8x faster, one hash per two entries 1.6x faster again, and a
+loop with no multiplications for the counters and no integer-to-float conversions (both below) 3x
+faster again (docs/experiments.md). The same numbers are then available to the numba kernel, to its vectorised NumPy
 twin, and to a resumed run, with no generator state to carry around or keep in step.
 The hash is SplitMix64's output function, which passes the usual statistical test batteries.
 
@@ -32,6 +33,12 @@ _TO_UNIT = 1.0 / 4294967296.0  # 2**-32: either 32-bit half of the hash becomes 
 BELOW_ONE = 1.0 - 2.0**-53  # the largest float below 1: u * (1 / p) for u < p can round up to 1
 _GOLDEN = 0x9E3779B97F4A7C15  # the golden-ratio stride between the hash inputs of consecutive counters
 _LOW32 = 0xFFFFFFFF
+# A 32-bit integer k becomes a float with no conversion instruction: OR-ed into the bits of the float 2**52
+# (exponent 52, an empty mantissa) it fills the mantissa's low bits, and that float is exactly 2**52 + k.
+# x86 has no vector instruction that converts 64-bit integers to floats before AVX-512; without one, the
+# sampling loop vectorises (docs/experiments.md, "The toy model's draws without conversions").
+_EXP52 = 0x4330000000000000
+_TWO52 = 2.0**52
 
 # feature kinds: how a feature's presence is drawn (pairs are stored as first/second member)
 INDEPENDENT, CORR_FIRST, CORR_SECOND, ANTI_FIRST, ANTI_SECOND = 0, 1, 2, 3, 4
@@ -48,24 +55,19 @@ mix = njit(cache=True)(_mix)  # plain integer arithmetic: no fastmath needed
 
 
 def _bits(seed_key, counter):
-    """The 64 random bits with index `counter` of the stream `seed_key` (both uint64)."""
-    return mix(seed_key + (counter + np.uint64(1)) * np.uint64(_GOLDEN))
+    """The 64 random bits with index `counter` of the stream `seed_key` (uint64 numbers or arrays, which
+    wrap around). The high 32 bits, times 2**-32, are the uniform number of a pair's first feature, the low
+    32 bits the second's."""
+    return _mix(seed_key + (counter + np.uint64(1)) * np.uint64(_GOLDEN))
 
 
-bits = njit(cache=True)(_bits)
+def _unit(a):
+    """The uniform number in [0, 1) that the sampling loop left in `a` as the float 2**52 + k, k one 32-bit
+    half of a hash: k times 2**-32 (both steps exact)."""
+    return (a - _TWO52) * _TO_UNIT
 
 
-def _high(z):
-    """The uniform number in [0, 1) of a pair's first feature: the top 32 bits of z."""
-    return np.float64(z >> np.uint64(32)) * _TO_UNIT
-
-
-def _low(z):
-    """The uniform number in [0, 1) of a pair's second feature: the bottom 32 bits of z."""
-    return np.float64(z & np.uint64(_LOW32)) * _TO_UNIT
-
-
-high, low = njit(cache=True)(_high), njit(cache=True)(_low)
+unit = njit(cache=True, inline="always")(_unit)
 
 
 def seed_key(seed):
@@ -77,7 +79,7 @@ def seed_key(seed):
 def uniforms_numpy(seed_key, counter, n_feats):
     """Vectorised twin of the draws: counter [..., n_pairs] uint64 (one per pair of features) -> the
     uniform numbers [..., n_feats] float64, pair q giving features 2q (high half) and 2q + 1 (low half)."""
-    z = _mix(seed_key + (counter + np.uint64(1)) * np.uint64(_GOLDEN))  # uint64 arrays wrap, as in numba
+    z = _bits(seed_key, counter)
     u = np.empty(counter.shape[:-1] + (2 * counter.shape[-1],))
     u[..., 0::2] = (z >> np.uint64(32)).astype(np.float64) * _TO_UNIT
     u[..., 1::2] = (z & np.uint64(_LOW32)).astype(np.float64) * _TO_UNIT
@@ -108,36 +110,43 @@ def _sample_tile(key, step, inst, n_inst, first, count, batch, prob, kind, u, x)
     key = np.uint64(key)  # a Python int would be typed int64, and int64 arithmetic shifts and wraps differently
     base = counter(np.uint64(step), np.uint64(inst), np.uint64(n_inst), np.uint64(first), np.uint64(batch),
                    np.uint64(0), np.uint64(n_pairs))  # the number of (sample j, pair q) is base + n_pairs j + q
-    stride = np.uint64(n_pairs)
-    for q in range(n // 2):  # every draw first, one hash per pair of features
-        c = base + np.uint64(q)
-        for j in range(count):
-            z = bits(key, c + np.uint64(j) * stride)
-            u[2 * q, j] = high(z)
-            u[2 * q + 1, j] = low(z)
-    if n % 2:  # an odd last feature takes the high half of its pair's bits
-        c = base + np.uint64(n // 2)
-        for j in range(count):
-            u[n - 1, j] = high(bits(key, c + np.uint64(j) * stride))
+    # _bits(key, c) mixes key + (c + 1) GOLDEN. Along the samples c grows by n_pairs, so the mixer's input grows
+    # by n_pairs GOLDEN (wrapping, as uint64 does): one addition per draw instead of two multiplications.
+    advance = np.uint64(n_pairs) * np.uint64(_GOLDEN)
+    w = u.view(np.uint64)  # each draw's 32-bit integer k goes in as the float 2**52 + k; unit() reads it
+    for q in range(n_pairs):  # every draw first, one hash per pair of features
+        z_in = key + (base + np.uint64(q) + np.uint64(1)) * np.uint64(_GOLDEN)
+        if 2 * q + 1 < n:
+            for j in range(count):
+                z = mix(z_in)
+                z_in += advance
+                w[2 * q, j] = (z >> np.uint64(32)) | np.uint64(_EXP52)
+                w[2 * q + 1, j] = (z & np.uint64(_LOW32)) | np.uint64(_EXP52)
+        else:  # an odd last feature takes the high half of its pair's bits
+            for j in range(count):
+                w[2 * q, j] = (mix(z_in) >> np.uint64(32)) | np.uint64(_EXP52)
+                z_in += advance
     for f in range(n):
         k = kind[f]
         if k == INDEPENDENT or k == CORR_FIRST:
             p = prob[f]
             inv = 1.0 / p if p > 0 else 0.0
             for j in range(count):
-                x[f, j] = min(u[f, j] * inv, BELOW_ONE) if u[f, j] < p else 0.0
+                a = unit(u[f, j])
+                x[f, j] = min(a * inv, BELOW_ONE) if a < p else 0.0
         elif k == CORR_SECOND:  # present with the first member; its own draw is its value
             p = prob[f - 1]
             for j in range(count):
-                x[f, j] = u[f, j] if u[f - 1, j] < p else 0.0
+                x[f, j] = unit(u[f, j]) if unit(u[f - 1, j]) < p else 0.0
         else:  # anticorrelated: one of the pair fires with probability 2 p; the second member's draw picks which
             g = f - (k == ANTI_SECOND)
             p2 = 2.0 * prob[g]
             inv = 1.0 / p2 if p2 > 0 else 0.0
             first_member = k == ANTI_FIRST
             for j in range(count):
-                on = u[g, j] < p2 and (u[g + 1, j] < 0.5) == first_member
-                x[f, j] = min(u[g, j] * inv, BELOW_ONE) if on else 0.0
+                a = unit(u[g, j])
+                on = a < p2 and (unit(u[g + 1, j]) < 0.5) == first_member
+                x[f, j] = min(a * inv, BELOW_ONE) if on else 0.0
 
 
 sample_tile = njit(cache=True)(_sample_tile)
