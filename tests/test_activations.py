@@ -16,7 +16,8 @@ from tinymono import corpus as C
 from tinymono.corpus_sources import CONTEXT_NAMES
 from tinymono import sae
 from tinymono import transformer as tr
-from tinymono.batches import ShuffledBatches
+from tinymono import pipeline
+from tinymono.batches import ShuffledBatches, fits_in_memory
 from tinymono.checkpoint import CheckpointError
 from tinymono.store import ActivationStore, LABEL_FIELDS
 from tinymono.train import train
@@ -362,6 +363,42 @@ def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
     assert result.resumed_from == 20
     for k in whole.params:
         np.testing.assert_array_equal(resumed.params[k], whole.params[k], err_msg=f"{k} differs after resuming")
+
+
+def test_batches_from_memory_are_the_batches_from_the_file(store_2k, monkeypatch):
+    """in_memory=True: the same rows in the same order over three epochs and after a resume, the store's
+    file opened once, for the one read of every row."""
+    kw = dict(block_rows=30, buffer_blocks=7, seed=4)
+    n_batches = 3 * len(store_2k) // 333 + 1  # three epochs and a bit
+    from_file = ShuffledBatches(store_2k, **kw)
+    expected = [from_file.next(333) for _ in range(n_batches)]
+    opened, real_reader = [], store_2k.reader
+
+    def counting_reader():
+        opened.append(1)
+        return real_reader()
+    monkeypatch.setattr(store_2k, "reader", counting_reader)
+    from_memory = ShuffledBatches(store_2k, in_memory=True, **kw)
+    for i, (x, rows) in enumerate(expected):
+        y, rows_m = from_memory.next(333)
+        np.testing.assert_array_equal(rows_m, rows, err_msg=f"batch {i}: other rows from memory")
+        np.testing.assert_array_equal(y, x, err_msg=f"batch {i}: other values from memory")
+        if i == 9:
+            state = {k: np.array(v) for k, v in from_memory.state_arrays().items()}
+    assert len(opened) == 1, f"the store's file was opened {len(opened)} times: are later blocks read from the file?"
+    resumed = ShuffledBatches(store_2k, in_memory=True, **kw)
+    resumed.load_state_arrays(state)
+    for i in range(10, 14):
+        np.testing.assert_array_equal(resumed.next(333)[0], expected[i][0],
+                                      err_msg=f"batch {i}, after resuming from memory at batch 10, differs")
+
+
+def test_sae_runs_over_the_store_more_than_once_take_it_into_memory(store_2k, monkeypatch):
+    task = pipeline.sae_task("smoke", store_2k)
+    assert task.cfg.steps * task.cfg.batch_size > len(store_2k) and task.source.in_memory
+    monkeypatch.setattr(pipeline.batches, "fits_in_memory", lambda nbytes: False)
+    assert not pipeline.sae_task("smoke", store_2k).source.in_memory, "a store too large for memory was taken in"
+    assert fits_in_memory(store_2k.acts.nbytes) and not fits_in_memory(2**62)
 
 
 # ----------------------------------------------------------------------------------------------------

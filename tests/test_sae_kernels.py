@@ -239,3 +239,17 @@ def test_below_kernel_equals_its_numpy_twin(seed, B, G, per_row):
     for a, b in zip(K.below_csr(u, prob), K.below_csr_numpy(u, prob)):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+def test_half_rows_widen_exactly_every_float16():
+    """Every one of the 65,536 float16 bit patterns (zeros, subnormals, normals, infinities, NaNs with their
+    payloads) widens to NumPy's float32, bit for bit, in rows gathered in any order."""
+    half = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(512, 128)
+    take = np.random.default_rng(0).permutation(512)[:300]
+    out = np.empty((300, 128), np.float32)
+    K.gather_rows(half, take, out)
+    expected = np.empty_like(out)
+    K.gather_rows_numpy(half, take, expected)
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+    K.gather_rows(half.astype(np.float32), take, out)  # a float32 store: a plain gather
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))

@@ -10,11 +10,14 @@ Axis vocabulary: N rows (tokens), M d_mlp.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import numpy as np
 
 from tinymono import checkpoint as ckpt
+from tinymono.kernels.sae import gather_rows
 from tinymono.store import ActivationStore
 
 
@@ -34,12 +37,19 @@ class ShuffledBatches:
     SAE's latents for it went silent long enough to be resampled as dead. A batch may run across two
     buffers or two epochs; every epoch still visits every row exactly once.
 
+    in_memory=True reads the whole store into process memory once, with one sequential read, and takes the
+    blocks from there: the same batches, bit for bit, and later epochs read no file. Use it when a run goes
+    over the store more than once and the store fits in memory (`fits_in_memory`): on a machine that evicts
+    file pages not touched for a while, as the VMs measured here do, the blocks of a second epoch were read
+    back from the disk one by one, and an SAE step took half as long again (docs/experiments.md, "The
+    SAE's batches from memory").
+
     `next(n)` returns (x [n, d_mlp] float32, rows [n] int64). Called as `source(rng, n)` it returns x
     alone, the batch-source contract of sae.SAETask (whose rng it leaves alone: the order is drawn from
     this object's own generator, seeded by `seed`, so that it can be saved and restored with
     state_arrays / load_state_arrays, keys prefixed "batches.")."""
 
-    def __init__(self, store: ActivationStore, *, block_rows=32, buffer_blocks=4096, seed=0):
+    def __init__(self, store: ActivationStore, *, block_rows=32, buffer_blocks=4096, seed=0, in_memory=False):
         if block_rows < 1 or buffer_blocks < 1:
             raise ValueError(f"block_rows and buffer_blocks must be >= 1, got {block_rows}, {buffer_blocks}")
         if len(store) == 0:
@@ -47,6 +57,8 @@ class ShuffledBatches:
         self.store, self.block_rows, self.buffer_blocks = store, int(block_rows), int(buffer_blocks)
         self.n_blocks = -(-len(store) // self.block_rows)
         self._rng = np.random.default_rng(seed)
+        self.in_memory = bool(in_memory)
+        self._whole = None  # with in_memory: every row of the store, read when the first block is
         self._raw = np.empty((self.buffer_blocks * self.block_rows, store.d), store.dtype)  # the buffer
         self.epoch = 0
         self._order = self._rng.permutation(self.n_blocks)  # this epoch's block order
@@ -62,13 +74,26 @@ class ShuffledBatches:
         starts = np.flatnonzero(np.diff(blocks, prepend=-2) != 1)  # where a run of adjacent blocks begins
         runs = zip(blocks[starts], np.diff(np.append(starts, len(blocks))))
         rows, at = [], 0
-        with self.store.reader() as read:
+        with self._reader() as read:
             for b, n in runs:
                 lo, hi = b * self.block_rows, min((b + n) * self.block_rows, len(self.store))
                 read(lo, hi, self._raw[at:at + hi - lo])
                 rows.append(np.arange(lo, hi))
                 at += hi - lo
         return np.concatenate(rows)
+
+    def _reader(self):
+        """The store's reader, or with in_memory one with the same contract over the copy in memory."""
+        if not self.in_memory:
+            return self.store.reader()
+        if self._whole is None:
+            self._whole = np.empty((len(self.store), self.store.d), self.store.dtype)
+            with self.store.reader() as read:
+                read(0, len(self.store), self._whole)
+
+        def read(lo, hi, out):
+            out[:] = self._whole[lo:hi]
+        return contextlib.nullcontext(read)
 
     def _fill(self):
         if self._next_block == self.n_blocks:
@@ -90,7 +115,7 @@ class ShuffledBatches:
             if self._pos == len(self._perm):
                 self._fill()
             take = self._perm[self._pos:self._pos + n - done]  # buffer positions
-            x[done:done + len(take)] = self._raw[take]
+            gather_rows(self._raw, take, x[done:done + len(take)])
             rows[done:done + len(take)] = self._buffer_rows[take]
             done += len(take)
             self._pos += len(take)
@@ -156,3 +181,17 @@ class ShuffledBatches:
         if len(self._buffer_rows) != len(self._perm):
             raise ckpt.CheckpointError(f"saved batch state: the buffer holds {len(self._buffer_rows)} rows but its "
                                        f"order has {len(self._perm)}: the checkpoint is damaged")
+
+
+def fits_in_memory(nbytes, share=0.25):
+    """Whether `nbytes` is at most `share` of the memory the system has available now (MemAvailable of
+    /proc/meminfo; where there is none, the free physical pages). False where neither can be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return False
+    return nbytes <= share * available

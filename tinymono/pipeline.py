@@ -202,9 +202,13 @@ def get_stores(scale, cache, corpus, params, cfg, progress=None, model=None):
 
 def sae_task(scale, train_store, d_sae=None, seed=0, second=False):
     """The SAE's training task on shuffled batches of the training store, at its (deterministic) start.
-    second: lesson 10's SAEs of a second model (the same recipe at SECOND's number of steps)."""
+    second: lesson 10's SAEs of a second model (the same recipe at SECOND's number of steps). A run that
+    goes over the store more than once takes its batches from a copy in memory when the store fits in a
+    quarter of the memory available (batches.ShuffledBatches: the same batches either way)."""
     cfg = sae_config(scale, train_store.acts.shape[1], d_sae, seed, second)
-    return sae.SAETask(cfg, batches.ShuffledBatches(train_store, seed=cfg.seed))
+    in_memory = (cfg.steps * cfg.batch_size > len(train_store)
+                 and batches.fits_in_memory(train_store.acts.nbytes))
+    return sae.SAETask(cfg, batches.ShuffledBatches(train_store, seed=cfg.seed, in_memory=in_memory))
 
 
 def get_sae(scale, cache, train_store, progress=None, d_sae=None, seed=0, model=None):

@@ -500,3 +500,50 @@ def below_csr(u, prob):
 def below_csr_numpy(u, prob):
     rows, cols = np.nonzero(u < prob)  # row-major
     return pointers(np.bincount(rows, minlength=u.shape[0])), cols.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the batch: rows of a float16 store, gathered and widened to float32
+
+
+def _gather_half_rows(half, take, out):
+    """out[i] = the float16 row half[take[i]], exactly, as float32. half [N, d] uint16: the bit patterns of
+    float16 numbers (sign, 5 exponent bits, 10 mantissa bits); out [len(take), d] float32.
+
+    numba has no float16 type, so the widening is done on the bits: a normal number keeps its sign and
+    mantissa and moves its exponent from float16's bias (15) to float32's (127); infinities and NaNs keep
+    the all-ones exponent and their mantissa; zeros and subnormals are their mantissa times 2**-24, an
+    exact product in float32. All 65,536 patterns give NumPy's `astype(np.float32)` bit for bit (tests).
+    Every branch is a few integer operations, and the loop along the row vectorises: 0.54 ms for lesson
+    06's batch of 4096 rows of 128, against 1.26 ms for NumPy's gather and conversion (docs/experiments.md,
+    "The SAE's batches from memory")."""
+    for i in range(take.shape[0]):
+        r = take[i]
+        for j in range(half.shape[1]):
+            h = np.uint32(half[r, j])
+            sign = (h & np.uint32(0x8000)) << np.uint32(16)
+            e = h & np.uint32(0x7C00)
+            m = h & np.uint32(0x03FF)
+            if e == np.uint32(0):
+                v = np.float32(np.int32(m)) * np.float32(2.0**-24)
+                out[i, j] = -v if sign else v
+            elif e == np.uint32(0x7C00):
+                out[i, j] = np.uint32(sign | np.uint32(0x7F800000) | (m << np.uint32(13))).view(np.float32)
+            else:  # exponent e >> 10 - 15 + 127, i.e. (e >> 10) + 112
+                bits = sign | (((e >> np.uint32(10)) + np.uint32(112)) << np.uint32(23)) | (m << np.uint32(13))
+                out[i, j] = np.uint32(bits).view(np.float32)
+
+
+gather_half_rows = njit(cache=True)(_gather_half_rows)
+
+
+def gather_rows(raw, take, out):
+    """out [len(take), d] float32 = raw[take], raw float16 (widened by gather_half_rows) or float32."""
+    if raw.dtype == np.float16:
+        gather_half_rows(raw.view(np.uint16), take, out)
+    else:
+        out[:] = raw[take]
+
+
+def gather_rows_numpy(raw, take, out):
+    out[:] = raw[take]
