@@ -39,10 +39,10 @@ class ShuffledBatches:
 
     in_memory=True reads the whole store into process memory once, with one sequential read, and takes the
     blocks from there: the same batches, bit for bit, and later epochs read no file. Use it when a run goes
-    over the store more than once and the store fits in memory (`fits_in_memory`): on a machine that evicts
-    file pages not touched for a while, as the VMs measured here do, the blocks of a second epoch were read
-    back from the disk one by one, and an SAE step took half as long again (docs/experiments.md, "The
-    SAE's batches from memory").
+    over the store more than once and the store fits in memory (`fits_in_memory`). A machine that evicts
+    file pages untouched for a while, as the VMs measured here do, otherwise reads a cold store back 8 KB
+    at a time: steps of lesson 06's SAE took 30-86 ms instead of about 20 (docs/experiments.md, "The SAE's
+    batches from memory").
 
     `next(n)` returns (x [n, d_mlp] float32, rows [n] int64). Called as `source(rng, n)` it returns x
     alone, the batch-source contract of sae.SAETask (whose rng it leaves alone: the order is drawn from
