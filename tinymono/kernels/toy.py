@@ -12,8 +12,8 @@ feature is present and, if it is, its value: u < p fires with probability p, and
 u / p is uniform in [0, 1). The draws once cost more than the rest of a sample's work: one number per
 entry instead of two made the sampling 1.8x faster, one hash per two entries 1.6x faster again, and a
 loop with no multiplications for the counters and no integer-to-float conversions (both below) 3x
-faster again (docs/experiments.md). The same numbers are then available to the numba kernel, to its vectorised NumPy
-twin, and to a resumed run, with no generator state to carry around or keep in step.
+faster again (docs/experiments.md). The same numbers are then available to the numba kernel, to its
+vectorised NumPy twin, and to a resumed run, with no generator state to carry around or keep in step.
 The hash is SplitMix64's output function, which passes the usual statistical test batteries.
 
 Axis vocabulary: inst (instances, independent models), batch, feats (n_features), hidden (d_hidden).
@@ -35,8 +35,9 @@ _GOLDEN = 0x9E3779B97F4A7C15  # the golden-ratio stride between the hash inputs 
 _LOW32 = 0xFFFFFFFF
 # A 32-bit integer k becomes a float with no conversion instruction: OR-ed into the bits of the float 2**52
 # (exponent 52, an empty mantissa) it fills the mantissa's low bits, and that float is exactly 2**52 + k.
-# x86 has no vector instruction that converts 64-bit integers to floats before AVX-512; without one, the
-# sampling loop vectorises (docs/experiments.md, "The toy model's draws without conversions").
+# x86 has no vector instruction that converts 64-bit integers to floats before AVX-512; with this trick
+# instead of a conversion, the sampling loop vectorises (docs/experiments.md, "The toy model's draws without
+# conversions").
 _EXP52 = 0x4330000000000000
 _TWO52 = 2.0**52
 
