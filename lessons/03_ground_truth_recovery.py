@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from tinymono import metrics, pipeline, plots, sweep
+from tinymono import executors, metrics, pipeline, plots, sweep
 from tinymono.lesson import Lesson
 
 lesson = Lesson("03_ground_truth_recovery", reads_settings=False)  # --set changes nothing here
@@ -81,8 +81,8 @@ STEPS = pipeline.GT[lesson.scale]["steps"]  # the recipe: pipeline.gt_sae_config
 MAIN_RATIO, L1_MAIN = pipeline.GT_MAIN["ratio"], pipeline.GT_MAIN["l1_coefficient"]
 
 
-def train_sae(data, d_sae, l1, steps=STEPS, name=None, **overrides):
-    cfg = pipeline.gt_sae_config(lesson.scale, d_sae, l1, steps, seed=lesson.seeded(0), **overrides)
+def train_sae(data, d_sae, l1, steps=STEPS, name=None):
+    cfg = pipeline.gt_sae_config(lesson.scale, d_sae, l1, steps, seed=lesson.seeded(0))
     path = lesson.cache / f"03_{name}.npz" if name else None
     return pipeline.train_gt_sae(cfg, data, checkpoint=path, desc=name)
 
@@ -164,18 +164,27 @@ lesson.savefig(plots.density_vs_true(counts, edges, n_dead, gt.p), "density.png"
 # one, which cannot mean the search ends there (256 latents cannot hold 512 directions); the larger
 # dictionaries are still far from the true features, and so they disagree with each other. The
 # converged sweep of the next section runs every cell as long as the main run, for the trends themselves.
+#
+# The nine SAEs do not depend on each other, so they train in worker processes (tinymono/executors.py),
+# one per core with one thread each, while this process waits, as lesson 09's do. On one thread the
+# matrix products may sum in another order than on two, so a cell's last digits can differ from a run
+# on two threads; none of the lesson's checks reads the sweep.
 
 # %%
 RATIOS = lesson.pick([0.5, 1], [0.5, 1, 2], [0.5, 1, 2, 4])
 L1S = lesson.pick([3e-4, 1e-3], [1.5e-4, 3e-4, 6e-4])
 SWEEP_STEPS = lesson.pick(50, 1000, 6000)
 SWEEP_BATCH = lesson.pick(256, 512, 1024)
-quick = {}
+cells = [(l1, r) for l1 in L1S for r in RATIOS]
 t0 = time.perf_counter()
-for l1 in L1S:
-    for r in RATIOS:
-        t_run, _ = train_sae(gt, int(r * G), l1, steps=SWEEP_STEPS, batch_size=SWEEP_BATCH)
-        quick[l1, r] = (t_run.params["W_dec"].copy(), evaluate(t_run.params, t_run.cfg, gt))
+with executors.open_executor("process", executors.cores(), points=len(cells), threads=1) as (pool, pool_what):
+    print(f"short sweep: {len(cells)} SAEs of {SWEEP_STEPS} steps on a {pool_what}")
+    futures = executors.submit_all(pool, pipeline.gt_sweep_stage, [
+        dict(scale=lesson.scale, d_sae=int(r * G), l1_coefficient=l1, steps=SWEEP_STEPS, batch_size=SWEEP_BATCH,
+             seed=lesson.seeded(0), eval_seed=lesson.seeded(123)) for l1, r in cells])
+    quick = {}
+    for (l1, r), future in zip(cells, futures):
+        quick[l1, r] = future.result()  # (W_dec, scores)
         print(f"l1 {l1:g} dictionary {r}x: MMCS {quick[l1, r][1]['mmcs']:.3f} dead {quick[l1, r][1]['dead']:.1%}")
 print(f"short sweep: {len(quick)} runs of {SWEEP_STEPS} steps in {time.perf_counter() - t0:.0f} s")
 

@@ -160,15 +160,16 @@ fires = np.zeros(sae_cfg.d_sae)
 sq_err = sq_norm = total_var = l0_sum = 0.0
 mean_x = val_store.mean()
 for lo, xb in val_store.blocks(50_000):
-    out = sae.forward(sae_params, xb, sae_cfg)[0]
-    fires += np.count_nonzero(out.f, axis=0)
-    sq_err += float(((xb - out.x_hat) ** 2).sum())
+    f = sae.encode(sae_params, xb, sae_cfg)  # the forward pass without what only training needs
+    x_hat = sae.decode(sae_params, f)
+    fires += np.count_nonzero(f, axis=0)
+    sq_err += float(((xb - x_hat) ** 2).sum())
     sq_norm += float((xb ** 2).sum())
     total_var += float(((xb - mean_x) ** 2).sum())
-    l0_sum += np.count_nonzero(out.f)
+    l0_sum += np.count_nonzero(f)
 n = len(val_store)
 for lo, xb in train_store.blocks(50_000):
-    fires += np.count_nonzero(sae.encode(sae_params, xb, sae_cfg), axis=0)
+    fires += sae.fire_counts(sae_params, xb, sae_cfg)  # count_nonzero(sae.encode(...), axis=0), in one pass
 n_density = n + len(train_store)
 density = fires / n_density
 ev = 1 - sq_err / total_var

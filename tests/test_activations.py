@@ -113,6 +113,10 @@ def test_float16_store_is_the_float32_store_rounded(tmp_path):
         tmp_path / "a" / "acts.npy").stat().st_size
     np.testing.assert_array_equal(s16.acts, s32.acts[:].astype(np.float16))
     np.testing.assert_array_equal(s16.rows([3, 1]), s32.acts[[3, 1]].astype(np.float16).astype(np.float32))
+    for store in (s16, s32):  # read_float32 widens a float16 store's rows by a numba kernel: NumPy's numbers
+        wide = store.read_float32(5, 250)
+        assert wide.dtype == np.float32
+        np.testing.assert_array_equal(wide, store.acts[5:250].astype(np.float32))
 
     big = {k: v * 1e6 if k == "W_in" else v for k, v in params.items()}  # activations past float16's range
     with pytest.raises(ValueError, match="float32"):
@@ -367,7 +371,8 @@ def test_sae_training_on_the_store_resumes_bit_identically(store_2k, tmp_path):
 
 def test_batches_from_memory_are_the_batches_from_the_file(store_2k, monkeypatch):
     """in_memory=True: the same rows in the same order over three epochs and after a resume, the store's
-    file opened once, for the one read of every row."""
+    file opened twice: for the first buffer, then for the one read of every row. Only the first buffer's
+    batches, or a resume, read no more than they need (an SAE loaded from a finished checkpoint does both)."""
     kw = dict(block_rows=30, buffer_blocks=7, seed=4)
     n_batches = 3 * len(store_2k) // 333 + 1  # three epochs and a bit
     from_file = ShuffledBatches(store_2k, **kw)
@@ -385,9 +390,13 @@ def test_batches_from_memory_are_the_batches_from_the_file(store_2k, monkeypatch
         np.testing.assert_array_equal(y, x, err_msg=f"batch {i}: other values from memory")
         if i == 9:
             state = {k: np.array(v) for k, v in from_memory.state_arrays().items()}
-    assert len(opened) == 1, f"the store's file was opened {len(opened)} times: are later blocks read from the file?"
+    assert len(opened) == 2, f"the store's file was opened {len(opened)} times: are later blocks read from the file?"
+    first_buffer = ShuffledBatches(store_2k, in_memory=True, **kw)
+    np.testing.assert_array_equal(first_buffer.next(100)[0], expected[0][0][:100])
     resumed = ShuffledBatches(store_2k, in_memory=True, **kw)
     resumed.load_state_arrays(state)
+    assert len(opened) == 4 and first_buffer._whole is None and resumed._whole is None, \
+        "the first buffer's batches or a resume copied the whole store"
     for i in range(10, 14):
         np.testing.assert_array_equal(resumed.next(333)[0], expected[i][0],
                                       err_msg=f"batch {i}, after resuming from memory at batch 10, differs")

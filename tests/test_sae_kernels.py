@@ -44,6 +44,9 @@ def test_relu_csr_matches_twin(problem):
             got = K.relu_csr(pre, b_enc)
             counts = K.active_counts(pre, b_enc)
         np.testing.assert_array_equal(counts, np.diff(want[0]), err_msg=f"active_counts ({binding})")
+        with patch:
+            fires = K.fire_counts(pre, b_enc)
+        np.testing.assert_array_equal(fires, K.fire_counts_numpy(pre, b_enc), err_msg=f"fire_counts ({binding})")
         for name, g, w in zip(("indptr", "idx", "val"), got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"relu_csr ({binding}) {name} differs from the NumPy twin")
     np.testing.assert_array_equal(K.csr_to_dense(*got, pre.shape[1]), np.maximum(pre + b_enc, 0),
@@ -160,6 +163,18 @@ def test_sparse_step_matches_forward_backward(seed, B, d_in, d_sae, dtype):
     for k in want:
         np.testing.assert_allclose(grads[k], want[k], **tol, err_msg=f"sparse step: gradient of {k} differs from backward")
     np.testing.assert_array_equal(fires, np.count_nonzero(out.f > 0, axis=0), err_msg="sparse step: firings per latent")
+
+
+@SETTINGS
+@given(seeds, st.integers(0, 30), st.integers(1, 9), st.integers(1, 40))
+def test_fire_counts_count_the_encoded_latents(seed, B, d_in, d_sae):
+    """sae.fire_counts: the latents' firing counts of sae.encode, exactly (one numba pass, no ReLU array)."""
+    rng = np.random.default_rng(seed)
+    cfg = sae.SAEConfig(d_in=d_in, d_sae=d_sae)
+    params = sae.init(cfg, rng)
+    params["b_enc"] = rng.standard_normal(d_sae).astype(params["b_enc"].dtype)
+    x = rng.standard_normal((B, d_in)).astype(params["W_enc"].dtype)
+    np.testing.assert_array_equal(sae.fire_counts(params, x, cfg), np.count_nonzero(sae.encode(params, x, cfg), axis=0))
 
 
 def test_sparse_step_declines_when_dense():

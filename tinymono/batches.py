@@ -38,7 +38,9 @@ class ShuffledBatches:
     buffers or two epochs; every epoch still visits every row exactly once.
 
     in_memory=True reads the whole store into process memory once, with one sequential read, and takes the
-    blocks from there: the same batches, bit for bit, and later epochs read no file. Use it when a run goes
+    blocks from there: the same batches, bit for bit, and later epochs read no file. The copy is made when
+    the buffer is filled the second time: an SAE loaded from a finished checkpoint draws its initial sample
+    from the first buffer and restores its saved buffer from the file, and so never copies the store. Use it when a run goes
     over the store more than once and the store fits in memory (`fits_in_memory`). A machine that evicts
     file pages untouched for a while, as the VMs measured here do, otherwise reads a cold store back 8 KB
     at a time: steps of lesson 06's SAE took 30-86 ms instead of about 20 (docs/experiments.md, "The SAE's
@@ -58,7 +60,8 @@ class ShuffledBatches:
         self.n_blocks = -(-len(store) // self.block_rows)
         self._rng = np.random.default_rng(seed)
         self.in_memory = bool(in_memory)
-        self._whole = None  # with in_memory: every row of the store, read when the first block is
+        self._whole = None  # with in_memory: every row of the store, copied at the second fill of the buffer
+        self._fills = 0  # how many times _fill has filled the buffer
         self._raw = np.empty((self.buffer_blocks * self.block_rows, store.d), store.dtype)  # the buffer
         self.epoch = 0
         self._order = self._rng.permutation(self.n_blocks)  # this epoch's block order
@@ -83,19 +86,20 @@ class ShuffledBatches:
         return np.concatenate(rows)
 
     def _reader(self):
-        """The store's reader, or with in_memory one with the same contract over the copy in memory."""
-        if not self.in_memory:
-            return self.store.reader()
+        """The store's reader, or once the store is copied into memory one with the same contract over the copy."""
         if self._whole is None:
-            self._whole = np.empty((len(self.store), self.store.d), self.store.dtype)
-            with self.store.reader() as read:
-                read(0, len(self.store), self._whole)
+            return self.store.reader()
 
         def read(lo, hi, out):
             out[:] = self._whole[lo:hi]
         return contextlib.nullcontext(read)
 
     def _fill(self):
+        self._fills += 1
+        if self.in_memory and self._whole is None and self._fills > 1:
+            self._whole = np.empty((len(self.store), self.store.d), self.store.dtype)
+            with self.store.reader() as read:
+                read(0, len(self.store), self._whole)
         if self._next_block == self.n_blocks:
             self.epoch += 1
             self._order = self._rng.permutation(self.n_blocks)

@@ -40,7 +40,7 @@ class NeuronSource:
         return x if units is None else x[:, units]
 
     def activations(self, lo, hi, units=None):
-        return self._encode(self.store.read(lo, hi).astype(np.float32, copy=False), units)
+        return self._encode(self.store.read_float32(lo, hi), units)
 
     def blocks(self, units=None):
         """Yield (lo, A [b, U]) over the first n_rows rows."""

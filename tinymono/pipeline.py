@@ -297,6 +297,18 @@ def gt_evaluate(params, cfg, data, scale, seed=123):
             "explained_variance": metrics.explained_variance(x, out.x_hat), "density": density}
 
 
+def gt_sweep_stage(job):
+    """One cell of lesson 03's short sweep, in a worker of a process pool (or here): an SAE of lesson 03's
+    recipe with job's d_sae, l1_coefficient, steps and batch_size (seed: the world's and the SAE's), trained
+    without a progress bar or checkpoint and scored with gt_evaluate (eval_seed). -> (W_dec, the scores)."""
+    scale = job["scale"]
+    data = gt_world(scale, seed=job["seed"])
+    cfg = gt_sae_config(scale, job["d_sae"], job["l1_coefficient"], job["steps"], seed=job["seed"],
+                        batch_size=job["batch_size"])
+    task, _ = train_gt_sae(cfg, data, progress=False)
+    return task.params["W_dec"], gt_evaluate(task.params, cfg, data, scale, seed=job["eval_seed"])
+
+
 # ----------------------------------------------------------------------------------------------------
 # Lesson 09: the later SAE variants (tinymono/sae_variants.py) in lesson 03's world and on the MLP of the
 # transformer, each with the sparsity setting (or settings) and options chosen for it there. The paper's

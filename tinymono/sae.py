@@ -403,12 +403,18 @@ def backward(params, cache, cfg):
     return {"W_enc": dW_enc, "b_enc": db_enc, "W_dec": dW_dec, "b_dec": db_dec}
 
 
+def _checked(params, x, cfg):
+    """x as encode takes it, after checking x's shape and the parameters encode reads."""
+    x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
+    for k in ("W_enc", "b_enc", "b_dec") if variant_of(cfg) is None else params:
+        check_finite(f"params[{k!r}]", params[k])
+    return x
+
+
 def encode(params, x, cfg):
     """x [B, d_in] -> latents f [B, d_sae]. (A NaN in x would come out as 0: ReLU(NaN) is 0 here.)"""
-    x = check_array("x", x, ("B", params["W_enc"].shape[0]), nonempty=False)
+    x = _checked(params, x, cfg)
     variant = variant_of(cfg)
-    for k in ("W_enc", "b_enc", "b_dec") if variant is None else params:
-        check_finite(f"params[{k!r}]", params[k])
     if variant is not None:
         return variant.encode(params, x, cfg)
     # encode_relu_forward without what only training needs (x_bar, the mask of active entries): the ReLU in
@@ -416,6 +422,16 @@ def encode(params, x, cfg):
     pre = (x - params["b_dec"]) @ params["W_enc"]
     pre += params["b_enc"]
     return np.fmax(pre, 0, out=pre)
+
+
+def fire_counts(params, x, cfg):
+    """[d_sae] int64: on how many rows of x [B, d_in] each latent fires, np.count_nonzero(encode(...), axis=0).
+    For the paper's ReLU the count is one numba pass over the pre-activations (kernels/sae.py: fire_counts),
+    without the ReLU's array: lesson 06 counts over ten million rows."""
+    if variant_of(cfg) is not None:
+        return np.count_nonzero(encode(params, x, cfg), axis=0)
+    x = _checked(params, x, cfg)
+    return K.fire_counts((x - params["b_dec"]) @ params["W_enc"], params["b_enc"])
 
 
 def encode_units(params, x, cfg, units):

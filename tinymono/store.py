@@ -27,6 +27,7 @@ import numpy as np
 
 from tinymono import transformer
 from tinymono.files import BadFile, npy_layout, read_json
+from tinymono.kernels.sae import gather_rows
 
 FORMAT_VERSION = 2  # 2: a checksum per group
 LABEL_FIELDS = {"tokens": np.uint16, "context": np.uint8, "detail": np.uint8, "pos": np.uint16, "index": np.int64}
@@ -211,6 +212,17 @@ class ActivationStore:
         with self.reader() as read:
             return read(lo, hi, out)
 
+    def read_float32(self, lo, hi):
+        """Rows lo .. hi - 1 as float32 [hi - lo, d_mlp]. A float16 store's rows are widened by the numba kernel
+        of the SAE's batches (kernels/sae.py: gather_rows), bit for bit NumPy's astype and about 4x faster here
+        (the lessons' scoring passes widen every row of the held-out store several times)."""
+        raw = self.read(lo, hi)
+        if raw.dtype == np.float32:
+            return raw
+        out = np.empty(raw.shape, np.float32)
+        gather_rows(raw, np.arange(hi - lo), out)
+        return out
+
     @contextmanager
     def reader(self):
         """A context holding the file open, yielding read(lo, hi, out=None) with `read`'s contract (for
@@ -238,7 +250,7 @@ class ActivationStore:
         """Yield (lo, acts [b, d_mlp] float32) for consecutive blocks of rows, in order."""
         for lo in range(0, self.n_rows, block_rows):
             hi = min(lo + block_rows, self.n_rows)
-            yield lo, self.read(lo, hi).astype(np.float32, copy=False)
+            yield lo, self.read_float32(lo, hi)
 
     def mean(self, block_rows=8192):
         """[d_mlp] float64: the mean activation over the store (for mean-ablation)."""

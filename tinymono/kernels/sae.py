@@ -65,6 +65,15 @@ def _fill_active(pre, b_enc, indptr, idx, val, start, stop):
                 k += 1
 
 
+def _count_fires(pre, b_enc, fires, start, stop):
+    """fires[j] += the number of rows b with pre[b, j] + b_enc[j] > 0, for the latents j in [start, stop): how
+    often each latent fires on the rows of pre [B, d_sae]. A range of latents per thread, so each entry of fires
+    is written by one thread."""
+    for b in range(pre.shape[0]):
+        for j in range(start, stop):
+            fires[j] += pre[b, j] + b_enc[j] > 0
+
+
 PARALLEL_MIN_WORK = 1 << 22  # B * d_sae from which threads pay (4096 x 1024 and up)
 
 
@@ -84,6 +93,7 @@ def over_rows(kernel, n, threads, *args):
 # inactive exactly as in NumPy's `> 0`)
 count_active = njit(cache=True, nogil=True)(_count_active)
 fill_active = njit(cache=True, nogil=True)(_fill_active)
+count_fires = njit(cache=True, nogil=True)(_count_fires)
 
 
 def active_counts(pre, b_enc):
@@ -91,6 +101,18 @@ def active_counts(pre, b_enc):
     counts = np.empty(pre.shape[0], dtype=np.int64)
     over_rows(count_active, pre.shape[0], use_threads(*pre.shape), pre, b_enc, counts)
     return counts
+
+
+def fire_counts(pre, b_enc):
+    """[d_sae] int64: on how many rows of ReLU(pre + b_enc) each latent is active (np.count_nonzero(..., axis=0)
+    in one pass, without the latents' array)."""
+    fires = np.zeros(pre.shape[1], dtype=np.int64)
+    over_rows(count_fires, pre.shape[1], use_threads(*pre.shape), pre, b_enc, fires)
+    return fires
+
+
+def fire_counts_numpy(pre, b_enc):
+    return np.count_nonzero(np.maximum(pre + b_enc, 0), axis=0)
 
 
 def pointers(counts):
