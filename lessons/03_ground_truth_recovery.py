@@ -165,10 +165,11 @@ lesson.savefig(plots.density_vs_true(counts, edges, n_dead, gt.p), "density.png"
 # dictionaries are still far from the true features, and so they disagree with each other. The
 # converged sweep of the next section runs every cell as long as the main run, for the trends themselves.
 #
-# The nine SAEs do not depend on each other, so they train in worker processes (tinymono/executors.py),
-# one per core with one thread each, while this process waits, as lesson 09's do. On one thread the
-# matrix products may sum in another order than on two, so a cell's last digits can differ from a run
-# on two threads; none of the lesson's checks reads the sweep.
+# The sweep's SAEs do not depend on each other, so they train in worker processes (tinymono/executors.py),
+# one per core with one thread each, while this process waits, as lesson 09's do. A matrix product on one
+# thread may round differently from one on several, and over a thousand steps with resampling that can
+# move a cell's numbers a little from those of a run in this process; none of the lesson's checks reads
+# the sweep.
 
 # %%
 RATIOS = lesson.pick([0.5, 1], [0.5, 1, 2], [0.5, 1, 2, 4])

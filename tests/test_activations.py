@@ -393,13 +393,15 @@ def test_batches_from_memory_are_the_batches_from_the_file(store_2k, monkeypatch
     assert len(opened) == 2, f"the store's file was opened {len(opened)} times: are later blocks read from the file?"
     first_buffer = ShuffledBatches(store_2k, in_memory=True, **kw)
     np.testing.assert_array_equal(first_buffer.next(100)[0], expected[0][0][:100])
-    resumed = ShuffledBatches(store_2k, in_memory=True, **kw)
+    resumed = ShuffledBatches(store_2k, in_memory=True, **kw)  # as SAETask resumes: a first sample, then the state
+    resumed.next(100)
     resumed.load_state_arrays(state)
-    assert len(opened) == 4 and first_buffer._whole is None and resumed._whole is None, \
+    assert len(opened) == 5 and first_buffer._whole is None and resumed._whole is None, \
         "the first buffer's batches or a resume copied the whole store"
     for i in range(10, 14):
         np.testing.assert_array_equal(resumed.next(333)[0], expected[i][0],
                                       err_msg=f"batch {i}, after resuming from memory at batch 10, differs")
+    assert len(opened) == 6 and resumed._whole is not None, "the resumed run did not copy the store, or reads the file"
 
 
 def test_sae_runs_over_the_store_more_than_once_take_it_into_memory(store_2k, monkeypatch):

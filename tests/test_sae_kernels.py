@@ -177,6 +177,15 @@ def test_fire_counts_count_the_encoded_latents(seed, B, d_in, d_sae):
     np.testing.assert_array_equal(sae.fire_counts(params, x, cfg), np.count_nonzero(sae.encode(params, x, cfg), axis=0))
 
 
+def test_fire_counts_leave_nan_silent():
+    pre = np.array([[np.nan, 1.0, -1.0, np.inf], [2.0, np.nan, 0.0, -np.inf]], np.float32)
+    b_enc = np.zeros(4, np.float32)
+    for binding, patch in THREADED.items():
+        with patch:
+            np.testing.assert_array_equal(K.fire_counts(pre, b_enc), [1, 1, 0, 1], err_msg=binding)
+    np.testing.assert_array_equal(K.fire_counts_numpy(pre, b_enc), [1, 1, 0, 1])
+
+
 def test_sparse_step_declines_when_dense():
     cfg = sae.SAEConfig(d_in=4, d_sae=8, batch_size=16, sparse_below=0.1)
     params = sae.init(cfg, np.random.default_rng(0))

@@ -39,9 +39,10 @@ class ShuffledBatches:
 
     in_memory=True reads the whole store into process memory once, with one sequential read, and takes the
     blocks from there: the same batches, bit for bit, and later epochs read no file. The copy is made when
-    the buffer is filled the second time: an SAE loaded from a finished checkpoint draws its initial sample
-    from the first buffer and restores its saved buffer from the file, and so never copies the store. Use it when a run goes
-    over the store more than once and the store fits in memory (`fits_in_memory`). A machine that evicts
+    the buffer is filled the second time. An SAE loaded from a finished checkpoint draws its initial sample
+    from the first buffer (the pipeline's samples fit in one) and restores its saved buffer from the file,
+    so it does not copy the store. Use in_memory when a run goes over the store more than once and the
+    store fits in memory (`fits_in_memory`). A machine that evicts
     file pages untouched for a while, as the VMs measured here do, otherwise reads a cold store back 8 KB
     at a time: steps of lesson 06's SAE took 30-86 ms instead of about 20 (docs/experiments.md, "The SAE's
     batches from memory").

@@ -426,8 +426,8 @@ def encode(params, x, cfg):
 
 def fire_counts(params, x, cfg):
     """[d_sae] int64: on how many rows of x [B, d_in] each latent fires, np.count_nonzero(encode(...), axis=0).
-    For the paper's ReLU the count is one numba pass over the pre-activations (kernels/sae.py: fire_counts),
-    without the ReLU's array: lesson 06 counts over ten million rows."""
+    For the paper's ReLU the count is one numba pass over the pre-activations (kernels/sae.py: fire_counts)
+    instead of the ReLU's pass and count_nonzero's: lesson 06 counts over ten million rows."""
     if variant_of(cfg) is not None:
         return np.count_nonzero(encode(params, x, cfg), axis=0)
     x = _checked(params, x, cfg)
