@@ -49,8 +49,9 @@ groups = scores.label_groups(feature_source, report, "context", labels=NAMED)
 #
 # `interventions.clamp_hook` sets features to values v_i at every position and leaves the rest of the MLP's
 # activations alone: post + sum_i (v_i - f_i(post)) d_i, where d_i is feature i's decoder direction
-# (v = 0 is lesson 07's ablation). `transformer.sample` applies the hook at every step. We pin each
-# context's group from lesson 07 (its at most 3 features, each at least 90% specific; where a context has
+# (v = 0 is lesson 07's ablation). `transformer.sample_many` applies the hook at every step (the prompts
+# continue together, one forward of all of them per new byte, each drawing from its own generator). We
+# pin each context's group from lesson 07 (its at most 3 features, each at least 90% specific; where a context has
 # no such feature, its best feature by correlation instead, and the printout says which), each member at
 # its largest activation on held-out text, and let the model continue prompts of plain Python and
 # English. The same prompts continued with nothing pinned give the baseline (each prompt's random
@@ -58,8 +59,9 @@ groups = scores.label_groups(feature_source, report, "context", labels=NAMED)
 
 # %%
 def continuations(hook, prompts, n_new):
-    return [tr.sample(params, cfg, p, n_new, np.random.default_rng(i), hook_post=hook, fast=True)[len(p):]
-            for i, p in enumerate(prompts)]
+    """[len(prompts), n_new]: each prompt continued with its own seeded generator, all prompts in one batch."""
+    rngs = [np.random.default_rng(i) for i in range(len(prompts))]
+    return tr.sample_many(params, cfg, prompts, n_new, rngs, hook_post=hook, fast=True)[:, prompts.shape[1]:]
 
 
 windows, window_ctx, _ = corpus.sample_windows("val", 400, 48, np.random.default_rng(5))

@@ -336,6 +336,22 @@ def test_sampling():
 
 
 @pytest.mark.parametrize("fast", [False, True])
+def test_sample_many_continues_each_prompt_as_sample_does(fast):
+    """Prompts continued together: each row draws from its own generator what `sample` draws for that prompt
+    alone, the window sliding past n_ctx (float64: a batch's products round far below any draw's margin)."""
+    cfg = tr.TransformerConfig(d_vocab=11, d_model=8, d_mlp=8, n_heads=2, d_head=4, n_ctx=6, init_range=1.0)
+    params = tr.init(cfg, np.random.default_rng(0), np.float64)
+    prompts = np.random.default_rng(1).integers(0, 11, size=(4, 3))
+    many = tr.sample_many(params, cfg, prompts, 9, [np.random.default_rng(10 + b) for b in range(4)], fast=fast)
+    assert many.shape == (4, 12) and len({tuple(row[3:]) for row in many}) > 1, "the rows drew alike"
+    for b in range(4):
+        alone = tr.sample(params, cfg, prompts[b], 9, np.random.default_rng(10 + b), fast=fast)
+        np.testing.assert_array_equal(many[b], alone, err_msg=f"prompt {b} continued otherwise in the batch")
+    with pytest.raises(ValueError, match="as many generators"):
+        tr.sample_many(params, cfg, prompts, 2, [np.random.default_rng(0)])
+
+
+@pytest.mark.parametrize("fast", [False, True])
 def test_loss_is_the_next_token_cross_entropy_of_the_logits(fast):
     """Written out from the logits alone: position t is scored on token t + 1."""
     cfg = tr.TransformerConfig(d_vocab=11, d_model=8, d_mlp=12, n_heads=2, d_head=4, n_ctx=6, init_range=0.8)

@@ -428,28 +428,44 @@ def sample(params, cfg: TransformerConfig, prompt, n_new, rng: np.random.Generat
     model sees only the last n_ctx (the window slides). hook_post is applied at every step as in
     `forward` (a feature pinned on steers what the model writes). Returns all token ids
     [len(prompt) + n_new]."""
+    tokens = _prompt_tokens(prompt)
+    if tokens.size == 0:
+        raise ValueError("the prompt needs at least one token (e.g. the byte corpus's separator, corpus.DOC_SEP)")
+    return sample_many(params, cfg, tokens[None], n_new, [rng], temperature=temperature, top_k=top_k,
+                       hook_post=hook_post, fast=fast)[0]
+
+
+def sample_many(params, cfg: TransformerConfig, prompts, n_new, rngs, *, temperature=1.0, top_k=None,
+                hook_post=None, fast=False):
+    """`sample` for several prompts of one length at once: prompts [B, T] token ids, rngs B generators (row
+    b draws its tokens from rngs[b]) -> [B, T + n_new]. Each step is one forward of all B windows, not B
+    forwards of one: every row is computed as it would be alone (the model mixes positions, never rows), up
+    to the rounding of the matrix products, which may sum in another order for another batch size."""
     n_new = check_int("n_new", n_new, lo=0)
     temperature = check_number("temperature", temperature, lo=0)
     if top_k is not None:
         top_k = check_int("top_k", top_k, 1, cfg.d_vocab)
-    tokens = _prompt_tokens(prompt)
-    if tokens.size == 0:
-        raise ValueError("the prompt needs at least one token (e.g. the byte corpus's separator, corpus.DOC_SEP)")
-    check_tokens(tokens[None], cfg, max_len=len(tokens))  # ids in range; a long prompt is fine (it slides)
-    out = list(tokens)
-    for _ in range(n_new):
-        window = np.array(out[-cfg.n_ctx:], dtype=np.int64)[None]  # [1, T<=n_ctx]
+    prompts = np.asarray(prompts)
+    check_tokens(prompts, cfg, max_len=prompts.shape[-1] if prompts.ndim == 2 else None)  # a long prompt slides
+    if len(rngs) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts need as many generators, got {len(rngs)}")
+    B, T = prompts.shape
+    out = np.empty((B, T + n_new), dtype=np.int64)
+    out[:, :T] = prompts
+    for t in range(T, T + n_new):
+        window = np.ascontiguousarray(out[:, max(0, t - cfg.n_ctx):t])  # [B, <= n_ctx]: the window slides
         logits, _ = forward(params, window, cfg, hook_post=hook_post, fast=fast)
-        last = logits[0, -1].astype(np.float64)  # [V]
-        if temperature == 0:
-            out.append(int(np.argmax(last)))
-            continue
-        last = last / temperature
-        if top_k is not None:
-            last[last < np.sort(last)[-top_k]] = -np.inf  # ties at the k-th value are all kept
-        probs = np.exp(last - last.max())
-        out.append(int(rng.choice(cfg.d_vocab, p=probs / probs.sum())))
-    return np.array(out, dtype=np.int64)
+        for b, rng in enumerate(rngs):
+            last = logits[b, -1].astype(np.float64)  # [V]
+            if temperature == 0:
+                out[b, t] = np.argmax(last)
+                continue
+            last = last / temperature
+            if top_k is not None:
+                last[last < np.sort(last)[-top_k]] = -np.inf  # ties at the k-th value are all kept
+            probs = np.exp(last - last.max())
+            out[b, t] = rng.choice(cfg.d_vocab, p=probs / probs.sum())
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
