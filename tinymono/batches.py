@@ -42,10 +42,9 @@ class ShuffledBatches:
     the buffer is filled the second time. An SAE loaded from a finished checkpoint draws its initial sample
     from the first buffer (the pipeline's samples fit in one) and restores its saved buffer from the file,
     so it does not copy the store. Use in_memory when a run goes over the store more than once and the
-    store fits in memory (`fits_in_memory`). A machine that evicts
-    file pages untouched for a while, as the VMs measured here do, otherwise reads a cold store back 8 KB
-    at a time: steps of lesson 06's SAE took 30-86 ms instead of about 20 (docs/experiments.md, "The SAE's
-    batches from memory").
+    store fits in memory (`fits_in_memory`). A machine that evicts file pages untouched for a while, as
+    the VMs measured here do, otherwise reads a cold store back 8 KB at a time: steps of lesson 06's SAE
+    took 30-86 ms instead of about 20 (docs/experiments.md, "The SAE's batches from memory").
 
     `next(n)` returns (x [n, d_mlp] float32, rows [n] int64). Called as `source(rng, n)` it returns x
     alone, the batch-source contract of sae.SAETask (whose rng it leaves alone: the order is drawn from
@@ -87,7 +86,7 @@ class ShuffledBatches:
         return np.concatenate(rows)
 
     def _reader(self):
-        """The store's reader, or once the store is copied into memory one with the same contract over the copy."""
+        """The store's reader; once the store is copied into memory, a reader of the copy (the same contract)."""
         if self._whole is None:
             return self.store.reader()
 

@@ -214,8 +214,9 @@ class ActivationStore:
 
     def read_float32(self, lo, hi):
         """Rows lo .. hi - 1 as float32 [hi - lo, d_mlp]. A float16 store's rows are widened by the numba kernel
-        of the SAE's batches (kernels/sae.py: gather_rows), bit for bit NumPy's astype and about 4x faster here
-        (the lessons' scoring passes widen every row of the held-out store several times)."""
+        of the SAE's batches (kernels/sae.py: gather_rows), bit for bit NumPy's astype and 4x faster here (the
+        lessons' scoring passes widen every row of the held-out store several times; docs/experiments.md,
+        "Lessons 03 and 06-10 without their waste")."""
         raw = self.read(lo, hi)
         if raw.dtype == np.float32:
             return raw
