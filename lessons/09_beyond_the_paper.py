@@ -291,7 +291,7 @@ points = [f.result() for f in relu_futures]
 ks = sorted({max(1, int(round(p["l0"]))) for p in points})
 finished.total = len(gt_jobs) + len(relu_jobs) + len(l1_jobs) + 2 * len(ks)  # fewer if two L0s round alike
 k_futures = submit(pipeline.frontier_stage, [frontier_job(a, k=k) for a in ("topk", "batchtopk") for k in ks])
-main_f = data.latents(main_params, main_cfg)
+main_fires = data.fire_counts(main_params, main_cfg)  # [d_sae]: on how many held-out tokens each latent fires
 main_lr = metrics.loss_recovered(data.clean, interventions.mean_loss(data.tparams, data.tcfg, data.windows,
                                                                      interventions.sae_hook(main_params, main_cfg)), data.zero)
 points += [f.result() for f in k_futures + l1_futures]
@@ -302,8 +302,8 @@ print(f"frontier: {len(points)} SAEs, {sum(p['seconds'] for p in points):.0f} s 
 print(f"{'architecture':>13} {'setting':>8} {'L0':>7} {'loss rec.':>9} {'dens<1e-4':>9} {'unmoved':>8}")
 for p in points:
     print(f"{p['architecture']:>13} {p['setting']:>8} {p['l0']:7.2f} {p['recovered']:9.1%} {p['rare']:9.1%} {p['unmoved']:8.1%}")
-main_l0 = np.count_nonzero(main_f) / len(main_f)
-main_rare = float(np.mean(np.count_nonzero(main_f, axis=0) / len(main_f) < 1e-4))
+main_l0 = main_fires.sum() / len(data.held_out)
+main_rare = float(np.mean(main_fires / len(data.held_out) < 1e-4))
 print(f"{'lesson 06':>13} {'full':>8} {main_l0:7.2f} {main_lr:9.1%} {main_rare:9.1%} {'-':>8}")
 lesson.savefig(plots.variants_frontier(points, (main_l0, main_lr, "lesson 06 (full length)", main_rare)),
                "frontier.png", "On the transformer's MLP activations: L0 against loss recovered for each architecture at "

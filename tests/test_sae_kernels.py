@@ -5,6 +5,7 @@ Also run these under NUMBA_DISABLE_JIT=1 (plain Python, readable tracebacks); th
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,6 +176,26 @@ def test_fire_counts_count_the_encoded_latents(seed, B, d_in, d_sae):
     params["b_enc"] = rng.standard_normal(d_sae).astype(params["b_enc"].dtype)
     x = rng.standard_normal((B, d_in)).astype(params["W_enc"].dtype)
     np.testing.assert_array_equal(sae.fire_counts(params, x, cfg), np.count_nonzero(sae.encode(params, x, cfg), axis=0))
+
+
+@pytest.mark.parametrize("arch", sorted(sae.ARCHITECTURES))
+def test_the_frontiers_counts_are_the_blockwise_encodings(arch):
+    """Lesson 09's frontier scores L0 and densities by pipeline.FrontierData.fire_counts: per latent, the
+    nonzero entries of sae.encode over the held-out tokens, block by block, as it once concatenated them."""
+    from tinymono.pipeline import FrontierData
+
+    rng = np.random.default_rng(3)
+    opts = {"topk": dict(k=3, aux_k=3), "batchtopk": dict(k=3, aux_k=3)}.get(arch, {})
+    cfg = sae.SAEConfig(d_in=6, d_sae=10, architecture=arch, **opts)
+    x = rng.standard_normal((30, 6)).astype(np.float32)
+    params = sae.init(cfg, rng, x)
+    for k in params:  # biases off zero (gated's are b_gate and b_mag), so latents fire or not on their own
+        if k.startswith("b_") and params[k].shape == (cfg.d_sae,):
+            params[k] = rng.standard_normal(cfg.d_sae).astype(params[k].dtype)
+    data = FrontierData(*[None] * 3, x, *[None] * 3)
+    want = np.count_nonzero(np.concatenate([sae.encode(params, x[i:i + 7], cfg) for i in range(0, 30, 7)]), axis=0)
+    assert want.sum() > 0
+    np.testing.assert_array_equal(data.fire_counts(params, cfg, block=7), want)
 
 
 def test_fire_counts_leave_nan_silent():
