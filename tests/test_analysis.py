@@ -291,6 +291,47 @@ def test_byte_pieces_are_readable_and_complete():
     assert "\u27e6ب·d8\u27e7" in text.format_example(tokens, 3) and "\u27e6A\u27e7" in text.format_example(tokens, 6)
 
 
+def _top_k_merge_every_column(vals, rows, A, lo, scratch):
+    """The merge as first written: every column's k entries sorted again with the block's candidates."""
+    k, U = vals.shape
+    r, c = scratch.above(A, np.maximum(vals[-1], 0))
+    if len(r) == 0:
+        return vals, rows
+    cand_v = np.concatenate([vals.ravel(), A[r, c]])
+    cand_c = np.concatenate([np.tile(np.arange(U), k), c])
+    cand_r = np.concatenate([rows.ravel(), lo + r])
+    order = np.lexsort((-cand_v, cand_c))
+    rank = np.arange(len(order)) - np.searchsorted(cand_c[order], cand_c[order])
+    keep = order[rank < k]
+    new_v, new_r = np.empty_like(vals), np.empty_like(rows)
+    new_v[rank[rank < k], cand_c[keep]] = cand_v[keep]
+    new_r[rank[rank < k], cand_c[keep]] = cand_r[keep]
+    return new_v, new_r
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_k_merge_sorts_only_the_columns_with_candidates_and_keeps_ties_in_order(seed):
+    """The streamed top-k re-sorts only the columns a block has candidates in; the result, rows of tied
+    values included, is the one of sorting every column again."""
+    from tinymono.kernels.moments import SparseBlocks
+
+    rng = np.random.default_rng(seed)
+    k, U = 4, 9
+    state = {name: (np.full((k, U), -np.inf), np.zeros((k, U), np.int64)) for name in ("restricted", "every")}
+    merges = {"restricted": scores._top_k_merge, "every": _top_k_merge_every_column}
+    lo = 0
+    for _ in range(12):
+        b = int(rng.integers(1, 30))
+        A = rng.integers(0, 4, (b, U)).astype(np.float32) * (rng.random((b, U)) < 0.3)  # many ties, many zeros
+        A[:, 0] = 0  # a column that never fires
+        for name, merge in merges.items():
+            state[name] = merge(*state[name], A, lo, SparseBlocks(share=2.0))
+        np.testing.assert_array_equal(state["restricted"][0], state["every"][0])
+        np.testing.assert_array_equal(state["restricted"][1], state["every"][1], err_msg="tied values' rows")
+        lo += b
+    assert np.isinf(state["restricted"][0][:, 0]).all() and np.isfinite(state["restricted"][0][0, 1:]).any()
+
+
 def test_top_examples_are_apart_and_centred(store, sparse_sae):
     src = features.FeatureSource(store, *sparse_sae)
     report = scores.analyse_units(src, top_k=20)

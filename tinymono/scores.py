@@ -67,19 +67,21 @@ def _scatter_add(out, key, weights=None):
 def _top_k_merge(vals, rows, A, lo, scratch):
     """Merge the running top-k per column (vals, rows [k, U], descending) with block A [b, U] that starts at
     store row lo. Only entries above a column's current k-th value (and above 0) can enter, so after the
-    first blocks few entries are looked at. scratch: a moments.SparseBlocks, whose buffers find them."""
-    k, U = vals.shape
+    first blocks few entries are looked at, and only the columns they are in are sorted again (the others
+    keep their k entries as they are). scratch: a moments.SparseBlocks, whose buffers find them."""
+    k = vals.shape[0]
     r, c = scratch.above(A, np.maximum(vals[-1], 0))  # [n] candidates
     if len(r) == 0:
         return vals, rows
-    cand_v = np.concatenate([vals.ravel(), A[r, c]])
-    cand_c = np.concatenate([np.tile(np.arange(U), k), c])  # vals.ravel() runs over units fastest
-    cand_r = np.concatenate([rows.ravel(), lo + r])
-    order = np.lexsort((-cand_v, cand_c))  # by unit, then by value descending
+    units = np.unique(c)  # the columns that have candidates
+    cand_v = np.concatenate([vals[:, units].ravel(), A[r, c]])  # a column's old entries first, in their order
+    cand_c = np.concatenate([np.tile(units, k), c])  # vals[:, units].ravel() runs over those units fastest
+    cand_r = np.concatenate([rows[:, units].ravel(), lo + r])
+    order = np.lexsort((-cand_v, cand_c))  # by unit, then by value descending; ties keep the order above
     rank = np.arange(len(order)) - np.searchsorted(cand_c[order], cand_c[order])  # place within its unit
     keep = order[rank < k]
-    new_v, new_r = np.empty_like(vals), np.empty_like(rows)
-    new_v[rank[rank < k], cand_c[keep]] = cand_v[keep]  # every unit has its k old entries: all slots fill
+    new_v, new_r = vals.copy(), rows.copy()
+    new_v[rank[rank < k], cand_c[keep]] = cand_v[keep]  # each such unit has its k old entries: all slots fill
     new_r[rank[rank < k], cand_c[keep]] = cand_r[keep]
     return new_v, new_r
 
