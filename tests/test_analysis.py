@@ -185,6 +185,34 @@ def test_analyse_units_matches_the_whole_matrix(store, sparse_sae):
     np.testing.assert_allclose(neurons.score("context", "base64", "pearson"), metrics.pearson(X, y), atol=1e-9)
 
 
+class CountingSource(ArraySource):
+    """An ArraySource that counts how many times its blocks are read (an SAE's would be encoded each time)."""
+
+    reads = 0
+
+    def blocks(self, units=None):
+        self.reads += 1
+        yield from super().blocks(units)
+
+
+@pytest.mark.parametrize("keep_bytes, reads", [(1 << 30, 1), (0, 2), (2000, 2)])
+def test_analyse_units_reads_once_when_the_entries_fit_and_reports_the_same_either_way(keep_bytes, reads):
+    rng = np.random.default_rng(3)
+    A = rng.exponential(1.0, (500, 12)) * (rng.random((500, 12)) < 0.3)  # ~1,800 entries: 14 kB of kept rows
+    A[:, 4] = 0.0  # a silent unit
+    context = rng.integers(0, 3, 500)
+    src = CountingSource(A, context, ("english", "arabic", "python"), block_rows=37)
+    report = scores.analyse_units(src, families=("context",), bins=8, top_k=4, keep_bytes=keep_bytes)
+    assert src.reads == reads  # 2000 bytes: dropped after a few blocks, then read again
+    scratch = scores.LabelStats(A.max(axis=0), {"context": 3}, bins=8)  # the plain second pass, block by block
+    for lo in range(0, 500, 37):
+        scratch.update(A[lo:lo + 37].astype(np.float32), {"context": context[lo:lo + 37]})
+    want = scratch.scores("context")
+    for key, value in report.families["context"].items():
+        np.testing.assert_array_equal(value, want[key], err_msg=key)  # the same additions in the same order
+    np.testing.assert_array_equal(report.m2, scratch.m2)
+
+
 def planted():
     """Arabic split between a lead-byte feature (0) and a continuation-byte feature (1); feature 2 fires on
     Arabic and on much English (unspecific); 3 is noise."""

@@ -26,8 +26,9 @@ What this implementation chose where the paper is silent:
 Everything runs over row blocks of a source (features.NeuronSource or FeatureSource: anything with
 `store`, `n_units`, `n_rows`, `kind` and `blocks(units=None)`), in bounded memory: a first pass for
 each unit's maximum, density and top activations, a second for the label statistics (Chan's pairwise
-update of means and co-moments, so the correlation does not lose digits over millions of tokens), and a
-third, over a few candidate columns only, for the groups.
+update of means and co-moments, so the correlation does not lose digits over millions of tokens; it reads
+the nonzero entries the first pass kept, when they fit in memory), and a third, over a few candidate
+columns only, for the groups.
 
 Axis vocabulary: N tokens (store rows), U units, L labels of one family, K bins.
 """
@@ -109,11 +110,13 @@ class LabelStats:
 
     def update(self, A, labels: dict):
         A = check_array("A", A, ("b", self.U), kinds=REAL, finite=False, nonempty=False)  # analyse_units scans
-        b = len(A)
-        if b == 0:
-            return
-        # the nonzero entries carry everything: the zeros add only to counts, known from the nonzeros'
-        rows, cols, vals = moments.nonzero_entries(A, self._entries)
+        if len(A):
+            # the nonzero entries carry everything: the zeros add only to counts, known from the nonzeros'
+            self.update_entries(*moments.nonzero_entries(A, self._entries), len(A), labels)
+
+    def update_entries(self, rows, cols, vals, b, labels: dict):
+        """update() from a block's nonzero entries alone (rows, cols, vals [nnz], in row-major order, as
+        moments.nonzero_entries gives them) and its number of rows b."""
         vals = vals.astype(np.float64)
         mean_b, m2_b = moments.column_moments(cols, vals, b, self.U)  # the block's, merged into the running ones
         n_new = self.n + b
@@ -224,14 +227,18 @@ def _family_names(store, family):
     return tuple(store.context_names if family == "context" else store.detail_names)
 
 
-def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
+def analyse_units(source, families=("context", "detail"), bins=64, top_k=32, keep_bytes=1 << 30):
     """Both passes over `source` (NeuronSource or FeatureSource) -> UnitReport.
 
-    Memory: one block of activations and its nonzero entries, plus the per-label histograms, L x U x
-    bins int64 (context and detail labels, 4096 features, 64 bins: 71 MB). Time: a FeatureSource encodes
-    every row twice, and the encoder's matmul is the largest part; measured in lesson 10 (2M tokens, d_sae
-    1024, 2 cores), about 24 s a call (docs/experiments.md, "The lessons' scoring passes")."""
+    The second pass needs only each block's nonzero entries, so the first keeps them (compressed sparse
+    rows: 8 bytes an entry) while they fit in keep_bytes, and then the source is read, and a FeatureSource
+    encoded, once instead of twice (2M tokens of lesson 06's SAE, 14 latents a token: 240 MB); past
+    keep_bytes they are dropped and the second pass reads the source again. Memory besides: one block of
+    activations and its nonzero entries, plus the per-label histograms, L x U x bins int64 (context and
+    detail labels, 4096 features, 64 bins: 71 MB). Time: the encoder's matmul is the largest part
+    (docs/experiments.md, "The lessons' scoring passes" and "One encoding per scoring pass")."""
     bins, top_k = check_int("bins", bins, lo=1), check_int("top_k", top_k, lo=1)
+    keep_bytes = check_int("keep_bytes", keep_bytes, lo=0)
     for fam in families:
         if fam not in ("context", "detail"):
             raise ValueError(f"families must be 'context' and/or 'detail', got {fam!r}")
@@ -240,7 +247,8 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
         raise ValueError(f"the {source.kind} source has no rows to score")
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
-    scratch = moments.SparseBlocks(share=2.0)
+    scratch, packer = moments.SparseBlocks(share=2.0), moments.SparseBlocks(share=2.0)
+    kept, kept_bytes = [], 0  # (lo, indptr, idx, val) of every block so far, or None past keep_bytes
     for lo, A in source.blocks():
         lowest = A.min() if A.size else 0.0
         if np.isnan(lowest):
@@ -252,12 +260,24 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32):
         nnz += np.count_nonzero(A, axis=0)
         total += A.sum(axis=0, dtype=np.float64)
         top_v, top_r = _top_k_merge(top_v, top_r, A, lo, scratch)
+        if kept is not None and len(A):
+            kept.append((lo, *(a.copy() for a in packer.pack(A))))
+            kept_bytes += sum(a.nbytes for a in kept[-1][1:])
+            kept = kept if kept_bytes <= keep_bytes else None
     top_r[~np.isfinite(top_v)] = -1  # fewer than top_k positive activations
     top_v[~np.isfinite(top_v)] = 0.0
     stats = LabelStats(vmax, {fam: len(_family_names(store, fam)) for fam in families}, bins=bins)
-    for lo, A in source.blocks():
-        hi = lo + len(A)
-        stats.update(A, {fam: np.asarray(getattr(store, fam)[lo:hi]) for fam in families})
+
+    def labels(lo, hi):
+        return {fam: np.asarray(getattr(store, fam)[lo:hi]) for fam in families}
+
+    if kept is None:
+        for lo, A in source.blocks():
+            stats.update(A, labels(lo, lo + len(A)))
+    else:
+        for lo, indptr, idx, val in kept:
+            b = len(indptr) - 1
+            stats.update_entries(*moments.entries(indptr, idx, val), b, labels(lo, lo + b))
     n = source.n_rows
     return UnitReport(source.kind, n, nnz / n, vmax, total / n, stats.m2, top_v, top_r, bins,
                       {fam: _family_names(store, fam) for fam in families},

@@ -95,8 +95,12 @@ class SparseBlocks:
 def nonzero_entries(x, packer):
     """(rows, cols, values) of the nonzero entries of x [b, n] in row-major order, as np.nonzero gives them,
     through packer (a SparseBlocks whose share exceeds 1, so it takes every block)."""
-    indptr, idx, val = packer.pack(x)
-    return np.repeat(np.arange(len(x)), np.diff(indptr)), idx, val
+    return entries(*packer.pack(x))
+
+
+def entries(indptr, idx, val):
+    """(rows, cols, values) of compressed sparse rows (indptr [b + 1], idx, val [nnz])."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), idx, val
 
 
 def column_moments(cols, vals, b, n):
