@@ -247,7 +247,7 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32, kee
         raise ValueError(f"the {source.kind} source has no rows to score")
     vmax, nnz, total = np.zeros(U), np.zeros(U, np.int64), np.zeros(U)
     top_v, top_r = np.full((top_k, U), -np.inf), np.zeros((top_k, U), np.int64)
-    scratch, packer = moments.SparseBlocks(share=2.0), moments.SparseBlocks(share=2.0)
+    scratch = moments.SparseBlocks(share=2.0)  # the top-k's candidates, then the block's entries to keep
     kept, kept_bytes = [], 0  # (lo, indptr, idx, val) of every block so far, or None past keep_bytes
     for lo, A in source.blocks():
         lowest = A.min() if A.size else 0.0
@@ -261,7 +261,7 @@ def analyse_units(source, families=("context", "detail"), bins=64, top_k=32, kee
         total += A.sum(axis=0, dtype=np.float64)
         top_v, top_r = _top_k_merge(top_v, top_r, A, lo, scratch)
         if kept is not None and len(A):
-            kept.append((lo, *(a.copy() for a in packer.pack(A))))
+            kept.append((lo, *(a.copy() for a in scratch.pack(A))))
             kept_bytes += sum(a.nbytes for a in kept[-1][1:])
             kept = kept if kept_bytes <= keep_bytes else None
     top_r[~np.isfinite(top_v)] = -1  # fewer than top_k positive activations
