@@ -68,7 +68,11 @@ def test_gelu_values():
 def test_layernorm(seed, n, d):
     rng = np.random.default_rng(seed)
     args = [rng.standard_normal((n, 2, d)), rng.standard_normal(d), rng.standard_normal(d)]
-    assert_grads_ok(check_layer(L.layernorm_forward, L.layernorm_backward, args, ["x", "w", "b"], rng=rng),
+    # Layer norm bends on the scale of each row's spread, so the difference step must be small beside the
+    # narrowest row's standard deviation: a row of three normal draws can have std 0.02, where a step of 1e-3
+    # leaves a truncation error near 1e-5 in a correct backward.
+    eps = 1e-3 * min(1.0, float(args[0].std(-1).min()))
+    assert_grads_ok(check_layer(L.layernorm_forward, L.layernorm_backward, args, ["x", "w", "b"], rng=rng, eps=eps),
                     "layernorm")
 
 
