@@ -183,8 +183,8 @@ keys_values_transposed = njit(cache=True, nogil=True, inline="always")(_keys_val
 # calls, with their copies, were no faster (docs/experiments.md). Written as plain loops along positions,
 # each loop would load and store its output row once per multiply-add and be bound by those loads and
 # stores, not by arithmetic. So every product here does several multiply-adds per load: two output rows
-# and four terms per pass (pair_rows), four rows per pass (lower_rows), or a four-by-four block of dot
-# products kept in registers (block_dots).
+# and four terms per pass (pair_rows), four rows by four outputs per pass (lower_rows), or a four-by-four
+# block of dot products kept in registers (block_dots).
 # Where a size is not a multiple of the block, indices past the end are clamped to the last one: the
 # duplicate computes the same number again and writes it to the same place, so nothing else changes.
 
@@ -259,21 +259,33 @@ def _block_dots(rows, i, src, out):
 block_dots = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_block_dots)
 
 
-def _lower_rows(out, coef, src):
-    """out[:T] = sum_i coef[i] src[i, :T] for a lower-triangular src [T, T] (src[i, j] = 0 for j > i):
-    four rows i per pass, a block of rows i..i+3 touching only columns j <= i + 3."""
+def _lower_rows(o0, o1, o2, o3, c0, c1, c2, c3, src):
+    """o_k[:T] = sum_i c_k[i] src[i, :T] for k < 4, for a lower-triangular src [T, T] (src[i, j] = 0 for
+    j > i): four rows i per pass, a block of rows i..i+3 touching only columns j <= i + 3, and four outputs
+    per pass, so each number of src loaded serves four multiply-adds. The four outputs must be different
+    rows (each is added into). Each output's sum is the same, in the same order, as with one output per call."""
     T = src.shape[0]
     fours = T - T % 4
     for j in range(T):
-        out[j] = 0.0
+        o0[j] = o1[j] = o2[j] = o3[j] = 0.0
     for i in range(0, fours, 4):
-        w0, w1, w2, w3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
+        a0, a1, a2, a3 = c0[i], c0[i + 1], c0[i + 2], c0[i + 3]
+        b0, b1, b2, b3 = c1[i], c1[i + 1], c1[i + 2], c1[i + 3]
+        d0, d1, d2, d3 = c2[i], c2[i + 1], c2[i + 2], c2[i + 3]
+        f0, f1, f2, f3 = c3[i], c3[i + 1], c3[i + 2], c3[i + 3]
         for j in range(i + 4):
-            out[j] += (w0 * src[i, j] + w1 * src[i + 1, j]) + (w2 * src[i + 2, j] + w3 * src[i + 3, j])
+            s0, s1, s2, s3 = src[i, j], src[i + 1, j], src[i + 2, j], src[i + 3, j]
+            o0[j] += (a0 * s0 + a1 * s1) + (a2 * s2 + a3 * s3)
+            o1[j] += (b0 * s0 + b1 * s1) + (b2 * s2 + b3 * s3)
+            o2[j] += (d0 * s0 + d1 * s1) + (d2 * s2 + d3 * s3)
+            o3[j] += (f0 * s0 + f1 * s1) + (f2 * s2 + f3 * s3)
     for i in range(fours, T):
-        w = coef[i]
+        a0, b0, d0, f0 = c0[i], c1[i], c2[i], c3[i]
         for j in range(i + 1):
-            out[j] += w * src[i, j]
+            o0[j] += a0 * src[i, j]
+            o1[j] += b0 * src[i, j]
+            o2[j] += d0 * src[i, j]
+            o3[j] += f0 * src[i, j]
 
 
 lower_rows = njit(cache=True, nogil=True, inline="always", fastmath=FAST)(_lower_rows)
@@ -317,14 +329,16 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
         scores[i, j] = scale q[i] . k[j] ->  dq[i] = scale sum_j dscores[i, j] k[j],  dk[j] = scale sum_i dscores[i, j] q[i]
     Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
     diagonal, like the pattern); then dq = DS k (block_dots, straight into dqkv), and dv and dk, each a sum
-    over the query rows of a lower-triangular matrix, four rows per pass (lower_rows). Keys, values and their
+    over the query rows of a lower-triangular matrix, four rows and four numbers e per pass (lower_rows, its
+    coefficients gathered into contiguous rows first). Keys, values and their
     gradients are kept transposed, [E, T], as in the forward; dk and dv are written into dqkv at the end."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
-    dkT, dvT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
+    E4 = E + (-E) % 4  # dk and dv are computed four numbers e at a time: rows past E are spare
+    dkT, dvT = np.empty((E4, T), qkv.dtype), np.empty((E4, T), qkv.dtype)
     dp = np.empty((2, T), qkv.dtype)  # two rows of dpattern
     DS = np.empty((T, T), qkv.dtype)  # dscores (the scale included)
-    col = np.empty(T, qkv.dtype)  # one number of every position's dz or query, contiguous
+    cols = np.empty((8, T), qkv.dtype)  # four numbers e of every position's dz, then of its query, contiguous
     for bh in range(start, stop):
         b, h = bh // H, bh % H
         keys_values_transposed(qkv, b, h, kT, vT)
@@ -345,13 +359,14 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                 DS[i1, j] = 0.0
         for i in range(0, T, 4):
             block_dots(DS, i, kT, dqkv[b, :, 0, h])
-        for e in range(E):
+        for e in range(0, E, 4):  # four numbers e of dv and of dk at a time (past E: a copy of the last, into a spare row)
+            e1, e2, e3 = min(e + 1, E - 1), min(e + 2, E - 1), min(e + 3, E - 1)
             for i in range(T):
-                col[i] = dz[b, i, h, e]
-            lower_rows(dvT[e], col, P)
-            for i in range(T):
-                col[i] = qkv[b, i, 0, h, e]
-            lower_rows(dkT[e], col, DS)
+                cols[0, i], cols[1, i], cols[2, i], cols[3, i] = dz[b, i, h, e], dz[b, i, h, e1], dz[b, i, h, e2], dz[b, i, h, e3]
+                cols[4, i], cols[5, i] = qkv[b, i, 0, h, e], qkv[b, i, 0, h, e1]
+                cols[6, i], cols[7, i] = qkv[b, i, 0, h, e2], qkv[b, i, 0, h, e3]
+            lower_rows(dvT[e], dvT[e + 1], dvT[e + 2], dvT[e + 3], cols[0], cols[1], cols[2], cols[3], P)
+            lower_rows(dkT[e], dkT[e + 1], dkT[e + 2], dkT[e + 3], cols[4], cols[5], cols[6], cols[7], DS)
         for j in range(T):
             for e in range(E):
                 dqkv[b, j, 1, h, e] = dkT[e, j]
