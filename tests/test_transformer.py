@@ -545,6 +545,7 @@ def test_train_config_errors():
 
 
 def test_benchmark_profile_adds_up_and_torch_model_is_the_same():
+    from tinymono import kernels
     from tinymono.benchmarks import torch_or_none
     from tinymono.benchmarks import transformer as bench
 
@@ -553,9 +554,12 @@ def test_benchmark_profile_adds_up_and_torch_model_is_the_same():
     params = tr.init(cfg, rng)
     tokens = rng.integers(0, cfg.d_vocab, size=(2, 9))
     prof = bench.profile({k: v.copy() for k, v in params.items()}, tokens, cfg, n_steps=2)
-    assert set(prof) == set(bench.PROFILE_ROWS) | {"total", "page_faults"}
+    assert set(prof) == set(bench.PROFILE_ROWS) | set(bench.CORE_ROWS.values()) | {"total", "page_faults"}
     assert all(prof[k] >= 0 for k in bench.PROFILE_ROWS if k != "other"), prof
     assert sum(prof[k] for k in bench.PROFILE_ROWS) == pytest.approx(prof["total"], rel=1e-9)
+    for row, core in bench.CORE_ROWS.items():  # the core is timed inside its row, once per step
+        assert 0 < prof[core] < prof[row], (row, prof)
+    assert bench.K.in_parallel is kernels.in_parallel, "the profile must put the kernels' in_parallel back"
     torch = torch_or_none()
     if torch is None:
         pytest.skip("PyTorch is not installed")

@@ -15,7 +15,8 @@ alone, at the step's shapes, in NumPy and in PyTorch (`step_products`). Each lib
 BLAS, and they set a bound: a step built on NumPy's products, doing nothing else, would be
 `bound_vs_torch` times PyTorch's step. After the race, a profile: the share of tinymono's step time in
 each layer, measured in place by running the model with a set of layers that times every call
-(transformer.Layers).
+(transformer.Layers), and inside each attention row the time of the core alone (the numba loops over the
+(batch, head) pairs; the rest of the row is the projections' matmuls).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 from tinymono import pipeline
 from tinymono import transformer as tr
 from tinymono.benchmarks import compare, goal_notes, ratio, ratio_range, torch_adam, torch_or_none
+from tinymono.kernels import transformer as K
 from tinymono.optim import Adam, clip_grad_norm
 
 BATCH = 32
@@ -86,6 +88,7 @@ _LABEL = {"embed_forward": "embedding", "embed_backward": "embedding", "attentio
           "softmax_cross_entropy": "unembed+loss"}
 PROFILE_ROWS = ("embedding", "ln1", "attention fwd", "attention bwd", "ln2", "mlp", "lnf", "unembed+loss",
                 "clip+optimizer", "other")
+CORE_ROWS = {"attention fwd": "attention fwd: core", "attention bwd": "attention bwd: core"}  # parts of those rows
 
 
 def _timed_layers(base: tr.Layers, seconds):
@@ -104,25 +107,42 @@ def _timed_layers(base: tr.Layers, seconds):
     return tr.Layers(*(wrap(name, fn) for name, fn in zip(tr.Layers._fields, base)))
 
 
+def _timed_core(base, seconds):
+    """kernels.transformer's in_parallel, also timing the attention core's kernels (the numba loops over the
+    (batch, head) pairs; the rest of each attention row is the projections' matmuls and their copies)."""
+    def timed(kernel, n, *args):
+        t0 = time.perf_counter()
+        base(kernel, n, *args)
+        if kernel is K.attention_heads_forward or kernel is K.attention_heads_backward:
+            fwd = kernel is K.attention_heads_forward
+            seconds[CORE_ROWS["attention fwd" if fwd else "attention bwd"]] += time.perf_counter() - t0
+    return timed
+
+
 def profile(params, tokens, cfg, n_steps=20):
-    """Share of the step time per layer: {label: seconds per step}, plus "total"."""
+    """Share of the step time per layer: {label: seconds per step}, plus "total" and, inside the attention
+    rows, the time of the attention core alone (CORE_ROWS)."""
     seconds = defaultdict(float)
     timed = _timed_layers(tr.layers_for(True), seconds)
     opt = Adam(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    for i in range(n_steps + 2):
-        if i == 2:  # two warm-up steps (compiles, first-touch of buffers), then measure
-            seconds.clear()
-            faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t_start = time.perf_counter()
-        _, grads = tr.loss_and_grads(params, tokens, cfg, fast=timed)
-        t0 = time.perf_counter()
-        clip_grad_norm(grads, CLIP)
-        opt.step(params, grads)
-        seconds["clip+optimizer"] += time.perf_counter() - t0
+    base, K.in_parallel = K.in_parallel, _timed_core(K.in_parallel, seconds)  # the name the layer wrappers call
+    try:
+        for i in range(n_steps + 2):
+            if i == 2:  # two warm-up steps (compiles, first-touch of buffers), then measure
+                seconds.clear()
+                faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                t_start = time.perf_counter()
+            _, grads = tr.loss_and_grads(params, tokens, cfg, fast=timed)
+            t0 = time.perf_counter()
+            clip_grad_norm(grads, CLIP)
+            opt.step(params, grads)
+            seconds["clip+optimizer"] += time.perf_counter() - t0
+    finally:
+        K.in_parallel = base
     total = time.perf_counter() - t_start
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start
-    seconds["other"] = total - sum(seconds.values())
-    out = {k: seconds[k] / n_steps for k in PROFILE_ROWS}
+    seconds["other"] = total - sum(seconds[k] for k in PROFILE_ROWS if k != "other")
+    out = {k: seconds[k] / n_steps for k in (*PROFILE_ROWS, *CORE_ROWS.values())}
     out["total"] = total / n_steps
     out["page_faults"] = faults / n_steps  # memory touched for the first time (see kernels.keep_freed_memory)
     return out
@@ -132,6 +152,9 @@ def format_profile(prof):
     lines = ["profile of one tinymono training step (share of the step's wall time):"]
     for k in PROFILE_ROWS:
         lines.append(f"  {k:<15} {1e3 * prof[k]:7.2f} ms  {100 * prof[k] / prof['total']:5.1f}%")
+        if k in CORE_ROWS:
+            core = prof[CORE_ROWS[k]]
+            lines.append(f"    of which the core (numba, per (batch, head)) {1e3 * core:.2f} ms")
     lines.append(f"  {'total':<15} {1e3 * prof['total']:7.2f} ms   ({prof['page_faults']:,.0f} page faults per step)")
     return "\n".join(lines)
 
