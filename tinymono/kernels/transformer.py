@@ -186,7 +186,8 @@ keys_values_transposed = njit(cache=True, nogil=True, inline="always")(_keys_val
 # and four terms per pass (pair_rows), four rows by four outputs per pass (lower_rows), or a four-by-four
 # block of dot products kept in registers (block_dots).
 # Where a size is not a multiple of the block, indices past the end are clamped to the last one: the
-# duplicate computes the same number again and writes it to the same place, so nothing else changes.
+# duplicate computes the same number again and writes it to the same place, so nothing else changes
+# (lower_rows adds into its outputs, so its duplicates go to spare rows instead).
 
 
 def _pair_rows(out0, out1, c0, c1, src, n):
@@ -359,10 +360,11 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
                 DS[i1, j] = 0.0
         for i in range(0, T, 4):
             block_dots(DS, i, kT, dqkv[b, :, 0, h])
-        for e in range(0, E, 4):  # four numbers e of dv and of dk at a time (past E: a copy of the last, into a spare row)
+        for e in range(0, E, 4):  # four numbers e of dv and dk at a time (past E: the last again, into a spare row)
             e1, e2, e3 = min(e + 1, E - 1), min(e + 2, E - 1), min(e + 3, E - 1)
             for i in range(T):
-                cols[0, i], cols[1, i], cols[2, i], cols[3, i] = dz[b, i, h, e], dz[b, i, h, e1], dz[b, i, h, e2], dz[b, i, h, e3]
+                cols[0, i], cols[1, i] = dz[b, i, h, e], dz[b, i, h, e1]
+                cols[2, i], cols[3, i] = dz[b, i, h, e2], dz[b, i, h, e3]
                 cols[4, i], cols[5, i] = qkv[b, i, 0, h, e], qkv[b, i, 0, h, e1]
                 cols[6, i], cols[7, i] = qkv[b, i, 0, h, e2], qkv[b, i, 0, h, e3]
             lower_rows(dvT[e], dvT[e + 1], dvT[e + 2], dvT[e + 3], cols[0], cols[1], cols[2], cols[3], P)
