@@ -110,12 +110,14 @@ def _timed_layers(base: tr.Layers, seconds):
 def _timed_core(base, seconds):
     """kernels.transformer's in_parallel, also timing the attention core's kernels (the numba loops over the
     (batch, head) pairs; the rest of each attention row is the projections' matmuls and their copies)."""
+    rows = {id(K.attention_heads_forward): CORE_ROWS["attention fwd"],
+            id(K.attention_heads_backward): CORE_ROWS["attention bwd"]}
+
     def timed(kernel, n, *args):
         t0 = time.perf_counter()
         base(kernel, n, *args)
-        if kernel is K.attention_heads_forward or kernel is K.attention_heads_backward:
-            fwd = kernel is K.attention_heads_forward
-            seconds[CORE_ROWS["attention fwd" if fwd else "attention bwd"]] += time.perf_counter() - t0
+        if id(kernel) in rows:
+            seconds[rows[id(kernel)]] += time.perf_counter() - t0
     return timed
 
 

@@ -331,8 +331,8 @@ def _attention_heads_backward(qkv, pattern, dz, scale, dqkv, start, stop):
     Row by row (two queries at a time) come dpattern and dscores, kept whole in DS [T, T] (zero above the
     diagonal, like the pattern); then dq = DS k (block_dots, straight into dqkv), and dv and dk, each a sum
     over the query rows of a lower-triangular matrix, four rows and four numbers e per pass (lower_rows, its
-    coefficients gathered into contiguous rows first). Keys, values and their
-    gradients are kept transposed, [E, T], as in the forward; dk and dv are written into dqkv at the end."""
+    coefficients gathered into contiguous rows first). Keys, values and their gradients are kept
+    transposed, [E, T], as in the forward; dk and dv are written into dqkv at the end."""
     T, H, E = qkv.shape[1], qkv.shape[3], qkv.shape[4]
     kT, vT = np.empty((E, T), qkv.dtype), np.empty((E, T), qkv.dtype)
     E4 = E + (-E) % 4  # dk and dv are computed four numbers e at a time: rows past E are spare
