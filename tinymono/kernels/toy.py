@@ -253,13 +253,24 @@ def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, st
                 scale = 2.0 * imp[f] / batch
                 lf = 0.0
                 gf = 0.0
-                for j in range(nt):
-                    on = dpre[f, j] > 0.0 or not relu
-                    err = (dpre[f, j] if on else 0.0) - x[f, j]
-                    lf += err * err
-                    g = scale * err if on else 0.0
-                    gf += g
-                    dpre[f, j] = g
+                # Two loops, so that neither holds a branch: `on = pre > 0 or not relu` inside one loop kept
+                # LLVM from vectorising it, and the toy step ran 1.12x slower (docs/experiments.md)
+                if relu:
+                    for j in range(nt):
+                        pre = dpre[f, j]
+                        on = pre > 0.0
+                        err = (pre if on else 0.0) - x[f, j]
+                        lf += err * err
+                        g = scale * err if on else 0.0
+                        gf += g
+                        dpre[f, j] = g
+                else:
+                    for j in range(nt):
+                        err = dpre[f, j] - x[f, j]
+                        lf += err * err
+                        g = scale * err
+                        gf += g
+                        dpre[f, j] = g
                 loss += imp[f] * lf
                 db[f] += gf
             for k in range(H):  # dh = W dpre (through the decoder use of W)
