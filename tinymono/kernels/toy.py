@@ -193,15 +193,21 @@ def _combine(out, coef, src, bias, nt):
 
     Each pass over the row loads and stores it once; with one product per pass the loop is bound by those
     loads and stores, not by arithmetic. So the terms come four per pass, and the first pass, which sets
-    the row, also takes the one term left over past the last multiple of four, if any (`python -m tinymono
-    bench toy`: the toy step 1.3x faster than one term per pass)."""
+    the row, takes the one term left over past the last multiple of four, or the first four when nothing is
+    left over (`python -m tinymono bench toy`: the toy step 1.3x faster than one term per pass)."""
     n = coef.shape[0]
     fours = n - n % 4
-    w = coef[fours] if fours < n else 0.0
-    rest = min(fours, n - 1)  # any row, read times w = 0 when nothing is left over
-    for j in range(nt):
-        out[j] = bias + w * src[rest, j]
-    for c in range(0, fours, 4):
+    first = 0
+    if fours == n:  # nothing left over: the first four terms set the row
+        w0, w1, w2, w3 = coef[0], coef[1], coef[2], coef[3]
+        for j in range(nt):
+            out[j] = bias + ((w0 * src[0, j] + w1 * src[1, j]) + (w2 * src[2, j] + w3 * src[3, j]))
+        first = 4
+    else:
+        w = coef[fours]
+        for j in range(nt):
+            out[j] = bias + w * src[fours, j]
+    for c in range(first, fours, 4):
         w0, w1, w2, w3 = coef[c], coef[c + 1], coef[c + 2], coef[c + 3]
         for j in range(nt):
             out[j] += (w0 * src[c, j] + w1 * src[c + 1, j]) + (w2 * src[c + 2, j] + w3 * src[c + 3, j])
@@ -212,8 +218,7 @@ def _combine(out, coef, src, bias, nt):
 
 
 # inline="always": numba pastes it into instance_steps, where LLVM sees the rows' arrays (as a call of
-# its own, the step ran at 60% of the speed); fastmath as instance_steps' (below). With nothing left over,
-# w = 0 multiplies a real row: an inf there gives NaN, which the training loop's guard catches all the same.
+# its own, the step ran at 60% of the speed); fastmath as instance_steps' (below).
 combine = njit(cache=True, inline="always", fastmath={"reassoc", "contract", "nsz", "arcp"})(_combine)
 
 
