@@ -258,8 +258,8 @@ def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, st
                 scale = 2.0 * imp[f] / batch
                 lf = 0.0
                 gf = 0.0
-                # Two loops, so that neither holds a branch: `on = pre > 0 or not relu` inside one loop kept
-                # LLVM from vectorising it, and the toy step ran 1.12x slower (docs/experiments.md)
+                # Two loops, so that neither holds a branch: with `on = pre > 0 or not relu` (Python's `or`
+                # branches) in one loop, the whole toy step took 1.12x as long (docs/experiments.md)
                 if relu:
                     for j in range(nt):
                         pre = dpre[f, j]
