@@ -193,8 +193,9 @@ def _combine(out, coef, src, bias, nt):
 
     Each pass over the row loads and stores it once; with one product per pass the loop is bound by those
     loads and stores, not by arithmetic. So the terms come four per pass, and the first pass, which sets
-    the row, takes the one term left over past the last multiple of four, or the first four when nothing is
-    left over (`python -m tinymono bench toy`: the toy step 1.3x faster than one term per pass)."""
+    the row, takes the first term past the last multiple of four (any others come one per pass at the end),
+    or the first four when the number of terms is a multiple of four (`python -m tinymono bench toy`: the
+    toy step 1.3x faster than one term per pass)."""
     n = coef.shape[0]
     fours = n - n % 4
     first = 0
@@ -258,8 +259,9 @@ def _instance_steps(W, b, mW, vW, mb, vb, prob, imp, kind, key, inst, n_inst, st
                 scale = 2.0 * imp[f] / batch
                 lf = 0.0
                 gf = 0.0
-                # Two loops, so that neither holds a branch: with `on = pre > 0 or not relu` (Python's `or`
-                # branches) in one loop, the whole toy step took 1.12x as long (docs/experiments.md)
+                # Two loops, neither testing the loop-invariant `relu`: with `on = pre > 0 or not relu` in one
+                # loop the whole toy step took 1.12x as long (docs/experiments.md, "The toy kernel's loss loop
+                # split in two")
                 if relu:
                     for j in range(nt):
                         pre = dpre[f, j]
